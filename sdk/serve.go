@@ -1,0 +1,69 @@
+package sdk
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"slices"
+
+	hclog "github.com/hashicorp/go-hclog"
+	plugin "github.com/hashicorp/go-plugin"
+	"github.com/plughost/plughost/sdk/wire"
+	"google.golang.org/grpc"
+)
+
+// Serve runs the plugin under the plughost agent and returns when the agent
+// shuts it down; it is the whole of a plugin's main.
+//
+// Serve completes the go-plugin handshake, registers the lifecycle service
+// and p's services on the plugin's gRPC server, and logs as JSON to stderr,
+// which the agent re-logs under plugin=<name> version=<v>. A watchdog makes
+// sure the plugin never outlives the agent: on SIGTERM, or when the parent
+// process changes, it kills the plugin's process group (the plugin and
+// everything it forked).
+//
+// Like go-plugin's own Serve, which it wraps, Serve exits the process with
+// status 1 instead of returning when it cannot serve: an invalid Info, or an
+// executable run by hand rather than by the agent.
+func Serve(info Info, p Plugin) {
+	if err := info.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "plughost plugin: %v\n", err)
+		os.Exit(1)
+	}
+	if os.Getenv(wire.Handshake.MagicCookieKey) != wire.Handshake.MagicCookieValue {
+		// go-plugin prints its own explanation after this line and exits 1.
+		fmt.Fprintf(os.Stderr, "%s %s is a plughost plugin: add it to an agent with 'plughost bundle build' and 'plughost bundle add'\n", info.Name, info.Version)
+	}
+
+	logger := hclog.New(&hclog.LoggerOptions{
+		Level:      hclog.Debug,
+		Output:     os.Stderr, // the real stderr: go-plugin swaps os.Stderr for a pipe during Serve
+		JSONFormat: true,
+	})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	stopWatchdog := startWatchdog(ctx, logger)
+	defer stopWatchdog()
+
+	rt := newRuntime(info, p, logger)
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: wire.Handshake,
+		VersionedPlugins: wire.PluginSets(&wire.GRPCPlugin{
+			OnServe: func(broker *plugin.GRPCBroker, s *grpc.Server) error {
+				rt.dialStore = func(_ context.Context, id uint32) (*grpc.ClientConn, error) {
+					return broker.DialWithOptions(id, wire.DialOptions()...)
+				}
+				rt.register(s)
+				return nil
+			},
+		}),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			return grpc.NewServer(slices.Concat(opts, wire.ServerOptions(), rt.serverOptions())...)
+		},
+		Logger: logger,
+	})
+	if err := rt.close(); err != nil {
+		logger.Debug("close store connection", "error", err)
+	}
+}

@@ -1,0 +1,13 @@
+//go:build !unix
+
+package sdk
+
+import (
+	"context"
+
+	hclog "github.com/hashicorp/go-hclog"
+)
+
+// startWatchdog does nothing where there are no process groups; the agent
+// runs on Linux.
+func startWatchdog(context.Context, hclog.Logger) (stop func()) { return func() {} }
