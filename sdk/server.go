@@ -108,14 +108,16 @@ func (r *recordingRegistrar) RegisterService(desc *grpc.ServiceDesc, impl any) {
 // may rely on what Configure set up.
 func (r *runtime) serverOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-			if err := r.admit(info.FullMethod); err != nil {
+		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			method, _ := grpc.Method(ctx) // the routed path, whatever the handler calls itself
+			if err := r.admit(method); err != nil {
 				return nil, err
 			}
 			return h(ctx, req)
 		}),
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if err := r.admit(info.FullMethod); err != nil {
+		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			method, _ := grpc.MethodFromServerStream(ss)
+			if err := r.admit(method); err != nil {
 				return err
 			}
 			return h(srv, ss)
