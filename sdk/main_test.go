@@ -2,6 +2,7 @@ package sdk
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -37,9 +38,28 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type noServices struct{}
+// probePlugin is the helper plugin: Configure writes a key through the
+// store it was given, Health reads it back, so that a healthy answer proves
+// the broker's store connection works.
+type probePlugin struct{ store Store }
 
-func (noServices) Register(grpc.ServiceRegistrar) {}
+func (*probePlugin) Register(grpc.ServiceRegistrar) {}
+
+func (p *probePlugin) Configure(ctx context.Context, env *Env) error {
+	if _, err := env.Store.Put(ctx, "probe", []byte(env.InstanceID), PutOptions{}); err != nil {
+		return err
+	}
+	p.store = env.Store
+	return nil
+}
+
+func (p *probePlugin) Health(ctx context.Context) error {
+	kv, err := p.store.WithConsistency(Session).Get(ctx, "probe")
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("probe reads %q", kv.Value) // the test expects this message
+}
 
 func helperPlugin() {
 	if path := os.Getenv("SDK_TEST_CHILD_PID_FILE"); path != "" {
@@ -53,7 +73,7 @@ func helperPlugin() {
 			os.Exit(1)
 		}
 	}
-	Serve(Info{Name: "watchdog-test", Version: "1.0.0"}, noServices{})
+	Serve(Info{Name: "watchdog-test", Version: "1.0.0"}, &probePlugin{})
 }
 
 func helperParent() error {
@@ -78,7 +98,8 @@ func helperParent() error {
 }
 
 // pluginCommand runs the test binary as a plugin, as the agent would: in its
-// own process group, with the handshake cookie.
+// own process group, with the handshake cookie. With a pidFile, the plugin
+// forks a child and writes its pid there.
 func pluginCommand(pidFile string) *exec.Cmd {
 	cmd := exec.Command(os.Args[0])
 	cmd.Env = append(os.Environ(),
@@ -86,8 +107,11 @@ func pluginCommand(pidFile string) *exec.Cmd {
 		"SDK_TEST_CHILD_PID_FILE="+pidFile,
 		wire.Handshake.MagicCookieKey+"="+wire.Handshake.MagicCookieValue,
 		"PLUGIN_PROTOCOL_VERSIONS=1",
-		"PLUGIN_UNIX_SOCKET_DIR="+filepath.Dir(pidFile),
 	)
+	if pidFile != "" {
+		// The watchdog tests kill the plugin: keep its socket out of /tmp.
+		cmd.Env = append(cmd.Env, "PLUGIN_UNIX_SOCKET_DIR="+filepath.Dir(pidFile))
+	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	return cmd
