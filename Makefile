@@ -4,7 +4,7 @@ BIN := $(CURDIR)/.bin
 TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 export PATH := $(BIN):$(PATH)
 
-.PHONY: proto lint-proto check-proto tools test run
+.PHONY: proto lint-proto check-proto tools test run bench
 
 tools: $(TOOLS)
 
@@ -22,3 +22,24 @@ lint-proto: $(TOOLS)
 check-proto: proto
 	git diff --exit-code -- '*.pb.go' || (echo "generated code is stale: run 'make proto' and commit" >&2; exit 1)
 	test -z "$$(git ls-files --others --exclude-standard -- '*.pb.go')" || (echo "untracked generated code: run 'make proto' and commit" >&2; exit 1)
+
+# run: the quick start. Builds plughost and the example plugins, bundles
+# them into a dev agent's bundles folder and starts a single-node agent.
+DEV := $(CURDIR)/.dev
+run:
+	go build -trimpath -o $(DEV)/bin/plughost ./cmd/plughost
+	go build -trimpath -ldflags "-X main.version=1.0.0" -o $(DEV)/exe/echo ./plugins/echo
+	go build -trimpath -ldflags "-X main.version=1.0.0" -o $(DEV)/exe/counter ./plugins/counter
+	mkdir -p $(DEV)/data/bundles
+	$(DEV)/bin/plughost bundle build -o $(DEV)/data/bundles $(DEV)/exe/echo
+	$(DEV)/bin/plughost bundle build -strategy restart -o $(DEV)/data/bundles $(DEV)/exe/counter
+	$(DEV)/bin/plughost agent -dev -node dev -data-dir $(DEV)/data
+
+# test: every test, with the race detector. The end-to-end tests in test/
+# build the real binaries themselves.
+test:
+	go test -race -count=1 -timeout 30m ./...
+
+# bench: the benchmarks behind the figures in the issues.
+bench:
+	go test -run '^$$' -bench . -benchtime 3s ./host/router/ ./store/ ./test/

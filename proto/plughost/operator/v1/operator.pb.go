@@ -1292,6 +1292,476 @@ func (x *UnpinVersionResponse) GetVersion() string {
 	return ""
 }
 
+type RestartPluginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartPluginRequest) Reset() {
+	*x = RestartPluginRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartPluginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartPluginRequest) ProtoMessage() {}
+
+func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
+func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RestartPluginRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RestartPluginRequest) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+type RestartPluginResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartPluginResponse) Reset() {
+	*x = RestartPluginResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartPluginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartPluginResponse) ProtoMessage() {}
+
+func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
+func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
+}
+
+// PluginEvent is one state transition of a plugin on a node.
+type PluginEvent struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Time       *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Node       string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	Version    string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	InstanceId string                 `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// type is started, exited, oom-killed, unhealthy, start-failed, backoff,
+	// failed, restart, stopped, swap-started, swapped or fell-back.
+	Type          string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
+	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PluginEvent) Reset() {
+	*x = PluginEvent{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PluginEvent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PluginEvent) ProtoMessage() {}
+
+func (x *PluginEvent) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
+func (*PluginEvent) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *PluginEvent) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *PluginEvent) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *PluginEvent) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *PluginEvent) GetInstanceId() string {
+	if x != nil {
+		return x.InstanceId
+	}
+	return ""
+}
+
+func (x *PluginEvent) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *PluginEvent) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ListEventsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// limit keeps the newest events only; 0 means 100.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsRequest) Reset() {
+	*x = ListEventsRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsRequest) ProtoMessage() {}
+
+func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
+func (*ListEventsRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *ListEventsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListEventsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListEventsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Events        []*PluginEvent         `protobuf:"bytes,1,rep,name=events,proto3" json:"events,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListEventsResponse) Reset() {
+	*x = ListEventsResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListEventsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListEventsResponse) ProtoMessage() {}
+
+func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
+func (*ListEventsResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ListEventsResponse) GetEvents() []*PluginEvent {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+// HistoryRecord is one change of a plugin's versions.
+type HistoryRecord struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
+	Actor string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	// action is register, pin, unpin, rollback or swap.
+	Action        string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	FromVersion   string `protobuf:"bytes,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion     string `protobuf:"bytes,5,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Strategy      string `protobuf:"bytes,6,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Outcome       string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Node          string `protobuf:"bytes,9,opt,name=node,proto3" json:"node,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HistoryRecord) Reset() {
+	*x = HistoryRecord{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HistoryRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HistoryRecord) ProtoMessage() {}
+
+func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
+func (*HistoryRecord) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *HistoryRecord) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *HistoryRecord) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetOutcome() string {
+	if x != nil {
+		return x.Outcome
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+type GetHistoryRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryRequest) Reset() {
+	*x = GetHistoryRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryRequest) ProtoMessage() {}
+
+func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
+func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *GetHistoryRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetHistoryResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Records       []*HistoryRecord       `protobuf:"bytes,1,rep,name=records,proto3" json:"records,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetHistoryResponse) Reset() {
+	*x = GetHistoryResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetHistoryResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetHistoryResponse) ProtoMessage() {}
+
+func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
+func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *GetHistoryResponse) GetRecords() []*HistoryRecord {
+	if x != nil {
+		return x.Records
+	}
+	return nil
+}
+
 var File_plughost_operator_v1_operator_proto protoreflect.FileDescriptor
 
 const file_plughost_operator_v1_operator_proto_rawDesc = "" +
@@ -1380,7 +1850,39 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\"[\n" +
 	"\x14UnpinVersionResponse\x12)\n" +
 	"\x10previous_version\x18\x01 \x01(\tR\x0fpreviousVersion\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion*\xf6\x01\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\"@\n" +
+	"\x14RestartPluginRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\"\x17\n" +
+	"\x15RestartPluginResponse\"\xb8\x01\n" +
+	"\vPluginEvent\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1f\n" +
+	"\vinstance_id\x18\x04 \x01(\tR\n" +
+	"instanceId\x12\x12\n" +
+	"\x04type\x18\x05 \x01(\tR\x04type\x12\x16\n" +
+	"\x06reason\x18\x06 \x01(\tR\x06reason\"=\n" +
+	"\x11ListEventsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"O\n" +
+	"\x12ListEventsResponse\x129\n" +
+	"\x06events\x18\x01 \x03(\v2!.plughost.operator.v1.PluginEventR\x06events\"\x91\x02\n" +
+	"\rHistoryRecord\x12.\n" +
+	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06action\x18\x03 \x01(\tR\x06action\x12!\n" +
+	"\ffrom_version\x18\x04 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x05 \x01(\tR\ttoVersion\x12\x1a\n" +
+	"\bstrategy\x18\x06 \x01(\tR\bstrategy\x12\x18\n" +
+	"\aoutcome\x18\a \x01(\tR\aoutcome\x12\x16\n" +
+	"\x06reason\x18\b \x01(\tR\x06reason\x12\x12\n" +
+	"\x04node\x18\t \x01(\tR\x04node\"'\n" +
+	"\x11GetHistoryRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
+	"\x12GetHistoryResponse\x12=\n" +
+	"\arecords\x18\x01 \x03(\v2#.plughost.operator.v1.HistoryRecordR\arecords*\xf6\x01\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATE_STARTING\x10\x01\x12\x1a\n" +
@@ -1389,7 +1891,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x17INSTANCE_STATE_DRAINING\x10\x04\x12\x1a\n" +
 	"\x16INSTANCE_STATE_BACKOFF\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\a2\xdb\x05\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\a2\x87\b\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
@@ -1398,7 +1900,12 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\fListVersions\x12).plughost.operator.v1.ListVersionsRequest\x1a*.plughost.operator.v1.ListVersionsResponse\x12_\n" +
 	"\n" +
 	"PinVersion\x12'.plughost.operator.v1.PinVersionRequest\x1a(.plughost.operator.v1.PinVersionResponse\x12e\n" +
-	"\fUnpinVersion\x12).plughost.operator.v1.UnpinVersionRequest\x1a*.plughost.operator.v1.UnpinVersionResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
+	"\fUnpinVersion\x12).plughost.operator.v1.UnpinVersionRequest\x1a*.plughost.operator.v1.UnpinVersionResponse\x12h\n" +
+	"\rRestartPlugin\x12*.plughost.operator.v1.RestartPluginRequest\x1a+.plughost.operator.v1.RestartPluginResponse\x12_\n" +
+	"\n" +
+	"ListEvents\x12'.plughost.operator.v1.ListEventsRequest\x1a(.plughost.operator.v1.ListEventsResponse\x12_\n" +
+	"\n" +
+	"GetHistory\x12'.plughost.operator.v1.GetHistoryRequest\x1a(.plughost.operator.v1.GetHistoryResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
 
 var (
 	file_plughost_operator_v1_operator_proto_rawDescOnce sync.Once
@@ -1413,7 +1920,7 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),              // 0: plughost.operator.v1.InstanceState
 	(*GetAgentInfoRequest)(nil),     // 1: plughost.operator.v1.GetAgentInfoRequest
@@ -1435,38 +1942,56 @@ var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(*PinVersionResponse)(nil),      // 17: plughost.operator.v1.PinVersionResponse
 	(*UnpinVersionRequest)(nil),     // 18: plughost.operator.v1.UnpinVersionRequest
 	(*UnpinVersionResponse)(nil),    // 19: plughost.operator.v1.UnpinVersionResponse
-	(*timestamppb.Timestamp)(nil),   // 20: google.protobuf.Timestamp
+	(*RestartPluginRequest)(nil),    // 20: plughost.operator.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),   // 21: plughost.operator.v1.RestartPluginResponse
+	(*PluginEvent)(nil),             // 22: plughost.operator.v1.PluginEvent
+	(*ListEventsRequest)(nil),       // 23: plughost.operator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 24: plughost.operator.v1.ListEventsResponse
+	(*HistoryRecord)(nil),           // 25: plughost.operator.v1.HistoryRecord
+	(*GetHistoryRequest)(nil),       // 26: plughost.operator.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),      // 27: plughost.operator.v1.GetHistoryResponse
+	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	5,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	20, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	28, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	8,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	9,  // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
 	5,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
 	10, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	20, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	28, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
 	13, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
-	1,  // 10: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	3,  // 11: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	6,  // 12: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	11, // 13: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	14, // 14: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	16, // 15: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	18, // 16: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	2,  // 17: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	4,  // 18: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	7,  // 19: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	12, // 20: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	15, // 21: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	17, // 22: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	19, // 23: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	17, // [17:24] is the sub-list for method output_type
-	10, // [10:17] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	28, // 10: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	22, // 11: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
+	28, // 12: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	25, // 13: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
+	1,  // 14: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	3,  // 15: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	6,  // 16: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	11, // 17: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	14, // 18: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	16, // 19: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	18, // 20: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	20, // 21: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	23, // 22: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	26, // 23: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	2,  // 24: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	4,  // 25: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	7,  // 26: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	12, // 27: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	15, // 28: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	17, // 29: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	19, // 30: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	21, // 31: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	24, // 32: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	27, // 33: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	24, // [24:34] is the sub-list for method output_type
+	14, // [14:24] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -1484,7 +2009,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   19,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

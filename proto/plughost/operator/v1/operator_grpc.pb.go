@@ -29,6 +29,9 @@ const (
 	OperatorService_ListVersions_FullMethodName    = "/plughost.operator.v1.OperatorService/ListVersions"
 	OperatorService_PinVersion_FullMethodName      = "/plughost.operator.v1.OperatorService/PinVersion"
 	OperatorService_UnpinVersion_FullMethodName    = "/plughost.operator.v1.OperatorService/UnpinVersion"
+	OperatorService_RestartPlugin_FullMethodName   = "/plughost.operator.v1.OperatorService/RestartPlugin"
+	OperatorService_ListEvents_FullMethodName      = "/plughost.operator.v1.OperatorService/ListEvents"
+	OperatorService_GetHistory_FullMethodName      = "/plughost.operator.v1.OperatorService/GetHistory"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -52,6 +55,12 @@ type OperatorServiceClient interface {
 	PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (*PinVersionResponse, error)
 	// UnpinVersion returns a plugin to its highest registered version.
 	UnpinVersion(ctx context.Context, in *UnpinVersionRequest, opts ...grpc.CallOption) (*UnpinVersionResponse, error)
+	// RestartPlugin restarts a plugin's instance, clearing a failed state.
+	RestartPlugin(ctx context.Context, in *RestartPluginRequest, opts ...grpc.CallOption) (*RestartPluginResponse, error)
+	// ListEvents lists a plugin's state transitions with their reasons.
+	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
+	// GetHistory lists a plugin's registrations, pins and version swaps.
+	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -135,6 +144,36 @@ func (c *operatorServiceClient) UnpinVersion(ctx context.Context, in *UnpinVersi
 	return out, nil
 }
 
+func (c *operatorServiceClient) RestartPlugin(ctx context.Context, in *RestartPluginRequest, opts ...grpc.CallOption) (*RestartPluginResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RestartPluginResponse)
+	err := c.cc.Invoke(ctx, OperatorService_RestartPlugin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListEventsResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListEvents_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetHistoryResponse)
+	err := c.cc.Invoke(ctx, OperatorService_GetHistory_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -156,6 +195,12 @@ type OperatorServiceServer interface {
 	PinVersion(context.Context, *PinVersionRequest) (*PinVersionResponse, error)
 	// UnpinVersion returns a plugin to its highest registered version.
 	UnpinVersion(context.Context, *UnpinVersionRequest) (*UnpinVersionResponse, error)
+	// RestartPlugin restarts a plugin's instance, clearing a failed state.
+	RestartPlugin(context.Context, *RestartPluginRequest) (*RestartPluginResponse, error)
+	// ListEvents lists a plugin's state transitions with their reasons.
+	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
+	// GetHistory lists a plugin's registrations, pins and version swaps.
+	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -186,6 +231,15 @@ func (UnimplementedOperatorServiceServer) PinVersion(context.Context, *PinVersio
 }
 func (UnimplementedOperatorServiceServer) UnpinVersion(context.Context, *UnpinVersionRequest) (*UnpinVersionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UnpinVersion not implemented")
+}
+func (UnimplementedOperatorServiceServer) RestartPlugin(context.Context, *RestartPluginRequest) (*RestartPluginResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RestartPlugin not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListEvents not implemented")
+}
+func (UnimplementedOperatorServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -323,6 +377,60 @@ func _OperatorService_UnpinVersion_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_RestartPlugin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestartPluginRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).RestartPlugin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_RestartPlugin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).RestartPlugin(ctx, req.(*RestartPluginRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_ListEvents_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListEventsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListEvents(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListEvents_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListEvents(ctx, req.(*ListEventsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_GetHistory_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetHistoryRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).GetHistory(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_GetHistory_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).GetHistory(ctx, req.(*GetHistoryRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -353,6 +461,18 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnpinVersion",
 			Handler:    _OperatorService_UnpinVersion_Handler,
+		},
+		{
+			MethodName: "RestartPlugin",
+			Handler:    _OperatorService_RestartPlugin_Handler,
+		},
+		{
+			MethodName: "ListEvents",
+			Handler:    _OperatorService_ListEvents_Handler,
+		},
+		{
+			MethodName: "GetHistory",
+			Handler:    _OperatorService_GetHistory_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

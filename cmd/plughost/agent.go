@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	hclog "github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/agent"
+)
+
+// multiFlag collects a repeatable flag.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func runAgent(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
+	dev := fs.Bool("dev", false, "single-node agent on loopback with one raft voter")
+	configFile := fs.String("config", "", "JSON config file (flags override it)")
+	dataDir := fs.String("data-dir", "", "data directory (default ./plughost-data)")
+	node := fs.String("node", "", "node name (default the host name)")
+	api := fs.String("api", "", "gRPC API address (default "+agent.DefaultAPIAddr+")")
+	httpAddr := fs.String("http", "", "HTTP health and metrics address (default "+agent.DefaultHTTPAddr+")")
+	rpc := fs.String("rpc", "", "cluster RPC and raft address (default "+agent.DefaultRPCAddr+")")
+	serfAddr := fs.String("serf", "", "serf gossip address (default "+agent.DefaultSerfAddr+")")
+	bootstrapExpect := fs.Int("bootstrap-expect", -1, "servers to wait for before bootstrapping the cluster")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup under which each plugin instance gets its own (default plughost)")
+	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
+	logJSON := fs.Bool("log-json", false, "log as JSON")
+	var joins, tags multiFlag
+	fs.Var(&joins, "join", "serf address of a node to join (repeatable)")
+	fs.Var(&tags, "tag", "node tag k=v (repeatable)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("agent takes no arguments, got %q", fs.Args())
+	}
+
+	cfg := agent.DefaultConfig()
+	if *configFile != "" {
+		if err := cfg.LoadFile(*configFile); err != nil {
+			return err
+		}
+	}
+	set := func(dst *string, v string) {
+		if v != "" {
+			*dst = v
+		}
+	}
+	set(&cfg.DataDir, *dataDir)
+	set(&cfg.Node, *node)
+	set(&cfg.APIAddr, *api)
+	set(&cfg.HTTPAddr, *httpAddr)
+	set(&cfg.RPCAddr, *rpc)
+	set(&cfg.SerfAddr, *serfAddr)
+	set(&cfg.CgroupParent, *cgroupParent)
+	set(&cfg.LogLevel, *logLevel)
+	if *dev {
+		cfg.Dev = true
+	}
+	if *logJSON {
+		cfg.LogJSON = true
+	}
+	if *bootstrapExpect >= 0 {
+		cfg.BootstrapExpect = *bootstrapExpect
+	}
+	cfg.Join = append(cfg.Join, joins...)
+	for _, t := range tags {
+		k, v, ok := strings.Cut(t, "=")
+		if !ok || k == "" {
+			return usagef("-tag %q: use key=value", t)
+		}
+		if cfg.Tags == nil {
+			cfg.Tags = map[string]string{}
+		}
+		cfg.Tags[k] = v
+	}
+	if abs, err := filepath.Abs(cfg.DataDir); err == nil {
+		cfg.DataDir = abs
+	}
+
+	level := hclog.LevelFromString(cfg.LogLevel)
+	if level == hclog.NoLevel {
+		return usagef("-log-level %q: use trace, debug, info, warn or error", cfg.LogLevel)
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "plughost", Level: level, Output: env.stderr, JSONFormat: cfg.LogJSON})
+	a, err := agent.New(cfg, log)
+	if err != nil {
+		return fmt.Errorf("agent config: %w", err)
+	}
+	if cfg.Dev {
+		fmt.Fprintf(env.stderr, "==> plughost dev agent: API %s, data dir %s\n    drop bundles into %s\n",
+			cfg.APIAddr, cfg.DataDir, filepath.Join(cfg.DataDir, "bundles"))
+	}
+	_ = os.Stdout
+	return a.Run(ctx)
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/launch"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	"github.com/plughost/plughost/sdk/wire"
+)
+
+func runBundle(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 {
+		return usagef("bundle: use build, verify or add")
+	}
+	switch args[0] {
+	case "build":
+		return bundleBuild(ctx, env, args[1:])
+	case "verify":
+		return bundleVerify(ctx, env, args[1:])
+	case "add":
+		return bundleAdd(ctx, env, args[1:])
+	}
+	return usagef("bundle %s: use build, verify or add", args[0])
+}
+
+// bundleBuild makes a bundle from a built plugin executable. It starts the
+// executable once to learn its name, version and services, so the manifest
+// cannot disagree with the binary.
+func bundleBuild(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("bundle build", flag.ContinueOnError)
+	out := fs.String("o", ".", "directory to write <name>-<version>.tar.gz into")
+	base := fs.String("manifest", "", "plugin.json with the fields to keep (resources, health, upgrade, placement, config)")
+	memory := fs.Int64("memory-mb", 0, "memory limit in MiB")
+	cpu := fs.Float64("cpu", 0, "CPU limit in cores, e.g. 0.5")
+	pids := fs.Int64("pids", 0, "pids limit")
+	strategy := fs.String("strategy", "", "upgrade strategy: overlap or restart")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("bundle build: give one plugin executable")
+	}
+	exe := fs.Arg(0)
+	m := &bundle.Manifest{}
+	if *base != "" {
+		data, err := os.ReadFile(*base)
+		if err != nil {
+			return err
+		}
+		if m, err = bundle.ParseManifest(data); err != nil {
+			return fmt.Errorf("%s: %w", *base, err)
+		}
+	}
+	digest, err := bundle.Digest(exe)
+	if err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(exe)
+	if err != nil {
+		return err
+	}
+	inst, err := launch.Start(ctx, launch.Spec{Executable: abs, SHA256: digest, Dir: filepath.Dir(abs)})
+	if err != nil {
+		return fmt.Errorf("bundle build: %w", err)
+	}
+	desc := inst.Description
+	inst.Kill()
+	m.Name, m.Version, m.Services = desc.GetName(), desc.GetVersion(), desc.GetServices()
+	if len(m.APIVersions) == 0 {
+		m.APIVersions = []int{int(desc.GetApiVersion())}
+	}
+	if *memory > 0 {
+		m.Resources.MemoryMB = *memory
+	}
+	if *cpu > 0 {
+		m.Resources.CPU = *cpu
+	}
+	if *pids > 0 {
+		m.Resources.Pids = *pids
+	}
+	if *strategy != "" {
+		m.Upgrade.Strategy = *strategy
+	}
+	path, err := bundle.Build(exe, m, *out)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s\n", path)
+	fmt.Fprintf(env.stderr, "built %s %s (sha256 %s, services %v)\n", m.Name, m.Version, m.SHA256, m.Services)
+	return nil
+}
+
+func bundleVerify(_ context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("bundle verify", flag.ContinueOnError)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() == 0 {
+		return usagef("bundle verify: give one or more bundles")
+	}
+	failed := false
+	for _, p := range fs.Args() {
+		m, err := bundle.Verify(p)
+		if err == nil {
+			err = bundle.CheckAPIVersions(m, wire.SupportedAPIVersions)
+		}
+		if err != nil {
+			fmt.Fprintf(env.stderr, "FAIL %s: %v\n", p, err)
+			failed = true
+			continue
+		}
+		fmt.Fprintf(env.stdout, "ok   %s: %s %s sha256 %s\n", p, m.Name, m.Version, m.SHA256)
+	}
+	if failed {
+		return errSilent
+	}
+	return nil
+}
+
+// bundleAdd uploads a bundle to an agent, which verifies and registers it.
+func bundleAdd(ctx context.Context, env *cliEnv, args []string) error {
+	fs := flag.NewFlagSet("bundle add", flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	if fs.NArg() != 1 {
+		return usagef("bundle add: give one bundle (.tar.gz)")
+	}
+	path := fs.Arg(0)
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	conn, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := operatorv1.NewOperatorServiceClient(conn).AddBundle(ctx)
+	if err != nil {
+		return err
+	}
+	if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: filepath.Base(path)}}); err != nil {
+		return err
+	}
+	buf := make([]byte, 1<<20)
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 {
+			if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_Chunk{Chunk: buf[:n]}}); err != nil {
+				break // the agent ended the stream: CloseAndRecv says why
+			}
+		}
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return err
+	}
+	if cf.format == "json" {
+		return printJSON(env.stdout, map[string]any{"name": resp.GetName(), "version": resp.GetVersion(), "sha256": resp.GetSha256(), "already_registered": resp.GetAlreadyRegistered()})
+	}
+	if resp.GetAlreadyRegistered() {
+		fmt.Fprintf(env.stdout, "%s %s was already registered (sha256 %s)\n", resp.GetName(), resp.GetVersion(), resp.GetSha256())
+	} else {
+		fmt.Fprintf(env.stdout, "registered %s %s (sha256 %s)\n", resp.GetName(), resp.GetVersion(), resp.GetSha256())
+	}
+	return nil
+}

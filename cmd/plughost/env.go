@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"text/tabwriter"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/plughost/plughost/host/agent"
+)
+
+// cliEnv carries what every command writes to.
+type cliEnv struct {
+	stdout, stderr io.Writer
+}
+
+// clientFlags are the flags of every command that talks to an agent.
+type clientFlags struct {
+	addr   string
+	format string
+}
+
+func (c *clientFlags) register(fs *flag.FlagSet) {
+	def := os.Getenv("PLUGHOST_ADDR")
+	if def == "" {
+		def = agent.DefaultAPIAddr
+	}
+	fs.StringVar(&c.addr, "addr", def, "agent API address (env PLUGHOST_ADDR)")
+	fs.StringVar(&c.format, "format", "table", "output format: table or json")
+}
+
+func (c *clientFlags) check() error {
+	if c.format != "table" && c.format != "json" {
+		return usagef("-format %q: use table or json", c.format)
+	}
+	return nil
+}
+
+// dial connects to the agent. Calls carry the operator's name for history.
+func (c *clientFlags) dial() (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(c.addr,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+			return invoker(withActor(ctx), method, req, reply, cc, opts...)
+		}),
+		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+			return streamer(withActor(ctx), desc, cc, method, opts...)
+		}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("agent %s: %w", c.addr, err)
+	}
+	return conn, nil
+}
+
+func withActor(ctx context.Context) context.Context {
+	name := "cli"
+	if u, err := user.Current(); err == nil {
+		name = "cli:" + u.Username
+	}
+	return metadata.AppendToOutgoingContext(ctx, "plughost-actor", name)
+}
+
+// parse parses fs and turns flag errors into usage errors.
+func parse(fs *flag.FlagSet, args []string) error {
+	fs.SetOutput(io.Discard)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return usagef("%s: usage:\n%s", fs.Name(), flagUsage(fs))
+		}
+		return usagef("%s: %v", fs.Name(), err)
+	}
+	return nil
+}
+
+func flagUsage(fs *flag.FlagSet) string {
+	var b stringsBuilder
+	fs.SetOutput(&b)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+	return b.String()
+}
+
+type stringsBuilder struct{ b []byte }
+
+func (s *stringsBuilder) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
+func (s *stringsBuilder) String() string              { return string(s.b) }
+
+// printJSON writes v as indented JSON.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// table writes aligned columns.
+func table(w io.Writer, header []string, rows [][]string) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	line := func(cols []string) {
+		for i, c := range cols {
+			if i > 0 {
+				fmt.Fprint(tw, "\t")
+			}
+			fmt.Fprint(tw, c)
+		}
+		fmt.Fprintln(tw)
+	}
+	line(header)
+	for _, r := range rows {
+		line(r)
+	}
+	return tw.Flush()
+}

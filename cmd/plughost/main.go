@@ -1,0 +1,100 @@
+// Command plughost is the plughost agent and its operator CLI.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"google.golang.org/grpc/status"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCode(err, os.Stderr))
+}
+
+// usageError marks a command line that cannot be run as given (exit 2).
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string { return e.msg }
+
+func usagef(format string, args ...any) error { return &usageError{msg: fmt.Sprintf(format, args...)} }
+
+// errSilent is returned after the command already said what went wrong.
+var errSilent = errors.New("")
+
+// exitCode prints err and maps it to the exit code: 0 ok, 1 error, 2 usage.
+func exitCode(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ue *usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintln(stderr, "plughost:", ue.msg)
+		fmt.Fprintln(stderr, "run 'plughost help' for usage")
+		return 2
+	}
+	if errors.Is(err, errSilent) {
+		return 1
+	}
+	if st, ok := status.FromError(err); ok && st.Code() != 0 {
+		fmt.Fprintf(stderr, "plughost: %s (%s)\n", st.Message(), st.Code())
+		return 1
+	}
+	fmt.Fprintln(stderr, "plughost:", err)
+	return 1
+}
+
+const usage = `plughost runs infrastructure services as versioned gRPC plugins.
+
+Usage: plughost <command> [flags] [args]
+
+  agent        run a node agent (-dev for a single node on loopback)
+  bundle       build, verify or add a plugin bundle
+  plugin       list, status, versions, pin, unpin, restart, history, events
+  call         call a plugin method with JSON (SERVICE/METHOD -d JSON)
+  store        get, put, delete, list, backup, restore keys (-ns NAMESPACE)
+  bench        load generators: call
+  version      print the version
+
+Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else
+127.0.0.1:7400); listings take -format json. Exit codes: 0 ok, 1 error,
+2 usage.
+`
+
+// run is the whole CLI, so tests can drive it in-process.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usagef("no command given")
+	}
+	env := &cliEnv{stdout: stdout, stderr: stderr}
+	cmd, rest := args[0], args[1:]
+	switch cmd {
+	case "agent":
+		return runAgent(ctx, env, rest)
+	case "bundle":
+		return runBundle(ctx, env, rest)
+	case "plugin":
+		return runPlugin(ctx, env, rest)
+	case "call":
+		return runCall(ctx, env, rest)
+	case "store":
+		return runStore(ctx, env, rest)
+	case "bench":
+		return runBench(ctx, env, rest)
+	case "version", "-version", "--version":
+		return runVersion(ctx, env, rest)
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	return usagef("unknown command %q", cmd)
+}

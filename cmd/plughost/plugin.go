@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) == 0 {
+		return usagef("plugin: use list, status, versions, pin, unpin, restart, history or events")
+	}
+	sub, rest := args[0], args[1:]
+	fs := flag.NewFlagSet("plugin "+sub, flag.ContinueOnError)
+	var cf clientFlags
+	cf.register(fs)
+	limit := 0
+	if sub == "events" {
+		fs.IntVar(&limit, "n", 50, "newest events to show")
+	}
+	if err := parse(fs, rest); err != nil {
+		return err
+	}
+	if err := cf.check(); err != nil {
+		return err
+	}
+	want := map[string]int{"list": 0, "status": 1, "versions": 1, "pin": 2, "unpin": 1, "restart": 1, "history": 1, "events": 1}
+	n, ok := want[sub]
+	if !ok {
+		return usagef("plugin %s: use list, status, versions, pin, unpin, restart, history or events", sub)
+	}
+	if fs.NArg() != n {
+		names := map[int]string{0: "no arguments", 1: "NAME", 2: "NAME VERSION"}
+		return usagef("plugin %s takes %s", sub, names[n])
+	}
+	conn, err := cf.dial()
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	c := operatorv1.NewOperatorServiceClient(conn)
+	p := &pluginCmd{env: env, cf: cf, c: c}
+	switch sub {
+	case "list":
+		return p.list(ctx)
+	case "status":
+		return p.status(ctx, fs.Arg(0))
+	case "versions":
+		return p.versions(ctx, fs.Arg(0))
+	case "pin":
+		return p.pin(ctx, fs.Arg(0), fs.Arg(1))
+	case "unpin":
+		return p.unpin(ctx, fs.Arg(0))
+	case "restart":
+		return p.restart(ctx, fs.Arg(0))
+	case "history":
+		return p.history(ctx, fs.Arg(0))
+	case "events":
+		return p.events(ctx, fs.Arg(0), limit)
+	}
+	return nil
+}
+
+type pluginCmd struct {
+	env *cliEnv
+	cf  clientFlags
+	c   operatorv1.OperatorServiceClient
+}
+
+func state(s operatorv1.InstanceState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "INSTANCE_STATE_"))
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func ts(t *timestamppb.Timestamp) string {
+	if t == nil || t.AsTime().IsZero() {
+		return "-"
+	}
+	return t.AsTime().Local().Format(time.RFC3339)
+}
+
+func (p *pluginCmd) list(ctx context.Context) error {
+	resp, err := p.c.ListPlugins(ctx, &operatorv1.ListPluginsRequest{})
+	if err != nil {
+		return err
+	}
+	if p.cf.format == "json" {
+		out := []map[string]any{}
+		for _, ps := range resp.GetPlugins() {
+			out = append(out, summaryJSON(ps))
+		}
+		return printJSON(p.env.stdout, out)
+	}
+	var rows [][]string
+	for _, ps := range resp.GetPlugins() {
+		rows = append(rows, []string{ps.GetName(), orDash(ps.GetRunningVersion()), orDash(ps.GetDesiredVersion()), orDash(ps.GetPinnedVersion()), state(ps.GetState()), strings.Join(ps.GetServices(), ",")})
+	}
+	return table(p.env.stdout, []string{"NAME", "RUNNING", "DESIRED", "PINNED", "STATE", "SERVICES"}, rows)
+}
+
+func summaryJSON(ps *operatorv1.PluginSummary) map[string]any {
+	return map[string]any{
+		"name": ps.GetName(), "running_version": ps.GetRunningVersion(), "desired_version": ps.GetDesiredVersion(),
+		"pinned_version": ps.GetPinnedVersion(), "state": state(ps.GetState()), "services": ps.GetServices(), "last_error": ps.GetLastError(),
+	}
+}
+
+func (p *pluginCmd) status(ctx context.Context, name string) error {
+	resp, err := p.c.GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	ps := resp.GetPlugin()
+	if p.cf.format == "json" {
+		out := summaryJSON(ps)
+		var insts []map[string]any
+		for _, in := range resp.GetInstances() {
+			var limits []map[string]any
+			for _, l := range in.GetLimits() {
+				limits = append(limits, map[string]any{"resource": l.GetResource(), "limit": l.GetLimit(), "enforced": l.GetEnforced(), "reason": l.GetReason()})
+			}
+			u := in.GetUsage()
+			insts = append(insts, map[string]any{
+				"node": in.GetNode(), "instance_id": in.GetInstanceId(), "version": in.GetVersion(), "state": state(in.GetState()),
+				"since": ts(in.GetSince()), "restarts": in.GetRestarts(), "pid": in.GetPid(), "limits": limits,
+				"usage": map[string]any{"memory_bytes": u.GetMemoryBytes(), "memory_peak_bytes": u.GetMemoryPeakBytes(), "cpu_usage_ns": u.GetCpuUsageNs(), "cpu_throttled_ns": u.GetCpuThrottledNs(), "pids": u.GetPids()},
+			})
+		}
+		out["instances"] = insts
+		return printJSON(p.env.stdout, out)
+	}
+	w := p.env.stdout
+	fmt.Fprintf(w, "Plugin:    %s\nState:     %s\nRunning:   %s\nDesired:   %s\nPinned:    %s\nServices:  %s\n",
+		ps.GetName(), state(ps.GetState()), orDash(ps.GetRunningVersion()), orDash(ps.GetDesiredVersion()), orDash(ps.GetPinnedVersion()), strings.Join(ps.GetServices(), ", "))
+	if ps.GetLastError() != "" {
+		fmt.Fprintf(w, "Error:     %s\n", ps.GetLastError())
+	}
+	for _, in := range resp.GetInstances() {
+		fmt.Fprintf(w, "\nInstance %s on %s\n  version %s, %s since %s, pid %d, restarts %d\n",
+			in.GetInstanceId(), in.GetNode(), in.GetVersion(), state(in.GetState()), ts(in.GetSince()), in.GetPid(), in.GetRestarts())
+		for _, l := range in.GetLimits() {
+			if l.GetEnforced() {
+				fmt.Fprintf(w, "  limit %-6s %-12s enforced\n", l.GetResource(), l.GetLimit())
+			} else {
+				fmt.Fprintf(w, "  limit %-6s %-12s NOT enforced: %s\n", l.GetResource(), l.GetLimit(), l.GetReason())
+			}
+		}
+		if u := in.GetUsage(); u != nil {
+			fmt.Fprintf(w, "  usage  memory %.1f MiB (peak %.1f MiB), cpu %.2fs (throttled %.2fs), pids %d\n",
+				float64(u.GetMemoryBytes())/(1<<20), float64(u.GetMemoryPeakBytes())/(1<<20),
+				float64(u.GetCpuUsageNs())/1e9, float64(u.GetCpuThrottledNs())/1e9, u.GetPids())
+		}
+	}
+	return nil
+}
+
+func (p *pluginCmd) versions(ctx context.Context, name string) error {
+	resp, err := p.c.ListVersions(ctx, &operatorv1.ListVersionsRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	if p.cf.format == "json" {
+		var out []map[string]any
+		for _, v := range resp.GetVersions() {
+			out = append(out, map[string]any{"version": v.GetVersion(), "sha256": v.GetSha256(), "registered_at": ts(v.GetRegisteredAt()),
+				"api_versions": v.GetApiVersions(), "desired": v.GetDesired(), "pinned": v.GetPinned(), "running": v.GetRunning()})
+		}
+		return printJSON(p.env.stdout, out)
+	}
+	var rows [][]string
+	for _, v := range resp.GetVersions() {
+		var marks []string
+		if v.GetRunning() {
+			marks = append(marks, "running")
+		}
+		if v.GetDesired() {
+			marks = append(marks, "desired")
+		}
+		if v.GetPinned() {
+			marks = append(marks, "pinned")
+		}
+		rows = append(rows, []string{v.GetVersion(), v.GetSha256()[:12], ts(v.GetRegisteredAt()), orDash(strings.Join(marks, ","))})
+	}
+	return table(p.env.stdout, []string{"VERSION", "SHA256", "REGISTERED", "MARKS"}, rows)
+}
+
+func (p *pluginCmd) pin(ctx context.Context, name, version string) error {
+	resp, err := p.c.PinVersion(ctx, &operatorv1.PinVersionRequest{Name: name, Version: version})
+	if err != nil {
+		return err
+	}
+	if p.cf.format == "json" {
+		return printJSON(p.env.stdout, map[string]string{"plugin": name, "previous_version": resp.GetPreviousVersion(), "version": resp.GetVersion()})
+	}
+	fmt.Fprintf(p.env.stdout, "%s pinned to %s (was %s); %s serves\n", name, version, orDash(resp.GetPreviousVersion()), resp.GetVersion())
+	return nil
+}
+
+func (p *pluginCmd) unpin(ctx context.Context, name string) error {
+	resp, err := p.c.UnpinVersion(ctx, &operatorv1.UnpinVersionRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	if p.cf.format == "json" {
+		return printJSON(p.env.stdout, map[string]string{"plugin": name, "previous_version": resp.GetPreviousVersion(), "version": resp.GetVersion()})
+	}
+	fmt.Fprintf(p.env.stdout, "%s unpinned (was %s); %s serves\n", name, orDash(resp.GetPreviousVersion()), resp.GetVersion())
+	return nil
+}
+
+func (p *pluginCmd) restart(ctx context.Context, name string) error {
+	if _, err := p.c.RestartPlugin(ctx, &operatorv1.RestartPluginRequest{Name: name}); err != nil {
+		return err
+	}
+	fmt.Fprintf(p.env.stdout, "%s restarting\n", name)
+	return nil
+}
+
+func (p *pluginCmd) history(ctx context.Context, name string) error {
+	resp, err := p.c.GetHistory(ctx, &operatorv1.GetHistoryRequest{Name: name})
+	if err != nil {
+		return err
+	}
+	if p.cf.format == "json" {
+		var out []map[string]any
+		for _, r := range resp.GetRecords() {
+			out = append(out, map[string]any{"time": ts(r.GetTime()), "actor": r.GetActor(), "action": r.GetAction(), "from": r.GetFromVersion(),
+				"to": r.GetToVersion(), "strategy": r.GetStrategy(), "outcome": r.GetOutcome(), "reason": r.GetReason(), "node": r.GetNode()})
+		}
+		return printJSON(p.env.stdout, out)
+	}
+	var rows [][]string
+	for _, r := range resp.GetRecords() {
+		rows = append(rows, []string{ts(r.GetTime()), r.GetActor(), r.GetAction(), orDash(r.GetFromVersion()), orDash(r.GetToVersion()),
+			orDash(r.GetStrategy()), orDash(r.GetOutcome()), orDash(r.GetReason())})
+	}
+	return table(p.env.stdout, []string{"TIME", "ACTOR", "ACTION", "FROM", "TO", "STRATEGY", "OUTCOME", "REASON"}, rows)
+}
+
+func (p *pluginCmd) events(ctx context.Context, name string, limit int) error {
+	resp, err := p.c.ListEvents(ctx, &operatorv1.ListEventsRequest{Name: name, Limit: int32(limit)})
+	if err != nil {
+		return err
+	}
+	if p.cf.format == "json" {
+		var out []map[string]any
+		for _, e := range resp.GetEvents() {
+			out = append(out, map[string]any{"time": ts(e.GetTime()), "node": e.GetNode(), "version": e.GetVersion(), "instance_id": e.GetInstanceId(), "type": e.GetType(), "reason": e.GetReason()})
+		}
+		return printJSON(p.env.stdout, out)
+	}
+	var rows [][]string
+	for _, e := range resp.GetEvents() {
+		rows = append(rows, []string{ts(e.GetTime()), e.GetNode(), orDash(e.GetVersion()), e.GetType(), e.GetReason()})
+	}
+	return table(p.env.stdout, []string{"TIME", "NODE", "VERSION", "TYPE", "REASON"}, rows)
+}

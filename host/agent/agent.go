@@ -1,0 +1,268 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+	plugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/launch"
+	"github.com/plughost/plughost/host/router"
+	"github.com/plughost/plughost/host/supervisor"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/sdk/wire"
+	"github.com/plughost/plughost/store"
+)
+
+// Version is the agent's version, set at build time with
+// -ldflags "-X github.com/plughost/plughost/host/agent.Version=...".
+var Version = "0.1.0-dev"
+
+// Agent is one running plughost node.
+type Agent struct {
+	cfg       Config
+	log       hclog.Logger
+	store     *store.Store
+	catalog   *catalog.Catalog
+	router    *router.Router
+	super     *supervisor.Supervisor
+	gov       *governance.Manager
+	installer *installer
+
+	apiLn  net.Listener
+	httpLn net.Listener
+	grpc   *grpc.Server
+	http   *http.Server
+
+	ready chan struct{}
+}
+
+// New checks cfg and prepares an agent; Run starts it.
+func New(cfg Config, log hclog.Logger) (*Agent, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	return &Agent{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the agent serves its API.
+func (a *Agent) Ready() <-chan struct{} { return a.ready }
+
+// APIAddr is the address the API listens on (useful with port 0).
+func (a *Agent) APIAddr() string {
+	if a.apiLn != nil {
+		return a.apiLn.Addr().String()
+	}
+	return a.cfg.APIAddr
+}
+
+// HTTPAddr is the address of the health and metrics endpoint.
+func (a *Agent) HTTPAddr() string {
+	if a.httpLn != nil {
+		return a.httpLn.Addr().String()
+	}
+	return a.cfg.HTTPAddr
+}
+
+// Run starts the agent and blocks until ctx ends, then stops every plugin
+// and closes every listener before it returns.
+func (a *Agent) Run(ctx context.Context) (err error) {
+	cfg := &a.cfg
+	for _, d := range []string{cfg.DataDir, cfg.bundlesDir(), cfg.pluginsDir(), cfg.stagingDir(), cfg.storeDir()} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			return fmt.Errorf("agent: data dir: %w", err)
+		}
+	}
+	_ = os.RemoveAll(cfg.stagingDir())
+	_ = os.MkdirAll(cfg.stagingDir(), 0o755)
+
+	// Listeners first, so a taken port fails fast with its flag named.
+	if a.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
+		return fmt.Errorf("agent: -api %s: %w", cfg.APIAddr, err)
+	}
+	defer a.apiLn.Close()
+	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return fmt.Errorf("agent: -http %s: %w", cfg.HTTPAddr, err)
+	}
+	defer a.httpLn.Close()
+
+	if err := a.openStore(ctx); err != nil {
+		return err
+	}
+	defer a.store.Close()
+	a.catalog = catalog.New(a.store)
+
+	if a.gov, err = governance.NewManager(governance.Config{Parent: cfg.CgroupParent, Disabled: cfg.DisableCgroups, Logger: a.log.Named("governance")}); err != nil {
+		return fmt.Errorf("agent: resource governance: %w", err)
+	}
+	if cleaned, err := a.gov.CleanStale(); err != nil {
+		a.log.Warn("cleaning stale cgroups failed", "error", err)
+	} else if len(cleaned) > 0 {
+		a.log.Info("removed cgroups left by an earlier run", "cgroups", cleaned)
+	}
+	if reason := a.gov.Reason(); reason != "" {
+		a.log.Warn("resource limits are not fully enforced", "mode", a.gov.Mode(), "reason", reason)
+	} else {
+		a.log.Info("resource governance", "mode", a.gov.Mode())
+	}
+
+	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration})
+	node := &pluginv1.NodeInfo{Name: cfg.Node, ApiAddress: a.apiLn.Addr().String(), Tags: cfg.Tags}
+	a.super = supervisor.New(supervisor.Config{
+		Node:              node,
+		PluginsDir:        cfg.pluginsDir(),
+		Catalog:           a.catalog,
+		Store:             a.store,
+		Router:            a.router,
+		Governance:        a.gov,
+		Defaults:          limits(cfg.DefaultResources),
+		Overrides:         overrides(cfg.Overrides),
+		Logger:            a.log,
+		StartTimeout:      cfg.StartTimeout.Duration,
+		StoreRate:         cfg.StoreRate,
+		StoreBurst:        cfg.StoreBurst,
+		BackoffInitial:    cfg.BackoffInitial.Duration,
+		BackoffMax:        cfg.BackoffMax.Duration,
+		CrashLoopRestarts: cfg.CrashLoopRestarts,
+		CrashLoopWindow:   cfg.CrashLoopWindow.Duration,
+	})
+	a.installer = &installer{cfg: cfg, cat: a.catalog, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
+		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe")}
+	}}
+
+	a.grpc = grpc.NewServer(a.router.ServerOptions()...)
+	operatorv1.RegisterOperatorServiceServer(a.grpc, &operator{a: a})
+	storeSrv := store.NewServer(a.store)
+	storev1.RegisterStoreServiceServer(a.grpc, storeSrv)
+	storev1.RegisterStoreAdminServiceServer(a.grpc, storeSrv)
+	a.router.RegisterReflection(a.grpc)
+	a.http = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errc := make(chan error, 3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		errc <- a.super.Run(runCtx)
+	}()
+	go func() {
+		defer wg.Done()
+		if err := a.grpc.Serve(a.apiLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			errc <- fmt.Errorf("agent: api: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		if err := a.http.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			errc <- fmt.Errorf("agent: http: %w", err)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		w := &watcher{dir: cfg.bundlesDir(), refused: cfg.refusedDir(), log: a.log.Named("bundles"),
+			install: func(ctx context.Context, path string) error {
+				_, err := a.installer.Install(ctx, path, "bundles-dir")
+				return err
+			}}
+		w.run(runCtx)
+	}()
+	a.log.Info("agent started", "node", cfg.Node, "api", a.APIAddr(), "http", a.HTTPAddr(), "data_dir", cfg.DataDir, "version", Version)
+	close(a.ready)
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	a.log.Info("agent stopping")
+	cancel()
+	a.stopServers()
+	wg.Wait()
+	plugin.CleanupClients()
+	a.log.Info("agent stopped")
+	return err
+}
+
+func (a *Agent) stopServers() {
+	done := make(chan struct{})
+	go func() {
+		a.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		a.grpc.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = a.http.Shutdown(sctx)
+}
+
+func (a *Agent) openStore(ctx context.Context) error {
+	cfg := &a.cfg
+	sc := store.DefaultConfig()
+	sc.NodeID = cfg.Node
+	sc.Dir = cfg.storeDir()
+	sc.RaftAddr = cfg.RPCAddr
+	sc.Bootstrap = cfg.Dev || cfg.BootstrapExpect <= 1
+	sc.MaxValueBytes = cfg.MaxValueBytes
+	sc.DefaultQuota = store.Quota{MaxBytes: cfg.DefaultQuota.MaxBytes, MaxKeys: cfg.DefaultQuota.MaxKeys}
+	sc.Quotas = map[string]store.Quota{}
+	for ns, q := range cfg.Quotas {
+		sc.Quotas[ns] = store.Quota{MaxBytes: q.MaxBytes, MaxKeys: q.MaxKeys}
+	}
+	sc.Logger = a.log.Named("store")
+	st, err := store.Open(sc)
+	if err != nil {
+		return fmt.Errorf("agent: store: %w", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := st.WaitForLeader(wctx); err != nil {
+		st.Close()
+		return fmt.Errorf("agent: store has no leader: %w", err)
+	}
+	a.store = st
+	return nil
+}
+
+func limits(r Resources) governance.Limits {
+	return governance.Limits{MemoryBytes: r.MemoryMB << 20, CPU: r.CPU, Pids: r.Pids}
+}
+
+func overrides(m map[string]Resources) map[string]governance.Limits {
+	out := make(map[string]governance.Limits, len(m))
+	for k, v := range m {
+		out[k] = limits(v)
+	}
+	return out
+}
+
+func metadataValue(ctx context.Context, key string) string {
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if v := md.Get(key); len(v) > 0 {
+			return v[0]
+		}
+	}
+	return ""
+}
+
+var _ = wire.APIVersion

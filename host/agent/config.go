@@ -1,0 +1,178 @@
+// Package agent is the plughost node agent: it opens the store, takes in
+// bundles, supervises plugins and serves the API that routes calls to them.
+package agent
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+)
+
+// Default addresses: loopback, so a dev agent exposes nothing.
+const (
+	DefaultAPIAddr  = "127.0.0.1:7400"
+	DefaultRPCAddr  = "127.0.0.1:7401"
+	DefaultSerfAddr = "127.0.0.1:7402"
+	DefaultHTTPAddr = "127.0.0.1:7480"
+)
+
+// Config is an agent's configuration: DefaultConfig, then a config file,
+// then flags; Validate checks the result.
+type Config struct {
+	Node            string            `json:"node"`
+	DataDir         string            `json:"data_dir"`
+	Dev             bool              `json:"dev"`
+	APIAddr         string            `json:"api_addr"`
+	HTTPAddr        string            `json:"http_addr"`
+	RPCAddr         string            `json:"rpc_addr"`
+	SerfAddr        string            `json:"serf_addr"`
+	Join            []string          `json:"join"`
+	BootstrapExpect int               `json:"bootstrap_expect"`
+	Tags            map[string]string `json:"tags"`
+	LogLevel        string            `json:"log_level"`
+	LogJSON         bool              `json:"log_json"`
+
+	// StartTimeout bounds a plugin's go-plugin handshake.
+	StartTimeout Duration `json:"start_timeout"`
+
+	// Governance.
+	CgroupParent     string               `json:"cgroup_parent"`
+	DisableCgroups   bool                 `json:"disable_cgroups"`
+	DefaultResources Resources            `json:"default_resources"`
+	Overrides        map[string]Resources `json:"overrides"`
+
+	// Store limits.
+	MaxValueBytes int              `json:"max_value_bytes"`
+	DefaultQuota  Quota            `json:"default_quota"`
+	Quotas        map[string]Quota `json:"quotas"`
+	StoreRate     float64          `json:"store_rate"`
+	StoreBurst    int              `json:"store_burst"`
+
+	// Supervision.
+	BackoffInitial    Duration `json:"backoff_initial"`
+	BackoffMax        Duration `json:"backoff_max"`
+	CrashLoopRestarts int      `json:"crash_loop_restarts"`
+	CrashLoopWindow   Duration `json:"crash_loop_window"`
+	HoldTimeout       Duration `json:"hold_timeout"`
+}
+
+// Resources are per-instance limits in the agent config.
+type Resources struct {
+	MemoryMB int64   `json:"memory_mb"`
+	CPU      float64 `json:"cpu"`
+	Pids     int64   `json:"pids"`
+}
+
+// Quota limits a store namespace.
+type Quota struct {
+	MaxBytes int64 `json:"max_bytes"`
+	MaxKeys  int64 `json:"max_keys"`
+}
+
+// Duration is a time.Duration written as "2s" in JSON.
+type Duration struct{ time.Duration }
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("duration must be a string such as \"2s\": %w", err)
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// DefaultConfig is the embedded configuration of a single-node agent.
+func DefaultConfig() Config {
+	host, _ := os.Hostname()
+	if host == "" {
+		host = "node1"
+	}
+	return Config{
+		Node:              host,
+		DataDir:           "plughost-data",
+		APIAddr:           DefaultAPIAddr,
+		HTTPAddr:          DefaultHTTPAddr,
+		RPCAddr:           DefaultRPCAddr,
+		SerfAddr:          DefaultSerfAddr,
+		LogLevel:          "info",
+		StartTimeout:      Duration{10 * time.Second},
+		CgroupParent:      "plughost",
+		DefaultResources:  Resources{MemoryMB: 256, CPU: 1, Pids: 512},
+		MaxValueBytes:     512 << 10,
+		StoreBurst:        200,
+		BackoffInitial:    Duration{time.Second},
+		BackoffMax:        Duration{time.Minute},
+		CrashLoopRestarts: 5,
+		CrashLoopWindow:   Duration{10 * time.Minute},
+		HoldTimeout:       Duration{10 * time.Second},
+	}
+}
+
+// LoadFile overlays a strict JSON config file on c.
+func (c *Config) LoadFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(c); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("config %s: trailing data after the JSON object", path)
+	}
+	return nil
+}
+
+var nodeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate checks c and says what to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	if !nodeName.MatchString(c.Node) {
+		errs = append(errs, fmt.Errorf("node name %q: use letters, digits, '.', '_' or '-' (-node NAME)", c.Node))
+	}
+	if c.DataDir == "" {
+		errs = append(errs, errors.New("data dir is empty (-data-dir DIR)"))
+	}
+	for flag, addr := range map[string]string{"-api": c.APIAddr, "-http": c.HTTPAddr, "-rpc": c.RPCAddr, "-serf": c.SerfAddr} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			errs = append(errs, fmt.Errorf("%s %q is not host:port: %v", flag, addr, err))
+		}
+	}
+	if c.BootstrapExpect < 0 {
+		errs = append(errs, fmt.Errorf("-bootstrap-expect %d must be 0 or more", c.BootstrapExpect))
+	}
+	if c.StartTimeout.Duration <= 0 {
+		errs = append(errs, errors.New("start_timeout must be positive"))
+	}
+	if c.MaxValueBytes <= 0 {
+		errs = append(errs, errors.New("max_value_bytes must be positive"))
+	}
+	if c.CrashLoopRestarts <= 0 {
+		errs = append(errs, errors.New("crash_loop_restarts must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// Paths under the data dir.
+func (c *Config) bundlesDir() string { return filepath.Join(c.DataDir, "bundles") }
+func (c *Config) refusedDir() string { return filepath.Join(c.DataDir, "bundles", "refused") }
+func (c *Config) pluginsDir() string { return filepath.Join(c.DataDir, "plugins") }
+func (c *Config) stagingDir() string { return filepath.Join(c.DataDir, "staging") }
+func (c *Config) storeDir() string   { return filepath.Join(c.DataDir, "store") }

@@ -1,0 +1,150 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"sync"
+
+	hclog "github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/launch"
+	"github.com/plughost/plughost/sdk/wire"
+)
+
+// ErrServices means a plugin serves other services than its manifest says.
+var ErrServices = errors.New("services differ from the manifest")
+
+// installer verifies bundles, probes their executables and registers them.
+type installer struct {
+	cfg      *Config
+	cat      *catalog.Catalog
+	log      hclog.Logger
+	baseSpec func() launch.Spec
+	mu       sync.Mutex // one install at a time: the catalog check and the move must not interleave
+}
+
+// Installed is the outcome of an accepted bundle.
+type Installed struct {
+	Manifest *bundle.Manifest
+	Already  bool
+}
+
+// Install verifies the bundle at path (a .tar.gz or a directory), starts its
+// executable once to check that it is the plugin its manifest describes,
+// copies it under the plugins dir and registers it. A refused bundle changes
+// nothing.
+func (in *installer) Install(ctx context.Context, path, actor string) (*Installed, error) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+
+	if err := os.MkdirAll(in.cfg.stagingDir(), 0o755); err != nil {
+		return nil, err
+	}
+	staging, err := os.MkdirTemp(in.cfg.stagingDir(), "bundle-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(staging)
+
+	b, err := bundle.Open(path, filepath.Join(staging, "unpacked"))
+	if err != nil {
+		return nil, err
+	}
+	m := b.Manifest
+	what := fmt.Sprintf("bundle %s", filepath.Base(path))
+	if err := bundle.CheckAPIVersions(m, wire.SupportedAPIVersions); err != nil {
+		return nil, err
+	}
+	if old, err := in.cat.Get(ctx, m.Name, m.Version); err == nil {
+		if old.SHA256 != m.SHA256 {
+			return nil, fmt.Errorf("%s: %s %s is already registered with sha256 %s, this bundle has %s: %w (give the new build a new version)",
+				what, m.Name, m.Version, old.SHA256[:12], m.SHA256[:12], catalog.ErrImmutable)
+		}
+		if _, err := os.Stat(filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version, m.Executable)); err == nil {
+			return &Installed{Manifest: m, Already: true}, nil
+		}
+	}
+	if err := in.probe(ctx, b); err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	dest := filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version)
+	if err := installFiles(b, dest); err != nil {
+		return nil, fmt.Errorf("%s: installing into %s: %w", what, dest, err)
+	}
+	already, err := in.cat.Register(ctx, m, actor)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
+	return &Installed{Manifest: m, Already: already}, nil
+}
+
+// probe starts the executable once and checks who it says it is.
+func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
+	m := b.Manifest
+	spec := in.baseSpec()
+	spec.Plugin, spec.Version, spec.InstanceID = m.Name, m.Version, "probe"
+	spec.Executable, spec.SHA256, spec.Dir = b.Executable, m.SHA256, b.Dir
+	inst, err := launch.Start(ctx, spec)
+	if err != nil {
+		return err
+	}
+	defer inst.Stop(context.WithoutCancel(ctx))
+	got := slices.Clone(inst.Description.GetServices())
+	want := slices.Clone(m.Services)
+	sort.Strings(got)
+	sort.Strings(want)
+	for _, s := range want {
+		if !slices.Contains(got, s) {
+			return fmt.Errorf("plugin.json lists service %s but the plugin serves %v: %w (fix \"services\" in plugin.json)", s, got, ErrServices)
+		}
+	}
+	return nil
+}
+
+// installFiles copies the bundle's manifest and executable to dest,
+// replacing what an interrupted earlier install left there.
+func installFiles(b *bundle.Bundle, dest string) error {
+	tmp := dest + ".tmp"
+	_ = os.RemoveAll(tmp)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return err
+	}
+	if err := copyFile(filepath.Join(b.Dir, bundle.ManifestFile), filepath.Join(tmp, bundle.ManifestFile), 0o644); err != nil {
+		return err
+	}
+	if err := copyFile(b.Executable, filepath.Join(tmp, b.Manifest.Executable), 0o755); err != nil {
+		return err
+	}
+	_ = os.RemoveAll(dest)
+	return os.Rename(tmp, dest)
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

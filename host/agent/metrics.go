@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+// stateName is an instance state in lower case: "running", "failed".
+func stateName(s operatorv1.InstanceState) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "INSTANCE_STATE_"))
+}
+
+var (
+	descState = prometheus.NewDesc("plughost_plugin_state",
+		"1 for the state the plugin is in on this node.", []string{"plugin", "version", "state"}, nil)
+	descRestarts = prometheus.NewDesc("plughost_plugin_restarts_total",
+		"Restarts of the plugin on this node.", []string{"plugin"}, nil)
+	descHealthy = prometheus.NewDesc("plughost_plugin_healthy",
+		"1 when the plugin serves on this node and passes its health checks.", []string{"plugin", "version"}, nil)
+	descMemory = prometheus.NewDesc("plughost_instance_memory_bytes",
+		"Memory used by the instance's cgroup.", []string{"plugin", "version", "instance"}, nil)
+	descMemoryPeak = prometheus.NewDesc("plughost_instance_memory_peak_bytes",
+		"Peak memory used by the instance's cgroup.", []string{"plugin", "version", "instance"}, nil)
+	descCPU = prometheus.NewDesc("plughost_instance_cpu_seconds_total",
+		"CPU time used by the instance's cgroup.", []string{"plugin", "version", "instance"}, nil)
+	descThrottled = prometheus.NewDesc("plughost_instance_cpu_throttled_seconds_total",
+		"Time the instance's cgroup was throttled by its CPU quota.", []string{"plugin", "version", "instance"}, nil)
+	descPids = prometheus.NewDesc("plughost_instance_pids",
+		"Processes and threads in the instance's cgroup.", []string{"plugin", "version", "instance"}, nil)
+	descLimit = prometheus.NewDesc("plughost_instance_limit_enforced",
+		"1 when the resource limit is enforced by a cgroup.", []string{"plugin", "version", "instance", "resource"}, nil)
+)
+
+// pluginCollector reports the supervisor's view of every plugin.
+type pluginCollector struct{ a *Agent }
+
+func (c *pluginCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descState, descRestarts, descHealthy, descMemory, descMemoryPeak, descCPU, descThrottled, descPids, descLimit} {
+		ch <- d
+	}
+}
+
+func (c *pluginCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, st := range c.a.super.List() {
+		ch <- prometheus.MustNewConstMetric(descState, prometheus.GaugeValue, 1, st.Name, st.Running, stateName(st.State))
+		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.Name)
+		healthy := 0.0
+		if st.State == operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descHealthy, prometheus.GaugeValue, healthy, st.Name, st.Running)
+		for _, in := range st.Instances {
+			labels := []string{st.Name, in.Version, in.ID}
+			for _, l := range in.Limits {
+				v := 0.0
+				if l.Enforced {
+					v = 1
+				}
+				ch <- prometheus.MustNewConstMetric(descLimit, prometheus.GaugeValue, v, st.Name, in.Version, in.ID, l.Resource)
+			}
+			u := in.Usage
+			if u == nil {
+				continue
+			}
+			ch <- prometheus.MustNewConstMetric(descMemory, prometheus.GaugeValue, float64(u.MemoryBytes), labels...)
+			ch <- prometheus.MustNewConstMetric(descMemoryPeak, prometheus.GaugeValue, float64(u.MemoryPeakBytes), labels...)
+			ch <- prometheus.MustNewConstMetric(descCPU, prometheus.CounterValue, float64(u.CPUUsageNanos)/1e9, labels...)
+			ch <- prometheus.MustNewConstMetric(descThrottled, prometheus.CounterValue, float64(u.CPUThrottledNanos)/1e9, labels...)
+			ch <- prometheus.MustNewConstMetric(descPids, prometheus.GaugeValue, float64(u.Pids), labels...)
+		}
+	}
+}

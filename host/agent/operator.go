@@ -1,0 +1,367 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/launch"
+	"github.com/plughost/plughost/host/supervisor"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	"github.com/plughost/plughost/store"
+)
+
+// maxBundleBytes bounds an uploaded bundle.
+const maxBundleBytes = 1 << 30
+
+// operator implements operatorv1.OperatorService for one agent.
+type operator struct {
+	operatorv1.UnimplementedOperatorServiceServer
+	a *Agent
+}
+
+var _ operatorv1.OperatorServiceServer = (*operator)(nil)
+
+// toStatus maps errors to gRPC codes at the API boundary.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	code := codes.Internal
+	switch {
+	case errors.Is(err, catalog.ErrUnknownPlugin), errors.Is(err, catalog.ErrUnknownVersion):
+		code = codes.NotFound
+	case errors.Is(err, catalog.ErrImmutable):
+		code = codes.AlreadyExists
+	case errors.Is(err, store.ErrNotLeader):
+		code = codes.Unavailable
+	case errors.Is(err, context.DeadlineExceeded):
+		code = codes.DeadlineExceeded
+	case isBundleError(err):
+		code = codes.InvalidArgument
+	}
+	return status.Error(code, err.Error())
+}
+
+func isBundleError(err error) bool {
+	for _, e := range []error{
+		bundle.ErrCorruptArchive, bundle.ErrManifestMissing, bundle.ErrManifestInvalid, bundle.ErrBadName,
+		bundle.ErrBadVersion, bundle.ErrNameMismatch, bundle.ErrExecutableMissing, bundle.ErrNotExecutable,
+		bundle.ErrDigestMismatch, bundle.ErrAPIVersion, bundle.ErrUnsafePath,
+		launch.ErrNotPlugin, launch.ErrStartTimeout, launch.ErrExited, launch.ErrChecksum,
+		launch.ErrIdentity, launch.ErrAPIVersion, ErrServices,
+	} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
+}
+
+func (o *operator) GetAgentInfo(context.Context, *operatorv1.GetAgentInfoRequest) (*operatorv1.GetAgentInfoResponse, error) {
+	return &operatorv1.GetAgentInfoResponse{
+		Node: o.a.cfg.Node, Version: Version, ApiAddress: o.a.APIAddr(), DataDir: o.a.cfg.DataDir,
+	}, nil
+}
+
+func (o *operator) AddBundle(stream operatorv1.OperatorService_AddBundleServer) error {
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	name := filepath.Base(first.GetFileName())
+	if name == "" || name == "." || name == "/" {
+		return status.Error(codes.InvalidArgument, "add bundle: the first message must carry the bundle's file name")
+	}
+	if err := os.MkdirAll(o.a.cfg.stagingDir(), 0o755); err != nil {
+		return toStatus(err)
+	}
+	dir, err := os.MkdirTemp(o.a.cfg.stagingDir(), "upload-")
+	if err != nil {
+		return toStatus(err)
+	}
+	defer os.RemoveAll(dir)
+	path := filepath.Join(dir, name)
+	f, err := os.Create(path)
+	if err != nil {
+		return toStatus(err)
+	}
+	var n int64
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			f.Close()
+			return err
+		}
+		n += int64(len(msg.GetChunk()))
+		if n > maxBundleBytes {
+			f.Close()
+			return status.Errorf(codes.ResourceExhausted, "bundle %s is larger than %d bytes", name, maxBundleBytes)
+		}
+		if _, err := f.Write(msg.GetChunk()); err != nil {
+			f.Close()
+			return toStatus(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		return toStatus(err)
+	}
+	res, err := o.a.installer.Install(stream.Context(), path, actorFrom(stream.Context()))
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&operatorv1.AddBundleResponse{
+		Name: res.Manifest.Name, Version: res.Manifest.Version, Sha256: res.Manifest.SHA256, AlreadyRegistered: res.Already,
+	})
+}
+
+func (o *operator) summary(ctx context.Context, name string, versions []*catalog.Entry) (*operatorv1.PluginSummary, error) {
+	ps := &operatorv1.PluginSummary{Name: name}
+	desired, pin, err := o.a.catalog.Desired(ctx, name)
+	if err != nil && !errors.Is(err, catalog.ErrUnknownPlugin) {
+		return nil, err
+	}
+	if desired != nil {
+		ps.DesiredVersion, ps.Services = desired.Version, desired.Manifest.Services
+	}
+	if pin != nil {
+		ps.PinnedVersion = pin.Version
+	}
+	if st, ok := o.a.super.Status(name); ok {
+		ps.RunningVersion, ps.State, ps.LastError = st.Running, st.State, st.LastError
+	} else {
+		ps.State = operatorv1.InstanceState_INSTANCE_STATE_STARTING
+	}
+	return ps, nil
+}
+
+func (o *operator) ListPlugins(ctx context.Context, _ *operatorv1.ListPluginsRequest) (*operatorv1.ListPluginsResponse, error) {
+	all, err := o.a.catalog.All(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	names, err := o.a.catalog.Names(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &operatorv1.ListPluginsResponse{}
+	for _, n := range names {
+		ps, err := o.summary(ctx, n, all[n])
+		if err != nil {
+			return nil, toStatus(err)
+		}
+		resp.Plugins = append(resp.Plugins, ps)
+	}
+	return resp, nil
+}
+
+func (o *operator) known(ctx context.Context, name string) ([]*catalog.Entry, error) {
+	vs, err := o.a.catalog.Versions(ctx, name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	if len(vs) == 0 {
+		return nil, status.Errorf(codes.NotFound, "plugin %q is not registered (see 'plughost plugin list')", name)
+	}
+	return vs, nil
+}
+
+func (o *operator) GetPluginStatus(ctx context.Context, req *operatorv1.GetPluginStatusRequest) (*operatorv1.GetPluginStatusResponse, error) {
+	vs, err := o.known(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	ps, err := o.summary(ctx, req.GetName(), vs)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &operatorv1.GetPluginStatusResponse{Plugin: ps}
+	if st, ok := o.a.super.Status(req.GetName()); ok {
+		for _, is := range st.Instances {
+			resp.Instances = append(resp.Instances, instanceStatus(o.a.cfg.Node, is))
+		}
+	}
+	return resp, nil
+}
+
+func instanceStatus(node string, is supervisor.InstanceStatus) *operatorv1.InstanceStatus {
+	out := &operatorv1.InstanceStatus{
+		Node: node, InstanceId: is.ID, Version: is.Version, State: is.State, Since: timestamppb.New(is.Since),
+		Restarts: int32(is.Restarts), Pid: int32(is.Pid),
+	}
+	for _, l := range is.Limits {
+		out.Limits = append(out.Limits, &operatorv1.LimitStatus{Resource: l.Resource, Limit: l.Limit, Enforced: l.Enforced, Reason: l.Reason})
+	}
+	if u := is.Usage; u != nil {
+		out.Usage = &operatorv1.ResourceUsage{
+			MemoryBytes: u.MemoryBytes, MemoryPeakBytes: u.MemoryPeakBytes, CpuUsageNs: u.CPUUsageNanos,
+			CpuThrottledNs: u.CPUThrottledNanos, Pids: u.Pids,
+		}
+	}
+	return out
+}
+
+func (o *operator) ListVersions(ctx context.Context, req *operatorv1.ListVersionsRequest) (*operatorv1.ListVersionsResponse, error) {
+	vs, err := o.known(ctx, req.GetName())
+	if err != nil {
+		return nil, err
+	}
+	desired, pin, _ := o.a.catalog.Desired(ctx, req.GetName())
+	st, _ := o.a.super.Status(req.GetName())
+	resp := &operatorv1.ListVersionsResponse{}
+	for _, e := range vs {
+		resp.Versions = append(resp.Versions, &operatorv1.VersionInfo{
+			Version: e.Version, Sha256: e.SHA256, RegisteredAt: timestamppb.New(e.RegisteredAt),
+			ApiVersions: toUint32(e.Manifest.APIVersions),
+			Desired:     desired != nil && desired.Version == e.Version,
+			Pinned:      pin != nil && pin.Version == e.Version,
+			Running:     st.Running == e.Version,
+		})
+	}
+	return resp, nil
+}
+
+func toUint32(xs []int) []uint32 {
+	out := make([]uint32, len(xs))
+	for i, x := range xs {
+		out[i] = uint32(x)
+	}
+	return out
+}
+
+// swapWait bounds how long a pin waits for the new version to serve.
+func swapWait(e *catalog.Entry) time.Duration {
+	m := e.Manifest
+	return m.Health.HealthyDeadline.Duration + m.Upgrade.DrainTimeout.Duration + 30*time.Second
+}
+
+func (o *operator) PinVersion(ctx context.Context, req *operatorv1.PinVersionRequest) (*operatorv1.PinVersionResponse, error) {
+	name, version := req.GetName(), req.GetVersion()
+	e, err := o.a.catalog.Get(ctx, name, version)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	prev := ""
+	if st, ok := o.a.super.Status(name); ok {
+		prev = st.Running
+	}
+	actor := req.GetActor()
+	if actor == "" {
+		actor = actorFrom(ctx)
+	}
+	if err := o.a.catalog.SetPin(ctx, name, version, actor); err != nil {
+		return nil, toStatus(err)
+	}
+	_ = o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "pin", From: prev, To: version, Node: o.a.cfg.Node})
+	wctx, cancel := context.WithTimeout(ctx, swapWait(e))
+	defer cancel()
+	if err := o.a.super.WaitVersion(wctx, name, version); err != nil {
+		return nil, status.Error(codes.Aborted, err.Error())
+	}
+	return &operatorv1.PinVersionResponse{PreviousVersion: prev, Version: version}, nil
+}
+
+func (o *operator) UnpinVersion(ctx context.Context, req *operatorv1.UnpinVersionRequest) (*operatorv1.UnpinVersionResponse, error) {
+	name := req.GetName()
+	if _, err := o.known(ctx, name); err != nil {
+		return nil, err
+	}
+	prev := ""
+	if st, ok := o.a.super.Status(name); ok {
+		prev = st.Running
+	}
+	actor := req.GetActor()
+	if actor == "" {
+		actor = actorFrom(ctx)
+	}
+	if err := o.a.catalog.ClearPin(ctx, name); err != nil {
+		return nil, toStatus(err)
+	}
+	desired, _, err := o.a.catalog.Desired(ctx, name)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	_ = o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: prev, To: desired.Version, Node: o.a.cfg.Node})
+	wctx, cancel := context.WithTimeout(ctx, swapWait(desired))
+	defer cancel()
+	if err := o.a.super.WaitVersion(wctx, name, desired.Version); err != nil {
+		return nil, status.Error(codes.Aborted, err.Error())
+	}
+	return &operatorv1.UnpinVersionResponse{PreviousVersion: prev, Version: desired.Version}, nil
+}
+
+func (o *operator) RestartPlugin(ctx context.Context, req *operatorv1.RestartPluginRequest) (*operatorv1.RestartPluginResponse, error) {
+	if _, err := o.known(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	if err := o.a.super.Restart(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &operatorv1.RestartPluginResponse{}, nil
+}
+
+func (o *operator) ListEvents(ctx context.Context, req *operatorv1.ListEventsRequest) (*operatorv1.ListEventsResponse, error) {
+	if _, err := o.known(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	limit := int(req.GetLimit())
+	if limit <= 0 {
+		limit = 100
+	}
+	evs, err := o.a.super.Events().List(ctx, req.GetName(), limit)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &operatorv1.ListEventsResponse{}
+	for _, e := range evs {
+		resp.Events = append(resp.Events, &operatorv1.PluginEvent{
+			Time: timestamppb.New(e.At), Node: e.Node, Version: e.Version, InstanceId: e.Instance, Type: e.Type, Reason: e.Reason,
+		})
+	}
+	return resp, nil
+}
+
+func (o *operator) GetHistory(ctx context.Context, req *operatorv1.GetHistoryRequest) (*operatorv1.GetHistoryResponse, error) {
+	if _, err := o.known(ctx, req.GetName()); err != nil {
+		return nil, err
+	}
+	recs, err := o.a.catalog.History(ctx, req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp := &operatorv1.GetHistoryResponse{}
+	for _, r := range recs {
+		resp.Records = append(resp.Records, &operatorv1.HistoryRecord{
+			Time: timestamppb.New(r.At), Actor: r.Actor, Action: r.Action, FromVersion: r.From, ToVersion: r.To,
+			Strategy: r.Strategy, Outcome: r.Outcome, Reason: r.Reason, Node: r.Node,
+		})
+	}
+	return resp, nil
+}
+
+// actorFrom names who called, from the "plughost-actor" metadata the CLI
+// sends, else "api".
+func actorFrom(ctx context.Context) string {
+	if v := metadataValue(ctx, "plughost-actor"); v != "" {
+		return v
+	}
+	return "api"
+}
+
+var _ = fmt.Sprintf

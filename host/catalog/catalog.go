@@ -1,0 +1,306 @@
+// Package catalog keeps the registered plugin versions, the operator's pins
+// and the version history in the store's reserved _sys namespace, so every
+// node of a cluster agrees on what should run.
+package catalog
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/semver"
+
+	"github.com/plughost/plughost/host/bundle"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store"
+)
+
+// Errors the catalog returns.
+var (
+	// ErrImmutable means a version is registered already with another digest.
+	ErrImmutable = errors.New("versions are immutable")
+	// ErrUnknownPlugin means no version of the plugin is registered.
+	ErrUnknownPlugin = errors.New("unknown plugin")
+	// ErrUnknownVersion means the plugin has no such registered version.
+	ErrUnknownVersion = errors.New("unknown version")
+)
+
+// Key prefixes inside store.SystemNamespace.
+const (
+	prefixCatalog = "catalog/"
+	prefixPin     = "pins/"
+	prefixHistory = "history/"
+)
+
+// Entry is one registered version of a plugin.
+type Entry struct {
+	Name         string           `json:"name"`
+	Version      string           `json:"version"`
+	SHA256       string           `json:"sha256"`
+	Manifest     *bundle.Manifest `json:"manifest"`
+	RegisteredAt time.Time        `json:"registered_at"`
+	Actor        string           `json:"actor"`
+}
+
+// Pin is an operator's choice of version.
+type Pin struct {
+	Version string    `json:"version"`
+	Actor   string    `json:"actor"`
+	At      time.Time `json:"at"`
+}
+
+// Record is one line of a plugin's version history.
+type Record struct {
+	At       time.Time `json:"at"`
+	Actor    string    `json:"actor"`
+	Action   string    `json:"action"` // register, pin, unpin, rollback, swap
+	From     string    `json:"from,omitempty"`
+	To       string    `json:"to,omitempty"`
+	Strategy string    `json:"strategy,omitempty"`
+	Outcome  string    `json:"outcome,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Node     string    `json:"node,omitempty"`
+}
+
+// Catalog reads and writes the catalog in a store.
+type Catalog struct {
+	st *store.Store
+}
+
+// New returns a catalog kept in st.
+func New(st *store.Store) *Catalog { return &Catalog{st: st} }
+
+func catalogKey(name, version string) []byte { return []byte(prefixCatalog + name + "/" + version) }
+
+// Register records a verified bundle's manifest. Registering the same name,
+// version and digest again is a no-op that reports already=true; the same
+// name and version with another digest is refused with ErrImmutable.
+func (c *Catalog) Register(ctx context.Context, m *bundle.Manifest, actor string) (already bool, err error) {
+	e := Entry{Name: m.Name, Version: m.Version, SHA256: m.SHA256, Manifest: m, RegisteredAt: time.Now().UTC(), Actor: actor}
+	val, err := json.Marshal(e)
+	if err != nil {
+		return false, err
+	}
+	key := catalogKey(m.Name, m.Version)
+	resp, err := c.st.Txn(ctx, &storev1.TxnRequest{
+		Namespace: store.SystemNamespace,
+		Compares:  []*storev1.Compare{{Key: key, Target: &storev1.Compare_Exists{Exists: false}}},
+		Success:   []*storev1.TxnOp{{Op: &storev1.TxnOp_Put{Put: &storev1.TxnPut{Key: key, Value: val}}}},
+		Failure:   []*storev1.TxnOp{{Op: &storev1.TxnOp_Get{Get: &storev1.TxnGet{Key: key}}}},
+	})
+	if err != nil {
+		return false, fmt.Errorf("catalog: registering %s %s: %w", m.Name, m.Version, err)
+	}
+	if !resp.GetSucceeded() {
+		var old Entry
+		if err := json.Unmarshal(resp.GetResults()[0].GetKv().GetValue(), &old); err != nil {
+			return false, fmt.Errorf("catalog: reading %s %s: %w", m.Name, m.Version, err)
+		}
+		if old.SHA256 != m.SHA256 {
+			return false, fmt.Errorf("%s %s is already registered with sha256 %s, this bundle has %s: %w (give the new build a new version)",
+				m.Name, m.Version, short(old.SHA256), short(m.SHA256), ErrImmutable)
+		}
+		return true, nil
+	}
+	_ = c.AddHistory(ctx, m.Name, Record{Actor: actor, Action: "register", To: m.Version, Outcome: "registered"})
+	return false, nil
+}
+
+func short(digest string) string {
+	if len(digest) > 12 {
+		return digest[:12] + "…"
+	}
+	return digest
+}
+
+// Get returns one registered version.
+func (c *Catalog) Get(ctx context.Context, name, version string) (*Entry, error) {
+	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: catalogKey(name, version)})
+	if err != nil {
+		return nil, err
+	}
+	if resp.GetKv() == nil {
+		if vs, _ := c.Versions(ctx, name); len(vs) == 0 {
+			return nil, fmt.Errorf("plugin %q: %w (add a bundle first; see 'plughost plugin list')", name, ErrUnknownPlugin)
+		}
+		return nil, fmt.Errorf("plugin %q has no version %q: %w (see 'plughost plugin versions %s')", name, version, ErrUnknownVersion, name)
+	}
+	var e Entry
+	if err := json.Unmarshal(resp.GetKv().GetValue(), &e); err != nil {
+		return nil, fmt.Errorf("catalog: decoding %s %s: %w", name, version, err)
+	}
+	return &e, nil
+}
+
+// Versions lists a plugin's registered versions, lowest first.
+func (c *Catalog) Versions(ctx context.Context, name string) ([]*Entry, error) {
+	entries, err := c.list(ctx, prefixCatalog+name+"/")
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(entries, func(i, j int) bool { return Less(entries[i].Version, entries[j].Version) })
+	return entries, nil
+}
+
+// All lists every registered version of every plugin, by name then version.
+func (c *Catalog) All(ctx context.Context) (map[string][]*Entry, error) {
+	entries, err := c.list(ctx, prefixCatalog)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]*Entry{}
+	for _, e := range entries {
+		out[e.Name] = append(out[e.Name], e)
+	}
+	for _, vs := range out {
+		sort.Slice(vs, func(i, j int) bool { return Less(vs[i].Version, vs[j].Version) })
+	}
+	return out, nil
+}
+
+// Names lists the registered plugins, sorted.
+func (c *Catalog) Names(ctx context.Context) ([]string, error) {
+	all, err := c.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, 0, len(all))
+	for n := range all {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names, nil
+}
+
+func (c *Catalog) list(ctx context.Context, prefix string) ([]*Entry, error) {
+	var out []*Entry
+	err := c.scan(ctx, prefix, func(kv *storev1.KeyValue) error {
+		var e Entry
+		if err := json.Unmarshal(kv.GetValue(), &e); err != nil {
+			return fmt.Errorf("catalog: decoding %s: %w", kv.GetKey(), err)
+		}
+		out = append(out, &e)
+		return nil
+	})
+	return out, err
+}
+
+func (c *Catalog) scan(ctx context.Context, prefix string, fn func(*storev1.KeyValue) error) error {
+	var token []byte
+	for {
+		resp, err := c.st.List(ctx, &storev1.ListRequest{Namespace: store.SystemNamespace, Prefix: []byte(prefix), PageToken: token})
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.GetKvs() {
+			if err := fn(kv); err != nil {
+				return err
+			}
+		}
+		token = resp.GetNextPageToken()
+		if len(token) == 0 {
+			return nil
+		}
+	}
+}
+
+// Less orders versions by semantic version precedence.
+func Less(a, b string) bool { return semver.Compare("v"+a, "v"+b) < 0 }
+
+// GetPin returns the plugin's pin, or nil.
+func (c *Catalog) GetPin(ctx context.Context, name string) (*Pin, error) {
+	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name)})
+	if err != nil || resp.GetKv() == nil {
+		return nil, err
+	}
+	var p Pin
+	if err := json.Unmarshal(resp.GetKv().GetValue(), &p); err != nil {
+		return nil, fmt.Errorf("catalog: decoding pin of %s: %w", name, err)
+	}
+	return &p, nil
+}
+
+// SetPin pins a registered version.
+func (c *Catalog) SetPin(ctx context.Context, name, version, actor string) error {
+	if _, err := c.Get(ctx, name, version); err != nil {
+		return err
+	}
+	val, _ := json.Marshal(Pin{Version: version, Actor: actor, At: time.Now().UTC()})
+	_, err := c.st.Put(ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name), Value: val})
+	return err
+}
+
+// ClearPin removes a pin; it is not an error when there is none.
+func (c *Catalog) ClearPin(ctx context.Context, name string) error {
+	_, err := c.st.Delete(ctx, &storev1.DeleteRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name)})
+	return err
+}
+
+// Desired returns the version a plugin should run: its pin, else its highest
+// registered version.
+func (c *Catalog) Desired(ctx context.Context, name string) (*Entry, *Pin, error) {
+	pin, err := c.GetPin(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if pin != nil {
+		e, err := c.Get(ctx, name, pin.Version)
+		return e, pin, err
+	}
+	vs, err := c.Versions(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(vs) == 0 {
+		return nil, nil, fmt.Errorf("plugin %q: %w", name, ErrUnknownPlugin)
+	}
+	return vs[len(vs)-1], nil, nil
+}
+
+// AddHistory appends a record to a plugin's history.
+func (c *Catalog) AddHistory(ctx context.Context, name string, r Record) error {
+	if r.At.IsZero() {
+		r.At = time.Now().UTC()
+	}
+	val, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	key := fmt.Sprintf("%s%s/%020d-%s", prefixHistory, name, r.At.UnixNano(), r.Node)
+	_, err = c.st.Put(ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: []byte(key), Value: val})
+	return err
+}
+
+// History lists a plugin's history, oldest first.
+func (c *Catalog) History(ctx context.Context, name string) ([]Record, error) {
+	var out []Record
+	err := c.scan(ctx, prefixHistory+name+"/", func(kv *storev1.KeyValue) error {
+		var r Record
+		if err := json.Unmarshal(kv.GetValue(), &r); err != nil {
+			return fmt.Errorf("catalog: decoding %s: %w", kv.GetKey(), err)
+		}
+		out = append(out, r)
+		return nil
+	})
+	return out, err
+}
+
+// PluginOfKey says which plugin a changed _sys key concerns, for watchers of
+// the catalog and pins.
+func PluginOfKey(key []byte) (string, bool) {
+	k := string(key)
+	for _, p := range []string{prefixCatalog, prefixPin} {
+		if rest, ok := strings.CutPrefix(k, p); ok {
+			name, _, _ := strings.Cut(rest, "/")
+			return name, name != ""
+		}
+	}
+	return "", false
+}
+
+// WatchPrefixes are the _sys prefixes whose changes can change what runs.
+var WatchPrefixes = []string{prefixCatalog, prefixPin}

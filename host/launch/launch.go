@@ -1,0 +1,349 @@
+// Package launch starts one plugin executable as a go-plugin process, checks
+// who it says it is, and hands back the connection the agent routes to.
+package launch
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+	plugin "github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/sdk/wire"
+)
+
+// Errors a launch can end with. Each is wrapped with the plugin's name,
+// version and what the agent saw.
+var (
+	// ErrNotPlugin means the executable is not a plughost plugin: it exited
+	// or spoke something else before completing the go-plugin handshake.
+	ErrNotPlugin = errors.New("not a plughost plugin")
+	// ErrStartTimeout means the plugin did not complete the handshake in time.
+	ErrStartTimeout = errors.New("start timeout")
+	// ErrExited means the plugin process exited.
+	ErrExited = errors.New("plugin exited")
+	// ErrChecksum means the executable on disk does not match its digest.
+	ErrChecksum = errors.New("executable checksum mismatch")
+	// ErrIdentity means the plugin describes itself differently from its
+	// manifest.
+	ErrIdentity = errors.New("plugin identity mismatch")
+	// ErrAPIVersion means plugin and agent share no plugin API version.
+	ErrAPIVersion = errors.New("no common plugin API version")
+)
+
+// Spec says what to launch.
+type Spec struct {
+	// Plugin and Version are what the manifest says; the plugin must describe
+	// itself the same. Empty Plugin skips the check (bundle build learns
+	// both from the plugin).
+	Plugin     string
+	Version    string
+	InstanceID string
+	// Executable is the absolute path of the plugin binary.
+	Executable string
+	// SHA256 is the hex digest the binary must have (from the manifest).
+	SHA256 string
+	// StartTimeout bounds the go-plugin handshake.
+	StartTimeout time.Duration
+	// Logger receives the plugin's stderr, re-logged under plugin= version=.
+	Logger hclog.Logger
+	// Place, when set, starts the process: it must call start exactly once
+	// and may prepare cmd first (resource governance places the process in
+	// its cgroup this way).
+	Place func(cmd *exec.Cmd, start func() error) error
+	// Dir is the working directory of the plugin process.
+	Dir string
+}
+
+// Instance is a running plugin process.
+type Instance struct {
+	Spec        Spec
+	Conn        *grpc.ClientConn
+	Lifecycle   pluginv1.PluginServiceClient
+	Description *pluginv1.DescribeResponse
+	Pid         int
+	Started     time.Time
+
+	client *plugin.Client
+	broker *plugin.GRPCBroker
+	cmd    *exec.Cmd
+
+	exitOnce sync.Once
+	exited   chan struct{}
+	stopOnce sync.Once
+	stopped  chan struct{}
+}
+
+// connected is what the host side of the go-plugin glue hands back.
+type connected struct {
+	broker *plugin.GRPCBroker
+	conn   *grpc.ClientConn
+}
+
+// Start launches spec's executable, completes the handshake and describes
+// the plugin. The returned instance is not configured yet: call Configure.
+func Start(ctx context.Context, spec Spec) (*Instance, error) {
+	if spec.StartTimeout <= 0 {
+		spec.StartTimeout = 10 * time.Second
+	}
+	if spec.Logger == nil {
+		spec.Logger = hclog.NewNullLogger()
+	}
+	what := fmt.Sprintf("plugin %s %s", spec.Plugin, spec.Version)
+	sum, err := hex.DecodeString(spec.SHA256)
+	if err != nil || len(sum) != sha256.Size {
+		return nil, fmt.Errorf("%s: manifest sha256 %q is not a SHA-256 digest: %w", what, spec.SHA256, ErrChecksum)
+	}
+
+	cmd := exec.Command(spec.Executable)
+	cmd.Dir = spec.Dir
+	// The plugin leads its own process group, so the SDK can take everything
+	// it forked down with it, and gets SIGTERM when the agent dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
+
+	logger := spec.Logger
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  wire.Handshake,
+		VersionedPlugins: wire.PluginSets(&wire.GRPCPlugin{OnConnect: onConnect}),
+		Cmd:              cmd,
+		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
+		AutoMTLS:         true,
+		SkipHostEnv:      true,
+		Managed:          true,
+		StartTimeout:     spec.StartTimeout,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		GRPCDialOptions:  wire.DialOptions(),
+		// Multiplexing keeps the store on the plugin's one connection
+		// instead of a socket per broker stream.
+		GRPCBrokerMultiplex: true,
+		Logger:              logger,
+	})
+
+	start := func() error {
+		_, err := client.Start()
+		return err
+	}
+	if spec.Place != nil {
+		err = spec.Place(cmd, start)
+	} else {
+		err = start()
+	}
+	if err != nil {
+		client.Kill()
+		return nil, startError(what, spec, cmd, err)
+	}
+
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("%s: connecting to the plugin: %w", what, err)
+	}
+	raw, err := rpc.Dispense(wire.PluginKey)
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("%s: %w: %v", what, ErrNotPlugin, err)
+	}
+	c := raw.(*connected)
+	inst := &Instance{
+		Spec:      spec,
+		Conn:      c.conn,
+		Lifecycle: pluginv1.NewPluginServiceClient(c.conn),
+		Started:   time.Now(),
+		client:    client,
+		broker:    c.broker,
+		cmd:       cmd,
+		exited:    make(chan struct{}),
+		stopped:   make(chan struct{}),
+	}
+	if cmd.Process != nil {
+		inst.Pid = cmd.Process.Pid
+	}
+	go inst.watchExit()
+
+	if v := client.NegotiatedVersion(); !containsInt(wire.SupportedAPIVersions, v) {
+		inst.Kill()
+		return nil, fmt.Errorf("%s: negotiated plugin API %d, agent speaks %v: %w", what, v, wire.SupportedAPIVersions, ErrAPIVersion)
+	}
+	dctx, cancel := context.WithTimeout(ctx, spec.StartTimeout)
+	defer cancel()
+	desc, err := inst.Lifecycle.Describe(dctx, &pluginv1.DescribeRequest{})
+	if err != nil {
+		inst.Kill()
+		return nil, fmt.Errorf("%s: describe: %w", what, err)
+	}
+	if spec.Plugin != "" && (desc.GetName() != spec.Plugin || desc.GetVersion() != spec.Version) {
+		inst.Kill()
+		return nil, fmt.Errorf("%s: the executable says it is %s %s: %w (rebuild the bundle from the right binary)", what, desc.GetName(), desc.GetVersion(), ErrIdentity)
+	}
+	inst.Description = desc
+	return inst, nil
+}
+
+func onConnect(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return &connected{broker: broker, conn: conn}, nil
+}
+
+// startError turns go-plugin's start failures into errors an operator can act on.
+func startError(what string, spec Spec, cmd *exec.Cmd, err error) error {
+	msg := err.Error()
+	switch {
+	case errors.Is(err, plugin.ErrChecksumsDoNotMatch) || strings.Contains(msg, "checksum"):
+		return fmt.Errorf("%s: %s does not match the manifest's sha256 %s: %w (re-add the bundle)", what, spec.Executable, spec.SHA256, ErrChecksum)
+	case strings.Contains(msg, "timeout while waiting for plugin to start"):
+		return fmt.Errorf("%s: no handshake within %s: %w (the executable must call sdk.Serve at start)", what, spec.StartTimeout, ErrStartTimeout)
+	case cmd.ProcessState != nil || strings.Contains(msg, "exited before we could connect"):
+		status := "exited"
+		if ps := cmd.ProcessState; ps != nil {
+			status = describeExit(ps)
+		}
+		return fmt.Errorf("%s: %s before completing the handshake: %w (is it built with the plughost SDK? run it by hand to see its error)", what, status, ErrNotPlugin)
+	case strings.Contains(msg, "Incompatible API version") || strings.Contains(msg, "Unsupported plugin protocol"):
+		return fmt.Errorf("%s: %v: %w", what, err, ErrAPIVersion)
+	case strings.Contains(msg, "Unrecognized remote plugin message"):
+		return fmt.Errorf("%s: it printed something other than a go-plugin handshake: %w (%v)", what, ErrNotPlugin, err)
+	}
+	return fmt.Errorf("%s: start: %w", what, err)
+}
+
+// describeExit says how a process ended: "exited with status 3",
+// "killed by signal killed".
+func describeExit(ps interface {
+	ExitCode() int
+	Sys() any
+}) string {
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "killed by signal " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exited with status %d", ps.ExitCode())
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// ServeStore serves srv to the plugin over the go-plugin broker and returns
+// the broker id to pass in Configure.
+func (i *Instance) ServeStore(srv storev1.StoreServiceServer) uint32 {
+	id := i.broker.NextId()
+	go i.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+		s := grpc.NewServer(append(opts, wire.ServerOptions()...)...)
+		storev1.RegisterStoreServiceServer(s, srv)
+		return s
+	})
+	return id
+}
+
+// Configure hands the plugin its configuration.
+func (i *Instance) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
+	if _, err := i.Lifecycle.Configure(ctx, req); err != nil {
+		return fmt.Errorf("plugin %s %s: configure: %w", i.Spec.Plugin, i.Spec.Version, err)
+	}
+	return nil
+}
+
+// Ping checks the go-plugin connection itself.
+func (i *Instance) Ping() error {
+	rpc, err := i.client.Client()
+	if err != nil {
+		return err
+	}
+	return rpc.Ping()
+}
+
+// Exited is closed when the plugin process has exited.
+func (i *Instance) Exited() <-chan struct{} { return i.exited }
+
+// ExitReason says how the process ended ("exited with status 2", "killed by
+// signal killed"); it is only meaningful after Exited is closed.
+func (i *Instance) ExitReason() string {
+	if ps := i.cmd.ProcessState; ps != nil {
+		return describeExit(ps)
+	}
+	return "exited"
+}
+
+// Signaled reports whether the process was killed by sig.
+func (i *Instance) Signaled(sig syscall.Signal) bool {
+	if ps := i.cmd.ProcessState; ps != nil {
+		if ws, ok := ps.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			return ws.Signal() == sig
+		}
+	}
+	return false
+}
+
+// StoppedOnPurpose reports whether Stop or Kill was called.
+func (i *Instance) StoppedOnPurpose() bool {
+	select {
+	case <-i.stopped:
+		return true
+	default:
+		return false
+	}
+}
+
+func (i *Instance) watchExit() {
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for range t.C {
+		// go-plugin marks the client exited only after cmd.Wait returned,
+		// under its lock, so ProcessState is safe to read afterwards.
+		if i.client.Exited() {
+			i.exitOnce.Do(func() { close(i.exited) })
+			return
+		}
+	}
+}
+
+// Stop asks the plugin to stop, then ends the process: go-plugin asks it to
+// exit and kills it after a grace period.
+func (i *Instance) Stop(ctx context.Context) {
+	i.stopOnce.Do(func() { close(i.stopped) })
+	select {
+	case <-i.exited:
+	default:
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		_, _ = i.Lifecycle.Stop(sctx, &pluginv1.StopRequest{})
+		cancel()
+	}
+	i.client.Kill()
+	<-i.waitExited(5 * time.Second)
+}
+
+// Kill ends the process at once.
+func (i *Instance) Kill() {
+	i.stopOnce.Do(func() { close(i.stopped) })
+	if p := i.cmd.Process; p != nil {
+		_ = syscall.Kill(-p.Pid, syscall.SIGKILL)
+	}
+	i.client.Kill()
+	<-i.waitExited(5 * time.Second)
+}
+
+func (i *Instance) waitExited(d time.Duration) <-chan struct{} {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-i.exited:
+		case <-time.After(d):
+		}
+	}()
+	return done
+}

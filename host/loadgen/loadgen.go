@@ -1,0 +1,143 @@
+// Package loadgen drives a fixed number of concurrent callers at an
+// operation and summarizes throughput and latency, for plughost bench and
+// the benchmarks in test/.
+package loadgen
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Config says how much load to drive. The run ends after Total operations,
+// or after Duration, whichever is set (Total wins when both are).
+type Config struct {
+	Clients  int
+	Total    int
+	Duration time.Duration
+	// Warmup runs before measuring, at the same concurrency.
+	Warmup time.Duration
+}
+
+// Result summarizes a run.
+type Result struct {
+	Clients   int           `json:"clients"`
+	Ops       int           `json:"ops"`
+	Errors    int           `json:"errors"`
+	Elapsed   time.Duration `json:"elapsed_ns"`
+	OpsPerSec float64       `json:"ops_per_sec"`
+	Avg       time.Duration `json:"avg_ns"`
+	P50       time.Duration `json:"p50_ns"`
+	P90       time.Duration `json:"p90_ns"`
+	P99       time.Duration `json:"p99_ns"`
+	Max       time.Duration `json:"max_ns"`
+	// FirstError is the first error an operation returned, for the report.
+	FirstError string `json:"first_error,omitempty"`
+}
+
+// Op is one operation; client numbers the caller (0..Clients-1).
+type Op func(ctx context.Context, client int) error
+
+// Run drives op with cfg.Clients concurrent callers.
+func Run(ctx context.Context, cfg Config, op Op) (Result, error) {
+	if cfg.Clients <= 0 {
+		return Result{}, errors.New("loadgen: clients must be at least 1")
+	}
+	if cfg.Total <= 0 && cfg.Duration <= 0 {
+		return Result{}, errors.New("loadgen: give a total or a duration")
+	}
+	if cfg.Warmup > 0 {
+		wctx, cancel := context.WithTimeout(ctx, cfg.Warmup)
+		_, _ = drive(wctx, Config{Clients: cfg.Clients, Duration: cfg.Warmup}, op)
+		cancel()
+		if ctx.Err() != nil {
+			return Result{}, ctx.Err()
+		}
+	}
+	return drive(ctx, cfg, op)
+}
+
+func drive(ctx context.Context, cfg Config, op Op) (Result, error) {
+	var (
+		remaining atomic.Int64
+		errs      atomic.Int64
+		firstErr  atomic.Value
+		wg        sync.WaitGroup
+	)
+	remaining.Store(int64(cfg.Total))
+	lat := make([][]time.Duration, cfg.Clients)
+	runCtx := ctx
+	if cfg.Total <= 0 {
+		var cancel context.CancelFunc
+		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	for c := 0; c < cfg.Clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			mine := make([]time.Duration, 0, 1024)
+			for runCtx.Err() == nil {
+				if cfg.Total > 0 && remaining.Add(-1) < 0 {
+					break
+				}
+				t0 := time.Now()
+				err := op(runCtx, c)
+				d := time.Since(t0)
+				if err != nil {
+					if runCtx.Err() != nil && cfg.Total <= 0 {
+						break // cut off by the end of the run, not a failure
+					}
+					if errs.Add(1) == 1 {
+						firstErr.Store(err.Error())
+					}
+					continue
+				}
+				mine = append(mine, d)
+			}
+			lat[c] = mine
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	all := slices.Concat(lat...)
+	slices.Sort(all)
+	r := Result{Clients: cfg.Clients, Ops: len(all), Errors: int(errs.Load()), Elapsed: elapsed}
+	if s, ok := firstErr.Load().(string); ok {
+		r.FirstError = s
+	}
+	if len(all) == 0 {
+		return r, ctx.Err()
+	}
+	var sum time.Duration
+	for _, d := range all {
+		sum += d
+	}
+	r.OpsPerSec = float64(len(all)) / elapsed.Seconds()
+	r.Avg = sum / time.Duration(len(all))
+	r.P50, r.P90, r.P99 = Percentile(all, 50), Percentile(all, 90), Percentile(all, 99)
+	r.Max = all[len(all)-1]
+	return r, ctx.Err()
+}
+
+// Percentile returns the p-th percentile of sorted durations.
+func Percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(float64(len(sorted)-1) * p / 100)
+	return sorted[i]
+}
+
+// String is a one-line summary.
+func (r Result) String() string {
+	return fmt.Sprintf("%d clients: %d ops in %s, %.0f ops/s, avg %s, p50 %s, p99 %s, max %s, %d errors",
+		r.Clients, r.Ops, r.Elapsed.Round(time.Millisecond), r.OpsPerSec, us(r.Avg), us(r.P50), us(r.P99), us(r.Max), r.Errors)
+}
+
+func us(d time.Duration) string { return d.Round(time.Microsecond).String() }

@@ -1,0 +1,361 @@
+package supervisor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/launch"
+	"github.com/plughost/plughost/host/router"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
+	"github.com/plughost/plughost/store"
+)
+
+// instance is one started copy of a plugin version on this node.
+type instance struct {
+	*launch.Instance
+	entry   *catalog.Entry
+	group   *governance.Group
+	limits  []governance.LimitStatus
+	backend *router.Backend
+
+	// unhealthy receives the reason once the liveness checks fail
+	// failure_threshold times in a row.
+	unhealthy chan string
+	done      chan struct{}
+	doneOnce  sync.Once
+
+	mu    sync.Mutex
+	state operatorv1.InstanceState
+	since time.Time
+}
+
+func (in *instance) setState(st operatorv1.InstanceState) {
+	in.mu.Lock()
+	if in.state != st {
+		in.state, in.since = st, time.Now()
+	}
+	in.mu.Unlock()
+}
+
+func (in *instance) getState() (operatorv1.InstanceState, time.Time) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.state, in.since
+}
+
+func newInstanceID(name, version string) string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	v := strings.NewReplacer(".", "_", "+", "_").Replace(version)
+	return fmt.Sprintf("%s-%s-%s", name, v, hex.EncodeToString(b[:]))
+}
+
+// limitsFor resolves an entry's resource limits: the manifest's, then the
+// agent's defaults for what it leaves out, then the agent's overrides.
+func (s *Supervisor) limitsFor(e *catalog.Entry) governance.Limits {
+	r := e.Manifest.Resources
+	l := governance.Limits{MemoryBytes: r.MemoryMB << 20, CPU: r.CPU, Pids: r.Pids}
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = s.cfg.Defaults.MemoryBytes
+	}
+	if l.CPU == 0 {
+		l.CPU = s.cfg.Defaults.CPU
+	}
+	if l.Pids == 0 {
+		l.Pids = s.cfg.Defaults.Pids
+	}
+	if o, ok := s.cfg.Overrides[e.Name]; ok {
+		if o.MemoryBytes != 0 {
+			l.MemoryBytes = o.MemoryBytes
+		}
+		if o.CPU != 0 {
+			l.CPU = o.CPU
+		}
+		if o.Pids != 0 {
+			l.Pids = o.Pids
+		}
+	}
+	return l
+}
+
+// errNotHealthy marks an instance that did not pass its health gate.
+var errNotHealthy = errors.New("not healthy")
+
+// startInstance launches entry, configures it and holds it until it has been
+// healthy for minHealthy (0: the first healthy check) within the manifest's
+// healthy_deadline. It returns a routable instance or an error that says why
+// not; a failed instance is already stopped.
+func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHealthy time.Duration, progress func(string)) (*instance, error) {
+	m := e.Manifest
+	id := newInstanceID(e.Name, e.Version)
+	dir := filepath.Join(s.cfg.PluginsDir, e.Name, e.Version)
+	in := &instance{entry: e, unhealthy: make(chan string, 1), done: make(chan struct{})}
+	in.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING)
+
+	var place func(*exec.Cmd, func() error) error
+	if s.cfg.Governance != nil {
+		g, err := s.cfg.Governance.New(id, s.limitsFor(e))
+		if err != nil {
+			s.log.Warn("resource limits not applied", "plugin", e.Name, "version", e.Version, "error", err)
+			in.limits = notEnforced(s.limitsFor(e), err.Error())
+		} else {
+			in.group = g
+			in.limits = g.Enforcement()
+			place = g.Start
+		}
+	}
+	inst, err := launch.Start(ctx, launch.Spec{
+		Plugin:       e.Name,
+		Version:      e.Version,
+		InstanceID:   id,
+		Executable:   filepath.Join(dir, m.Executable),
+		SHA256:       e.SHA256,
+		StartTimeout: s.cfg.StartTimeout,
+		Logger:       s.cfg.Logger.Named("plugin").With("plugin", e.Name, "version", e.Version, "instance", id),
+		Place:        place,
+		Dir:          dir,
+	})
+	if err != nil {
+		in.deleteGroup()
+		return nil, err
+	}
+	in.Instance = inst
+	fail := func(err error) (*instance, error) {
+		reason := err
+		if ok, _ := in.oomKilled(); ok {
+			reason = fmt.Errorf("%w (oom-killed at its %s memory limit)", err, in.memoryLimit())
+		}
+		in.stop(context.Background())
+		return nil, reason
+	}
+
+	srv := store.Bind(store.NewServer(s.cfg.Store), store.Binding{Namespace: e.Name, Rate: s.cfg.StoreRate, Burst: s.cfg.StoreBurst})
+	brokerID := inst.ServeStore(srv)
+	cctx, cancel := context.WithTimeout(ctx, m.Health.HealthyDeadline.Duration)
+	defer cancel()
+	cfg := []byte(m.Config)
+	if len(cfg) == 0 {
+		cfg = []byte("{}")
+	}
+	if err := inst.Configure(cctx, &pluginv1.ConfigureRequest{
+		ConfigJson: cfg, Node: s.cfg.Node, StoreBrokerId: brokerID, Namespace: e.Name, InstanceId: id,
+	}); err != nil {
+		return fail(err)
+	}
+	if err := s.healthGate(cctx, in, minHealthy, progress); err != nil {
+		return fail(err)
+	}
+	files, err := router.LoadDescriptors(cctx, inst.Conn, m.Services)
+	if err != nil {
+		return fail(fmt.Errorf("plugin %s %s: reading its service descriptors: %w", e.Name, e.Version, err))
+	}
+	in.backend = &router.Backend{Plugin: e.Name, Version: e.Version, InstanceID: id, Conn: inst.Conn, Files: files}
+	go s.monitor(in)
+	return in, nil
+}
+
+// healthGate waits until in has passed every health check for minHealthy.
+func (s *Supervisor) healthGate(ctx context.Context, in *instance, minHealthy time.Duration, progress func(string)) error {
+	h := in.entry.Manifest.Health
+	var healthySince time.Time
+	var lastErr error
+	poll := 50 * time.Millisecond
+	for {
+		err := s.check(ctx, in, h.Timeout.Duration)
+		now := time.Now()
+		switch {
+		case err == nil && healthySince.IsZero():
+			healthySince = now
+		case err != nil:
+			healthySince, lastErr = time.Time{}, err
+		}
+		if !healthySince.IsZero() && now.Sub(healthySince) >= minHealthy {
+			return nil
+		}
+		if progress != nil && !healthySince.IsZero() {
+			progress(fmt.Sprintf("health-gating: healthy for %s of %s", now.Sub(healthySince).Round(100*time.Millisecond), minHealthy))
+		}
+		select {
+		case <-in.Exited():
+			return fmt.Errorf("plugin %s %s %s during its health gate: %w", in.entry.Name, in.entry.Version, in.ExitReason(), errNotHealthy)
+		case <-ctx.Done():
+			why := "no health check passed"
+			if lastErr != nil {
+				why = "last check: " + lastErr.Error()
+			}
+			return fmt.Errorf("plugin %s %s was not healthy within its healthy_deadline %s (%s): %w",
+				in.entry.Name, in.entry.Version, h.HealthyDeadline.Duration, why, errNotHealthy)
+		case <-time.After(poll):
+		}
+		if poll < h.Interval.Duration/4 {
+			poll *= 2
+		}
+	}
+}
+
+// check is one health check: go-plugin's own ping, then the plugin's Health.
+func (s *Supervisor) check(ctx context.Context, in *instance, timeout time.Duration) error {
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	hr, err := grpc_health_v1.NewHealthClient(in.Conn).Check(cctx, &grpc_health_v1.HealthCheckRequest{Service: "plugin"})
+	if err != nil {
+		return fmt.Errorf("go-plugin ping: %w", err)
+	}
+	if hr.GetStatus() != grpc_health_v1.HealthCheckResponse_SERVING {
+		return fmt.Errorf("go-plugin ping: %s", hr.GetStatus())
+	}
+	resp, err := in.Lifecycle.Health(cctx, &pluginv1.HealthRequest{})
+	if err != nil {
+		if cctx.Err() != nil {
+			return fmt.Errorf("health check timed out after %s", timeout)
+		}
+		return fmt.Errorf("health check: %w", err)
+	}
+	if resp.GetStatus() != pluginv1.HealthStatus_HEALTH_STATUS_SERVING {
+		msg := resp.GetMessage()
+		if msg == "" {
+			msg = resp.GetStatus().String()
+		}
+		return fmt.Errorf("plugin reports unhealthy: %s", msg)
+	}
+	return nil
+}
+
+// monitor runs in's liveness checks until it stops; after failure_threshold
+// failures in a row it reports the last reason on in.unhealthy.
+func (s *Supervisor) monitor(in *instance) {
+	h := in.entry.Manifest.Health
+	t := time.NewTicker(h.Interval.Duration)
+	defer t.Stop()
+	failures := 0
+	for {
+		select {
+		case <-in.done:
+			return
+		case <-in.Exited():
+			return
+		case <-t.C:
+		}
+		err := s.check(context.Background(), in, h.Timeout.Duration)
+		if err == nil {
+			if failures > 0 {
+				in.setState(operatorv1.InstanceState_INSTANCE_STATE_RUNNING)
+			}
+			failures = 0
+			continue
+		}
+		failures++
+		s.log.Warn("health check failed", "plugin", in.entry.Name, "version", in.entry.Version,
+			"failures", failures, "threshold", h.FailureThreshold, "error", err)
+		if failures < h.FailureThreshold {
+			in.setState(operatorv1.InstanceState_INSTANCE_STATE_UNHEALTHY)
+			continue
+		}
+		select {
+		case in.unhealthy <- fmt.Sprintf("%d health checks failed in a row (threshold %d), last: %v", failures, h.FailureThreshold, err):
+		default:
+		}
+		return
+	}
+}
+
+// drainAndStop retires in: it waits up to drain_timeout for the calls in
+// flight, asks the plugin to drain, then stops it. It returns how many calls
+// were cut off by the timeout.
+func (s *Supervisor) drainAndStop(ctx context.Context, in *instance) int64 {
+	in.setState(operatorv1.InstanceState_INSTANCE_STATE_DRAINING)
+	timeout := in.entry.Manifest.Upgrade.DrainTimeout.Duration
+	dctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var cut int64
+	if in.backend != nil {
+		cut = in.backend.Wait(dctx)
+	}
+	if dctx.Err() == nil {
+		_, _ = in.Lifecycle.Drain(dctx, &pluginv1.DrainRequest{TimeoutMs: time.Until(deadlineOf(dctx)).Milliseconds()})
+	}
+	in.stop(ctx)
+	return cut
+}
+
+func deadlineOf(ctx context.Context) time.Time {
+	d, _ := ctx.Deadline()
+	return d
+}
+
+// stop ends the process and removes its cgroup.
+func (in *instance) stop(ctx context.Context) {
+	in.doneOnce.Do(func() { close(in.done) })
+	if in.Instance != nil {
+		in.Instance.Stop(ctx)
+	}
+	in.deleteGroup()
+	in.setState(operatorv1.InstanceState_INSTANCE_STATE_STOPPED)
+}
+
+// kill ends the process at once and removes its cgroup.
+func (in *instance) kill() {
+	in.doneOnce.Do(func() { close(in.done) })
+	if in.group != nil {
+		_ = in.group.Kill()
+	}
+	if in.Instance != nil {
+		in.Instance.Kill()
+	}
+	in.deleteGroup()
+}
+
+func (in *instance) deleteGroup() {
+	if in.group != nil {
+		_ = in.group.Delete()
+	}
+}
+
+func (in *instance) oomKilled() (bool, error) {
+	if in.group == nil {
+		return false, nil
+	}
+	if in.Instance != nil && !in.Signaled(syscall.SIGKILL) {
+		return false, nil
+	}
+	return in.group.OOMKilled()
+}
+
+func (in *instance) memoryLimit() string {
+	for _, l := range in.limits {
+		if l.Resource == "memory" {
+			return l.Limit
+		}
+	}
+	return "configured"
+}
+
+// exitReason explains why in's process ended, naming an OOM kill and its limit.
+func (in *instance) exitReason() string {
+	if ok, _ := in.oomKilled(); ok {
+		return fmt.Sprintf("oom-killed: memory limit %s reached", in.memoryLimit())
+	}
+	return in.ExitReason()
+}
+
+func notEnforced(l governance.Limits, why string) []governance.LimitStatus {
+	return []governance.LimitStatus{
+		{Resource: "memory", Limit: fmt.Sprintf("%d MiB", l.MemoryBytes>>20), Reason: why},
+		{Resource: "cpu", Limit: fmt.Sprintf("%g core", l.CPU), Reason: why},
+		{Resource: "pids", Limit: fmt.Sprintf("%d pids", l.Pids), Reason: why},
+	}
+}

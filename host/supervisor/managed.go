@@ -1,0 +1,387 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/catalog"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+// managed supervises one plugin on this node. Its run loop is the only
+// writer of cur; status readers take mu.
+type managed struct {
+	s         *Supervisor
+	name      string
+	log       hclog.Logger
+	nudgeCh   chan struct{}
+	restartCh chan struct{}
+
+	mu           sync.Mutex
+	cur          *instance
+	state        operatorv1.InstanceState
+	since        time.Time
+	lastErr      string
+	restarts     int
+	restartTimes []time.Time
+	desired      string
+	pinned       string
+	services     []string
+	declared     []string
+	// failed is the version that will not be started again on this node
+	// until an operator acts (restart, a new pin) or a newer version arrives.
+	failed      string
+	failedPinAt time.Time
+	pinAt       time.Time
+	lastHealthy string // the last version that passed its health gate here
+}
+
+func newManaged(s *Supervisor, name string) *managed {
+	return &managed{
+		s:         s,
+		name:      name,
+		log:       s.log.With("plugin", name),
+		nudgeCh:   make(chan struct{}, 1),
+		restartCh: make(chan struct{}, 1),
+		state:     operatorv1.InstanceState_INSTANCE_STATE_STARTING,
+		since:     time.Now(),
+	}
+}
+
+func (m *managed) nudge() {
+	select {
+	case m.nudgeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (m *managed) requestRestart() {
+	select {
+	case m.restartCh <- struct{}{}:
+	default:
+	}
+}
+
+func (m *managed) setState(st operatorv1.InstanceState, lastErr string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.state != st {
+		m.state, m.since = st, time.Now()
+	}
+	if lastErr != "" {
+		m.lastErr = lastErr
+	}
+	if st == operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
+		m.s.cfg.Router.SetState(m.name, "running")
+	} else {
+		state := stateWord(st)
+		if m.lastErr != "" && st != operatorv1.InstanceState_INSTANCE_STATE_STARTING {
+			state += ": " + m.lastErr
+		}
+		m.s.cfg.Router.SetState(m.name, state)
+	}
+}
+
+func (m *managed) current() *instance {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.cur
+}
+
+func (m *managed) setCurrent(in *instance) {
+	m.mu.Lock()
+	m.cur = in
+	m.mu.Unlock()
+}
+
+// run is the plugin's supervision loop.
+func (m *managed) run(ctx context.Context) {
+	var backoffC <-chan time.Time
+	attempt := 0
+	for {
+		var exitC <-chan struct{}
+		var unhealthyC <-chan string
+		if cur := m.current(); cur != nil {
+			exitC, unhealthyC = cur.Exited(), cur.unhealthy
+		}
+		select {
+		case <-ctx.Done():
+			m.shutdown()
+			return
+		case <-m.nudgeCh:
+		case <-m.restartCh:
+			m.mu.Lock()
+			m.failed, m.restartTimes = "", nil
+			m.mu.Unlock()
+			attempt, backoffC = 0, nil
+			if cur := m.current(); cur != nil {
+				m.retire(cur, "restart requested by operator")
+			}
+			m.s.events.Record(m.name, m.desiredVersion(), "", "restart", "restart requested by operator")
+		case <-exitC:
+			cur := m.current()
+			backoffC = m.lost(cur, cur.exitReason(), &attempt)
+		case reason := <-unhealthyC:
+			cur := m.current()
+			cur.kill()
+			backoffC = m.lost(cur, "health: "+reason, &attempt)
+		case <-backoffC:
+			backoffC = nil
+		}
+		if backoffC != nil && !m.newVersionArrived(ctx) {
+			continue
+		}
+		backoffC = nil
+		if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
+			backoffC = m.startFailed(err, &attempt)
+		} else if err == nil {
+			if cur := m.current(); cur != nil {
+				attempt = 0
+			}
+		}
+	}
+}
+
+// lost handles an instance that died or failed its liveness checks: it stops
+// routing to it, records why, and schedules a restart, or gives up after a
+// crash loop.
+func (m *managed) lost(in *instance, reason string, attempt *int) <-chan time.Time {
+	m.s.cfg.Router.SetBackend(m.name, nil)
+	in.stop(context.Background())
+	m.setCurrent(nil)
+	kind := "exited"
+	if len(reason) > 7 && reason[:7] == "health:" {
+		kind = "unhealthy"
+	} else if len(reason) > 10 && reason[:10] == "oom-killed" {
+		kind = "oom-killed"
+	}
+	m.log.Warn("instance lost", "version", in.entry.Version, "reason", reason)
+	m.s.events.Record(m.name, in.entry.Version, in.Spec.InstanceID, kind, reason)
+	return m.scheduleRestart(in.entry.Version, reason, attempt)
+}
+
+func (m *managed) startFailed(err error, attempt *int) <-chan time.Time {
+	m.log.Warn("start failed", "error", err)
+	version := m.desiredVersion()
+	m.s.events.Record(m.name, version, "", "start-failed", err.Error())
+	return m.scheduleRestart(version, err.Error(), attempt)
+}
+
+// scheduleRestart counts a restart; within the crash-loop limit it returns a
+// backoff timer, past it it marks the version failed and returns nil.
+func (m *managed) scheduleRestart(version, reason string, attempt *int) <-chan time.Time {
+	cfg := m.s.cfg
+	now := time.Now()
+	m.mu.Lock()
+	m.restarts++
+	m.restartTimes = append(m.restartTimes, now)
+	cut := 0
+	for cut < len(m.restartTimes) && now.Sub(m.restartTimes[cut]) > cfg.CrashLoopWindow {
+		cut++
+	}
+	m.restartTimes = m.restartTimes[cut:]
+	loop := len(m.restartTimes) >= cfg.CrashLoopRestarts
+	if loop {
+		m.failed, m.failedPinAt = version, m.pinAt
+	}
+	m.mu.Unlock()
+	if loop {
+		why := fmt.Sprintf("crash loop: %d restarts within %s, last: %s (fix the plugin, then 'plughost plugin restart %s' or add a new version)",
+			cfg.CrashLoopRestarts, cfg.CrashLoopWindow, reason, m.name)
+		m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, why)
+		m.s.events.Record(m.name, version, "", "failed", why)
+		return nil
+	}
+	d := backoff(cfg.BackoffInitial, cfg.BackoffMax, *attempt)
+	*attempt++
+	m.setState(operatorv1.InstanceState_INSTANCE_STATE_BACKOFF, reason)
+	m.s.events.Record(m.name, version, "", "backoff", fmt.Sprintf("restarting in %s", d.Round(time.Millisecond)))
+	return time.After(d)
+}
+
+// backoff is initial doubling per attempt up to max, with ±20% jitter.
+func backoff(initial, max time.Duration, attempt int) time.Duration {
+	d := initial
+	for i := 0; i < attempt && d < max; i++ {
+		d *= 2
+	}
+	if d > max {
+		d = max
+	}
+	j := 0.8 + 0.4*rand.Float64()
+	return time.Duration(float64(d) * j)
+}
+
+// newVersionArrived reports whether the desired version moved away from the
+// version that is backing off or failed, which ends the wait.
+func (m *managed) newVersionArrived(ctx context.Context) bool {
+	e, pin, err := m.s.cfg.Catalog.Desired(ctx, m.name)
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	failing := m.failed
+	if failing == "" {
+		failing = m.desired
+	}
+	repinned := pin != nil && !pin.At.Equal(m.pinAt)
+	return e.Version != failing || repinned
+}
+
+func (m *managed) desiredVersion() string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.desired
+}
+
+// reconcile makes what runs match what is desired.
+func (m *managed) reconcile(ctx context.Context) error {
+	e, pin, err := m.s.cfg.Catalog.Desired(ctx, m.name)
+	if err != nil {
+		if errors.Is(err, catalog.ErrUnknownPlugin) {
+			return nil
+		}
+		return fmt.Errorf("reading the desired version: %w", err)
+	}
+	m.mu.Lock()
+	m.desired, m.pinned = e.Version, ""
+	var pinAt time.Time
+	if pin != nil {
+		m.pinned, pinAt = pin.Version, pin.At
+	}
+	if !pinAt.Equal(m.pinAt) || m.failed != e.Version {
+		// A new pin, or another version: a failed version gets another try
+		// only by the operator's word or when it is no longer desired.
+		if m.failed != "" && (m.failed != e.Version || !pinAt.Equal(m.failedPinAt)) {
+			m.failed = ""
+			m.restartTimes = nil
+		}
+	}
+	m.pinAt = pinAt
+	failed := m.failed
+	m.services = e.Manifest.Services
+	m.mu.Unlock()
+
+	if err := m.declare(e.Manifest.Services); err != nil {
+		m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, err.Error())
+		return nil
+	}
+	if failed == e.Version {
+		return nil
+	}
+	cur := m.current()
+	if cur != nil && cur.entry.Version == e.Version {
+		return nil
+	}
+	if cur == nil {
+		return m.startFresh(ctx, e)
+	}
+	return m.swap(ctx, cur, e, actorOf(pin))
+}
+
+func actorOf(pin *catalog.Pin) string {
+	if pin != nil && pin.Actor != "" {
+		return pin.Actor
+	}
+	return "agent"
+}
+
+// declare tells the router which services this plugin serves.
+func (m *managed) declare(services []string) error {
+	m.mu.Lock()
+	same := slices.Equal(m.declared, services)
+	m.mu.Unlock()
+	if same {
+		return nil
+	}
+	m.s.cfg.Router.Undeclare(m.name)
+	if err := m.s.cfg.Router.Declare(m.name, services); err != nil {
+		return fmt.Errorf("plugin %s cannot be routed: %w", m.name, err)
+	}
+	m.mu.Lock()
+	m.declared = slices.Clone(services)
+	m.mu.Unlock()
+	return nil
+}
+
+// startFresh starts e when nothing of the plugin runs: it is routed at its
+// first healthy check, since there is nothing to protect.
+func (m *managed) startFresh(ctx context.Context, e *catalog.Entry) error {
+	m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, "")
+	in, err := m.s.startInstance(ctx, e, 0, nil)
+	if err != nil {
+		return err
+	}
+	m.serve(in)
+	m.s.events.Record(m.name, e.Version, in.Spec.InstanceID, "started", "healthy and serving")
+	return nil
+}
+
+// serve makes in the instance the router sends calls to, in one atomic
+// switch, and returns the instance that served before (or nil).
+func (m *managed) serve(in *instance) {
+	in.setState(operatorv1.InstanceState_INSTANCE_STATE_RUNNING)
+	m.mu.Lock()
+	m.cur = in
+	m.lastHealthy = in.entry.Version
+	m.lastErr = ""
+	m.mu.Unlock()
+	m.s.cfg.Router.SetBackend(m.name, in.backend)
+	m.setState(operatorv1.InstanceState_INSTANCE_STATE_RUNNING, "")
+}
+
+// retire stops routing to in, drains and stops it.
+func (m *managed) retire(in *instance, why string) {
+	if m.s.cfg.Router.Backend(m.name) == in.backend {
+		m.s.cfg.Router.SetBackend(m.name, nil)
+	}
+	cut := m.s.drainAndStop(context.Background(), in)
+	if m.current() == in {
+		m.setCurrent(nil)
+	}
+	detail := why
+	if cut > 0 {
+		detail = fmt.Sprintf("%s; %d calls still in flight were cut off at the drain timeout", why, cut)
+	}
+	m.s.events.Record(m.name, in.entry.Version, in.Spec.InstanceID, "stopped", detail)
+}
+
+// shutdown stops the plugin when the agent stops.
+func (m *managed) shutdown() {
+	cur := m.current()
+	if cur == nil {
+		return
+	}
+	m.s.cfg.Router.SetBackend(m.name, nil)
+	cur.stop(context.Background())
+	m.setCurrent(nil)
+	m.setState(operatorv1.InstanceState_INSTANCE_STATE_STOPPED, "")
+}
+
+func stateWord(st operatorv1.InstanceState) string {
+	switch st {
+	case operatorv1.InstanceState_INSTANCE_STATE_STARTING:
+		return "starting"
+	case operatorv1.InstanceState_INSTANCE_STATE_RUNNING:
+		return "running"
+	case operatorv1.InstanceState_INSTANCE_STATE_UNHEALTHY:
+		return "unhealthy"
+	case operatorv1.InstanceState_INSTANCE_STATE_DRAINING:
+		return "draining"
+	case operatorv1.InstanceState_INSTANCE_STATE_BACKOFF:
+		return "backoff"
+	case operatorv1.InstanceState_INSTANCE_STATE_FAILED:
+		return "failed"
+	case operatorv1.InstanceState_INSTANCE_STATE_STOPPED:
+		return "stopped"
+	}
+	return "unknown"
+}

@@ -1,0 +1,71 @@
+package supervisor
+
+import (
+	"time"
+
+	"github.com/plughost/plughost/host/governance"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+// Status is a plugin's state on this node.
+type Status struct {
+	Name          string
+	Desired       string
+	Pinned        string
+	Running       string
+	State         operatorv1.InstanceState
+	Since         time.Time
+	Restarts      int
+	LastError     string
+	FailedVersion string
+	Services      []string
+	Instances     []InstanceStatus
+}
+
+// InstanceStatus is one instance's state on this node.
+type InstanceStatus struct {
+	ID       string
+	Version  string
+	State    operatorv1.InstanceState
+	Since    time.Time
+	Pid      int
+	Limits   []governance.LimitStatus
+	Usage    *governance.Usage
+	Restarts int
+}
+
+func (m *managed) status() Status {
+	m.mu.Lock()
+	st := Status{
+		Name:          m.name,
+		Desired:       m.desired,
+		Pinned:        m.pinned,
+		State:         m.state,
+		Since:         m.since,
+		Restarts:      m.restarts,
+		LastError:     m.lastErr,
+		FailedVersion: m.failed,
+		Services:      append([]string(nil), m.services...),
+	}
+	cur := m.cur
+	m.mu.Unlock()
+	if cur != nil {
+		st.Running = cur.entry.Version
+		st.Instances = append(st.Instances, cur.status(st.Restarts))
+	}
+	return st
+}
+
+func (in *instance) status(restarts int) InstanceStatus {
+	state, since := in.getState()
+	is := InstanceStatus{
+		ID: in.Spec.InstanceID, Version: in.entry.Version, State: state, Since: since,
+		Pid: in.Pid, Limits: in.limits, Restarts: restarts,
+	}
+	if in.group != nil {
+		if u, err := in.group.Usage(); err == nil {
+			is.Usage = &u
+		}
+	}
+	return is
+}

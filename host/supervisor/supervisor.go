@@ -1,0 +1,229 @@
+// Package supervisor runs each registered plugin's desired version on this
+// node: it starts instances, gates them on health before routing to them,
+// restarts them when they fail, and swaps versions with fallback.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/router"
+	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store"
+)
+
+// Config is what a supervisor needs. Zero durations take the defaults of
+// DefaultConfig.
+type Config struct {
+	Node         *pluginv1.NodeInfo
+	PluginsDir   string // installed bundles: <PluginsDir>/<name>/<version>/
+	Catalog      *catalog.Catalog
+	Store        *store.Store
+	Router       *router.Router
+	Governance   *governance.Manager // nil: no resource governance
+	Defaults     governance.Limits   // limits for bundles that give none
+	Overrides    map[string]governance.Limits
+	Logger       hclog.Logger
+	StartTimeout time.Duration
+	StoreRate    float64 // store requests/s per plugin; 0 = unlimited
+	StoreBurst   int
+	// BackoffInitial and BackoffMax bound restart delays (doubling, jittered).
+	BackoffInitial time.Duration
+	BackoffMax     time.Duration
+	// CrashLoopRestarts restarts within CrashLoopWindow put a plugin in failed.
+	CrashLoopRestarts int
+	CrashLoopWindow   time.Duration
+}
+
+// DefaultConfig returns the supervision defaults.
+func DefaultConfig() Config {
+	return Config{
+		StartTimeout:      10 * time.Second,
+		BackoffInitial:    time.Second,
+		BackoffMax:        time.Minute,
+		CrashLoopRestarts: 5,
+		CrashLoopWindow:   10 * time.Minute,
+		StoreBurst:        100,
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.StartTimeout <= 0 {
+		c.StartTimeout = d.StartTimeout
+	}
+	if c.BackoffInitial <= 0 {
+		c.BackoffInitial = d.BackoffInitial
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = d.BackoffMax
+	}
+	if c.CrashLoopRestarts <= 0 {
+		c.CrashLoopRestarts = d.CrashLoopRestarts
+	}
+	if c.CrashLoopWindow <= 0 {
+		c.CrashLoopWindow = d.CrashLoopWindow
+	}
+	if c.StoreBurst <= 0 {
+		c.StoreBurst = d.StoreBurst
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+}
+
+// Supervisor owns every plugin instance on this node.
+type Supervisor struct {
+	cfg    Config
+	log    hclog.Logger
+	events *Events
+
+	mu      sync.Mutex
+	plugins map[string]*managed
+	ctx     context.Context
+	wg      sync.WaitGroup
+}
+
+// New returns a supervisor; Run starts it.
+func New(cfg Config) *Supervisor {
+	cfg.setDefaults()
+	return &Supervisor{
+		cfg:     cfg,
+		log:     cfg.Logger.Named("supervisor"),
+		events:  &Events{st: cfg.Store, node: cfg.Node.GetName()},
+		plugins: map[string]*managed{},
+	}
+}
+
+// Events returns the supervisor's event log.
+func (s *Supervisor) Events() *Events { return s.events }
+
+// Run starts every registered plugin and follows catalog changes until ctx
+// ends; then it stops every instance and returns.
+func (s *Supervisor) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+
+	// Watch from before the first read, so no registration falls between.
+	from := s.cfg.Store.Revision() + 1
+	names, err := s.cfg.Catalog.Names(ctx)
+	if err != nil {
+		return fmt.Errorf("supervisor: reading the catalog: %w", err)
+	}
+	for _, n := range names {
+		s.Reconcile(n)
+	}
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		s.watchCatalog(ctx, from)
+	}()
+	<-ctx.Done()
+	<-watchDone
+	s.wg.Wait()
+	return nil
+}
+
+// watchCatalog nudges a plugin whenever its catalog entries or pin change,
+// whichever node wrote them.
+func (s *Supervisor) watchCatalog(ctx context.Context, from int64) {
+	for ctx.Err() == nil {
+		err := s.cfg.Store.Watch(ctx, &storev1.WatchRequest{Namespace: store.SystemNamespace, StartRevision: from},
+			func(resp *storev1.WatchResponse) error {
+				for _, ev := range resp.GetEvents() {
+					if name, ok := catalog.PluginOfKey(ev.GetKv().GetKey()); ok {
+						s.Reconcile(name)
+					}
+				}
+				from = resp.GetRevision() + 1
+				return nil
+			})
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, store.ErrCompacted) {
+			// Missed changes: look at everything again.
+			from = s.cfg.Store.Revision() + 1
+			names, _ := s.cfg.Catalog.Names(ctx)
+			for _, n := range names {
+				s.Reconcile(n)
+			}
+			continue
+		}
+		s.log.Warn("catalog watch ended; resuming", "error", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Reconcile asks a plugin's supervisor to compare what runs with what is
+// desired, starting it if this is the plugin's first mention.
+func (s *Supervisor) Reconcile(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == nil || s.ctx.Err() != nil {
+		return
+	}
+	m, ok := s.plugins[name]
+	if !ok {
+		m = newManaged(s, name)
+		s.plugins[name] = m
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			m.run(s.ctx)
+		}()
+	}
+	m.nudge()
+}
+
+// Restart clears a failed plugin and starts it again.
+func (s *Supervisor) Restart(name string) error {
+	s.mu.Lock()
+	m, ok := s.plugins[name]
+	s.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("plugin %q is not known on this node: %w", name, catalog.ErrUnknownPlugin)
+	}
+	m.requestRestart()
+	return nil
+}
+
+// Status reports one plugin on this node.
+func (s *Supervisor) Status(name string) (Status, bool) {
+	s.mu.Lock()
+	m, ok := s.plugins[name]
+	s.mu.Unlock()
+	if !ok {
+		return Status{}, false
+	}
+	return m.status(), true
+}
+
+// List reports every plugin on this node, sorted by name.
+func (s *Supervisor) List() []Status {
+	s.mu.Lock()
+	ms := make([]*managed, 0, len(s.plugins))
+	for _, m := range s.plugins {
+		ms = append(ms, m)
+	}
+	s.mu.Unlock()
+	out := make([]Status, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, m.status())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}

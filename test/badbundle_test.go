@@ -1,0 +1,210 @@
+package test
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plughost/plughost/host/bundle"
+	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+// tarGz writes a gzipped tar of files (name → content); names ending in
+// the executable's name get mode 0755.
+func tarGz(t *testing.T, path string, files map[string][]byte, exe string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for name, data := range files {
+		mode := int64(0o644)
+		if name == exe {
+			mode = 0o755
+		}
+		if err := tw.WriteHeader(&tar.Header{Name: name, Mode: mode, Size: int64(len(data)), Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tw.Write(data); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// manifestJSON is a valid manifest for an executable with digest.
+func manifestJSON(name, version, digest string, extra map[string]any) []byte {
+	m := map[string]any{
+		"name": name, "version": version, "api_versions": []int{1}, "executable": name,
+		"sha256": digest, "services": []string{"echo.v1.EchoService"},
+	}
+	for k, v := range extra {
+		m[k] = v
+	}
+	b, _ := json.Marshal(m)
+	return b
+}
+
+// fixtureBundle builds a fixture plugin as name@version and bundles it.
+func fixtureBundle(t *testing.T, dir, name, version string) string {
+	t.Helper()
+	exe := fixture(t, dir, name, version)
+	out, err := bundle.Build(exe, &bundle.Manifest{Name: name, Version: version, APIVersions: []int{1}, Services: []string{"echo.v1.EchoService"}}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestBadBundlesAreRefused drops one bad bundle after another into a running
+// agent. Each must be moved aside with a reason that names what is wrong,
+// while echo keeps serving and nothing bad gets registered.
+func TestBadBundlesAreRefused(t *testing.T) {
+	a := NewAgent(t, AgentOptions{Config: `{"start_timeout": "2s"}`})
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.WaitRunning("echo", "1.0.0")
+
+	// The real echo executable, to build bundles whose only fault is the one
+	// under test.
+	good, err := bundle.Verify(bundlePath("echo", "1.0.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	unpacked := t.TempDir()
+	b, err := bundle.Open(bundlePath("echo", "1.0.0"), unpacked)
+	if err != nil {
+		t.Fatal(err)
+	}
+	echoExe, err := os.ReadFile(b.Executable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := good.SHA256
+	dir := t.TempDir()
+
+	cases := []struct {
+		name   string
+		make   func() string
+		reason []string
+	}{
+		{"corrupt tarball", func() string {
+			p := filepath.Join(dir, "echo-2.0.0.tar.gz")
+			data, _ := os.ReadFile(bundlePath("echo", "1.0.0"))
+			os.WriteFile(p, data[:len(data)/2], 0o644)
+			return p
+		}, []string{"echo-2.0.0.tar.gz", "corrupt"}},
+		{"missing manifest", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.0.1.tar.gz"), map[string][]byte{"echo": echoExe}, "echo")
+		}, []string{"echo-2.0.1.tar.gz", "plugin.json"}},
+		{"unknown manifest field", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.0.2.tar.gz"), map[string][]byte{
+				"plugin.json": manifestJSON("echo", "2.0.2", digest, map[string]any{"colour": "blue"}), "echo": echoExe}, "echo")
+		}, []string{"echo-2.0.2.tar.gz", `unknown field "colour"`}},
+		{"bad semver", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.1.tar.gz"), map[string][]byte{
+				"plugin.json": manifestJSON("echo", "2.1", digest, nil), "echo": echoExe}, "echo")
+		}, []string{"echo-2.1.tar.gz", `"2.1"`, "semver"}},
+		{"name and file name disagree", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.0.4.tar.gz"), map[string][]byte{
+				"plugin.json": manifestJSON("echo", "2.0.3", digest, nil), "echo": echoExe}, "echo")
+		}, []string{"echo-2.0.4.tar.gz", "echo-2.0.3.tar.gz"}},
+		{"wrong digest", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.0.5.tar.gz"), map[string][]byte{
+				"plugin.json": manifestJSON("echo", "2.0.5", strings.Repeat("ab", 32), nil), "echo": echoExe}, "echo")
+		}, []string{"echo-2.0.5.tar.gz", "sha256", "abababababab"}},
+		{"api version with no overlap", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.0.6.tar.gz"), map[string][]byte{
+				"plugin.json": manifestJSON("echo", "2.0.6", digest, map[string]any{"api_versions": []int{2}}), "echo": echoExe}, "echo")
+		}, []string{"echo-2.0.6.tar.gz", "[2]", "[1]"}},
+		{"not a plugin (wrong cookie)", func() string {
+			return fixtureBundle(t, "wrongcookie", "wrongcookie", "1.0.0")
+		}, []string{"wrongcookie-1.0.0.tar.gz", "not a plughost plugin"}},
+		{"exits at start", func() string {
+			return fixtureBundle(t, "exitatstart", "exitatstart", "1.0.0")
+		}, []string{"exitatstart-1.0.0.tar.gz", "exited with status 3"}},
+		{"never finishes the handshake", func() string {
+			return fixtureBundle(t, "nohandshake", "nohandshake", "1.0.0")
+		}, []string{"nohandshake-1.0.0.tar.gz", "no handshake within 2s"}},
+		{"same version, other digest", func() string {
+			exe := filepath.Join(t.TempDir(), "echo")
+			// The same version built stripped is another binary.
+			if err := goBuild("./plugins/echo", exe, "1.0.0 -s -w", ""); err != nil {
+				t.Fatal(err)
+			}
+			p, err := bundle.Build(exe, &bundle.Manifest{Name: "echo", Version: "1.0.0", APIVersions: []int{1}, Services: []string{"echo.v1.EchoService"}}, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}, []string{"echo-1.0.0.tar.gz", "already registered", "immutable"}},
+	}
+	echo := echov1.NewEchoServiceClient(a.Conn())
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := tc.make()
+			a.Drop(src)
+			reason := waitRefused(t, a, filepath.Base(src))
+			for _, want := range tc.reason {
+				if !strings.Contains(reason, want) {
+					t.Errorf("reason %q does not contain %q", reason, want)
+				}
+			}
+			// What ran keeps running, and nothing was registered.
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			resp, err := echo.Echo(ctx, &echov1.EchoRequest{Message: "still here"})
+			if err != nil || resp.GetVersion() != "1.0.0" {
+				t.Fatalf("echo after refusal: %v (version %q)", err, resp.GetVersion())
+			}
+			vs, err := a.Operator().ListVersions(ctx, &operatorv1.ListVersionsRequest{Name: "echo"})
+			if err != nil || len(vs.GetVersions()) != 1 {
+				t.Fatalf("echo versions after refusal: %v %v", vs, err)
+			}
+		})
+	}
+}
+
+// waitRefused waits for the bundle to be moved aside and returns the reason
+// written beside it.
+func waitRefused(t *testing.T, a *Agent, name string) string {
+	t.Helper()
+	refused := filepath.Join(a.DataDir, "bundles", "refused")
+	var reason string
+	waitFor(t, 30*time.Second, name+" to be refused", func() error {
+		entries, err := os.ReadDir(refused)
+		if err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), name) && strings.HasSuffix(e.Name(), ".reason.txt") {
+				b, err := os.ReadFile(filepath.Join(refused, e.Name()))
+				if err != nil {
+					return err
+				}
+				reason = string(b)
+				return nil
+			}
+		}
+		if _, err := os.Stat(filepath.Join(a.DataDir, "bundles", name)); err == nil {
+			return os.ErrExist
+		}
+		return os.ErrNotExist
+	})
+	return reason
+}

@@ -1,0 +1,398 @@
+// Package test holds plughost's end-to-end tests: they build the real
+// plughost and plugin binaries once, start real agents on loopback and drop
+// real bundles into them.
+package test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+// binaries are built once per test run.
+var (
+	buildOnce sync.Once
+	buildErr  error
+	binDir    string
+	bundleDir string
+)
+
+// bundles built for the tests, by "<name>-<version>".
+var wantBundles = []struct {
+	pkg, name, version string
+	extra              []string // extra bundle build flags
+}{
+	{"./plugins/echo", "echo", "1.0.0", nil},
+	{"./plugins/echo", "echo", "1.1.0", nil},
+	{"./plugins/counter", "counter", "1.0.0", []string{"-strategy", "restart"}},
+}
+
+func repoRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Dir(filepath.Dir(file))
+}
+
+// goBuild builds pkg into out with version (and name) stamped in.
+func goBuild(pkg, out, version, name string) error {
+	ldflags := "-X main.version=" + version
+	if name != "" {
+		ldflags += " -X main.name=" + name
+	}
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
+	cmd.Dir = repoRoot()
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return nil
+}
+
+// build compiles plughost and the example plugins and bundles them with the
+// real 'plughost bundle build'.
+func build() error {
+	dir, err := os.MkdirTemp("", "plughost-e2e-")
+	if err != nil {
+		return err
+	}
+	binDir = filepath.Join(dir, "bin")
+	bundleDir = filepath.Join(dir, "bundles")
+	if err := os.MkdirAll(bundleDir, 0o755); err != nil {
+		return err
+	}
+	if err := goBuild("./cmd/plughost", filepath.Join(binDir, "plughost"), "", ""); err != nil {
+		return err
+	}
+	for _, b := range wantBundles {
+		exe := filepath.Join(dir, "exe", b.name+"-"+b.version, b.name)
+		if err := goBuild(b.pkg, exe, b.version, ""); err != nil {
+			return err
+		}
+		args := append([]string{"bundle", "build", "-o", bundleDir}, b.extra...)
+		cmd := exec.Command(filepath.Join(binDir, "plughost"), append(args, exe)...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("plughost bundle build %s: %v\n%s", exe, err, out)
+		}
+	}
+	return nil
+}
+
+// buildAll builds once and fails the test if that failed.
+func buildAll(t testing.TB) {
+	t.Helper()
+	buildOnce.Do(func() { buildErr = build() })
+	if buildErr != nil {
+		t.Fatalf("building test binaries: %v", buildErr)
+	}
+}
+
+// bundlePath is the built bundle of name and version.
+func bundlePath(name, version string) string {
+	return filepath.Join(bundleDir, name+"-"+version+".tar.gz")
+}
+
+// fixture builds a test fixture plugin as name@version and returns the
+// executable's path.
+func fixture(t testing.TB, dir, name, version string) string {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), name)
+	if err := goBuild("./test/fixtures/"+dir, out, version, name); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// freeAddr returns a loopback address with a free port.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Agent is one real plughost agent process.
+type Agent struct {
+	t        testing.TB
+	DataDir  string
+	API      string
+	HTTP     string
+	RPC      string
+	Serf     string
+	Node     string
+	extra    []string
+	cmd      *exec.Cmd
+	log      *syncBuffer
+	exited   chan struct{}
+	exitErr  error
+	confPath string
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// AgentOptions shape a test agent.
+type AgentOptions struct {
+	// Config is written as the agent's JSON config file.
+	Config string
+	Args   []string
+}
+
+// NewAgent prepares a dev agent in a temp dir on free ports and starts it.
+func NewAgent(t testing.TB, opts AgentOptions) *Agent {
+	t.Helper()
+	buildAll(t)
+	a := &Agent{
+		t: t, DataDir: t.TempDir(), API: freeAddr(t), HTTP: freeAddr(t), RPC: freeAddr(t), Serf: freeAddr(t),
+		Node: "n1", extra: opts.Args,
+	}
+	if opts.Config != "" {
+		a.confPath = filepath.Join(t.TempDir(), "agent.json")
+		if err := os.WriteFile(a.confPath, []byte(opts.Config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Start()
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.Log())
+		}
+	})
+	return a
+}
+
+// Start runs the agent process and waits until its API answers.
+func (a *Agent) Start() {
+	a.t.Helper()
+	args := []string{"agent", "-dev", "-node", a.Node, "-data-dir", a.DataDir, "-api", a.API, "-http", a.HTTP,
+		"-rpc", a.RPC, "-serf", a.Serf, "-cgroup-parent", "plughost-test-" + filepath.Base(a.DataDir)}
+	if a.confPath != "" {
+		args = append(args, "-config", a.confPath)
+	}
+	args = append(args, a.extra...)
+	a.log = &syncBuffer{}
+	a.cmd = exec.Command(filepath.Join(binDir, "plughost"), args...)
+	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := a.cmd.Start(); err != nil {
+		a.t.Fatal(err)
+	}
+	a.exited = make(chan struct{})
+	go func() {
+		a.exitErr = a.cmd.Wait()
+		close(a.exited)
+	}()
+	waitFor(a.t, 30*time.Second, "agent API to answer", func() error {
+		select {
+		case <-a.exited:
+			return fmt.Errorf("agent exited: %v\n%s", a.exitErr, a.log.String())
+		default:
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, err := a.Operator().GetAgentInfo(ctx, &operatorv1.GetAgentInfoRequest{})
+		return err
+	})
+}
+
+// Stop sends SIGTERM and waits for a clean exit.
+func (a *Agent) Stop() {
+	if a.cmd == nil || a.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-a.exited:
+		return
+	default:
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.exited:
+	case <-time.After(30 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.exited
+		a.t.Errorf("agent did not stop within 30s of SIGTERM")
+	}
+}
+
+// Kill9 kills the agent process alone with SIGKILL.
+func (a *Agent) Kill9() {
+	_ = a.cmd.Process.Kill()
+	<-a.exited
+}
+
+// Log is what the agent printed.
+func (a *Agent) Log() string { return a.log.String() }
+
+// Conn is a plain gRPC client connection to the agent's API.
+func (a *Agent) Conn() *grpc.ClientConn {
+	a.t.Helper()
+	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// Operator is the agent's operator API.
+func (a *Agent) Operator() operatorv1.OperatorServiceClient {
+	return operatorv1.NewOperatorServiceClient(a.Conn())
+}
+
+// CLI runs the real plughost CLI against the agent.
+func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
+	a.t.Helper()
+	cmd := exec.Command(filepath.Join(binDir, "plughost"), args...)
+	cmd.Env = append(os.Environ(), "PLUGHOST_ADDR="+a.API)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code = 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		a.t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// Drop copies a bundle (file or dir) into the agent's bundles dir the way an
+// operator would: written under a temp name, then renamed into place.
+func (a *Agent) Drop(src string) string {
+	a.t.Helper()
+	dst := filepath.Join(a.DataDir, "bundles", filepath.Base(src))
+	if err := copyTree(src, dst+".tmp"); err != nil {
+		a.t.Fatal(err)
+	}
+	if err := os.Rename(dst+".tmp", dst); err != nil {
+		a.t.Fatal(err)
+	}
+	return dst
+}
+
+func copyTree(src, dst string) error {
+	fi, err := os.Stat(src)
+	if err != nil {
+		return err
+	}
+	if !fi.IsDir() {
+		data, err := os.ReadFile(src)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(dst, data, fi.Mode())
+	}
+	if err := os.MkdirAll(dst, 0o755); err != nil {
+		return err
+	}
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if err := copyTree(filepath.Join(src, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitRunning waits until plugin serves version on the agent.
+func (a *Agent) WaitRunning(name, version string) {
+	a.t.Helper()
+	waitFor(a.t, 30*time.Second, name+" "+version+" to serve", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := a.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: name})
+		if err != nil {
+			return err
+		}
+		p := resp.GetPlugin()
+		if p.GetRunningVersion() != version || p.GetState() != operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
+			return fmt.Errorf("running %q state %s (last error %q)", p.GetRunningVersion(), p.GetState(), p.GetLastError())
+		}
+		return nil
+	})
+}
+
+// PluginProcesses lists live processes whose executable lives under the
+// agent's data dir: plugin instances and anything they exec'd from there.
+func (a *Agent) PluginProcesses() []int {
+	return processesUnder(a.DataDir)
+}
+
+func processesUnder(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil {
+			continue
+		}
+		if strings.HasPrefix(exe, dir+"/") && !isZombie(pid) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// waitFor polls cond until it returns nil or the deadline passes.
+func waitFor(t testing.TB, d time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	var err error
+	for time.Now().Before(deadline) {
+		if err = cond(); err == nil {
+			return
+		}
+		<-tick.C
+	}
+	t.Fatalf("timed out after %s waiting for %s: %v", d, what, err)
+}
