@@ -23,7 +23,10 @@
 //
 // Every interface but Plugin is optional and found by type assertion; a
 // plugin that does not implement one gets the obvious default (healthy, no
-// drain work, nothing to stop).
+// drain work, nothing to stop). Calls to the plugin's own services are
+// refused with UNAVAILABLE until Configure has succeeded.
+//
+// A plugin is tested in-process with package sdktest.
 package sdk
 
 import (
@@ -93,16 +96,16 @@ type HealthChecker interface {
 }
 
 // Drainer is implemented by plugins with background work to finish. Drain is
-// called when the agent retires the instance: no new calls will come (calls
-// in flight go on), and the plugin should finish its work before ctx's
-// deadline. Stop follows.
+// called when the agent retires a configured instance: no new calls will
+// come (calls in flight go on), and the plugin should finish its work before
+// ctx's deadline. Stop follows.
 type Drainer interface {
 	Drain(ctx context.Context) error
 }
 
-// Stopper is implemented by plugins that hold resources. Stop is called last,
-// after Drain; the process exits after it returns. Store is still usable
-// during Stop and closed after it.
+// Stopper is implemented by plugins that hold resources. Stop is called last
+// on a configured instance, after Drain, and only once; the process exits
+// after it returns. Store is still usable during Stop and closed after it.
 type Stopper interface {
 	Stop(ctx context.Context) error
 }

@@ -22,9 +22,10 @@ import (
 // process changes, it kills the plugin's process group (the plugin and
 // everything it forked).
 //
-// Like go-plugin's own Serve, which it wraps, Serve exits the process with
-// status 1 instead of returning when it cannot serve: an invalid Info, or an
-// executable run by hand rather than by the agent.
+// Serve exits the process rather than return an error, as go-plugin's own
+// Serve, which it wraps, does: with status 1 when it cannot serve (an
+// invalid Info, or an executable run by hand rather than by the agent), and
+// through the watchdog when the agent is gone.
 func Serve(info Info, p Plugin) {
 	if err := info.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "plughost plugin: %v\n", err)

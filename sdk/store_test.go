@@ -196,7 +196,7 @@ func TestStoreWatch(t *testing.T) {
 	var last int64
 	for ev, err := range st.Watch(wctx, "w/", first.ModRevision) {
 		if err != nil {
-			t.Fatal(err)
+			t.Fatalf("after events %v: %v", got, err)
 		}
 		if ev.Revision <= last {
 			t.Fatalf("revision %d after %d", ev.Revision, last)
