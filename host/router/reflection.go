@@ -1,0 +1,235 @@
+package router
+
+import (
+	"slices"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/reflection"
+	rv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	rv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// RegisterReflection registers gRPC server reflection, v1 and v1alpha, on s,
+// the agent's API server. It lists s's own services and the services of
+// every plugin that has a backend, and resolves descriptors from the
+// agent's linked-in files (protoregistry.GlobalFiles) and the backends'
+// Files, so grpcurl and `plughost call` work against the agent as against
+// the plugin itself.
+func (r *Router) RegisterReflection(s *grpc.Server) {
+	opts := reflection.ServerOptions{
+		Services:           serviceLister{r: r, s: s},
+		DescriptorResolver: descriptorResolver{r: r},
+		ExtensionResolver:  extensionResolver{r: r},
+	}
+	rv1.RegisterServerReflectionServer(s, reflection.NewServerV1(opts))
+	rv1alpha.RegisterServerReflectionServer(s, reflection.NewServer(opts))
+}
+
+// servedPlugin is a plugin that has a backend, as reflection sees it.
+type servedPlugin struct {
+	name     string
+	services []string
+	files    *protoregistry.Files // nil when the backend has none
+}
+
+// served returns the plugins that have a backend, by name.
+func (r *Router) served() []servedPlugin {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []servedPlugin
+	for _, p := range r.plugins {
+		b := p.backend.Load()
+		if b == nil || len(p.services) == 0 {
+			continue
+		}
+		out = append(out, servedPlugin{name: p.name, services: p.services, files: b.Files})
+	}
+	slices.SortFunc(out, func(a, b servedPlugin) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// owns reports whether name is one of sp's services or inside one.
+func (sp servedPlugin) owns(name protoreflect.FullName) bool {
+	for _, s := range sp.services {
+		if string(name) == s || strings.HasPrefix(string(name), s+".") {
+			return true
+		}
+	}
+	return false
+}
+
+// serviceLister implements reflection.ServiceInfoProvider.
+type serviceLister struct {
+	r *Router
+	s *grpc.Server
+}
+
+func (l serviceLister) GetServiceInfo() map[string]grpc.ServiceInfo {
+	infos := l.s.GetServiceInfo()
+	for _, sp := range l.r.served() {
+		for _, svc := range sp.services {
+			if _, ok := infos[svc]; ok {
+				continue // the agent's own service wins, as it does for calls
+			}
+			info := grpc.ServiceInfo{Metadata: sp.name}
+			if sp.files != nil {
+				if d, err := sp.files.FindDescriptorByName(protoreflect.FullName(svc)); err == nil {
+					if sd, ok := d.(protoreflect.ServiceDescriptor); ok {
+						ms := sd.Methods()
+						for i := 0; i < ms.Len(); i++ {
+							md := ms.Get(i)
+							info.Methods = append(info.Methods, grpc.MethodInfo{
+								Name:           string(md.Name()),
+								IsClientStream: md.IsStreamingClient(),
+								IsServerStream: md.IsStreamingServer(),
+							})
+						}
+					}
+				}
+			}
+			infos[svc] = info
+		}
+	}
+	return infos
+}
+
+// descriptorResolver implements protodesc.Resolver over the agent's files
+// and the backends' Files.
+type descriptorResolver struct{ r *Router }
+
+func (d descriptorResolver) FindFileByPath(path string) (protoreflect.FileDescriptor, error) {
+	if fd, err := protoregistry.GlobalFiles.FindFileByPath(path); err == nil {
+		return fd, nil
+	}
+	for _, sp := range d.r.served() {
+		if sp.files == nil {
+			continue
+		}
+		if fd, err := sp.files.FindFileByPath(path); err == nil {
+			return fd, nil
+		}
+	}
+	return nil, protoregistry.NotFound
+}
+
+func (d descriptorResolver) FindDescriptorByName(name protoreflect.FullName) (protoreflect.Descriptor, error) {
+	served := d.r.served()
+	// A plugin's own services resolve from the plugin's descriptors first:
+	// the agent may link an older copy of the same file.
+	for _, sp := range served {
+		if sp.files != nil && sp.owns(name) {
+			if desc, err := sp.files.FindDescriptorByName(name); err == nil {
+				return desc, nil
+			}
+		}
+	}
+	if desc, err := protoregistry.GlobalFiles.FindDescriptorByName(name); err == nil {
+		return desc, nil
+	}
+	for _, sp := range served {
+		if sp.files == nil {
+			continue
+		}
+		if desc, err := sp.files.FindDescriptorByName(name); err == nil {
+			return desc, nil
+		}
+	}
+	return nil, protoregistry.NotFound
+}
+
+// extensionResolver implements reflection.ExtensionResolver over
+// protoregistry.GlobalTypes and the extensions declared in the backends'
+// Files.
+type extensionResolver struct{ r *Router }
+
+func (x extensionResolver) FindExtensionByName(field protoreflect.FullName) (protoreflect.ExtensionType, error) {
+	if xt, err := protoregistry.GlobalTypes.FindExtensionByName(field); err == nil {
+		return xt, nil
+	}
+	for _, sp := range x.r.served() {
+		if sp.files == nil {
+			continue
+		}
+		if desc, err := sp.files.FindDescriptorByName(field); err == nil {
+			if xd, ok := desc.(protoreflect.ExtensionDescriptor); ok {
+				return dynamicpb.NewExtensionType(xd), nil
+			}
+		}
+	}
+	return nil, protoregistry.NotFound
+}
+
+func (x extensionResolver) FindExtensionByNumber(message protoreflect.FullName, field protoreflect.FieldNumber) (protoreflect.ExtensionType, error) {
+	if xt, err := protoregistry.GlobalTypes.FindExtensionByNumber(message, field); err == nil {
+		return xt, nil
+	}
+	var found protoreflect.ExtensionType
+	x.rangeBackendExtensions(message, func(xd protoreflect.ExtensionDescriptor) bool {
+		if xd.Number() == field {
+			found = dynamicpb.NewExtensionType(xd)
+			return false
+		}
+		return true
+	})
+	if found == nil {
+		return nil, protoregistry.NotFound
+	}
+	return found, nil
+}
+
+func (x extensionResolver) RangeExtensionsByMessage(message protoreflect.FullName, f func(protoreflect.ExtensionType) bool) {
+	seen := make(map[protoreflect.FullName]bool)
+	more := true
+	protoregistry.GlobalTypes.RangeExtensionsByMessage(message, func(xt protoreflect.ExtensionType) bool {
+		seen[xt.TypeDescriptor().FullName()] = true
+		more = f(xt)
+		return more
+	})
+	if !more {
+		return
+	}
+	x.rangeBackendExtensions(message, func(xd protoreflect.ExtensionDescriptor) bool {
+		if seen[xd.FullName()] {
+			return true
+		}
+		seen[xd.FullName()] = true
+		return f(dynamicpb.NewExtensionType(xd))
+	})
+}
+
+// rangeBackendExtensions calls f for each extension of message declared in
+// the backends' Files, until f returns false.
+func (x extensionResolver) rangeBackendExtensions(message protoreflect.FullName, f func(protoreflect.ExtensionDescriptor) bool) {
+	more := true
+	visit := func(xds protoreflect.ExtensionDescriptors) {
+		for i := 0; more && i < xds.Len(); i++ {
+			if xd := xds.Get(i); xd.ContainingMessage().FullName() == message {
+				more = f(xd)
+			}
+		}
+	}
+	var walk func(protoreflect.MessageDescriptors)
+	walk = func(mds protoreflect.MessageDescriptors) {
+		for i := 0; more && i < mds.Len(); i++ {
+			visit(mds.Get(i).Extensions())
+			walk(mds.Get(i).Messages())
+		}
+	}
+	for _, sp := range x.r.served() {
+		if sp.files == nil {
+			continue
+		}
+		sp.files.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+			visit(fd.Extensions())
+			walk(fd.Messages())
+			return more
+		})
+		if !more {
+			return
+		}
+	}
+}

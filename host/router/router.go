@@ -1,0 +1,358 @@
+// Package router routes gRPC calls made at the agent's API address to the
+// plugin instance that serves the called service, passing messages through
+// undecoded.
+//
+// The agent builds its API grpc.Server with Router.ServerOptions: calls to
+// the agent's own services are served as usual, every other call reaches the
+// router's unknown-service handler, which looks the service up in an
+// immutable route table (one atomic load), counts the call on the chosen
+// Backend with atomics, and proxies it as a stream to the Backend's
+// connection. The supervisor steers the table: Declare and Undeclare say
+// which plugin serves which services, SetBackend switches where a plugin's
+// calls go, SetState and SetHolding say what happens while none serves.
+package router
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"github.com/plughost/plughost/sdk/wire"
+)
+
+// Config configures a Router. The zero value is usable: New applies the
+// defaults.
+type Config struct {
+	// Logger receives routing changes, never per-call events; it is used
+	// as given (name it "router" at the caller). Default: a null logger.
+	Logger hclog.Logger
+	// HoldTimeout bounds how long a call waits for a backend while the
+	// plugin is holding (see SetHolding). Default 10s.
+	HoldTimeout time.Duration
+	// MaxMessageBytes is the largest message the router accepts from a
+	// client or from a backend. Default wire.MaxMessageBytes, the limit
+	// plugins themselves are started with.
+	MaxMessageBytes int
+}
+
+// DefaultHoldTimeout is Config.HoldTimeout's default.
+const DefaultHoldTimeout = 10 * time.Second
+
+func (c Config) withDefaults() Config {
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.HoldTimeout <= 0 {
+		c.HoldTimeout = DefaultHoldTimeout
+	}
+	if c.MaxMessageBytes <= 0 {
+		c.MaxMessageBytes = wire.MaxMessageBytes
+	}
+	return c
+}
+
+// Router routes calls by full method name to plugin backends. Its methods
+// are safe for concurrent use.
+type Router struct {
+	cfg      Config
+	log      hclog.Logger
+	codec    codec
+	callOpts []grpc.CallOption
+
+	unaryCalls sync.Pool // of *unaryCall, built with callOpts
+
+	// routes maps a full service name to the plugin that declared it. The
+	// map is never modified once stored: changes store a new one.
+	routes atomic.Pointer[map[string]*plugin]
+
+	mu sync.Mutex // serializes changes to plugins and routes
+	// plugins holds every plugin ever named. Entries are never removed, so
+	// the counters in them only grow.
+	plugins map[string]*plugin
+
+	unknown atomic.Uint64 // calls to services no plugin declared
+}
+
+// plugin is the router's entry for one plugin.
+type plugin struct {
+	name    string
+	backend atomic.Pointer[Backend]
+	holding atomic.Bool
+	state   atomic.Pointer[string]
+	held    atomic.Int64 // calls waiting for a backend now
+	stats   counters
+
+	mu      sync.Mutex    // guards changed
+	changed chan struct{} // closed when backend or holding changes; made by a waiter
+
+	services []string // declared services, sorted; guarded by Router.mu
+}
+
+// New returns a Router with no plugins.
+func New(cfg Config) *Router {
+	cfg = cfg.withDefaults()
+	r := &Router{
+		cfg:     cfg,
+		log:     cfg.Logger,
+		codec:   newCodec(),
+		plugins: make(map[string]*plugin),
+	}
+	r.callOpts = []grpc.CallOption{
+		grpc.ForceCodecV2(r.codec),
+		grpc.MaxCallRecvMsgSize(cfg.MaxMessageBytes),
+		grpc.MaxCallSendMsgSize(cfg.MaxMessageBytes),
+	}
+	empty := map[string]*plugin{}
+	r.routes.Store(&empty)
+	return r
+}
+
+// Declare records the services plugin serves, from its manifest, replacing
+// what it declared before. Calls to a declared service with no backend fail
+// with Unavailable (or are held, see SetHolding) instead of Unimplemented.
+// It fails, changing nothing, if a name is malformed or another plugin
+// already declared one of the services.
+func (r *Router) Declare(pluginName string, services []string) error {
+	if pluginName == "" {
+		return fmt.Errorf("router: declare: empty plugin name: %w", ErrInvalidName)
+	}
+	svcs := slices.Clone(services)
+	slices.Sort(svcs)
+	svcs = slices.Compact(svcs)
+	for _, s := range svcs {
+		if !protoreflect.FullName(s).IsValid() {
+			return fmt.Errorf("router: declare plugin %q: service %q is not a full protobuf name such as pkg.v1.Service: %w", pluginName, s, ErrInvalidName)
+		}
+	}
+
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	routes := *r.routes.Load()
+	for _, s := range svcs {
+		if owner, ok := routes[s]; ok && owner.name != pluginName {
+			return fmt.Errorf("router: declare plugin %q: service %s: %w %q (remove that plugin first)", pluginName, s, ErrServiceTaken, owner.name)
+		}
+	}
+	p := r.pluginLocked(pluginName)
+	p.services = svcs
+	r.publishLocked()
+	r.log.Debug("services declared", "plugin", pluginName, "services", svcs)
+	return nil
+}
+
+// Undeclare forgets plugin's services: calls to them become unknown
+// (Unimplemented). The plugin's backend, state and holding stay as they
+// are, for SetBackend and the others to change. To change a plugin's
+// services, call Declare alone: it replaces them in one step, where
+// Undeclare then Declare leaves a moment in which they are unknown.
+func (r *Router) Undeclare(pluginName string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p, ok := r.plugins[pluginName]
+	if !ok || len(p.services) == 0 {
+		return
+	}
+	p.services = nil
+	r.publishLocked()
+	r.log.Debug("services undeclared", "plugin", pluginName)
+}
+
+// SetBackend switches where plugin's calls go, atomically, and returns the
+// previous backend. b nil means no instance serves. Calls that started on
+// the old backend keep running on it: drain it with Backend.Wait.
+func (r *Router) SetBackend(pluginName string, b *Backend) (old *Backend) {
+	if b != nil {
+		b.prepare()
+	}
+	r.mu.Lock()
+	p := r.pluginLocked(pluginName)
+	old = p.backend.Swap(b)
+	r.mu.Unlock()
+	p.notify()
+	r.log.Info("routing switched", "plugin", pluginName, "from", describe(old), "to", describe(b))
+	return old
+}
+
+func describe(b *Backend) string {
+	if b == nil {
+		return "none"
+	}
+	return b.Version + "/" + b.InstanceID
+}
+
+// Backend returns the backend plugin's calls go to, or nil.
+func (r *Router) Backend(pluginName string) *Backend {
+	r.mu.Lock()
+	p := r.plugins[pluginName]
+	r.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return p.backend.Load()
+}
+
+// SetState records plugin's state as the Unavailable message shows it while
+// no backend serves, for example "starting" or "failed: exited with status 3".
+func (r *Router) SetState(pluginName, state string) {
+	r.mu.Lock()
+	p := r.pluginLocked(pluginName)
+	r.mu.Unlock()
+	p.state.Store(&state)
+}
+
+// SetHolding says whether new calls to plugin wait for a backend while none
+// is set, up to Config.HoldTimeout or their own deadline, instead of failing
+// at once. The supervisor holds during a restart-style version swap.
+func (r *Router) SetHolding(pluginName string, hold bool) {
+	r.mu.Lock()
+	p := r.pluginLocked(pluginName)
+	r.mu.Unlock()
+	p.holding.Store(hold)
+	p.notify()
+}
+
+// pluginLocked returns plugin's entry, making it if needed. r.mu is held.
+func (r *Router) pluginLocked(name string) *plugin {
+	p, ok := r.plugins[name]
+	if !ok {
+		p = &plugin{name: name}
+		r.plugins[name] = p
+	}
+	return p
+}
+
+// publishLocked stores a new route table built from every plugin's
+// declared services. r.mu is held.
+func (r *Router) publishLocked() {
+	routes := make(map[string]*plugin)
+	for _, p := range r.plugins {
+		for _, s := range p.services {
+			routes[s] = p
+		}
+	}
+	r.routes.Store(&routes)
+}
+
+// stateText returns the plugin's state as messages show it.
+func (p *plugin) stateText() string {
+	if s := p.state.Load(); s != nil && *s != "" {
+		return *s
+	}
+	return "unknown"
+}
+
+// notify wakes the calls waiting for p's backend or holding to change.
+func (p *plugin) notify() {
+	p.mu.Lock()
+	if p.changed != nil {
+		close(p.changed)
+		p.changed = nil
+	}
+	p.mu.Unlock()
+}
+
+// changes returns a channel closed at p's next notify.
+func (p *plugin) changes() <-chan struct{} {
+	p.mu.Lock()
+	if p.changed == nil {
+		p.changed = make(chan struct{})
+	}
+	ch := p.changed
+	p.mu.Unlock()
+	return ch
+}
+
+// handle is the API server's unknown-service handler: every call to a
+// service the server itself does not register comes here.
+func (r *Router) handle(_ any, ss grpc.ServerStream) error {
+	method, ok := grpc.MethodFromServerStream(ss)
+	if !ok {
+		return status.Error(codes.Internal, "router: the stream carries no method name")
+	}
+	service := serviceOf(method)
+	p := (*r.routes.Load())[service]
+	if p == nil {
+		r.unknown.Add(1)
+		return errUnknownService(service)
+	}
+	err := r.route(ss, p, method)
+	p.stats.record(err)
+	return err
+}
+
+// route proxies one call to p's backend.
+func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
+	b, err := r.acquire(ss.Context(), p)
+	if err != nil {
+		return err
+	}
+	defer b.release()
+	return r.proxy(ss, b, method)
+}
+
+// acquire returns p's backend with the call counted in flight on it,
+// holding the call if p holds and has none.
+func (r *Router) acquire(ctx context.Context, p *plugin) (*Backend, error) {
+	for {
+		b := p.backend.Load()
+		if b == nil {
+			var err error
+			if b, err = r.hold(ctx, p); err != nil {
+				return nil, err
+			}
+		}
+		b.acquire()
+		// A backend switched away before the count went up may already be
+		// drained and stopped: check that b still serves, else retry.
+		if p.backend.Load() == b {
+			return b, nil
+		}
+		b.release()
+	}
+}
+
+// hold waits for p to get a backend while p holds.
+func (r *Router) hold(ctx context.Context, p *plugin) (*Backend, error) {
+	if !p.holding.Load() {
+		return nil, errNoInstance(p.name, p.stateText())
+	}
+	p.held.Add(1)
+	defer p.held.Add(-1)
+	timer := time.NewTimer(r.cfg.HoldTimeout)
+	defer timer.Stop()
+	for {
+		changed := p.changes()
+		if b := p.backend.Load(); b != nil {
+			return b, nil
+		}
+		if !p.holding.Load() {
+			return nil, errNoInstance(p.name, p.stateText())
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil, errHeldTooLong(p.name, p.stateText(), r.cfg.HoldTimeout)
+		case <-ctx.Done():
+			return nil, errFromContext(ctx)
+		}
+	}
+}
+
+// serviceOf returns the service of a full method name "/pkg.Svc/Method".
+func serviceOf(method string) string {
+	method = strings.TrimPrefix(method, "/")
+	if i := strings.LastIndexByte(method, '/'); i >= 0 {
+		return method[:i]
+	}
+	return method
+}

@@ -1,0 +1,78 @@
+package router
+
+import (
+	"slices"
+	"strings"
+	"sync/atomic"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// Stats is a snapshot of the router's counters. Counters only grow, for the
+// life of the Router, so they map onto Prometheus counters.
+type Stats struct {
+	// Plugins has one entry per plugin the router ever knew, by name.
+	Plugins []PluginStats
+	// UnknownService counts calls to services no plugin declared.
+	UnknownService uint64
+}
+
+// PluginStats counts the calls routed to one plugin.
+type PluginStats struct {
+	Plugin string
+	// Calls counts every call to one of the plugin's services, whatever
+	// its outcome.
+	Calls uint64
+	// Failures counts the calls that ended with a status other than OK, by
+	// code; codes with no failure are absent.
+	Failures map[codes.Code]uint64
+}
+
+// numCodes is the number of gRPC status codes, OK through Unauthenticated.
+const numCodes = int(codes.Unauthenticated) + 1
+
+// counters is one plugin's counters, updated with atomics on every call.
+type counters struct {
+	calls    atomic.Uint64
+	failures [numCodes]atomic.Uint64
+}
+
+// record counts one call that ended with err.
+func (c *counters) record(err error) {
+	c.calls.Add(1)
+	if err == nil {
+		return
+	}
+	code := status.Code(err)
+	if int(code) >= numCodes {
+		code = codes.Unknown
+	}
+	c.failures[code].Add(1)
+}
+
+// Stats returns the router's counters.
+func (r *Router) Stats() Stats {
+	r.mu.Lock()
+	ps := make([]*plugin, 0, len(r.plugins))
+	for _, p := range r.plugins {
+		ps = append(ps, p)
+	}
+	r.mu.Unlock()
+	slices.SortFunc(ps, func(a, b *plugin) int { return strings.Compare(a.name, b.name) })
+
+	out := Stats{UnknownService: r.unknown.Load(), Plugins: make([]PluginStats, 0, len(ps))}
+	for _, p := range ps {
+		s := PluginStats{Plugin: p.name, Calls: p.stats.calls.Load()}
+		for c := range p.stats.failures {
+			if n := p.stats.failures[c].Load(); n > 0 {
+				if s.Failures == nil {
+					s.Failures = make(map[codes.Code]uint64)
+				}
+				s.Failures[codes.Code(c)] = n
+			}
+		}
+		out.Plugins = append(out.Plugins, s)
+	}
+	return out
+}
