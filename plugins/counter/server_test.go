@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -140,5 +141,26 @@ func TestConflictSurfaces(t *testing.T) {
 	}
 	if got, err := c.Get(ctx, &counterv1.GetRequest{Name: "x"}); err != nil || got.GetValue() != 2 {
 		t.Fatalf("x = %v, %v; want 2, the lost write not applied", got, err)
+	}
+}
+
+// TestStoreErrorsReachTheCaller checks that a store limit reaches the
+// counter's caller as RESOURCE_EXHAUSTED with the store's message.
+func TestStoreErrorsReachTheCaller(t *testing.T) {
+	ctx := testCtx(t)
+	limited := status.Error(codes.ResourceExhausted, `namespace "counter" request rate limit exceeded`)
+	s := newServer("1.0.0")
+	err := s.Configure(ctx, &sdk.Env{Store: &sdktest.MockStore{
+		GetF: func(context.Context, string) (sdk.KV, error) { return sdk.KV{}, sdk.ErrNotFound },
+		TxnF: func(context.Context, sdk.Txn) (sdk.TxnResult, error) {
+			return sdk.TxnResult{}, fmt.Errorf("store txn: %w: %w", sdk.ErrLimit, limited)
+		},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Increment(ctx, &counterv1.IncrementRequest{Name: "x"})
+	if !errors.Is(err, sdk.ErrLimit) || status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("increment under a store limit: %v (code %v), want ErrLimit / ResourceExhausted", err, status.Code(err))
 	}
 }
