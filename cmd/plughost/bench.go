@@ -19,13 +19,15 @@ import (
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 {
-		return usagef("bench: use call")
+		return usagef("bench: use call or upgrade")
 	}
 	switch args[0] {
 	case "call":
 		return benchCall(ctx, env, args[1:])
+	case "upgrade":
+		return benchUpgrade(ctx, env, args[1:])
 	}
-	return usagef("bench %s: use call", args[0])
+	return usagef("bench %s: use call or upgrade", args[0])
 }
 
 func parseInts(s string) ([]int, error) {

@@ -65,24 +65,10 @@ func runCall(ctx context.Context, env *cliEnv, args []string) error {
 		ctx = metadata.AppendToOutgoingContext(ctx, strings.TrimSpace(k), strings.TrimSpace(v))
 	}
 
-	rc := grpcreflect.NewClientAuto(ctx, conn)
-	defer rc.Reset()
-	sd, err := rc.ResolveService(svc)
+	md, err := resolveMethod(ctx, conn, cf.addr, svc, name)
 	if err != nil {
-		if grpcreflect.IsElementNotFoundError(err) {
-			return fmt.Errorf("call: the agent at %s knows no service %s (see 'plughost plugin list')", cf.addr, svc)
-		}
-		return fmt.Errorf("call: reflection: %w", err)
+		return fmt.Errorf("call: %w", err)
 	}
-	mdesc := sd.FindMethodByName(name)
-	if mdesc == nil {
-		var names []string
-		for _, m := range sd.GetMethods() {
-			names = append(names, m.GetName())
-		}
-		return fmt.Errorf("call: service %s has no method %s (it has %s)", svc, name, strings.Join(names, ", "))
-	}
-	md := mdesc.UnwrapMethod()
 	reqs, err := decodeRequests(md.Input(), input, md.IsStreamingClient())
 	if err != nil {
 		return fmt.Errorf("call: request: %w", err)
@@ -167,4 +153,26 @@ func decodeRequests(md protoreflect.MessageDescriptor, input []byte, many bool) 
 		return nil, fmt.Errorf("the method takes one %s, got %d JSON values", md.FullName(), len(out))
 	}
 	return out, nil
+}
+
+// resolveMethod finds a method's descriptor through the agent's reflection.
+func resolveMethod(ctx context.Context, conn grpc.ClientConnInterface, addr, svc, name string) (protoreflect.MethodDescriptor, error) {
+	rc := grpcreflect.NewClientAuto(ctx, conn)
+	defer rc.Reset()
+	sd, err := rc.ResolveService(svc)
+	if err != nil {
+		if grpcreflect.IsElementNotFoundError(err) {
+			return nil, fmt.Errorf("the agent at %s knows no service %s (see 'plughost plugin list')", addr, svc)
+		}
+		return nil, fmt.Errorf("reflection: %w", err)
+	}
+	mdesc := sd.FindMethodByName(name)
+	if mdesc == nil {
+		var names []string
+		for _, m := range sd.GetMethods() {
+			names = append(names, m.GetName())
+		}
+		return nil, fmt.Errorf("service %s has no method %s (it has %s)", svc, name, strings.Join(names, ", "))
+	}
+	return mdesc.UnwrapMethod(), nil
 }

@@ -58,10 +58,10 @@ Usage: plughost <command> [flags] [args]
 
   agent        run a node agent (-dev for a single node on loopback)
   bundle       build, verify or add a plugin bundle
-  plugin       list, status, versions, pin, unpin, restart, history, events
+  plugin       list, status, versions, pin, unpin, rollback, restart, history, events
   call         call a plugin method with JSON (SERVICE/METHOD -d JSON)
   store        get, put, delete, list, backup, restore keys (-ns NAMESPACE)
-  bench        load generators: call
+  bench        load generators: call, upgrade
   version      print the version
 
 Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else

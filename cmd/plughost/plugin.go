@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"strings"
 	"time"
 
@@ -14,7 +16,7 @@ import (
 
 func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 	if len(args) == 0 {
-		return usagef("plugin: use list, status, versions, pin, unpin, restart, history or events")
+		return usagef("plugin: use list, status, versions, pin, unpin, rollback, restart, history or events")
 	}
 	sub, rest := args[0], args[1:]
 	fs := flag.NewFlagSet("plugin "+sub, flag.ContinueOnError)
@@ -24,16 +26,20 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 	if sub == "events" {
 		fs.IntVar(&limit, "n", 50, "newest events to show")
 	}
+	detach := false
+	if sub == "pin" || sub == "unpin" || sub == "rollback" {
+		fs.BoolVar(&detach, "detach", false, "return once the change is recorded, without waiting for the swap")
+	}
 	if err := parse(fs, rest); err != nil {
 		return err
 	}
 	if err := cf.check(); err != nil {
 		return err
 	}
-	want := map[string]int{"list": 0, "status": 1, "versions": 1, "pin": 2, "unpin": 1, "restart": 1, "history": 1, "events": 1}
+	want := map[string]int{"list": 0, "status": 1, "versions": 1, "pin": 2, "unpin": 1, "rollback": 1, "restart": 1, "history": 1, "events": 1}
 	n, ok := want[sub]
 	if !ok {
-		return usagef("plugin %s: use list, status, versions, pin, unpin, restart, history or events", sub)
+		return usagef("plugin %s: use list, status, versions, pin, unpin, rollback, restart, history or events", sub)
 	}
 	if fs.NArg() != n {
 		names := map[int]string{0: "no arguments", 1: "NAME", 2: "NAME VERSION"}
@@ -45,7 +51,7 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer conn.Close()
 	c := operatorv1.NewOperatorServiceClient(conn)
-	p := &pluginCmd{env: env, cf: cf, c: c}
+	p := &pluginCmd{env: env, cf: cf, c: c, detach: detach}
 	switch sub {
 	case "list":
 		return p.list(ctx)
@@ -57,6 +63,8 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 		return p.pin(ctx, fs.Arg(0), fs.Arg(1))
 	case "unpin":
 		return p.unpin(ctx, fs.Arg(0))
+	case "rollback":
+		return p.rollback(ctx, fs.Arg(0))
 	case "restart":
 		return p.restart(ctx, fs.Arg(0))
 	case "history":
@@ -68,9 +76,10 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 type pluginCmd struct {
-	env *cliEnv
-	cf  clientFlags
-	c   operatorv1.OperatorServiceClient
+	env    *cliEnv
+	cf     clientFlags
+	c      operatorv1.OperatorServiceClient
+	detach bool
 }
 
 func state(s operatorv1.InstanceState) string {
@@ -197,26 +206,75 @@ func (p *pluginCmd) versions(ctx context.Context, name string) error {
 }
 
 func (p *pluginCmd) pin(ctx context.Context, name, version string) error {
-	resp, err := p.c.PinVersion(ctx, &operatorv1.PinVersionRequest{Name: name, Version: version})
+	stream, err := p.c.PinVersion(ctx, &operatorv1.PinVersionRequest{Name: name, Version: version, Detach: p.detach})
 	if err != nil {
 		return err
 	}
-	if p.cf.format == "json" {
-		return printJSON(p.env.stdout, map[string]string{"plugin": name, "previous_version": resp.GetPreviousVersion(), "version": resp.GetVersion()})
-	}
-	fmt.Fprintf(p.env.stdout, "%s pinned to %s (was %s); %s serves\n", name, version, orDash(resp.GetPreviousVersion()), resp.GetVersion())
-	return nil
+	return p.follow(name, func() (*operatorv1.SwapProgress, error) {
+		m, err := stream.Recv()
+		return m.GetProgress(), err
+	})
 }
 
 func (p *pluginCmd) unpin(ctx context.Context, name string) error {
-	resp, err := p.c.UnpinVersion(ctx, &operatorv1.UnpinVersionRequest{Name: name})
+	stream, err := p.c.UnpinVersion(ctx, &operatorv1.UnpinVersionRequest{Name: name, Detach: p.detach})
 	if err != nil {
 		return err
 	}
-	if p.cf.format == "json" {
-		return printJSON(p.env.stdout, map[string]string{"plugin": name, "previous_version": resp.GetPreviousVersion(), "version": resp.GetVersion()})
+	return p.follow(name, func() (*operatorv1.SwapProgress, error) {
+		m, err := stream.Recv()
+		return m.GetProgress(), err
+	})
+}
+
+func (p *pluginCmd) rollback(ctx context.Context, name string) error {
+	stream, err := p.c.RollbackPlugin(ctx, &operatorv1.RollbackPluginRequest{Name: name, Detach: p.detach})
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(p.env.stdout, "%s unpinned (was %s); %s serves\n", name, orDash(resp.GetPreviousVersion()), resp.GetVersion())
+	return p.follow(name, func() (*operatorv1.SwapProgress, error) {
+		m, err := stream.Recv()
+		return m.GetProgress(), err
+	})
+}
+
+func phase(ph operatorv1.SwapPhase) string {
+	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(ph.String(), "SWAP_PHASE_")), "_", "-")
+}
+
+// follow prints a swap's progress as it comes. The agent ends the stream
+// with an error when the swap fell back, which makes the exit code 1.
+func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, error)) error {
+	var steps []map[string]any
+	last := ""
+	for {
+		pr, err := recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			if p.cf.format == "json" {
+				_ = printJSON(p.env.stdout, steps)
+			}
+			return err
+		}
+		if p.cf.format == "json" {
+			steps = append(steps, map[string]any{"phase": phase(pr.GetPhase()), "node": pr.GetNode(), "from": pr.GetFromVersion(), "to": pr.GetToVersion(),
+				"message": pr.GetMessage(), "time_left_ms": pr.GetTimeLeftMs(), "in_flight": pr.GetInFlight(), "cut_off": pr.GetCutOff(), "elapsed_ms": pr.GetElapsedMs()})
+			continue
+		}
+		line := fmt.Sprintf("%-13s %s", phase(pr.GetPhase()), pr.GetMessage())
+		if pr.GetTimeLeftMs() > 0 {
+			line += fmt.Sprintf(" (%.1fs left)", float64(pr.GetTimeLeftMs())/1000)
+		}
+		if line != last {
+			fmt.Fprintf(p.env.stdout, "[%s] %s\n", name, line)
+			last = line
+		}
+	}
+	if p.cf.format == "json" {
+		return printJSON(p.env.stdout, steps)
+	}
 	return nil
 }
 

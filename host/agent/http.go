@@ -13,7 +13,7 @@ import (
 func (a *Agent) httpHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&pluginCollector{a: a})
+	reg.MustRegister(&pluginCollector{a: a}, &routerCollector{a: a})
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {

@@ -3,7 +3,6 @@ package agent
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -251,59 +250,157 @@ func swapWait(e *catalog.Entry) time.Duration {
 	return m.Health.HealthyDeadline.Duration + m.Upgrade.DrainTimeout.Duration + 30*time.Second
 }
 
-func (o *operator) PinVersion(ctx context.Context, req *operatorv1.PinVersionRequest) (*operatorv1.PinVersionResponse, error) {
-	name, version := req.GetName(), req.GetVersion()
-	e, err := o.a.catalog.Get(ctx, name, version)
-	if err != nil {
-		return nil, toStatus(err)
+func toProgress(node string, p supervisor.Progress) *operatorv1.SwapProgress {
+	return &operatorv1.SwapProgress{
+		Phase: p.Phase, Node: node, FromVersion: p.From, ToVersion: p.To, Message: p.Message,
+		TimeLeftMs: p.TimeLeft.Milliseconds(), InFlight: p.InFlight, CutOff: p.CutOff, ElapsedMs: p.Elapsed.Milliseconds(),
 	}
-	prev := ""
-	if st, ok := o.a.super.Status(name); ok {
-		prev = st.Running
-	}
-	actor := req.GetActor()
-	if actor == "" {
-		actor = actorFrom(ctx)
-	}
-	if err := o.a.catalog.SetPin(ctx, name, version, actor); err != nil {
-		return nil, toStatus(err)
-	}
-	_ = o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "pin", From: prev, To: version, Node: o.a.cfg.Node})
-	wctx, cancel := context.WithTimeout(ctx, swapWait(e))
-	defer cancel()
-	if err := o.a.super.WaitVersion(wctx, name, version); err != nil {
-		return nil, status.Error(codes.Aborted, err.Error())
-	}
-	return &operatorv1.PinVersionResponse{PreviousVersion: prev, Version: version}, nil
 }
 
-func (o *operator) UnpinVersion(ctx context.Context, req *operatorv1.UnpinVersionRequest) (*operatorv1.UnpinVersionResponse, error) {
+// followSwap records a change of desired version with set, then streams the
+// swap's progress on this node until target serves (nil), the swap fell
+// back (Aborted), or the wait budget runs out. With detach it returns once
+// the change is recorded.
+func (o *operator) followSwap(ctx context.Context, name string, target *catalog.Entry, detach bool, set func() error, send func(*operatorv1.SwapProgress) error) error {
+	node := o.a.cfg.Node
+	if detach {
+		if err := set(); err != nil {
+			return toStatus(err)
+		}
+		return send(&operatorv1.SwapProgress{Phase: operatorv1.SwapPhase_SWAP_PHASE_RECORDED, Node: node, ToVersion: target.Version,
+			Message: "recorded; the swap runs in the background (see 'plughost plugin status " + name + "')"})
+	}
+	ch, cancel := o.a.super.Subscribe(name)
+	defer cancel()
+	began := time.Now()
+	if err := set(); err != nil {
+		return toStatus(err)
+	}
+	budget := time.NewTimer(swapWait(target))
+	defer budget.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case p, ok := <-ch:
+			if !ok {
+				return status.Error(codes.Unavailable, "the agent is stopping")
+			}
+			if p.To != target.Version && p.Phase != operatorv1.SwapPhase_SWAP_PHASE_DRAINING {
+				continue
+			}
+			if err := send(toProgress(node, p)); err != nil {
+				return err
+			}
+			switch p.Phase {
+			case operatorv1.SwapPhase_SWAP_PHASE_DONE:
+				return nil
+			case operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK:
+				return status.Errorf(codes.Aborted, "plugin %s fell back: %s", name, p.Message)
+			}
+		case <-tick.C:
+			st, ok := o.a.super.Status(name)
+			if !ok {
+				continue
+			}
+			if st.Running == target.Version && st.State == operatorv1.InstanceState_INSTANCE_STATE_RUNNING && !st.Swapping && len(ch) == 0 {
+				return send(&operatorv1.SwapProgress{Phase: operatorv1.SwapPhase_SWAP_PHASE_DONE, Node: node, ToVersion: target.Version,
+					Message: target.Version + " serves", ElapsedMs: time.Since(began).Milliseconds()})
+			}
+			if st.State == operatorv1.InstanceState_INSTANCE_STATE_FAILED && st.FailedVersion == target.Version {
+				_ = send(&operatorv1.SwapProgress{Phase: operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK, Node: node, ToVersion: target.Version, Message: st.LastError})
+				return status.Errorf(codes.Aborted, "plugin %s %s failed: %s", name, target.Version, st.LastError)
+			}
+		case <-budget.C:
+			return status.Errorf(codes.DeadlineExceeded, "plugin %s: %s is not serving yet after %s; see 'plughost plugin status %s'", name, target.Version, swapWait(target), name)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (o *operator) running(name string) string {
+	if st, ok := o.a.super.Status(name); ok {
+		return st.Running
+	}
+	return ""
+}
+
+func (o *operator) actor(ctx context.Context, given string) string {
+	if given != "" {
+		return given
+	}
+	return actorFrom(ctx)
+}
+
+func (o *operator) PinVersion(req *operatorv1.PinVersionRequest, stream operatorv1.OperatorService_PinVersionServer) error {
+	ctx := stream.Context()
+	name := req.GetName()
+	e, err := o.a.catalog.Get(ctx, name, req.GetVersion())
+	if err != nil {
+		return toStatus(err)
+	}
+	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
+	return o.followSwap(ctx, name, e, req.GetDetach(), func() error {
+		if err := o.a.catalog.SetPin(ctx, name, e.Version, actor); err != nil {
+			return err
+		}
+		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "pin", From: prev, To: e.Version, Node: o.a.cfg.Node})
+	}, func(p *operatorv1.SwapProgress) error {
+		return stream.Send(&operatorv1.PinVersionResponse{Progress: p})
+	})
+}
+
+func (o *operator) UnpinVersion(req *operatorv1.UnpinVersionRequest, stream operatorv1.OperatorService_UnpinVersionServer) error {
+	ctx := stream.Context()
+	name := req.GetName()
+	vs, err := o.known(ctx, name)
+	if err != nil {
+		return err
+	}
+	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
+	// Unpinned, the highest version runs, unless it failed on this node.
+	target, _, err := o.a.catalog.Effective(ctx, o.a.cfg.Node, name, "")
+	if err != nil {
+		target = vs[len(vs)-1]
+	}
+	return o.followSwap(ctx, name, target, req.GetDetach(), func() error {
+		if err := o.a.catalog.ClearPin(ctx, name); err != nil {
+			return err
+		}
+		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: prev, To: target.Version, Node: o.a.cfg.Node})
+	}, func(p *operatorv1.SwapProgress) error {
+		return stream.Send(&operatorv1.UnpinVersionResponse{Progress: p})
+	})
+}
+
+func (o *operator) RollbackPlugin(req *operatorv1.RollbackPluginRequest, stream operatorv1.OperatorService_RollbackPluginServer) error {
+	ctx := stream.Context()
 	name := req.GetName()
 	if _, err := o.known(ctx, name); err != nil {
-		return nil, err
+		return err
 	}
-	prev := ""
-	if st, ok := o.a.super.Status(name); ok {
-		prev = st.Running
+	cur := o.running(name)
+	if cur == "" {
+		return status.Errorf(codes.FailedPrecondition, "plugin %s serves no version on this node to roll back from (see 'plughost plugin status %s')", name, name)
 	}
-	actor := req.GetActor()
-	if actor == "" {
-		actor = actorFrom(ctx)
-	}
-	if err := o.a.catalog.ClearPin(ctx, name); err != nil {
-		return nil, toStatus(err)
-	}
-	desired, _, err := o.a.catalog.Desired(ctx, name)
+	prev, err := o.a.catalog.LastHealthyBefore(ctx, name, cur)
 	if err != nil {
-		return nil, toStatus(err)
+		return status.Errorf(codes.FailedPrecondition, "%v (pin a version with 'plughost plugin pin %s VERSION')", err, name)
 	}
-	_ = o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: prev, To: desired.Version, Node: o.a.cfg.Node})
-	wctx, cancel := context.WithTimeout(ctx, swapWait(desired))
-	defer cancel()
-	if err := o.a.super.WaitVersion(wctx, name, desired.Version); err != nil {
-		return nil, status.Error(codes.Aborted, err.Error())
+	e, err := o.a.catalog.Get(ctx, name, prev)
+	if err != nil {
+		return toStatus(err)
 	}
-	return &operatorv1.UnpinVersionResponse{PreviousVersion: prev, Version: desired.Version}, nil
+	actor := o.actor(ctx, req.GetActor())
+	return o.followSwap(ctx, name, e, req.GetDetach(), func() error {
+		if err := o.a.catalog.SetPin(ctx, name, e.Version, actor); err != nil {
+			return err
+		}
+		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "rollback", From: cur, To: e.Version, Node: o.a.cfg.Node})
+	}, func(p *operatorv1.SwapProgress) error {
+		return stream.Send(&operatorv1.RollbackPluginResponse{Progress: p})
+	})
 }
 
 func (o *operator) RestartPlugin(ctx context.Context, req *operatorv1.RestartPluginRequest) (*operatorv1.RestartPluginResponse, error) {
@@ -363,5 +460,3 @@ func actorFrom(ctx context.Context) string {
 	}
 	return "api"
 }
-
-var _ = fmt.Sprintf

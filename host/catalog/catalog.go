@@ -304,3 +304,92 @@ func PluginOfKey(key []byte) (string, bool) {
 
 // WatchPrefixes are the _sys prefixes whose changes can change what runs.
 var WatchPrefixes = []string{prefixCatalog, prefixPin}
+
+const prefixFailed = "failed/"
+
+// Failure records that a version did not become healthy on a node.
+type Failure struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
+}
+
+func failedKey(node, name, version string) []byte {
+	return []byte(prefixFailed + node + "/" + name + "/" + version)
+}
+
+// MarkFailed records that version failed on node, so the node does not try
+// it again by itself (not even after a restart) until an operator pins it
+// again or a newer version arrives.
+func (c *Catalog) MarkFailed(ctx context.Context, node, name, version, reason string) error {
+	val, err := json.Marshal(Failure{Reason: reason, At: time.Now().UTC()})
+	if err != nil {
+		return err
+	}
+	_, err = c.st.Put(ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: failedKey(node, name, version), Value: val})
+	return err
+}
+
+// Failures lists the versions of a plugin that failed on node.
+func (c *Catalog) Failures(ctx context.Context, node, name string) (map[string]Failure, error) {
+	out := map[string]Failure{}
+	err := c.scan(ctx, prefixFailed+node+"/"+name+"/", func(kv *storev1.KeyValue) error {
+		var f Failure
+		if err := json.Unmarshal(kv.GetValue(), &f); err != nil {
+			return fmt.Errorf("catalog: decoding %s: %w", kv.GetKey(), err)
+		}
+		k := string(kv.GetKey())
+		out[k[strings.LastIndexByte(k, '/')+1:]] = f
+		return nil
+	})
+	return out, err
+}
+
+// Effective returns the version node should run: the desired version (pin,
+// else highest), unless that version failed on node since it was pinned.
+// Then it is running, the version node runs now, if any; else the highest
+// version that has not failed on node; else the desired version after all.
+func (c *Catalog) Effective(ctx context.Context, node, name, running string) (*Entry, *Pin, error) {
+	e, pin, err := c.Desired(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	failed, err := c.Failures(ctx, node, name)
+	if err != nil || len(failed) == 0 {
+		return e, pin, err
+	}
+	f, bad := failed[e.Version]
+	if !bad || (pin != nil && pin.At.After(f.At)) {
+		return e, pin, nil
+	}
+	if running != "" {
+		if r, err := c.Get(ctx, name, running); err == nil {
+			return r, pin, nil
+		}
+	}
+	vs, err := c.Versions(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := len(vs) - 1; i >= 0; i-- {
+		if _, bad := failed[vs[i].Version]; !bad {
+			return vs[i], pin, nil
+		}
+	}
+	return e, pin, nil
+}
+
+// LastHealthyBefore finds the version that served before current, from the
+// swaps recorded in the history: the version rollback returns to.
+func (c *Catalog) LastHealthyBefore(ctx context.Context, name, current string) (string, error) {
+	recs, err := c.History(ctx, name)
+	if err != nil {
+		return "", err
+	}
+	for i := len(recs) - 1; i >= 0; i-- {
+		r := recs[i]
+		if r.Action == "swap" && r.Outcome == "done" && r.To == current && r.From != "" && r.From != current {
+			return r.From, nil
+		}
+	}
+	return "", fmt.Errorf("plugin %q: no version served before %s: %w", name, current, ErrUnknownVersion)
+}

@@ -64,6 +64,8 @@ type Spec struct {
 	Place func(cmd *exec.Cmd, start func() error) error
 	// Dir is the working directory of the plugin process.
 	Dir string
+	// DialOptions are added to the host's gRPC connection to the plugin.
+	DialOptions []grpc.DialOption
 }
 
 // Instance is a running plugin process.
@@ -123,7 +125,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		Managed:          true,
 		StartTimeout:     spec.StartTimeout,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		GRPCDialOptions:  wire.DialOptions(),
+		GRPCDialOptions:  append(wire.DialOptions(), spec.DialOptions...),
 		// Multiplexing keeps the store on the plugin's one connection
 		// instead of a socket per broker stream.
 		GRPCBrokerMultiplex: true,

@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,6 +25,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -292,7 +294,11 @@ func (r *Router) handle(_ any, ss grpc.ServerStream) error {
 
 // route proxies one call to p's backend.
 func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
-	b, err := r.acquire(ss.Context(), p)
+	b, held, err := r.acquire(ss.Context(), p)
+	if held > 0 {
+		p.stats.recordHeld(held)
+		ss.SetTrailer(metadata.Pairs(HeldTrailer, strconv.FormatInt(held.Milliseconds(), 10)))
+	}
 	if err != nil {
 		return err
 	}
@@ -300,22 +306,32 @@ func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
 	return r.proxy(ss, b, method)
 }
 
+// HeldTrailer is the trailer the router adds to a call it held while the
+// plugin had no serving instance: how long it waited, in milliseconds.
+const HeldTrailer = "plughost-held-ms"
+
 // acquire returns p's backend with the call counted in flight on it,
-// holding the call if p holds and has none.
-func (r *Router) acquire(ctx context.Context, p *plugin) (*Backend, error) {
+// holding the call if p holds and has none; held is how long it waited.
+func (r *Router) acquire(ctx context.Context, p *plugin) (b *Backend, held time.Duration, err error) {
+	var start time.Time
 	for {
-		b := p.backend.Load()
+		b = p.backend.Load()
 		if b == nil {
-			var err error
+			if start.IsZero() {
+				start = time.Now()
+			}
 			if b, err = r.hold(ctx, p); err != nil {
-				return nil, err
+				return nil, time.Since(start), err
 			}
 		}
 		b.acquire()
 		// A backend switched away before the count went up may already be
 		// drained and stopped: check that b still serves, else retry.
 		if p.backend.Load() == b {
-			return b, nil
+			if !start.IsZero() {
+				held = time.Since(start)
+			}
+			return b, held, nil
 		}
 		b.release()
 	}

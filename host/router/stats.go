@@ -4,6 +4,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -27,6 +28,10 @@ type PluginStats struct {
 	// Failures counts the calls that ended with a status other than OK, by
 	// code; codes with no failure are absent.
 	Failures map[codes.Code]uint64
+	// Held counts the calls held while the plugin had no serving instance,
+	// and HeldTime adds up how long they waited.
+	Held     uint64
+	HeldTime time.Duration
 }
 
 // numCodes is the number of gRPC status codes, OK through Unauthenticated.
@@ -34,8 +39,16 @@ const numCodes = int(codes.Unauthenticated) + 1
 
 // counters is one plugin's counters, updated with atomics on every call.
 type counters struct {
-	calls    atomic.Uint64
-	failures [numCodes]atomic.Uint64
+	calls     atomic.Uint64
+	failures  [numCodes]atomic.Uint64
+	held      atomic.Uint64
+	heldNanos atomic.Int64
+}
+
+// recordHeld counts one call held for d.
+func (c *counters) recordHeld(d time.Duration) {
+	c.held.Add(1)
+	c.heldNanos.Add(int64(d))
 }
 
 // record counts one call that ended with err.
@@ -63,7 +76,7 @@ func (r *Router) Stats() Stats {
 
 	out := Stats{UnknownService: r.unknown.Load(), Plugins: make([]PluginStats, 0, len(ps))}
 	for _, p := range ps {
-		s := PluginStats{Plugin: p.name, Calls: p.stats.calls.Load()}
+		s := PluginStats{Plugin: p.name, Calls: p.stats.calls.Load(), Held: p.stats.held.Load(), HeldTime: time.Duration(p.stats.heldNanos.Load())}
 		for c := range p.stats.failures {
 			if n := p.stats.failures[c].Load(); n > 0 {
 				if s.Failures == nil {

@@ -128,6 +128,7 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		Logger:       s.cfg.Logger.Named("plugin").With("plugin", e.Name, "version", e.Version, "instance", id),
 		Place:        place,
 		Dir:          dir,
+		DialOptions:  router.BackendDialOptions(),
 	})
 	if err != nil {
 		in.deleteGroup()
@@ -276,14 +277,28 @@ func (s *Supervisor) monitor(in *instance) {
 // drainAndStop retires in: it waits up to drain_timeout for the calls in
 // flight, asks the plugin to drain, then stops it. It returns how many calls
 // were cut off by the timeout.
-func (s *Supervisor) drainAndStop(ctx context.Context, in *instance) int64 {
+func (s *Supervisor) drainAndStop(ctx context.Context, in *instance, progress func(inFlight int64, left time.Duration)) int64 {
 	in.setState(operatorv1.InstanceState_INSTANCE_STATE_DRAINING)
 	timeout := in.entry.Manifest.Upgrade.DrainTimeout.Duration
 	dctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	var cut int64
 	if in.backend != nil {
-		cut = in.backend.Wait(dctx)
+		done := make(chan int64, 1)
+		go func() { done <- in.backend.Wait(dctx) }()
+		t := time.NewTicker(200 * time.Millisecond)
+	wait:
+		for {
+			if progress != nil {
+				progress(in.backend.InFlight(), time.Until(deadlineOf(dctx)))
+			}
+			select {
+			case cut = <-done:
+				break wait
+			case <-t.C:
+			}
+		}
+		t.Stop()
 	}
 	if dctx.Err() == nil {
 		_, _ = in.Lifecycle.Drain(dctx, &pluginv1.DrainRequest{TimeoutMs: time.Until(deadlineOf(dctx)).Milliseconds()})

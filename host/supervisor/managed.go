@@ -41,6 +41,10 @@ type managed struct {
 	failedPinAt time.Time
 	pinAt       time.Time
 	lastHealthy string // the last version that passed its health gate here
+
+	subs     map[int]chan Progress
+	nextSub  int
+	swapping bool
 }
 
 func newManaged(s *Supervisor, name string) *managed {
@@ -222,7 +226,7 @@ func backoff(initial, max time.Duration, attempt int) time.Duration {
 // newVersionArrived reports whether the desired version moved away from the
 // version that is backing off or failed, which ends the wait.
 func (m *managed) newVersionArrived(ctx context.Context) bool {
-	e, pin, err := m.s.cfg.Catalog.Desired(ctx, m.name)
+	e, pin, err := m.s.cfg.Catalog.Effective(ctx, m.s.cfg.Node.GetName(), m.name, m.runningVersion())
 	if err != nil {
 		return false
 	}
@@ -236,6 +240,13 @@ func (m *managed) newVersionArrived(ctx context.Context) bool {
 	return e.Version != failing || repinned
 }
 
+func (m *managed) runningVersion() string {
+	if cur := m.current(); cur != nil {
+		return cur.entry.Version
+	}
+	return ""
+}
+
 func (m *managed) desiredVersion() string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -244,7 +255,7 @@ func (m *managed) desiredVersion() string {
 
 // reconcile makes what runs match what is desired.
 func (m *managed) reconcile(ctx context.Context) error {
-	e, pin, err := m.s.cfg.Catalog.Desired(ctx, m.name)
+	e, pin, err := m.s.cfg.Catalog.Effective(ctx, m.s.cfg.Node.GetName(), m.name, m.runningVersion())
 	if err != nil {
 		if errors.Is(err, catalog.ErrUnknownPlugin) {
 			return nil
@@ -281,10 +292,18 @@ func (m *managed) reconcile(ctx context.Context) error {
 	if cur != nil && cur.entry.Version == e.Version {
 		return nil
 	}
+	m.setSwapping(true)
+	defer m.setSwapping(false)
 	if cur == nil {
 		return m.startFresh(ctx, e)
 	}
 	return m.swap(ctx, cur, e, actorOf(pin))
+}
+
+func (m *managed) setSwapping(v bool) {
+	m.mu.Lock()
+	m.swapping = v
+	m.mu.Unlock()
 }
 
 func actorOf(pin *catalog.Pin) string {
@@ -302,7 +321,8 @@ func (m *managed) declare(services []string) error {
 	if same {
 		return nil
 	}
-	m.s.cfg.Router.Undeclare(m.name)
+	// Declare replaces the plugin's services in one step: calls never see
+	// the plugin undeclared in between.
 	if err := m.s.cfg.Router.Declare(m.name, services); err != nil {
 		return fmt.Errorf("plugin %s cannot be routed: %w", m.name, err)
 	}
@@ -316,11 +336,15 @@ func (m *managed) declare(services []string) error {
 // first healthy check, since there is nothing to protect.
 func (m *managed) startFresh(ctx context.Context, e *catalog.Entry) error {
 	m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, "")
+	began := time.Now()
+	m.emit(Progress{Phase: operatorv1.SwapPhase_SWAP_PHASE_STARTING, To: e.Version, Message: "starting " + e.Version})
 	in, err := m.s.startInstance(ctx, e, 0, nil)
 	if err != nil {
+		m.emit(Progress{Phase: operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK, To: e.Version, Message: err.Error(), Elapsed: time.Since(began)})
 		return err
 	}
 	m.serve(in)
+	m.emit(Progress{Phase: operatorv1.SwapPhase_SWAP_PHASE_DONE, To: e.Version, Message: e.Version + " serves", Elapsed: time.Since(began)})
 	m.s.events.Record(m.name, e.Version, in.Spec.InstanceID, "started", "healthy and serving")
 	return nil
 }
@@ -338,12 +362,16 @@ func (m *managed) serve(in *instance) {
 	m.setState(operatorv1.InstanceState_INSTANCE_STATE_RUNNING, "")
 }
 
-// retire stops routing to in, drains and stops it.
-func (m *managed) retire(in *instance, why string) {
+// retire stops routing to in, drains and stops it, and returns how many
+// calls the drain timeout cut off.
+func (m *managed) retire(in *instance, why string) int64 {
 	if m.s.cfg.Router.Backend(m.name) == in.backend {
 		m.s.cfg.Router.SetBackend(m.name, nil)
 	}
-	cut := m.s.drainAndStop(context.Background(), in)
+	cut := m.s.drainAndStop(context.Background(), in, func(inFlight int64, left time.Duration) {
+		m.emit(Progress{Phase: operatorv1.SwapPhase_SWAP_PHASE_DRAINING, From: in.entry.Version, InFlight: inFlight, TimeLeft: left,
+			Message: fmt.Sprintf("draining %s: %d calls in flight", in.entry.Version, inFlight)})
+	})
 	if m.current() == in {
 		m.setCurrent(nil)
 	}
@@ -352,6 +380,7 @@ func (m *managed) retire(in *instance, why string) {
 		detail = fmt.Sprintf("%s; %d calls still in flight were cut off at the drain timeout", why, cut)
 	}
 	m.s.events.Record(m.name, in.entry.Version, in.Spec.InstanceID, "stopped", detail)
+	return cut
 }
 
 // shutdown stops the plugin when the agent stops.

@@ -18,8 +18,10 @@ type Status struct {
 	Restarts      int
 	LastError     string
 	FailedVersion string
-	Services      []string
-	Instances     []InstanceStatus
+	// Swapping is true while a version swap (or first start) is under way.
+	Swapping  bool
+	Services  []string
+	Instances []InstanceStatus
 }
 
 // InstanceStatus is one instance's state on this node.
@@ -45,6 +47,7 @@ func (m *managed) status() Status {
 		Restarts:      m.restarts,
 		LastError:     m.lastErr,
 		FailedVersion: m.failed,
+		Swapping:      m.swapping,
 		Services:      append([]string(nil), m.services...),
 	}
 	cur := m.cur

@@ -15,30 +15,50 @@ const (
 	StrategyRestart = "restart"
 )
 
+// swapRun is one version swap in progress.
+type swapRun struct {
+	m     *managed
+	from  *instance
+	to    *catalog.Entry
+	began time.Time
+	cut   int64
+}
+
+func (r *swapRun) emit(phase operatorv1.SwapPhase, msg string, left time.Duration) {
+	r.m.emit(Progress{Phase: phase, From: r.from.entry.Version, To: r.to.Version, Message: msg, TimeLeft: left,
+		CutOff: r.cut, Elapsed: time.Since(r.began)})
+}
+
 // swap replaces cur by e with e's upgrade strategy. If e does not become
 // healthy in time, the previous version keeps serving (overlap) or is
 // brought back (restart), and e is marked failed on this node.
 func (m *managed) swap(ctx context.Context, cur *instance, e *catalog.Entry, actor string) error {
 	strategy := e.Manifest.Upgrade.Strategy
-	minHealthy := e.Manifest.Health.MinHealthyTime.Duration
-	rec := catalog.Record{Actor: actor, Action: "swap", From: cur.entry.Version, To: e.Version, Strategy: strategy, Node: m.s.cfg.Node.GetName()}
-	began := time.Now()
+	node := m.s.cfg.Node.GetName()
+	rec := catalog.Record{Actor: actor, Action: "swap", From: cur.entry.Version, To: e.Version, Strategy: strategy, Node: node}
+	r := &swapRun{m: m, from: cur, to: e, began: time.Now()}
 	m.s.events.Record(m.name, e.Version, "", "swap-started", fmt.Sprintf("%s → %s (%s)", cur.entry.Version, e.Version, strategy))
+	r.emit(operatorv1.SwapPhase_SWAP_PHASE_STARTING, fmt.Sprintf("starting %s beside %s (%s)", e.Version, cur.entry.Version, strategy), 0)
 
 	var err error
 	if strategy == StrategyRestart {
-		err = m.swapRestart(ctx, cur, e, minHealthy)
+		err = r.restart(ctx)
 	} else {
-		err = m.swapOverlap(ctx, cur, e, minHealthy)
+		err = r.overlap(ctx)
 	}
+	took := time.Since(r.began).Round(time.Millisecond)
 	if err != nil {
 		rec.Outcome, rec.Reason = "fell back", err.Error()
-		m.markFailed(e.Version, err)
+		m.markFailed(ctx, e.Version, err)
 		m.s.events.Record(m.name, e.Version, "", "fell-back", fmt.Sprintf("kept %s: %v", cur.entry.Version, err))
+		r.emit(operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK, fmt.Sprintf("%s is not healthy, %s serves: %v", e.Version, cur.entry.Version, err), 0)
 	} else {
 		rec.Outcome = "done"
-		m.s.events.Record(m.name, e.Version, m.current().Spec.InstanceID, "swapped",
-			fmt.Sprintf("%s → %s in %s", cur.entry.Version, e.Version, time.Since(began).Round(time.Millisecond)))
+		if r.cut > 0 {
+			rec.Reason = fmt.Sprintf("%d calls cut off at the drain timeout %s", r.cut, cur.entry.Manifest.Upgrade.DrainTimeout.Duration)
+		}
+		m.s.events.Record(m.name, e.Version, m.current().Spec.InstanceID, "swapped", fmt.Sprintf("%s → %s in %s", cur.entry.Version, e.Version, took))
+		r.emit(operatorv1.SwapPhase_SWAP_PHASE_DONE, fmt.Sprintf("%s serves (swap took %s)", e.Version, took), 0)
 	}
 	if herr := m.s.cfg.Catalog.AddHistory(context.WithoutCancel(ctx), m.name, rec); herr != nil {
 		m.log.Warn("recording history failed", "error", herr)
@@ -46,48 +66,63 @@ func (m *managed) swap(ctx context.Context, cur *instance, e *catalog.Entry, act
 	return nil
 }
 
-// swapOverlap starts e beside cur, switches routing once e passed its health
-// gate, then drains and stops cur.
-func (m *managed) swapOverlap(ctx context.Context, cur *instance, e *catalog.Entry, minHealthy time.Duration) error {
-	in, err := m.s.startInstance(ctx, e, minHealthy, nil)
+// gate reports health-gating progress with the time left.
+func (r *swapRun) gate() func(string) {
+	deadline := time.Now().Add(r.to.Manifest.Health.HealthyDeadline.Duration)
+	return func(msg string) {
+		r.emit(operatorv1.SwapPhase_SWAP_PHASE_HEALTH_GATING, msg, time.Until(deadline))
+	}
+}
+
+// overlap starts the new version beside the old, switches routing once it
+// passed its health gate, then drains and stops the old one.
+func (r *swapRun) overlap(ctx context.Context) error {
+	m := r.m
+	in, err := m.s.startInstance(ctx, r.to, r.to.Manifest.Health.MinHealthyTime.Duration, r.gate())
 	if err != nil {
 		return err
 	}
+	r.emit(operatorv1.SwapPhase_SWAP_PHASE_SWITCHING, "routing to "+r.to.Version, 0)
 	m.serve(in)
-	m.retire(cur, "replaced by "+e.Version)
+	r.cut = m.retire(r.from, "replaced by "+r.to.Version)
 	return nil
 }
 
-// swapRestart stops cur first (for plugins that must never run twice),
-// holding new calls meanwhile, then starts e; if e fails, cur's version is
-// started again.
-func (m *managed) swapRestart(ctx context.Context, cur *instance, e *catalog.Entry, minHealthy time.Duration) error {
-	r := m.s.cfg.Router
-	r.SetHolding(m.name, true)
-	defer r.SetHolding(m.name, false)
-	m.retire(cur, "replaced by "+e.Version)
+// restart stops the old version first (for plugins that must never run
+// twice), holding new calls meanwhile, then starts the new one; if it fails,
+// the old version is started again.
+func (r *swapRun) restart(ctx context.Context) error {
+	m := r.m
+	rt := m.s.cfg.Router
+	rt.SetHolding(m.name, true)
+	defer rt.SetHolding(m.name, false)
+	r.cut = m.retire(r.from, "replaced by "+r.to.Version)
 	m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, "")
-	in, err := m.s.startInstance(ctx, e, minHealthy, nil)
+	in, err := m.s.startInstance(ctx, r.to, r.to.Manifest.Health.MinHealthyTime.Duration, r.gate())
 	if err == nil {
+		r.emit(operatorv1.SwapPhase_SWAP_PHASE_SWITCHING, "routing to "+r.to.Version, 0)
 		m.serve(in)
 		return nil
 	}
-	prev, perr := m.s.startInstance(ctx, cur.entry, 0, nil)
+	prev, perr := m.s.startInstance(ctx, r.from.entry, 0, nil)
 	if perr != nil {
 		m.setState(operatorv1.InstanceState_INSTANCE_STATE_BACKOFF, perr.Error())
-		return fmt.Errorf("%w; bringing %s back failed too: %v", err, cur.entry.Version, perr)
+		return fmt.Errorf("%w; bringing %s back failed too: %v", err, r.from.entry.Version, perr)
 	}
 	m.serve(prev)
 	return err
 }
 
-// markFailed keeps version from being started again on this node until the
-// operator pins it again or another version becomes desired.
-func (m *managed) markFailed(version string, err error) {
+// markFailed keeps version from being started again on this node, across
+// agent restarts, until the operator pins it again or a newer version
+// arrives.
+func (m *managed) markFailed(ctx context.Context, version string, err error) {
 	m.mu.Lock()
-	m.failed, m.failedPinAt = version, m.pinAt
 	m.lastErr = fmt.Sprintf("version %s failed: %v", version, err)
 	m.mu.Unlock()
+	if perr := m.s.cfg.Catalog.MarkFailed(context.WithoutCancel(ctx), m.s.cfg.Node.GetName(), m.name, version, err.Error()); perr != nil {
+		m.log.Warn("recording the failed version failed", "version", version, "error", perr)
+	}
 }
 
 // WaitVersion blocks until the plugin serves version on this node, or the

@@ -98,6 +98,81 @@ func (InstanceState) EnumDescriptor() ([]byte, []int) {
 	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{0}
 }
 
+// SwapPhase is where a version swap is.
+type SwapPhase int32
+
+const (
+	SwapPhase_SWAP_PHASE_UNSPECIFIED SwapPhase = 0
+	// SWAP_PHASE_RECORDED: the desired version is recorded (the last message
+	// of a detached request).
+	SwapPhase_SWAP_PHASE_RECORDED SwapPhase = 1
+	// SWAP_PHASE_STARTING: the new version is being started.
+	SwapPhase_SWAP_PHASE_STARTING SwapPhase = 2
+	// SWAP_PHASE_HEALTH_GATING: the new version must stay healthy for
+	// min_healthy_time before it is routed to.
+	SwapPhase_SWAP_PHASE_HEALTH_GATING SwapPhase = 3
+	// SWAP_PHASE_SWITCHING: routing moves to the new version.
+	SwapPhase_SWAP_PHASE_SWITCHING SwapPhase = 4
+	// SWAP_PHASE_DRAINING: the old version finishes the calls in flight.
+	SwapPhase_SWAP_PHASE_DRAINING SwapPhase = 5
+	// SWAP_PHASE_DONE: the new version serves.
+	SwapPhase_SWAP_PHASE_DONE SwapPhase = 6
+	// SWAP_PHASE_FELL_BACK: the new version was not healthy; the previous
+	// one serves.
+	SwapPhase_SWAP_PHASE_FELL_BACK SwapPhase = 7
+)
+
+// Enum value maps for SwapPhase.
+var (
+	SwapPhase_name = map[int32]string{
+		0: "SWAP_PHASE_UNSPECIFIED",
+		1: "SWAP_PHASE_RECORDED",
+		2: "SWAP_PHASE_STARTING",
+		3: "SWAP_PHASE_HEALTH_GATING",
+		4: "SWAP_PHASE_SWITCHING",
+		5: "SWAP_PHASE_DRAINING",
+		6: "SWAP_PHASE_DONE",
+		7: "SWAP_PHASE_FELL_BACK",
+	}
+	SwapPhase_value = map[string]int32{
+		"SWAP_PHASE_UNSPECIFIED":   0,
+		"SWAP_PHASE_RECORDED":      1,
+		"SWAP_PHASE_STARTING":      2,
+		"SWAP_PHASE_HEALTH_GATING": 3,
+		"SWAP_PHASE_SWITCHING":     4,
+		"SWAP_PHASE_DRAINING":      5,
+		"SWAP_PHASE_DONE":          6,
+		"SWAP_PHASE_FELL_BACK":     7,
+	}
+)
+
+func (x SwapPhase) Enum() *SwapPhase {
+	p := new(SwapPhase)
+	*p = x
+	return p
+}
+
+func (x SwapPhase) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (SwapPhase) Descriptor() protoreflect.EnumDescriptor {
+	return file_plughost_operator_v1_operator_proto_enumTypes[1].Descriptor()
+}
+
+func (SwapPhase) Type() protoreflect.EnumType {
+	return &file_plughost_operator_v1_operator_proto_enumTypes[1]
+}
+
+func (x SwapPhase) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use SwapPhase.Descriptor instead.
+func (SwapPhase) EnumDescriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{1}
+}
+
 type GetAgentInfoRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -1080,7 +1155,9 @@ type PinVersionRequest struct {
 	Name    string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
 	// actor names who asked, for the history.
-	Actor         string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	Actor string `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	// detach returns once the pin is recorded, without waiting for the swap.
+	Detach        bool `protobuf:"varint,4,opt,name=detach,proto3" json:"detach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1136,12 +1213,18 @@ func (x *PinVersionRequest) GetActor() string {
 	return ""
 }
 
+func (x *PinVersionRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
 type PinVersionResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	PreviousVersion string                 `protobuf:"bytes,1,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	Version         string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Progress      *SwapProgress          `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PinVersionResponse) Reset() {
@@ -1174,24 +1257,18 @@ func (*PinVersionResponse) Descriptor() ([]byte, []int) {
 	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{16}
 }
 
-func (x *PinVersionResponse) GetPreviousVersion() string {
+func (x *PinVersionResponse) GetProgress() *SwapProgress {
 	if x != nil {
-		return x.PreviousVersion
+		return x.Progress
 	}
-	return ""
-}
-
-func (x *PinVersionResponse) GetVersion() string {
-	if x != nil {
-		return x.Version
-	}
-	return ""
+	return nil
 }
 
 type UnpinVersionRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Detach        bool                   `protobuf:"varint,3,opt,name=detach,proto3" json:"detach,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1240,12 +1317,18 @@ func (x *UnpinVersionRequest) GetActor() string {
 	return ""
 }
 
+func (x *UnpinVersionRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
 type UnpinVersionResponse struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	PreviousVersion string                 `protobuf:"bytes,1,opt,name=previous_version,json=previousVersion,proto3" json:"previous_version,omitempty"`
-	Version         string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Progress      *SwapProgress          `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UnpinVersionResponse) Reset() {
@@ -1278,18 +1361,229 @@ func (*UnpinVersionResponse) Descriptor() ([]byte, []int) {
 	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{18}
 }
 
-func (x *UnpinVersionResponse) GetPreviousVersion() string {
+func (x *UnpinVersionResponse) GetProgress() *SwapProgress {
 	if x != nil {
-		return x.PreviousVersion
+		return x.Progress
+	}
+	return nil
+}
+
+type RollbackPluginRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Detach        bool                   `protobuf:"varint,3,opt,name=detach,proto3" json:"detach,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPluginRequest) Reset() {
+	*x = RollbackPluginRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPluginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPluginRequest) ProtoMessage() {}
+
+func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
+func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *RollbackPluginRequest) GetName() string {
+	if x != nil {
+		return x.Name
 	}
 	return ""
 }
 
-func (x *UnpinVersionResponse) GetVersion() string {
+func (x *RollbackPluginRequest) GetActor() string {
 	if x != nil {
-		return x.Version
+		return x.Actor
 	}
 	return ""
+}
+
+func (x *RollbackPluginRequest) GetDetach() bool {
+	if x != nil {
+		return x.Detach
+	}
+	return false
+}
+
+type RollbackPluginResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Progress      *SwapProgress          `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RollbackPluginResponse) Reset() {
+	*x = RollbackPluginResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RollbackPluginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RollbackPluginResponse) ProtoMessage() {}
+
+func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
+func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *RollbackPluginResponse) GetProgress() *SwapProgress {
+	if x != nil {
+		return x.Progress
+	}
+	return nil
+}
+
+// SwapProgress is one step of a version swap on a node.
+type SwapProgress struct {
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	Phase       SwapPhase              `protobuf:"varint,1,opt,name=phase,proto3,enum=plughost.operator.v1.SwapPhase" json:"phase,omitempty"`
+	Node        string                 `protobuf:"bytes,2,opt,name=node,proto3" json:"node,omitempty"`
+	FromVersion string                 `protobuf:"bytes,3,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string                 `protobuf:"bytes,4,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	// message says what happens, in words.
+	Message string `protobuf:"bytes,5,opt,name=message,proto3" json:"message,omitempty"`
+	// time_left_ms is what remains of the healthy_deadline or drain_timeout.
+	TimeLeftMs int64 `protobuf:"varint,6,opt,name=time_left_ms,json=timeLeftMs,proto3" json:"time_left_ms,omitempty"`
+	// in_flight counts the calls the old version still serves while draining.
+	InFlight int64 `protobuf:"varint,7,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
+	// cut_off counts calls ended by the drain timeout.
+	CutOff int64 `protobuf:"varint,8,opt,name=cut_off,json=cutOff,proto3" json:"cut_off,omitempty"`
+	// elapsed_ms is the time since the swap began.
+	ElapsedMs     int64 `protobuf:"varint,9,opt,name=elapsed_ms,json=elapsedMs,proto3" json:"elapsed_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwapProgress) Reset() {
+	*x = SwapProgress{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwapProgress) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwapProgress) ProtoMessage() {}
+
+func (x *SwapProgress) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwapProgress.ProtoReflect.Descriptor instead.
+func (*SwapProgress) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SwapProgress) GetPhase() SwapPhase {
+	if x != nil {
+		return x.Phase
+	}
+	return SwapPhase_SWAP_PHASE_UNSPECIFIED
+}
+
+func (x *SwapProgress) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *SwapProgress) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *SwapProgress) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *SwapProgress) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *SwapProgress) GetTimeLeftMs() int64 {
+	if x != nil {
+		return x.TimeLeftMs
+	}
+	return 0
+}
+
+func (x *SwapProgress) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
+	}
+	return 0
+}
+
+func (x *SwapProgress) GetCutOff() int64 {
+	if x != nil {
+		return x.CutOff
+	}
+	return 0
+}
+
+func (x *SwapProgress) GetElapsedMs() int64 {
+	if x != nil {
+		return x.ElapsedMs
+	}
+	return 0
 }
 
 type RestartPluginRequest struct {
@@ -1302,7 +1596,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1608,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1621,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RestartPluginRequest) GetName() string {
@@ -1352,7 +1646,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1364,7 +1658,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1377,7 +1671,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
 }
 
 // PluginEvent is one state transition of a plugin on a node.
@@ -1397,7 +1691,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1409,7 +1703,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1422,7 +1716,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *PluginEvent) GetTime() *timestamppb.Timestamp {
@@ -1478,7 +1772,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1490,7 +1784,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1503,7 +1797,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ListEventsRequest) GetName() string {
@@ -1529,7 +1823,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1541,7 +1835,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1554,7 +1848,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListEventsResponse) GetEvents() []*PluginEvent {
@@ -1583,7 +1877,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1595,7 +1889,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1608,7 +1902,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HistoryRecord) GetTime() *timestamppb.Timestamp {
@@ -1683,7 +1977,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1695,7 +1989,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1708,7 +2002,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *GetHistoryRequest) GetName() string {
@@ -1727,7 +2021,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1739,7 +2033,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1752,7 +2046,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetHistoryResponse) GetRecords() []*HistoryRecord {
@@ -1837,20 +2131,39 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x13ListVersionsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"U\n" +
 	"\x14ListVersionsResponse\x12=\n" +
-	"\bversions\x18\x01 \x03(\v2!.plughost.operator.v1.VersionInfoR\bversions\"W\n" +
+	"\bversions\x18\x01 \x03(\v2!.plughost.operator.v1.VersionInfoR\bversions\"o\n" +
 	"\x11PinVersionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
-	"\x05actor\x18\x03 \x01(\tR\x05actor\"Y\n" +
-	"\x12PinVersionResponse\x12)\n" +
-	"\x10previous_version\x18\x01 \x01(\tR\x0fpreviousVersion\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\"?\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06detach\x18\x04 \x01(\bR\x06detach\"T\n" +
+	"\x12PinVersionResponse\x12>\n" +
+	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\"W\n" +
 	"\x13UnpinVersionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05actor\x18\x02 \x01(\tR\x05actor\"[\n" +
-	"\x14UnpinVersionResponse\x12)\n" +
-	"\x10previous_version\x18\x01 \x01(\tR\x0fpreviousVersion\x12\x18\n" +
-	"\aversion\x18\x02 \x01(\tR\aversion\"@\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06detach\x18\x03 \x01(\bR\x06detach\"V\n" +
+	"\x14UnpinVersionResponse\x12>\n" +
+	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\"Y\n" +
+	"\x15RollbackPluginRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
+	"\x06detach\x18\x03 \x01(\bR\x06detach\"X\n" +
+	"\x16RollbackPluginResponse\x12>\n" +
+	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\"\xac\x02\n" +
+	"\fSwapProgress\x125\n" +
+	"\x05phase\x18\x01 \x01(\x0e2\x1f.plughost.operator.v1.SwapPhaseR\x05phase\x12\x12\n" +
+	"\x04node\x18\x02 \x01(\tR\x04node\x12!\n" +
+	"\ffrom_version\x18\x03 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x04 \x01(\tR\ttoVersion\x12\x18\n" +
+	"\amessage\x18\x05 \x01(\tR\amessage\x12 \n" +
+	"\ftime_left_ms\x18\x06 \x01(\x03R\n" +
+	"timeLeftMs\x12\x1b\n" +
+	"\tin_flight\x18\a \x01(\x03R\binFlight\x12\x17\n" +
+	"\acut_off\x18\b \x01(\x03R\x06cutOff\x12\x1d\n" +
+	"\n" +
+	"elapsed_ms\x18\t \x01(\x03R\telapsedMs\"@\n" +
 	"\x14RestartPluginRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\"\x17\n" +
@@ -1891,16 +2204,26 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x17INSTANCE_STATE_DRAINING\x10\x04\x12\x1a\n" +
 	"\x16INSTANCE_STATE_BACKOFF\x10\x05\x12\x19\n" +
 	"\x15INSTANCE_STATE_FAILED\x10\x06\x12\x1a\n" +
-	"\x16INSTANCE_STATE_STOPPED\x10\a2\x87\b\n" +
+	"\x16INSTANCE_STATE_STOPPED\x10\a*\xd9\x01\n" +
+	"\tSwapPhase\x12\x1a\n" +
+	"\x16SWAP_PHASE_UNSPECIFIED\x10\x00\x12\x17\n" +
+	"\x13SWAP_PHASE_RECORDED\x10\x01\x12\x17\n" +
+	"\x13SWAP_PHASE_STARTING\x10\x02\x12\x1c\n" +
+	"\x18SWAP_PHASE_HEALTH_GATING\x10\x03\x12\x18\n" +
+	"\x14SWAP_PHASE_SWITCHING\x10\x04\x12\x17\n" +
+	"\x13SWAP_PHASE_DRAINING\x10\x05\x12\x13\n" +
+	"\x0fSWAP_PHASE_DONE\x10\x06\x12\x18\n" +
+	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xfa\b\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
 	"\vListPlugins\x12(.plughost.operator.v1.ListPluginsRequest\x1a).plughost.operator.v1.ListPluginsResponse\x12n\n" +
 	"\x0fGetPluginStatus\x12,.plughost.operator.v1.GetPluginStatusRequest\x1a-.plughost.operator.v1.GetPluginStatusResponse\x12e\n" +
-	"\fListVersions\x12).plughost.operator.v1.ListVersionsRequest\x1a*.plughost.operator.v1.ListVersionsResponse\x12_\n" +
+	"\fListVersions\x12).plughost.operator.v1.ListVersionsRequest\x1a*.plughost.operator.v1.ListVersionsResponse\x12a\n" +
 	"\n" +
-	"PinVersion\x12'.plughost.operator.v1.PinVersionRequest\x1a(.plughost.operator.v1.PinVersionResponse\x12e\n" +
-	"\fUnpinVersion\x12).plughost.operator.v1.UnpinVersionRequest\x1a*.plughost.operator.v1.UnpinVersionResponse\x12h\n" +
+	"PinVersion\x12'.plughost.operator.v1.PinVersionRequest\x1a(.plughost.operator.v1.PinVersionResponse0\x01\x12g\n" +
+	"\fUnpinVersion\x12).plughost.operator.v1.UnpinVersionRequest\x1a*.plughost.operator.v1.UnpinVersionResponse0\x01\x12m\n" +
+	"\x0eRollbackPlugin\x12+.plughost.operator.v1.RollbackPluginRequest\x1a,.plughost.operator.v1.RollbackPluginResponse0\x01\x12h\n" +
 	"\rRestartPlugin\x12*.plughost.operator.v1.RestartPluginRequest\x1a+.plughost.operator.v1.RestartPluginResponse\x12_\n" +
 	"\n" +
 	"ListEvents\x12'.plughost.operator.v1.ListEventsRequest\x1a(.plughost.operator.v1.ListEventsResponse\x12_\n" +
@@ -1919,79 +2242,89 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 	return file_plughost_operator_v1_operator_proto_rawDescData
 }
 
-var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),              // 0: plughost.operator.v1.InstanceState
-	(*GetAgentInfoRequest)(nil),     // 1: plughost.operator.v1.GetAgentInfoRequest
-	(*GetAgentInfoResponse)(nil),    // 2: plughost.operator.v1.GetAgentInfoResponse
-	(*AddBundleRequest)(nil),        // 3: plughost.operator.v1.AddBundleRequest
-	(*AddBundleResponse)(nil),       // 4: plughost.operator.v1.AddBundleResponse
-	(*PluginSummary)(nil),           // 5: plughost.operator.v1.PluginSummary
-	(*ListPluginsRequest)(nil),      // 6: plughost.operator.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),     // 7: plughost.operator.v1.ListPluginsResponse
-	(*LimitStatus)(nil),             // 8: plughost.operator.v1.LimitStatus
-	(*ResourceUsage)(nil),           // 9: plughost.operator.v1.ResourceUsage
-	(*InstanceStatus)(nil),          // 10: plughost.operator.v1.InstanceStatus
-	(*GetPluginStatusRequest)(nil),  // 11: plughost.operator.v1.GetPluginStatusRequest
-	(*GetPluginStatusResponse)(nil), // 12: plughost.operator.v1.GetPluginStatusResponse
-	(*VersionInfo)(nil),             // 13: plughost.operator.v1.VersionInfo
-	(*ListVersionsRequest)(nil),     // 14: plughost.operator.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),    // 15: plughost.operator.v1.ListVersionsResponse
-	(*PinVersionRequest)(nil),       // 16: plughost.operator.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),      // 17: plughost.operator.v1.PinVersionResponse
-	(*UnpinVersionRequest)(nil),     // 18: plughost.operator.v1.UnpinVersionRequest
-	(*UnpinVersionResponse)(nil),    // 19: plughost.operator.v1.UnpinVersionResponse
-	(*RestartPluginRequest)(nil),    // 20: plughost.operator.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),   // 21: plughost.operator.v1.RestartPluginResponse
-	(*PluginEvent)(nil),             // 22: plughost.operator.v1.PluginEvent
-	(*ListEventsRequest)(nil),       // 23: plughost.operator.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 24: plughost.operator.v1.ListEventsResponse
-	(*HistoryRecord)(nil),           // 25: plughost.operator.v1.HistoryRecord
-	(*GetHistoryRequest)(nil),       // 26: plughost.operator.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),      // 27: plughost.operator.v1.GetHistoryResponse
-	(*timestamppb.Timestamp)(nil),   // 28: google.protobuf.Timestamp
+	(SwapPhase)(0),                  // 1: plughost.operator.v1.SwapPhase
+	(*GetAgentInfoRequest)(nil),     // 2: plughost.operator.v1.GetAgentInfoRequest
+	(*GetAgentInfoResponse)(nil),    // 3: plughost.operator.v1.GetAgentInfoResponse
+	(*AddBundleRequest)(nil),        // 4: plughost.operator.v1.AddBundleRequest
+	(*AddBundleResponse)(nil),       // 5: plughost.operator.v1.AddBundleResponse
+	(*PluginSummary)(nil),           // 6: plughost.operator.v1.PluginSummary
+	(*ListPluginsRequest)(nil),      // 7: plughost.operator.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),     // 8: plughost.operator.v1.ListPluginsResponse
+	(*LimitStatus)(nil),             // 9: plughost.operator.v1.LimitStatus
+	(*ResourceUsage)(nil),           // 10: plughost.operator.v1.ResourceUsage
+	(*InstanceStatus)(nil),          // 11: plughost.operator.v1.InstanceStatus
+	(*GetPluginStatusRequest)(nil),  // 12: plughost.operator.v1.GetPluginStatusRequest
+	(*GetPluginStatusResponse)(nil), // 13: plughost.operator.v1.GetPluginStatusResponse
+	(*VersionInfo)(nil),             // 14: plughost.operator.v1.VersionInfo
+	(*ListVersionsRequest)(nil),     // 15: plughost.operator.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),    // 16: plughost.operator.v1.ListVersionsResponse
+	(*PinVersionRequest)(nil),       // 17: plughost.operator.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),      // 18: plughost.operator.v1.PinVersionResponse
+	(*UnpinVersionRequest)(nil),     // 19: plughost.operator.v1.UnpinVersionRequest
+	(*UnpinVersionResponse)(nil),    // 20: plughost.operator.v1.UnpinVersionResponse
+	(*RollbackPluginRequest)(nil),   // 21: plughost.operator.v1.RollbackPluginRequest
+	(*RollbackPluginResponse)(nil),  // 22: plughost.operator.v1.RollbackPluginResponse
+	(*SwapProgress)(nil),            // 23: plughost.operator.v1.SwapProgress
+	(*RestartPluginRequest)(nil),    // 24: plughost.operator.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),   // 25: plughost.operator.v1.RestartPluginResponse
+	(*PluginEvent)(nil),             // 26: plughost.operator.v1.PluginEvent
+	(*ListEventsRequest)(nil),       // 27: plughost.operator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),      // 28: plughost.operator.v1.ListEventsResponse
+	(*HistoryRecord)(nil),           // 29: plughost.operator.v1.HistoryRecord
+	(*GetHistoryRequest)(nil),       // 30: plughost.operator.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),      // 31: plughost.operator.v1.GetHistoryResponse
+	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
-	5,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
+	6,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	28, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
-	8,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
-	9,  // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
-	5,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
-	10, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	28, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
-	13, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
-	28, // 10: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
-	22, // 11: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	28, // 12: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
-	25, // 13: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
-	1,  // 14: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	3,  // 15: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	6,  // 16: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	11, // 17: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	14, // 18: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	16, // 19: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	18, // 20: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	20, // 21: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	23, // 22: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	26, // 23: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	2,  // 24: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	4,  // 25: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	7,  // 26: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	12, // 27: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	15, // 28: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	17, // 29: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	19, // 30: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	21, // 31: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	24, // 32: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	27, // 33: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	24, // [24:34] is the sub-list for method output_type
-	14, // [14:24] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	32, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	9,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
+	10, // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
+	6,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
+	11, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
+	32, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	14, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
+	23, // 10: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	23, // 11: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	23, // 12: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	1,  // 13: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
+	32, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	26, // 15: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
+	32, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	29, // 17: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
+	2,  // 18: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 19: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	7,  // 20: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	12, // 21: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	15, // 22: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	17, // 23: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	19, // 24: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	21, // 25: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	24, // 26: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	27, // 27: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	30, // 28: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	3,  // 29: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 30: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	8,  // 31: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	13, // 32: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	16, // 33: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	18, // 34: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	20, // 35: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	22, // 36: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	25, // 37: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	28, // 38: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	31, // 39: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	29, // [29:40] is the sub-list for method output_type
+	18, // [18:29] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -2008,8 +2341,8 @@ func file_plughost_operator_v1_operator_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   27,
+			NumEnums:      2,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -29,6 +29,7 @@ const (
 	OperatorService_ListVersions_FullMethodName    = "/plughost.operator.v1.OperatorService/ListVersions"
 	OperatorService_PinVersion_FullMethodName      = "/plughost.operator.v1.OperatorService/PinVersion"
 	OperatorService_UnpinVersion_FullMethodName    = "/plughost.operator.v1.OperatorService/UnpinVersion"
+	OperatorService_RollbackPlugin_FullMethodName  = "/plughost.operator.v1.OperatorService/RollbackPlugin"
 	OperatorService_RestartPlugin_FullMethodName   = "/plughost.operator.v1.OperatorService/RestartPlugin"
 	OperatorService_ListEvents_FullMethodName      = "/plughost.operator.v1.OperatorService/ListEvents"
 	OperatorService_GetHistory_FullMethodName      = "/plughost.operator.v1.OperatorService/GetHistory"
@@ -51,10 +52,15 @@ type OperatorServiceClient interface {
 	GetPluginStatus(ctx context.Context, in *GetPluginStatusRequest, opts ...grpc.CallOption) (*GetPluginStatusResponse, error)
 	// ListVersions lists the registered versions of one plugin.
 	ListVersions(ctx context.Context, in *ListVersionsRequest, opts ...grpc.CallOption) (*ListVersionsResponse, error)
-	// PinVersion makes a version the plugin's desired version.
-	PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (*PinVersionResponse, error)
-	// UnpinVersion returns a plugin to its highest registered version.
-	UnpinVersion(ctx context.Context, in *UnpinVersionRequest, opts ...grpc.CallOption) (*UnpinVersionResponse, error)
+	// PinVersion makes a version the plugin's desired version and streams the
+	// swap's progress on the answering node until it is done or fell back.
+	PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PinVersionResponse], error)
+	// UnpinVersion returns a plugin to its highest registered version,
+	// streaming the swap's progress.
+	UnpinVersion(ctx context.Context, in *UnpinVersionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[UnpinVersionResponse], error)
+	// RollbackPlugin pins the last version that was healthy before the one
+	// serving now, streaming the swap's progress.
+	RollbackPlugin(ctx context.Context, in *RollbackPluginRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RollbackPluginResponse], error)
 	// RestartPlugin restarts a plugin's instance, clearing a failed state.
 	RestartPlugin(ctx context.Context, in *RestartPluginRequest, opts ...grpc.CallOption) (*RestartPluginResponse, error)
 	// ListEvents lists a plugin's state transitions with their reasons.
@@ -124,25 +130,62 @@ func (c *operatorServiceClient) ListVersions(ctx context.Context, in *ListVersio
 	return out, nil
 }
 
-func (c *operatorServiceClient) PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (*PinVersionResponse, error) {
+func (c *operatorServiceClient) PinVersion(ctx context.Context, in *PinVersionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PinVersionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(PinVersionResponse)
-	err := c.cc.Invoke(ctx, OperatorService_PinVersion_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &OperatorService_ServiceDesc.Streams[1], OperatorService_PinVersion_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[PinVersionRequest, PinVersionResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
 
-func (c *operatorServiceClient) UnpinVersion(ctx context.Context, in *UnpinVersionRequest, opts ...grpc.CallOption) (*UnpinVersionResponse, error) {
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_PinVersionClient = grpc.ServerStreamingClient[PinVersionResponse]
+
+func (c *operatorServiceClient) UnpinVersion(ctx context.Context, in *UnpinVersionRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[UnpinVersionResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(UnpinVersionResponse)
-	err := c.cc.Invoke(ctx, OperatorService_UnpinVersion_FullMethodName, in, out, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &OperatorService_ServiceDesc.Streams[2], OperatorService_UnpinVersion_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
-	return out, nil
+	x := &grpc.GenericClientStream[UnpinVersionRequest, UnpinVersionResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_UnpinVersionClient = grpc.ServerStreamingClient[UnpinVersionResponse]
+
+func (c *operatorServiceClient) RollbackPlugin(ctx context.Context, in *RollbackPluginRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[RollbackPluginResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &OperatorService_ServiceDesc.Streams[3], OperatorService_RollbackPlugin_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[RollbackPluginRequest, RollbackPluginResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_RollbackPluginClient = grpc.ServerStreamingClient[RollbackPluginResponse]
 
 func (c *operatorServiceClient) RestartPlugin(ctx context.Context, in *RestartPluginRequest, opts ...grpc.CallOption) (*RestartPluginResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -191,10 +234,15 @@ type OperatorServiceServer interface {
 	GetPluginStatus(context.Context, *GetPluginStatusRequest) (*GetPluginStatusResponse, error)
 	// ListVersions lists the registered versions of one plugin.
 	ListVersions(context.Context, *ListVersionsRequest) (*ListVersionsResponse, error)
-	// PinVersion makes a version the plugin's desired version.
-	PinVersion(context.Context, *PinVersionRequest) (*PinVersionResponse, error)
-	// UnpinVersion returns a plugin to its highest registered version.
-	UnpinVersion(context.Context, *UnpinVersionRequest) (*UnpinVersionResponse, error)
+	// PinVersion makes a version the plugin's desired version and streams the
+	// swap's progress on the answering node until it is done or fell back.
+	PinVersion(*PinVersionRequest, grpc.ServerStreamingServer[PinVersionResponse]) error
+	// UnpinVersion returns a plugin to its highest registered version,
+	// streaming the swap's progress.
+	UnpinVersion(*UnpinVersionRequest, grpc.ServerStreamingServer[UnpinVersionResponse]) error
+	// RollbackPlugin pins the last version that was healthy before the one
+	// serving now, streaming the swap's progress.
+	RollbackPlugin(*RollbackPluginRequest, grpc.ServerStreamingServer[RollbackPluginResponse]) error
 	// RestartPlugin restarts a plugin's instance, clearing a failed state.
 	RestartPlugin(context.Context, *RestartPluginRequest) (*RestartPluginResponse, error)
 	// ListEvents lists a plugin's state transitions with their reasons.
@@ -226,11 +274,14 @@ func (UnimplementedOperatorServiceServer) GetPluginStatus(context.Context, *GetP
 func (UnimplementedOperatorServiceServer) ListVersions(context.Context, *ListVersionsRequest) (*ListVersionsResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListVersions not implemented")
 }
-func (UnimplementedOperatorServiceServer) PinVersion(context.Context, *PinVersionRequest) (*PinVersionResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method PinVersion not implemented")
+func (UnimplementedOperatorServiceServer) PinVersion(*PinVersionRequest, grpc.ServerStreamingServer[PinVersionResponse]) error {
+	return status.Error(codes.Unimplemented, "method PinVersion not implemented")
 }
-func (UnimplementedOperatorServiceServer) UnpinVersion(context.Context, *UnpinVersionRequest) (*UnpinVersionResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method UnpinVersion not implemented")
+func (UnimplementedOperatorServiceServer) UnpinVersion(*UnpinVersionRequest, grpc.ServerStreamingServer[UnpinVersionResponse]) error {
+	return status.Error(codes.Unimplemented, "method UnpinVersion not implemented")
+}
+func (UnimplementedOperatorServiceServer) RollbackPlugin(*RollbackPluginRequest, grpc.ServerStreamingServer[RollbackPluginResponse]) error {
+	return status.Error(codes.Unimplemented, "method RollbackPlugin not implemented")
 }
 func (UnimplementedOperatorServiceServer) RestartPlugin(context.Context, *RestartPluginRequest) (*RestartPluginResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RestartPlugin not implemented")
@@ -341,41 +392,38 @@ func _OperatorService_ListVersions_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
-func _OperatorService_PinVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(PinVersionRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+func _OperatorService_PinVersion_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PinVersionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(OperatorServiceServer).PinVersion(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: OperatorService_PinVersion_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(OperatorServiceServer).PinVersion(ctx, req.(*PinVersionRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(OperatorServiceServer).PinVersion(m, &grpc.GenericServerStream[PinVersionRequest, PinVersionResponse]{ServerStream: stream})
 }
 
-func _OperatorService_UnpinVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(UnpinVersionRequest)
-	if err := dec(in); err != nil {
-		return nil, err
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_PinVersionServer = grpc.ServerStreamingServer[PinVersionResponse]
+
+func _OperatorService_UnpinVersion_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(UnpinVersionRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
 	}
-	if interceptor == nil {
-		return srv.(OperatorServiceServer).UnpinVersion(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: OperatorService_UnpinVersion_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(OperatorServiceServer).UnpinVersion(ctx, req.(*UnpinVersionRequest))
-	}
-	return interceptor(ctx, in, info, handler)
+	return srv.(OperatorServiceServer).UnpinVersion(m, &grpc.GenericServerStream[UnpinVersionRequest, UnpinVersionResponse]{ServerStream: stream})
 }
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_UnpinVersionServer = grpc.ServerStreamingServer[UnpinVersionResponse]
+
+func _OperatorService_RollbackPlugin_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(RollbackPluginRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(OperatorServiceServer).RollbackPlugin(m, &grpc.GenericServerStream[RollbackPluginRequest, RollbackPluginResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type OperatorService_RollbackPluginServer = grpc.ServerStreamingServer[RollbackPluginResponse]
 
 func _OperatorService_RestartPlugin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(RestartPluginRequest)
@@ -455,14 +503,6 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _OperatorService_ListVersions_Handler,
 		},
 		{
-			MethodName: "PinVersion",
-			Handler:    _OperatorService_PinVersion_Handler,
-		},
-		{
-			MethodName: "UnpinVersion",
-			Handler:    _OperatorService_UnpinVersion_Handler,
-		},
-		{
 			MethodName: "RestartPlugin",
 			Handler:    _OperatorService_RestartPlugin_Handler,
 		},
@@ -480,6 +520,21 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "AddBundle",
 			Handler:       _OperatorService_AddBundle_Handler,
 			ClientStreams: true,
+		},
+		{
+			StreamName:    "PinVersion",
+			Handler:       _OperatorService_PinVersion_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "UnpinVersion",
+			Handler:       _OperatorService_UnpinVersion_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "RollbackPlugin",
+			Handler:       _OperatorService_RollbackPlugin_Handler,
+			ServerStreams: true,
 		},
 	},
 	Metadata: "plughost/operator/v1/operator.proto",
