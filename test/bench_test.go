@@ -28,13 +28,13 @@ func BenchmarkCall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	inst, err := launch.Start(context.Background(), launch.Spec{
+	inst, stop, err := launch.StartStandalone(context.Background(), launch.Spec{
 		Executable: unpacked.Executable, SHA256: unpacked.Manifest.SHA256, Dir: unpacked.Dir,
 	})
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(inst.Kill)
+	b.Cleanup(stop)
 
 	req := &echov1.EchoRequest{Message: "0123456789abcdef"}
 	paths := map[string]echov1.EchoServiceClient{

@@ -199,12 +199,15 @@ func TestOverlapUpgradeUnderLoad(t *testing.T) {
 	swg.Wait()
 	ok, failed, versions := unary.Stop()
 
-	var cut int64
+	var cut, serving int64
 	for _, s := range steps {
 		cut = max(cut, s.GetCutOff())
+		if s.GetPhase() == operatorv1.SwapPhase_SWAP_PHASE_SWITCHING {
+			serving = s.GetElapsedMs()
+		}
 	}
-	t.Logf("swap time %s (min_healthy_time %s); unary ok %d failed %d by version %v; streams finished %d, cut %d (reported %d)",
-		swapTime.Round(time.Millisecond), minHealthy, ok, len(failed), versions, streamsOK.Load(), streamsCut.Load(), cut)
+	t.Logf("pin → new version serving %dms (min_healthy_time %s), pin → old drained %s; unary ok %d failed %d by version %v; streams finished %d, cut %d (reported %d)",
+		serving, minHealthy, swapTime.Round(time.Millisecond), ok, len(failed), versions, streamsOK.Load(), streamsCut.Load(), cut)
 	if len(failed) > 0 {
 		t.Fatalf("%d unary calls failed during an overlap upgrade, first: %v", len(failed), failed[0])
 	}

@@ -83,11 +83,11 @@ func benchCall(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	inst, err := launch.Start(ctx, launch.Spec{Executable: path, SHA256: digest, Dir: filepath.Dir(path), Logger: nil})
+	inst, stop, err := launch.StartStandalone(ctx, launch.Spec{Executable: path, SHA256: digest, Dir: filepath.Dir(path)})
 	if err != nil {
 		return fmt.Errorf("bench call: starting echo for the direct path: %w", err)
 	}
-	defer inst.Kill()
+	defer stop()
 
 	req := &echov1.EchoRequest{Message: strings.Repeat("x", *size)}
 	direct := echov1.NewEchoServiceClient(inst.Conn)
@@ -102,6 +102,11 @@ func benchCall(ctx context.Context, env *cliEnv, args []string) error {
 		r, err := loadgen.Run(ctx, lc, func(ctx context.Context, _ int) error { _, err := routed.Echo(ctx, req); return err })
 		if err != nil {
 			return err
+		}
+		for path, res := range map[string]loadgen.Result{"direct": d, "routed": r} {
+			if res.Errors > 0 {
+				return fmt.Errorf("bench call: %d of the %s calls at %d clients failed, first: %s", res.Errors, path, n, res.FirstError)
+			}
 		}
 		results = append(results, callComparison{
 			Clients: n, Direct: d, Routed: r,

@@ -175,6 +175,7 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	pinAt := time.Now()
 	outcome, swapMsg := "done", ""
+	var servingAfter time.Duration // pin → the new version takes calls
 	stream, err := operatorv1.NewOperatorServiceClient(conn).PinVersion(ctx, &operatorv1.PinVersionRequest{Name: *pluginName, Version: *to})
 	if err != nil {
 		return err
@@ -189,8 +190,14 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 			break
 		}
 		swapMsg = m.GetProgress().GetMessage()
+		if m.GetProgress().GetPhase() == operatorv1.SwapPhase_SWAP_PHASE_SWITCHING {
+			servingAfter = time.Since(pinAt)
+		}
 	}
 	doneAt := time.Now()
+	if servingAfter == 0 && outcome == "done" {
+		servingAfter = doneAt.Sub(pinAt)
+	}
 	select {
 	case <-time.After(*after):
 	case <-ctx.Done():
@@ -212,7 +219,7 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	all := summarize(calls)
 	res := map[string]any{
 		"plugin": *pluginName, "to": *to, "outcome": outcome, "message": swapMsg, "rate": *rate,
-		"swap_time_ns": doneAt.Sub(pinAt), "calls": all.Calls, "failed": all.Failed,
+		"swap_time_ns": servingAfter, "swap_with_drain_ns": doneAt.Sub(pinAt), "calls": all.Calls, "failed": all.Failed,
 		"steady": summarize(steady), "during_swap": summarize(during), "after": summarize(later),
 	}
 	firstErr := ""
@@ -228,7 +235,8 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	s, d := summarize(steady), summarize(during)
 	w := env.stdout
-	fmt.Fprintf(w, "upgrade %s to %s under %d calls/s: %s in %s\n", *pluginName, *to, *rate, outcome, doneAt.Sub(pinAt).Round(time.Millisecond))
+	fmt.Fprintf(w, "upgrade %s to %s under %d calls/s: %s; new version serving %s after the pin, old one drained after %s\n",
+		*pluginName, *to, *rate, outcome, servingAfter.Round(time.Millisecond), doneAt.Sub(pinAt).Round(time.Millisecond))
 	if swapMsg != "" {
 		fmt.Fprintf(w, "  %s\n", swapMsg)
 	}

@@ -251,6 +251,16 @@ func (i *Instance) ServeStore(srv storev1.StoreServiceServer) uint32 {
 	return id
 }
 
+// Setup serves srv as the plugin's store over the broker and configures the
+// plugin with it: what the agent does before routing to an instance.
+func (i *Instance) Setup(ctx context.Context, srv storev1.StoreServiceServer, req *pluginv1.ConfigureRequest) error {
+	req.StoreBrokerId = i.ServeStore(srv)
+	if len(req.GetConfigJson()) == 0 {
+		req.ConfigJson = []byte("{}")
+	}
+	return i.Configure(ctx, req)
+}
+
 // Configure hands the plugin its configuration.
 func (i *Instance) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
 	if _, err := i.Lifecycle.Configure(ctx, req); err != nil {

@@ -51,9 +51,7 @@ func Run(ctx context.Context, cfg Config, op Op) (Result, error) {
 		return Result{}, errors.New("loadgen: give a total or a duration")
 	}
 	if cfg.Warmup > 0 {
-		wctx, cancel := context.WithTimeout(ctx, cfg.Warmup)
-		_, _ = drive(wctx, Config{Clients: cfg.Clients, Duration: cfg.Warmup}, op)
-		cancel()
+		_, _ = drive(ctx, Config{Clients: cfg.Clients, Duration: cfg.Warmup}, op)
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
 		}
@@ -70,28 +68,29 @@ func drive(ctx context.Context, cfg Config, op Op) (Result, error) {
 	)
 	remaining.Store(int64(cfg.Total))
 	lat := make([][]time.Duration, cfg.Clients)
-	runCtx := ctx
-	if cfg.Total <= 0 {
-		var cancel context.CancelFunc
-		runCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
-		defer cancel()
-	}
 	start := time.Now()
+	// A timed run stops starting operations at end; those in flight finish
+	// normally, so the end of the run is never counted as a failure.
+	end := start.Add(cfg.Duration)
 	for c := 0; c < cfg.Clients; c++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			mine := make([]time.Duration, 0, 1024)
-			for runCtx.Err() == nil {
-				if cfg.Total > 0 && remaining.Add(-1) < 0 {
+			for ctx.Err() == nil {
+				if cfg.Total > 0 {
+					if remaining.Add(-1) < 0 {
+						break
+					}
+				} else if !time.Now().Before(end) {
 					break
 				}
 				t0 := time.Now()
-				err := op(runCtx, c)
+				err := op(ctx, c)
 				d := time.Since(t0)
 				if err != nil {
-					if runCtx.Err() != nil && cfg.Total <= 0 {
-						break // cut off by the end of the run, not a failure
+					if ctx.Err() != nil {
+						break
 					}
 					if errs.Add(1) == 1 {
 						firstErr.Store(err.Error())

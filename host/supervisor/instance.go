@@ -145,15 +145,10 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 	}
 
 	srv := store.Bind(store.NewServer(s.cfg.Store), store.Binding{Namespace: e.Name, Rate: s.cfg.StoreRate, Burst: s.cfg.StoreBurst})
-	brokerID := inst.ServeStore(srv)
 	cctx, cancel := context.WithTimeout(ctx, m.Health.HealthyDeadline.Duration)
 	defer cancel()
-	cfg := []byte(m.Config)
-	if len(cfg) == 0 {
-		cfg = []byte("{}")
-	}
-	if err := inst.Configure(cctx, &pluginv1.ConfigureRequest{
-		ConfigJson: cfg, Node: s.cfg.Node, StoreBrokerId: brokerID, Namespace: e.Name, InstanceId: id,
+	if err := inst.Setup(cctx, srv, &pluginv1.ConfigureRequest{
+		ConfigJson: m.Config, Node: s.cfg.Node, Namespace: e.Name, InstanceId: id,
 	}); err != nil {
 		return fail(err)
 	}
