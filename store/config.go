@@ -1,0 +1,177 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Defaults applied by DefaultConfig and, for zero fields, by Open.
+const (
+	DefaultMaxValueBytes = 512 << 10
+	DefaultWatchHistory  = 10_000
+	DefaultRaftAddr      = "127.0.0.1:7401"
+
+	// maxMaxValueBytes keeps a value well inside a gRPC message.
+	maxMaxValueBytes = 16 << 20
+)
+
+// Config configures a Store.
+type Config struct {
+	NodeID        string // raft server ID
+	Dir           string // data dir: raft.db, snapshots/; unused when InMemory
+	InMemory      bool
+	RaftAddr      string // TCP bind+advertise address for raft; unused when InMemory
+	Bootstrap     bool   // bootstrap a single-voter cluster if no state exists
+	MaxValueBytes int    // default 512 KiB
+	DefaultQuota  Quota
+	Quotas        map[string]Quota // per namespace
+	WatchHistory  int              // revisions kept for watch resumption
+	Logger        hclog.Logger
+
+	// timing overrides the default timeouts; tests shorten them.
+	timing *timing
+	// clock is the wall clock TTLs are decided by; tests fake it.
+	clock func() time.Time
+}
+
+// Quota bounds one namespace. Zero fields are unlimited. Bytes count the
+// keys and values the namespace holds.
+type Quota struct {
+	MaxBytes int64
+	MaxKeys  int64
+}
+
+// timing is the set of timeouts the store tunes: raft's, and how often the
+// leader looks for expired keys.
+type timing struct {
+	Heartbeat   time.Duration
+	Election    time.Duration
+	LeaderLease time.Duration
+	Commit      time.Duration
+	ExpiryScan  time.Duration
+}
+
+// DefaultConfig returns a configuration with every default filled in. The
+// caller still names the node, the data directory and Bootstrap.
+func DefaultConfig() Config {
+	return Config{
+		RaftAddr:      DefaultRaftAddr,
+		MaxValueBytes: DefaultMaxValueBytes,
+		WatchHistory:  DefaultWatchHistory,
+		Logger:        hclog.NewNullLogger(),
+	}
+}
+
+// Validate checks the configuration. Zero numeric fields mean their default.
+func (c *Config) Validate() error {
+	var errs []error
+	if !c.InMemory {
+		if c.NodeID == "" {
+			errs = append(errs, errors.New("NodeID is required"))
+		}
+		if c.Dir == "" {
+			errs = append(errs, errors.New("Dir is required unless InMemory"))
+		}
+		if c.RaftAddr == "" {
+			errs = append(errs, errors.New("RaftAddr is required unless InMemory"))
+		}
+	}
+	if c.MaxValueBytes < 0 || c.MaxValueBytes > maxMaxValueBytes {
+		errs = append(errs, fmt.Errorf("MaxValueBytes %d is outside 0 (default %d) to %d", c.MaxValueBytes, DefaultMaxValueBytes, maxMaxValueBytes))
+	}
+	if c.WatchHistory < 0 {
+		errs = append(errs, fmt.Errorf("WatchHistory %d is negative", c.WatchHistory))
+	}
+	if err := c.DefaultQuota.validate(); err != nil {
+		errs = append(errs, fmt.Errorf("DefaultQuota: %w", err))
+	}
+	names := make([]string, 0, len(c.Quotas))
+	for ns := range c.Quotas {
+		names = append(names, ns)
+	}
+	sort.Strings(names)
+	for _, ns := range names {
+		if err := validNamespace(ns); err != nil {
+			errs = append(errs, fmt.Errorf("Quotas: %w", err))
+		}
+		q := c.Quotas[ns]
+		if err := q.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("Quotas[%q]: %w", ns, err))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("store: config: %w", err)
+	}
+	return nil
+}
+
+func (q Quota) validate() error {
+	if q.MaxBytes < 0 || q.MaxKeys < 0 {
+		return fmt.Errorf("negative limit (MaxBytes %d, MaxKeys %d); 0 means unlimited", q.MaxBytes, q.MaxKeys)
+	}
+	return nil
+}
+
+// withDefaults fills the zero fields of a validated configuration.
+func (c Config) withDefaults() Config {
+	if c.MaxValueBytes == 0 {
+		c.MaxValueBytes = DefaultMaxValueBytes
+	}
+	if c.WatchHistory == 0 {
+		c.WatchHistory = DefaultWatchHistory
+	}
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	if c.InMemory && c.NodeID == "" {
+		c.NodeID = "memory"
+	}
+	if c.clock == nil {
+		c.clock = time.Now
+	}
+	quotas := make(map[string]Quota, len(c.Quotas)) // the caller keeps its map
+	for ns, q := range c.Quotas {
+		quotas[ns] = q
+	}
+	c.Quotas = quotas
+	if c.timing == nil {
+		if c.InMemory {
+			c.timing = &fastTiming
+		} else {
+			c.timing = &defaultTiming
+		}
+	}
+	return c
+}
+
+// quotaFor is the quota of namespace ns.
+func (c *Config) quotaFor(ns string) Quota {
+	if q, ok := c.Quotas[ns]; ok {
+		return q
+	}
+	return c.DefaultQuota
+}
+
+var (
+	// defaultTiming suits a LAN cluster.
+	defaultTiming = timing{
+		Heartbeat:   1000 * time.Millisecond,
+		Election:    1000 * time.Millisecond,
+		LeaderLease: 500 * time.Millisecond,
+		Commit:      50 * time.Millisecond,
+		ExpiryScan:  100 * time.Millisecond,
+	}
+	// fastTiming suits in-memory stores and tests, where there is no
+	// network to wait for.
+	fastTiming = timing{
+		Heartbeat:   50 * time.Millisecond,
+		Election:    50 * time.Millisecond,
+		LeaderLease: 50 * time.Millisecond,
+		Commit:      5 * time.Millisecond,
+		ExpiryScan:  20 * time.Millisecond,
+	}
+)

@@ -1,0 +1,118 @@
+package store
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+)
+
+// writeMix writes a little of everything and returns the namespace's keys
+// as acknowledged.
+func writeMix(t *testing.T, s *Store, ns string, n int) {
+	t.Helper()
+	for i := range n {
+		put(t, s, ns, "key/"+itoa(int64(i)), "value "+itoa(int64(i)))
+	}
+	put(t, s, ns, "key/0", "overwritten")
+	if _, err := s.Delete(ctxT(t), &storev1.DeleteRequest{Namespace: ns, Key: []byte("key/1")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: ns, Key: []byte("ttl"), Value: []byte("v"), TtlMs: int64(time.Hour / time.Millisecond)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: ns, Success: []*storev1.TxnOp{putTxnOp("txn/a", "1", 0), putTxnOp("txn/b", "2", 0)}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDurableReopen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := diskConfig(dir)
+	s := openDisk(t, cfg)
+	writeMix(t, s, "app", 50)
+	writeMix(t, s, SystemNamespace, 5)
+	wantApp, wantSys := listAll(t, s, "app"), listAll(t, s, SystemNamespace)
+	lastRev := s.Revision()
+	if err := s.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil {
+		t.Fatalf("no raft log on disk: %v", err)
+	}
+
+	s = openDisk(t, cfg) // a new port: the node's address is updated
+	defer s.Close()
+	if got := listAll(t, s, "app"); !equalKVs(got, wantApp) {
+		t.Fatalf("after reopen:\n got %v\nwant %v", got, wantApp)
+	}
+	if got := listAll(t, s, SystemNamespace); !equalKVs(got, wantSys) {
+		t.Fatalf("_sys after reopen:\n got %v\nwant %v", got, wantSys)
+	}
+	if s.Revision() < lastRev {
+		t.Fatalf("revision went back from %d to %d", lastRev, s.Revision())
+	}
+	if p := put(t, s, "app", "after", "v"); p.GetRevision() <= lastRev {
+		t.Fatalf("new write at revision %d, not after %d", p.GetRevision(), lastRev)
+	}
+	// The log replay rebuilt the watch history.
+	w := startWatch(t, s, &storev1.WatchRequest{Namespace: "app", StartRevision: 1})
+	eventually(t, 5*time.Second, "replayed history", func() bool { return len(w.responses()) >= 55 })
+	checkOrdered(t, w.responses())
+
+	eventually(t, 5*time.Second, "raft address to follow the new port", func() bool {
+		fut := s.node.raft.GetConfiguration()
+		if fut.Error() != nil {
+			return false
+		}
+		srv := fut.Configuration().Servers
+		return len(srv) == 1 && srv[0].Address == s.node.addr
+	})
+}
+
+func TestSnapshotThenReopen(t *testing.T) {
+	dir := t.TempDir()
+	cfg := diskConfig(dir)
+	s := openDisk(t, cfg)
+	writeMix(t, s, "app", 30)
+	if err := s.node.raft.Snapshot().Error(); err != nil {
+		t.Fatalf("snapshot: %v", err)
+	}
+	snapRev := s.Revision()
+	writeMix(t, s, "app-2", 10) // in the log after the snapshot
+	put(t, s, "app", "key/2", "after the snapshot")
+	wantApp, wantApp2 := listAll(t, s, "app"), listAll(t, s, "app-2")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	snaps, err := raft.NewFileSnapshotStore(dir, 1, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if list, err := snaps.List(); err != nil || len(list) == 0 {
+		t.Fatalf("no snapshot on disk: %v %v", list, err)
+	}
+
+	s = openDisk(t, cfg)
+	defer s.Close()
+	if got := listAll(t, s, "app"); !equalKVs(got, wantApp) {
+		t.Fatalf("app after snapshot+reopen:\n got %v\nwant %v", got, wantApp)
+	}
+	if got := listAll(t, s, "app-2"); !equalKVs(got, wantApp2) {
+		t.Fatalf("app-2 after snapshot+reopen:\n got %v\nwant %v", got, wantApp2)
+	}
+	// TTLs survive the snapshot, and quotas' usage is rebuilt from it.
+	if kv := get(t, s, "app", "ttl"); kv.GetExpiresAtUnixMs() == 0 {
+		t.Errorf("TTL lost in the snapshot: %v", kv)
+	}
+	if u := s.fsm.Usage("app"); u.Keys != int64(len(wantApp)) {
+		t.Errorf("usage after restore %+v, want %d keys", u, len(wantApp))
+	}
+	// History before the snapshot is gone, and says so.
+	err = s.Watch(ctxT(t), &storev1.WatchRequest{Namespace: "app", StartRevision: snapRev - 1}, func(*storev1.WatchResponse) error { return nil })
+	wantErr(t, err, ErrCompacted)
+}

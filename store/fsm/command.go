@@ -1,0 +1,223 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+)
+
+// Op is the kind of a command.
+type Op uint8
+
+// The commands the state machine applies. Their numbers are part of the
+// durable log format: never renumber them.
+const (
+	// OpNoop changes nothing. A new leader applies one to learn that its
+	// state machine has caught up with its term.
+	OpNoop Op = 1
+	// OpTxn runs a transaction; Put, Delete and DeleteRange are spelled as
+	// transactions.
+	OpTxn Op = 2
+	// OpExpire removes keys whose TTL ran out, if they are unchanged.
+	OpExpire Op = 3
+	// OpRestore replaces the whole state with a verified snapshot file.
+	OpRestore Op = 4
+)
+
+// commandFormat is the first byte of every encoded command.
+const commandFormat = 1
+
+// Command is one entry of the replicated log. Everything Apply needs to be
+// deterministic travels inside it: the proposer's clock for TTLs and the
+// quota in force for the namespace.
+type Command struct {
+	Op Op
+	// NowMs is the proposing leader's wall clock (unix ms); a TTL counts
+	// from it.
+	NowMs int64
+	// Quota is the limit of the transaction's namespace when proposed.
+	Quota Quota
+	// Txn is the transaction of an OpTxn.
+	Txn *storev1.TxnRequest
+	// Expire lists the keys an OpExpire removes.
+	Expire []ExpireKey
+	// Snapshot is the snapshot file an OpRestore installs.
+	Snapshot []byte
+}
+
+// ExpireKey names a key to expire and the mod revision its TTL belongs to.
+type ExpireKey struct {
+	Namespace   string
+	Key         []byte
+	ModRevision int64
+}
+
+// Field numbers of the command encoding (protobuf wire format).
+const (
+	fieldOp          = 1
+	fieldNowMs       = 2
+	fieldMaxBytes    = 3
+	fieldMaxKeys     = 4
+	fieldTxn         = 5
+	fieldExpire      = 6
+	fieldSnapshot    = 7
+	fieldExpireNS    = 1
+	fieldExpireKey   = 2
+	fieldExpireModRv = 3
+)
+
+var errBadCommand = errors.New("malformed command")
+
+// Encode spells c for the log.
+func (c *Command) Encode() ([]byte, error) {
+	b := make([]byte, 0, 64+len(c.Snapshot))
+	b = append(b, commandFormat)
+	b = protowire.AppendTag(b, fieldOp, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(c.Op))
+	if c.NowMs != 0 {
+		b = protowire.AppendTag(b, fieldNowMs, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(c.NowMs))
+	}
+	if c.Quota.MaxBytes != 0 {
+		b = protowire.AppendTag(b, fieldMaxBytes, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(c.Quota.MaxBytes))
+	}
+	if c.Quota.MaxKeys != 0 {
+		b = protowire.AppendTag(b, fieldMaxKeys, protowire.VarintType)
+		b = protowire.AppendVarint(b, uint64(c.Quota.MaxKeys))
+	}
+	if c.Txn != nil {
+		txn, err := proto.MarshalOptions{Deterministic: true}.Marshal(c.Txn)
+		if err != nil {
+			return nil, fmt.Errorf("encode txn: %w", err)
+		}
+		b = protowire.AppendTag(b, fieldTxn, protowire.BytesType)
+		b = protowire.AppendBytes(b, txn)
+	}
+	for _, e := range c.Expire {
+		var m []byte
+		m = protowire.AppendTag(m, fieldExpireNS, protowire.BytesType)
+		m = protowire.AppendString(m, e.Namespace)
+		m = protowire.AppendTag(m, fieldExpireKey, protowire.BytesType)
+		m = protowire.AppendBytes(m, e.Key)
+		m = protowire.AppendTag(m, fieldExpireModRv, protowire.VarintType)
+		m = protowire.AppendVarint(m, uint64(e.ModRevision))
+		b = protowire.AppendTag(b, fieldExpire, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	}
+	if c.Snapshot != nil {
+		b = protowire.AppendTag(b, fieldSnapshot, protowire.BytesType)
+		b = protowire.AppendBytes(b, c.Snapshot)
+	}
+	return b, nil
+}
+
+// DecodeCommand parses a command written by Encode. Unknown fields are an
+// error: a node must not half-understand a command its peers apply fully.
+func DecodeCommand(b []byte) (*Command, error) {
+	if len(b) == 0 || b[0] != commandFormat {
+		return nil, fmt.Errorf("%w: unknown format", errBadCommand)
+	}
+	b = b[1:]
+	c := &Command{}
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("%w: %v", errBadCommand, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case typ == protowire.VarintType && (num == fieldOp || num == fieldNowMs || num == fieldMaxBytes || num == fieldMaxKeys):
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return nil, fmt.Errorf("%w: %v", errBadCommand, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case fieldOp:
+				c.Op = Op(v)
+			case fieldNowMs:
+				c.NowMs = int64(v)
+			case fieldMaxBytes:
+				c.Quota.MaxBytes = int64(v)
+			case fieldMaxKeys:
+				c.Quota.MaxKeys = int64(v)
+			}
+		case typ == protowire.BytesType && (num == fieldTxn || num == fieldExpire || num == fieldSnapshot):
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return nil, fmt.Errorf("%w: %v", errBadCommand, protowire.ParseError(n))
+			}
+			b = b[n:]
+			switch num {
+			case fieldTxn:
+				c.Txn = &storev1.TxnRequest{}
+				if err := proto.Unmarshal(v, c.Txn); err != nil {
+					return nil, fmt.Errorf("%w: txn: %v", errBadCommand, err)
+				}
+			case fieldExpire:
+				e, err := decodeExpireKey(v)
+				if err != nil {
+					return nil, err
+				}
+				c.Expire = append(c.Expire, e)
+			case fieldSnapshot:
+				c.Snapshot = v
+			}
+		default:
+			return nil, fmt.Errorf("%w: unknown field %d", errBadCommand, num)
+		}
+	}
+	switch c.Op {
+	case OpNoop, OpExpire:
+	case OpTxn:
+		if c.Txn == nil {
+			return nil, fmt.Errorf("%w: txn command without a txn", errBadCommand)
+		}
+	case OpRestore:
+		if c.Snapshot == nil {
+			return nil, fmt.Errorf("%w: restore command without a snapshot", errBadCommand)
+		}
+	default:
+		return nil, fmt.Errorf("%w: unknown op %d", errBadCommand, c.Op)
+	}
+	return c, nil
+}
+
+func decodeExpireKey(b []byte) (ExpireKey, error) {
+	var e ExpireKey
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return e, fmt.Errorf("%w: expire: %v", errBadCommand, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch {
+		case num == fieldExpireNS && typ == protowire.BytesType:
+			v, n := protowire.ConsumeString(b)
+			if n < 0 {
+				return e, fmt.Errorf("%w: expire: %v", errBadCommand, protowire.ParseError(n))
+			}
+			e.Namespace, b = v, b[n:]
+		case num == fieldExpireKey && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 {
+				return e, fmt.Errorf("%w: expire: %v", errBadCommand, protowire.ParseError(n))
+			}
+			e.Key, b = v, b[n:]
+		case num == fieldExpireModRv && typ == protowire.VarintType:
+			v, n := protowire.ConsumeVarint(b)
+			if n < 0 {
+				return e, fmt.Errorf("%w: expire: %v", errBadCommand, protowire.ParseError(n))
+			}
+			e.ModRevision, b = int64(v), b[n:]
+		default:
+			return e, fmt.Errorf("%w: expire: unknown field %d", errBadCommand, num)
+		}
+	}
+	return e, nil
+}

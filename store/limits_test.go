@@ -1,0 +1,123 @@
+package store
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+)
+
+func TestQuotaKeys(t *testing.T) {
+	s := newMemStore(t, func(c *Config) {
+		c.DefaultQuota = Quota{MaxKeys: 3}
+		c.Quotas = map[string]Quota{"free": {}}
+	})
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, s, "app", k, "v")
+	}
+	_, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("d"), Value: []byte("v")})
+	wantErr(t, err, ErrQuotaExceeded)
+	if want := `store: namespace "app" quota exceeded: 4 keys > max 3 keys (raise quota.max_keys in the agent config)`; err.Error() != want {
+		t.Errorf("quota error\n got %q\nwant %q", err, want)
+	}
+	if get(t, s, "app", "d") != nil {
+		t.Fatal("the refused key was written")
+	}
+	put(t, s, "app", "a", "overwrite is not a new key")
+	if _, err := s.Delete(ctxT(t), &storev1.DeleteRequest{Namespace: "app", Key: []byte("a")}); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, "app", "d", "room again")
+
+	// Other namespaces have their own count; an override replaces the
+	// default.
+	for _, k := range []string{"a", "b", "c", "d", "e"} {
+		put(t, s, "free", k, "v")
+	}
+	for _, k := range []string{"a", "b", "c"} {
+		put(t, s, "other", k, "v")
+	}
+}
+
+func TestQuotaBytes(t *testing.T) {
+	s := newMemStore(t, func(c *Config) { c.Quotas = map[string]Quota{"app": {MaxBytes: 100}} })
+	put(t, s, "app", "k1", strings.Repeat("x", 58)) // 60 bytes
+	_, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("k2"), Value: []byte(strings.Repeat("x", 48))})
+	wantErr(t, err, ErrQuotaExceeded)
+	if !strings.Contains(err.Error(), "110 bytes > max 100 bytes") {
+		t.Errorf("quota error does not name the bytes: %v", err)
+	}
+	put(t, s, "app", "k1", "small")                 // shrinking is fine
+	put(t, s, "app", "k2", strings.Repeat("x", 48)) // now it fits: 7 + 50
+	_, err = s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("k1"), Value: []byte(strings.Repeat("x", 60))})
+	wantErr(t, err, ErrQuotaExceeded) // growing a value counts too
+	if kv := get(t, s, "app", "k1"); string(kv.GetValue()) != "small" {
+		t.Errorf("refused overwrite changed the value to %q", kv.GetValue())
+	}
+}
+
+func TestQuotaRefusesTxnWhole(t *testing.T) {
+	s := newMemStore(t, func(c *Config) { c.DefaultQuota = Quota{MaxKeys: 3} })
+	put(t, s, "app", "a", "v")
+	put(t, s, "app", "b", "v")
+	w := startWatch(t, s, &storev1.WatchRequest{Namespace: "app", StartRevision: s.Revision() + 1})
+	before := listAll(t, s, "app")
+
+	// One delete and three puts: 2 - 1 + 3 = 4 keys > 3, refused whole.
+	_, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{
+		delTxnOp("a"), putTxnOp("c", "v", 0), putTxnOp("d", "v", 0), putTxnOp("e", "v", 0),
+	}})
+	wantErr(t, err, ErrQuotaExceeded)
+	if after := listAll(t, s, "app"); !equalKVs(before, after) {
+		t.Fatalf("a refused txn changed the namespace:\nbefore %v\nafter  %v", before, after)
+	}
+
+	// The same shape within the quota goes through, at one revision.
+	resp, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{
+		delTxnOp("a"), putTxnOp("c", "v", 0), putTxnOp("d", "v", 0),
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the txn's events", func() bool { return len(w.responses()) == 1 })
+	if r := w.responses()[0]; r.GetRevision() != resp.GetRevision() || len(r.GetEvents()) != 3 {
+		t.Errorf("watcher saw %v; the refused txn must leave no events", w.responses())
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	good := DefaultConfig()
+	good.NodeID, good.Dir = "n1", "/tmp/x"
+	if err := good.Validate(); err != nil {
+		t.Fatalf("default config with node and dir: %v", err)
+	}
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+		want   string
+	}{
+		{"no node id", func(c *Config) { c.NodeID = "" }, "NodeID"},
+		{"no dir", func(c *Config) { c.Dir = "" }, "Dir"},
+		{"no raft addr", func(c *Config) { c.RaftAddr = "" }, "RaftAddr"},
+		{"negative value size", func(c *Config) { c.MaxValueBytes = -1 }, "MaxValueBytes"},
+		{"huge value size", func(c *Config) { c.MaxValueBytes = 1 << 30 }, "MaxValueBytes"},
+		{"negative history", func(c *Config) { c.WatchHistory = -1 }, "WatchHistory"},
+		{"negative quota", func(c *Config) { c.DefaultQuota.MaxKeys = -1 }, "DefaultQuota"},
+		{"quota for bad namespace", func(c *Config) { c.Quotas = map[string]Quota{"Bad!": {}} }, "Bad!"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := good
+			tt.mutate(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Validate() = %v, want an error naming %s", err, tt.want)
+			}
+		})
+	}
+	mem := Config{InMemory: true}
+	if err := mem.Validate(); err != nil {
+		t.Errorf("zero in-memory config: %v", err)
+	}
+}

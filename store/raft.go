@@ -1,0 +1,166 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+
+	"github.com/plughost/plughost/store/fsm"
+)
+
+// Raft tuning. Batching matters most: with BatchApplyCh the leader takes up
+// to maxAppendEntries waiting proposals, writes them to the log in one
+// fsync, replicates them in one RPC, and the FSM applies them as one batch.
+const (
+	maxAppendEntries  = 512
+	snapshotThreshold = 16384
+	trailingLogs      = 10240
+	snapshotsRetained = 2
+	logCacheEntries   = 1024
+	transportPool     = 3
+	transportTimeout  = 10 * time.Second
+)
+
+// raftNode is the raft instance and everything it owns: the log, stable and
+// snapshot stores and the transport. Cluster membership changes (voters,
+// non-voters, joins) are made on node.raft.
+type raftNode struct {
+	raft   *raft.Raft
+	addr   raft.ServerAddress
+	trans  raft.Transport
+	closer []io.Closer // closed after raft shuts down, in order
+}
+
+// newRaftNode starts raft over f with the stores and transport cfg asks for,
+// bootstrapping a single-voter cluster when cfg.Bootstrap is set and there
+// is no state yet.
+func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.NodeID)
+	rc.Logger = cfg.Logger.Named("raft")
+	rc.HeartbeatTimeout = cfg.timing.Heartbeat
+	rc.ElectionTimeout = cfg.timing.Election
+	rc.LeaderLeaseTimeout = cfg.timing.LeaderLease
+	rc.CommitTimeout = cfg.timing.Commit
+	rc.MaxAppendEntries = maxAppendEntries
+	rc.BatchApplyCh = true
+	rc.SnapshotThreshold = snapshotThreshold
+	rc.TrailingLogs = trailingLogs
+	rc.NoLegacyTelemetry = true
+	if err := raft.ValidateConfig(rc); err != nil {
+		return nil, fmt.Errorf("store: raft config: %w", err)
+	}
+
+	n = &raftNode{}
+	defer func() {
+		if err != nil {
+			n.closeStores()
+		}
+	}()
+
+	var (
+		logs   raft.LogStore
+		stable raft.StableStore
+		snaps  raft.SnapshotStore
+		trans  raft.Transport
+	)
+	if cfg.InMemory {
+		mem := raft.NewInmemStore()
+		logs, stable, snaps = mem, mem, raft.NewInmemSnapshotStore()
+		addr, t := raft.NewInmemTransport("")
+		n.addr, trans = addr, t
+		n.closer = append(n.closer, t)
+	} else {
+		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: data dir: %w", err)
+		}
+		bolt, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(cfg.Dir, "raft.db")})
+		if err != nil {
+			return nil, fmt.Errorf("store: open raft log %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+		}
+		n.closer = append(n.closer, bolt)
+		cache, err := raft.NewLogCache(logCacheEntries, bolt)
+		if err != nil {
+			return nil, fmt.Errorf("store: raft log cache: %w", err)
+		}
+		logs, stable = cache, bolt
+		snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotsRetained, rc.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("store: snapshot store in %s: %w", cfg.Dir, err)
+		}
+		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, transportPool, transportTimeout, rc.Logger)
+		if err != nil {
+			return nil, fmt.Errorf("store: raft transport on %s: %w", cfg.RaftAddr, err)
+		}
+		n.addr, trans = t.LocalAddr(), t
+		n.closer = append([]io.Closer{t}, n.closer...)
+	}
+
+	if cfg.Bootstrap {
+		has, err := raft.HasExistingState(logs, stable, snaps)
+		if err != nil {
+			return nil, fmt.Errorf("store: inspect raft state: %w", err)
+		}
+		if !has {
+			conf := raft.Configuration{Servers: []raft.Server{{
+				Suffrage: raft.Voter, ID: rc.LocalID, Address: n.addr,
+			}}}
+			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf); err != nil {
+				return nil, fmt.Errorf("store: bootstrap: %w", err)
+			}
+		}
+	}
+
+	n.trans = trans
+	r, err := raft.NewRaft(rc, f, logs, stable, snaps, trans)
+	if err != nil {
+		return nil, fmt.Errorf("store: start raft: %w", err)
+	}
+	n.raft = r
+	return n, nil
+}
+
+// close stops raft, then releases the transport and the stores.
+func (n *raftNode) close() error {
+	var errs []error
+	if n.raft != nil {
+		if err := n.raft.Shutdown().Error(); err != nil {
+			errs = append(errs, fmt.Errorf("raft shutdown: %w", err))
+		}
+	}
+	errs = append(errs, n.closeStores())
+	return errors.Join(errs...)
+}
+
+func (n *raftNode) closeStores() error {
+	var errs []error
+	for _, c := range n.closer {
+		if err := c.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.closer = nil
+	return errors.Join(errs...)
+}
+
+// fixSelfAddress updates this node's address in the raft configuration when
+// it changed since the configuration was written (a restart on another
+// port). Only the leader can do it; for a single voter it is always the one.
+func (n *raftNode) fixSelfAddress(id raft.ServerID) error {
+	fut := n.raft.GetConfiguration()
+	if err := fut.Error(); err != nil {
+		return err
+	}
+	for _, s := range fut.Configuration().Servers {
+		if s.ID == id && s.Address != n.addr && s.Suffrage == raft.Voter {
+			return n.raft.AddVoter(id, n.addr, 0, 0).Error()
+		}
+	}
+	return nil
+}

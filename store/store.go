@@ -1,0 +1,192 @@
+// Package store is plughost's replicated key-value store: namespaced keys in
+// a BuntDB state machine replicated by hashicorp/raft, with transactions,
+// watches, TTLs, quotas and backups.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+
+	"github.com/plughost/plughost/store/fsm"
+)
+
+// defaultApplyTimeout bounds how long a write waits to enter raft's queue
+// when its context has no deadline.
+const defaultApplyTimeout = 10 * time.Second
+
+// Store is one node of the replicated store. Its methods are safe for
+// concurrent use. Writes and linearizable reads need this node to be the
+// raft leader; elsewhere they fail with ErrNotLeader.
+type Store struct {
+	cfg    Config
+	logger hclog.Logger
+	fsm    *fsm.FSM
+	node   *raftNode
+	verify *verifier
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	closeErr  error
+	shutdown  chan struct{}  // closed by Close
+	wg        sync.WaitGroup // goroutines owned by the Store
+}
+
+// Open starts a store node as cfg describes. With cfg.Bootstrap and no
+// existing state it forms a single-voter cluster; call WaitForLeader before
+// relying on it.
+func Open(cfg Config) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	f, err := fsm.New(fsm.Config{WatchHistory: cfg.WatchHistory, Logger: cfg.Logger.Named("fsm")})
+	if err != nil {
+		return nil, err
+	}
+	node, err := newRaftNode(cfg, f)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	s := &Store{
+		cfg:      cfg,
+		logger:   cfg.Logger,
+		fsm:      f,
+		node:     node,
+		shutdown: make(chan struct{}),
+	}
+	s.verify = newVerifier(func() error { return node.raft.VerifyLeader().Error() }, &s.wg)
+	s.wg.Add(1)
+	go s.watchLeadership()
+	return s, nil
+}
+
+// OpenMemory opens a single-node, in-memory store and returns once it is the
+// leader and ready. It is meant for tests and sdk/sdktest.
+func OpenMemory() (*Store, error) {
+	cfg := DefaultConfig()
+	cfg.InMemory = true
+	cfg.Bootstrap = true
+	return openMemory(cfg)
+}
+
+func openMemory(cfg Config) (*Store, error) {
+	s, err := Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := s.WaitForLeader(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Close stops the node: raft, the leader's background work and every watch.
+// It is safe to call more than once.
+func (s *Store) Close() error {
+	s.closeOnce.Do(func() {
+		s.closed.Store(true)
+		close(s.shutdown)
+		s.verify.stop()
+		err := s.node.close()
+		s.wg.Wait()
+		s.closeErr = errors.Join(err, s.fsm.Close())
+	})
+	return s.closeErr
+}
+
+// WaitForLeader blocks until the cluster has a leader and, when that leader
+// is this node, until it has caught up with its log and can serve
+// linearizable reads.
+func (s *Store) WaitForLeader(ctx context.Context) error {
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if s.closed.Load() {
+			return ErrClosed
+		}
+		_, id := s.node.raft.LeaderWithID()
+		if id != "" && (id != raft.ServerID(s.cfg.NodeID) || s.leaderReady()) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: waiting for a leader: %w", ctx.Err())
+		case <-tick.C:
+		}
+	}
+}
+
+// Revision is the last revision this node applied.
+func (s *Store) Revision() int64 { return s.fsm.Applied() }
+
+// leaderReady reports whether this node leads and has applied an entry of
+// its own term: only then is its commit index known to be current.
+func (s *Store) leaderReady() bool {
+	r := s.node.raft
+	return r.State() == raft.Leader && s.fsm.AppliedTerm() >= r.CurrentTerm()
+}
+
+// propose replicates cmd and returns the state machine's result. A
+// deterministic refusal (a quota) comes back as the error.
+func (s *Store) propose(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	if s.closed.Load() {
+		return nil, ErrClosed
+	}
+	data, err := cmd.Encode()
+	if err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	timeout := defaultApplyTimeout
+	if dl, ok := ctx.Deadline(); ok {
+		if timeout = time.Until(dl); timeout <= 0 {
+			return nil, ctx.Err()
+		}
+	}
+	fut := s.node.raft.Apply(data, timeout)
+	if err := fut.Error(); err != nil {
+		return nil, s.raftError(err)
+	}
+	res, ok := fut.Response().(*fsm.Result)
+	if !ok {
+		return nil, fmt.Errorf("store: unexpected apply response %T", fut.Response())
+	}
+	return res, res.Err
+}
+
+// raftError translates an error from raft into the store's terms.
+func (s *Store) raftError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
+		return s.notLeader()
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return fmt.Errorf("%w: leadership was lost while the write was in flight; it may or may not have been applied", ErrNotLeader)
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return ErrClosed
+	case errors.Is(err, raft.ErrEnqueueTimeout):
+		return fmt.Errorf("store: the write queue stayed full until the deadline: %w", context.DeadlineExceeded)
+	}
+	return fmt.Errorf("store: raft: %w", err)
+}
+
+// notLeader is ErrNotLeader naming the leader, when one is known.
+func (s *Store) notLeader() error {
+	if s.closed.Load() {
+		return ErrClosed
+	}
+	addr, id := s.node.raft.LeaderWithID()
+	if id == "" {
+		return fmt.Errorf("%w: no leader is known (an election may be under way)", ErrNotLeader)
+	}
+	return fmt.Errorf("%w: the leader is %s at %s", ErrNotLeader, id, addr)
+}
