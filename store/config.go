@@ -157,11 +157,12 @@ func (c *Config) quotaFor(ns string) Quota {
 }
 
 var (
-	// defaultTiming suits a LAN cluster.
+	// defaultTiming suits a LAN cluster: a dead leader is replaced within
+	// about two seconds.
 	defaultTiming = timing{
-		Heartbeat:   1000 * time.Millisecond,
-		Election:    1000 * time.Millisecond,
-		LeaderLease: 500 * time.Millisecond,
+		Heartbeat:   500 * time.Millisecond,
+		Election:    500 * time.Millisecond,
+		LeaderLease: 250 * time.Millisecond,
 		Commit:      50 * time.Millisecond,
 		ExpiryScan:  100 * time.Millisecond,
 	}

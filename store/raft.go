@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -31,10 +32,13 @@ const (
 // snapshot stores and the transport. Cluster membership changes (voters,
 // non-voters, joins) are made on node.raft.
 type raftNode struct {
-	raft   *raft.Raft
-	addr   raft.ServerAddress
-	trans  raft.Transport
-	closer []io.Closer // closed after raft shuts down, in order
+	raft  *raft.Raft
+	addr  raft.ServerAddress
+	trans raft.Transport
+	// hasState is whether the node has raft state: set at open, and by a
+	// bootstrap.
+	hasState atomic.Bool
+	closer   []io.Closer // closed after raft shuts down, in order
 }
 
 // newRaftNode starts raft over f with the stores and transport cfg asks for,
@@ -102,11 +106,12 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		n.closer = append([]io.Closer{t}, n.closer...)
 	}
 
+	has, err := raft.HasExistingState(logs, stable, snaps)
+	if err != nil {
+		return nil, fmt.Errorf("store: inspect raft state: %w", err)
+	}
+	n.hasState.Store(has)
 	if cfg.Bootstrap {
-		has, err := raft.HasExistingState(logs, stable, snaps)
-		if err != nil {
-			return nil, fmt.Errorf("store: inspect raft state: %w", err)
-		}
 		if !has {
 			conf := raft.Configuration{Servers: []raft.Server{{
 				Suffrage: raft.Voter, ID: rc.LocalID, Address: n.addr,
@@ -114,6 +119,7 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 			if err := raft.BootstrapCluster(rc, logs, stable, snaps, trans, conf); err != nil {
 				return nil, fmt.Errorf("store: bootstrap: %w", err)
 			}
+			n.hasState.Store(true)
 		}
 	}
 

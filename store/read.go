@@ -24,8 +24,8 @@ const (
 	pageTokenFormat = 1
 )
 
-// Get reads one key at the consistency the request asks for.
-func (s *Store) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
+// localGet reads one key at the consistency the request asks for.
+func (s *Store) localGet(ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
 	ns := req.GetNamespace()
 	if err := validNamespace(ns); err != nil {
 		return nil, err
@@ -43,8 +43,8 @@ func (s *Store) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetR
 	return &storev1.GetResponse{Kv: kv, Revision: rev}, nil
 }
 
-// List reads keys in order, by prefix or by range, one page at a time.
-func (s *Store) List(ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
+// localList reads keys in order, by prefix or by range, one page at a time.
+func (s *Store) localList(ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
 	ns := req.GetNamespace()
 	if err := validNamespace(ns); err != nil {
 		return nil, err

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -74,20 +75,88 @@ func (srv *Server) Watch(req *storev1.WatchRequest, stream grpc.ServerStreamingS
 	return toStatus(srv.store.Watch(stream.Context(), req, stream.Send))
 }
 
-// Backup streams a backup in chunks.
-func (srv *Server) Backup(_ *storev1.BackupRequest, stream grpc.ServerStreamingServer[storev1.BackupResponse]) error {
+// Backup streams a backup in chunks. On a follower it streams the
+// leader's.
+func (srv *Server) Backup(req *storev1.BackupRequest, stream grpc.ServerStreamingServer[storev1.BackupResponse]) error {
+	ctx := stream.Context()
 	w := bufio.NewWriterSize(chunkWriter{stream}, backupChunkBytes)
-	if err := srv.store.Backup(stream.Context(), w); err != nil {
+	err := srv.store.Backup(ctx, w)
+	if err == nil {
+		return toStatus(w.Flush())
+	}
+	if !needsLeader(err) || forwarded(ctx) {
 		return toStatus(err)
 	}
-	return toStatus(w.Flush())
+	self, conn, err := srv.store.leaderTarget(ctx)
+	switch {
+	case err != nil:
+		return toStatus(err)
+	case self:
+		if err := srv.store.Backup(ctx, w); err != nil {
+			return toStatus(err)
+		}
+		return toStatus(w.Flush())
+	}
+	fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, srv.store.cfg.NodeID)
+	rs, err := newClient(conn).admin.Backup(fctx, req)
+	if err != nil {
+		return leaderStatus(err, conn.Target())
+	}
+	for {
+		msg, err := rs.Recv()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return leaderStatus(err, conn.Target())
+		}
+		if err := stream.Send(msg); err != nil {
+			return err
+		}
+	}
 }
 
-// Restore receives a backup in chunks and restores it.
+// Restore receives a backup in chunks and restores it. On a follower it
+// passes the chunks on to the leader.
 func (srv *Server) Restore(stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]) error {
-	resp, err := srv.store.Restore(stream.Context(), &chunkReader{stream: stream})
+	ctx := stream.Context()
+	if !forwarded(ctx) && !srv.store.IsLeader() {
+		self, conn, err := srv.store.leaderTarget(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		if !self {
+			return srv.forwardRestore(ctx, conn, stream)
+		}
+	}
+	resp, err := srv.store.Restore(ctx, &chunkReader{stream: stream})
 	if err != nil {
 		return toStatus(err)
+	}
+	return stream.SendAndClose(resp)
+}
+
+func (srv *Server) forwardRestore(ctx context.Context, conn *grpc.ClientConn, stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]) error {
+	fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, srv.store.cfg.NodeID)
+	cs, err := newClient(conn).admin.Restore(fctx)
+	if err != nil {
+		return leaderStatus(err, conn.Target())
+	}
+	for {
+		msg, err := stream.Recv()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if err := cs.Send(msg); err != nil {
+			break // the leader ended the stream; CloseAndRecv says why
+		}
+	}
+	resp, err := cs.CloseAndRecv()
+	if err != nil {
+		return leaderStatus(err, conn.Target())
 	}
 	return stream.SendAndClose(resp)
 }

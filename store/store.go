@@ -30,6 +30,7 @@ type Store struct {
 	fsm    *fsm.FSM
 	node   *raftNode
 	verify *verifier
+	fwd    forwarder
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -98,6 +99,7 @@ func (s *Store) Close() error {
 		s.closed.Store(true)
 		close(s.shutdown)
 		s.verify.stop()
+		s.fwd.close()
 		err := s.node.close()
 		s.wg.Wait()
 		s.closeErr = errors.Join(err, s.fsm.Close())
@@ -170,7 +172,7 @@ func (s *Store) raftError(err error) error {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return s.notLeader()
 	case errors.Is(err, raft.ErrLeadershipLost):
-		return fmt.Errorf("%w: leadership was lost while the write was in flight; it may or may not have been applied", ErrNotLeader)
+		return fmt.Errorf("%w: leadership was lost while the write was in flight; it may or may not have been applied (%w)", ErrNotLeader, errAmbiguous)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
 	case errors.Is(err, raft.ErrEnqueueTimeout):

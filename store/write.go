@@ -8,10 +8,10 @@ import (
 	"github.com/plughost/plughost/store/fsm"
 )
 
-// Put writes one key. With expected_mod_revision set it writes only if the
+// localPut writes one key. With expected_mod_revision set it writes only if the
 // key is at that mod revision (0: only if it does not exist), and otherwise
 // fails with an error wrapping ErrCASFailed.
-func (s *Store) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
+func (s *Store) localPut(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
 	ns, key := req.GetNamespace(), req.GetKey()
 	if err := validNamespace(ns); err != nil {
 		return nil, err
@@ -45,10 +45,10 @@ func (s *Store) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutR
 	return &storev1.PutResponse{Revision: resp.GetRevision(), Kv: resp.GetResults()[0].GetKv()}, nil
 }
 
-// Delete removes one key. With expected_mod_revision set it removes it only
+// localDelete removes one key. With expected_mod_revision set it removes it only
 // at that mod revision, and otherwise fails with an error wrapping
 // ErrCASFailed. Deleting a missing key is not an error.
-func (s *Store) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
+func (s *Store) localDelete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
 	ns, key := req.GetNamespace(), req.GetKey()
 	if err := validNamespace(ns); err != nil {
 		return nil, err
@@ -74,9 +74,9 @@ func (s *Store) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev
 	return &storev1.DeleteResponse{Revision: resp.GetRevision(), Deleted: resp.GetResults()[0].GetDeleted() > 0}, nil
 }
 
-// DeleteRange removes every key of the namespace that starts with a
+// localDeleteRange removes every key of the namespace that starts with a
 // non-empty prefix, at one revision.
-func (s *Store) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
+func (s *Store) localDeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
 	ns := req.GetNamespace()
 	if err := validNamespace(ns); err != nil {
 		return nil, err
@@ -94,9 +94,9 @@ func (s *Store) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest
 	return &storev1.DeleteRangeResponse{Revision: resp.GetRevision(), Deleted: resp.GetResults()[0].GetDeleted()}, nil
 }
 
-// Txn evaluates the compares and applies the success or the failure
+// localTxn evaluates the compares and applies the success or the failure
 // operations, all at one revision or not at all.
-func (s *Store) Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
+func (s *Store) localTxn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
 	if err := validNamespace(req.GetNamespace()); err != nil {
 		return nil, err
 	}

@@ -26,6 +26,8 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return benchCall(ctx, env, args[1:])
 	case "upgrade":
 		return benchUpgrade(ctx, env, args[1:])
+	case "store":
+		return benchStore(ctx, env, args[1:])
 	}
 	return usagef("bench %s: use call or upgrade", args[0])
 }

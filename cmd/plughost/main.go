@@ -61,7 +61,8 @@ Usage: plughost <command> [flags] [args]
   plugin       list, status, versions, pin, unpin, rollback, restart, history, events
   call         call a plugin method with JSON (SERVICE/METHOD -d JSON)
   store        get, put, delete, list, backup, restore keys (-ns NAMESPACE)
-  bench        load generators: call, upgrade
+  bench        load generators: call, upgrade, store
+  members      list the cluster's members with their raft roles
   version      print the version
 
 Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else
@@ -90,6 +91,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runStore(ctx, env, rest)
 	case "bench":
 		return runBench(ctx, env, rest)
+	case "members":
+		return runMembers(ctx, env, rest)
 	case "version", "-version", "--version":
 		return runVersion(ctx, env, rest)
 	case "help", "-h", "-help", "--help":

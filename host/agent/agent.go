@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/router"
@@ -36,6 +37,7 @@ type Agent struct {
 	cfg       Config
 	log       hclog.Logger
 	store     *store.Store
+	cluster   *cluster.Cluster
 	catalog   *catalog.Catalog
 	router    *router.Router
 	super     *supervisor.Supervisor
@@ -106,6 +108,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer a.store.Close()
+	// Runs before the store closes: leave the gossip gracefully so the
+	// leader removes this node at once.
+	defer a.leaveCluster()
 	a.catalog = catalog.New(a.store)
 
 	if a.gov, err = governance.NewManager(governance.Config{Parent: cfg.CgroupParent, Disabled: cfg.DisableCgroups, Logger: a.log.Named("governance")}); err != nil {
@@ -234,14 +239,47 @@ func (a *Agent) openStore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("agent: store: %w", err)
 	}
-	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	c, err := cluster.Start(cluster.Config{
+		NodeName:        cfg.Node,
+		BindAddr:        cfg.SerfAddr,
+		APIAddr:         a.apiLn.Addr().String(),
+		Tags:            cfg.Tags,
+		Join:            cfg.Join,
+		BootstrapExpect: cfg.BootstrapExpect,
+		DataDir:         cfg.serfDir(),
+		Store:           st,
+		Logger:          a.log.Named("cluster"),
+	})
+	if err != nil {
+		st.Close()
+		return fmt.Errorf("agent: -serf %s: %w", cfg.SerfAddr, err)
+	}
+	// A dev agent leads alone at once; a cluster node waits for its peers
+	// (-join, -bootstrap-expect) as long as it takes.
+	wctx, cancel := context.WithCancel(ctx)
+	if cfg.Dev || cfg.BootstrapExpect <= 1 {
+		wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
+	} else {
+		a.log.Info("waiting for the cluster to elect a leader", "bootstrap_expect", cfg.BootstrapExpect, "join", cfg.Join)
+	}
 	defer cancel()
 	if err := st.WaitForLeader(wctx); err != nil {
+		c.Shutdown()
 		st.Close()
 		return fmt.Errorf("agent: store has no leader: %w", err)
 	}
-	a.store = st
+	a.store, a.cluster = st, c
 	return nil
+}
+
+// leaveCluster leaves the gossip gracefully.
+func (a *Agent) leaveCluster() {
+	if a.cluster == nil {
+		return
+	}
+	if err := a.cluster.Leave(); err != nil {
+		a.log.Warn("leaving the cluster", "error", err)
+	}
 }
 
 func limits(r Resources) governance.Limits {

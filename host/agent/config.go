@@ -176,3 +176,4 @@ func (c *Config) refusedDir() string { return filepath.Join(c.DataDir, "bundles"
 func (c *Config) pluginsDir() string { return filepath.Join(c.DataDir, "plugins") }
 func (c *Config) stagingDir() string { return filepath.Join(c.DataDir, "staging") }
 func (c *Config) storeDir() string   { return filepath.Join(c.DataDir, "store") }
+func (c *Config) serfDir() string    { return filepath.Join(c.DataDir, "serf") }

@@ -2056,6 +2056,191 @@ func (x *GetHistoryResponse) GetRecords() []*HistoryRecord {
 	return nil
 }
 
+type ListMembersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersRequest) Reset() {
+	*x = ListMembersRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersRequest) ProtoMessage() {}
+
+func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
+func (*ListMembersRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{30}
+}
+
+type ListMembersResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Members []*Member              `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	// leader is the raft leader's node name; empty when none is known.
+	Leader        string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListMembersResponse) Reset() {
+	*x = ListMembersResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListMembersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListMembersResponse) ProtoMessage() {}
+
+func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
+func (*ListMembersResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *ListMembersResponse) GetMembers() []*Member {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *ListMembersResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+// Member is one node of the cluster.
+type Member struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// address is the member's serf (gossip) address.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// status is the serf status: alive, leaving, left or failed.
+	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
+	// raft_role is leader, voter, nonvoter or none.
+	RaftRole      string            `protobuf:"bytes,4,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
+	ApiAddress    string            `protobuf:"bytes,5,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	RpcAddress    string            `protobuf:"bytes,6,opt,name=rpc_address,json=rpcAddress,proto3" json:"rpc_address,omitempty"`
+	Tags          map[string]string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Member) Reset() {
+	*x = Member{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Member) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Member) ProtoMessage() {}
+
+func (x *Member) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Member.ProtoReflect.Descriptor instead.
+func (*Member) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *Member) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Member) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *Member) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Member) GetRaftRole() string {
+	if x != nil {
+		return x.RaftRole
+	}
+	return ""
+}
+
+func (x *Member) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *Member) GetRpcAddress() string {
+	if x != nil {
+		return x.RpcAddress
+	}
+	return ""
+}
+
+func (x *Member) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
 var File_plughost_operator_v1_operator_proto protoreflect.FileDescriptor
 
 const file_plughost_operator_v1_operator_proto_rawDesc = "" +
@@ -2195,7 +2380,24 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x11GetHistoryRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
 	"\x12GetHistoryResponse\x12=\n" +
-	"\arecords\x18\x01 \x03(\v2#.plughost.operator.v1.HistoryRecordR\arecords*\xf6\x01\n" +
+	"\arecords\x18\x01 \x03(\v2#.plughost.operator.v1.HistoryRecordR\arecords\"\x14\n" +
+	"\x12ListMembersRequest\"e\n" +
+	"\x13ListMembersResponse\x126\n" +
+	"\amembers\x18\x01 \x03(\v2\x1c.plughost.operator.v1.MemberR\amembers\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\"\xa2\x02\n" +
+	"\x06Member\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x16\n" +
+	"\x06status\x18\x03 \x01(\tR\x06status\x12\x1b\n" +
+	"\traft_role\x18\x04 \x01(\tR\braftRole\x12\x1f\n" +
+	"\vapi_address\x18\x05 \x01(\tR\n" +
+	"apiAddress\x12\x1f\n" +
+	"\vrpc_address\x18\x06 \x01(\tR\n" +
+	"rpcAddress\x12:\n" +
+	"\x04tags\x18\a \x03(\v2&.plughost.operator.v1.Member.TagsEntryR\x04tags\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xf6\x01\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATE_STARTING\x10\x01\x12\x1a\n" +
@@ -2213,7 +2415,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x14SWAP_PHASE_SWITCHING\x10\x04\x12\x17\n" +
 	"\x13SWAP_PHASE_DRAINING\x10\x05\x12\x13\n" +
 	"\x0fSWAP_PHASE_DONE\x10\x06\x12\x18\n" +
-	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xfa\b\n" +
+	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xde\t\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
@@ -2228,7 +2430,8 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\n" +
 	"ListEvents\x12'.plughost.operator.v1.ListEventsRequest\x1a(.plughost.operator.v1.ListEventsResponse\x12_\n" +
 	"\n" +
-	"GetHistory\x12'.plughost.operator.v1.GetHistoryRequest\x1a(.plughost.operator.v1.GetHistoryResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
+	"GetHistory\x12'.plughost.operator.v1.GetHistoryRequest\x1a(.plughost.operator.v1.GetHistoryResponse\x12b\n" +
+	"\vListMembers\x12(.plughost.operator.v1.ListMembersRequest\x1a).plughost.operator.v1.ListMembersResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
 
 var (
 	file_plughost_operator_v1_operator_proto_rawDescOnce sync.Once
@@ -2243,7 +2446,7 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),              // 0: plughost.operator.v1.InstanceState
 	(SwapPhase)(0),                  // 1: plughost.operator.v1.SwapPhase
@@ -2277,54 +2480,62 @@ var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(*HistoryRecord)(nil),           // 29: plughost.operator.v1.HistoryRecord
 	(*GetHistoryRequest)(nil),       // 30: plughost.operator.v1.GetHistoryRequest
 	(*GetHistoryResponse)(nil),      // 31: plughost.operator.v1.GetHistoryResponse
-	(*timestamppb.Timestamp)(nil),   // 32: google.protobuf.Timestamp
+	(*ListMembersRequest)(nil),      // 32: plughost.operator.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),     // 33: plughost.operator.v1.ListMembersResponse
+	(*Member)(nil),                  // 34: plughost.operator.v1.Member
+	nil,                             // 35: plughost.operator.v1.Member.TagsEntry
+	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	6,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	32, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	36, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	9,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	10, // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
 	6,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
 	11, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	32, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	36, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
 	14, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
 	23, // 10: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	23, // 11: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	23, // 12: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	1,  // 13: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	32, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	36, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
 	26, // 15: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	32, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	36, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
 	29, // 17: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
-	2,  // 18: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 19: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	7,  // 20: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	12, // 21: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	15, // 22: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	17, // 23: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	19, // 24: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	21, // 25: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	24, // 26: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	27, // 27: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	30, // 28: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	3,  // 29: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 30: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	8,  // 31: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	13, // 32: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	16, // 33: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	18, // 34: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	20, // 35: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	22, // 36: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	25, // 37: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	28, // 38: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	31, // 39: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	29, // [29:40] is the sub-list for method output_type
-	18, // [18:29] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	34, // 18: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
+	35, // 19: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	2,  // 20: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 21: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	7,  // 22: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	12, // 23: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	15, // 24: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	17, // 25: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	19, // 26: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	21, // 27: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	24, // 28: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	27, // 29: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	30, // 30: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	32, // 31: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	3,  // 32: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 33: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	8,  // 34: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	13, // 35: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	16, // 36: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	18, // 37: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	20, // 38: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	22, // 39: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	25, // 40: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	28, // 41: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	31, // 42: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	33, // 43: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	32, // [32:44] is the sub-list for method output_type
+	20, // [20:32] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -2342,7 +2553,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -33,6 +33,7 @@ const (
 	OperatorService_RestartPlugin_FullMethodName   = "/plughost.operator.v1.OperatorService/RestartPlugin"
 	OperatorService_ListEvents_FullMethodName      = "/plughost.operator.v1.OperatorService/ListEvents"
 	OperatorService_GetHistory_FullMethodName      = "/plughost.operator.v1.OperatorService/GetHistory"
+	OperatorService_ListMembers_FullMethodName     = "/plughost.operator.v1.OperatorService/ListMembers"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -67,6 +68,9 @@ type OperatorServiceClient interface {
 	ListEvents(ctx context.Context, in *ListEventsRequest, opts ...grpc.CallOption) (*ListEventsResponse, error)
 	// GetHistory lists a plugin's registrations, pins and version swaps.
 	GetHistory(ctx context.Context, in *GetHistoryRequest, opts ...grpc.CallOption) (*GetHistoryResponse, error)
+	// ListMembers lists the cluster's members as the answering node sees
+	// them: gossip status, raft role and tags.
+	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -217,6 +221,16 @@ func (c *operatorServiceClient) GetHistory(ctx context.Context, in *GetHistoryRe
 	return out, nil
 }
 
+func (c *operatorServiceClient) ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListMembersResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListMembers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -249,6 +263,9 @@ type OperatorServiceServer interface {
 	ListEvents(context.Context, *ListEventsRequest) (*ListEventsResponse, error)
 	// GetHistory lists a plugin's registrations, pins and version swaps.
 	GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error)
+	// ListMembers lists the cluster's members as the answering node sees
+	// them: gossip status, raft role and tags.
+	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -291,6 +308,9 @@ func (UnimplementedOperatorServiceServer) ListEvents(context.Context, *ListEvent
 }
 func (UnimplementedOperatorServiceServer) GetHistory(context.Context, *GetHistoryRequest) (*GetHistoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method GetHistory not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -479,6 +499,24 @@ func _OperatorService_GetHistory_Handler(srv interface{}, ctx context.Context, d
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_ListMembers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListMembersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListMembers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListMembers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListMembers(ctx, req.(*ListMembersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -513,6 +551,10 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetHistory",
 			Handler:    _OperatorService_GetHistory_Handler,
+		},
+		{
+			MethodName: "ListMembers",
+			Handler:    _OperatorService_ListMembers_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -1,0 +1,394 @@
+// Package cluster is plughost's membership: serf gossip among the agents,
+// the one-time bootstrap of the raft cluster (-bootstrap-expect), and the
+// leader's reconciliation of raft voters with the live members.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+	"github.com/hashicorp/serf/serf"
+
+	"github.com/plughost/plughost/store"
+)
+
+// Serf tags plughost sets; operator tags may not use these keys.
+const (
+	TagRole      = "role"       // "server"
+	TagAPI       = "api"        // the agent's gRPC API address
+	TagRPC       = "rpc"        // the raft address
+	TagRaftState = "raft_state" // "1" once the node has raft state
+	RoleServer   = "server"
+)
+
+// Raft roles of a member.
+const (
+	RaftLeader   = "leader"
+	RaftVoter    = "voter"
+	RaftNonvoter = "nonvoter"
+	RaftNone     = "none"
+)
+
+// Defaults applied to zero Config fields.
+const (
+	DefaultMaxVoters           = 5
+	DefaultServerStabilization = 2 * time.Second
+	DefaultDeadServerGrace     = 10 * time.Second
+	DefaultReconcileInterval   = 500 * time.Millisecond
+)
+
+// Config configures a node's membership.
+type Config struct {
+	NodeName        string
+	BindAddr        string            // serf host:port
+	APIAddr         string            // advertised in the "api" tag
+	Tags            map[string]string // operator tags (fault/upgrade domain...)
+	Join            []string          // serf addresses, retried until one answers
+	BootstrapExpect int               // servers to wait for before bootstrapping; <= 1: none
+	DataDir         string            // serf snapshot for rejoining after a restart; "" none
+	Store           *store.Store
+	Logger          hclog.Logger
+
+	MaxVoters           int           // at most this many voters; the rest are non-voters
+	ServerStabilization time.Duration // a new server is alive this long before it is added
+	DeadServerGrace     time.Duration // a failed server is removed after this long
+	ReconcileInterval   time.Duration
+}
+
+// Member is one node as membership knows it.
+type Member struct {
+	Name     string            `json:"name"`
+	Addr     string            `json:"address"`
+	Status   string            `json:"status"` // serf: alive, leaving, left, failed
+	RaftRole string            `json:"raft_role"`
+	APIAddr  string            `json:"api_address"`
+	RPCAddr  string            `json:"rpc_address"`
+	Tags     map[string]string `json:"tags"`
+}
+
+// Cluster is a running membership.
+type Cluster struct {
+	cfg    Config
+	log    hclog.Logger
+	serf   *serf.Serf
+	events chan serf.Event
+	kick   chan struct{}
+
+	mu          sync.Mutex
+	aliveSince  map[string]time.Time
+	failedSince map[string]time.Time
+	stateTag    bool
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	once   sync.Once
+}
+
+// Validate checks cfg.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.NodeName == "" {
+		errs = append(errs, errors.New("cluster: NodeName is required"))
+	}
+	if _, _, err := net.SplitHostPort(c.BindAddr); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: serf address %q: %w", c.BindAddr, err))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("cluster: Store is required"))
+	}
+	for k := range c.Tags {
+		switch k {
+		case TagRole, TagAPI, TagRPC, TagRaftState:
+			errs = append(errs, fmt.Errorf("cluster: tag %q is reserved for plughost", k))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Start joins the gossip and starts the background work: joining, the
+// bootstrap, and, on the leader, reconciliation.
+func Start(cfg Config) (*Cluster, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.MaxVoters <= 0 {
+		cfg.MaxVoters = DefaultMaxVoters
+	}
+	if cfg.ServerStabilization <= 0 {
+		cfg.ServerStabilization = DefaultServerStabilization
+	}
+	if cfg.DeadServerGrace <= 0 {
+		cfg.DeadServerGrace = DefaultDeadServerGrace
+	}
+	if cfg.ReconcileInterval <= 0 {
+		cfg.ReconcileInterval = DefaultReconcileInterval
+	}
+	c := &Cluster{
+		cfg: cfg, log: cfg.Logger,
+		events:      make(chan serf.Event, 256),
+		kick:        make(chan struct{}, 1),
+		aliveSince:  map[string]time.Time{},
+		failedSince: map[string]time.Time{},
+	}
+	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
+	port, err := strconv.Atoi(portStr)
+	if err != nil {
+		return nil, fmt.Errorf("cluster: serf port %q: %w", portStr, err)
+	}
+
+	sc := serf.DefaultConfig()
+	sc.Init()
+	sc.NodeName = cfg.NodeName
+	sc.Tags = c.tags()
+	sc.EventCh = c.events
+	sc.RejoinAfterLeave = true
+	sc.LeavePropagateDelay = 500 * time.Millisecond
+	sc.BroadcastTimeout = 2 * time.Second
+	sc.ReapInterval = 5 * time.Second
+	stdlog := cfg.Logger.Named("serf").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	sc.Logger = stdlog
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+		sc.SnapshotPath = filepath.Join(cfg.DataDir, "local.snapshot")
+	}
+	// Tight gossip: plughost clusters are LAN or loopback.
+	ml := memberlist.DefaultLANConfig()
+	ml.Name = cfg.NodeName
+	ml.BindAddr, ml.BindPort = host, port
+	ml.AdvertiseAddr, ml.AdvertisePort = host, port
+	ml.ProbeInterval = 500 * time.Millisecond
+	ml.ProbeTimeout = 250 * time.Millisecond
+	ml.GossipInterval = 100 * time.Millisecond
+	ml.PushPullInterval = 10 * time.Second
+	ml.SuspicionMult = 3
+	ml.TCPTimeout = 2 * time.Second
+	ml.Logger = stdlog
+	ml.LogOutput = nil
+	sc.MemberlistConfig = ml
+	sc.LogOutput = io.Discard
+	sc.Logger = stdlog
+
+	if c.serf, err = serf.Create(sc); err != nil {
+		return nil, fmt.Errorf("cluster: serf on %s: %w", cfg.BindAddr, err)
+	}
+	cfg.Store.SetLeaderResolver(c.APIAddrOf)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Add(2)
+	go c.run(ctx)
+	go c.joinLoop(ctx)
+	return c, nil
+}
+
+// tags are this node's serf tags.
+func (c *Cluster) tags() map[string]string {
+	t := make(map[string]string, len(c.cfg.Tags)+4)
+	for k, v := range c.cfg.Tags {
+		t[k] = v
+	}
+	t[TagRole] = RoleServer
+	t[TagAPI] = c.cfg.APIAddr
+	t[TagRPC] = c.cfg.Store.RaftAddr()
+	c.stateTag = c.hasState()
+	if c.stateTag {
+		t[TagRaftState] = "1"
+	}
+	return t
+}
+
+func (c *Cluster) hasState() bool {
+	return c.cfg.Store.HasState() || c.cfg.Store.Revision() > 0
+}
+
+// joinLoop joins the configured addresses, retrying with backoff until one
+// answers or the cluster stops.
+func (c *Cluster) joinLoop(ctx context.Context) {
+	defer c.wg.Done()
+	if len(c.cfg.Join) == 0 {
+		return
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		n, err := c.serf.Join(c.cfg.Join, true)
+		if n > 0 {
+			c.log.Info("joined the cluster", "contacted", n, "addresses", c.cfg.Join)
+			return
+		}
+		c.log.Warn("join failed, retrying", "addresses", c.cfg.Join, "error", err, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// run handles serf events and reconciles on a timer.
+func (c *Cluster) run(ctx context.Context) {
+	defer c.wg.Done()
+	tick := time.NewTicker(c.cfg.ReconcileInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e := <-c.events:
+			if me, ok := e.(serf.MemberEvent); ok {
+				c.log.Debug("member event", "type", me.EventType().String(), "members", len(me.Members))
+			}
+		case <-c.kick:
+		case <-tick.C:
+		}
+		c.step()
+	}
+}
+
+// step is one round: track member health, bootstrap if due, update the
+// state tag, reconcile if leading.
+func (c *Cluster) step() {
+	now := time.Now()
+	members := c.serf.Members()
+	c.mu.Lock()
+	seen := map[string]bool{}
+	for _, m := range members {
+		seen[m.Name] = true
+		if m.Status == serf.StatusAlive {
+			if _, ok := c.aliveSince[m.Name]; !ok {
+				c.aliveSince[m.Name] = now
+			}
+			delete(c.failedSince, m.Name)
+		} else {
+			delete(c.aliveSince, m.Name)
+			if m.Status == serf.StatusFailed {
+				if _, ok := c.failedSince[m.Name]; !ok {
+					c.failedSince[m.Name] = now
+				}
+			}
+		}
+	}
+	for n := range c.aliveSince {
+		if !seen[n] {
+			delete(c.aliveSince, n)
+		}
+	}
+	c.mu.Unlock()
+
+	if !c.hasState() {
+		c.maybeBootstrap(members)
+	}
+	if has := c.hasState(); has != c.stateTag {
+		if err := c.serf.SetTags(c.tags()); err != nil {
+			c.log.Warn("could not update serf tags", "error", err)
+		}
+	}
+	if c.cfg.Store.IsLeader() {
+		c.reconcile(members, now)
+	}
+}
+
+// maybeBootstrap forms the raft cluster once BootstrapExpect servers are
+// alive and none of them has raft state, as Consul does. Every node computes
+// the same configuration.
+func (c *Cluster) maybeBootstrap(members []serf.Member) {
+	if c.cfg.BootstrapExpect <= 1 {
+		return
+	}
+	var servers []store.RaftServer
+	for _, m := range members {
+		if m.Status != serf.StatusAlive || m.Tags[TagRole] != RoleServer {
+			continue
+		}
+		if m.Tags[TagRaftState] == "1" {
+			return // a cluster exists; the leader will add this node
+		}
+		servers = append(servers, store.RaftServer{ID: m.Name, Address: m.Tags[TagRPC], Suffrage: store.Voter})
+	}
+	if len(servers) < c.cfg.BootstrapExpect {
+		return
+	}
+	sort.Slice(servers, func(i, j int) bool { return servers[i].ID < servers[j].ID })
+	c.log.Info("bootstrapping the raft cluster", "expect", c.cfg.BootstrapExpect, "servers", servers)
+	if err := c.cfg.Store.BootstrapCluster(servers); err != nil && !errors.Is(err, store.ErrHasState) {
+		c.log.Error("bootstrap failed", "error", err)
+	}
+}
+
+// Members lists every member, sorted by name, with its raft role.
+func (c *Cluster) Members() []Member {
+	roles := map[string]string{}
+	if conf, err := c.cfg.Store.Configuration(); err == nil {
+		for _, s := range conf {
+			roles[s.ID] = RaftVoter
+			if s.Suffrage == store.Nonvoter {
+				roles[s.ID] = RaftNonvoter
+			}
+		}
+	}
+	if id, _ := c.cfg.Store.Leader(); id != "" {
+		roles[id] = RaftLeader
+	}
+	var out []Member
+	for _, m := range c.serf.Members() {
+		role := roles[m.Name]
+		if role == "" {
+			role = RaftNone
+		}
+		tags := make(map[string]string, len(m.Tags))
+		for k, v := range m.Tags {
+			tags[k] = v
+		}
+		out = append(out, Member{
+			Name: m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+			Status: m.Status.String(), RaftRole: role,
+			APIAddr: m.Tags[TagAPI], RPCAddr: m.Tags[TagRPC], Tags: tags,
+		})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// APIAddrOf is the API address of the member whose raft ID (node name) is id.
+func (c *Cluster) APIAddrOf(id string) (string, bool) {
+	for _, m := range c.serf.Members() {
+		if m.Name == id && m.Tags[TagAPI] != "" {
+			return m.Tags[TagAPI], true
+		}
+	}
+	return "", false
+}
+
+// Leave leaves the gossip gracefully, so the leader removes this node from
+// raft at once, then stops. Shutdown without Leave looks like a failure.
+func (c *Cluster) Leave() error {
+	err := c.serf.Leave()
+	return errors.Join(err, c.Shutdown())
+}
+
+// Shutdown stops membership without leaving.
+func (c *Cluster) Shutdown() error {
+	var err error
+	c.once.Do(func() {
+		c.cancel()
+		c.wg.Wait()
+		err = c.serf.Shutdown()
+	})
+	return err
+}
