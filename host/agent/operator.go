@@ -354,15 +354,14 @@ func (o *operator) PinVersion(req *operatorv1.PinVersionRequest, stream operator
 func (o *operator) UnpinVersion(req *operatorv1.UnpinVersionRequest, stream operatorv1.OperatorService_UnpinVersionServer) error {
 	ctx := stream.Context()
 	name := req.GetName()
-	vs, err := o.known(ctx, name)
-	if err != nil {
+	if _, err := o.known(ctx, name); err != nil {
 		return err
 	}
 	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
 	// Unpinned, the highest version runs, unless it failed on this node.
-	target, _, err := o.a.catalog.Effective(ctx, o.a.cfg.Node, name, "")
+	target, err := o.a.catalog.Unpinned(ctx, o.a.cfg.Node, name)
 	if err != nil {
-		target = vs[len(vs)-1]
+		return toStatus(err)
 	}
 	return o.followSwap(ctx, name, target, req.GetDetach(), func() error {
 		if err := o.a.catalog.ClearPin(ctx, name); err != nil {

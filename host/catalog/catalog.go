@@ -366,16 +366,46 @@ func (c *Catalog) Effective(ctx context.Context, node, name, running string) (*E
 			return r, pin, nil
 		}
 	}
-	vs, err := c.Versions(ctx, name)
-	if err != nil {
-		return nil, nil, err
-	}
-	for i := len(vs) - 1; i >= 0; i-- {
-		if _, bad := failed[vs[i].Version]; !bad {
-			return vs[i], pin, nil
-		}
+	if h := highestNotFailed(mustVersions(c.Versions(ctx, name)), failed); h != nil {
+		return h, pin, nil
 	}
 	return e, pin, nil
+}
+
+// Unpinned returns the version node runs once the plugin is unpinned: the
+// highest registered version that has not failed on node, else the highest.
+func (c *Catalog) Unpinned(ctx context.Context, node, name string) (*Entry, error) {
+	vs, err := c.Versions(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if len(vs) == 0 {
+		return nil, fmt.Errorf("plugin %q: %w", name, ErrUnknownPlugin)
+	}
+	failed, err := c.Failures(ctx, node, name)
+	if err != nil {
+		return nil, err
+	}
+	if h := highestNotFailed(vs, failed); h != nil {
+		return h, nil
+	}
+	return vs[len(vs)-1], nil
+}
+
+func mustVersions(vs []*Entry, err error) []*Entry {
+	if err != nil {
+		return nil
+	}
+	return vs
+}
+
+func highestNotFailed(vs []*Entry, failed map[string]Failure) *Entry {
+	for i := len(vs) - 1; i >= 0; i-- {
+		if _, bad := failed[vs[i].Version]; !bad {
+			return vs[i]
+		}
+	}
+	return nil
 }
 
 // LastHealthyBefore finds the version that served before current, from the

@@ -131,11 +131,15 @@ func (m *managed) run(ctx context.Context) {
 			m.s.events.Record(m.name, m.desiredVersion(), "", "restart", "restart requested by operator")
 		case <-exitC:
 			cur := m.current()
-			backoffC = m.lost(cur, cur.exitReason(), &attempt)
+			kind := "exited"
+			if ok, _ := cur.oomKilled(); ok {
+				kind = "oom-killed"
+			}
+			backoffC = m.lost(cur, kind, cur.exitReason(), &attempt)
 		case reason := <-unhealthyC:
 			cur := m.current()
 			cur.kill()
-			backoffC = m.lost(cur, "health: "+reason, &attempt)
+			backoffC = m.lost(cur, "unhealthy", "health: "+reason, &attempt)
 		case <-backoffC:
 			backoffC = nil
 		}
@@ -143,12 +147,11 @@ func (m *managed) run(ctx context.Context) {
 			continue
 		}
 		backoffC = nil
+		// attempt is not reset by a successful start: an instance that
+		// passes its health gate and dies soon after must still back off
+		// longer each time (lost resets it once an instance lived long).
 		if err := m.reconcile(ctx); err != nil && ctx.Err() == nil {
 			backoffC = m.startFailed(err, &attempt)
-		} else if err == nil {
-			if cur := m.current(); cur != nil {
-				attempt = 0
-			}
 		}
 	}
 }
@@ -156,17 +159,16 @@ func (m *managed) run(ctx context.Context) {
 // lost handles an instance that died or failed its liveness checks: it stops
 // routing to it, records why, and schedules a restart, or gives up after a
 // crash loop.
-func (m *managed) lost(in *instance, reason string, attempt *int) <-chan time.Time {
+func (m *managed) lost(in *instance, kind, reason string, attempt *int) <-chan time.Time {
 	m.s.cfg.Router.SetBackend(m.name, nil)
 	in.stop(context.Background())
 	m.setCurrent(nil)
-	kind := "exited"
-	if len(reason) > 7 && reason[:7] == "health:" {
-		kind = "unhealthy"
-	} else if len(reason) > 10 && reason[:10] == "oom-killed" {
-		kind = "oom-killed"
-	}
 	m.log.Warn("instance lost", "version", in.entry.Version, "reason", reason)
+	// The wait doubles while instances keep dying young; one that outlived
+	// the longest wait starts the doubling afresh.
+	if time.Since(in.Started) >= m.s.cfg.BackoffMax {
+		*attempt = 0
+	}
 	m.s.events.Record(m.name, in.entry.Version, in.Spec.InstanceID, kind, reason)
 	return m.scheduleRestart(in.entry.Version, reason, attempt)
 }
