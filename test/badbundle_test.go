@@ -76,6 +76,7 @@ func fixtureBundle(t *testing.T, dir, name, version string) string {
 // agent. Each must be moved aside with a reason that names what is wrong,
 // while echo keeps serving and nothing bad gets registered.
 func TestBadBundlesAreRefused(t *testing.T) {
+	t.Parallel()
 	a := NewAgent(t, AgentOptions{Config: `{"start_timeout": "2s"}`})
 	a.Drop(bundlePath("echo", "1.0.0"))
 	a.WaitRunning("echo", "1.0.0")

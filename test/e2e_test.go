@@ -23,6 +23,7 @@ import (
 // through the agent with a plain gRPC client and with 'plughost call',
 // versions pinned and unpinned, and a clean shutdown with no plugin left.
 func TestEndToEnd(t *testing.T) {
+	t.Parallel()
 	a := NewAgent(t, AgentOptions{})
 	for _, b := range []string{bundlePath("echo", "1.0.0"), bundlePath("echo", "1.1.0"), bundlePath("counter", "1.0.0")} {
 		a.Drop(b)

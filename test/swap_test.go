@@ -131,6 +131,7 @@ func lastPhase(steps []*operatorv1.SwapProgress) operatorv1.SwapPhase {
 // the agent: no unary call fails, and every stream either finishes or is
 // one of those the drain timeout cut off, as the swap reports.
 func TestOverlapUpgradeUnderLoad(t *testing.T) {
+	t.Parallel()
 	const minHealthy, drain = time.Second, 1500 * time.Millisecond
 	v1 := buildBundle(t, "./plugins/echo", swapManifest("echo", "1.0.0", "overlap", minHealthy, 20*time.Second, drain, "echo.v1.EchoService"), "")
 	v2 := buildBundle(t, "./plugins/echo", swapManifest("echo", "1.1.0", "overlap", minHealthy, 20*time.Second, drain, "echo.v1.EchoService"), "")
@@ -234,6 +235,7 @@ func TestOverlapUpgradeUnderLoad(t *testing.T) {
 // or crash during their health gate while calls run: none fails, the old
 // version serves throughout, and the fallback is recorded with its reason.
 func TestBadVersionsFallBackUnderLoad(t *testing.T) {
+	t.Parallel()
 	const deadline = 3 * time.Second
 	good := buildBundle(t, "./plugins/echo", swapManifest("echo", "1.0.0", "overlap", time.Second, deadline, time.Second, "echo.v1.EchoService"), "")
 	never := buildBundle(t, "./test/fixtures/unhealthy", swapManifest("echo", "2.0.0", "overlap", time.Second, deadline, time.Second, "echo.v1.EchoService"), "echo")
@@ -293,6 +295,7 @@ func TestBadVersionsFallBackUnderLoad(t *testing.T) {
 // strategy while increments run: calls are held, not failed, and the count
 // is exact afterwards.
 func TestRestartUpgradeOfCounterUnderLoad(t *testing.T) {
+	t.Parallel()
 	v1 := buildBundle(t, "./plugins/counter", swapManifest("counter", "1.0.0", "restart", 500*time.Millisecond, 20*time.Second, 2*time.Second, "counter.v1.CounterService"), "")
 	v2 := buildBundle(t, "./plugins/counter", swapManifest("counter", "1.1.0", "restart", 500*time.Millisecond, 20*time.Second, 2*time.Second, "counter.v1.CounterService"), "")
 	a := NewAgent(t, AgentOptions{})
@@ -348,6 +351,7 @@ func TestRestartUpgradeOfCounterUnderLoad(t *testing.T) {
 // through the real CLI, restarting the agent in between: the operator's
 // choices and failed versions persist.
 func TestVersionControlSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	const q = 300 * time.Millisecond
 	b1 := buildBundle(t, "./plugins/echo", swapManifest("echo", "1.0.0", "overlap", q, 10*time.Second, time.Second, "echo.v1.EchoService"), "")
 	b2 := buildBundle(t, "./plugins/echo", swapManifest("echo", "1.1.0", "overlap", q, 10*time.Second, time.Second, "echo.v1.EchoService"), "")
