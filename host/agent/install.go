@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -76,7 +75,7 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	dest := filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version)
-	if err := installFiles(b, dest); err != nil {
+	if err := b.CopyTo(dest); err != nil {
 		return nil, fmt.Errorf("%s: installing into %s: %w", what, dest, err)
 	}
 	already, err := in.cat.Register(ctx, m, actor)
@@ -108,43 +107,4 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 		}
 	}
 	return nil
-}
-
-// installFiles copies the bundle's manifest and executable to dest,
-// replacing what an interrupted earlier install left there.
-func installFiles(b *bundle.Bundle, dest string) error {
-	tmp := dest + ".tmp"
-	_ = os.RemoveAll(tmp)
-	if err := os.MkdirAll(tmp, 0o755); err != nil {
-		return err
-	}
-	if err := copyFile(filepath.Join(b.Dir, bundle.ManifestFile), filepath.Join(tmp, bundle.ManifestFile), 0o644); err != nil {
-		return err
-	}
-	if err := copyFile(b.Executable, filepath.Join(tmp, b.Manifest.Executable), 0o755); err != nil {
-		return err
-	}
-	_ = os.RemoveAll(dest)
-	return os.Rename(tmp, dest)
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	if err := out.Sync(); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

@@ -176,3 +176,39 @@ func TestDigest(t *testing.T) {
 		t.Errorf("Digest(missing) = %v", err)
 	}
 }
+
+func TestCopyToInstallsManifestAndExecutable(t *testing.T) {
+	exe := filepath.Join(t.TempDir(), "echo")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	path, err := Build(exe, &Manifest{Name: "echo", Version: "1.0.0", APIVersions: []int{1}, Services: []string{"echo.v1.EchoService"}}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Open(path, filepath.Join(t.TempDir(), "unpacked"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "echo-1.0.0")
+	// A leftover from an interrupted copy is replaced.
+	if err := os.MkdirAll(dest+".tmp", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.CopyTo(dest); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Verify(dest)
+	if err != nil {
+		t.Fatalf("the copy is not a valid bundle: %v", err)
+	}
+	if got.SHA256 != b.Manifest.SHA256 {
+		t.Fatalf("digest %s, want %s", got.SHA256, b.Manifest.SHA256)
+	}
+	if fi, err := os.Stat(filepath.Join(dest, "echo")); err != nil || fi.Mode().Perm()&0o100 == 0 {
+		t.Fatalf("executable missing or not executable: %v %v", fi, err)
+	}
+	if _, err := os.Stat(dest + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("temp dir left behind: %v", err)
+	}
+}
