@@ -32,6 +32,12 @@ type Config struct {
 	WatchHistory  int              // revisions kept for watch resumption
 	Logger        hclog.Logger
 
+	// SnapshotThreshold and TrailingLogs tune raft's snapshots: a snapshot
+	// is taken after SnapshotThreshold new entries, and TrailingLogs entries
+	// are kept behind it for followers that lag. Zero means the default.
+	SnapshotThreshold uint64
+	TrailingLogs      uint64
+
 	// timing overrides the default timeouts; tests shorten them.
 	timing *timing
 	// clock is the wall clock TTLs are decided by; tests fake it.

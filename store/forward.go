@@ -84,42 +84,49 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 // leaderTarget is where a request that needs the leader goes: self when
 // this node leads, otherwise a connection to the leader's API. It waits a
 // bounded time for a leader to be known.
-func (s *Store) leaderTarget(ctx context.Context) (self bool, conn *grpc.ClientConn, err error) {
+//
+// avoid is a leader that just failed a forwarded call: the wait is for
+// another, unless avoid is elected again.
+func (s *Store) leaderTarget(ctx context.Context, avoid string) (self bool, conn *grpc.ClientConn, id string, err error) {
 	s.fwd.mu.Lock()
 	resolve := s.fwd.resolve
 	s.fwd.mu.Unlock()
 	if resolve == nil {
-		return false, nil, s.notLeader()
+		return false, nil, "", s.notLeader()
 	}
 	wctx, cancel := context.WithTimeout(ctx, leaderWait)
 	defer cancel()
-	tick := time.NewTicker(10 * time.Millisecond)
+	tick := time.NewTicker(5 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		if s.closed.Load() {
-			return false, nil, ErrClosed
+			return false, nil, "", ErrClosed
 		}
+		expired := wctx.Err() != nil
 		id, _ := s.Leader()
-		if id == s.cfg.NodeID {
+		switch {
+		case id == "" || (id == avoid && !expired):
+		case id == s.cfg.NodeID:
 			if s.leaderReady() {
-				return true, nil, nil
+				return true, nil, id, nil
 			}
-		} else if id != "" {
-			addr, ok := resolve(id)
-			if ok {
+		default:
+			if addr, ok := resolve(id); ok {
 				c, err := s.fwd.conn(addr)
-				return false, c, err
+				return false, c, id, err
 			}
+		}
+		if expired {
+			if ctx.Err() != nil {
+				return false, nil, "", ctx.Err()
+			}
+			if id != "" {
+				return false, nil, "", fmt.Errorf("%w: the leader is %s but its API address is not known (is it in `plughost members`?)", ErrNotLeader, id)
+			}
+			return false, nil, "", fmt.Errorf("%w: no leader was elected within %v; a majority of the servers must be up and reachable (see `plughost members`)", ErrNotLeader, leaderWait)
 		}
 		select {
 		case <-wctx.Done():
-			if ctx.Err() != nil {
-				return false, nil, ctx.Err()
-			}
-			if id != "" {
-				return false, nil, fmt.Errorf("%w: the leader is %s but its API address is not known yet (is it in `plughost members`?)", ErrNotLeader, id)
-			}
-			return false, nil, fmt.Errorf("%w: no leader was elected within %v; a majority of the servers must be up and reachable (see `plughost members`)", ErrNotLeader, leaderWait)
 		case <-tick.C:
 		}
 	}
@@ -163,8 +170,9 @@ func forwardUnary[Req, Resp any](s *Store, ctx context.Context, req Req,
 		return resp, err
 	}
 	var zero Resp
-	for attempt := 0; attempt < 2; attempt++ {
-		self, conn, terr := s.leaderTarget(ctx)
+	avoid := ""
+	for attempt := 0; attempt < 3; attempt++ {
+		self, conn, id, terr := s.leaderTarget(ctx, avoid)
 		if terr != nil {
 			return zero, terr
 		}
@@ -180,10 +188,11 @@ func forwardUnary[Req, Resp any](s *Store, ctx context.Context, req Req,
 		if err == nil {
 			return resp, nil
 		}
-		if !retryable(err) {
-			return zero, fromStatus(leaderStatus(err, conn.Target()))
-		}
 		err = fromStatus(leaderStatus(err, conn.Target()))
+		if !retryable(err) {
+			return zero, err
+		}
+		avoid = id
 	}
 	return zero, err
 }

@@ -55,7 +55,13 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 	rc.MaxAppendEntries = maxAppendEntries
 	rc.BatchApplyCh = true
 	rc.SnapshotThreshold = snapshotThreshold
+	if cfg.SnapshotThreshold > 0 {
+		rc.SnapshotThreshold = cfg.SnapshotThreshold
+	}
 	rc.TrailingLogs = trailingLogs
+	if cfg.TrailingLogs > 0 {
+		rc.TrailingLogs = cfg.TrailingLogs
+	}
 	rc.NoLegacyTelemetry = true
 	if err := raft.ValidateConfig(rc); err != nil {
 		return nil, fmt.Errorf("store: raft config: %w", err)

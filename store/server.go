@@ -87,7 +87,7 @@ func (srv *Server) Backup(req *storev1.BackupRequest, stream grpc.ServerStreamin
 	if !needsLeader(err) || forwarded(ctx) {
 		return toStatus(err)
 	}
-	self, conn, err := srv.store.leaderTarget(ctx)
+	self, conn, _, err := srv.store.leaderTarget(ctx, "")
 	switch {
 	case err != nil:
 		return toStatus(err)
@@ -121,7 +121,7 @@ func (srv *Server) Backup(req *storev1.BackupRequest, stream grpc.ServerStreamin
 func (srv *Server) Restore(stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]) error {
 	ctx := stream.Context()
 	if !forwarded(ctx) && !srv.store.IsLeader() {
-		self, conn, err := srv.store.leaderTarget(ctx)
+		self, conn, _, err := srv.store.leaderTarget(ctx, "")
 		if err != nil {
 			return toStatus(err)
 		}

@@ -365,6 +365,12 @@ func (c *Cluster) Members() []Member {
 	return out
 }
 
+// Addr is the serf address this node gossips on.
+func (c *Cluster) Addr() string {
+	n := c.serf.Memberlist().LocalNode()
+	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+}
+
 // APIAddrOf is the API address of the member whose raft ID (node name) is id.
 func (c *Cluster) APIAddrOf(id string) (string, bool) {
 	for _, m := range c.serf.Members() {

@@ -1,0 +1,259 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store"
+)
+
+func TestBootstrapExpectAndForwarding(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader := leaderOf(t, nodes)
+	if got := voters(t, leader); len(got) != 3 {
+		t.Fatalf("configuration after bootstrap-expect 3: %v", got)
+	}
+	// Every node sees every member and the one leader.
+	for _, n := range nodes {
+		waitFor(t, 10*time.Second, n.name+" sees three alive members with roles", func() error {
+			leaders := 0
+			ms := n.c.Members()
+			for _, m := range ms {
+				if m.Status != "alive" || m.APIAddr == "" || m.RPCAddr == "" {
+					return fmt.Errorf("member %+v", m)
+				}
+				if m.RaftRole == RaftLeader {
+					leaders++
+				}
+			}
+			if len(ms) != 3 || leaders != 1 {
+				return fmt.Errorf("%d members, %d leaders", len(ms), leaders)
+			}
+			return nil
+		})
+	}
+	// Any node takes writes and linearizable reads; followers forward them.
+	for i, n := range nodes {
+		p := put(t, n, fmt.Sprint("k", i), n.name)
+		for _, m := range nodes {
+			if kv := sessionGet(t, m, fmt.Sprint("k", i), p.GetRevision()); string(kv.GetValue()) != n.name {
+				t.Errorf("%s: k%d = %v after a write through %s", m.name, i, kv, n.name)
+			}
+			resp, err := m.st.Get(ctxT(t, 5*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(fmt.Sprint("k", i))})
+			if err != nil || string(resp.GetKv().GetValue()) != n.name || resp.GetRevision() < p.GetRevision() {
+				t.Errorf("linearizable get through %s: %v, %v", m.name, resp, err)
+			}
+		}
+	}
+	// Errors keep their meaning across the hop.
+	follower := nodes[0]
+	if follower == leader {
+		follower = nodes[1]
+	}
+	_, err := follower.st.Put(ctxT(t, 5*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k0"), Value: []byte("x"), ExpectedModRevision: ptr(int64(1))})
+	if !errors.Is(err, store.ErrCASFailed) {
+		t.Errorf("forwarded CAS on a stale revision: %v, want ErrCASFailed", err)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestLeaderLossAndReelection(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	old := leaderOf(t, nodes)
+	var last int64
+	for i := range 20 {
+		last = put(t, old, fmt.Sprint("k", i), fmt.Sprint(i)).GetRevision()
+	}
+	old.kill()
+	killed := time.Now()
+	var alive []*testNode
+	for _, n := range nodes {
+		if n != old {
+			alive = append(alive, n)
+		}
+	}
+	leader := leaderOf(t, alive)
+	// A write through the follower (forwarded) lands on the new leader.
+	var follower *testNode
+	for _, n := range alive {
+		if n != leader {
+			follower = n
+		}
+	}
+	var p *storev1.PutResponse
+	waitFor(t, 10*time.Second, "a write after the election", func() (err error) {
+		p, err = follower.st.Put(ctxT(t, 2*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("after"), Value: []byte("v")})
+		return err
+	})
+	t.Logf("leader kill to first acknowledged write: %v", time.Since(killed))
+	if p.GetRevision() <= last {
+		t.Errorf("revision %d after failover is not after %d", p.GetRevision(), last)
+	}
+	for i := range 20 {
+		resp, err := follower.st.Get(ctxT(t, 5*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(fmt.Sprint("k", i))})
+		if err != nil || string(resp.GetKv().GetValue()) != fmt.Sprint(i) {
+			t.Fatalf("k%d after failover: %v, %v", i, resp, err)
+		}
+	}
+}
+
+func TestFollowerCatchUpFromSnapshot(t *testing.T) {
+	small := func(c *store.Config) { c.SnapshotThreshold, c.TrailingLogs = 64, 16 }
+	nodes := newTestCluster(t, 3, small)
+	leader := leaderOf(t, nodes)
+	var lagger *testNode
+	for _, n := range nodes {
+		if n != leader {
+			lagger = n
+			break
+		}
+	}
+	lagger.kill()
+	var last int64
+	for i := range 300 {
+		last = put(t, leader, fmt.Sprintf("k%03d", i), fmt.Sprint(i)).GetRevision()
+	}
+	// The leader snapshots and truncates its log past what the lagging node
+	// has: it can only catch up from the snapshot.
+	if err := leader.st.Snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	back := lagger.restart(leader.c.Addr())
+	waitFor(t, 20*time.Second, "the restarted node to catch up", func() error {
+		if r := back.st.Revision(); r < last {
+			return fmt.Errorf("applied %d of %d", r, last)
+		}
+		return nil
+	})
+	for i := range 300 {
+		if kv := sessionGet(t, back, fmt.Sprintf("k%03d", i), last); string(kv.GetValue()) != fmt.Sprint(i) {
+			t.Fatalf("k%03d on the caught-up node: %v", i, kv)
+		}
+	}
+	// It is a voter again.
+	waitFor(t, 10*time.Second, "the node back in the configuration as a voter", func() error {
+		conf, err := leaderOf(t, nodes).st.Configuration()
+		if err != nil {
+			return err
+		}
+		for _, s := range conf {
+			if s.ID == back.name && s.Address == back.st.RaftAddr() && s.Suffrage == store.Voter {
+				return nil
+			}
+		}
+		return fmt.Errorf("configuration %v", conf)
+	})
+}
+
+func TestMembershipChanges(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader := leaderOf(t, nodes)
+	base := t.TempDir()
+
+	// A fourth server joins and becomes a voter once stable.
+	n3 := startNode(t, "n3", filepath.Join(base, "n3"), nodeOptions{Join: []string{nodes[0].c.Addr()}})
+	waitFor(t, 15*time.Second, "n3 to become a voter", func() error {
+		if voters(t, leaderOf(t, nodes))["n3"] != store.Voter {
+			return fmt.Errorf("configuration %v", voters(t, leader))
+		}
+		return nil
+	})
+	p := put(t, n3, "from-n3", "v")
+	if kv := sessionGet(t, n3, "from-n3", p.GetRevision()); string(kv.GetValue()) != "v" {
+		t.Fatalf("read-your-write on n3: %v", kv)
+	}
+
+	// A server that leaves gracefully is removed at once.
+	var leaving *testNode
+	for _, n := range nodes {
+		if n != leaderOf(t, nodes) {
+			leaving = n
+			break
+		}
+	}
+	leaving.leave()
+	all := append(append([]*testNode{}, nodes...), n3)
+	waitFor(t, 15*time.Second, leaving.name+" removed after leaving", func() error {
+		if _, ok := voters(t, leaderOf(t, all))[leaving.name]; ok {
+			return fmt.Errorf("still in %v", voters(t, leaderOf(t, all)))
+		}
+		return nil
+	})
+
+	// A server that fails is removed after the grace period, quorum
+	// allowing (3 voters, 2 healthy: 2 is a quorum of 2).
+	var failing *testNode
+	for _, n := range all {
+		if !n.isDown() && n != leaderOf(t, all) {
+			failing = n
+			break
+		}
+	}
+	failing.kill()
+	waitFor(t, 30*time.Second, failing.name+" removed after failing", func() error {
+		if _, ok := voters(t, leaderOf(t, all))[failing.name]; ok {
+			return fmt.Errorf("still in %v", voters(t, leaderOf(t, all)))
+		}
+		return nil
+	})
+	if got := voters(t, leaderOf(t, all)); len(got) != 2 {
+		t.Fatalf("configuration after one leave and one failure of four: %v", got)
+	}
+	put(t, leaderOf(t, all), "still-writable", "v")
+}
+
+func TestTTLExpiresAtOneRevisionEverywhere(t *testing.T) {
+	nodes := newTestCluster(t, 3, nil)
+	leader := leaderOf(t, nodes)
+	start := leader.st.Revision() + 1
+	type expiry struct {
+		node string
+		rev  int64
+	}
+	got := make(chan expiry, len(nodes))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var wg sync.WaitGroup
+	for _, n := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = n.st.Watch(ctx, &storev1.WatchRequest{Namespace: "app", StartRevision: start}, func(r *storev1.WatchResponse) error {
+				for _, e := range r.GetEvents() {
+					if e.GetType() == storev1.EventType_EVENT_TYPE_EXPIRE {
+						got <- expiry{n.name, r.GetRevision()}
+						return errors.New("done")
+					}
+				}
+				return nil
+			})
+		}()
+	}
+	if _, err := nodes[1].st.Put(ctxT(t, 5*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("ttl"), Value: []byte("v"), TtlMs: 300}); err != nil {
+		t.Fatal(err)
+	}
+	var revs []expiry
+	timeout := time.After(15 * time.Second)
+	for len(revs) < len(nodes) {
+		select {
+		case e := <-got:
+			revs = append(revs, e)
+		case <-timeout:
+			t.Fatalf("expiry seen on %d of %d nodes: %v", len(revs), len(nodes), revs)
+		}
+	}
+	for _, e := range revs[1:] {
+		if e.rev != revs[0].rev {
+			t.Fatalf("the key expired at different revisions: %v", revs)
+		}
+	}
+	cancel()
+	wg.Wait()
+}
