@@ -235,8 +235,13 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	s, d := summarize(steady), summarize(during)
 	w := env.stdout
-	fmt.Fprintf(w, "upgrade %s to %s under %d calls/s: %s; new version serving %s after the pin, old one drained after %s\n",
-		*pluginName, *to, *rate, outcome, servingAfter.Round(time.Millisecond), doneAt.Sub(pinAt).Round(time.Millisecond))
+	if outcome == "done" {
+		fmt.Fprintf(w, "upgrade %s to %s under %d calls/s: done; new version serving %s after the pin, old one drained after %s\n",
+			*pluginName, *to, *rate, servingAfter.Round(time.Millisecond), doneAt.Sub(pinAt).Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(w, "upgrade %s to %s under %d calls/s: fell back; fallback complete %s after the pin\n",
+			*pluginName, *to, *rate, doneAt.Sub(pinAt).Round(time.Millisecond))
+	}
 	if swapMsg != "" {
 		fmt.Fprintf(w, "  %s\n", swapMsg)
 	}

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -49,11 +51,16 @@ func bundleBuild(ctx context.Context, env *cliEnv, args []string) error {
 	exe := fs.Arg(0)
 	m := &bundle.Manifest{}
 	if *base != "" {
+		// The base holds only what the binary cannot say (resources, health,
+		// upgrade, placement, config): decode it strictly, validate the
+		// whole manifest once the plugin has described itself.
 		data, err := os.ReadFile(*base)
 		if err != nil {
 			return err
 		}
-		if m, err = bundle.ParseManifest(data); err != nil {
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(m); err != nil {
 			return fmt.Errorf("%s: %w", *base, err)
 		}
 	}
