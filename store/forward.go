@@ -183,10 +183,21 @@ func forwardUnary[Req, Resp any](s *Store, ctx context.Context, req Req,
 			}
 			continue
 		}
-		fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID)
+		fctx, stop := s.whileLeader(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID), id)
 		resp, err = remote(newClient(conn), fctx, req)
+		lost := errors.Is(context.Cause(fctx), errLeaderLost) && ctx.Err() == nil
+		stop()
 		if err == nil {
 			return resp, nil
+		}
+		if lost {
+			err = fmt.Errorf("%w: the leader %s at %s stopped answering and this node lost sight of it while the request was forwarded; it may or may not have been applied (%w)",
+				ErrNotLeader, id, conn.Target(), errAmbiguous)
+			if !readOnly(req) {
+				return zero, err
+			}
+			avoid = id
+			continue
 		}
 		err = fromStatus(leaderStatus(err, conn.Target()))
 		if !retryable(err) {
@@ -195,6 +206,48 @@ func forwardUnary[Req, Resp any](s *Store, ctx context.Context, req Req,
 		avoid = id
 	}
 	return zero, err
+}
+
+// errLeaderLost cancels a forwarded call when this node stops seeing its
+// target as the leader.
+var errLeaderLost = errors.New("store: the leader changed")
+
+// whileLeader is ctx, cancelled with errLeaderLost once this node no longer
+// sees id as the leader: a call to a leader that hangs (stopped, cut off)
+// ends when raft notices, not at the caller's deadline.
+func (s *Store) whileLeader(ctx context.Context, id string) (context.Context, func()) {
+	cctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-cctx.Done():
+				return
+			case <-tick.C:
+				if cur, _ := s.Leader(); cur != id {
+					cancel(errLeaderLost)
+					return
+				}
+			}
+		}
+	}()
+	return cctx, func() {
+		close(done)
+		cancel(nil)
+	}
+}
+
+// readOnly reports whether req is a read, safe to send again.
+func readOnly(req any) bool {
+	switch req.(type) {
+	case *storev1.GetRequest, *storev1.ListRequest:
+		return true
+	}
+	return false
 }
 
 // Get reads one key at the consistency the request asks for. A

@@ -139,9 +139,9 @@ func TestLinearizableAcrossLeaderRestart(t *testing.T) {
 				n := pick(r)
 				hmu.Lock()
 				seq++
-				val := strconv.Itoa(seq)
+				cur := seq
 				hmu.Unlock()
-				in := kvInput{op: r.IntN(3), key: keys[r.IntN(len(keys))], value: val, expected: strconv.Itoa(r.IntN(seq + 1))}
+				in := kvInput{op: r.IntN(3), key: keys[r.IntN(len(keys))], value: strconv.Itoa(cur), expected: strconv.Itoa(r.IntN(cur + 1))}
 				var out kvOutput
 				cctx, ccancel := context.WithTimeout(context.Background(), 2*time.Second)
 				call := now()
