@@ -1,0 +1,75 @@
+package agent
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaultConfigIsValid(t *testing.T) {
+	c := DefaultConfig()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("embedded defaults do not validate: %v", err)
+	}
+	for name, addr := range map[string]string{"api": c.APIAddr, "http": c.HTTPAddr, "rpc": c.RPCAddr, "serf": c.SerfAddr} {
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("default %s address %q is not loopback", name, addr)
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	cases := []struct {
+		name string
+		edit func(*Config)
+		want string
+	}{
+		{"bad node name", func(c *Config) { c.Node = "a b" }, `node name "a b"`},
+		{"empty data dir", func(c *Config) { c.DataDir = "" }, "-data-dir"},
+		{"api not host:port", func(c *Config) { c.APIAddr = "7400" }, `-api "7400"`},
+		{"negative bootstrap-expect", func(c *Config) { c.BootstrapExpect = -1 }, "-bootstrap-expect -1"},
+		{"zero start timeout", func(c *Config) { c.StartTimeout = Duration{} }, "start_timeout"},
+		{"zero value limit", func(c *Config) { c.MaxValueBytes = 0 }, "max_value_bytes"},
+		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := DefaultConfig()
+			tc.edit(&c)
+			err := c.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadFile(t *testing.T) {
+	write := func(body string) string {
+		p := filepath.Join(t.TempDir(), "agent.json")
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c := DefaultConfig()
+	if err := c.LoadFile(write(`{"node": "edge-1", "start_timeout": "3s", "overrides": {"echo": {"memory_mb": 64}}}`)); err != nil {
+		t.Fatal(err)
+	}
+	if c.Node != "edge-1" || c.StartTimeout.Duration != 3*time.Second || c.Overrides["echo"].MemoryMB != 64 || c.APIAddr != DefaultAPIAddr {
+		t.Fatalf("loaded %+v", c)
+	}
+	for body, want := range map[string]string{
+		`{"nodes": "x"}`:           `unknown field "nodes"`,
+		`{"start_timeout": 3}`:     "duration must be a string",
+		`{"start_timeout": "3 s"}`: "time: unknown unit",
+		`{"node": "a"} {}`:         "trailing data",
+	} {
+		c := DefaultConfig()
+		if err := c.LoadFile(write(body)); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("LoadFile(%s) = %v, want %q", body, err, want)
+		}
+	}
+}
