@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"sync"
 	"time"
 
@@ -151,7 +152,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe")}
 	}}
 
-	a.grpc = grpc.NewServer(a.router.ServerOptions()...)
+	// Stream workers keep their grown stacks across calls: small unary
+	// calls (store reads) otherwise pay a stack growth each.
+	a.grpc = grpc.NewServer(append(a.router.ServerOptions(), grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))))...)
 	operatorv1.RegisterOperatorServiceServer(a.grpc, &operator{a: a})
 	storeSrv := store.NewServer(a.store)
 	storev1.RegisterStoreServiceServer(a.grpc, storeSrv)
@@ -252,7 +255,7 @@ func (a *Agent) openStore(ctx context.Context) error {
 	})
 	if err != nil {
 		st.Close()
-		return fmt.Errorf("agent: -serf %s: %w", cfg.SerfAddr, err)
+		return fmt.Errorf("agent: membership: %w", err)
 	}
 	// A dev agent leads alone at once; a cluster node waits for its peers
 	// (-join, -bootstrap-expect) as long as it takes.
