@@ -23,7 +23,9 @@ func swapManifest(name, version, strategy string, minHealthy, deadline, drain ti
 	return &bundle.Manifest{
 		Name: name, Version: version, APIVersions: []int{1}, Services: services,
 		Health: bundle.Health{
-			Interval: bundle.Dur(200 * time.Millisecond), Timeout: bundle.Dur(200 * time.Millisecond), FailureThreshold: 3,
+			// Checks every second with a second to answer: quick enough for
+			// the tests, tolerant of a loaded 2-core CI machine.
+			Interval: bundle.Dur(time.Second), Timeout: bundle.Dur(time.Second), FailureThreshold: 3,
 			MinHealthyTime: bundle.Dur(minHealthy), HealthyDeadline: bundle.Dur(deadline),
 		},
 		Upgrade: bundle.Upgrade{Strategy: strategy, DrainTimeout: bundle.Dur(drain)},
