@@ -171,7 +171,7 @@ func forwardUnary[Req, Resp any](s *Store, ctx context.Context, req Req,
 	}
 	var zero Resp
 	avoid := ""
-	for attempt := 0; attempt < 3; attempt++ {
+	for attempt := 0; attempt < 2; attempt++ {
 		self, conn, id, terr := s.leaderTarget(ctx, avoid)
 		if terr != nil {
 			return zero, terr

@@ -51,7 +51,7 @@ func (s *Store) lead(ctx context.Context) {
 	if !s.establish(ctx) {
 		return
 	}
-	if err := s.node.fixSelfAddress(raft.ServerID(s.cfg.NodeID)); err != nil {
+	if err := s.node.fixSelfAddress(raft.ServerID(s.cfg.NodeID), s.await); err != nil {
 		s.logger.Warn("could not update this node's raft address", "error", err)
 	}
 	s.expireLoop(ctx)

@@ -63,7 +63,7 @@ func (s *Store) BootstrapCluster(servers []RaftServer) error {
 // Configuration is the latest raft configuration, sorted by ID.
 func (s *Store) Configuration() ([]RaftServer, error) {
 	fut := s.node.raft.GetConfiguration()
-	if err := fut.Error(); err != nil {
+	if err := s.await(fut); err != nil {
 		return nil, s.raftError(err)
 	}
 	var out []RaftServer
@@ -105,7 +105,7 @@ func (s *Store) RemoveServer(id string) error {
 
 // Snapshot forces a raft snapshot and the log truncation that follows it.
 func (s *Store) Snapshot() error {
-	if err := s.node.raft.Snapshot().Error(); err != nil {
+	if err := s.await(s.node.raft.Snapshot()); err != nil {
 		return fmt.Errorf("store: snapshot: %w", err)
 	}
 	return nil
@@ -116,7 +116,7 @@ func (s *Store) Snapshot() error {
 func (s *Store) LastContact() time.Time { return s.node.raft.LastContact() }
 
 func (s *Store) membership(fut raft.IndexFuture) error {
-	if err := fut.Error(); err != nil {
+	if err := s.await(fut); err != nil {
 		return s.raftError(err)
 	}
 	return nil

@@ -171,14 +171,14 @@ func (n *raftNode) closeStores() error {
 // fixSelfAddress updates this node's address in the raft configuration when
 // it changed since the configuration was written (a restart on another
 // port). Only the leader can do it; for a single voter it is always the one.
-func (n *raftNode) fixSelfAddress(id raft.ServerID) error {
+func (n *raftNode) fixSelfAddress(id raft.ServerID, await func(raft.Future) error) error {
 	fut := n.raft.GetConfiguration()
-	if err := fut.Error(); err != nil {
+	if err := await(fut); err != nil {
 		return err
 	}
 	for _, s := range fut.Configuration().Servers {
 		if s.ID == id && s.Address != n.addr && s.Suffrage == raft.Voter {
-			return n.raft.AddVoter(id, n.addr, 0, 0).Error()
+			return await(n.raft.AddVoter(id, n.addr, 0, membershipTimeout))
 		}
 	}
 	return nil

@@ -63,7 +63,7 @@ func Open(cfg Config) (*Store, error) {
 		node:     node,
 		shutdown: make(chan struct{}),
 	}
-	s.verify = newVerifier(func() error { return node.raft.VerifyLeader().Error() }, &s.wg)
+	s.verify = newVerifier(func() error { return s.await(node.raft.VerifyLeader()) }, &s.wg)
 	s.wg.Add(1)
 	go s.watchLeadership()
 	return s, nil
@@ -156,7 +156,7 @@ func (s *Store) propose(ctx context.Context, cmd *fsm.Command) (*fsm.Result, err
 		}
 	}
 	fut := s.node.raft.Apply(data, timeout)
-	if err := fut.Error(); err != nil {
+	if err := s.await(fut); err != nil {
 		return nil, s.raftError(err)
 	}
 	res, ok := fut.Response().(*fsm.Result)
@@ -191,4 +191,24 @@ func (s *Store) notLeader() error {
 		return fmt.Errorf("%w: no leader is known (an election may be under way)", ErrNotLeader)
 	}
 	return fmt.Errorf("%w: the leader is %s at %s", ErrNotLeader, id, addr)
+}
+
+// await waits for a raft future, or until the store closes. Raft never
+// answers a future still queued when it shuts down (the apply and verify
+// channels are buffered), so waiting on the future alone could block Close
+// and its callers forever.
+func (s *Store) await(fut raft.Future) error {
+	done := make(chan error, 1)
+	go func() { done <- fut.Error() }()
+	select {
+	case err := <-done:
+		return err
+	case <-s.shutdown:
+		select {
+		case err := <-done:
+			return err
+		default:
+			return raft.ErrRaftShutdown
+		}
+	}
 }

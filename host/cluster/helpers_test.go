@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,8 +30,8 @@ type testNode struct {
 
 	storeConf func(*store.Config)
 
-	mu   sync.Mutex
-	down bool
+	mu   sync.Mutex // serializes kill and leave
+	down atomic.Bool
 }
 
 // nodeOptions shape a test node.
@@ -111,10 +112,9 @@ func (n *testNode) restart(join ...string) *testNode {
 func (n *testNode) kill() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.down {
+	if n.down.Swap(true) {
 		return
 	}
-	n.down = true
 	n.c.Shutdown()
 	n.srv.Stop()
 	n.st.Close()
@@ -124,20 +124,15 @@ func (n *testNode) kill() {
 func (n *testNode) leave() {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.down {
+	if n.down.Swap(true) {
 		return
 	}
-	n.down = true
 	n.c.Leave()
 	n.srv.Stop()
 	n.st.Close()
 }
 
-func (n *testNode) isDown() bool {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.down
-}
+func (n *testNode) isDown() bool { return n.down.Load() }
 
 // newTestCluster starts size nodes with -bootstrap-expect size, joined to
 // the first, and waits until every node knows the leader.

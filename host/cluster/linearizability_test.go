@@ -130,6 +130,11 @@ func TestLinearizableAcrossLeaderRestart(t *testing.T) {
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	// Runs before the nodes close, also when the test fails early.
+	t.Cleanup(func() {
+		cancel()
+		wg.Wait()
+	})
 	for c := range clients {
 		wg.Add(1)
 		go func() {
