@@ -257,3 +257,48 @@ func TestTTLExpiresAtOneRevisionEverywhere(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+func TestServersPastMaxVotersAreNonvoters(t *testing.T) {
+	// Three voters at most in this cluster (five by default).
+	base := t.TempDir()
+	var nodes []*testNode
+	for i := range 4 {
+		o := nodeOptions{Expect: 3, MaxVoters: 3}
+		if i > 0 {
+			o.Join = []string{nodes[0].c.Addr()}
+		}
+		if i == 3 {
+			o.Expect = 0
+		}
+		nodes = append(nodes, startNode(t, fmt.Sprint("n", i), filepath.Join(base, fmt.Sprint("n", i)), o))
+	}
+	waitFor(t, 20*time.Second, "n3 to join as a non-voter", func() error {
+		for _, n := range nodes[:3] {
+			if n.st.IsLeader() {
+				conf := voters(t, n)
+				if conf["n3"] != store.Nonvoter || len(conf) != 4 {
+					return fmt.Errorf("configuration %v", conf)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("no leader among the first three")
+	})
+	// When a voter leaves, the non-voter is promoted.
+	leader := leaderOf(t, nodes[:3])
+	var leaving *testNode
+	for _, n := range nodes[:3] {
+		if n != leader {
+			leaving = n
+			break
+		}
+	}
+	leaving.leave()
+	waitFor(t, 20*time.Second, "n3 promoted to voter", func() error {
+		conf := voters(t, leaderOf(t, nodes))
+		if conf["n3"] != store.Voter || len(conf) != 3 {
+			return fmt.Errorf("configuration %v", conf)
+		}
+		return nil
+	})
+}

@@ -42,6 +42,7 @@ type nodeOptions struct {
 	// SerfAddr and RaftAddr reuse a stopped node's addresses, as a real
 	// agent restarting with the same flags would.
 	SerfAddr, RaftAddr string
+	MaxVoters          int
 }
 
 func testLogger(t testing.TB, name string) hclog.Logger {
@@ -88,6 +89,7 @@ func startNode(t testing.TB, name, dir string, o nodeOptions) *testNode {
 		NodeName: name, BindAddr: serfAddr, APIAddr: ln.Addr().String(),
 		Join: o.Join, BootstrapExpect: o.Expect, DataDir: filepath.Join(dir, "serf"), Store: st,
 		Logger:              testLogger(t, name),
+		MaxVoters:           o.MaxVoters,
 		ServerStabilization: 200 * time.Millisecond,
 		DeadServerGrace:     time.Second,
 		ReconcileInterval:   50 * time.Millisecond,
