@@ -382,6 +382,9 @@ func (g *v1Group) usage() (Usage, error) {
 	if m.Pids != nil {
 		u.Pids = m.Pids.Current
 	}
+	if _, ok := g.b.mountRoots[cgroup1.Pids]; ok {
+		u.PidsLimitHits = pidsLimitHits(filepath.Join(g.b.root, string(cgroup1.Pids), g.cgPath))
+	}
 	return u, nil
 }
 

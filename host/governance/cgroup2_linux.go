@@ -250,6 +250,7 @@ func (g *v2Group) usage() (Usage, error) {
 	if m.Pids != nil {
 		u.Pids = m.Pids.Current
 	}
+	u.PidsLimitHits = pidsLimitHits(g.dir())
 	return u, nil
 }
 

@@ -152,6 +152,9 @@ func TestPidsLimit(t *testing.T) {
 	})
 	refused, _ := readKey(filepath.Join(pidsDir, "pids.events"), "max")
 	t.Logf("%s: fork bomb held at pids.max %d: most seen %d, forks refused so far %d", m.Mode(), maxPids, most, refused)
+	if u, err := g.Usage(); err != nil || u.PidsLimitHits < refused {
+		t.Errorf("Usage reports %d forks refused (%v); pids.events said %d a moment earlier", u.PidsLimitHits, err, refused)
+	}
 	if peak, ok := readNumber(filepath.Join(pidsDir, "pids.peak")); ok {
 		t.Logf("pids.peak %d", peak)
 		if peak != maxPids {

@@ -265,6 +265,7 @@ func (m *Manager) New(instanceID string, l Limits) (*Group, error) {
 
 	if m.b == nil {
 		g.status = statuses(l, func(string) string { return m.reason })
+		g.warnUnenforced()
 		return g, nil
 	}
 	if old, err := m.b.loadGroup(instanceID); err == nil {
@@ -276,8 +277,8 @@ func (m *Manager) New(instanceID string, l Limits) (*Group, error) {
 	gb, err := m.b.newGroup(instanceID)
 	if err != nil {
 		why := fmt.Sprintf("could not create cgroup %s: %v", m.b.groupDir(instanceID), err)
-		g.log.Warn("plugin instance runs without resource limits", "reason", why)
 		g.status = statuses(l, func(string) string { return why })
+		g.warnUnenforced()
 		return g, nil
 	}
 	g.b = gb
@@ -290,12 +291,18 @@ func (m *Manager) New(instanceID string, l Limits) (*Group, error) {
 		}
 		return ""
 	})
+	g.warnUnenforced()
+	return g, nil
+}
+
+// warnUnenforced logs, for the instance, each limit that is set but not
+// enforced, and why: never silent, whatever the mode.
+func (g *Group) warnUnenforced() {
 	for _, s := range g.status {
 		if !s.Enforced && s.Reason != reasonNoLimit {
 			g.log.Warn("resource limit not enforced", "resource", s.Resource, "limit", s.Limit, "reason", s.Reason)
 		}
 	}
-	return g, nil
 }
 
 func (m *Manager) forget(g *Group) {

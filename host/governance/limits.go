@@ -58,6 +58,7 @@ type Usage struct {
 	CPUUsageNanos     uint64 // CPU time consumed
 	CPUThrottledNanos uint64 // time the group was held back by its CPU limit
 	Pids              uint64 // processes and threads now
+	PidsLimitHits     uint64 // forks and thread creations the pids limit refused
 	OOMKills          uint64 // processes the kernel OOM-killed in the group
 }
 

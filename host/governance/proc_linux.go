@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -125,6 +126,22 @@ func sigkill(pid int, member func(pid int) bool) {
 	if member(pid) {
 		_ = unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0)
 	}
+}
+
+// pidsLimitHits reads how often the pids limit of the cgroup at dir refused
+// a fork: the "max" count of its pids.events (0 where there is none).
+func pidsLimitHits(dir string) uint64 {
+	b, err := readSmall(filepath.Join(dir, "pids.events"))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(b, "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == "max" {
+			n, _ := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // sortedKeys returns the keys of set in order.
