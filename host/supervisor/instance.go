@@ -345,21 +345,31 @@ func (in *instance) oomKilled() (bool, error) {
 	return in.group.OOMKilled()
 }
 
-func (in *instance) memoryLimit() string {
+func (in *instance) memoryLimit() string { return in.limitOf(governance.ResourceMemory) }
+
+func (in *instance) limitOf(resource string) string {
 	for _, l := range in.limits {
-		if l.Resource == "memory" {
+		if l.Resource == resource {
 			return l.Limit
 		}
 	}
 	return "configured"
 }
 
-// exitReason explains why in's process ended, naming an OOM kill and its limit.
+// exitReason explains why in's process ended, naming an OOM kill and its
+// limit, and a pids limit that refused forks: a Go plugin that cannot make
+// a thread aborts with no more than an exit status to show for it.
 func (in *instance) exitReason() string {
 	if ok, _ := in.oomKilled(); ok {
 		return fmt.Sprintf("oom-killed: memory limit %s reached", in.memoryLimit())
 	}
-	return in.ExitReason()
+	reason := in.ExitReason()
+	if in.group != nil {
+		if u, err := in.group.Usage(); err == nil && u.PidsLimitHits > 0 {
+			reason += fmt.Sprintf("; pids limit %s reached (%d forks refused)", in.limitOf(governance.ResourcePids), u.PidsLimitHits)
+		}
+	}
+	return reason
 }
 
 func notEnforced(l governance.Limits, why string) []governance.LimitStatus {

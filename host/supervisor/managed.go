@@ -186,16 +186,19 @@ func (m *managed) scheduleRestart(version, reason string, attempt *int) <-chan t
 	cfg := m.s.cfg
 	now := time.Now()
 	m.mu.Lock()
-	m.restarts++
-	m.restartTimes = append(m.restartTimes, now)
 	cut := 0
 	for cut < len(m.restartTimes) && now.Sub(m.restartTimes[cut]) > cfg.CrashLoopWindow {
 		cut++
 	}
 	m.restartTimes = m.restartTimes[cut:]
+	// A loss after CrashLoopRestarts restarts within the window is a crash
+	// loop; only restarts that are made are counted.
 	loop := len(m.restartTimes) >= cfg.CrashLoopRestarts
 	if loop {
 		m.failed, m.failedPinAt = version, m.pinAt
+	} else {
+		m.restarts++
+		m.restartTimes = append(m.restartTimes, now)
 	}
 	m.mu.Unlock()
 	if loop {
