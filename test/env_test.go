@@ -184,6 +184,7 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	a.Start()
 	t.Cleanup(func() {
 		a.Stop()
+		removeCgroupParent(t, a.CgroupParent())
 		if t.Failed() {
 			t.Logf("agent log:\n%s", a.Log())
 		}
@@ -191,11 +192,23 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	return a
 }
 
+// removeCgroupParent removes what is left of a stopped agent's cgroup
+// parent: the agent removes its instances' cgroups, not the parent. One
+// that is not empty (an agent killed and not restarted) is left, and said.
+func removeCgroupParent(t testing.TB, parent string) {
+	dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", "*", parent))
+	for _, d := range dirs {
+		if err := os.Remove(d); err != nil && !os.IsNotExist(err) {
+			t.Logf("leaving cgroup %s: %v", d, err)
+		}
+	}
+}
+
 // Start runs the agent process and waits until its API answers.
 func (a *Agent) Start() {
 	a.t.Helper()
 	args := []string{"agent", "-dev", "-node", a.Node, "-data-dir", a.DataDir, "-api", a.API, "-http", a.HTTP,
-		"-rpc", a.RPC, "-serf", a.Serf, "-cgroup-parent", "plughost-test-" + filepath.Base(a.DataDir)}
+		"-rpc", a.RPC, "-serf", a.Serf, "-cgroup-parent", a.CgroupParent()}
 	if a.confPath != "" {
 		args = append(args, "-config", a.confPath)
 	}
@@ -223,6 +236,14 @@ func (a *Agent) Start() {
 		_, err := a.Operator().GetAgentInfo(ctx, &operatorv1.GetAgentInfoRequest{})
 		return err
 	})
+}
+
+// CgroupParent is the cgroup under which the agent makes its plugins'
+// cgroups: one of its own per data dir, so that agents running side by side
+// never take each other's cgroups for stale ones. t.TempDir's parent is
+// unique per test, its base ("001") only within one.
+func (a *Agent) CgroupParent() string {
+	return "plughost-test-" + filepath.Base(filepath.Dir(a.DataDir)) + "-" + filepath.Base(a.DataDir)
 }
 
 // Stop sends SIGTERM and waits for a clean exit.
