@@ -150,7 +150,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	})
 	a.installer = &installer{cfg: cfg, cat: a.catalog, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe")}
-	}}
+	}, installed: func(name string) { a.super.Reconcile(name) }}
 
 	// Stream workers keep their grown stacks across calls: small unary
 	// calls (store reads) otherwise pay a stack growth each.

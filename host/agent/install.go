@@ -27,7 +27,10 @@ type installer struct {
 	cat      *catalog.Catalog
 	log      hclog.Logger
 	baseSpec func() launch.Spec
-	mu       sync.Mutex // one install at a time: the catalog check and the move must not interleave
+	// installed is told the name of every plugin whose files were installed
+	// here, so the supervisor starts a version it was waiting for.
+	installed func(name string)
+	mu        sync.Mutex // one install at a time: the catalog check and the move must not interleave
 }
 
 // Installed is the outcome of an accepted bundle.
@@ -68,6 +71,7 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 				what, m.Name, m.Version, old.SHA256[:12], m.SHA256[:12], catalog.ErrImmutable)
 		}
 		if _, err := os.Stat(filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version, m.Executable)); err == nil {
+			in.notify(m.Name)
 			return &Installed{Manifest: m, Already: true}, nil
 		}
 	}
@@ -83,7 +87,14 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
+	in.notify(m.Name)
 	return &Installed{Manifest: m, Already: already}, nil
+}
+
+func (in *installer) notify(name string) {
+	if in.installed != nil {
+		in.installed(name)
+	}
 }
 
 // probe starts the executable once and checks who it says it is.

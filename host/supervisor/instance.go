@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -90,6 +91,12 @@ func (s *Supervisor) limitsFor(e *catalog.Entry) governance.Limits {
 		}
 	}
 	return l
+}
+
+// haveFiles reports whether e's executable is installed on this node.
+func (s *Supervisor) haveFiles(e *catalog.Entry) bool {
+	fi, err := os.Stat(filepath.Join(s.cfg.PluginsDir, e.Name, e.Version, e.Manifest.Executable))
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // errNotHealthy marks an instance that did not pass its health gate.

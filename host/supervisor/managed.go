@@ -293,6 +293,18 @@ func (m *managed) reconcile(ctx context.Context) error {
 	if failed == e.Version {
 		return nil
 	}
+	if !m.s.haveFiles(e) {
+		// The catalog is shared by the cluster, the files are per node:
+		// wait for the bundle to be added here, which reconciles again.
+		why := fmt.Sprintf("%s %s is registered in the cluster but its bundle is not on this node: add it here ('plughost bundle add' to this node, or drop it into its bundles dir)", m.name, e.Version)
+		m.mu.Lock()
+		m.lastErr = why
+		m.mu.Unlock()
+		if m.current() == nil {
+			m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, why)
+		}
+		return nil
+	}
 	cur := m.current()
 	if cur != nil && cur.entry.Version == e.Version {
 		return nil
