@@ -130,6 +130,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		// instead of a socket per broker stream.
 		GRPCBrokerMultiplex: true,
 		Logger:              logger,
+		Stderr:              &rawStderr{log: logger},
 	})
 
 	start := func() error {
