@@ -446,24 +446,27 @@ func TestGovernanceOrphans(t *testing.T) {
 		return nil
 	})
 
-	// The dead agent's instance cgroups are still there, empty.
+	// The agent's reaper, which outlives it, removes its instance cgroups
+	// without waiting for a restart.
 	stale := []string{bomb, echoID}
-	for _, id := range stale {
-		if _, err := os.Stat(cgroupFile(a, "pids", id, "")); err != nil {
-			t.Fatalf("instance cgroup %s is gone before the agent restarted: %v", id, err)
-		}
-	}
-	a.Start()
-	a.WaitRunning("echo", "1.0.0")
-	for _, id := range stale {
-		if !strings.Contains(a.Log(), "removed stale cgroup") || !strings.Contains(a.Log(), id) {
-			t.Errorf("agent log does not report removing the stale cgroup of %s", id)
-		}
-		for _, ctrl := range []string{"memory", "cpu", "cpuacct", "pids"} {
-			if _, err := os.Stat(cgroupFile(a, ctrl, id, "")); !os.IsNotExist(err) {
-				t.Errorf("stale cgroup %s is still there after the restart (%v)", cgroupFile(a, ctrl, id, ""), err)
+	waitFor(t, 15*time.Second, "the reaper to remove the dead agent's cgroups", func() error {
+		for _, id := range stale {
+			for _, ctrl := range []string{"memory", "cpu", "cpuacct", "pids"} {
+				if _, err := os.Stat(cgroupFile(a, ctrl, id, "")); !os.IsNotExist(err) {
+					return fmt.Errorf("%s is still there (%v)", cgroupFile(a, ctrl, id, ""), err)
+				}
 			}
 		}
+		return nil
+	})
+	if !strings.Contains(a.Log(), "plughost reaper: the agent is gone; removed its instance cgroups") {
+		t.Errorf("the reaper did not report what it removed")
+	}
+	// The next agent start finds no stale cgroup, and runs echo again.
+	a.Start()
+	a.WaitRunning("echo", "1.0.0")
+	if strings.Contains(a.Log(), "removed cgroups left by an earlier run") {
+		t.Errorf("the restarted agent still found stale cgroups:\n%s", a.Log())
 	}
 }
 

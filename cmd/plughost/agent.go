@@ -86,6 +86,11 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		cfg.DataDir = abs
 	}
 
+	// The reaper is this same binary; it outlives the agent to remove the
+	// instance cgroups whatever way the agent ends.
+	if exe, err := os.Executable(); err == nil {
+		cfg.ReaperCommand = []string{exe, "reaper", "-cgroup-parent", cfg.CgroupParent}
+	}
 	level := hclog.LevelFromString(cfg.LogLevel)
 	if level == hclog.NoLevel {
 		return usagef("-log-level %q: use trace, debug, info, warn or error", cfg.LogLevel)
@@ -99,6 +104,5 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stderr, "==> plughost dev agent: API %s, data dir %s\n    drop bundles into %s\n",
 			cfg.APIAddr, cfg.DataDir, filepath.Join(cfg.DataDir, "bundles"))
 	}
-	_ = os.Stdout
 	return a.Run(ctx)
 }

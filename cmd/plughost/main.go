@@ -93,6 +93,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runBench(ctx, env, rest)
 	case "members":
 		return runMembers(ctx, env, rest)
+	case "reaper":
+		return runReaper(ctx, env, rest)
 	case "version", "-version", "--version":
 		return runVersion(ctx, env, rest)
 	case "help", "-h", "-help", "--help":

@@ -122,6 +122,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	} else if len(cleaned) > 0 {
 		a.log.Info("removed cgroups left by an earlier run", "cgroups", cleaned)
 	}
+	if a.gov.Mode() != governance.ModeNone && len(cfg.ReaperCommand) > 0 {
+		stopReaper, err := startReaper(cfg.ReaperCommand)
+		if err != nil {
+			a.log.Warn("no cgroup reaper: plugin children may outlive an agent that is killed", "error", err)
+		} else {
+			defer stopReaper()
+		}
+	}
 	if reason := a.gov.Reason(); reason != "" {
 		a.log.Warn("resource limits are not fully enforced", "mode", a.gov.Mode(), "reason", reason)
 	} else {

@@ -41,6 +41,11 @@ type Config struct {
 	// StartTimeout bounds a plugin's go-plugin handshake.
 	StartTimeout Duration `json:"start_timeout"`
 
+	// ReaperCommand starts the process that removes the instance cgroups
+	// when the agent ends, however it ends (see startReaper). The plughost
+	// binary sets it to itself; nil runs no reaper.
+	ReaperCommand []string `json:"-"`
+
 	// Governance.
 	CgroupParent     string               `json:"cgroup_parent"`
 	DisableCgroups   bool                 `json:"disable_cgroups"`
