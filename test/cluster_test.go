@@ -175,7 +175,9 @@ func TestClusterKillLeaderUnderLoad(t *testing.T) {
 	})
 	gap := time.Duration(firstAfter.Load() - killedAt.Load())
 	t.Logf("leader %s killed with kill -9; first acknowledged write on the new leader after %v", leader.Node, gap)
+	ack.mu.Lock()
 	n := len(ack.keys)
+	ack.mu.Unlock()
 	waitFor(t, 20*time.Second, "writes to go on under the new leader", func() error {
 		ack.mu.Lock()
 		defer ack.mu.Unlock()
