@@ -61,13 +61,9 @@ func benchStore(ctx context.Context, env *cliEnv, args []string) error {
 	if *clients < 1 || *conns < 1 || *total < 1 || *valSize < 0 || *keySpace < 1 || *keySize < 1 {
 		return usagef("bench store: -clients, -conns, -total, -key-space and -key-size must be positive, -val-size not negative")
 	}
-	cons, ok := map[string]storev1.Consistency{
-		"linearizable": storev1.Consistency_CONSISTENCY_LINEARIZABLE,
-		"session":      storev1.Consistency_CONSISTENCY_SESSION,
-		"stale":        storev1.Consistency_CONSISTENCY_STALE,
-	}[*consistency]
-	if !ok {
-		return usagef("-consistency %q: use linearizable, session or stale", *consistency)
+	cons, err := parseConsistency(*consistency)
+	if err != nil {
+		return err
 	}
 	op := fs.Arg(0)
 

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 
@@ -162,20 +161,10 @@ func bundleAdd(ctx context.Context, env *cliEnv, args []string) error {
 	if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: filepath.Base(path)}}); err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, rerr := f.Read(buf)
-		if n > 0 {
-			if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_Chunk{Chunk: buf[:n]}}); err != nil {
-				break // the agent ended the stream: CloseAndRecv says why
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
+	if err := sendChunks(f, func(b []byte) error {
+		return stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_Chunk{Chunk: b}})
+	}); err != nil {
+		return err
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/plughost/plughost/host/agent"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
 // cliEnv carries what every command writes to.
@@ -120,4 +121,38 @@ func table(w io.Writer, header []string, rows [][]string) error {
 		line(r)
 	}
 	return tw.Flush()
+}
+
+// sendChunks streams r to send in 1 MiB chunks. When send fails the server
+// has ended the stream; the caller's CloseAndRecv returns its reason, so
+// sendChunks stops quietly then.
+func sendChunks(r io.Reader, send func([]byte) error) error {
+	buf := make([]byte, 1<<20)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if send(buf[:n]) != nil {
+				return nil
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// parseConsistency reads a -consistency flag.
+func parseConsistency(s string) (storev1.Consistency, error) {
+	c, ok := map[string]storev1.Consistency{
+		"linearizable": storev1.Consistency_CONSISTENCY_LINEARIZABLE,
+		"session":      storev1.Consistency_CONSISTENCY_SESSION,
+		"stale":        storev1.Consistency_CONSISTENCY_STALE,
+	}[s]
+	if !ok {
+		return 0, usagef("-consistency %q: use linearizable, session or stale", s)
+	}
+	return c, nil
 }

@@ -39,13 +39,9 @@ func runStore(ctx context.Context, env *cliEnv, args []string) error {
 	if needsNS && *ns == "" {
 		return usagef("store %s: give -ns NAMESPACE", sub)
 	}
-	cons, ok := map[string]storev1.Consistency{
-		"linearizable": storev1.Consistency_CONSISTENCY_LINEARIZABLE,
-		"session":      storev1.Consistency_CONSISTENCY_SESSION,
-		"stale":        storev1.Consistency_CONSISTENCY_STALE,
-	}[*consistency]
-	if !ok {
-		return usagef("-consistency %q: use linearizable, session or stale", *consistency)
+	cons, err := parseConsistency(*consistency)
+	if err != nil {
+		return err
 	}
 	conn, err := cf.dial()
 	if err != nil {
@@ -246,20 +242,8 @@ func storeRestore(ctx context.Context, env *cliEnv, c storev1.StoreAdminServiceC
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, 1<<20)
-	for {
-		n, rerr := f.Read(buf)
-		if n > 0 {
-			if err := stream.Send(&storev1.RestoreRequest{Chunk: buf[:n]}); err != nil {
-				break
-			}
-		}
-		if rerr == io.EOF {
-			break
-		}
-		if rerr != nil {
-			return rerr
-		}
+	if err := sendChunks(f, func(b []byte) error { return stream.Send(&storev1.RestoreRequest{Chunk: b}) }); err != nil {
+		return err
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
