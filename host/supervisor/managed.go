@@ -40,7 +40,6 @@ type managed struct {
 	failed      string
 	failedPinAt time.Time
 	pinAt       time.Time
-	lastHealthy string // the last version that passed its health gate here
 
 	subs     map[int]chan Progress
 	nextSub  int
@@ -372,7 +371,6 @@ func (m *managed) serve(in *instance) {
 	in.setState(operatorv1.InstanceState_INSTANCE_STATE_RUNNING)
 	m.mu.Lock()
 	m.cur = in
-	m.lastHealthy = in.entry.Version
 	m.lastErr = ""
 	m.mu.Unlock()
 	m.s.cfg.Router.SetBackend(m.name, in.backend)

@@ -124,25 +124,3 @@ func (m *managed) markFailed(ctx context.Context, version string, err error) {
 		m.log.Warn("recording the failed version failed", "version", version, "error", perr)
 	}
 }
-
-// WaitVersion blocks until the plugin serves version on this node, or the
-// version failed here, or ctx ends.
-func (s *Supervisor) WaitVersion(ctx context.Context, name, version string) error {
-	t := time.NewTicker(25 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if st, ok := s.Status(name); ok {
-			if st.Running == version && st.State == operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
-				return nil
-			}
-			if st.FailedVersion == version {
-				return fmt.Errorf("plugin %s %s did not take over: %s", name, version, st.LastError)
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("plugin %s: still waiting for %s to serve: %w", name, version, ctx.Err())
-		case <-t.C:
-		}
-	}
-}
