@@ -229,6 +229,12 @@ func (s *Supervisor) check(ctx context.Context, in *instance, timeout time.Durat
 		return fmt.Errorf("health check: %w", err)
 	}
 	if resp.GetStatus() != pluginv1.HealthStatus_HEALTH_STATUS_SERVING {
+		if cctx.Err() != nil {
+			// The SDK bounds the plugin's own check by the call's deadline
+			// and reports it unhealthy when that passes: a hang, which the
+			// SDK's answer beat the host's timer to.
+			return fmt.Errorf("health check timed out after %s", timeout)
+		}
 		msg := resp.GetMessage()
 		if msg == "" {
 			msg = resp.GetStatus().String()
