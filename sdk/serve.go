@@ -48,6 +48,13 @@ func Serve(info Info, p Plugin) {
 	defer stopWatchdog()
 
 	rt := newRuntime(info, p, logger)
+	// go-plugin's own socket directory, if the agent named one.
+	data, err := listenData(os.Getenv("PLUGIN_UNIX_SOCKET_DIR"))
+	if err != nil {
+		logger.Warn("no data socket: the agent routes calls over the go-plugin connection", "error", err)
+	}
+	defer data.close()
+	rt.data = data
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: wire.Handshake,
 		VersionedPlugins: wire.PluginSets(&wire.GRPCPlugin{
@@ -56,6 +63,10 @@ func Serve(info Info, p Plugin) {
 					return broker.DialWithOptions(id, wire.DialOptions()...)
 				}
 				rt.register(s)
+				if data != nil {
+					// Services are registered: the socket may serve.
+					go func() { _ = s.Serve(data.ln) }()
+				}
 				return nil
 			},
 		}),

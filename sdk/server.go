@@ -66,6 +66,7 @@ type runtime struct {
 	dialStore StoreDialer // set before the server serves
 
 	server *grpc.Server
+	data   *dataSocket     // nil without one
 	own    map[string]bool // services the plugin registered; read-only once serving
 
 	configured atomic.Bool // Configure succeeded: calls may reach the plugin
@@ -148,6 +149,7 @@ func (r *runtime) Describe(context.Context, *pluginv1.DescribeRequest) (*pluginv
 		Services:   services,
 		ApiVersion: wire.APIVersion,
 		SdkVersion: SDKVersion,
+		DataSocket: r.data.path(),
 	}, nil
 }
 

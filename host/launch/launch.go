@@ -5,10 +5,14 @@ package launch
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -79,7 +83,11 @@ type Instance struct {
 
 	client *plugin.Client
 	broker *plugin.GRPCBroker
-	cmd    *exec.Cmd
+	raw    *rawDialer
+
+	dataMu     sync.Mutex // guards dataSocket, which watchExit reads
+	dataSocket string
+	cmd        *exec.Cmd
 
 	exitOnce sync.Once
 	exited   chan struct{}
@@ -115,7 +123,9 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 
 	logger := spec.Logger
-	client := plugin.NewClient(&plugin.ClientConfig{
+	var cfg *plugin.ClientConfig
+	rawd := &rawDialer{tlsConfig: func() *tls.Config { return cfg.TLSConfig }}
+	cfg = &plugin.ClientConfig{
 		HandshakeConfig:  wire.Handshake,
 		VersionedPlugins: wire.PluginSets(&wire.GRPCPlugin{OnConnect: onConnect}),
 		Cmd:              cmd,
@@ -125,13 +135,15 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		Managed:          true,
 		StartTimeout:     spec.StartTimeout,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
-		GRPCDialOptions:  append(wire.DialOptions(), spec.DialOptions...),
+		GRPCDialOptions: append(append(wire.DialOptions(), spec.DialOptions...),
+			grpc.WithTransportCredentials(rawd)),
 		// Multiplexing keeps the store on the plugin's one connection
 		// instead of a socket per broker stream.
 		GRPCBrokerMultiplex: true,
 		Logger:              logger,
 		Stderr:              &rawStderr{log: logger},
-	})
+	}
+	client := plugin.NewClient(cfg)
 
 	start := func() error {
 		_, err := client.Start()
@@ -165,6 +177,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		Started:   time.Now(),
 		client:    client,
 		broker:    c.broker,
+		raw:       rawd,
 		cmd:       cmd,
 		exited:    make(chan struct{}),
 		stopped:   make(chan struct{}),
@@ -190,6 +203,9 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		return nil, fmt.Errorf("%s: the executable says it is %s %s: %w (rebuild the bundle from the right binary)", what, desc.GetName(), desc.GetVersion(), ErrIdentity)
 	}
 	inst.Description = desc
+	inst.dataMu.Lock()
+	inst.dataSocket = desc.GetDataSocket()
+	inst.dataMu.Unlock()
 	return inst, nil
 }
 
@@ -279,6 +295,24 @@ func (i *Instance) Ping() error {
 	return rpc.Ping()
 }
 
+// DialRaw opens a new connection to the plugin's gRPC server, TLS
+// established with ALPN h2, for a caller that speaks HTTP/2 itself (the
+// router's frame relay). Each call opens one more connection.
+//
+// The connection is to the plugin's data socket if it reported one
+// (DescribeResponse.data_socket), else a new stream on the go-plugin
+// connection's yamux session.
+func (i *Instance) DialRaw(ctx context.Context) (net.Conn, error) {
+	i.dataMu.Lock()
+	path := i.dataSocket
+	i.dataMu.Unlock()
+	nc, err := i.raw.dial(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s %s: %w", i.Spec.Plugin, i.Spec.Version, err)
+	}
+	return nc, nil
+}
+
 // Exited is closed when the plugin process has exited.
 func (i *Instance) Exited() <-chan struct{} { return i.exited }
 
@@ -318,10 +352,26 @@ func (i *Instance) watchExit() {
 		// go-plugin marks the client exited only after cmd.Wait returned,
 		// under its lock, so ProcessState is safe to read afterwards.
 		if i.client.Exited() {
+			i.removeDataSocket()
 			i.exitOnce.Do(func() { close(i.exited) })
 			return
 		}
 	}
+}
+
+// removeDataSocket removes the directory of the plugin's data socket, which
+// a plugin that was killed leaves behind. Only a directory the SDK names
+// (plughost-data-*) holding nothing but the socket is removed.
+func (i *Instance) removeDataSocket() {
+	i.dataMu.Lock()
+	path := i.dataSocket
+	i.dataMu.Unlock()
+	dir := filepath.Dir(path)
+	if path == "" || !strings.HasPrefix(filepath.Base(dir), "plughost-data-") {
+		return
+	}
+	_ = os.Remove(path)
+	_ = os.Remove(dir) // fails, harmlessly, if anything else is in it
 }
 
 // Stop asks the plugin to stop, then ends the process: go-plugin asks it to

@@ -124,7 +124,14 @@ type DescribeResponse struct {
 	// api_version is the plughost plugin API version the SDK negotiated.
 	ApiVersion uint32 `protobuf:"varint,4,opt,name=api_version,json=apiVersion,proto3" json:"api_version,omitempty"`
 	// sdk_version is the version of the plughost SDK the plugin was built with.
-	SdkVersion    string `protobuf:"bytes,5,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
+	SdkVersion string `protobuf:"bytes,5,opt,name=sdk_version,json=sdkVersion,proto3" json:"sdk_version,omitempty"`
+	// data_socket is the path of a unix socket on which the plugin's gRPC
+	// server also accepts connections, with the same mutual TLS as the
+	// go-plugin connection, in a directory only the plugin's user can enter.
+	// The agent's router relays calls over it, without the yamux session
+	// that multiplexes the go-plugin connection. Empty if the plugin offers
+	// none: the router then opens a stream on that session.
+	DataSocket    string `protobuf:"bytes,6,opt,name=data_socket,json=dataSocket,proto3" json:"data_socket,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -190,6 +197,13 @@ func (x *DescribeResponse) GetApiVersion() uint32 {
 func (x *DescribeResponse) GetSdkVersion() string {
 	if x != nil {
 		return x.SdkVersion
+	}
+	return ""
+}
+
+func (x *DescribeResponse) GetDataSocket() string {
+	if x != nil {
+		return x.DataSocket
 	}
 	return ""
 }
@@ -632,7 +646,7 @@ var File_plughost_plugin_v1_plugin_proto protoreflect.FileDescriptor
 const file_plughost_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
 	"\x1fplughost/plugin/v1/plugin.proto\x12\x12plughost.plugin.v1\"\x11\n" +
-	"\x0fDescribeRequest\"\x9e\x01\n" +
+	"\x0fDescribeRequest\"\xbf\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -640,7 +654,9 @@ const file_plughost_plugin_v1_plugin_proto_rawDesc = "" +
 	"\vapi_version\x18\x04 \x01(\rR\n" +
 	"apiVersion\x12\x1f\n" +
 	"\vsdk_version\x18\x05 \x01(\tR\n" +
-	"sdkVersion\"\xb4\x01\n" +
+	"sdkVersion\x12\x1f\n" +
+	"\vdata_socket\x18\x06 \x01(\tR\n" +
+	"dataSocket\"\xb4\x01\n" +
 	"\bNodeInfo\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
 	"\vapi_address\x18\x02 \x01(\tR\n" +
