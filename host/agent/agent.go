@@ -181,7 +181,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}()
 	go func() {
 		defer wg.Done()
-		if err := a.grpc.Serve(a.apiLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		// The router accepts every API connection: it relays calls to
+		// plugins and hands the agent's own API to a.grpc.
+		if err := a.router.Serve(a.apiLn, a.grpc); err != nil {
 			errc <- fmt.Errorf("agent: api: %w", err)
 		}
 	}()
@@ -217,6 +219,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 }
 
 func (a *Agent) stopServers() {
+	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
+	a.router.Stop(rctx)
+	rcancel()
 	done := make(chan struct{})
 	go func() {
 		a.grpc.GracefulStop()

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -24,11 +25,19 @@ type Backend struct {
 	// shape; with nil Files every call is proxied as a bidi stream, which is
 	// correct but slower for unary calls.
 	Files *protoregistry.Files
+	// Dial opens a new connection to the instance's gRPC server that speaks
+	// HTTP/2 from its first byte (TLS already established, ALPN h2). The
+	// router's relay opens its own connection with it; calls it cannot
+	// reach this way fail with Unavailable.
+	Dial func(ctx context.Context) (net.Conn, error)
 
 	inflight atomic.Int64
 	waiters  atomic.Int32
 	mu       sync.Mutex    // guards idle
 	idle     chan struct{} // closed when in-flight drops to zero while someone waits
+
+	rcMu sync.Mutex // guards rc
+	rc   *h2conn    // the relay's connection, opened by the first call
 
 	prepareOnce sync.Once
 	methods     map[string]*grpc.StreamDesc // "/pkg.Service/Method" → shape

@@ -170,6 +170,30 @@ func sumHandler(_ any, ss grpc.ServerStream) error {
 	}
 }
 
+// agentInfoDesc stands for the agent's own API (operator, store): a
+// connection whose first call is to it is handed to the agent's gRPC server.
+var agentInfoDesc = grpc.ServiceDesc{
+	ServiceName: "plughost.test.v1.AgentInfo",
+	HandlerType: (*any)(nil),
+	Methods: []grpc.MethodDesc{{
+		MethodName: "Get",
+		Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			in := new(wrapperspb.StringValue)
+			if err := dec(in); err != nil {
+				return nil, err
+			}
+			return wrapperspb.String("agent:" + in.GetValue()), nil
+		},
+	}},
+}
+
+// agentInfo calls the agent's own test service on conn.
+func agentInfo(ctx context.Context, conn *grpc.ClientConn, s string) (string, error) {
+	out := new(wrapperspb.StringValue)
+	err := conn.Invoke(ctx, "/plughost.test.v1.AgentInfo/Get", wrapperspb.String(s), out)
+	return out.GetValue(), err
+}
+
 // dynFile is a file no Go package registers: only the backend's reflection
 // knows it, so the router's reflection must take it from Backend.Files.
 var dynFile = func() protoreflect.FileDescriptor {
@@ -302,7 +326,11 @@ func startBackend(t testing.TB, version string, mode reflectionMode) *testBacken
 // plugin "echo".
 func (tb *testBackend) backend(t testing.TB, services ...string) *Backend {
 	t.Helper()
-	b := &Backend{Plugin: "echo", Version: tb.echo.version, InstanceID: "i-" + tb.echo.version, Conn: tb.conn}
+	b := &Backend{Plugin: "echo", Version: tb.echo.version, InstanceID: "i-" + tb.echo.version, Conn: tb.conn,
+		Dial: func(ctx context.Context) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", tb.addr)
+		}}
 	if len(services) > 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -333,9 +361,15 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	tr := &testRouter{r: New(cfg), addr: lis.Addr().String()}
 	tr.srv = grpc.NewServer(tr.r.ServerOptions()...)
 	healthpb.RegisterHealthServer(tr.srv, health.NewServer())
+	tr.srv.RegisterService(&agentInfoDesc, nil)
 	tr.r.RegisterReflection(tr.srv)
-	go func() { _ = tr.srv.Serve(lis) }()
-	t.Cleanup(tr.srv.Stop)
+	go func() { _ = tr.r.Serve(lis, tr.srv) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		tr.r.Stop(ctx)
+		tr.srv.Stop()
+	})
 	tr.conn = dialClient(t, tr.addr)
 	return tr
 }

@@ -1,13 +1,16 @@
 // Package router routes gRPC calls made at the agent's API address to the
-// plugin instance that serves the called service, passing messages through
-// undecoded.
+// plugin instance that serves the called service.
 //
-// The agent builds its API grpc.Server with Router.ServerOptions: calls to
-// the agent's own services are served as usual, every other call reaches the
-// router's unknown-service handler, which looks the service up in an
-// immutable route table (one atomic load), counts the call on the chosen
-// Backend with atomics, and proxies it as a stream to the Backend's
-// connection. The supervisor steers the table: Declare and Undeclare say
+// Router.Serve accepts the API connections. A connection whose first call
+// is to a plugin (or to reflection or health) is relayed frame by frame
+// (see relay.go): the router decodes each call's headers to learn its
+// method, looks the service up in an immutable route table (one atomic
+// load), counts the call on the chosen Backend with atomics, and passes
+// the call's frames to and from the relay's own HTTP/2 connection to that
+// instance (Backend.Dial). A connection whose first call is to the agent's
+// own API goes to the agent's grpc.Server, built with ServerOptions, whose
+// unknown-service handler proxies any later plugin call message by message
+// (proxy.go). The supervisor steers the table: Declare and Undeclare say
 // which plugin serves which services, SetBackend switches where a plugin's
 // calls go, SetState and SetHolding say what happens while none serves.
 package router
@@ -83,6 +86,8 @@ type Router struct {
 	plugins map[string]*plugin
 
 	unknown atomic.Uint64 // calls to services no plugin declared
+
+	relay atomic.Pointer[relay] // set by Serve
 }
 
 // plugin is the router's entry for one plugin.
@@ -181,6 +186,11 @@ func (r *Router) SetBackend(pluginName string, b *Backend) (old *Backend) {
 	old = p.backend.Swap(b)
 	r.mu.Unlock()
 	p.notify()
+	if rl := r.relay.Load(); rl != nil && b != nil && b.Dial != nil {
+		// Connect now rather than on the first call. A failure is the
+		// first call's to report.
+		go func() { _, _ = rl.backendConn(b) }()
+	}
 	r.log.Info("routing switched", "plugin", pluginName, "from", describe(old), "to", describe(b))
 	return old
 }

@@ -52,12 +52,14 @@ func (c *counters) recordHeld(d time.Duration) {
 }
 
 // record counts one call that ended with err.
-func (c *counters) record(err error) {
+func (c *counters) record(err error) { c.recordCode(status.Code(err)) }
+
+// recordCode counts one call that ended with code.
+func (c *counters) recordCode(code codes.Code) {
 	c.calls.Add(1)
-	if err == nil {
+	if code == codes.OK {
 		return
 	}
-	code := status.Code(err)
 	if int(code) >= numCodes {
 		code = codes.Unknown
 	}

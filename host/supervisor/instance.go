@@ -166,7 +166,7 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 	if err != nil {
 		return fail(fmt.Errorf("plugin %s %s: reading its service descriptors: %w", e.Name, e.Version, err))
 	}
-	in.backend = &router.Backend{Plugin: e.Name, Version: e.Version, InstanceID: id, Conn: inst.Conn, Files: files}
+	in.backend = &router.Backend{Plugin: e.Name, Version: e.Version, InstanceID: id, Conn: inst.Conn, Files: files, Dial: inst.DialRaw}
 	go s.monitor(in)
 	return in, nil
 }

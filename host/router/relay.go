@@ -1,0 +1,665 @@
+package router
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// The relay is how calls reach plugins at full speed. A gRPC proxy built
+// on grpc.Server (UnknownServiceHandler, then a client stream to the
+// plugin) runs every call through two full gRPC stacks in the agent: a
+// server stream, a client stream, a handler goroutine and a writer
+// goroutine on each connection between the caller and the plugin, and it
+// more than halved throughput. The relay instead moves HTTP/2 frames:
+// HEADERS are decoded to learn the method and encoded again for the
+// other connection, DATA goes through as it is, each connection has one
+// reader and one writer goroutine and no call has a goroutine of its own.
+//
+// Every connection to the agent's API address is accepted by the relay,
+// which classifies it by its first call:
+//   - a call to one of the agent's own API services (any service registered
+//     on the agent's grpc.Server outside the grpc.* namespace: the operator
+//     and store APIs) hands the whole connection to that server, replaying
+//     the bytes read so far: operator and store clients talk to gRPC
+//     directly. Should such a connection later call a plugin, the server's
+//     unknown-service handler proxies the call (Router.handle);
+//   - any other call (a plugin's service, reflection, health) makes it a
+//     relayed connection. Its calls to the agent's own services go to the
+//     agent's server over an in-memory connection.
+//
+// Both ends of a connection handed over must agree on its settings: before
+// classifying, the relay sends exactly the SETTINGS the agent's server
+// sends (the flow-control windows of ServerOptions) and nothing else; the
+// connection's window is raised only once it is relayed.
+type relay struct {
+	r      *Router
+	local  *grpc.Server
+	lis    net.Listener
+	handed *handoffListener
+	// ownServices are the services registered on local; native are those
+	// of them whose callers are handed to it.
+	ownServices map[string]bool
+	native      map[string]bool
+
+	mu       sync.Mutex
+	accepted map[net.Conn]*h2conn // every open caller connection; nil until relayed
+	localC   *h2conn              // the relay's connection to local
+	stopping bool
+}
+
+// Serve accepts callers on ln for the agent's API: calls to plugins are
+// relayed to them, calls to services registered on local (the agent's own
+// gRPC server, built with ServerOptions) are served by it. It returns after
+// Stop, or when ln fails.
+func (r *Router) Serve(ln net.Listener, local *grpc.Server) error {
+	rl := &relay{
+		r: r, local: local, lis: ln,
+		handed:      newHandoffListener(ln.Addr()),
+		ownServices: make(map[string]bool),
+		native:      make(map[string]bool),
+		accepted:    make(map[net.Conn]*h2conn),
+	}
+	for name := range local.GetServiceInfo() {
+		rl.ownServices[name] = true
+		if !strings.HasPrefix(name, "grpc.") {
+			rl.native[name] = true
+		}
+	}
+	if !r.relay.CompareAndSwap(nil, rl) {
+		return errors.New("router: Serve called twice")
+	}
+	go func() { _ = local.Serve(rl.handed) }()
+
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			rl.mu.Lock()
+			stopping := rl.stopping
+			rl.mu.Unlock()
+			if stopping {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		rl.mu.Lock()
+		if rl.stopping {
+			rl.mu.Unlock()
+			_ = nc.Close()
+			continue
+		}
+		rl.accepted[nc] = nil
+		rl.mu.Unlock()
+		go rl.serveConn(nc)
+	}
+}
+
+// Stop stops accepting callers, tells every relayed connection to open no
+// more calls (GOAWAY), waits until their calls end or ctx ends, then
+// closes them. Stop the agent's grpc.Server after it.
+func (r *Router) Stop(ctx context.Context) {
+	rl := r.relay.Load()
+	if rl == nil {
+		return
+	}
+	rl.mu.Lock()
+	rl.stopping = true
+	conns := make(map[net.Conn]*h2conn, len(rl.accepted))
+	for nc, c := range rl.accepted {
+		conns[nc] = c
+	}
+	rl.mu.Unlock()
+	_ = rl.lis.Close()
+
+	for nc, c := range conns {
+		if c == nil {
+			_ = nc.Close() // not classified yet: no call started
+			continue
+		}
+		c.mu.Lock()
+		if !c.closed {
+			c.goAway = true
+			_ = c.wfr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+		}
+		c.mu.Unlock()
+		c.kick()
+	}
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for busy := true; busy; {
+		busy = false
+		for _, c := range conns {
+			if c != nil {
+				c.mu.Lock()
+				busy = busy || (!c.closed && len(c.streams) > 0)
+				c.mu.Unlock()
+			}
+		}
+		if busy {
+			select {
+			case <-ctx.Done():
+				busy = false
+			case <-tick.C:
+			}
+		}
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.close(nil)
+		}
+	}
+	rl.mu.Lock()
+	lc := rl.localC
+	rl.mu.Unlock()
+	if lc != nil {
+		lc.close(nil)
+	}
+}
+
+// serveConn reads a caller's connection up to its first call, then hands
+// it to the agent's server or relays it.
+func (rl *relay) serveConn(nc net.Conn) {
+	rec := &recorder{r: nc, on: true}
+	c := newH2conn(rl, callerSide, nc, bufio.NewReaderSize(rec, readBufferBytes), "caller "+nc.RemoteAddr().String())
+	forget := func() {
+		rl.mu.Lock()
+		delete(rl.accepted, nc)
+		rl.mu.Unlock()
+		_ = nc.Close()
+	}
+	// gRPC clients wait for the server's settings before their first call.
+	c.mu.Lock()
+	_ = c.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameBytes},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: relayStreamWindow})
+	settings := c.out
+	c.out = nil
+	c.mu.Unlock()
+	if _, err := nc.Write(settings); err != nil {
+		forget()
+		return
+	}
+	preface := make([]byte, len(http2.ClientPreface))
+	if _, err := io.ReadFull(c.br, preface); err != nil || string(preface) != http2.ClientPreface {
+		forget() // not an HTTP/2 client
+		return
+	}
+
+	var acks int
+	var pings [][8]byte
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			forget()
+			return
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if f.IsAck() {
+				continue
+			}
+			if f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }) != nil {
+				forget()
+				return
+			}
+			c.mu.Lock()
+			c.applySettingsLocked(f)
+			c.mu.Unlock()
+			acks++
+		case *http2.WindowUpdateFrame:
+			if f.StreamID == 0 {
+				c.sendWin += int64(f.Increment)
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				pings = append(pings, f.Data)
+			}
+		case *http2.MetaHeadersFrame:
+			rl.classified(c, rec, f, acks, pings)
+			return
+		case *http2.GoAwayFrame:
+			forget()
+			return
+		}
+	}
+}
+
+// classified takes a caller's connection on from its first call, f.
+func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame, acks int, pings [][8]byte) {
+	nc := c.nc
+	if rl.native[serviceOf(f.PseudoValue("path"))] {
+		rl.mu.Lock()
+		delete(rl.accepted, nc) // the agent's server owns it now
+		rl.mu.Unlock()
+		read := rec.stop()
+		_ = rl.handed.push(&replayConn{Conn: nc, r: io.MultiReader(bytes.NewReader(read), nc)})
+		return
+	}
+	rec.stop()
+	c.mu.Lock()
+	for range acks {
+		_ = c.wfr.WriteSettingsAck()
+	}
+	for _, p := range pings {
+		_ = c.wfr.WritePing(true, p)
+	}
+	_ = c.wfr.WriteWindowUpdate(0, relayConnWindow-initialWindow)
+	c.recvWin = relayConnWindow
+	c.mu.Unlock()
+
+	rl.mu.Lock()
+	if rl.stopping {
+		rl.mu.Unlock()
+		_ = nc.Close()
+		return
+	}
+	rl.accepted[nc] = c
+	rl.mu.Unlock()
+	go c.writeLoop()
+	var t touched
+	t.add(c) // the acknowledgements and the window update
+	c.handle(&t, f)
+	t.flush()
+	c.readLoop()
+}
+
+// forget drops a closed connection from the relay's books.
+func (rl *relay) forget(c *h2conn) {
+	if c.side == callerSide {
+		rl.mu.Lock()
+		delete(rl.accepted, c.nc)
+		rl.mu.Unlock()
+		return
+	}
+	rl.forgetBackendConn(c)
+}
+
+// forgetBackendConn makes the next call to c's backend open a new
+// connection.
+func (rl *relay) forgetBackendConn(c *h2conn) {
+	if b := c.backend; b != nil {
+		b.rcMu.Lock()
+		if b.rc == c {
+			b.rc = nil
+		}
+		b.rcMu.Unlock()
+		return
+	}
+	rl.mu.Lock()
+	if rl.localC == c {
+		rl.localC = nil
+	}
+	rl.mu.Unlock()
+}
+
+// newStream starts a call a caller opened with header block f.
+func (rl *relay) newStream(t *touched, c *h2conn, f *http2.MetaHeadersFrame) {
+	id := f.StreamID
+	c.mu.Lock()
+	if id%2 == 0 || id <= c.lastID {
+		c.mu.Unlock()
+		c.fail(http2.ConnectionError(http2.ErrCodeProtocol))
+		return
+	}
+	c.lastID = id
+	if c.goAway || c.closed {
+		_ = c.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
+		c.mu.Unlock()
+		t.add(c)
+		return
+	}
+	st := newRstream(c, id, f.StreamEnded())
+	c.streams[id] = st
+	c.mu.Unlock()
+	rl.route(t, st, f.Fields, f.PseudoValue("path"), f.StreamEnded())
+}
+
+// route sends a new call to the plugin that serves its service, or to the
+// agent's own server: for the agent's services and for unknown ones, which
+// its unknown-service handler answers.
+func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, path string, end bool) {
+	service := serviceOf(path)
+	if !rl.ownServices[service] {
+		if p := (*rl.r.routes.Load())[service]; p != nil {
+			st.p = p
+			if b := p.backend.Load(); b != nil {
+				b.acquire()
+				// Switched away before the count went up: the old backend
+				// may be drained already (see Router.acquire).
+				if p.backend.Load() == b {
+					rl.attach(t, st, b, backendFields(fields), end)
+					return
+				}
+				b.release()
+			}
+			if !p.holding.Load() {
+				st.fail(t, errNoInstance(p.name, p.stateText()))
+				return
+			}
+			go rl.hold(st, p, backendFields(fields), end)
+			return
+		}
+	}
+	c, err := rl.localConn()
+	if err != nil {
+		st.fail(t, status.Errorf(codes.Unavailable, "the agent's own server is unavailable: %v", err))
+		return
+	}
+	rl.open(t, st, c, nil, fields, end)
+}
+
+// hold waits, on its own goroutine, for p to get a backend (see
+// SetHolding), then opens the call on it; the caller's deadline and a
+// reset end the wait.
+func (rl *relay) hold(st *rstream, p *plugin, fields []hpack.HeaderField, end bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	for _, f := range fields {
+		if f.Name == "grpc-timeout" {
+			if d, ok := parseTimeout(f.Value); ok {
+				cancel()
+				ctx, cancel = context.WithTimeout(context.Background(), d)
+			}
+		}
+	}
+	defer cancel()
+	st.mu.Lock()
+	if st.finished {
+		st.mu.Unlock()
+		return
+	}
+	st.cancel = cancel
+	st.mu.Unlock()
+
+	b, held, err := rl.r.acquire(ctx, p)
+	if held > 0 {
+		p.stats.recordHeld(held)
+		st.held = held
+	}
+	var t touched
+	defer t.flush()
+	if err != nil {
+		st.fail(&t, err)
+		return
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		// The backend gets what is left of the caller's deadline.
+		fields = withField(fields, "grpc-timeout", formatTimeout(time.Until(dl)))
+	}
+	rl.attach(&t, st, b, fields, end)
+}
+
+// backendFields are the header fields of a call as a plugin gets them:
+// those that describe the caller's connection to the agent (its authority
+// and user agent, and grpc- headers gRPC's wire format does not define)
+// stay behind, as they do when the agent's gRPC server proxies a call.
+func backendFields(fields []hpack.HeaderField) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, len(fields))
+	for _, f := range fields {
+		switch {
+		case f.Name == ":authority":
+			f.Value = backendAuthority
+		case f.Name == "user-agent":
+			f.Value = relayUserAgent
+		case strings.HasPrefix(f.Name, "grpc-") && !wireHeaders[f.Name]:
+			continue
+		}
+		out = append(out, f)
+	}
+	return out
+}
+
+// backendAuthority is the :authority of relayed calls: the name go-plugin's
+// TLS certificates are made for.
+const backendAuthority = "localhost"
+
+// relayUserAgent is the user-agent of relayed calls.
+const relayUserAgent = "plughost-router"
+
+// wireHeaders are the grpc- headers of gRPC's wire format that describe the
+// call itself and must reach the plugin with the frames they describe.
+var wireHeaders = map[string]bool{
+	"grpc-timeout":         true,
+	"grpc-encoding":        true,
+	"grpc-accept-encoding": true,
+}
+
+// withField returns fields with name set to value, replacing it in a copy.
+func withField(fields []hpack.HeaderField, name, value string) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, len(fields))
+	copy(out, fields)
+	for i := range out {
+		if out[i].Name == name {
+			out[i].Value = value
+		}
+	}
+	return out
+}
+
+// attach opens the call on backend b, which has it counted in flight.
+func (rl *relay) attach(t *touched, st *rstream, b *Backend, fields []hpack.HeaderField, end bool) {
+	c, err := rl.backendConn(b)
+	if err != nil {
+		b.release()
+		st.fail(t, errBackendConn(b, err))
+		return
+	}
+	rl.open(t, st, c, b, fields, end)
+}
+
+// open opens st's backend half on connection c, passes on the data held
+// for it, and marks it attached. b, if not nil, is released when the call
+// ends (or now, if it cannot open).
+func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []hpack.HeaderField, end bool) {
+	st.mu.Lock()
+	if st.finished {
+		st.mu.Unlock()
+		if b != nil {
+			b.release()
+		}
+		return
+	}
+	c.mu.Lock()
+	var refuse error
+	switch {
+	case c.closed || c.goAway:
+		refuse = fmt.Errorf("%s is going away", c.what)
+	case uint32(len(c.streams)) >= c.peerMaxStreams:
+		refuse = fmt.Errorf("%s takes at most %d calls at once", c.what, c.peerMaxStreams)
+	}
+	if refuse != nil {
+		c.mu.Unlock()
+		st.mu.Unlock()
+		if b != nil {
+			b.release()
+		}
+		st.fail(t, status.Error(codes.Unavailable, refuse.Error()))
+		return
+	}
+	id := uint32(1)
+	if c.lastID > 0 {
+		id = c.lastID + 2
+	}
+	c.lastID = id
+	h := &st.backend
+	h.c, h.id, h.sendWin = c, id, c.peerInitWin
+	c.streams[id] = st
+	c.writeHeadersLocked(id, fields, end)
+	if end {
+		h.sentEnd = true
+	}
+	c.mu.Unlock()
+	t.add(c)
+	st.b = b
+	// Held data goes out before the caller's reader may pass on more: it
+	// sees attached only after this, under st.mu.
+	ended := end
+	for _, hc := range st.heldData {
+		ended = st.passData(t, &st.caller, hc.data, hc.end, hc.flow) || ended
+	}
+	st.heldData = nil
+	st.attached.Store(true)
+	st.mu.Unlock()
+	if ended {
+		st.sentEnd(t, h)
+	}
+}
+
+// dialTimeout bounds opening a relay connection to a plugin instance.
+const dialTimeout = 5 * time.Second
+
+// backendConn returns the relay's connection to b, opening it if needed.
+func (rl *relay) backendConn(b *Backend) (*h2conn, error) {
+	b.rcMu.Lock()
+	defer b.rcMu.Unlock()
+	if c := b.rc; c != nil && c.usable() {
+		return c, nil
+	}
+	if b.Dial == nil {
+		return nil, errors.New("the router has no way to connect to it (Backend.Dial is nil)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dialTimeout)
+	defer cancel()
+	nc, err := b.Dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	b.rc = rl.newBackendConn(nc, b, "plugin "+b.Plugin+" "+b.Version)
+	return b.rc, nil
+}
+
+// localConn returns the relay's in-memory connection to the agent's own
+// server, opening it if needed.
+func (rl *relay) localConn() (*h2conn, error) {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if c := rl.localC; c != nil && c.usable() {
+		return c, nil
+	}
+	a, b := net.Pipe()
+	if err := rl.handed.push(b); err != nil {
+		return nil, err
+	}
+	rl.localC = rl.newBackendConn(a, nil, "the agent's own server")
+	return rl.localC, nil
+}
+
+// newBackendConn starts HTTP/2 as the client on nc.
+func (rl *relay) newBackendConn(nc net.Conn, b *Backend, what string) *h2conn {
+	c := newH2conn(rl, backendSide, nc, bufio.NewReaderSize(nc, readBufferBytes), what)
+	c.backend = b
+	c.mu.Lock()
+	c.out = append(c.out, http2.ClientPreface...)
+	_ = c.wfr.WriteSettings(
+		http2.Setting{ID: http2.SettingEnablePush, Val: 0},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: relayStreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListBytes})
+	_ = c.wfr.WriteWindowUpdate(0, relayConnWindow-initialWindow)
+	c.recvWin = relayConnWindow
+	c.mu.Unlock()
+	c.start()
+	return c
+}
+
+// usable reports whether new calls may open on c.
+func (c *h2conn) usable() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && !c.goAway
+}
+
+// recorder keeps a copy of what is read through it while on, so a
+// connection read up to its first call can be replayed to another server.
+type recorder struct {
+	r   io.Reader
+	mu  sync.Mutex
+	on  bool
+	buf []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	r.mu.Lock()
+	if r.on {
+		r.buf = append(r.buf, p[:n]...)
+	}
+	r.mu.Unlock()
+	return n, err
+}
+
+// stop ends recording and returns what was read.
+func (r *recorder) stop() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.on = false
+	b := r.buf
+	r.buf = nil
+	return b
+}
+
+// replayConn is a connection whose first bytes were already read: reads
+// return them again, then go on from the connection.
+type replayConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// handoffListener hands connections to the agent's grpc.Server.
+type handoffListener struct {
+	addr net.Addr
+	ch   chan net.Conn
+	done chan struct{}
+	once sync.Once
+}
+
+func newHandoffListener(addr net.Addr) *handoffListener {
+	return &handoffListener{addr: addr, ch: make(chan net.Conn), done: make(chan struct{})}
+}
+
+func (l *handoffListener) push(c net.Conn) error {
+	select {
+	case l.ch <- c:
+		return nil
+	case <-l.done:
+		_ = c.Close()
+		return errors.New("the agent is shutting down")
+	}
+}
+
+func (l *handoffListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.ch:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *handoffListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *handoffListener) Addr() net.Addr { return l.addr }
