@@ -366,9 +366,11 @@ func (c *Cluster) Members() []Member {
 }
 
 // Addr is the serf address this node gossips on.
+// It reads serf's copy of the local member: memberlist's LocalNode is a
+// pointer to state memberlist updates in place (a tag change does).
 func (c *Cluster) Addr() string {
-	n := c.serf.Memberlist().LocalNode()
-	return net.JoinHostPort(n.Addr.String(), strconv.Itoa(int(n.Port)))
+	m := c.serf.LocalMember()
+	return net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port)))
 }
 
 // APIAddrOf is the API address of the member whose raft ID (node name) is id.
