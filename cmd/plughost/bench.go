@@ -96,7 +96,7 @@ func benchCall(ctx context.Context, env *cliEnv, args []string) error {
 	// frame by frame, while one that starts with the operator API (as conn
 	// did) is served by the agent's gRPC server, which proxies plugin calls
 	// at a higher cost.
-	echoConn, err := cf.dial()
+	echoConn, err := cf.dialLoad()
 	if err != nil {
 		return err
 	}

@@ -69,7 +69,7 @@ func benchStore(ctx context.Context, env *cliEnv, args []string) error {
 
 	cc := make([]storev1.StoreServiceClient, *conns)
 	for i := range cc {
-		conn, err := cf.dial()
+		conn, err := cf.dialLoad()
 		if err != nil {
 			return err
 		}

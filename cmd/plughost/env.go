@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"sync"
 	"text/tabwriter"
 
 	"google.golang.org/grpc"
@@ -48,9 +49,7 @@ func (c *clientFlags) check() error {
 
 // dial connects to the agent. Calls carry the operator's name for history.
 func (c *clientFlags) dial() (*grpc.ClientConn, error) {
-	conn, err := grpc.NewClient(c.addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+	return c.dialWith(
 		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
 			return invoker(withActor(ctx), method, req, reply, cc, opts...)
 		}),
@@ -58,18 +57,33 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 			return streamer(withActor(ctx), desc, cc, method, opts...)
 		}),
 	)
+}
+
+// dialLoad connects a load generator to the agent: its calls carry nothing
+// but what they are given, as an application's would.
+func (c *clientFlags) dialLoad() (*grpc.ClientConn, error) { return c.dialWith() }
+
+func (c *clientFlags) dialWith(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	conn, err := grpc.NewClient(c.addr, append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+	}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("agent %s: %w", c.addr, err)
 	}
 	return conn, nil
 }
 
-func withActor(ctx context.Context) context.Context {
-	name := "cli"
+// actor is the name operator calls are recorded under in history.
+var actor = sync.OnceValue(func() string {
 	if u, err := user.Current(); err == nil {
-		name = "cli:" + u.Username
+		return "cli:" + u.Username
 	}
-	return metadata.AppendToOutgoingContext(ctx, "plughost-actor", name)
+	return "cli"
+})
+
+func withActor(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "plughost-actor", actor())
 }
 
 // parse parses fs and turns flag errors into usage errors.
