@@ -312,7 +312,7 @@ func (c *h2conn) readLoop() {
 		}
 		c.handle(&t, f)
 		if c.br.Buffered() == 0 {
-			t.flush()
+			t.flushLast(c)
 		}
 	}
 }
@@ -702,6 +702,29 @@ func (t *touched) add(c *h2conn) {
 
 // flush writes what the goroutine appended (see flushNow).
 func (t *touched) flush() { t.flushOthers(nil) }
+
+// flushLast flushes every touched connection, own last. A reader's own
+// connection gets only its acknowledgements (PING, SETTINGS, window
+// updates), which must not delay what it passed on by a write's time. On
+// a backend connection they go to the writer goroutine instead: a peer's
+// PING may come in a TLS record of its own, ahead of the record with the
+// frames to pass on, and the reader cannot tell that more is buffered.
+func (t *touched) flushLast(own *h2conn) {
+	mine := false
+	for _, c := range t.conns {
+		if c == own {
+			mine = true
+		}
+	}
+	t.flushOthers(own)
+	switch {
+	case !mine:
+	case own.side == backendSide:
+		own.kick()
+	default:
+		own.flushNow()
+	}
+}
 
 // flushOthers flushes every touched connection but skip, whose writer
 // is the caller.

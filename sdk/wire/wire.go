@@ -76,11 +76,25 @@ func PluginSets(p *GRPCPlugin) map[int]plugin.PluginSet {
 	return sets
 }
 
+// Flow-control windows of the plugin's server. Setting them makes flow
+// control static, which turns off gRPC's BDP estimator: with dynamic
+// windows the server pings its peer once per round trip in which it
+// received data, so a lone caller's every request cost a PING and its
+// acknowledgement on top. The plugin's peer is the agent on the same
+// machine, where the bandwidth-delay product is tiny; the sizes are the
+// agent router's own.
+const (
+	ServerStreamWindowBytes = 1 << 20
+	ServerConnWindowBytes   = 16 << 20
+)
+
 // ServerOptions are the gRPC options of the plugin's server.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(MaxMessageBytes),
 		grpc.MaxSendMsgSize(MaxMessageBytes),
+		grpc.StaticStreamWindowSize(ServerStreamWindowBytes),
+		grpc.StaticConnWindowSize(ServerConnWindowBytes),
 	}
 }
 
