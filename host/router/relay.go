@@ -330,36 +330,36 @@ func (rl *relay) newStream(t *touched, c *h2conn, f *http2.MetaHeadersFrame) {
 		return
 	}
 	st := newRstream(c, id, f.StreamEnded())
+	// The plugin is set before the stream is visible: finish reads it.
+	if service := serviceOf(f.PseudoValue("path")); !rl.ownServices[service] {
+		st.p = (*rl.r.routes.Load())[service]
+	}
 	c.streams[id] = st
 	c.mu.Unlock()
-	rl.route(t, st, f.Fields, f.PseudoValue("path"), f.StreamEnded())
+	rl.route(t, st, f.Fields, f.StreamEnded())
 }
 
-// route sends a new call to the plugin that serves its service, or to the
-// agent's own server: for the agent's services and for unknown ones, which
-// its unknown-service handler answers.
-func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, path string, end bool) {
-	service := serviceOf(path)
-	if !rl.ownServices[service] {
-		if p := (*rl.r.routes.Load())[service]; p != nil {
-			st.p = p
-			if b := p.backend.Load(); b != nil {
-				b.acquire()
-				// Switched away before the count went up: the old backend
-				// may be drained already (see Router.acquire).
-				if p.backend.Load() == b {
-					rl.attach(t, st, b, backendFields(fields), end)
-					return
-				}
-				b.release()
-			}
-			if !p.holding.Load() {
-				st.fail(t, errNoInstance(p.name, p.stateText()))
+// route sends a new call to the plugin that serves its service (st.p), or
+// to the agent's own server: for the agent's services and for unknown ones,
+// which its unknown-service handler answers.
+func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end bool) {
+	if p := st.p; p != nil {
+		if b := p.backend.Load(); b != nil {
+			b.acquire()
+			// Switched away before the count went up: the old backend may
+			// be drained already (see Router.acquire).
+			if p.backend.Load() == b {
+				rl.attach(t, st, b, backendFields(fields), end)
 				return
 			}
-			go rl.hold(st, p, backendFields(fields), end)
+			b.release()
+		}
+		if !p.holding.Load() {
+			st.fail(t, errNoInstance(p.name, p.stateText()))
 			return
 		}
+		go rl.hold(st, p, backendFields(fields), end)
+		return
 	}
 	c, err := rl.localConn()
 	if err != nil {
