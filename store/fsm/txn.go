@@ -87,11 +87,14 @@ func (c *changeSet) put(f *FSM, ns string, key, value []byte, ttlMs int64) (*sto
 		return nil, err
 	}
 	c.usage[ns] = u
+	// The event and the result share one KeyValue: both are only read
+	// (marshalled to watchers and to the caller) from here on.
+	kv := rec.keyValue(string(key), true)
 	c.events = append(c.events, watch.Event{Namespace: ns, Event: &storev1.Event{
 		Type: storev1.EventType_EVENT_TYPE_PUT,
-		Kv:   rec.keyValue(string(key), true),
+		Kv:   kv,
 	}})
-	return rec.keyValue(string(key), true), nil
+	return kv, nil
 }
 
 // remove deletes key in ns, which holds rec, and emits an event of typ.
