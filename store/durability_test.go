@@ -1,8 +1,10 @@
 package store
 
 import (
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -115,4 +117,29 @@ func TestSnapshotThenReopen(t *testing.T) {
 	// History before the snapshot is gone, and says so.
 	err = s.Watch(ctxT(t), &storev1.WatchRequest{Namespace: "app", StartRevision: snapRev - 1}, func(*storev1.WatchResponse) error { return nil })
 	wantErr(t, err, ErrCompacted)
+}
+
+// TestOpenFailsCleanlyWhenRaftAddrTaken: a raft address in use is an error
+// that names it, with the log and snapshot stores opened so far closed again
+// (it once panicked closing them).
+func TestOpenFailsCleanlyWhenRaftAddrTaken(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	cfg := diskConfig(t.TempDir())
+	cfg.RaftAddr = taken.Addr().String()
+	s, err := Open(cfg)
+	if err == nil {
+		s.Close()
+		t.Fatalf("Open on a taken raft address %s succeeded", cfg.RaftAddr)
+	}
+	if !strings.Contains(err.Error(), "raft transport on "+cfg.RaftAddr) {
+		t.Fatalf("error %q does not name the raft address", err)
+	}
+	// The raft log was closed: it opens again at once (bolt locks it while open).
+	taken.Close()
+	s = openDisk(t, cfg)
+	s.Close()
 }

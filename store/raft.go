@@ -68,10 +68,13 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		return nil, fmt.Errorf("store: raft config: %w", err)
 	}
 
-	n = &raftNode{}
+	// The stores opened so far are closed if opening fails; node, not n,
+	// since a failing return sets n to nil first.
+	node := &raftNode{}
+	n = node
 	defer func() {
 		if err != nil {
-			n.closeStores()
+			node.closeStores()
 		}
 	}()
 
