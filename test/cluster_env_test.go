@@ -63,7 +63,7 @@ func StartAll(agents ...*ClusterAgent) {
 		a.startProcess()
 	}
 	for _, a := range agents {
-		a.waitAPI()
+		a.waitAPI(agents...)
 	}
 }
 
@@ -102,13 +102,17 @@ func (a *ClusterAgent) startProcess() {
 	}()
 }
 
-func (a *ClusterAgent) waitAPI() {
+// waitAPI waits until a serves its API, failing at once if a, or one of
+// the peers it needs for a leader, exits.
+func (a *ClusterAgent) waitAPI(peers ...*ClusterAgent) {
 	a.t.Helper()
 	waitFor(a.t, 60*time.Second, a.Node+" API to answer", func() error {
-		select {
-		case <-a.exited:
-			return fmt.Errorf("agent %s exited: %v\n%s", a.Node, a.exitErr, a.log.String())
-		default:
+		for _, p := range append([]*ClusterAgent{a}, peers...) {
+			select {
+			case <-p.exited:
+				a.t.Fatalf("agent %s exited: %v\n%s", p.Node, p.exitErr, p.log.String())
+			default:
+			}
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
