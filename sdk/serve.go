@@ -17,7 +17,9 @@ import (
 //
 // Serve completes the go-plugin handshake, registers the lifecycle service
 // and p's services on the plugin's gRPC server, and logs as JSON to stderr,
-// which the agent re-logs under plugin=<name> version=<v>. A watchdog makes
+// which the agent re-logs under plugin=<name> version=<v>. The server also
+// listens on a private unix socket, with the same mutual TLS, which the
+// agent's router relays calls over (see datasocket.go). A watchdog makes
 // sure the plugin never outlives the agent: on SIGTERM, or when the parent
 // process changes, it kills the plugin's process group (the plugin and
 // everything it forked).
