@@ -44,11 +44,6 @@ func Serve(info Info, p Plugin) {
 		JSONFormat: true,
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	stopWatchdog := startWatchdog(ctx, logger)
-	defer stopWatchdog()
-
 	rt := newRuntime(info, p, logger)
 	// go-plugin's own socket directory, if the agent named one.
 	data, err := listenData(os.Getenv("PLUGIN_UNIX_SOCKET_DIR"))
@@ -57,6 +52,14 @@ func Serve(info Info, p Plugin) {
 	}
 	defer data.close()
 	rt.data = data
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	// The watchdog's kill skips the deferred close: it removes the socket
+	// itself first.
+	stopWatchdog := startWatchdog(ctx, logger, data.close)
+	defer stopWatchdog()
+
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: wire.Handshake,
 		VersionedPlugins: wire.PluginSets(&wire.GRPCPlugin{

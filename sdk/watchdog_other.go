@@ -10,4 +10,4 @@ import (
 
 // startWatchdog does nothing where there are no process groups; the agent
 // runs on Linux.
-func startWatchdog(context.Context, hclog.Logger) (stop func()) { return func() {} }
+func startWatchdog(context.Context, hclog.Logger, func()) (stop func()) { return func() {} }

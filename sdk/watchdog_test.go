@@ -113,6 +113,18 @@ func TestWatchdogParentDeath(t *testing.T) {
 	}
 	_ = parent.Wait()
 	waitDead(t, 10*time.Second, pluginPid, childPid)
+	noDataSocketLeft(t, filepath.Dir(pidFile))
+}
+
+// noDataSocketLeft fails if a plugin killed by its watchdog left its data
+// socket's directory in dir (its PLUGIN_UNIX_SOCKET_DIR): no agent removes
+// it after a kill the agent did not see.
+func noDataSocketLeft(t *testing.T, dir string) {
+	t.Helper()
+	left, _ := filepath.Glob(filepath.Join(dir, "plughost-data-*"))
+	if len(left) > 0 {
+		t.Fatalf("the killed plugin left its data socket behind: %v", left)
+	}
 }
 
 // TestWatchdogSIGTERM sends SIGTERM, the agent's parent-death signal, to the
@@ -155,6 +167,7 @@ func TestWatchdogSIGTERM(t *testing.T) {
 		t.Fatalf("plugin ended with %v, want killed by its own group SIGKILL", ws)
 	}
 	waitDead(t, 10*time.Second, childPid)
+	noDataSocketLeft(t, filepath.Dir(pidFile))
 }
 
 // TestServeByHand runs the plugin without the agent: a friendly line, then

@@ -24,8 +24,15 @@ const watchdogInterval = 200 * time.Millisecond
 // is armed, or a launcher that does not arm it. On SIGTERM, or when the
 // parent pid changes, it kills the plugin's process group, so whatever the
 // plugin forked dies with it; a plugin that does not lead its group only
-// exits. The returned func stops the watchdog.
-func startWatchdog(ctx context.Context, logger hclog.Logger) (stop func()) {
+// exits. beforeDeath, if not nil, runs first: the kill skips deferred
+// cleanup. The returned func stops the watchdog.
+func startWatchdog(ctx context.Context, logger hclog.Logger, beforeDeath func()) (stop func()) {
+	kill := func() {
+		if beforeDeath != nil {
+			beforeDeath()
+		}
+		die()
+	}
 	parent := os.Getppid()
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM)
@@ -50,11 +57,11 @@ func startWatchdog(ctx context.Context, logger hclog.Logger) (stop func()) {
 				// below, or SIGTERM, tells whether the agent is gone.
 			case <-sigs:
 				logger.Warn("SIGTERM: the agent is gone or wants the plugin dead; killing the plugin's process group")
-				die()
+				kill()
 			case <-ticker.C:
 				if ppid := os.Getppid(); ppid != parent {
 					logger.Warn("the agent is gone; killing the plugin's process group", "parent", parent, "new_parent", ppid)
-					die()
+					kill()
 				}
 			}
 		}
