@@ -1,6 +1,7 @@
 package sdk
 
 import (
+	"github.com/plughost/plughost/sdk/wire"
 	"net"
 	"os"
 	"path/filepath"
@@ -21,11 +22,11 @@ type dataSocket struct {
 // listenData opens the data socket in a new private directory under dir
 // (the system's temporary directory if empty).
 func listenData(dir string) (*dataSocket, error) {
-	d, err := os.MkdirTemp(dir, "plughost-data-")
+	d, err := os.MkdirTemp(dir, wire.DataDirPrefix)
 	if err != nil {
 		return nil, err
 	}
-	ln, err := net.Listen("unix", filepath.Join(d, "grpc.sock"))
+	ln, err := net.Listen("unix", filepath.Join(d, wire.DataSocketName))
 	if err != nil {
 		_ = os.RemoveAll(d)
 		return nil, err

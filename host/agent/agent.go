@@ -117,6 +117,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if a.gov, err = governance.NewManager(governance.Config{Parent: cfg.CgroupParent, Disabled: cfg.DisableCgroups, Logger: a.log.Named("governance")}); err != nil {
 		return fmt.Errorf("agent: resource governance: %w", err)
 	}
+	// Plugins put their data sockets in the system's temporary directory
+	// (/tmp for them: they do not inherit the agent's environment).
+	if removed := launch.SweepDataSockets(os.TempDir(), "/tmp"); len(removed) > 0 {
+		a.log.Info("removed data sockets of plugins that were killed", "dirs", removed)
+	}
 	if cleaned, err := a.gov.CleanStale(); err != nil {
 		a.log.Warn("cleaning stale cgroups failed", "error", err)
 	} else if len(cleaned) > 0 {

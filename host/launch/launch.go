@@ -361,13 +361,13 @@ func (i *Instance) watchExit() {
 
 // removeDataSocket removes the directory of the plugin's data socket, which
 // a plugin that was killed leaves behind. Only a directory the SDK names
-// (plughost-data-*) holding nothing but the socket is removed.
+// (wire.DataDirPrefix) holding nothing but the socket is removed.
 func (i *Instance) removeDataSocket() {
 	i.dataMu.Lock()
 	path := i.dataSocket
 	i.dataMu.Unlock()
 	dir := filepath.Dir(path)
-	if path == "" || !strings.HasPrefix(filepath.Base(dir), "plughost-data-") {
+	if path == "" || !strings.HasPrefix(filepath.Base(dir), wire.DataDirPrefix) {
 		return
 	}
 	_ = os.Remove(path)

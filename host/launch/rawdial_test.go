@@ -98,3 +98,58 @@ func TestDialRawYamux(t *testing.T) {
 	inst := startEcho(t)
 	echoOver(t, func(ctx context.Context) (net.Conn, error) { return inst.raw.dial(ctx, "") })
 }
+
+func TestSweepDataSockets(t *testing.T) {
+	base := t.TempDir()
+	old := time.Now().Add(-2 * time.Minute)
+	mk := func(name string, listen, keepOpen bool, extra string, age time.Time) string {
+		dir := filepath.Join(base, name)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if listen {
+			l, err := net.Listen("unix", filepath.Join(dir, "grpc.sock"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if keepOpen {
+				t.Cleanup(func() { l.Close() })
+			} else {
+				// A killed plugin leaves its socket file behind.
+				l.(*net.UnixListener).SetUnlinkOnClose(false)
+				l.Close()
+			}
+		}
+		if extra != "" {
+			if err := os.WriteFile(filepath.Join(dir, extra), nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.Chtimes(dir, age, age); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+	dead := mk("plughost-data-1", true, false, "", old)
+	empty := mk("plughost-data-2", false, false, "", old)
+	live := mk("plughost-data-3", true, true, "", old)
+	young := mk("plughost-data-4", true, false, "", time.Now())
+	other := mk("plughost-data-5", true, false, "notes.txt", old)
+	unrelated := mk("something-else", true, false, "", old)
+
+	removed := SweepDataSockets(base, base)
+	want := map[string]bool{dead: true, empty: true}
+	if len(removed) != len(want) {
+		t.Fatalf("removed %v, want %v and %v", removed, dead, empty)
+	}
+	for _, d := range removed {
+		if !want[d] {
+			t.Fatalf("removed %s, which it must keep", d)
+		}
+	}
+	for _, d := range []string{live, young, other, unrelated} {
+		if _, err := os.Stat(d); err != nil {
+			t.Fatalf("%s was removed: %v", d, err)
+		}
+	}
+}

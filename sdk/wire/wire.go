@@ -88,6 +88,15 @@ const (
 	ServerConnWindowBytes   = 16 << 20
 )
 
+// A plugin's data socket (pluginv1.DescribeResponse.data_socket) is
+// DataSocketName in a private directory whose name begins with
+// DataDirPrefix, under the plugin's PLUGIN_UNIX_SOCKET_DIR or the system's
+// temporary directory.
+const (
+	DataDirPrefix  = "plughost-data-"
+	DataSocketName = "grpc.sock"
+)
+
 // ServerOptions are the gRPC options of the plugin's server.
 func ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
