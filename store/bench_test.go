@@ -84,19 +84,24 @@ func BenchmarkGetLinearizable(b *testing.B) {
 }
 
 // BenchmarkClusterPut writes 256-byte values to a three-node cluster of
-// durable stores (raft-boltdb logs fsynced in temporary directories, raft
-// over TCP loopback) through the leader, from 1 and from 200 clients. Next
+// durable stores (raft logs fsynced in temporary directories, each log
+// store in turn; raft over TCP loopback) through the leader, from 1 and
+// from 200 clients. Next
 // to puts/s it reports where a commit's time goes, from raft's own metrics:
 // the leader writing its log (leader-log-ms), a follower writing the same
 // entries (follower-log-ms), a replication round trip (append-rpc-ms) and
 // the whole commit (commit-ms). hashicorp/raft writes the leader's log
-// before it replicates, so one client waits for two log writes in series.
+// before it replicates, so one client waits for two log writes in series;
+// a bolt commit syncs twice, a WAL append once.
 //
 //	go test -run '^$' -bench ClusterPut -benchtime 2000x ./store/
 func BenchmarkClusterPut(b *testing.B) {
 	value := make([]byte, 256)
-	for _, clients := range []int{1, 200} {
-		b.Run(fmt.Sprintf("clients=%d", clients), func(b *testing.B) {
+	for _, run := range []struct {
+		log     string
+		clients int
+	}{{LogStoreWAL, 1}, {LogStoreWAL, 200}, {LogStoreBoltDB, 1}, {LogStoreBoltDB, 200}} {
+		b.Run(fmt.Sprintf("log=%s/clients=%d", run.log, run.clients), func(b *testing.B) {
 			inm := metrics.NewInmemSink(time.Hour, time.Hour)
 			mc := metrics.DefaultConfig("bench")
 			mc.EnableHostname, mc.EnableRuntimeMetrics = false, false
@@ -104,7 +109,7 @@ func BenchmarkClusterPut(b *testing.B) {
 				b.Fatal(err)
 			}
 			b.Cleanup(func() { metrics.NewGlobal(mc, &metrics.BlackholeSink{}) })
-			leader := diskCluster(b, 3)
+			leader := diskCluster(b, 3, run.log)
 			ctx := context.Background()
 			for i := range 100 { // connections up, caches warm
 				if _, err := leader.Put(ctx, &storev1.PutRequest{Namespace: "bench", Key: fmt.Appendf(nil, "warm/%d", i), Value: value}); err != nil {
@@ -114,7 +119,7 @@ func BenchmarkClusterPut(b *testing.B) {
 			for _, iv := range inm.Data() {
 				clear(iv.Samples)
 			}
-			runClients(b, clients, func(_, i int) error {
+			runClients(b, run.clients, func(_, i int) error {
 				_, err := leader.Put(ctx, &storev1.PutRequest{Namespace: "bench", Key: fmt.Appendf(nil, "key/%d", i%100000), Value: value})
 				return err
 			})
@@ -149,13 +154,14 @@ func sampleMean(inm *metrics.InmemSink, key string) float64 {
 
 // diskCluster starts n durable stores on TCP loopback, node1 bootstrapping
 // and the others added as voters, and returns the leader.
-func diskCluster(b *testing.B, n int) *Store {
+func diskCluster(b *testing.B, n int, logStore string) *Store {
 	b.Helper()
 	var nodes []*Store
 	for i := range n {
 		cfg := diskConfig(b.TempDir())
 		cfg.NodeID = fmt.Sprint("node", i+1)
 		cfg.Bootstrap = i == 0
+		cfg.LogStore = logStore
 		cfg.timing = nil // production timing: the figures are the agent's
 		s, err := Open(cfg)
 		if err != nil {

@@ -21,8 +21,12 @@ const (
 
 // Config configures a Store.
 type Config struct {
-	NodeID        string // raft server ID
-	Dir           string // data dir: raft.db, snapshots/; unused when InMemory
+	NodeID string // raft server ID
+	Dir    string // data dir: the raft log, snapshots/; unused when InMemory
+	// LogStore is the raft log for a new data dir: LogStoreWAL or
+	// LogStoreBoltDB; empty means DefaultLogStore. A dir that holds a log
+	// keeps its kind, and asking for the other one is an error.
+	LogStore      string
 	InMemory      bool
 	RaftAddr      string // TCP bind+advertise address for raft; unused when InMemory
 	Bootstrap     bool   // bootstrap a single-voter cluster if no state exists
@@ -84,6 +88,9 @@ func (c *Config) Validate() error {
 		}
 		if c.RaftAddr == "" {
 			errs = append(errs, errors.New("RaftAddr is required unless InMemory"))
+		}
+		if err := validLogStore(c.LogStore); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.MaxValueBytes < 0 || c.MaxValueBytes > maxMaxValueBytes {

@@ -32,9 +32,22 @@ func writeMix(t *testing.T, s *Store, ns string, n int) {
 	}
 }
 
-func TestDurableReopen(t *testing.T) {
+// logStores runs test once for each raft log store.
+func logStores(t *testing.T, test func(t *testing.T, kind string)) {
+	for _, kind := range []string{LogStoreWAL, LogStoreBoltDB} {
+		t.Run(kind, func(t *testing.T) { test(t, kind) })
+	}
+}
+
+// logFiles is where each log store keeps its log under the data dir.
+var logFiles = map[string]string{LogStoreWAL: walDir, LogStoreBoltDB: boltFile}
+
+func TestDurableReopen(t *testing.T) { logStores(t, testDurableReopen) }
+
+func testDurableReopen(t *testing.T, kind string) {
 	dir := t.TempDir()
 	cfg := diskConfig(dir)
+	cfg.LogStore = kind
 	s := openDisk(t, cfg)
 	writeMix(t, s, "app", 50)
 	writeMix(t, s, SystemNamespace, 5)
@@ -43,8 +56,8 @@ func TestDurableReopen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatalf("close: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil {
-		t.Fatalf("no raft log on disk: %v", err)
+	if _, err := os.Stat(filepath.Join(dir, logFiles[kind])); err != nil {
+		t.Fatalf("no %s raft log on disk: %v", kind, err)
 	}
 
 	s = openDisk(t, cfg) // a new port: the node's address is updated
@@ -76,9 +89,12 @@ func TestDurableReopen(t *testing.T) {
 	})
 }
 
-func TestSnapshotThenReopen(t *testing.T) {
+func TestSnapshotThenReopen(t *testing.T) { logStores(t, testSnapshotThenReopen) }
+
+func testSnapshotThenReopen(t *testing.T, kind string) {
 	dir := t.TempDir()
 	cfg := diskConfig(dir)
+	cfg.LogStore = kind
 	s := openDisk(t, cfg)
 	writeMix(t, s, "app", 30)
 	if err := s.node.raft.Snapshot().Error(); err != nil {
@@ -123,12 +139,17 @@ func TestSnapshotThenReopen(t *testing.T) {
 // that names it, with the log and snapshot stores opened so far closed again
 // (it once panicked closing them).
 func TestOpenFailsCleanlyWhenRaftAddrTaken(t *testing.T) {
+	logStores(t, testOpenFailsCleanlyWhenRaftAddrTaken)
+}
+
+func testOpenFailsCleanlyWhenRaftAddrTaken(t *testing.T, kind string) {
 	taken, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer taken.Close()
 	cfg := diskConfig(t.TempDir())
+	cfg.LogStore = kind
 	cfg.RaftAddr = taken.Addr().String()
 	s, err := Open(cfg)
 	if err == nil {
@@ -138,8 +159,81 @@ func TestOpenFailsCleanlyWhenRaftAddrTaken(t *testing.T) {
 	if !strings.Contains(err.Error(), "raft transport on "+cfg.RaftAddr) {
 		t.Fatalf("error %q does not name the raft address", err)
 	}
-	// The raft log was closed: it opens again at once (bolt locks it while open).
+	// The raft log was closed: it opens again at once (both stores lock
+	// their bolt file while open).
 	taken.Close()
 	s = openDisk(t, cfg)
 	s.Close()
+}
+
+// A new data dir gets the default log; a dir keeps the log it was written
+// with whatever the default; asking for the other kind is refused with the
+// fix, and the data is still there after the refusal.
+func TestLogStoreChoice(t *testing.T) {
+	fresh := t.TempDir()
+	s := openDisk(t, diskConfig(fresh))
+	s.Close()
+	if _, err := os.Stat(filepath.Join(fresh, logFiles[DefaultLogStore])); err != nil {
+		t.Fatalf("a new data dir has no %s log: %v", DefaultLogStore, err)
+	}
+
+	for _, kind := range []string{LogStoreWAL, LogStoreBoltDB} {
+		other := LogStoreWAL
+		if kind == LogStoreWAL {
+			other = LogStoreBoltDB
+		}
+		t.Run(kind, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := diskConfig(dir)
+			cfg.LogStore = kind
+			s := openDisk(t, cfg)
+			put(t, s, "app", "k", "v")
+			s.Close()
+
+			cfg.LogStore = other
+			s, err := Open(cfg)
+			if err == nil {
+				s.Close()
+				t.Fatalf("a %s data dir opened as %s", kind, other)
+			}
+			for _, want := range []string{"holds a " + kind + " raft log", "-raft-log " + kind, "plughost store backup"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("refusal %q does not say %q", err, want)
+				}
+			}
+			if _, err := os.Stat(filepath.Join(dir, logFiles[other])); err == nil {
+				t.Errorf("the refused open left a %s log behind", other)
+			}
+
+			cfg.LogStore = "" // the default: whatever the dir holds
+			s = openDisk(t, cfg)
+			defer s.Close()
+			if kv := get(t, s, "app", "k"); string(kv.GetValue()) != "v" {
+				t.Fatalf("after the refusal the key reads %v", kv)
+			}
+		})
+	}
+
+	cfg := diskConfig(t.TempDir())
+	cfg.LogStore = "rocksdb"
+	if _, err := Open(cfg); err == nil || !strings.Contains(err.Error(), `LogStore "rocksdb": use "wal" or "boltdb"`) {
+		t.Fatalf("an unknown log store: %v", err)
+	}
+}
+
+// A data dir open in one store is refused to another, which names the dir
+// and the fix instead of waiting on the log's lock.
+func TestDataDirInUse(t *testing.T) {
+	cfg := diskConfig(t.TempDir())
+	s := openDisk(t, cfg)
+	defer s.Close()
+	second, err := Open(cfg)
+	if err == nil {
+		second.Close()
+		t.Fatal("a second store opened a data dir in use")
+	}
+	if !strings.Contains(err.Error(), "data dir "+cfg.Dir+" is in use by another process") {
+		t.Fatalf("refusal %q does not name the dir", err)
+	}
+	put(t, s, "app", "still", "serving")
 }

@@ -3,15 +3,11 @@ package store
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
 	"github.com/plughost/plughost/store/fsm"
 )
@@ -39,7 +35,7 @@ type raftNode struct {
 	// hasState is whether the node has raft state: set at open, and by a
 	// bootstrap.
 	hasState atomic.Bool
-	closer   []io.Closer // closed after raft shuts down, in order
+	closer   closers // closed after raft shuts down, in order
 }
 
 // newRaftNode starts raft over f with the stores and transport cfg asks for,
@@ -94,22 +90,26 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: data dir: %w", err)
 		}
-		bolt, err := raftboltdb.New(raftboltdb.Options{
-			Path: filepath.Join(cfg.Dir, "raft.db"),
-			// The freelist is rebuilt on open instead of written with every
-			// commit (fewer pages per fsync; every append still syncs), and
-			// the first 64 MiB are mapped up front so growth rarely remaps.
-			BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, InitialMmapSize: 64 << 20},
-		})
+		lock, err := lockDir(cfg.Dir)
 		if err != nil {
-			return nil, fmt.Errorf("store: open raft log %s: %w", filepath.Join(cfg.Dir, "raft.db"), err)
+			return nil, err
 		}
-		n.closer = append(n.closer, bolt)
-		cache, err := raft.NewLogCache(logCacheEntries, bolt)
+		n.closer = append(n.closer, lock)
+		kind, err := chooseLogStore(cfg.Dir, cfg.LogStore)
+		if err != nil {
+			return nil, err
+		}
+		logStore, stableStore, closer, err := openLogStore(kind, cfg.Dir, rc.Logger)
+		if err != nil {
+			return nil, err
+		}
+		n.closer = append(closers{closer}, n.closer...) // before the lock
+		cache, err := raft.NewLogCache(logCacheEntries, logStore)
 		if err != nil {
 			return nil, fmt.Errorf("store: raft log cache: %w", err)
 		}
-		logs, stable = cache, bolt
+		logs, stable = cache, stableStore
+		rc.Logger.Info("raft log", "store", kind, "dir", cfg.Dir)
 		snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotsRetained, rc.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("store: snapshot store in %s: %w", cfg.Dir, err)
@@ -119,7 +119,7 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 			return nil, fmt.Errorf("store: raft transport on %s: %w", cfg.RaftAddr, err)
 		}
 		n.addr, trans = t.LocalAddr(), t
-		n.closer = append([]io.Closer{t}, n.closer...)
+		n.closer = append(closers{t}, n.closer...)
 	}
 
 	has, err := raft.HasExistingState(logs, stable, snaps)
@@ -161,14 +161,9 @@ func (n *raftNode) close() error {
 }
 
 func (n *raftNode) closeStores() error {
-	var errs []error
-	for _, c := range n.closer {
-		if err := c.Close(); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	err := n.closer.Close()
 	n.closer = nil
-	return errors.Join(errs...)
+	return err
 }
 
 // fixSelfAddress updates this node's address in the raft configuration when

@@ -22,10 +22,14 @@ type ClusterAgent struct {
 	*Agent
 	Join   []string
 	Expect int
+	Args   []string // more agent flags
 }
 
 // NewCluster starts size agents that join the first one's serf address with
-// -bootstrap-expect size, and waits until every one serves its API.
+// -bootstrap-expect size, and waits until every one serves its API. The
+// third agent keeps its raft log in boltdb and the others in the default
+// WAL, so every cluster test runs both log stores, mixed as they are when
+// a node upgraded with an older data dir.
 func NewCluster(t testing.TB, size int) []*ClusterAgent {
 	t.Helper()
 	buildAll(t)
@@ -36,6 +40,9 @@ func NewCluster(t testing.TB, size int) []*ClusterAgent {
 				Node: fmt.Sprint("n", i+1)},
 			Expect: size,
 		}
+	}
+	if size >= 3 {
+		agents[2].Args = []string{"-raft-log", "boltdb"}
 	}
 	for _, a := range agents {
 		a.Join = []string{agents[0].Serf}
@@ -86,6 +93,7 @@ func (a *ClusterAgent) startProcess() {
 	for _, j := range a.Join {
 		args = append(args, "-join", j)
 	}
+	args = append(args, a.Args...)
 	a.log = &syncBuffer{}
 	a.cmd = exec.Command(filepath.Join(binDir, "plughost"), args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -219,6 +220,16 @@ func TestClusterKillAllAndRestart(t *testing.T) {
 	StartAll(agents...)
 	for _, a := range agents {
 		ack.checkAll(t, a)
+	}
+	// Each node recovered from the log store it was started with.
+	for _, a := range agents {
+		log := filepath.Join(a.DataDir, "store", "wal")
+		if slices.Contains(a.Args, "boltdb") {
+			log = filepath.Join(a.DataDir, "store", "raft.db")
+		}
+		if _, err := os.Stat(log); err != nil {
+			t.Errorf("%s: no raft log at %s: %v", a.Node, log, err)
+		}
 	}
 }
 

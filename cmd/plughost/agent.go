@@ -11,6 +11,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 
 	"github.com/plughost/plughost/host/agent"
+	"github.com/plughost/plughost/store"
 )
 
 // multiFlag collects a repeatable flag.
@@ -30,6 +31,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	rpc := fs.String("rpc", "", "cluster RPC and raft address (default "+agent.DefaultRPCAddr+")")
 	serfAddr := fs.String("serf", "", "serf gossip address (default "+agent.DefaultSerfAddr+")")
 	bootstrapExpect := fs.Int("bootstrap-expect", -1, "servers to wait for before bootstrapping the cluster")
+	raftLog := fs.String("raft-log", "", "raft log store for a new data dir: wal or boltdb (default "+store.DefaultLogStore+"; an existing data dir keeps its own)")
 	cgroupParent := fs.String("cgroup-parent", "", "cgroup under which each plugin instance gets its own (default plughost)")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
@@ -60,6 +62,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	set(&cfg.HTTPAddr, *httpAddr)
 	set(&cfg.RPCAddr, *rpc)
 	set(&cfg.SerfAddr, *serfAddr)
+	set(&cfg.RaftLog, *raftLog)
 	set(&cfg.CgroupParent, *cgroupParent)
 	set(&cfg.LogLevel, *logLevel)
 	if *dev {

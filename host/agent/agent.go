@@ -248,6 +248,7 @@ func (a *Agent) openStore(ctx context.Context) error {
 	sc.NodeID = cfg.Node
 	sc.Dir = cfg.storeDir()
 	sc.RaftAddr = cfg.RPCAddr
+	sc.LogStore = cfg.RaftLog
 	sc.Bootstrap = cfg.Dev || cfg.BootstrapExpect <= 1
 	sc.MaxValueBytes = cfg.MaxValueBytes
 	sc.DefaultQuota = store.Quota{MaxBytes: cfg.DefaultQuota.MaxBytes, MaxKeys: cfg.DefaultQuota.MaxKeys}

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"time"
+
+	"github.com/plughost/plughost/store"
 )
 
 // Default addresses: loopback, so a dev agent exposes nothing.
@@ -51,6 +53,10 @@ type Config struct {
 	DisableCgroups   bool                 `json:"disable_cgroups"`
 	DefaultResources Resources            `json:"default_resources"`
 	Overrides        map[string]Resources `json:"overrides"`
+
+	// RaftLog is the raft log store for a new data dir: "wal" or "boltdb"
+	// (empty: store.DefaultLogStore). A data dir keeps the one it has.
+	RaftLog string `json:"raft_log"`
 
 	// Store limits.
 	MaxValueBytes int              `json:"max_value_bytes"`
@@ -165,6 +171,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StartTimeout.Duration <= 0 {
 		errs = append(errs, errors.New("start_timeout must be positive"))
+	}
+	if c.RaftLog != "" && c.RaftLog != store.LogStoreWAL && c.RaftLog != store.LogStoreBoltDB {
+		errs = append(errs, fmt.Errorf("-raft-log %q: use %s or %s", c.RaftLog, store.LogStoreWAL, store.LogStoreBoltDB))
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, errors.New("max_value_bytes must be positive"))

@@ -31,6 +31,7 @@ func TestValidate(t *testing.T) {
 		{"api not host:port", func(c *Config) { c.APIAddr = "7400" }, `-api "7400"`},
 		{"negative bootstrap-expect", func(c *Config) { c.BootstrapExpect = -1 }, "-bootstrap-expect -1"},
 		{"zero start timeout", func(c *Config) { c.StartTimeout = Duration{} }, "start_timeout"},
+		{"unknown raft log", func(c *Config) { c.RaftLog = "rocksdb" }, `-raft-log "rocksdb": use wal or boltdb`},
 		{"zero value limit", func(c *Config) { c.MaxValueBytes = 0 }, "max_value_bytes"},
 		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},
 	}
