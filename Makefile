@@ -25,8 +25,12 @@ check-proto: proto
 
 # run: the quick start. Builds plughost and the example plugins, bundles
 # them into a dev agent's bundles folder and starts a single-node agent.
+# Like other dev agents it starts from an empty data dir each time: the
+# plugins just rebuilt would otherwise be refused as new builds of
+# versions already registered.
 DEV := $(CURDIR)/.dev
 run:
+	rm -rf $(DEV)/data
 	go build -trimpath -o $(DEV)/bin/plughost ./cmd/plughost
 	go build -trimpath -ldflags "-X main.version=1.0.0" -o $(DEV)/exe/echo ./plugins/echo
 	go build -trimpath -ldflags "-X main.version=1.0.0" -o $(DEV)/exe/counter ./plugins/counter
