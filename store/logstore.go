@@ -22,7 +22,7 @@ import (
 // Both fsync every append before raft counts it.
 const (
 	// LogStoreWAL is hashicorp/raft-wal: segment files written in order,
-	// one fdatasync per append.
+	// one fsync per append.
 	LogStoreWAL = "wal"
 	// LogStoreBoltDB is hashicorp/raft-boltdb v2: a bbolt B+tree, whose
 	// commits fsync twice (the pages, then the meta page).
