@@ -259,7 +259,7 @@ func (a *Agent) openStore(ctx context.Context) error {
 	sc.Logger = a.log.Named("store")
 	st, err := store.Open(sc)
 	if err != nil {
-		return fmt.Errorf("agent: store: %w", err)
+		return fmt.Errorf("agent: %w", err)
 	}
 	c, err := cluster.Start(cluster.Config{
 		NodeName:        cfg.Node,
