@@ -137,6 +137,37 @@ func TestClusterMembers(t *testing.T) {
 			t.Errorf("members table lacks %q:\n%s", col, out)
 		}
 	}
+
+	// Every node's /metrics shows its raft log and gossip: the leader its
+	// commits, each node its log writes (the leader's own or a follower's
+	// from replication) and memberlist's probes.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, err := agents[i%3].Store().Put(ctx, &storev1.PutRequest{Namespace: "app", Key: fmt.Appendf(nil, "m%d", i), Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "raft and gossip series in every node's /metrics", func() error {
+		commits := 0.0
+		for _, a := range agents {
+			series, err := scrape(a.Agent)
+			if err != nil {
+				return err
+			}
+			commits += series["plughost_raft_commitTime_count"]
+			if series["plughost_raft_leader_dispatchLog_count"]+series["plughost_raft_rpc_appendEntries_storeLogs_count"] == 0 {
+				return fmt.Errorf("%s: no raft log writes in /metrics", a.Node)
+			}
+			if series["plughost_memberlist_probeNode_count"] == 0 {
+				return fmt.Errorf("%s: no memberlist probes in /metrics", a.Node)
+			}
+		}
+		if commits < 20 {
+			return fmt.Errorf("%v commits in the nodes' /metrics, want 20 or more", commits)
+		}
+		return nil
+	})
 }
 
 func TestClusterKillLeaderUnderLoad(t *testing.T) {

@@ -9,11 +9,16 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// httpHandler serves /v1/health and /metrics.
+// httpHandler serves /v1/health and /metrics: plugins, router, process,
+// and the store's raft and the cluster's gossip (plughost_raft_*,
+// plughost_serf_*, plughost_memberlist_*).
 func (a *Agent) httpHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(&pluginCollector{a: a}, &routerCollector{a: a})
+	if err := registerLibraryMetrics(reg); err != nil {
+		a.log.Warn("/metrics goes without raft and serf metrics", "error", err)
+	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /v1/health", func(w http.ResponseWriter, r *http.Request) {
