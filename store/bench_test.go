@@ -86,13 +86,12 @@ func BenchmarkGetLinearizable(b *testing.B) {
 // BenchmarkClusterPut writes 256-byte values to a three-node cluster of
 // durable stores (raft logs fsynced in temporary directories, each log
 // store in turn; raft over TCP loopback) through the leader, from 1 and
-// from 200 clients. Next
-// to puts/s it reports where a commit's time goes, from raft's own metrics:
-// the leader writing its log (leader-log-ms), a follower writing the same
-// entries (follower-log-ms), a replication round trip (append-rpc-ms) and
-// the whole commit (commit-ms). hashicorp/raft writes the leader's log
-// before it replicates, so one client waits for two log writes in series;
-// a bolt commit syncs twice, a WAL append once.
+// from 200 clients. Next to puts/s it reports where a commit's time goes,
+// from raft's own metrics: the leader writing its log (leader-log-ms), a
+// follower writing the same entries (follower-log-ms), a replication round
+// trip (append-rpc-ms) and the whole commit (commit-ms). hashicorp/raft
+// writes the leader's log before it replicates, so one client waits for
+// two log writes in series; a bolt commit syncs twice, a WAL append once.
 //
 //	go test -run '^$' -bench ClusterPut -benchtime 2000x ./store/
 func BenchmarkClusterPut(b *testing.B) {
