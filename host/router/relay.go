@@ -103,15 +103,9 @@ func (r *Router) Serve(ln net.Listener, local *grpc.Server) error {
 			return err
 		}
 		backoff = 0
-		rl.mu.Lock()
-		if rl.stopping {
-			rl.mu.Unlock()
-			_ = nc.Close()
-			continue
+		if rl.track(nc, nil) {
+			go rl.serveConn(nc)
 		}
-		rl.accepted[nc] = nil
-		rl.mu.Unlock()
-		go rl.serveConn(nc)
 	}
 }
 
@@ -245,6 +239,20 @@ func (rl *relay) serveConn(nc net.Conn) {
 	}
 }
 
+// track records an accepted connection (c once it is classified) so that
+// Stop can reach it. While the relay stops it closes nc instead and says
+// false.
+func (rl *relay) track(nc net.Conn, c *h2conn) bool {
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if rl.stopping {
+		_ = nc.Close()
+		return false
+	}
+	rl.accepted[nc] = c
+	return true
+}
+
 // classified takes a caller's connection on from its first call, f.
 func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame, acks int, pings [][8]byte) {
 	nc := c.nc
@@ -268,14 +276,9 @@ func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame,
 	c.recvWin = relayConnWindow
 	c.mu.Unlock()
 
-	rl.mu.Lock()
-	if rl.stopping {
-		rl.mu.Unlock()
-		_ = nc.Close()
+	if !rl.track(nc, c) {
 		return
 	}
-	rl.accepted[nc] = c
-	rl.mu.Unlock()
 	go c.writeLoop()
 	var t touched
 	t.add(c) // the acknowledgements and the window update
