@@ -58,6 +58,9 @@ type h2conn struct {
 	nc   net.Conn
 	br   *bufio.Reader
 	fr   *http2.Framer // reads; owned by the reader goroutine
+	// hr assembles and decodes the header blocks fr reads; owned by the
+	// reader goroutine.
+	hr *headerReader
 	// what names the peer in errors: "plugin echo 1.0.0", "the agent's own
 	// server" or the caller's address.
 	what    string
@@ -75,9 +78,11 @@ type h2conn struct {
 	spare   []byte     // the buffer out had before its last write
 	writing bool       // a goroutine is writing to nc
 	wfr     *http2.Framer
-	// henc encodes every header block sent on the connection, into hbuf.
-	henc *hpack.Encoder
-	hbuf bytes.Buffer
+	// henc encodes every header block sent on the connection, into hbuf;
+	// hcache keeps blocks it may send again (see headers.go).
+	henc   *hpack.Encoder
+	hbuf   bytes.Buffer
+	hcache encodeCache
 	// sendWin is what the peer lets the relay send on the connection;
 	// peerInitWin and peerMaxFrame are the peer's settings for streams.
 	sendWin      int64
@@ -125,9 +130,8 @@ func newH2conn(rl *relay, s side, nc net.Conn, br *bufio.Reader, what string) *h
 		peerMaxStreams: math.MaxUint32,
 	}
 	c.fr = http2.NewFramer(nil, br)
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = maxHeaderListBytes
 	c.fr.SetMaxReadFrameSize(maxFrameBytes)
+	c.hr = newHeaderReader()
 	c.fr.SetReuseFrames()
 	c.wfr = http2.NewFramer(outWriter{c}, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
@@ -299,7 +303,7 @@ func rawWrite(rc syscall.RawConn, b []byte) (n int, err error) {
 func (c *h2conn) readLoop() {
 	var t touched
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.readFrame(c.fr)
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
@@ -434,6 +438,7 @@ func (c *h2conn) applySettingsLocked(f *http2.SettingsFrame) {
 			c.peerMaxFrame = s.Val
 		case http2.SettingHeaderTableSize:
 			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			c.hcache.reset() // the table may have lost entries
 		case http2.SettingMaxConcurrentStreams:
 			c.peerMaxStreams = s.Val
 		}
@@ -551,11 +556,19 @@ func (c *h2conn) writeDataLocked(h *half, data []byte, end bool) int {
 // HEADERS frame and as many CONTINUATION frames as the peer's frame size
 // needs. c.mu is held.
 func (c *h2conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, end bool) {
-	c.hbuf.Reset()
-	for _, f := range fields {
-		_ = c.henc.WriteField(f)
+	block := c.hcache.get(fields)
+	if block == nil {
+		c.hbuf.Reset()
+		for _, f := range fields {
+			_ = c.henc.WriteField(f)
+		}
+		block = c.hbuf.Bytes()
+		if onlyIndexed(block) {
+			c.hcache.put(fields, block)
+		} else {
+			c.hcache.reset() // the encoder's table changed
+		}
 	}
-	block := c.hbuf.Bytes()
 	first := true
 	for first || len(block) > 0 {
 		chunk := block[:min(len(block), int(c.peerMaxFrame))]

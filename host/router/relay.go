@@ -203,7 +203,7 @@ func (rl *relay) serveConn(nc net.Conn) {
 	var acks int
 	var pings [][8]byte
 	for {
-		f, err := c.fr.ReadFrame()
+		f, err := c.hr.readFrame(c.fr)
 		if err != nil {
 			forget()
 			return
@@ -352,7 +352,7 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 			// Switched away before the count went up: the old backend may
 			// be drained already (see Router.acquire).
 			if p.backend.Load() == b {
-				rl.attach(t, st, b, backendFields(fields), end)
+				rl.attach(t, st, b, st.caller.c.hr.cache.backendFieldsOf(fields), end)
 				return
 			}
 			b.release()
@@ -361,7 +361,7 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 			st.fail(t, errNoInstance(p.name, p.stateText()))
 			return
 		}
-		go rl.hold(st, p, backendFields(fields), end)
+		go rl.hold(st, p, st.caller.c.hr.cache.backendFieldsOf(fields), end)
 		return
 	}
 	c, err := rl.localConn()
