@@ -51,15 +51,56 @@ func Run(ctx context.Context, cfg Config, op Op) (Result, error) {
 		return Result{}, errors.New("loadgen: give a total or a duration")
 	}
 	if cfg.Warmup > 0 {
-		_, _ = drive(ctx, Config{Clients: cfg.Clients, Duration: cfg.Warmup}, op)
+		_ = drive(ctx, Config{Clients: cfg.Clients, Duration: cfg.Warmup}, op)
 		if ctx.Err() != nil {
 			return Result{}, ctx.Err()
 		}
 	}
-	return drive(ctx, cfg, op)
+	return drive(ctx, cfg, op).result(cfg.Clients), ctx.Err()
 }
 
-func drive(ctx context.Context, cfg Config, op Op) (Result, error) {
+// Interleave measures ops side by side: after each op's warm-up it runs
+// them in turns of cfg.Duration/rounds each, ABAB then BABA alternately,
+// until each has run for cfg.Duration, and summarizes each op over all its
+// turns. A change in the machine's speed during the run (another tenant,
+// frequency scaling) then weighs on every op alike, where runs one after
+// the other would charge it to whichever ran at the time: use it to
+// compare two ways of doing the same thing. Only Duration is used, not
+// Total.
+func Interleave(ctx context.Context, cfg Config, rounds int, ops ...Op) ([]Result, error) {
+	if cfg.Clients <= 0 {
+		return nil, errors.New("loadgen: clients must be at least 1")
+	}
+	if cfg.Duration <= 0 || rounds <= 0 {
+		return nil, errors.New("loadgen: interleaving needs a duration and at least one round")
+	}
+	turn := Config{Clients: cfg.Clients, Duration: cfg.Duration / time.Duration(rounds)}
+	if cfg.Warmup > 0 {
+		for _, op := range ops {
+			_ = drive(ctx, Config{Clients: cfg.Clients, Duration: cfg.Warmup}, op)
+		}
+	}
+	all := make([]samples, len(ops))
+	for r := range rounds {
+		for k := range ops {
+			i := k
+			if r%2 == 1 {
+				i = len(ops) - 1 - k
+			}
+			all[i].add(drive(ctx, turn, ops[i]))
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+		}
+	}
+	out := make([]Result, len(ops))
+	for i := range all {
+		out[i] = all[i].result(cfg.Clients)
+	}
+	return out, nil
+}
+
+func drive(ctx context.Context, cfg Config, op Op) samples {
 	var (
 		remaining atomic.Int64
 		errs      atomic.Int64
@@ -103,25 +144,45 @@ func drive(ctx context.Context, cfg Config, op Op) (Result, error) {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	r := Result{Clients: cfg.Clients, Ops: len(all), Errors: int(errs.Load()), Elapsed: elapsed}
-	if s, ok := firstErr.Load().(string); ok {
-		r.FirstError = s
+	s := samples{lat: slices.Concat(lat...), errors: int(errs.Load()), elapsed: time.Since(start)}
+	s.firstErr, _ = firstErr.Load().(string)
+	return s
+}
+
+// samples are the latencies of one op's successful calls over one or more
+// runs, with the runs' errors and time.
+type samples struct {
+	lat      []time.Duration
+	errors   int
+	firstErr string
+	elapsed  time.Duration
+}
+
+func (s *samples) add(o samples) {
+	s.lat = append(s.lat, o.lat...)
+	s.errors += o.errors
+	if s.firstErr == "" {
+		s.firstErr = o.firstErr
 	}
+	s.elapsed += o.elapsed
+}
+
+func (s samples) result(clients int) Result {
+	all := s.lat
+	slices.Sort(all)
+	r := Result{Clients: clients, Ops: len(all), Errors: s.errors, Elapsed: s.elapsed, FirstError: s.firstErr}
 	if len(all) == 0 {
-		return r, ctx.Err()
+		return r
 	}
 	var sum time.Duration
 	for _, d := range all {
 		sum += d
 	}
-	r.OpsPerSec = float64(len(all)) / elapsed.Seconds()
+	r.OpsPerSec = float64(len(all)) / s.elapsed.Seconds()
 	r.Avg = sum / time.Duration(len(all))
 	r.P50, r.P90, r.P99 = Percentile(all, 50), Percentile(all, 90), Percentile(all, 99)
 	r.Max = all[len(all)-1]
-	return r, ctx.Err()
+	return r
 }
 
 // Percentile returns the p-th percentile of sorted durations.
