@@ -205,7 +205,7 @@ func instanceStatus(node string, is supervisor.InstanceStatus) *operatorv1.Insta
 		Restarts: int32(is.Restarts), Pid: int32(is.Pid),
 	}
 	for _, l := range is.Limits {
-		out.Limits = append(out.Limits, &operatorv1.LimitStatus{Resource: l.Resource, Limit: l.Limit, Enforced: l.Enforced, Reason: l.Reason})
+		out.Limits = append(out.Limits, &operatorv1.LimitStatus{Resource: l.Resource, Limit: l.Limit, Value: l.Value, Enforced: l.Enforced, Reason: l.Reason})
 	}
 	if u := is.Usage; u != nil {
 		out.Usage = &operatorv1.ResourceUsage{

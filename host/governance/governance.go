@@ -28,6 +28,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -324,4 +325,21 @@ func validInstanceID(id string) error {
 		return fmt.Errorf("%w: %q contains '/', a newline or NUL", ErrInvalidInstanceID, id)
 	}
 	return nil
+}
+
+// standaloneSeq numbers Standalone's groups within a process.
+var standaloneSeq atomic.Int64
+
+// Standalone makes a group under parent, apart from any agent's, for one
+// process started outside an agent with limits l: bench call's direct
+// baseline runs under the limits its agent gives the plugin, so that the
+// two paths it compares differ only in the routing. Where cgroups cannot
+// be used the group enforces nothing and says why in Enforcement. Delete
+// the group when the process is done.
+func Standalone(parent string, l Limits) (*Group, error) {
+	m, err := NewManager(Config{Parent: parent})
+	if err != nil {
+		return nil, err
+	}
+	return m.New(fmt.Sprintf("standalone-%d-%d", os.Getpid(), standaloneSeq.Add(1)), l)
 }

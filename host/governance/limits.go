@@ -46,6 +46,9 @@ func cpuQuotaMicros(cores float64) int64 {
 type LimitStatus struct {
 	Resource string // "memory", "cpu" or "pids"
 	Limit    string // "64 MiB", "0.25 core", "256 pids", or "unlimited"
+	// Value is the limit as a number, in bytes, cores or processes; 0 when
+	// there is none.
+	Value    float64
 	Enforced bool
 	Reason   string // why Enforced is false; "" when it is true
 }
@@ -68,9 +71,9 @@ const reasonNoLimit = "no limit set"
 // resource with a limit, why it is not enforced ("" when it is).
 func statuses(l Limits, why func(resource string) string) []LimitStatus {
 	out := []LimitStatus{
-		{Resource: ResourceMemory, Limit: formatBytes(l.MemoryBytes)},
-		{Resource: ResourceCPU, Limit: formatCPU(l.CPU)},
-		{Resource: ResourcePids, Limit: formatPids(l.Pids)},
+		{Resource: ResourceMemory, Limit: formatBytes(l.MemoryBytes), Value: float64(max(l.MemoryBytes, 0))},
+		{Resource: ResourceCPU, Limit: formatCPU(l.CPU), Value: max(l.CPU, 0)},
+		{Resource: ResourcePids, Limit: formatPids(l.Pids), Value: float64(max(l.Pids, 0))},
 	}
 	set := map[string]bool{ResourceMemory: l.MemoryBytes > 0, ResourceCPU: l.CPU > 0, ResourcePids: l.Pids > 0}
 	for i := range out {
@@ -82,6 +85,28 @@ func statuses(l Limits, why func(resource string) string) []LimitStatus {
 		out[i].Enforced = out[i].Reason == ""
 	}
 	return out
+}
+
+// NotEnforced is the LimitStatus of limits l that no group enforces, for
+// the reason why.
+func NotEnforced(l Limits, why string) []LimitStatus {
+	return statuses(l, func(string) string { return why })
+}
+
+// Set sets the limit of resource (ResourceMemory, ResourceCPU or
+// ResourcePids) to value, in LimitStatus.Value's units.
+func (l *Limits) Set(resource string, value float64) error {
+	switch resource {
+	case ResourceMemory:
+		l.MemoryBytes = int64(value)
+	case ResourceCPU:
+		l.CPU = value
+	case ResourcePids:
+		l.Pids = int64(value)
+	default:
+		return fmt.Errorf("%w: unknown resource %q", ErrInvalidLimits, resource)
+	}
+	return nil
 }
 
 // formatBytes writes n in the largest binary unit that divides it exactly.

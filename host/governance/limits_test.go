@@ -114,3 +114,30 @@ func TestNewRejects(t *testing.T) {
 		t.Errorf("New after Delete: %v", err)
 	}
 }
+
+// A group's statuses carry each limit as a number that Set takes back, so
+// a process started elsewhere can be given the limits an agent reports.
+func TestLimitValuesRoundTrip(t *testing.T) {
+	for _, l := range []Limits{
+		{MemoryBytes: 256 << 20, CPU: 0.5, Pids: 64},
+		{CPU: 2},
+		{},
+	} {
+		var got Limits
+		for _, st := range NotEnforced(l, "test") {
+			if st.Value == 0 && st.Limit != "unlimited" {
+				t.Errorf("%v: %s limit %q has no value", l, st.Resource, st.Limit)
+			}
+			if err := got.Set(st.Resource, st.Value); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if got != l {
+			t.Errorf("limits %+v came back as %+v", l, got)
+		}
+	}
+	var l Limits
+	if err := l.Set("disk", 1); !errors.Is(err, ErrInvalidLimits) {
+		t.Errorf("Set(disk): %v, want ErrInvalidLimits", err)
+	}
+}

@@ -50,7 +50,7 @@ func TestNoneMode(t *testing.T) {
 					t.Errorf("%s: Enforced=%v Reason=%q; want not enforced because %q", s.Resource, s.Enforced, s.Reason, m.Reason())
 				}
 			}
-			if want := (LimitStatus{Resource: ResourceMemory, Limit: "64 MiB", Reason: m.Reason()}); st[0] != want {
+			if want := (LimitStatus{Resource: ResourceMemory, Limit: "64 MiB", Value: 64 << 20, Reason: m.Reason()}); st[0] != want {
 				t.Errorf("memory status %+v, want %+v", st[0], want)
 			}
 			if g.Path() != "" {

@@ -118,7 +118,7 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		g, err := s.cfg.Governance.New(id, s.limitsFor(e))
 		if err != nil {
 			s.log.Warn("resource limits not applied", "plugin", e.Name, "version", e.Version, "error", err)
-			in.limits = notEnforced(s.limitsFor(e), err.Error())
+			in.limits = governance.NotEnforced(s.limitsFor(e), err.Error())
 		} else {
 			in.group = g
 			in.limits = g.Enforcement()
@@ -383,12 +383,4 @@ func (in *instance) exitReason() string {
 		}
 	}
 	return reason
-}
-
-func notEnforced(l governance.Limits, why string) []governance.LimitStatus {
-	return []governance.LimitStatus{
-		{Resource: "memory", Limit: fmt.Sprintf("%d MiB", l.MemoryBytes>>20), Reason: why},
-		{Resource: "cpu", Limit: fmt.Sprintf("%g core", l.CPU), Reason: why},
-		{Resource: "pids", Limit: fmt.Sprintf("%d pids", l.Pids), Reason: why},
-	}
 }

@@ -616,7 +616,10 @@ type LimitStatus struct {
 	Limit    string `protobuf:"bytes,2,opt,name=limit,proto3" json:"limit,omitempty"`
 	Enforced bool   `protobuf:"varint,3,opt,name=enforced,proto3" json:"enforced,omitempty"`
 	// reason explains a limit that is not enforced.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// value is the limit as a number: bytes for memory, cores for cpu,
+	// processes for pids; 0 when there is none.
+	Value         float64 `protobuf:"fixed64,5,opt,name=value,proto3" json:"value,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -677,6 +680,13 @@ func (x *LimitStatus) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *LimitStatus) GetValue() float64 {
+	if x != nil {
+		return x.Value
+	}
+	return 0
 }
 
 // ResourceUsage is an instance's measured use of its resources.
@@ -2273,12 +2283,13 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"last_error\x18\a \x01(\tR\tlastError\"\x14\n" +
 	"\x12ListPluginsRequest\"T\n" +
 	"\x13ListPluginsResponse\x12=\n" +
-	"\aplugins\x18\x01 \x03(\v2#.plughost.operator.v1.PluginSummaryR\aplugins\"s\n" +
+	"\aplugins\x18\x01 \x03(\v2#.plughost.operator.v1.PluginSummaryR\aplugins\"\x89\x01\n" +
 	"\vLimitStatus\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\tR\x05limit\x12\x1a\n" +
 	"\benforced\x18\x03 \x01(\bR\benforced\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"\xbe\x01\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x14\n" +
+	"\x05value\x18\x05 \x01(\x01R\x05value\"\xbe\x01\n" +
 	"\rResourceUsage\x12!\n" +
 	"\fmemory_bytes\x18\x01 \x01(\x04R\vmemoryBytes\x12*\n" +
 	"\x11memory_peak_bytes\x18\x02 \x01(\x04R\x0fmemoryPeakBytes\x12 \n" +
