@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -11,14 +12,17 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/loadgen"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
 // BenchmarkCall compares echo calls routed through a real agent with calls
 // made straight to an echo process over go-plugin's transport, at 1 and 64
-// concurrent callers — the go test twin of 'plughost bench call'.
+// concurrent callers — the go test twin of 'plughost bench call'. As there,
+// the direct echo runs under the limits the agent gives its own.
 func BenchmarkCall(b *testing.B) {
 	a := NewAgent(b, AgentOptions{})
 	a.Drop(bundlePath("echo", "1.0.0"))
@@ -28,8 +32,16 @@ func BenchmarkCall(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	group, err := governance.Standalone(a.CgroupParent()+"-direct", echoLimits(b, a))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = group.Delete()
+		removeCgroupParent(b, a.CgroupParent()+"-direct")
+	})
 	inst, stop, err := launch.StartStandalone(context.Background(), launch.Spec{
-		Executable: unpacked.Executable, SHA256: unpacked.Manifest.SHA256, Dir: unpacked.Dir,
+		Executable: unpacked.Executable, SHA256: unpacked.Manifest.SHA256, Dir: unpacked.Dir, Place: group.Start,
 	})
 	if err != nil {
 		b.Fatal(err)
@@ -55,6 +67,78 @@ func BenchmarkCall(b *testing.B) {
 				b.ReportMetric(res.OpsPerSec, "calls/s")
 			})
 		}
+	}
+}
+
+// echoLimits are the limits the agent enforces on its running echo.
+func echoLimits(tb testing.TB, a *Agent) governance.Limits {
+	st, err := a.Operator().GetPluginStatus(context.Background(), &operatorv1.GetPluginStatusRequest{Name: "echo"})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var l governance.Limits
+	for _, in := range st.GetInstances() {
+		for _, ls := range in.GetLimits() {
+			if ls.GetEnforced() {
+				if err := l.Set(ls.GetResource(), ls.GetValue()); err != nil {
+					tb.Fatal(err)
+				}
+			}
+		}
+	}
+	return l
+}
+
+// TestBenchCall runs 'plughost bench call' as an operator would: both
+// paths measured at each level, the direct echo under the agent's limits
+// for echo, and nothing left behind.
+func TestBenchCall(t *testing.T) {
+	a := NewAgent(t, AgentOptions{})
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.WaitRunning("echo", "1.0.0")
+	before := len(a.PluginProcesses())
+
+	stdout, stderr, code := a.CLI("bench", "call", "-clients", "1,4", "-duration", "400ms", "-rounds", "4", "-warmup", "50ms", "-format", "json")
+	if code != 0 {
+		t.Fatalf("bench call: exit %d\n%s%s", code, stdout, stderr)
+	}
+	var out struct {
+		Rounds       int    `json:"rounds"`
+		DirectLimits string `json:"direct_limits"`
+		Results      []struct {
+			Clients         int            `json:"clients"`
+			Direct          loadgen.Result `json:"direct"`
+			Routed          loadgen.Result `json:"routed"`
+			P50Ratio        float64        `json:"p50_ratio"`
+			ThroughputRatio float64        `json:"throughput_ratio"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatalf("bench call -format json: %v\n%s", err, stdout)
+	}
+	if out.Rounds != 4 || len(out.Results) != 2 || out.Results[0].Clients != 1 || out.Results[1].Clients != 4 {
+		t.Fatalf("bench call reported %+v", out)
+	}
+	for _, r := range out.Results {
+		for path, res := range map[string]loadgen.Result{"direct": r.Direct, "routed": r.Routed} {
+			if res.Ops == 0 || res.Errors != 0 || res.P50 <= 0 || res.P50 > res.P99 {
+				t.Errorf("%d clients, %s: %+v", r.Clients, path, res)
+			}
+		}
+		if r.P50Ratio <= 0 || r.ThroughputRatio <= 0 {
+			t.Errorf("%d clients: ratios %v and %v", r.Clients, r.P50Ratio, r.ThroughputRatio)
+		}
+	}
+	if want := echoLimits(t, a); want.CPU > 0 {
+		if !strings.Contains(out.DirectLimits, "cpu "+strconv.FormatFloat(want.CPU, 'f', -1, 64)+" core") || strings.Contains(out.DirectLimits, "NOT") {
+			t.Errorf("direct echo limits %q, want the agent's cpu limit of %v core enforced", out.DirectLimits, want.CPU)
+		}
+	}
+	if n := len(a.PluginProcesses()); n != before {
+		t.Errorf("%d plugin processes after bench call, %d before: the direct echo was left running", n, before)
+	}
+	if left, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", "plughost-bench", "standalone-*")); len(left) > 0 {
+		t.Errorf("bench call left cgroups behind: %v", left)
 	}
 }
 
