@@ -563,10 +563,11 @@ func (c *h2conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, end b
 			_ = c.henc.WriteField(f)
 		}
 		block = c.hbuf.Bytes()
-		if onlyIndexed(block) {
-			c.hcache.put(fields, block)
-		} else {
+		switch {
+		case !onlyIndexed(block):
 			c.hcache.reset() // the encoder's table changed
+		case len(block) <= maxCachedBlock:
+			c.hcache.put(fields, block)
 		}
 	}
 	first := true

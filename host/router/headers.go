@@ -28,6 +28,11 @@ import (
 // peers.
 const headerCacheSize = 8
 
+// maxCachedBlock bounds the blocks the caches keep: a gRPC call's block of
+// indexes is a few dozen bytes, and a peer must not make the relay hold
+// megabytes per connection.
+const maxCachedBlock = 256
+
 // blockCache maps header blocks a connection received to their fields. The
 // connection's reader owns it.
 type blockCache struct {
@@ -233,7 +238,8 @@ func (hr *headerReader) readFrame(fr *http2.Framer) (http2.Frame, error) {
 // The list returned is shared: nobody may change it (appending copies it).
 func (hr *headerReader) decode(stream uint32) ([]hpack.HeaderField, error) {
 	indexed := onlyIndexed(hr.block)
-	if indexed {
+	cacheable := indexed && len(hr.block) <= maxCachedBlock
+	if cacheable {
 		if e := hr.cache.get(hr.block); e != nil {
 			return e.fields, nil
 		}
@@ -254,7 +260,10 @@ func (hr *headerReader) decode(stream uint32) ([]hpack.HeaderField, error) {
 		return nil, http2.StreamError{StreamID: stream, Code: http2.ErrCodeProtocol, Cause: hr.invalid}
 	}
 	fields := slices.Clip(slices.Clone(hr.fields))
-	if indexed {
+	if cap(hr.fields) > 1024 {
+		hr.fields = nil
+	}
+	if cacheable {
 		hr.cache.put(hr.block, fields)
 	}
 	return fields, nil

@@ -79,6 +79,14 @@ func TestHeaderReaderCache(t *testing.T) {
 	if got := decode(block(req...)); fmt.Sprint(got) != fmt.Sprint(first) {
 		t.Errorf("after the eviction decoded %v, want %v", got, first)
 	}
+	// A long block of indexes decodes, but is not kept.
+	long := bytes.Repeat([]byte{0x90}, maxCachedBlock+1) // accept-encoding: gzip, deflate
+	if got := decode(long); len(got) != len(long) {
+		t.Fatalf("decoded %d fields from %d indexes", len(got), len(long))
+	}
+	if hr.cache.get(long) != nil {
+		t.Error("the cache kept a block longer than maxCachedBlock")
+	}
 }
 
 func TestHeaderReaderRefusesMalformedBlocks(t *testing.T) {
