@@ -33,6 +33,8 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"store", "get", "-ns", "echo"}, "store get takes KEY"},
 		{[]string{"store", "list", "-ns", "echo", "-consistency", "eventual"}, `-consistency "eventual"`},
 		{[]string{"bench", "call", "-clients", "0"}, "-clients"},
+		{[]string{"bench", "call", "-rounds", "0"}, "-rounds"},
+		{[]string{"bench", "call", "-duration", "50ms", "-rounds", "10"}, "-rounds"},
 		{[]string{"bench", "upgrade"}, "give -to VERSION"},
 		{[]string{"bench", "nothing"}, "bench nothing"},
 	}
