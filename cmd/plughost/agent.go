@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 
 	hclog "github.com/hashicorp/go-hclog"
@@ -32,6 +33,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	serfAddr := fs.String("serf", "", "serf gossip address (default "+agent.DefaultSerfAddr+")")
 	bootstrapExpect := fs.Int("bootstrap-expect", -1, "servers to wait for before bootstrapping the cluster")
 	raftLog := fs.String("raft-log", "", "raft log store for a new data dir: wal or boltdb (default "+store.DefaultLogStore+"; an existing data dir keeps its own)")
+	maxProcs := fs.Int("max-procs", -1, "CPUs the agent's own Go code runs on at once (default half of those it may use, at least 1; GOMAXPROCS in the environment wins)")
 	cgroupParent := fs.String("cgroup-parent", "", "cgroup under which each plugin instance gets its own (default plughost)")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
@@ -74,6 +76,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	if *bootstrapExpect >= 0 {
 		cfg.BootstrapExpect = *bootstrapExpect
 	}
+	if *maxProcs >= 0 {
+		cfg.MaxProcs = *maxProcs
+	}
 	cfg.Join = append(cfg.Join, joins...)
 	for _, t := range tags {
 		k, v, ok := strings.Cut(t, "=")
@@ -103,9 +108,26 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("agent config: %w", err)
 	}
+	setMaxProcs(cfg, log)
 	if cfg.Dev {
 		fmt.Fprintf(env.stderr, "==> plughost dev agent: API %s, data dir %s\n    drop bundles into %s\n",
 			cfg.APIAddr, cfg.DataDir, filepath.Join(cfg.DataDir, "bundles"))
 	}
 	return a.Run(ctx)
+}
+
+// setMaxProcs sets how many CPUs the agent's Go code runs on at once (see
+// agent.DefaultMaxProcs), unless GOMAXPROCS in the environment says.
+func setMaxProcs(cfg agent.Config, log hclog.Logger) {
+	available := runtime.GOMAXPROCS(0)
+	if env := os.Getenv("GOMAXPROCS"); env != "" {
+		log.Info("the agent's Go code runs on the CPUs GOMAXPROCS gives", "max_procs", available)
+		return
+	}
+	n, source := cfg.MaxProcs, "max_procs"
+	if n == 0 {
+		n, source = agent.DefaultMaxProcs(available), "default: half the CPUs, at least one"
+	}
+	runtime.GOMAXPROCS(n)
+	log.Info("the agent's Go code runs on at most this many CPUs at once; its plugins have their own", "max_procs", n, "available", available, "source", source)
 }

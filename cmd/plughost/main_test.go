@@ -3,8 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"runtime"
 	"strings"
 	"testing"
+
+	hclog "github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/agent"
 )
 
 // TestUsageErrorsExitTwo runs command lines that cannot run as given: each
@@ -34,6 +39,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"store", "list", "-ns", "echo", "-consistency", "eventual"}, `-consistency "eventual"`},
 		{[]string{"bench", "call", "-clients", "0"}, "-clients"},
 		{[]string{"bench", "call", "-rounds", "0"}, "-rounds"},
+		{[]string{"agent", "-max-procs", "x"}, "-max-procs"},
 		{[]string{"bench", "call", "-duration", "50ms", "-rounds", "10"}, "-rounds"},
 		{[]string{"bench", "upgrade"}, "give -to VERSION"},
 		{[]string{"bench", "nothing"}, "bench nothing"},
@@ -77,5 +83,29 @@ func TestAgentUnreachableExitsOne(t *testing.T) {
 	}
 	if !strings.Contains(errOut.String(), "127.0.0.1:1") {
 		t.Fatalf("stderr %q does not name the address", errOut.String())
+	}
+}
+
+// The agent runs its Go code on half the CPUs by default, on what
+// max_procs says when set, and leaves GOMAXPROCS from the environment be.
+func TestSetMaxProcs(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	available := runtime.GOMAXPROCS(0)
+	log := hclog.NewNullLogger()
+
+	t.Setenv("GOMAXPROCS", "")
+	setMaxProcs(agent.Config{}, log)
+	if got, want := runtime.GOMAXPROCS(0), agent.DefaultMaxProcs(available); got != want {
+		t.Errorf("default: GOMAXPROCS %d, want %d", got, want)
+	}
+	setMaxProcs(agent.Config{MaxProcs: 3}, log)
+	if got := runtime.GOMAXPROCS(0); got != 3 {
+		t.Errorf("max_procs 3: GOMAXPROCS %d", got)
+	}
+	runtime.GOMAXPROCS(5) // as the runtime reads it from the environment
+	t.Setenv("GOMAXPROCS", "5")
+	setMaxProcs(agent.Config{MaxProcs: 3}, log)
+	if got := runtime.GOMAXPROCS(0); got != 5 {
+		t.Errorf("GOMAXPROCS=5 in the environment: GOMAXPROCS %d", got)
 	}
 }

@@ -58,6 +58,11 @@ type Config struct {
 	// (empty: store.DefaultLogStore). A data dir keeps the one it has.
 	RaftLog string `json:"raft_log"`
 
+	// MaxProcs is how many CPUs the agent's own Go code runs on at once
+	// (its GOMAXPROCS); 0: DefaultMaxProcs. A GOMAXPROCS environment
+	// variable wins over both.
+	MaxProcs int `json:"max_procs"`
+
 	// Store limits.
 	MaxValueBytes int              `json:"max_value_bytes"`
 	DefaultQuota  Quota            `json:"default_quota"`
@@ -105,6 +110,16 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 
 // MarshalJSON implements json.Marshaler.
 func (d Duration) MarshalJSON() ([]byte, error) { return json.Marshal(d.String()) }
+
+// DefaultMaxProcs is how many of the available CPUs (the process's, or its
+// cgroup's CPU limit) the agent's own Go code runs on by default: half,
+// and at least one. The agent shares its node with the plugins it runs,
+// which do the work; and a Go process with more Ps than it keeps busy
+// spends CPU waking idle threads that look for work. Measured on a 2-CPU
+// VM with three agents, a leader used 681 µs of CPU per one-client put
+// with two Ps and 382 µs with one, and its puts went from 860-940/s to
+// 1,130/s; the relay's figures were the same either way.
+func DefaultMaxProcs(available int) int { return max(1, available/2) }
 
 // DefaultConfig is the embedded configuration of a single-node agent.
 func DefaultConfig() Config {
@@ -174,6 +189,9 @@ func (c *Config) Validate() error {
 	}
 	if c.RaftLog != "" && c.RaftLog != store.LogStoreWAL && c.RaftLog != store.LogStoreBoltDB {
 		errs = append(errs, fmt.Errorf("-raft-log %q: use %s or %s", c.RaftLog, store.LogStoreWAL, store.LogStoreBoltDB))
+	}
+	if c.MaxProcs < 0 {
+		errs = append(errs, fmt.Errorf("-max-procs %d must be 0 (half the CPUs) or more", c.MaxProcs))
 	}
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, errors.New("max_value_bytes must be positive"))

@@ -32,6 +32,7 @@ func TestValidate(t *testing.T) {
 		{"negative bootstrap-expect", func(c *Config) { c.BootstrapExpect = -1 }, "-bootstrap-expect -1"},
 		{"zero start timeout", func(c *Config) { c.StartTimeout = Duration{} }, "start_timeout"},
 		{"unknown raft log", func(c *Config) { c.RaftLog = "rocksdb" }, `-raft-log "rocksdb": use wal or boltdb`},
+		{"negative max procs", func(c *Config) { c.MaxProcs = -1 }, "-max-procs -1"},
 		{"zero value limit", func(c *Config) { c.MaxValueBytes = 0 }, "max_value_bytes"},
 		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},
 	}
@@ -71,6 +72,14 @@ func TestLoadFile(t *testing.T) {
 		c := DefaultConfig()
 		if err := c.LoadFile(write(body)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("LoadFile(%s) = %v, want %q", body, err, want)
+		}
+	}
+}
+
+func TestDefaultMaxProcs(t *testing.T) {
+	for available, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 2, 16: 8} {
+		if got := DefaultMaxProcs(available); got != want {
+			t.Errorf("DefaultMaxProcs(%d) = %d, want %d", available, got, want)
 		}
 	}
 }
