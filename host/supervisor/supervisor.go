@@ -116,11 +116,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	// Watch from before the first read, so no registration falls between.
 	from := s.cfg.Store.Revision() + 1
-	names, err := s.cfg.Catalog.Names(ctx)
-	if err != nil {
-		return fmt.Errorf("supervisor: reading the catalog: %w", err)
-	}
-	for _, n := range names {
+	for _, n := range s.readCatalog(ctx) {
 		s.Reconcile(n)
 	}
 	watchDone := make(chan struct{})
@@ -132,6 +128,37 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	<-watchDone
 	s.wg.Wait()
 	return nil
+}
+
+// catalogRetryMax caps the wait between reads of the catalog while the
+// store cannot answer them (no leader yet, or the leader's address not yet
+// known by gossip).
+const catalogRetryMax = 5 * time.Second
+
+// readCatalog reads the registered plugin names, retrying until the store
+// answers or ctx ends: an agent that starts before its cluster has a
+// leader waits for one instead of exiting.
+func (s *Supervisor) readCatalog(ctx context.Context) []string {
+	wait := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		names, err := s.cfg.Catalog.Names(ctx)
+		if err == nil {
+			if attempt > 1 {
+				s.log.Info("catalog read; starting plugins", "attempts", attempt)
+			}
+			return names
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		s.log.Warn("cannot read the plugin catalog yet; plugins start once the store answers", "error", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, catalogRetryMax)
+	}
 }
 
 // watchCatalog nudges a plugin whenever its catalog entries or pin change,
