@@ -140,7 +140,7 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 	}
 
 	n.trans = trans
-	r, err := raft.NewRaft(rc, f, logs, stable, snaps, trans)
+	r, err := raft.NewRaft(rc, raftFSM{f}, logs, stable, snaps, trans)
 	if err != nil {
 		return nil, fmt.Errorf("store: start raft: %w", err)
 	}

@@ -10,7 +10,6 @@ import (
 	"sync"
 
 	"github.com/hashicorp/go-hclog"
-	"github.com/hashicorp/raft"
 	"github.com/tidwall/buntdb"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -41,14 +40,27 @@ type Result struct {
 	Err error
 }
 
-// FSM is the store's state machine. It implements raft.BatchingFSM.
+// Entry is one entry of the log the state machine follows.
+type Entry struct {
+	Index uint64
+	Term  uint64
+	// Command is set on the entries whose Data is an encoded Command; the
+	// others (the log's no-ops and configurations) only advance the
+	// applied index.
+	Command bool
+	Data    []byte
+}
+
+// FSM is the store's state machine. It knows nothing of raft: the
+// replicated store adapts it to raft.BatchingFSM, and store/local's Memory
+// feeds it from an in-process log.
 //
-// Concurrency: raft calls Apply, ApplyBatch, Snapshot and Restore from one
-// goroutine, never concurrently with each other. Reads (Get, List, Capture,
+// Concurrency: the log calls Apply and Restore from one goroutine, never
+// concurrently with each other. Reads (Get, List, Capture,
 // DueExpiries) may run on any goroutine at any time; mu makes each command
 // atomic to them and keeps the applied index in step with the data, so a
-// read's revision is exactly the state it saw. FSMSnapshot.Persist runs
-// concurrently with Apply and only touches what Snapshot captured.
+// read's revision is exactly the state it saw. The Snapshot that Capture
+// returns is the caller's, and may be written concurrently with Apply.
 type FSM struct {
 	logger hclog.Logger
 	hub    *watch.Hub
@@ -61,8 +73,6 @@ type FSM struct {
 	changed     chan struct{}
 	closed      bool
 }
-
-var _ raft.BatchingFSM = (*FSM)(nil)
 
 // ErrClosed is returned by reads after Close.
 var ErrClosed = errors.New("store: closed")
@@ -153,26 +163,21 @@ func (f *FSM) WaitApplied(ctx context.Context, ready func(index int64, term uint
 	}
 }
 
-// Apply applies one log entry.
-func (f *FSM) Apply(l *raft.Log) interface{} {
-	return f.ApplyBatch([]*raft.Log{l})[0]
-}
-
-// ApplyBatch applies committed log entries in order. Each command is atomic:
+// Apply applies log entries in order and returns, for each, its command's
+// result (nil for an entry that is not a command). Each command is atomic:
 // it changes the state fully or, with Result.Err set, not at all.
-func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
-	out := make([]interface{}, len(logs))
-	for i, l := range logs {
-		switch l.Type {
-		case raft.LogCommand:
-			r, events := f.applyCommand(l)
+func (f *FSM) Apply(entries ...Entry) []*Result {
+	out := make([]*Result, len(entries))
+	for i, e := range entries {
+		if e.Command {
+			r, events := f.applyCommand(e)
 			out[i] = r
-			f.hub.Publish(int64(l.Index), events)
-		default:
-			f.mu.Lock()
-			f.advance(l)
-			f.mu.Unlock()
+			f.hub.Publish(int64(e.Index), events)
+			continue
 		}
+		f.mu.Lock()
+		f.advance(e)
+		f.mu.Unlock()
 	}
 	f.mu.Lock()
 	if !f.closed {
@@ -183,24 +188,24 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	return out
 }
 
-// advance records l as applied. The caller holds mu.
-func (f *FSM) advance(l *raft.Log) {
-	f.applied = int64(l.Index)
-	f.appliedTerm = l.Term
+// advance records e as applied. The caller holds mu.
+func (f *FSM) advance(e Entry) {
+	f.applied = int64(e.Index)
+	f.appliedTerm = e.Term
 }
 
 // applyCommand applies one command under the write lock.
-func (f *FSM) applyCommand(l *raft.Log) (*Result, []watch.Event) {
+func (f *FSM) applyCommand(e Entry) (*Result, []watch.Event) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	defer f.advance(l)
-	index := int64(l.Index)
+	defer f.advance(e)
+	index := int64(e.Index)
 	res := &Result{Index: index}
 	if f.closed {
 		res.Err = ErrClosed
 		return res, nil
 	}
-	cmd, err := DecodeCommand(l.Data)
+	cmd, err := DecodeCommand(e.Data)
 	if err != nil {
 		f.logger.Error("refusing malformed command", "index", index, "error", err)
 		res.Err = err
@@ -219,17 +224,8 @@ func (f *FSM) applyCommand(l *raft.Log) (*Result, []watch.Event) {
 	return res, events
 }
 
-// Snapshot captures the state for raft. It runs on the apply goroutine, so
-// the capture is exactly the state at the last applied entry.
-func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
-	snap, err := f.Capture()
-	if err != nil {
-		return nil, err
-	}
-	return &fsmSnapshot{snap: snap}, nil
-}
-
-// Restore replaces the state with a raft snapshot written by Persist.
+// Restore replaces the state with a snapshot file written by
+// Snapshot.Write, at the revision the file names.
 func (f *FSM) Restore(rc io.ReadCloser) error {
 	defer rc.Close()
 	data, err := io.ReadAll(rc)
@@ -270,18 +266,3 @@ func (f *FSM) applyRestore(index int64, file []byte) (int64, error) {
 	old.Close()
 	return int64(len(snap.Items)), nil
 }
-
-// fsmSnapshot is a captured state waiting to be written.
-type fsmSnapshot struct{ snap *Snapshot }
-
-// Persist writes the snapshot file to the sink.
-func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
-	if err := s.snap.Write(sink); err != nil {
-		sink.Cancel()
-		return err
-	}
-	return sink.Close()
-}
-
-// Release drops the capture.
-func (s *fsmSnapshot) Release() { s.snap = nil }

@@ -12,7 +12,6 @@ import (
 	"sort"
 	"testing"
 
-	"github.com/hashicorp/raft"
 	"google.golang.org/protobuf/proto"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -28,13 +27,13 @@ func newFSM(t *testing.T) *FSM {
 	return f
 }
 
-func logOf(t *testing.T, index uint64, c *Command) *raft.Log {
+func logOf(t *testing.T, index uint64, c *Command) Entry {
 	t.Helper()
 	data, err := c.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &raft.Log{Index: index, Term: 1, Type: raft.LogCommand, Data: data}
+	return Entry{Index: index, Term: 1, Command: true, Data: data}
 }
 
 func txnPut(ns, key, value string, ttl int64) *Command {
@@ -185,7 +184,7 @@ func capture(t *testing.T, f *FSM) []byte {
 
 func TestApplyIsDeterministic(t *testing.T) {
 	cmds := randomCommands(t, 400, 7)
-	logs := make([]*raft.Log, len(cmds))
+	logs := make([]Entry, len(cmds))
 	for i, c := range cmds {
 		logs[i] = logOf(t, uint64(i+1), c)
 	}
@@ -193,7 +192,7 @@ func TestApplyIsDeterministic(t *testing.T) {
 	var results []string
 	kinds := make(map[string]int)
 	for _, l := range logs[:200] {
-		r := one.Apply(l).(*Result)
+		r := one.Apply(l)[0]
 		results = append(results, fmt.Sprint(r.Txn, r.Err))
 		switch {
 		case r.Err != nil:
@@ -216,8 +215,8 @@ func TestApplyIsDeterministic(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 3))
 	for i := 0; i < 200; {
 		n := min(200-i, 1+r.IntN(40))
-		for j, res := range batched.ApplyBatch(logs[i : i+n]) {
-			if got := fmt.Sprint(res.(*Result).Txn, res.(*Result).Err); got != results[i+j] {
+		for j, res := range batched.Apply(logs[i : i+n]...) {
+			if got := fmt.Sprint(res.Txn, res.Err); got != results[i+j] {
 				t.Fatalf("entry %d: batched result %s, single %s", i+j+1, got, results[i+j])
 			}
 		}
@@ -227,19 +226,19 @@ func TestApplyIsDeterministic(t *testing.T) {
 		t.Fatal("batched apply diverged from single apply")
 	}
 	// A snapshot restored elsewhere continues identically.
-	snap, err := one.Snapshot()
+	snap, err := one.Capture()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sink := &memSink{}
-	if err := snap.Persist(sink); err != nil {
+	var file bytes.Buffer
+	if err := snap.Write(&file); err != nil {
 		t.Fatal(err)
 	}
-	if err := restored.Restore(io.NopCloser(bytes.NewReader(sink.Bytes()))); err != nil {
+	if err := restored.Restore(io.NopCloser(&file)); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []*FSM{one, batched, restored} {
-		f.ApplyBatch(logs[200:])
+		f.Apply(logs[200:]...)
 	}
 	want := capture(t, one)
 	if !bytes.Equal(want, capture(t, batched)) || !bytes.Equal(want, capture(t, restored)) {
@@ -255,22 +254,13 @@ func TestApplyIsDeterministic(t *testing.T) {
 	}
 }
 
-type memSink struct {
-	bytes.Buffer
-	cancelled bool
-}
-
-func (s *memSink) ID() string    { return "mem" }
-func (s *memSink) Cancel() error { s.cancelled = true; return nil }
-func (s *memSink) Close() error  { return nil }
-
 func TestExpireOnlyUnchangedKeys(t *testing.T) {
 	f := newFSM(t)
-	f.ApplyBatch([]*raft.Log{
+	f.Apply(
 		logOf(t, 1, txnPut("app", "k", "v", 100)),
 		logOf(t, 2, txnPut("app", "k", "v2", 100)), // rewritten: its TTL now belongs to revision 2
 		logOf(t, 3, txnPut("app", "j", "v", 100)),
-	})
+	)
 	due, err := f.DueExpiries(1100, 10)
 	// Both are due at 1100; within one time they come in key order.
 	if err != nil || len(due) != 2 || string(due[0].Key) != "j" || due[0].ModRevision != 3 || string(due[1].Key) != "k" || due[1].ModRevision != 2 {
@@ -283,7 +273,7 @@ func TestExpireOnlyUnchangedKeys(t *testing.T) {
 		{Namespace: "app", Key: []byte("k"), ModRevision: 1}, // stale: decided before the rewrite
 		{Namespace: "app", Key: []byte("j"), ModRevision: 3},
 		{Namespace: "app", Key: []byte("gone"), ModRevision: 3},
-	}})).(*Result)
+	}}))[0]
 	if res.Err != nil || res.Keys != 1 {
 		t.Fatalf("expire result %+v", res)
 	}
