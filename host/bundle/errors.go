@@ -7,8 +7,12 @@ import "errors"
 // the message itself names the bundle, what is wrong and how to fix it.
 //
 // ErrBadName, ErrBadVersion and every other manifest problem also match
-// ErrManifestInvalid.
+// ErrManifestInvalid. Every refusal for what the bundle is or holds, as
+// opposed to a failure of the file system, also matches ErrInvalid.
 var (
+	// ErrInvalid: the bundle itself is at fault; it matches every refusal
+	// below, so a caller can map all of them at once.
+	ErrInvalid = errors.New("invalid bundle")
 	// ErrNotBundle: the path is neither a directory nor a .tar.gz file.
 	ErrNotBundle = errors.New("not a bundle")
 	// ErrCorruptArchive: the .tar.gz is not valid gzip or tar (truncated,
@@ -62,6 +66,9 @@ func (e *bundleError) Error() string {
 
 func (e *bundleError) Unwrap() []error {
 	errs := append([]error(nil), e.kinds...)
+	if len(e.kinds) > 0 {
+		errs = append(errs, ErrInvalid)
+	}
 	if e.cause != nil {
 		errs = append(errs, e.cause)
 	}

@@ -142,8 +142,8 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 	return p
 }
 
-// checkErr fails unless err wraps want and its message contains every one
-// of subs.
+// checkErr fails unless err wraps want and ErrInvalid and its message
+// contains every one of subs.
 func checkErr(t testing.TB, err, want error, subs ...string) {
 	t.Helper()
 	if err == nil {
@@ -151,6 +151,9 @@ func checkErr(t testing.TB, err, want error, subs ...string) {
 	}
 	if !errors.Is(err, want) {
 		t.Fatalf("error %q does not wrap %v", err, want)
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("error %q does not wrap ErrInvalid", err)
 	}
 	for _, s := range subs {
 		if !strings.Contains(err.Error(), s) {

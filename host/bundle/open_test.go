@@ -206,6 +206,23 @@ func TestOpenTarballLimits(t *testing.T) {
 	}
 }
 
+// TestOpenTarballSparse opens archives made by GNU tar --sparse of a
+// 942 MiB file holding 21 bytes: a few hundred bytes that archive/tar would
+// expand to the whole file. They are refused at the entry's header, before
+// anything of it is written.
+func TestOpenTarballSparse(t *testing.T) {
+	for _, f := range []string{"sparse-pax.tar.gz", "sparse-gnu.tar.gz"} {
+		t.Run(f, func(t *testing.T) {
+			data, err := os.ReadFile(filepath.Join("testdata", f))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = openArchive(t, "echo-1.2.0.tar.gz", data)
+			checkErr(t, err, ErrUnsafePath, `bundle echo-1.2.0.tar.gz: entry "echo" is a GNU sparse file entry: a bundle holds only regular files and directories; re-create the archive without --sparse`)
+		})
+	}
+}
+
 func TestOpenUnpackDir(t *testing.T) {
 	dir := t.TempDir()
 	p := writeFile(t, dir, "echo-1.2.0.tar.gz", tarGz(t, goodEntries(t, nil)))

@@ -108,6 +108,11 @@ func unpack(archive, label, dir string, lim limits) error {
 		if err != nil {
 			return err
 		}
+		if isSparse(hdr) {
+			// archive/tar would fill the holes in with zeros: a few hundred
+			// bytes of archive could write a gigabyte.
+			return newError(label, ErrUnsafePath, fmt.Sprintf("entry %q is a GNU sparse file entry: a bundle holds only regular files and directories; re-create the archive without --sparse, or %s", name, rebuildFix))
+		}
 		switch hdr.Typeflag {
 		case tar.TypeDir:
 			if name == "." {
@@ -151,6 +156,21 @@ func unpack(archive, label, dir string, lim limits) error {
 		return archiveError(label, lim, err)
 	}
 	return nil
+}
+
+// isSparse reports whether hdr is a GNU sparse file, in the old GNU format
+// (type 'S') or in one of the PAX formats, which archive/tar reports as
+// regular files of their expanded size.
+func isSparse(hdr *tar.Header) bool {
+	if hdr.Typeflag == tar.TypeGNUSparse {
+		return true
+	}
+	for k := range hdr.PAXRecords {
+		if strings.HasPrefix(k, "GNU.sparse.") {
+			return true
+		}
+	}
+	return false
 }
 
 // entryName checks an entry's name and returns it cleaned and relative.
