@@ -30,13 +30,15 @@ import (
 // Errors a launch can end with. Each is wrapped with the plugin's name,
 // version and what the agent saw.
 var (
-	// ErrNotPlugin means the executable is not a plughost plugin: it exited
-	// or spoke something else before completing the go-plugin handshake.
+	// ErrNotPlugin means the executable is not a plughost plugin: it spoke
+	// something other than plughost's go-plugin handshake, or exited without
+	// a word.
 	ErrNotPlugin = errors.New("not a plughost plugin")
 	// ErrStartTimeout means the plugin did not complete the handshake in time.
 	ErrStartTimeout = errors.New("start timeout")
-	// ErrExited means the plugin process exited.
-	ErrExited = errors.New("plugin exited")
+	// ErrExited means the plugin process exited or was killed before it
+	// completed the handshake.
+	ErrExited = errors.New("died during start")
 	// ErrChecksum means the executable on disk does not match its digest.
 	ErrChecksum = errors.New("executable checksum mismatch")
 	// ErrIdentity means the plugin describes itself differently from its
@@ -123,6 +125,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
 
 	logger := spec.Logger
+	stderr := &rawStderr{log: logger}
 	var cfg *plugin.ClientConfig
 	rawd := &rawDialer{tlsConfig: func() *tls.Config { return cfg.TLSConfig }}
 	cfg = &plugin.ClientConfig{
@@ -141,7 +144,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		// instead of a socket per broker stream.
 		GRPCBrokerMultiplex: true,
 		Logger:              logger,
-		Stderr:              &rawStderr{log: logger},
+		Stderr:              stderr,
 	}
 	client := plugin.NewClient(cfg)
 
@@ -156,7 +159,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 	}
 	if err != nil {
 		client.Kill()
-		return nil, startError(what, spec, cmd, err)
+		return nil, startError(what, spec, cmd, stderr.tail(), err)
 	}
 
 	rpc, err := client.Client()
@@ -213,8 +216,9 @@ func onConnect(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientCo
 	return &connected{broker: broker, conn: conn}, nil
 }
 
-// startError turns go-plugin's start failures into errors an operator can act on.
-func startError(what string, spec Spec, cmd *exec.Cmd, err error) error {
+// startError turns go-plugin's start failures into errors an operator can
+// act on; said is the tail of what the plugin wrote to stderr.
+func startError(what string, spec Spec, cmd *exec.Cmd, said string, err error) error {
 	msg := err.Error()
 	switch {
 	case errors.Is(err, plugin.ErrChecksumsDoNotMatch) || strings.Contains(msg, "checksum"):
@@ -222,17 +226,48 @@ func startError(what string, spec Spec, cmd *exec.Cmd, err error) error {
 	case strings.Contains(msg, "timeout while waiting for plugin to start"):
 		return fmt.Errorf("%s: no handshake within %s: %w (the executable must call sdk.Serve at start)", what, spec.StartTimeout, ErrStartTimeout)
 	case cmd.ProcessState != nil || strings.Contains(msg, "exited before we could connect"):
-		status := "exited"
-		if ps := cmd.ProcessState; ps != nil {
-			status = describeExit(ps)
-		}
-		return fmt.Errorf("%s: %s before completing the handshake: %w (is it built with the plughost SDK? run it by hand to see its error)", what, status, ErrNotPlugin)
+		return exitError(what, cmd.ProcessState, said)
 	case strings.Contains(msg, "Incompatible API version") || strings.Contains(msg, "Unsupported plugin protocol"):
 		return fmt.Errorf("%s: %v: %w", what, err, ErrAPIVersion)
 	case strings.Contains(msg, "Unrecognized remote plugin message"):
 		return fmt.Errorf("%s: it printed something other than a go-plugin handshake: %w (%v)", what, ErrNotPlugin, err)
 	}
 	return fmt.Errorf("%s: start: %w", what, err)
+}
+
+// goPluginCookieRefusal is what go-plugin's Serve prints when it does not
+// find its own magic cookie: a go-plugin plugin made for another host.
+const goPluginCookieRefusal = "This binary is a plugin"
+
+// exitError says how a plugin process that ended before its handshake
+// ended (ps nil: unknown), with what it said on stderr. A signal means it
+// was killed, which a plughost plugin does not do to itself; an exit with
+// something on stderr is a plugin that failed at start; a silent exit, or
+// go-plugin's refusal of plughost's cookie, is not a plughost plugin.
+func exitError(what string, ps *os.ProcessState, said string) error {
+	how := "exited"
+	signaled := false
+	if ps != nil {
+		how = describeExit(ps)
+		ws, ok := ps.Sys().(syscall.WaitStatus)
+		signaled = ok && ws.Signaled()
+	}
+	stderr := ""
+	if said != "" {
+		stderr = fmt.Sprintf("; its stderr ended with %q", said)
+	}
+	switch {
+	case signaled:
+		return fmt.Errorf("%s %w: %s before its handshake%s (something outside the plugin killed it: look for an OOM kill or a pids limit in its events and the kernel log)",
+			what, ErrExited, how, stderr)
+	case strings.Contains(said, goPluginCookieRefusal):
+		return fmt.Errorf("%s: %w: it %s, refusing plughost's handshake cookie%s (it is a go-plugin plugin for another host: build it with the plughost SDK)",
+			what, ErrNotPlugin, how, stderr)
+	case said != "":
+		return fmt.Errorf("%s %w: %s before its handshake%s (fix what it reports, then add the bundle again)", what, ErrExited, how, stderr)
+	}
+	return fmt.Errorf("%s: %w: it %s without a handshake and wrote nothing to stderr (is it built with the plughost SDK? run it by hand to see what it does)",
+		what, ErrNotPlugin, how)
 }
 
 // describeExit says how a process ended: "exited with status 3",
