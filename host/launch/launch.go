@@ -21,6 +21,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -316,9 +317,27 @@ func (i *Instance) Setup(ctx context.Context, srv storev1.StoreServiceServer, re
 // Configure hands the plugin its configuration.
 func (i *Instance) Configure(ctx context.Context, req *pluginv1.ConfigureRequest) error {
 	if _, err := i.Lifecycle.Configure(ctx, req); err != nil {
-		return fmt.Errorf("plugin %s %s: configure: %w", i.Spec.Plugin, i.Spec.Version, err)
+		if ctx.Err() != nil {
+			return fmt.Errorf("plugin %s %s: configure did not return in time: %w", i.Spec.Plugin, i.Spec.Version, ctx.Err())
+		}
+		return fmt.Errorf("plugin %s %s: configure: %s", i.Spec.Plugin, i.Spec.Version, i.said(err))
 	}
 	return nil
+}
+
+// said is the message of an error the plugin returned over gRPC, without
+// the status wrapping ("rpc error: code = Unknown desc = ") and without the
+// names the caller already gives: the SDK's "configure NAME VERSION: " and
+// a plugin's own "NAME VERSION: " or "NAME: ".
+func (i *Instance) said(err error) string {
+	msg := status.Convert(err).Message()
+	name, version := i.Spec.Plugin, i.Spec.Version
+	for _, p := range []string{"configure " + name + " " + version + ": ", name + " " + version + ": ", name + ": "} {
+		if name != "" {
+			msg = strings.TrimPrefix(msg, p)
+		}
+	}
+	return msg
 }
 
 // Ping checks the go-plugin connection itself.

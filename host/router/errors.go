@@ -3,6 +3,8 @@ package router
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -33,12 +35,26 @@ func errUnknownService(service string) error {
 }
 
 func errNoInstance(plugin, state string) error {
-	return status.Errorf(codes.Unavailable, "plugin %q has no serving instance (state: %s)", plugin, state)
+	return status.Errorf(codes.Unavailable, "plugin %q has no serving instance (state: %s)%s", plugin, state, whatToDo(plugin, state))
 }
 
 func errHeldTooLong(plugin, state string, held time.Duration) error {
 	return status.Errorf(codes.Unavailable,
-		"plugin %q has no serving instance (state: %s): no instance came up within %s", plugin, state, held)
+		"plugin %q has no serving instance (state: %s): no instance came up within %s%s", plugin, state, held, whatToDo(plugin, state))
+}
+
+// whatToDo is the advice for a caller of a plugin with no serving
+// instance, unless its state already gives one.
+func whatToDo(plugin, state string) string {
+	switch {
+	case strings.Contains(state, "'plughost "):
+		return ""
+	case strings.HasPrefix(state, "starting"), strings.HasPrefix(state, "restarting"):
+		return "; retry in a moment"
+	case strings.HasPrefix(state, "failed"):
+		return fmt.Sprintf("; see 'plughost plugin status %s', then 'plughost plugin restart %s' once it is fixed", plugin, plugin)
+	}
+	return fmt.Sprintf("; the agent restarts it by itself: retry later, or see 'plughost plugin status %s'", plugin)
 }
 
 // errBackendConn turns a failure to open a stream on a backend's connection

@@ -293,7 +293,15 @@ func TestUnavailable(t *testing.T) {
 	e.r.SetBackend("echo", nil)
 	e.r.SetState("echo", "failed: exited with status 3")
 	_, err := e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
-	wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: exited with status 3)`)
+	wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: exited with status 3); see 'plughost plugin status echo', then 'plughost plugin restart echo' once it is fixed`)
+
+	e.r.SetState("echo", "backoff: exited with status 2")
+	_, err = e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
+	wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: backoff: exited with status 2); the agent restarts it by itself: retry later, or see 'plughost plugin status echo'`)
+
+	e.r.SetState("echo", "failed: crash loop (fix the plugin, then 'plughost plugin restart echo' or add a new version)")
+	_, err = e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
+	wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: crash loop (fix the plugin, then 'plughost plugin restart echo' or add a new version))`)
 }
 
 func TestBackendConnError(t *testing.T) {

@@ -5,9 +5,11 @@ import (
 	"strings"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/reflection"
 	rv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	rv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/dynamicpb"
@@ -25,28 +27,109 @@ func (r *Router) RegisterReflection(s *grpc.Server) {
 		DescriptorResolver: descriptorResolver{r: r},
 		ExtensionResolver:  extensionResolver{r: r},
 	}
-	rv1.RegisterServerReflectionServer(s, reflection.NewServerV1(opts))
-	rv1alpha.RegisterServerReflectionServer(s, reflection.NewServer(opts))
+	rv1.RegisterServerReflectionServer(s, reflectionServerV1{ServerReflectionServer: reflection.NewServerV1(opts), r: r})
+	rv1alpha.RegisterServerReflectionServer(s, reflectionServerV1Alpha{ServerReflectionServer: reflection.NewServer(opts), r: r})
 }
 
-// servedPlugin is a plugin that has a backend, as reflection sees it.
+// unserved is the status for a reflection lookup of symbol that failed
+// because symbol belongs to a declared plugin that has never had a
+// backend, so its descriptors are unknown: Unavailable with the plugin's
+// state, as a call would get. It is nil for any other symbol.
+func (r *Router) unserved(symbol string) *status.Status {
+	if symbol == "" {
+		return nil
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.plugins {
+		if p.backend.Load() != nil || p.files.Load() != nil {
+			continue
+		}
+		for _, svc := range p.services {
+			if symbol == svc || strings.HasPrefix(symbol, svc+".") {
+				return status.Convert(errNoInstance(p.name, p.stateText()))
+			}
+		}
+	}
+	return nil
+}
+
+// reflectionServerV1 is grpc-go's reflection v1 server, whose "not found" for a
+// symbol of a plugin with no instance becomes the plugin's Unavailable.
+type reflectionServerV1 struct {
+	rv1.ServerReflectionServer
+	r *Router
+}
+
+func (x reflectionServerV1) ServerReflectionInfo(stream rv1.ServerReflection_ServerReflectionInfoServer) error {
+	return x.ServerReflectionServer.ServerReflectionInfo(streamV1{BidiStreamingServer: stream, r: x.r})
+}
+
+type streamV1 struct {
+	grpc.BidiStreamingServer[rv1.ServerReflectionRequest, rv1.ServerReflectionResponse]
+	r *Router
+}
+
+func (s streamV1) Send(resp *rv1.ServerReflectionResponse) error {
+	if er := resp.GetErrorResponse(); er != nil && er.GetErrorCode() == int32(codes.NotFound) {
+		if st := s.r.unserved(resp.GetOriginalRequest().GetFileContainingSymbol()); st != nil {
+			er.ErrorCode, er.ErrorMessage = int32(st.Code()), st.Message()
+		}
+	}
+	return s.BidiStreamingServer.Send(resp)
+}
+
+// reflectionServerV1Alpha is reflectionServerV1 for v1alpha.
+type reflectionServerV1Alpha struct {
+	rv1alpha.ServerReflectionServer
+	r *Router
+}
+
+func (x reflectionServerV1Alpha) ServerReflectionInfo(stream rv1alpha.ServerReflection_ServerReflectionInfoServer) error {
+	return x.ServerReflectionServer.ServerReflectionInfo(streamV1Alpha{BidiStreamingServer: stream, r: x.r})
+}
+
+type streamV1Alpha struct {
+	grpc.BidiStreamingServer[rv1alpha.ServerReflectionRequest, rv1alpha.ServerReflectionResponse]
+	r *Router
+}
+
+func (s streamV1Alpha) Send(resp *rv1alpha.ServerReflectionResponse) error {
+	if er := resp.GetErrorResponse(); er != nil && er.GetErrorCode() == int32(codes.NotFound) {
+		if st := s.r.unserved(resp.GetOriginalRequest().GetFileContainingSymbol()); st != nil {
+			er.ErrorCode, er.ErrorMessage = int32(st.Code()), st.Message()
+		}
+	}
+	return s.BidiStreamingServer.Send(resp)
+}
+
+// servedPlugin is a declared plugin that has, or had, a backend, as
+// reflection sees it.
 type servedPlugin struct {
 	name     string
 	services []string
-	files    *protoregistry.Files // nil when the backend has none
+	files    *protoregistry.Files // nil when no backend had any
 }
 
-// served returns the plugins that have a backend, by name.
+// served returns the declared plugins that have a backend, or had one: a
+// plugin between instances (restarting, backing off, failed) keeps its
+// services in reflection, so that a call is made and answered with why it
+// cannot be served.
 func (r *Router) served() []servedPlugin {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []servedPlugin
 	for _, p := range r.plugins {
-		b := p.backend.Load()
-		if b == nil || len(p.services) == 0 {
+		if len(p.services) == 0 {
 			continue
 		}
-		out = append(out, servedPlugin{name: p.name, services: p.services, files: b.Files})
+		files := p.files.Load()
+		if b := p.backend.Load(); b != nil && b.Files != nil {
+			files = b.Files
+		} else if b == nil && files == nil {
+			continue
+		}
+		out = append(out, servedPlugin{name: p.name, services: p.services, files: files})
 	}
 	slices.SortFunc(out, func(a, b servedPlugin) int { return strings.Compare(a.name, b.name) })
 	return out

@@ -7,8 +7,11 @@ import (
 	"testing"
 
 	"github.com/jhump/protoreflect/grpcreflect"
+	"google.golang.org/grpc/codes"
 	rv1alpha "google.golang.org/grpc/reflection/grpc_reflection_v1alpha"
 	"google.golang.org/protobuf/reflect/protoreflect"
+
+	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
 func TestLoadDescriptors(t *testing.T) {
@@ -113,19 +116,40 @@ func TestReflection(t *testing.T) {
 		}
 	})
 
-	t.Run("no backend, not listed", func(t *testing.T) {
+	t.Run("no backend: still resolved, the call says why", func(t *testing.T) {
 		e.r.SetBackend("echo", nil)
+		e.r.SetState("echo", "backoff: exited with status 2")
 		rc := grpcreflect.NewClientAuto(testCtx(t), e.conn)
 		defer rc.Reset()
 		got, err := rc.ListServices()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if slices.Contains(got, dynService) || !slices.Contains(got, "grpc.health.v1.Health") {
+		if !slices.Contains(got, dynService) || !slices.Contains(got, "grpc.health.v1.Health") {
 			t.Fatalf("ListServices() = %v", got)
 		}
-		if _, err := rc.ResolveService(dynService); err == nil {
-			t.Fatal("resolved the service of a plugin with no backend")
+		if _, err := rc.ResolveService(echoService); err != nil {
+			t.Fatalf("the service of a plugin between instances is unknown: %v", err)
+		}
+		_, err = echov1.NewEchoServiceClient(e.conn).Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
+		wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: backoff: exited with status 2); the agent restarts it by itself: retry later, or see 'plughost plugin status echo'`)
+	})
+
+	t.Run("never served: resolving says why", func(t *testing.T) {
+		if err := e.r.Declare("greeter", []string{"greeter.v1.GreeterService"}); err != nil {
+			t.Fatal(err)
+		}
+		e.r.SetState("greeter", "backoff: plugin greeter 1.0.0 died during start: exited with status 3 before its handshake")
+		for _, rc := range []*grpcreflect.Client{
+			grpcreflect.NewClientAuto(testCtx(t), e.conn),
+			grpcreflect.NewClientV1Alpha(testCtx(t), rv1alpha.NewServerReflectionClient(e.conn)),
+		} {
+			_, err := rc.ResolveService("greeter.v1.GreeterService")
+			rc.Reset()
+			wantStatus(t, err, codes.Unavailable, `plugin "greeter" has no serving instance (state: backoff: plugin greeter 1.0.0 died during start: exited with status 3 before its handshake); the agent restarts it by itself: retry later, or see 'plughost plugin status greeter'`)
+		}
+		if _, err := grpcreflect.NewClientAuto(testCtx(t), e.conn).ResolveService("nope.v1.Nope"); !grpcreflect.IsElementNotFoundError(err) {
+			t.Fatalf("an unknown service: %v, want not found", err)
 		}
 	})
 }

@@ -31,6 +31,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 
 	"github.com/plughost/plughost/sdk/wire"
 )
@@ -96,8 +97,12 @@ type plugin struct {
 	backend atomic.Pointer[Backend]
 	holding atomic.Bool
 	state   atomic.Pointer[string]
-	held    atomic.Int64 // calls waiting for a backend now
-	stats   counters
+	// files are the descriptors of the last backend that had any: reflection
+	// keeps resolving the plugin's services while no instance serves, so
+	// that a call reaches the router and learns why.
+	files atomic.Pointer[protoregistry.Files]
+	held  atomic.Int64 // calls waiting for a backend now
+	stats counters
 
 	mu      sync.Mutex    // guards changed
 	changed chan struct{} // closed when backend or holding changes; made by a waiter
@@ -184,6 +189,9 @@ func (r *Router) SetBackend(pluginName string, b *Backend) (old *Backend) {
 	r.mu.Lock()
 	p := r.pluginLocked(pluginName)
 	old = p.backend.Swap(b)
+	if b != nil && b.Files != nil {
+		p.files.Store(b.Files)
+	}
 	r.mu.Unlock()
 	p.notify()
 	if rl := r.relay.Load(); rl != nil && b != nil && b.Dial != nil {

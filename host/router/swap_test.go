@@ -192,7 +192,7 @@ func TestHolding(t *testing.T) {
 		start := time.Now()
 		_, err := echov1.NewEchoServiceClient(tr.conn).Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
 		wantStatus(t, err, codes.Unavailable,
-			`plugin "echo" has no serving instance (state: restarting): no instance came up within 100ms`)
+			`plugin "echo" has no serving instance (state: restarting): no instance came up within 100ms; retry in a moment`)
 		if d := time.Since(start); d < 100*time.Millisecond {
 			t.Fatalf("gave up after %v", d)
 		}
@@ -221,7 +221,7 @@ func TestHolding(t *testing.T) {
 		waitFor(t, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
 		e.r.SetHolding("echo", false)
 		err := <-errc
-		wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: health check)`)
+		wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: health check); see 'plughost plugin status echo', then 'plughost plugin restart echo' once it is fixed`)
 	})
 
 	t.Run("not held by default", func(t *testing.T) {
