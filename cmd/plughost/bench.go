@@ -19,18 +19,17 @@ import (
 )
 
 func runBench(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("bench: use call or upgrade")
+	sub, rest, err := subcommand("bench", args)
+	if err != nil {
+		return err
 	}
-	switch args[0] {
+	switch sub {
 	case "call":
-		return benchCall(ctx, env, args[1:])
+		return benchCall(ctx, env, rest)
 	case "upgrade":
-		return benchUpgrade(ctx, env, args[1:])
-	case "store":
-		return benchStore(ctx, env, args[1:])
+		return benchUpgrade(ctx, env, rest)
 	}
-	return usagef("bench %s: use call or upgrade", args[0])
+	return benchStore(ctx, env, rest)
 }
 
 func parseInts(s string) ([]int, error) {

@@ -56,7 +56,7 @@ func benchStore(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if fs.NArg() != 1 || (fs.Arg(0) != "put" && fs.Arg(0) != "get") {
-		return usagef("bench store takes put or get (flags first)")
+		return usagef("bench store takes put or get")
 	}
 	if *clients < 1 || *conns < 1 || *total < 1 || *valSize < 0 || *keySpace < 1 || *keySize < 1 {
 		return usagef("bench store: -clients, -conns, -total, -key-space and -key-size must be positive, -val-size not negative")

@@ -16,18 +16,17 @@ import (
 )
 
 func runBundle(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("bundle: use build, verify or add")
+	sub, rest, err := subcommand("bundle", args)
+	if err != nil {
+		return err
 	}
-	switch args[0] {
+	switch sub {
 	case "build":
-		return bundleBuild(ctx, env, args[1:])
+		return bundleBuild(ctx, env, rest)
 	case "verify":
-		return bundleVerify(ctx, env, args[1:])
-	case "add":
-		return bundleAdd(ctx, env, args[1:])
+		return bundleVerify(ctx, env, rest)
 	}
-	return usagef("bundle %s: use build, verify or add", args[0])
+	return bundleAdd(ctx, env, rest)
 }
 
 // bundleBuild makes a bundle from a built plugin executable. It starts the

@@ -31,18 +31,13 @@ func runCall(ctx context.Context, env *cliEnv, args []string) error {
 	timeout := fs.Duration("timeout", 30*time.Second, "deadline of the call")
 	var headers multiFlag
 	fs.Var(&headers, "H", "metadata 'key: value' to send (repeatable)")
-	// The method comes first: allow flags after it too.
-	var method string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		method, args = args[0], args[1:]
-	}
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	if method == "" && fs.NArg() > 0 {
-		method = fs.Arg(0)
+	if fs.NArg() > 1 {
+		return usagef("call takes one SERVICE/METHOD, got %q (give the request with -d)", fs.Args())
 	}
-	svc, name, ok := strings.Cut(strings.TrimPrefix(method, "/"), "/")
+	svc, name, ok := strings.Cut(strings.TrimPrefix(fs.Arg(0), "/"), "/")
 	if !ok || svc == "" || name == "" {
 		return usagef("call: give SERVICE/METHOD, e.g. echo.v1.EchoService/Echo")
 	}

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"os/user"
+	"strings"
 	"sync"
 	"text/tabwriter"
 
@@ -86,30 +87,63 @@ func withActor(ctx context.Context) context.Context {
 	return metadata.AppendToOutgoingContext(ctx, "plughost-actor", actor())
 }
 
-// parse parses fs and turns flag errors into usage errors.
+// parse parses args with fs, taking flags wherever they stand among the
+// positional arguments, as most CLIs do: `call SERVICE/METHOD -d JSON`
+// honours -d. "--" ends the flags; a lone "-" is positional. fs.Args()
+// then holds the positional arguments in order. -h or -help returns a
+// *helpRequest, which run answers with the command's help; other flag
+// errors are usage errors naming the flag.
 func parse(fs *flag.FlagSet, args []string) error {
 	fs.SetOutput(io.Discard)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return usagef("%s: usage:\n%s", fs.Name(), flagUsage(fs))
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return &helpRequest{name: fs.Name(), fs: fs}
+			}
+			return usagef("%s: %v", fs.Name(), err)
 		}
-		return usagef("%s: %v", fs.Name(), err)
+		rest := fs.Args()
+		if endedByDashes(fs, args[:len(args)-len(rest)]) {
+			pos = append(pos, rest...)
+			break
+		}
+		if len(rest) == 0 {
+			break
+		}
+		// The flag package stopped at a positional argument: keep it and
+		// parse what follows it.
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
-	return nil
+	// Leave the positional arguments in fs.Args(), none taken for a flag.
+	return fs.Parse(append([]string{"--"}, pos...))
 }
 
-func flagUsage(fs *flag.FlagSet) string {
-	var b stringsBuilder
-	fs.SetOutput(&b)
-	fs.PrintDefaults()
-	fs.SetOutput(io.Discard)
-	return b.String()
+// endedByDashes reports whether the flag package, having consumed the
+// arguments in consumed, stopped at a "--" that ends the flags rather than
+// one given as a flag's value (-d --).
+func endedByDashes(fs *flag.FlagSet, consumed []string) bool {
+	value := false // the next argument is the value of the flag before it
+	for _, a := range consumed {
+		if value {
+			value = false
+			continue
+		}
+		if a == "--" {
+			return true
+		}
+		name := strings.TrimLeft(a, "-")
+		if strings.Contains(name, "=") {
+			continue
+		}
+		if f := fs.Lookup(name); f != nil {
+			b, ok := f.Value.(interface{ IsBoolFlag() bool })
+			value = !ok || !b.IsBoolFlag()
+		}
+	}
+	return false
 }
-
-type stringsBuilder struct{ b []byte }
-
-func (s *stringsBuilder) Write(p []byte) (int, error) { s.b = append(s.b, p...); return len(p), nil }
-func (s *stringsBuilder) String() string              { return string(s.b) }
 
 // printJSON writes v as indented JSON.
 func printJSON(w io.Writer, v any) error {

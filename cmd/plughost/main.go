@@ -55,6 +55,7 @@ func exitCode(err error, stderr io.Writer) int {
 const usage = `plughost runs infrastructure services as versioned gRPC plugins.
 
 Usage: plughost <command> [flags] [args]
+       plughost help <command> [<subcommand>]
 
   agent        run a node agent (-dev for a single node on loopback)
   bundle       build, verify or add a plugin bundle
@@ -66,7 +67,8 @@ Usage: plughost <command> [flags] [args]
   version      print the version
 
 Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else
-127.0.0.1:7400); listings take -format json. Exit codes: 0 ok, 1 error,
+127.0.0.1:7400); listings take -format json. Flags may stand before or
+after a command's arguments; '--' ends them. Exit codes: 0 ok, 1 error,
 2 usage.
 `
 
@@ -76,8 +78,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprint(stderr, usage)
 		return usagef("no command given")
 	}
-	env := &cliEnv{stdout: stdout, stderr: stderr}
-	cmd, rest := args[0], args[1:]
+	if isHelpFlag(args[0]) || args[0] == "help" {
+		rest, asked, err := runHelp(args[1:], stdout)
+		if !asked || err != nil {
+			return err
+		}
+		args = rest
+	}
+	err := dispatch(ctx, &cliEnv{stdout: stdout, stderr: stderr}, args[0], args[1:])
+	var h *helpRequest
+	if errors.As(err, &h) {
+		return printHelp(stdout, h)
+	}
+	return err
+}
+
+func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error {
 	switch cmd {
 	case "agent":
 		return runAgent(ctx, env, rest)
@@ -97,9 +113,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runReaper(ctx, env, rest)
 	case "version", "-version", "--version":
 		return runVersion(ctx, env, rest)
-	case "help", "-h", "-help", "--help":
-		fmt.Fprint(stdout, usage)
-		return nil
 	}
 	return usagef("unknown command %q", cmd)
 }

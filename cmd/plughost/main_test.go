@@ -71,6 +71,35 @@ func TestVersionAndHelpExitZero(t *testing.T) {
 	}
 }
 
+// TestHelpOfCommands: what issue 11 found. -h is a request, answered on
+// stdout with exit 0; 'help CMD' is CMD's help, not the top-level one.
+func TestHelpOfCommands(t *testing.T) {
+	cases := []struct {
+		args []string
+		want []string
+	}{
+		{[]string{"store", "-h"}, []string{"Usage: plughost store <command>", "restore"}},
+		{[]string{"help", "store"}, []string{"Usage: plughost store <command>", "restore"}},
+		{[]string{"store", "get", "-h"}, []string{"Usage: plughost store get [flags] KEY", "-ns", "Example:"}},
+		{[]string{"bench", "-h"}, []string{"store"}},
+		{[]string{"call", "-h"}, []string{"SERVICE/METHOD", "-d", "Example:"}},
+		{[]string{"plugin", "pin", "-help"}, []string{"NAME VERSION", "-detach", "Example:"}},
+	}
+	for _, tc := range cases {
+		var out, errOut bytes.Buffer
+		code := exitCode(run(context.Background(), tc.args, &out, &errOut), &errOut)
+		if code != 0 {
+			t.Errorf("%q: exit %d, want 0 (stderr %q)", tc.args, code, errOut.String())
+			continue
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(out.String(), w) {
+				t.Errorf("%q printed no %q:\n%s", tc.args, w, out.String())
+			}
+		}
+	}
+}
+
 // TestAgentUnreachableExitsOne: a command that cannot reach its agent is an
 // error (1), not a usage error, and names the address.
 func TestAgentUnreachableExitsOne(t *testing.T) {

@@ -15,10 +15,10 @@ import (
 )
 
 func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("plugin: use list, status, versions, pin, unpin, rollback, restart, history or events")
+	sub, rest, err := subcommand("plugin", args)
+	if err != nil {
+		return err
 	}
-	sub, rest := args[0], args[1:]
 	fs := flag.NewFlagSet("plugin "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
@@ -37,11 +37,7 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	want := map[string]int{"list": 0, "status": 1, "versions": 1, "pin": 2, "unpin": 1, "rollback": 1, "restart": 1, "history": 1, "events": 1}
-	n, ok := want[sub]
-	if !ok {
-		return usagef("plugin %s: use list, status, versions, pin, unpin, rollback, restart, history or events", sub)
-	}
-	if fs.NArg() != n {
+	if n := want[sub]; fs.NArg() != n {
 		names := map[int]string{0: "no arguments", 1: "NAME", 2: "NAME VERSION"}
 		return usagef("plugin %s takes %s", sub, names[n])
 	}

@@ -16,32 +16,51 @@ import (
 )
 
 func runStore(ctx context.Context, env *cliEnv, args []string) error {
-	if len(args) == 0 {
-		return usagef("store: use get, put, delete, list, backup or restore")
+	sub, rest, err := subcommand("store", args)
+	if err != nil {
+		return err
 	}
-	sub, rest := args[0], args[1:]
+	// Each subcommand takes only the flags it uses, so that one given to
+	// the wrong subcommand is refused rather than ignored.
 	fs := flag.NewFlagSet("store "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
-	ns := fs.String("ns", "", "namespace (a plugin's name, or _sys)")
-	consistency := fs.String("consistency", "linearizable", "read consistency: linearizable, session or stale")
-	ttl := fs.Duration("ttl", 0, "put: expire the key after this long")
-	prefix := fs.Bool("prefix", false, "delete: every key with this prefix")
-	keysOnly := fs.Bool("keys-only", false, "list: keys without values")
-	limit := fs.Int("limit", 0, "list: at most this many keys (0: all)")
+	var (
+		ns, consistency  = new(string), new(string)
+		ttl              = new(time.Duration)
+		prefix, keysOnly = new(bool), new(bool)
+		limit            = new(int)
+	)
+	needsNS := sub != "backup" && sub != "restore"
+	if needsNS {
+		fs.StringVar(ns, "ns", "", "namespace (a plugin's name, or _sys); required")
+	}
+	switch sub {
+	case "get", "list":
+		fs.StringVar(consistency, "consistency", "linearizable", "read consistency: linearizable, session or stale")
+	case "put":
+		fs.DurationVar(ttl, "ttl", 0, "expire the key after this long")
+	case "delete":
+		fs.BoolVar(prefix, "prefix", false, "delete every key with this prefix")
+	}
+	if sub == "list" {
+		fs.BoolVar(keysOnly, "keys-only", false, "keys without values")
+		fs.IntVar(limit, "limit", 0, "at most this many keys (0: all)")
+	}
 	if err := parse(fs, rest); err != nil {
 		return err
 	}
 	if err := cf.check(); err != nil {
 		return err
 	}
-	needsNS := sub != "backup" && sub != "restore"
 	if needsNS && *ns == "" {
 		return usagef("store %s: give -ns NAMESPACE", sub)
 	}
-	cons, err := parseConsistency(*consistency)
-	if err != nil {
-		return err
+	cons := storev1.Consistency_CONSISTENCY_UNSPECIFIED
+	if *consistency != "" {
+		if cons, err = parseConsistency(*consistency); err != nil {
+			return err
+		}
 	}
 	conn, err := cf.dial()
 	if err != nil {
@@ -151,13 +170,11 @@ func runStore(ctx context.Context, env *cliEnv, args []string) error {
 			return usagef("store backup takes FILE")
 		}
 		return storeBackup(ctx, env, storev1.NewStoreAdminServiceClient(conn), fs.Arg(0))
-	case "restore":
-		if fs.NArg() != 1 {
-			return usagef("store restore takes FILE")
-		}
-		return storeRestore(ctx, env, storev1.NewStoreAdminServiceClient(conn), fs.Arg(0))
 	}
-	return usagef("store %s: use get, put, delete, list, backup or restore", sub)
+	if fs.NArg() != 1 {
+		return usagef("store restore takes FILE")
+	}
+	return storeRestore(ctx, env, storev1.NewStoreAdminServiceClient(conn), fs.Arg(0))
 }
 
 func kvJSON(kv *storev1.KeyValue) map[string]any {

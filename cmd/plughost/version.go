@@ -15,6 +15,9 @@ func runVersion(_ context.Context, env *cliEnv, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return usagef("version takes no arguments, got %q", fs.Args())
+	}
 	fmt.Fprintf(env.stdout, "plughost %s (plugin API %v, %s %s/%s)\n", agent.Version, wire.SupportedAPIVersions, runtime.Version(), runtime.GOOS, runtime.GOARCH)
 	return nil
 }

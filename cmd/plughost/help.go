@@ -1,0 +1,284 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+)
+
+// cmdHelp is what `plughost help CMD` and `plughost CMD -h` print besides
+// the flags, which come from the command's own flag set.
+type cmdHelp struct {
+	args    string // positional arguments in the synopsis, e.g. "NAME VERSION"
+	about   string // what the command does; its first line is its summary
+	example string // one command line, maybe with a comment
+}
+
+// groups lists the subcommands of the commands that have them, in the
+// order their help shows them.
+var groups = map[string][]string{
+	"bundle": {"build", "verify", "add"},
+	"plugin": {"list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
+	"store":  {"get", "put", "delete", "list", "backup", "restore"},
+	"bench":  {"call", "upgrade", "store"},
+}
+
+// helps holds the help of every command and subcommand, by the name its
+// flag set carries.
+var helps = map[string]cmdHelp{
+	"agent": {
+		about: `Run a node agent: it registers bundles, runs their plugins, routes calls to
+them and serves the operator and store APIs. -dev runs a single node on
+loopback with one raft voter.`,
+		example: "plughost agent -dev -data-dir ./plughost-data",
+	},
+	"bundle": {
+		about:   "Build, verify or add a plugin bundle.",
+		example: "plughost bundle build -o bundles/ ./greeter",
+	},
+	"bundle build": {
+		args: "EXECUTABLE",
+		about: `Build a bundle, <name>-<version>.tar.gz, from a plugin executable. The
+executable is started once to learn its name, version and services.`,
+		example: "plughost bundle build -o bundles/ -memory-mb 64 ./greeter",
+	},
+	"bundle verify": {
+		args:    "BUNDLE...",
+		about:   "Check bundles' manifests, checksums and plugin API versions.",
+		example: "plughost bundle verify bundles/greeter-1.0.0.tar.gz",
+	},
+	"bundle add": {
+		args: "BUNDLE",
+		about: `Upload a bundle to the agent, which verifies and registers it. An unpinned
+plugin moves to its highest registered version.`,
+		example: "plughost bundle add bundles/greeter-1.1.0.tar.gz",
+	},
+	"plugin": {
+		about:   "List plugins, see their state and versions, and pin, unpin, roll back or restart them.",
+		example: "plughost plugin status greeter",
+	},
+	"plugin list": {
+		about:   "List the plugins with their running, desired and pinned versions.",
+		example: "plughost plugin list -format json",
+	},
+	"plugin status": {
+		args:    "NAME",
+		about:   "Show a plugin's state and its instances: limits enforced or not (and why), usage.",
+		example: "plughost plugin status greeter",
+	},
+	"plugin versions": {
+		args:    "NAME",
+		about:   "List a plugin's registered versions, marking the running, desired and pinned one.",
+		example: "plughost plugin versions greeter",
+	},
+	"plugin pin": {
+		args: "NAME VERSION",
+		about: `Pin a plugin to a registered version and follow the swap to it. Exits 1 if
+the swap fell back. A pinned plugin stays on its version when newer bundles
+are added, until 'plugin unpin'.`,
+		example: "plughost plugin pin greeter 1.0.0",
+	},
+	"plugin unpin": {
+		args:    "NAME",
+		about:   "Remove a plugin's pin: it moves to its highest registered version, and to newer ones as they are added.",
+		example: "plughost plugin unpin greeter",
+	},
+	"plugin rollback": {
+		args: "NAME",
+		about: `Swap a plugin back to the version that served before, and pin it there
+('plugin unpin' lets it follow the highest version again).`,
+		example: "plughost plugin rollback greeter",
+	},
+	"plugin restart": {
+		args:    "NAME",
+		about:   "Restart a plugin's instances; this also clears a crash loop.",
+		example: "plughost plugin restart greeter",
+	},
+	"plugin history": {
+		args:    "NAME",
+		about:   "Show a plugin's registrations, pins and swaps, with who did them, outcome and reason.",
+		example: "plughost plugin history greeter",
+	},
+	"plugin events": {
+		args:    "NAME",
+		about:   "Show a plugin's instance events: starts, exits, OOM kills, health failures, backoffs.",
+		example: "plughost plugin events -n 20 greeter",
+	},
+	"call": {
+		args: "SERVICE/METHOD",
+		about: `Call a plugin method through the agent with a JSON request and print the
+reply as JSON, using the descriptors the agent's reflection serves.`,
+		example: `plughost call echo.v1.EchoService/Echo -d '{"message":"hi"}'`,
+	},
+	"store": {
+		about:   "Read and write keys of the replicated store, back it up and restore it.",
+		example: "plughost store list -ns greeter",
+	},
+	"store get": {
+		args:    "KEY",
+		about:   "Print the value of KEY in namespace -ns.",
+		example: "plughost store get -ns counter counters/e2e",
+	},
+	"store put": {
+		args:    "KEY VALUE",
+		about:   "Set KEY in namespace -ns to VALUE ('-' reads the value from stdin).",
+		example: "plughost store put -ns app greeting hello -ttl 1h",
+	},
+	"store delete": {
+		args:    "KEY",
+		about:   "Delete KEY in namespace -ns, or with -prefix every key that starts with it.",
+		example: "plughost store delete -ns app -prefix sessions/",
+	},
+	"store list": {
+		args:    "[PREFIX]",
+		about:   "List the keys of namespace -ns, or those that start with PREFIX.",
+		example: "plughost store list -ns app -keys-only users/",
+	},
+	"store backup": {
+		args:    "FILE",
+		about:   "Write a checksummed backup of the whole store, every namespace and _sys, to FILE.",
+		example: "plughost store backup store.bak",
+	},
+	"store restore": {
+		args: "FILE",
+		about: `Replace the whole store with a backup: every namespace, and _sys with the
+plugin catalog, pins and history. A damaged file is refused with the data
+untouched.`,
+		example: "plughost store restore store.bak",
+	},
+	"bench": {
+		about:   "Load generators: routed calls, an upgrade under load, the store.",
+		example: "plughost bench call -clients 1,64",
+	},
+	"bench call": {
+		about: `Compare echo calls routed through the agent with direct ones. The direct
+calls go to an echo process of the agent's version under the same limits;
+the two paths take turns. Needs the echo plugin running on the agent.`,
+		example: "plughost bench call -clients 1,64 -duration 5s",
+	},
+	"bench upgrade": {
+		about: `Drive steady load at a plugin while pinning -to VERSION, and report what the
+swap cost the callers.`,
+		example: "plughost bench upgrade -plugin greeter -to 1.1.0 -rate 200",
+	},
+	"bench store": {
+		args:    "put|get",
+		about:   "Load the store API the way etcd's benchmark tool does and print its summary.",
+		example: "plughost bench store put -clients 200 -total 60000 -val-size 256",
+	},
+	"members": {
+		about:   "List the cluster's members with their serf status, raft role and tags.",
+		example: "plughost members -format json",
+	},
+	"version": {
+		about:   "Print the version of plughost and the plugin API versions it speaks.",
+		example: "plughost version",
+	},
+	"reaper": {
+		about: `The agent's cgroup reaper, started by the agent itself: once the agent
+exits it removes the instance cgroups under -cgroup-parent.`,
+		example: "plughost reaper -cgroup-parent plughost 3<pipe",
+	},
+}
+
+// helpRequest is returned for -h or -help: run prints the help of the
+// command named (with the flags of fs, when it has any) and exits 0.
+type helpRequest struct {
+	name string
+	fs   *flag.FlagSet
+}
+
+func (h *helpRequest) Error() string { return h.name + ": help requested" }
+
+func isHelpFlag(s string) bool { return s == "-h" || s == "-help" || s == "--help" }
+
+// subcommand splits args of a command with subcommands into the
+// subcommand and its arguments. It answers -h with the group's help.
+func subcommand(group string, args []string) (string, []string, error) {
+	subs := groups[group]
+	if len(args) == 0 {
+		return "", nil, usagef("%s: use %s", group, orList(subs))
+	}
+	if isHelpFlag(args[0]) {
+		return "", nil, &helpRequest{name: group}
+	}
+	if !slices.Contains(subs, args[0]) {
+		return "", nil, usagef("%s %s: use %s", group, args[0], orList(subs))
+	}
+	return args[0], args[1:], nil
+}
+
+func orList(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " or " + s[len(s)-1]
+}
+
+// runHelp is `plughost help [COMMAND [SUBCOMMAND]]`: it asks the command
+// itself for its help, so that the flags shown are those it parses.
+func runHelp(args []string, stdout io.Writer) ([]string, bool, error) {
+	if len(args) == 0 || isHelpFlag(args[0]) {
+		fmt.Fprint(stdout, usage)
+		return nil, false, nil
+	}
+	if _, ok := helps[args[0]]; !ok {
+		return nil, false, usagef("help: unknown command %q", args[0])
+	}
+	if len(args) > 2 {
+		return nil, false, usagef("help takes a command and maybe a subcommand, got %q", args)
+	}
+	return append(append([]string{}, args...), "-h"), true, nil
+}
+
+// printHelp writes the help of the command h names.
+func printHelp(w io.Writer, h *helpRequest) error {
+	ch := helps[h.name]
+	var b strings.Builder
+	subs, isGroup := groups[h.name]
+	switch {
+	case isGroup:
+		fmt.Fprintf(&b, "Usage: plughost %s <command> [flags] [args]\n\n%s\n\nCommands:\n", h.name, ch.about)
+		for _, s := range subs {
+			fmt.Fprintf(&b, "  %-10s %s\n", s, firstSentence(helps[h.name+" "+s].about))
+		}
+		fmt.Fprintf(&b, "\nRun 'plughost help %s <command>' for its arguments, flags and an example.\n", h.name)
+	default:
+		synopsis := "plughost " + h.name
+		if hasFlags(h.fs) {
+			synopsis += " [flags]"
+		}
+		if ch.args != "" {
+			synopsis += " " + ch.args
+		}
+		fmt.Fprintf(&b, "Usage: %s\n\n%s\n", synopsis, ch.about)
+		if hasFlags(h.fs) {
+			b.WriteString("\nFlags (before or after the arguments; '--' ends them):\n")
+			h.fs.SetOutput(&b)
+			h.fs.PrintDefaults()
+			h.fs.SetOutput(io.Discard)
+		}
+	}
+	fmt.Fprintf(&b, "\nExample:\n  %s\n", ch.example)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// firstSentence is what a group's help lists for a subcommand.
+func firstSentence(about string) string {
+	about = strings.ReplaceAll(about, "\n", " ")
+	if i := strings.Index(about, ". "); i >= 0 {
+		return about[:i+1]
+	}
+	return about
+}
+
+func hasFlags(fs *flag.FlagSet) bool {
+	n := 0
+	if fs != nil {
+		fs.VisitAll(func(*flag.Flag) { n++ })
+	}
+	return n > 0
+}
