@@ -27,13 +27,13 @@ var v1Controllers = []cgroup1.Name{cgroup1.Memory, cgroup1.Cpu, cgroup1.Cpuacct,
 // v1Backend places groups in the cgroup v1 hierarchies mounted under root.
 type v1Backend struct {
 	root       string
-	parent     string // e.g. "/plughost", the same in every hierarchy
+	own        string // the Manager's own cgroup, e.g. "/plughost/agent-n1-1f2e3d4c", the same in every hierarchy
 	log        hclog.Logger
 	subsystems []cgroup1.Subsystem     // the mounted ones among v1Controllers
 	mountRoots map[cgroup1.Name]string // see mountRoot
 	missing    map[cgroup1.Name]string // why an unmounted controller is missing
 	memsw      bool                    // memory.memsw.* exists: swap can be capped
-	parentCg   cgroup1.Cgroup
+	ownCg      cgroup1.Cgroup
 }
 
 // mountedV1 lists the controllers of v1Controllers mounted under root.
@@ -47,10 +47,10 @@ func mountedV1(root string) []cgroup1.Name {
 	return out
 }
 
-func newV1(root, parent string, log hclog.Logger) (*v1Backend, string, error) {
+func newV1(root, own string, log hclog.Logger) (*v1Backend, string, error) {
 	b := &v1Backend{
 		root:       root,
-		parent:     parent,
+		own:        own,
 		log:        log,
 		mountRoots: make(map[cgroup1.Name]string),
 		missing:    make(map[cgroup1.Name]string),
@@ -75,12 +75,16 @@ func newV1(root, parent string, log hclog.Logger) (*v1Backend, string, error) {
 			b.subsystems = append(b.subsystems, cgroup1.NewPids(root))
 		}
 	}
-	cg, err := cgroup1.New(cgroup1.StaticPath(parent), &specs.LinuxResources{}, cgroup1.WithHierarchy(b.hierarchy))
+	var cg cgroup1.Cgroup
+	err := createRetrying(func() (err error) {
+		cg, err = cgroup1.New(cgroup1.StaticPath(own), &specs.LinuxResources{}, cgroup1.WithHierarchy(b.hierarchy))
+		return err
+	})
 	if err != nil {
-		return nil, b.dirs(parent), err
+		return nil, b.dirs(own), err
 	}
-	b.parentCg = cg
-	return b, b.dirs(parent), nil
+	b.ownCg = cg
+	return b, b.dirs(own), nil
 }
 
 func names(ns []cgroup1.Name) []string {
@@ -133,18 +137,18 @@ func (b *v1Backend) unavailable(resource string) string {
 	return fmt.Sprintf("unknown resource %q", resource)
 }
 
-func (b *v1Backend) groupDir(id string) string { return b.dirs(path.Join(b.parent, id)) }
+func (b *v1Backend) groupDir(id string) string { return b.dirs(path.Join(b.own, id)) }
 
 func (b *v1Backend) newGroup(id string) (groupBackend, error) {
-	cg, err := b.parentCg.New(id, &specs.LinuxResources{})
+	cg, err := b.ownCg.New(id, &specs.LinuxResources{})
 	if err != nil {
 		return nil, err
 	}
-	return &v1Group{b: b, cgPath: path.Join(b.parent, id), cg: cg}, nil
+	return &v1Group{b: b, cgPath: path.Join(b.own, id), cg: cg}, nil
 }
 
 func (b *v1Backend) loadGroup(id string) (groupBackend, error) {
-	p := path.Join(b.parent, id)
+	p := path.Join(b.own, id)
 	cg, err := cgroup1.Load(cgroup1.StaticPath(p), cgroup1.WithHierarchy(b.hierarchy))
 	if errors.Is(err, cgroup1.ErrCgroupDeleted) {
 		return nil, fmt.Errorf("%s: %w", b.dirs(p), os.ErrNotExist)
@@ -158,7 +162,7 @@ func (b *v1Backend) loadGroup(id string) (groupBackend, error) {
 func (b *v1Backend) listGroups() ([]string, error) {
 	set := make(map[string]bool)
 	for _, s := range b.subsystems {
-		entries, err := os.ReadDir(filepath.Join(b.root, string(s.Name()), b.parent))
+		entries, err := os.ReadDir(filepath.Join(b.root, string(s.Name()), b.own))
 		if err != nil && !os.IsNotExist(err) {
 			return nil, err
 		}
@@ -169,6 +173,17 @@ func (b *v1Backend) listGroups() ([]string, error) {
 		}
 	}
 	return sortedKeys(set), nil
+}
+
+func (b *v1Backend) removeCgroup(p string) error {
+	var errs []error
+	for _, s := range b.subsystems {
+		err := os.Remove(filepath.Join(b.root, string(s.Name()), p))
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // threadHome returns, per controller, the cgroup (below its mount) that

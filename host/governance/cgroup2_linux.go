@@ -1,6 +1,7 @@
 package governance
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,21 +23,24 @@ var v2Resources = []string{ResourceMemory, ResourceCPU, ResourcePids}
 // v2Backend places groups in the cgroup2 hierarchy mounted at root.
 type v2Backend struct {
 	root      string
-	parent    string // e.g. "/plughost"
+	own       string // the Manager's own cgroup, e.g. "/plughost/agent-n1-1f2e3d4c"
 	log       hclog.Logger
 	mountRoot string            // see mountRoot
 	reasons   map[string]string // why a resource's controller cannot be used
-	parentMgr *cgroup2.Manager
+	ownMgr    *cgroup2.Manager
 }
 
-func newV2(root, parent string, log hclog.Logger) (*v2Backend, string, error) {
-	dir := filepath.Join(root, parent)
-	b := &v2Backend{root: root, parent: parent, log: log, mountRoot: mountRoot(root), reasons: make(map[string]string)}
+func newV2(root, own string, log hclog.Logger) (*v2Backend, string, error) {
+	dir := filepath.Join(root, own)
+	b := &v2Backend{root: root, own: own, log: log, mountRoot: mountRoot(root), reasons: make(map[string]string)}
 	top, err := cgroup2.Load("/", cgroup2.WithMountpoint(root))
 	if err != nil {
 		return nil, dir, err
 	}
-	b.parentMgr, err = top.NewChild(strings.TrimPrefix(parent, "/"), nil)
+	err = createRetrying(func() (err error) {
+		b.ownMgr, err = top.NewChild(strings.TrimPrefix(own, "/"), nil)
+		return err
+	})
 	if err != nil {
 		return nil, dir, err
 	}
@@ -46,18 +50,18 @@ func newV2(root, parent string, log hclog.Logger) (*v2Backend, string, error) {
 	return b, dir, nil
 }
 
-// enable makes controller ctrl available to the parent's children by
-// enabling it in the subtree_control of the parent and of every cgroup
+// enable makes controller ctrl available to the instance cgroups by
+// enabling it in the subtree_control of the own cgroup and of every cgroup
 // above it, and records why when that is not possible.
 func (b *v2Backend) enable(ctrl string) {
-	subtree := filepath.Join(b.root, b.parent, "cgroup.subtree_control")
+	subtree := filepath.Join(b.root, b.own, "cgroup.subtree_control")
 	if contains(fieldsOf(subtree), ctrl) {
 		return
 	}
 	// ToggleControllers writes the subtree_control of every ancestor of a
 	// manager's cgroup, so a manager for a (never created) child of the
-	// parent reaches the parent's own.
-	probe, err := cgroup2.Load(path.Join(b.parent, "_"), cgroup2.WithMountpoint(b.root))
+	// own cgroup reaches the own cgroup's.
+	probe, err := cgroup2.Load(path.Join(b.own, "_"), cgroup2.WithMountpoint(b.root))
 	if err == nil {
 		err = probe.ToggleControllers([]string{ctrl}, cgroup2.Enable)
 	}
@@ -93,18 +97,18 @@ func (b *v2Backend) unavailable(resource string) string {
 	return b.reasons[resource]
 }
 
-func (b *v2Backend) groupDir(id string) string { return filepath.Join(b.root, b.parent, id) }
+func (b *v2Backend) groupDir(id string) string { return filepath.Join(b.root, b.own, id) }
 
 func (b *v2Backend) newGroup(id string) (groupBackend, error) {
-	mgr, err := b.parentMgr.NewChild(id, nil)
+	mgr, err := b.ownMgr.NewChild(id, nil)
 	if err != nil {
 		return nil, err
 	}
-	return &v2Group{b: b, cgPath: path.Join(b.parent, id), mgr: mgr}, nil
+	return &v2Group{b: b, cgPath: path.Join(b.own, id), mgr: mgr}, nil
 }
 
 func (b *v2Backend) loadGroup(id string) (groupBackend, error) {
-	p := path.Join(b.parent, id)
+	p := path.Join(b.own, id)
 	if _, err := os.Stat(filepath.Join(b.root, p)); err != nil {
 		return nil, err
 	}
@@ -116,7 +120,7 @@ func (b *v2Backend) loadGroup(id string) (groupBackend, error) {
 }
 
 func (b *v2Backend) listGroups() ([]string, error) {
-	entries, err := os.ReadDir(filepath.Join(b.root, b.parent))
+	entries, err := os.ReadDir(filepath.Join(b.root, b.own))
 	if err != nil {
 		if os.IsNotExist(err) {
 			return nil, nil
@@ -130,6 +134,14 @@ func (b *v2Backend) listGroups() ([]string, error) {
 		}
 	}
 	return sortedKeys(set), nil
+}
+
+func (b *v2Backend) removeCgroup(p string) error {
+	err := os.Remove(filepath.Join(b.root, p))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
 }
 
 // v2Group is one instance's cgroup in the cgroup2 hierarchy.

@@ -412,3 +412,101 @@ func TestStartMovesMisplacedProcess(t *testing.T) {
 		t.Fatalf("child ended with %v, want killed by Delete", err)
 	}
 }
+
+// TestSiblingManagers: Managers that share a parent cgroup, as agents on
+// one machine do, keep to their own cgroups. When one restarts, its
+// CleanStale removes its own leftovers and none of the sibling's; its Close
+// removes its own cgroup and leaves the parent, which holds the sibling's;
+// the last Close removes the parent. It runs on the host's layout and on
+// a cgroup2 mount where there is one.
+func TestSiblingManagers(t *testing.T) {
+	requireRoot(t)
+	t.Run("host", func(t *testing.T) { testSiblingManagers(t, "") })
+	t.Run("cgroup2", func(t *testing.T) {
+		mount, err := cgroup2Mount()
+		if err != nil {
+			t.Skipf("no cgroup v2 mount: %v", err)
+		}
+		testSiblingManagers(t, mount)
+	})
+}
+
+func testSiblingManagers(t *testing.T, root string) {
+	parent := testParent(t)
+	crashed := newTestManager(t, Config{Parent: parent, Group: "agent-a", Root: root})
+	requireCgroups(t, crashed)
+	sibling := newTestManager(t, Config{Parent: parent, Group: "agent-b", Root: root})
+	start := func(m *Manager, id string) (*Group, *exec.Cmd) {
+		t.Helper()
+		g, err := m.New(id, Limits{MemoryBytes: 128 << 20, Pids: 16})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd, _ := childCmd(t, "sleep")
+		cmd.SysProcAttr = withPdeathsig(nil)
+		if err := g.Start(cmd, cmd.Start); err != nil {
+			t.Fatalf("Start: %v", err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill() })
+		return g, cmd
+	}
+	left, leftCmd := start(crashed, "echo-1")
+	serving, servingCmd := start(sibling, "echo-1")
+	servingExited := make(chan error, 1)
+	go func() { servingExited <- servingCmd.Wait() }()
+	stillServing := func(when string) {
+		t.Helper()
+		select {
+		case err := <-servingExited:
+			t.Fatalf("%s, the sibling's process ended: %v", when, err)
+		default:
+		}
+		pids, err := serving.b.procs()
+		if err != nil || !slices.Contains(pids, uint64(servingCmd.Process.Pid)) {
+			t.Fatalf("%s, the sibling's group holds %v, %v; want its process %d", when, pids, err, servingCmd.Process.Pid)
+		}
+	}
+
+	restarted, err := NewManager(Config{Parent: parent, Group: "agent-a", Root: root, Logger: testLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cleaned, err := restarted.CleanStale()
+	if err != nil || !slices.Equal(cleaned, []string{left.Path()}) {
+		t.Fatalf("CleanStale of the restarted Manager = %v, %v; want [%s] alone", cleaned, err, left.Path())
+	}
+	if err := waitExit(t, leftCmd, 10*time.Second); !killedBy(err, "killed") {
+		t.Fatalf("the stale process ended with %v, want killed", err)
+	}
+	stillServing("after the sibling's CleanStale")
+
+	if err := restarted.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := restarted.New("echo-2", Limits{}); !errors.Is(err, ErrClosed) {
+		t.Errorf("New after Close: %v, want ErrClosed", err)
+	}
+	for _, dir := range cgroupDirs(restarted, restarted.own) {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the closed Manager's cgroup %s is still there (%v)", dir, err)
+		}
+	}
+	for _, dir := range cgroupDirs(sibling, sibling.own) {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("the sibling's cgroup: %v", err)
+		}
+	}
+	stillServing("after the sibling's Close")
+
+	if err := serving.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sibling.Close(); err != nil {
+		t.Fatalf("Close of the last Manager: %v", err)
+	}
+	for _, dir := range append(cgroupDirs(sibling, sibling.own), cgroupDirs(sibling, sibling.parent)...) {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there after the last Close (%v)", dir, err)
+		}
+	}
+}

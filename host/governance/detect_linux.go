@@ -16,19 +16,19 @@ import (
 const defaultRoot = "/sys/fs/cgroup"
 
 // detect chooses the cgroup layout at root ("" = the host's) and prepares
-// parent in it. It returns the backend, or nil and why there is none.
-func detect(root, parent string, log hclog.Logger) (backend, string) {
+// the cgroup own in it. It returns the backend, or nil and why there is none.
+func detect(root, own string, log hclog.Logger) (backend, string) {
 	if root == "" {
 		switch cgroups.Mode() {
 		case cgroups.Unavailable:
 			return nil, fmt.Sprintf("no cgroup filesystem is mounted at %s", defaultRoot)
 		case cgroups.Unified:
-			return prepare(newV2(defaultRoot, parent, log))
+			return prepare(newV2(defaultRoot, own, log))
 		case cgroups.Hybrid:
 			// v1 holds the controllers; the v2 mount of a hybrid host has
 			// only those no v1 hierarchy took, usually none.
 			if len(mountedV1(defaultRoot)) == 0 {
-				return prepare(newV2(filepath.Join(defaultRoot, "unified"), parent, log))
+				return prepare(newV2(filepath.Join(defaultRoot, "unified"), own, log))
 			}
 		}
 		root = defaultRoot
@@ -38,12 +38,12 @@ func detect(root, parent string, log hclog.Logger) (backend, string) {
 		return nil, fmt.Sprintf("no cgroup filesystem at %s: %v", root, err)
 	}
 	if st.Type == unix.CGROUP2_SUPER_MAGIC {
-		return prepare(newV2(root, parent, log))
+		return prepare(newV2(root, own, log))
 	}
 	if len(mountedV1(root)) == 0 {
 		return nil, fmt.Sprintf("%s is neither a cgroup2 mount nor holds cgroup v1 mounts of memory, cpu, cpuacct or pids", root)
 	}
-	return prepare(newV1(root, parent, log))
+	return prepare(newV1(root, own, log))
 }
 
 // prepare turns a backend constructor's failure into the reason there is

@@ -1,11 +1,14 @@
 // Package governance limits the memory, CPU and process count of each plugin
 // instance with Linux cgroups (v1 or v2), and says plainly where it cannot.
 //
-// One Manager serves the agent. NewManager detects the cgroup layout, creates
-// the parent cgroup and reports through Mode and Reason how far limits can be
-// enforced; it never fails for want of cgroups. Each plugin instance gets a
-// Group, the cgroup <Parent>/<instanceID>, whose Start places the plugin's
-// process inside the cgroup before the process runs any of its own code.
+// One Manager serves the agent. NewManager detects the cgroup layout,
+// creates the Manager's own cgroup <Parent>/<Group> and reports through Mode
+// and Reason how far limits can be enforced; it never fails for want of
+// cgroups. Each plugin instance gets a Group, the cgroup
+// <Parent>/<Group>/<instanceID>, whose Start places the plugin's process
+// inside the cgroup before the process runs any of its own code. Agents on
+// one machine share Parent; a Manager touches nothing outside its own
+// <Parent>/<Group>, except that Close removes Parent once it is empty.
 //
 // Call order:
 //
@@ -15,6 +18,7 @@
 //	err = g.Start(cmd, client.Start)     // go-plugin starts cmd inside start
 //	u, err := g.Usage()                  // any time; OOMKilled after an exit
 //	err = g.Delete()                     // kills what is left, removes the cgroup
+//	err = m.Close()                      // once, when the agent stops
 //
 // A Manager and its Groups are safe for concurrent use.
 package governance
@@ -48,8 +52,8 @@ const (
 	ResourcePids   = "pids"
 )
 
-// DefaultParent is the cgroup under which instance cgroups are made when
-// Config.Parent is empty.
+// DefaultParent is the cgroup under which a Manager makes its own cgroup
+// when Config.Parent is empty.
 const DefaultParent = "plughost"
 
 // CPUPeriod is the CFS period over which a CPU limit is enforced: a limit of
@@ -62,7 +66,8 @@ const MinCPU = 0.01
 
 // Errors returned by this package; test them with errors.Is.
 var (
-	// ErrInvalidConfig: Config.Parent is not a relative cgroup path.
+	// ErrInvalidConfig: Config.Parent is not a relative cgroup path, or
+	// Config.Group not a single directory name.
 	ErrInvalidConfig = errors.New("governance: invalid config")
 	// ErrInvalidLimits: a limit is negative, not a number, or below MinCPU.
 	ErrInvalidLimits = errors.New("governance: invalid limits")
@@ -70,6 +75,8 @@ var (
 	ErrInvalidInstanceID = errors.New("governance: invalid instance id")
 	// ErrGroupExists: New was called twice for one instance ID without a Delete.
 	ErrGroupExists = errors.New("governance: group already exists")
+	// ErrClosed: New was called after Close.
+	ErrClosed = errors.New("governance: manager closed")
 	// ErrNoCgroup: the group has no cgroup (Mode is "none", or creating it
 	// failed; Enforcement says why), so there is nothing to measure.
 	ErrNoCgroup = errors.New("governance: no cgroup for this group")
@@ -85,12 +92,20 @@ var (
 var killTimeout = 5 * time.Second
 
 // Config configures a Manager. The zero value detects the cgroup layout and
-// uses DefaultParent.
+// uses DefaultParent, which then belongs to the Manager alone.
 type Config struct {
 	// Parent is the cgroup, relative to the hierarchy root, under which
-	// each instance's cgroup <Parent>/<instanceID> is made. Default
+	// the Manager makes its own cgroup <Parent>/<Group>. Default
 	// DefaultParent.
 	Parent string
+	// Group is the Manager's own cgroup below Parent, a single directory
+	// name: each instance's cgroup is <Parent>/<Group>/<instanceID>, and
+	// CleanStale and Close touch nothing outside <Parent>/<Group>. Managers
+	// that share a Parent (agents on one machine) need Groups of their own.
+	// "" makes the instance cgroups directly under Parent, which then
+	// belongs to this Manager alone: its CleanStale removes whatever it
+	// finds there.
+	Group string
 	// Disabled turns governance off: Mode is "none" and no cgroup is touched.
 	Disabled bool
 	// Logger receives what governance decides and repairs. Default: none.
@@ -99,6 +114,22 @@ type Config struct {
 	// directory holding cgroup v1 controller mounts (memory, cpu, cpuacct,
 	// pids). "" detects the host's layout under /sys/fs/cgroup.
 	Root string
+}
+
+// ownPath validates Parent and Group and returns the absolute cgroup paths
+// of the parent and of the Manager's own cgroup, e.g. "/plughost" and
+// "/plughost/agent-n1-1f2e3d4c".
+func (c Config) ownPath() (parent, own string, err error) {
+	if parent, err = c.parentPath(); err != nil {
+		return "", "", err
+	}
+	if c.Group == "" {
+		return parent, parent, nil
+	}
+	if err := validInstanceID(c.Group); err != nil {
+		return "", "", fmt.Errorf("%w: group %q must be a single directory name", ErrInvalidConfig, c.Group)
+	}
+	return parent, path.Join(parent, c.Group), nil
 }
 
 // parentPath validates Parent and returns it as an absolute cgroup path,
@@ -129,8 +160,13 @@ type backend interface {
 	// loadGroup returns the existing cgroup of id, or an error wrapping
 	// os.ErrNotExist.
 	loadGroup(id string) (groupBackend, error)
-	// listGroups names the instance cgroups that exist under the parent.
+	// listGroups names the instance cgroups that exist in the Manager's
+	// own cgroup.
 	listGroups() ([]string, error)
+	// removeCgroup removes the cgroup p (an absolute cgroup path) in every
+	// hierarchy where it exists; the kernel refuses while it holds a
+	// process or a cgroup.
+	removeCgroup(p string) error
 }
 
 // groupBackend is one instance's cgroup in one layout.
@@ -150,18 +186,24 @@ type Manager struct {
 	log    hclog.Logger
 	b      backend // nil in mode "none"
 	reason string
+	parent string // e.g. "/plughost"
+	own    string // the Manager's own cgroup, e.g. "/plughost/agent-n1-1f2e3d4c"
+	// closeWithGroup: Standalone's Manager, closed when its one group is
+	// deleted.
+	closeWithGroup bool
 
-	mu   sync.Mutex
-	live map[string]*Group // groups made by this Manager and not deleted
+	mu     sync.Mutex
+	live   map[string]*Group // groups made by this Manager and not deleted
+	closed bool
 }
 
 // NewManager detects the cgroup layout (v1 and which controllers are
-// mounted, v2 and which controllers its parent cgroup may use, or none) and
-// creates the parent cgroup. It fails only on an invalid Config: where
-// cgroups cannot be had it returns a Manager in mode "none" whose Reason
-// says why.
+// mounted, v2 and which controllers its own cgroup may use, or none) and
+// creates the parent cgroup and the Manager's own cgroup in it. It fails
+// only on an invalid Config: where cgroups cannot be had it returns a
+// Manager in mode "none" whose Reason says why.
 func NewManager(cfg Config) (*Manager, error) {
-	parent, err := cfg.parentPath()
+	parent, own, err := cfg.ownPath()
 	if err != nil {
 		return nil, err
 	}
@@ -169,11 +211,11 @@ func NewManager(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	m := &Manager{log: log, live: make(map[string]*Group)}
+	m := &Manager{log: log, parent: parent, own: own, live: make(map[string]*Group)}
 	if cfg.Disabled {
 		m.reason = "resource governance is disabled by configuration"
 	} else {
-		m.b, m.reason = detect(cfg.Root, parent, log)
+		m.b, m.reason = detect(cfg.Root, own, log)
 	}
 	if m.b != nil {
 		m.reason = m.b.reason()
@@ -181,7 +223,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	if m.reason != "" {
 		log.Warn("resource limits are not fully enforced", "mode", m.Mode(), "reason", m.reason)
 	} else {
-		log.Debug("resource governance ready", "mode", m.Mode(), "parent", parent)
+		log.Debug("resource governance ready", "mode", m.Mode(), "cgroup", own)
 	}
 	return m, nil
 }
@@ -197,11 +239,13 @@ func (m *Manager) Mode() string {
 // Reason says why governance is not (fully) enforced; "" if it is.
 func (m *Manager) Reason() string { return m.reason }
 
-// CleanStale removes every cgroup under Parent that this Manager did not
-// make: cgroups left behind by an earlier run of the agent that crashed. It
-// SIGKILLs their processes, waits (bounded) until they are gone, and removes
-// the cgroups. It returns the cgroups it removed; an error names those it
-// could not. Call it at agent start, before the first New.
+// CleanStale removes every cgroup in the Manager's own cgroup
+// <Parent>/<Group> that this Manager did not make: cgroups left behind by an
+// earlier run of the same agent that crashed. It SIGKILLs their processes,
+// waits (bounded) until they are gone, and removes the cgroups. It returns
+// the cgroups it removed; an error names those it could not. Call it at
+// agent start, before the first New. Nothing outside <Parent>/<Group> is
+// touched: other agents' cgroups beside it are not stale.
 func (m *Manager) CleanStale() ([]string, error) {
 	if m.b == nil {
 		return nil, nil
@@ -236,6 +280,45 @@ func (m *Manager) CleanStale() ([]string, error) {
 	return cleaned, errors.Join(errs...)
 }
 
+// Close removes what the Manager made: it deletes its groups (after the
+// agent stopped its plugins, that kills only what they left running) and
+// any stale cgroup in its own cgroup <Parent>/<Group>, removes
+// <Parent>/<Group>, and then removes Parent too if nothing else is in it:
+// the kernel refuses to remove a cgroup that holds another Manager's, so a
+// sibling is never disturbed. After Close, New fails with ErrClosed.
+// Closing a closed Manager finds nothing more to do.
+func (m *Manager) Close() error {
+	m.mu.Lock()
+	m.closed = true
+	live := make([]*Group, 0, len(m.live))
+	for _, g := range m.live {
+		live = append(live, g)
+	}
+	m.mu.Unlock()
+	var errs []error
+	for _, g := range live {
+		errs = append(errs, g.Delete())
+	}
+	if m.b == nil {
+		return errors.Join(errs...)
+	}
+	if _, err := m.CleanStale(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := m.b.removeCgroup(m.own); err != nil {
+		return fmt.Errorf("governance: removing cgroup %s: %w", m.own, err)
+	}
+	if m.parent != m.own {
+		if err := m.b.removeCgroup(m.parent); err == nil {
+			m.log.Debug("removed the empty cgroup parent", "cgroup", m.parent)
+		}
+	}
+	return nil
+}
+
 // destroy kills everything in gb and removes it.
 func destroy(gb groupBackend) error {
 	if err := gb.kill(killTimeout); err != nil {
@@ -244,7 +327,7 @@ func destroy(gb groupBackend) error {
 	return gb.remove()
 }
 
-// New makes the cgroup <Parent>/<instanceID> with limits l. Where a limit
+// New makes the cgroup <Parent>/<Group>/<instanceID> with limits l. Where a limit
 // cannot be enforced the group is still made and Enforcement says why; where
 // no cgroup can be made at all, Start still starts the process. A cgroup of
 // the same name left by an earlier run is killed and replaced.
@@ -256,6 +339,10 @@ func (m *Manager) New(instanceID string, l Limits) (*Group, error) {
 		return nil, err
 	}
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil, ErrClosed
+	}
 	if _, ok := m.live[instanceID]; ok {
 		m.mu.Unlock()
 		return nil, fmt.Errorf("%w: %q", ErrGroupExists, instanceID)
@@ -330,16 +417,24 @@ func validInstanceID(id string) error {
 // standaloneSeq numbers Standalone's groups within a process.
 var standaloneSeq atomic.Int64
 
-// Standalone makes a group under parent, apart from any agent's, for one
-// process started outside an agent with limits l: bench call's direct
-// baseline runs under the limits its agent gives the plugin, so that the
-// two paths it compares differ only in the routing. Where cgroups cannot
-// be used the group enforces nothing and says why in Enforcement. Delete
-// the group when the process is done.
+// Standalone makes a group for one process started outside an agent, with
+// limits l, in a cgroup of its own under parent,
+// <parent>/standalone-<pid>-<n>/process, apart from any agent's: bench
+// call's direct baseline runs under the limits its agent gives the plugin,
+// so that the two paths it compares differ only in the routing. Where
+// cgroups cannot be used the group enforces nothing and says why in
+// Enforcement. Delete the group when the process is done: that removes its
+// cgroups, and parent once it is empty.
 func Standalone(parent string, l Limits) (*Group, error) {
-	m, err := NewManager(Config{Parent: parent})
+	group := fmt.Sprintf("standalone-%d-%d", os.Getpid(), standaloneSeq.Add(1))
+	m, err := NewManager(Config{Parent: parent, Group: group})
 	if err != nil {
 		return nil, err
 	}
-	return m.New(fmt.Sprintf("standalone-%d-%d", os.Getpid(), standaloneSeq.Add(1)), l)
+	m.closeWithGroup = true
+	g, err := m.New("process", l)
+	if err != nil {
+		return nil, errors.Join(err, m.Close())
+	}
+	return g, nil
 }

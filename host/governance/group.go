@@ -109,8 +109,9 @@ func (g *Group) Kill() error {
 	return nil
 }
 
-// Delete kills what is left in the group and removes its cgroup. Deleting
-// a deleted group does nothing.
+// Delete kills what is left in the group and removes its cgroup (a
+// Standalone group: its Manager's cgroups too). Deleting a deleted group
+// does nothing.
 func (g *Group) Delete() error {
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -124,11 +125,14 @@ func (g *Group) Delete() error {
 	}
 	g.deleted = true
 	g.m.forget(g)
+	if g.m.closeWithGroup {
+		return g.m.Close()
+	}
 	return nil
 }
 
 // Path returns the group's cgroup path below the hierarchy root, e.g.
-// "/plughost/<instanceID>", as /proc/<pid>/cgroup shows it where the cgroup
+// "/plughost/<group>/<instanceID>", as /proc/<pid>/cgroup shows it where the cgroup
 // filesystem is mounted at its root; "" when the group has no cgroup.
 func (g *Group) Path() string {
 	if g.b == nil {

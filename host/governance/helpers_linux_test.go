@@ -15,17 +15,18 @@ import (
 	"github.com/containerd/cgroups/v3"
 )
 
-// parentDirs lists the directories of m's parent cgroup.
-func parentDirs(m *Manager) []string {
+// cgroupDirs lists the directories of cgroup p (e.g. m.parent) in every
+// hierarchy of m.
+func cgroupDirs(m *Manager, p string) []string {
 	switch b := m.b.(type) {
 	case *v1Backend:
 		var dirs []string
 		for _, s := range b.subsystems {
-			dirs = append(dirs, filepath.Join(b.root, string(s.Name()), b.parent))
+			dirs = append(dirs, filepath.Join(b.root, string(s.Name()), p))
 		}
 		return dirs
 	case *v2Backend:
-		return []string{filepath.Join(b.root, b.parent)}
+		return []string{filepath.Join(b.root, p)}
 	}
 	return nil
 }
@@ -136,7 +137,8 @@ func withPdeathsig(attr *syscall.SysProcAttr) *syscall.SysProcAttr {
 }
 
 // cleanAbandoned removes the parent cgroups of earlier test runs that died
-// before their cleanup ran (a test timeout, a kill).
+// before their cleanup ran (a test timeout, a kill): the groups of every
+// Manager in them, then the parents.
 func cleanAbandoned() {
 	if os.Geteuid() != 0 {
 		return
@@ -155,8 +157,18 @@ func cleanAbandoned() {
 				continue
 			}
 			seen[name] = true
-			if m, err := NewManager(Config{Parent: name, Root: root}); err == nil && m.Mode() != ModeNone {
-				_ = removeParent(m)
+			// A Manager's own cgroup holds instance cgroups; an instance
+			// cgroup of a Group-less Manager holds none.
+			groups, _ := filepath.Glob(filepath.Join(dir, "*", "*", "tasks"))
+			more, _ := filepath.Glob(filepath.Join(dir, "*", "*", "cgroup.procs"))
+			for _, f := range append(groups, more...) {
+				group := filepath.Base(filepath.Dir(filepath.Dir(f)))
+				if m, err := NewManager(Config{Parent: name, Group: group, Root: root}); err == nil {
+					_ = m.Close()
+				}
+			}
+			if m, err := NewManager(Config{Parent: name, Root: root}); err == nil {
+				_ = m.Close()
 			}
 		}
 	}

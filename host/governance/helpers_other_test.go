@@ -2,7 +2,7 @@
 
 package governance
 
-// parentDirs: without Linux there are no cgroup directories.
-func parentDirs(*Manager) []string { return nil }
+// cgroupDirs: without Linux there are no cgroup directories.
+func cgroupDirs(*Manager, string) []string { return nil }
 
 func cleanAbandoned() {}

@@ -82,6 +82,26 @@ func TestConfigParent(t *testing.T) {
 			t.Errorf("parent %q: got %q, %v; want %q", tc.parent, got, err, tc.want)
 		}
 	}
+	for _, tc := range []struct {
+		parent, group, want string
+	}{
+		{"", "", "/plughost"},
+		{"", "agent-n1-1f2e3d4c", "/plughost/agent-n1-1f2e3d4c"},
+		{"agents/plughost", "a", "/agents/plughost/a"},
+		{"", "a/b", ""},
+		{"", "..", ""},
+	} {
+		_, got, err := Config{Parent: tc.parent, Group: tc.group}.ownPath()
+		if tc.want == "" {
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Errorf("parent %q group %q: got %q, %v; want ErrInvalidConfig", tc.parent, tc.group, got, err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("parent %q group %q: got %q, %v; want %q", tc.parent, tc.group, got, err, tc.want)
+		}
+	}
 	if _, err := NewManager(Config{Parent: "../escape"}); !errors.Is(err, ErrInvalidConfig) {
 		t.Errorf("NewManager with parent ../escape: %v, want ErrInvalidConfig", err)
 	}

@@ -193,33 +193,11 @@ func newTestManager(t testing.TB, cfg Config) *Manager {
 		t.Fatalf("NewManager: %v", err)
 	}
 	t.Cleanup(func() {
-		if err := removeParent(m); err != nil {
+		if err := m.Close(); err != nil {
 			t.Errorf("removing the test's cgroups: %v", err)
 		}
 	})
 	return m
-}
-
-// removeParent deletes every group of m, then the parent cgroup.
-func removeParent(m *Manager) error {
-	m.mu.Lock()
-	var live []*Group
-	for _, g := range m.live {
-		live = append(live, g)
-	}
-	m.mu.Unlock()
-	var errs []error
-	for _, g := range live {
-		errs = append(errs, g.Delete())
-	}
-	_, err := m.CleanStale()
-	errs = append(errs, err)
-	for _, dir := range parentDirs(m) {
-		if err := os.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
 }
 
 // killedBy reports whether err, from cmd.Wait, says the process died of a

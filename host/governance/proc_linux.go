@@ -21,6 +21,23 @@ func readSmall(file string) (string, error) {
 	return string(b), err
 }
 
+// createTries bounds how often the Manager's own cgroup is made again when
+// a directory above it vanished while it was being made: agents sharing a
+// parent cgroup each remove it once they see it empty.
+const createTries = 5
+
+// createRetrying runs create until it does not fail for want of a
+// directory, at most createTries times.
+func createRetrying(create func() error) error {
+	var err error
+	for range createTries {
+		if err = create(); !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return err
+}
+
 func exists(file string) bool {
 	_, err := os.Lstat(file)
 	return err == nil
