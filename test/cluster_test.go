@@ -122,6 +122,10 @@ func TestClusterMembers(t *testing.T) {
 			if m.Status != "alive" || m.Tags["zone"] != m.Name || (m.RaftRole != "leader" && m.RaftRole != "voter") {
 				return fmt.Errorf("member %+v", m)
 			}
+			// The raft role has its field; plughost's own tags are not shown.
+			if len(m.Tags) != 1 {
+				t.Fatalf("member %s has tags %v, want only the operator's zone", m.Name, m.Tags)
+			}
 			if m.RaftRole == "leader" {
 				leaders++
 			}
@@ -132,10 +136,13 @@ func TestClusterMembers(t *testing.T) {
 		return nil
 	})
 	out, _, _ := agents[2].CLI("members")
-	for _, col := range []string{"NAME", "ADDRESS", "STATUS", "RAFT", "TAGS", "n1", "n2", "n3", "leader"} {
+	for _, col := range []string{"NAME", "ADDRESS", "API", "STATUS", "RAFT", "TAGS", "n1", "n2", "n3", "leader", "zone="} {
 		if !strings.Contains(out, col) {
 			t.Errorf("members table lacks %q:\n%s", col, out)
 		}
+	}
+	if strings.Contains(out, "raft_state") {
+		t.Errorf("members table shows the internal tag raft_state:\n%s", out)
 	}
 
 	// Every node's /metrics shows its raft log and gossip: the leader its

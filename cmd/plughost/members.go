@@ -60,7 +60,7 @@ func runMembers(ctx context.Context, env *cliEnv, args []string) error {
 		for _, k := range keys {
 			tags = append(tags, k+"="+m.GetTags()[k])
 		}
-		rows = append(rows, []string{m.GetName(), m.GetAddress(), m.GetStatus(), m.GetRaftRole(), strings.Join(tags, ",")})
+		rows = append(rows, []string{m.GetName(), m.GetAddress(), orDash(m.GetApiAddress()), m.GetStatus(), m.GetRaftRole(), orDash(strings.Join(tags, ","))})
 	}
-	return table(env.stdout, []string{"NAME", "ADDRESS", "STATUS", "RAFT", "TAGS"}, rows)
+	return table(env.stdout, []string{"NAME", "ADDRESS", "API", "STATUS", "RAFT", "TAGS"}, rows)
 }
