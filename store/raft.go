@@ -32,6 +32,8 @@ type raftNode struct {
 	raft  *raft.Raft
 	addr  raft.ServerAddress
 	trans raft.Transport
+	// addrs finds servers at the address membership knows for them.
+	addrs raftAddrs
 	// hasState is whether the node has raft state: set at open, and by a
 	// bootstrap.
 	hasState atomic.Bool
@@ -114,7 +116,12 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: snapshot store in %s: %w", cfg.Dir, err)
 		}
-		t, err := raft.NewTCPTransportWithLogger(cfg.RaftAddr, nil, transportPool, transportTimeout, rc.Logger)
+		t, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, nil, &raft.NetworkTransportConfig{
+			ServerAddressProvider: &n.addrs,
+			Logger:                rc.Logger,
+			MaxPool:               transportPool,
+			Timeout:               transportTimeout,
+		})
 		if err != nil {
 			return nil, fmt.Errorf("store: raft transport on %s: %w", cfg.RaftAddr, err)
 		}

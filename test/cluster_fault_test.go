@@ -110,3 +110,42 @@ func TestClusterLeaderRestartsAfterItsLogTailWasReplaced(t *testing.T) {
 		ack.checkAll(t, old)
 	}
 }
+
+// TestClusterAllServersMoveAtOnce kills every server and starts each on a
+// new raft (RPC) address with its data dir: the raft configuration holds
+// the old addresses, gossip the new ones. The servers must elect a leader,
+// keep every acknowledged write and take new ones.
+func TestClusterAllServersMoveAtOnce(t *testing.T) {
+	agents := NewCluster(t, 3)
+	var ack acked
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := writeLoad(ctx, agents, 4, &ack, nil)
+	waitFor(t, 20*time.Second, "writes", func() error {
+		ack.mu.Lock()
+		defer ack.mu.Unlock()
+		if len(ack.keys) < 200 {
+			return fmt.Errorf("%d writes", len(ack.keys))
+		}
+		return nil
+	})
+	cancel()
+	wg.Wait()
+
+	for _, a := range agents {
+		a.Kill9()
+		a.RPC = freeAddr(t)
+	}
+	start := time.Now()
+	StartAll(agents...)
+	t.Logf("a leader after %v", time.Since(start).Round(time.Millisecond))
+	for _, a := range agents {
+		ack.checkAll(t, a)
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, a := range agents {
+		if _, err := a.Store().Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("moved/" + a.Node), Value: []byte("v")}); err != nil {
+			t.Fatalf("a write through %s after the move: %v", a.Node, err)
+		}
+	}
+}

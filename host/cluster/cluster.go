@@ -188,6 +188,7 @@ func Start(cfg Config) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: serf on %s: %w", cfg.BindAddr, err)
 	}
 	cfg.Store.SetLeaderResolver(c.APIAddrOf)
+	cfg.Store.SetRaftAddrResolver(c.RPCAddrOf)
 
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
@@ -378,6 +379,18 @@ func (c *Cluster) APIAddrOf(id string) (string, bool) {
 	for _, m := range c.serf.Members() {
 		if m.Name == id && m.Tags[TagAPI] != "" {
 			return m.Tags[TagAPI], true
+		}
+	}
+	return "", false
+}
+
+// RPCAddrOf is the raft (RPC) address of the server whose raft ID (node
+// name) is id, as gossip knows it now: a server that restarted on another
+// address is found there. A member that left has no address.
+func (c *Cluster) RPCAddrOf(id string) (string, bool) {
+	for _, m := range c.serf.Members() {
+		if m.Name == id && m.Status != serf.StatusLeft && m.Tags[TagRPC] != "" {
+			return m.Tags[TagRPC], true
 		}
 	}
 	return "", false
