@@ -9,6 +9,7 @@ import (
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store/fsm"
+	"github.com/plughost/plughost/store/local"
 )
 
 // MaxBackupBytes bounds a backup file Restore accepts: it travels through the
@@ -48,14 +49,14 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (*storev1.RestoreRespo
 		return nil, fmt.Errorf("store: read backup: %w", err)
 	}
 	if len(data) > MaxBackupBytes {
-		return nil, invalid("backup is larger than %d bytes", MaxBackupBytes)
+		return nil, fmt.Errorf("%w: backup is larger than %d bytes", ErrInvalidRequest, MaxBackupBytes)
 	}
 	snap, err := fsm.DecodeSnapshot(data)
 	if err != nil {
 		return nil, err
 	}
 	for _, it := range snap.Items {
-		if err := validNamespace(it.Namespace()); err != nil {
+		if err := local.ValidNamespace(it.Namespace()); err != nil {
 			return nil, fmt.Errorf("%w: a key is in namespace %q: %v", ErrCorruptBackup, it.Namespace(), err)
 		}
 	}

@@ -7,12 +7,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/store/local"
 )
 
 // Defaults applied by DefaultConfig and, for zero fields, by Open.
 const (
-	DefaultMaxValueBytes = 512 << 10
-	DefaultWatchHistory  = 10_000
+	DefaultMaxValueBytes = local.DefaultMaxValueBytes
+	DefaultWatchHistory  = local.DefaultWatchHistory
 	DefaultRaftAddr      = "127.0.0.1:7401"
 
 	// maxMaxValueBytes keeps a value well inside a gRPC message.
@@ -108,7 +110,7 @@ func (c *Config) Validate() error {
 	}
 	sort.Strings(names)
 	for _, ns := range names {
-		if err := validNamespace(ns); err != nil {
+		if err := local.ValidNamespace(ns); err != nil {
 			errs = append(errs, fmt.Errorf("Quotas: %w", err))
 		}
 		q := c.Quotas[ns]

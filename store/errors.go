@@ -1,37 +1,33 @@
 package store
 
-import (
-	"errors"
-
-	"github.com/plughost/plughost/store/fsm"
-	"github.com/plughost/plughost/store/watch"
-)
+import "github.com/plughost/plughost/store/local"
 
 // Errors returned by the store. Match them with errors.Is; the gRPC server
-// maps them to status codes.
+// maps them to status codes. They are store/local's, which serves the API
+// from each node's state machine.
 var (
 	// ErrNotLeader means the request needs the raft leader and this node is
 	// not it. The message names the leader when one is known.
-	ErrNotLeader = errors.New("store: not the leader")
+	ErrNotLeader = local.ErrNotLeader
 	// ErrValueTooLarge means a value is larger than Config.MaxValueBytes.
-	ErrValueTooLarge = errors.New("store: value too large")
+	ErrValueTooLarge = local.ErrValueTooLarge
 	// ErrQuotaExceeded means a write would cross its namespace's quota; the
 	// write was not applied at all.
-	ErrQuotaExceeded = fsm.ErrQuotaExceeded
+	ErrQuotaExceeded = local.ErrQuotaExceeded
 	// ErrCompacted means a watch needs a revision the history no longer
 	// holds: list again and watch from the list's revision + 1.
-	ErrCompacted = watch.ErrCompacted
+	ErrCompacted = local.ErrCompacted
 	// ErrCorruptBackup means a backup failed verification; nothing was
 	// changed.
-	ErrCorruptBackup = fsm.ErrCorrupt
+	ErrCorruptBackup = local.ErrCorruptBackup
 	// ErrInvalidNamespace means a namespace name is malformed or reserved.
-	ErrInvalidNamespace = errors.New("store: invalid namespace")
+	ErrInvalidNamespace = local.ErrInvalidNamespace
 	// ErrInvalidRequest means a request is malformed: an empty key, a bad
 	// transaction, an unknown consistency.
-	ErrInvalidRequest = errors.New("store: invalid request")
+	ErrInvalidRequest = local.ErrInvalidRequest
 	// ErrCASFailed means a conditional Put or Delete found the key at
 	// another mod revision; nothing was changed.
-	ErrCASFailed = errors.New("store: compare-and-set failed")
+	ErrCASFailed = local.ErrCASFailed
 	// ErrClosed means the store was closed.
-	ErrClosed = errors.New("store: closed")
+	ErrClosed = local.ErrClosed
 )

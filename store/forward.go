@@ -253,7 +253,7 @@ func readOnly(req any) bool {
 // Get reads one key at the consistency the request asks for. A
 // linearizable read on a follower is forwarded to the leader.
 func (s *Store) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
-	return forwardUnary(s, ctx, req, s.localGet, func(c storev1Client, ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
+	return forwardUnary(s, ctx, req, s.eng.Get, func(c storev1Client, ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
 		return c.Get(ctx, req)
 	})
 }
@@ -261,7 +261,7 @@ func (s *Store) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetR
 // List reads keys in order, by prefix or by range, one page at a time. A
 // linearizable list on a follower is forwarded to the leader.
 func (s *Store) List(ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
-	return forwardUnary(s, ctx, req, s.localList, func(c storev1Client, ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
+	return forwardUnary(s, ctx, req, s.eng.List, func(c storev1Client, ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
 		return c.List(ctx, req)
 	})
 }
@@ -270,7 +270,7 @@ func (s *Store) List(ctx context.Context, req *storev1.ListRequest) (*storev1.Li
 // key is at that mod revision (0: only if it does not exist), and otherwise
 // fails with an error wrapping ErrCASFailed. On a follower it is forwarded.
 func (s *Store) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
-	return forwardUnary(s, ctx, req, s.localPut, func(c storev1Client, ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
+	return forwardUnary(s, ctx, req, s.eng.Put, func(c storev1Client, ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
 		return c.Put(ctx, req)
 	})
 }
@@ -278,7 +278,7 @@ func (s *Store) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutR
 // Delete removes one key, optionally only at an expected mod revision. On a
 // follower it is forwarded.
 func (s *Store) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
-	return forwardUnary(s, ctx, req, s.localDelete, func(c storev1Client, ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
+	return forwardUnary(s, ctx, req, s.eng.Delete, func(c storev1Client, ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
 		return c.Delete(ctx, req)
 	})
 }
@@ -286,7 +286,7 @@ func (s *Store) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev
 // DeleteRange removes every key with a prefix. On a follower it is
 // forwarded.
 func (s *Store) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
-	return forwardUnary(s, ctx, req, s.localDeleteRange, func(c storev1Client, ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
+	return forwardUnary(s, ctx, req, s.eng.DeleteRange, func(c storev1Client, ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
 		return c.DeleteRange(ctx, req)
 	})
 }
@@ -295,7 +295,7 @@ func (s *Store) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest
 // operations, all at one revision or not at all. On a follower it is
 // forwarded.
 func (s *Store) Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
-	return forwardUnary(s, ctx, req, s.localTxn, func(c storev1Client, ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
+	return forwardUnary(s, ctx, req, s.eng.Txn, func(c storev1Client, ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
 		return c.Txn(ctx, req)
 	})
 }

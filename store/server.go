@@ -3,25 +3,24 @@ package store
 import (
 	"bufio"
 	"context"
-	"errors"
 	"io"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/status"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store/local"
 )
 
 // backupChunkBytes is the size of the chunks Backup streams.
 const backupChunkBytes = 1 << 20
 
-// Server serves a Store over gRPC: StoreService for any namespace, and
-// StoreAdminService for operators. Hand a plugin only a Bind of it. Errors
-// become gRPC status codes here and nowhere else.
+// Server serves a Store over gRPC: StoreService for any namespace (store/
+// local's, over the Store), and StoreAdminService for operators. Hand a
+// plugin only a Bind of it. Errors become gRPC status codes here and
+// nowhere else.
 type Server struct {
-	storev1.UnimplementedStoreServiceServer
+	*local.Server
 	storev1.UnimplementedStoreAdminServiceServer
 	store *Store
 }
@@ -32,48 +31,7 @@ var (
 )
 
 // NewServer returns the gRPC server of s.
-func NewServer(s *Store) *Server { return &Server{store: s} }
-
-// Get reads one key.
-func (srv *Server) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
-	resp, err := srv.store.Get(ctx, req)
-	return resp, toStatus(err)
-}
-
-// Put writes one key.
-func (srv *Server) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
-	resp, err := srv.store.Put(ctx, req)
-	return resp, toStatus(err)
-}
-
-// Delete removes one key.
-func (srv *Server) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
-	resp, err := srv.store.Delete(ctx, req)
-	return resp, toStatus(err)
-}
-
-// DeleteRange removes every key with a prefix.
-func (srv *Server) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
-	resp, err := srv.store.DeleteRange(ctx, req)
-	return resp, toStatus(err)
-}
-
-// List reads keys a page at a time.
-func (srv *Server) List(ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
-	resp, err := srv.store.List(ctx, req)
-	return resp, toStatus(err)
-}
-
-// Txn runs a transaction.
-func (srv *Server) Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
-	resp, err := srv.store.Txn(ctx, req)
-	return resp, toStatus(err)
-}
-
-// Watch streams changes.
-func (srv *Server) Watch(req *storev1.WatchRequest, stream grpc.ServerStreamingServer[storev1.WatchResponse]) error {
-	return toStatus(srv.store.Watch(stream.Context(), req, stream.Send))
-}
+func NewServer(s *Store) *Server { return &Server{Server: local.NewServer(s), store: s} }
 
 // Backup streams a backup in chunks. On a follower it streams the
 // leader's.
@@ -192,36 +150,5 @@ func (r *chunkReader) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// toStatus maps the store's errors to gRPC status codes, keeping the
-// message. Errors that already carry a status pass through.
-func toStatus(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
-		return err
-	}
-	return status.Error(codeOf(err), err.Error())
-}
-
-func codeOf(err error) codes.Code {
-	switch {
-	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrCorruptBackup):
-		return codes.InvalidArgument
-	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded):
-		return codes.ResourceExhausted
-	case errors.Is(err, ErrCASFailed):
-		return codes.FailedPrecondition
-	case errors.Is(err, ErrCompacted):
-		return codes.OutOfRange
-	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrClosed):
-		return codes.Unavailable
-	case errors.Is(err, context.Canceled):
-		return codes.Canceled
-	case errors.Is(err, context.DeadlineExceeded):
-		return codes.DeadlineExceeded
-	case errors.Is(err, io.ErrUnexpectedEOF):
-		return codes.InvalidArgument
-	}
-	return codes.Internal
-}
+// toStatus maps the store's errors to gRPC status codes.
+func toStatus(err error) error { return local.ToStatus(err) }

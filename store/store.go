@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/raft"
 
 	"github.com/plughost/plughost/store/fsm"
+	"github.com/plughost/plughost/store/local"
 )
 
 // defaultApplyTimeout bounds how long a write waits to enter raft's queue
@@ -28,6 +29,7 @@ type Store struct {
 	cfg    Config
 	logger hclog.Logger
 	fsm    *fsm.FSM
+	eng    *local.Engine // the API, served from fsm; writes go through raftLog
 	node   *raftNode
 	verify *verifier
 	fwd    forwarder
@@ -63,6 +65,14 @@ func Open(cfg Config) (*Store, error) {
 		node:     node,
 		shutdown: make(chan struct{}),
 	}
+	s.eng = local.New(f, raftLog{s}, local.Config{
+		MaxValueBytes: cfg.MaxValueBytes,
+		Quota: func(ns string) fsm.Quota {
+			q := s.cfg.quotaFor(ns)
+			return fsm.Quota{MaxBytes: q.MaxBytes, MaxKeys: q.MaxKeys}
+		},
+		Clock: cfg.clock,
+	})
 	s.verify = newVerifier(func() error { return s.await(node.raft.VerifyLeader()) }, &s.wg)
 	s.wg.Add(1)
 	go s.watchLeadership()
@@ -165,6 +175,17 @@ func (s *Store) propose(ctx context.Context, cmd *fsm.Command) (*fsm.Result, err
 	}
 	return res, res.Err
 }
+
+// raftLog is the Store's raft log as its local.Engine writes through it.
+type raftLog struct{ s *Store }
+
+func (l raftLog) Propose(ctx context.Context, cmd *fsm.Command) (*fsm.Result, error) {
+	return l.s.propose(ctx, cmd)
+}
+
+func (l raftLog) Linearize(ctx context.Context) error { return l.s.linearize(ctx) }
+
+func (l raftLog) Closed() bool { return l.s.closed.Load() }
 
 // raftError translates an error from raft into the store's terms.
 func (s *Store) raftError(err error) error {

@@ -1,6 +1,7 @@
 // Package sdktest runs a plughost plugin inside a test: the plugin's own
-// services on an in-memory gRPC connection, the real store in memory behind
-// it, and the lifecycle driven as the agent drives it.
+// services on an in-memory gRPC connection, the store in memory behind it
+// (the agent's own store code, store/local, without raft), and the
+// lifecycle driven as the agent drives it.
 //
 //	func TestEcho(t *testing.T) {
 //		h := sdktest.Start(t, sdk.Info{Name: "echo", Version: "1.0.0"}, &server{})
@@ -29,7 +30,7 @@ import (
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/sdk"
 	"github.com/plughost/plughost/sdk/wire"
-	"github.com/plughost/plughost/store"
+	"github.com/plughost/plughost/store/local"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -68,7 +69,7 @@ type Harness struct {
 	opts Options
 	tp   *trackingPlugin
 
-	st        *store.Store // the in-memory store, shared with ShareStoreWith
+	st        *local.Memory // the in-memory store, shared with ShareStoreWith
 	storeSrv  *grpc.Server
 	storeLis  *bufconn.Listener
 	pluginSrv *grpc.Server
@@ -98,14 +99,14 @@ func StartWith(t testing.TB, info sdk.Info, p sdk.Plugin, opts Options) *Harness
 	if opts.ShareStoreWith != nil {
 		h.st = opts.ShareStoreWith.st
 	} else {
-		st, err := store.OpenMemory()
+		st, err := local.OpenMemory()
 		if err != nil {
 			t.Fatalf("sdktest: open the in-memory store: %v", err)
 		}
 		h.st = st
 	}
 	h.storeSrv = grpc.NewServer(wire.ServerOptions()...)
-	storev1.RegisterStoreServiceServer(h.storeSrv, store.Bind(store.NewServer(h.st), store.Binding{Namespace: info.Name}))
+	storev1.RegisterStoreServiceServer(h.storeSrv, local.Bind(local.NewServer(h.st), local.Binding{Namespace: info.Name}))
 	h.storeLis = bufconn.Listen(1 << 20)
 	go func() { _ = h.storeSrv.Serve(h.storeLis) }()
 

@@ -1,4 +1,4 @@
-package store
+package local
 
 import (
 	"regexp"
@@ -33,8 +33,8 @@ func TestNamespaceNames(t *testing.T) {
 		if got := ValidPluginNamespace(tt.ns) == nil; got != tt.plugin {
 			t.Errorf("ValidPluginNamespace(%q) valid = %v, want %v", tt.ns, got, tt.plugin)
 		}
-		if got := validNamespace(tt.ns) == nil; got != tt.ok {
-			t.Errorf("validNamespace(%q) valid = %v, want %v", tt.ns, got, tt.ok)
+		if got := ValidNamespace(tt.ns) == nil; got != tt.ok {
+			t.Errorf("ValidNamespace(%q) valid = %v, want %v", tt.ns, got, tt.ok)
 		}
 		if isPluginName(tt.ns) != shape.MatchString(tt.ns) {
 			t.Errorf("isPluginName(%q) disagrees with the pattern", tt.ns)

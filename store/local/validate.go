@@ -1,4 +1,4 @@
-package store
+package local
 
 import (
 	"bytes"
@@ -40,10 +40,10 @@ func validKey(what string, key []byte) error {
 	return nil
 }
 
-func (s *Store) validValue(ns string, key, value []byte) error {
-	if len(value) > s.cfg.MaxValueBytes {
+func (e *Engine) validValue(ns string, key, value []byte) error {
+	if len(value) > e.cfg.MaxValueBytes {
 		return fmt.Errorf("%w: namespace %q key %s: value is %d bytes > max %d bytes (raise the store's max value bytes in the agent config)",
-			ErrValueTooLarge, ns, quoteKey(key), len(value), s.cfg.MaxValueBytes)
+			ErrValueTooLarge, ns, quoteKey(key), len(value), e.cfg.MaxValueBytes)
 	}
 	return nil
 }
@@ -67,7 +67,7 @@ func validPrefix(what string, prefix []byte) error {
 
 // validTxn checks a transaction before it is proposed, so that the state
 // machine only ever sees well-formed ones.
-func (s *Store) validTxn(req *storev1.TxnRequest) error {
+func (e *Engine) validTxn(req *storev1.TxnRequest) error {
 	ns := req.GetNamespace()
 	if len(req.GetCompares()) > MaxTxnOps || len(req.GetSuccess()) > MaxTxnOps || len(req.GetFailure()) > MaxTxnOps {
 		return invalid("txn: more than %d compares or operations in a branch", MaxTxnOps)
@@ -94,7 +94,7 @@ func (s *Store) validTxn(req *storev1.TxnRequest) error {
 		name string
 		ops  []*storev1.TxnOp
 	}{{"success", req.GetSuccess()}, {"failure", req.GetFailure()}} {
-		if err := s.validBranch(ns, branch.name, branch.ops); err != nil {
+		if err := e.validBranch(ns, branch.name, branch.ops); err != nil {
 			return err
 		}
 	}
@@ -104,7 +104,7 @@ func (s *Store) validTxn(req *storev1.TxnRequest) error {
 // validBranch checks the operations of one branch. A branch may write a key
 // only once: two writes of one key (a put and a delete, or a key under a
 // delete_range prefix) would make one revision hold two changes to it.
-func (s *Store) validBranch(ns, name string, ops []*storev1.TxnOp) error {
+func (e *Engine) validBranch(ns, name string, ops []*storev1.TxnOp) error {
 	written := make(map[string]int)
 	var prefixes [][]byte
 	for i, op := range ops {
@@ -116,7 +116,7 @@ func (s *Store) validBranch(ns, name string, ops []*storev1.TxnOp) error {
 			if err := validKey(what, key); err != nil {
 				return err
 			}
-			if err := s.validValue(ns, key, o.Put.GetValue()); err != nil {
+			if err := e.validValue(ns, key, o.Put.GetValue()); err != nil {
 				return err
 			}
 			if err := validTTL(what, o.Put.GetTtlMs()); err != nil {

@@ -1,4 +1,4 @@
-package store
+package local
 
 import (
 	"context"
@@ -8,18 +8,18 @@ import (
 	"github.com/plughost/plughost/store/fsm"
 )
 
-// localPut writes one key. With expected_mod_revision set it writes only if the
+// Put writes one key. With expected_mod_revision set it writes only if the
 // key is at that mod revision (0: only if it does not exist), and otherwise
 // fails with an error wrapping ErrCASFailed.
-func (s *Store) localPut(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
+func (e *Engine) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
 	ns, key := req.GetNamespace(), req.GetKey()
-	if err := validNamespace(ns); err != nil {
+	if err := ValidNamespace(ns); err != nil {
 		return nil, err
 	}
 	if err := validKey("put", key); err != nil {
 		return nil, err
 	}
-	if err := s.validValue(ns, key, req.GetValue()); err != nil {
+	if err := e.validValue(ns, key, req.GetValue()); err != nil {
 		return nil, err
 	}
 	if err := validTTL("put", req.GetTtlMs()); err != nil {
@@ -35,7 +35,7 @@ func (s *Store) localPut(ctx context.Context, req *storev1.PutRequest) (*storev1
 		txn.Compares = casCompare(key, req.GetExpectedModRevision())
 		txn.Failure = getOp(key)
 	}
-	resp, err := s.txn(ctx, txn)
+	resp, err := e.txn(ctx, txn)
 	if err != nil {
 		return nil, err
 	}
@@ -45,12 +45,12 @@ func (s *Store) localPut(ctx context.Context, req *storev1.PutRequest) (*storev1
 	return &storev1.PutResponse{Revision: resp.GetRevision(), Kv: resp.GetResults()[0].GetKv()}, nil
 }
 
-// localDelete removes one key. With expected_mod_revision set it removes it only
+// Delete removes one key. With expected_mod_revision set it removes it only
 // at that mod revision, and otherwise fails with an error wrapping
 // ErrCASFailed. Deleting a missing key is not an error.
-func (s *Store) localDelete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
+func (e *Engine) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
 	ns, key := req.GetNamespace(), req.GetKey()
-	if err := validNamespace(ns); err != nil {
+	if err := ValidNamespace(ns); err != nil {
 		return nil, err
 	}
 	if err := validKey("delete", key); err != nil {
@@ -64,7 +64,7 @@ func (s *Store) localDelete(ctx context.Context, req *storev1.DeleteRequest) (*s
 		txn.Compares = casCompare(key, req.GetExpectedModRevision())
 		txn.Failure = getOp(key)
 	}
-	resp, err := s.txn(ctx, txn)
+	resp, err := e.txn(ctx, txn)
 	if err != nil {
 		return nil, err
 	}
@@ -74,17 +74,17 @@ func (s *Store) localDelete(ctx context.Context, req *storev1.DeleteRequest) (*s
 	return &storev1.DeleteResponse{Revision: resp.GetRevision(), Deleted: resp.GetResults()[0].GetDeleted() > 0}, nil
 }
 
-// localDeleteRange removes every key of the namespace that starts with a
+// DeleteRange removes every key of the namespace that starts with a
 // non-empty prefix, at one revision.
-func (s *Store) localDeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
+func (e *Engine) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
 	ns := req.GetNamespace()
-	if err := validNamespace(ns); err != nil {
+	if err := ValidNamespace(ns); err != nil {
 		return nil, err
 	}
 	if err := validPrefix("delete_range", req.GetPrefix()); err != nil {
 		return nil, err
 	}
-	resp, err := s.txn(ctx, &storev1.TxnRequest{
+	resp, err := e.txn(ctx, &storev1.TxnRequest{
 		Namespace: ns,
 		Success:   []*storev1.TxnOp{{Op: &storev1.TxnOp_DeleteRange{DeleteRange: &storev1.TxnDeleteRange{Prefix: req.GetPrefix()}}}},
 	})
@@ -94,26 +94,25 @@ func (s *Store) localDeleteRange(ctx context.Context, req *storev1.DeleteRangeRe
 	return &storev1.DeleteRangeResponse{Revision: resp.GetRevision(), Deleted: resp.GetResults()[0].GetDeleted()}, nil
 }
 
-// localTxn evaluates the compares and applies the success or the failure
+// Txn evaluates the compares and applies the success or the failure
 // operations, all at one revision or not at all.
-func (s *Store) localTxn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
-	if err := validNamespace(req.GetNamespace()); err != nil {
+func (e *Engine) Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
+	if err := ValidNamespace(req.GetNamespace()); err != nil {
 		return nil, err
 	}
-	if err := s.validTxn(req); err != nil {
+	if err := e.validTxn(req); err != nil {
 		return nil, err
 	}
-	return s.txn(ctx, req)
+	return e.txn(ctx, req)
 }
 
 // txn proposes a validated transaction with the leader's clock and the
 // namespace's quota.
-func (s *Store) txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
-	q := s.cfg.quotaFor(req.GetNamespace())
-	res, err := s.propose(ctx, &fsm.Command{
+func (e *Engine) txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
+	res, err := e.log.Propose(ctx, &fsm.Command{
 		Op:    fsm.OpTxn,
-		NowMs: s.cfg.clock().UnixMilli(),
-		Quota: fsm.Quota{MaxBytes: q.MaxBytes, MaxKeys: q.MaxKeys},
+		NowMs: e.cfg.Clock().UnixMilli(),
+		Quota: e.cfg.Quota(req.GetNamespace()),
 		Txn:   req,
 	})
 	if err != nil {

@@ -1,0 +1,114 @@
+package local
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+)
+
+// API is the store's API as Go calls: Engine serves it from one node, and
+// package store's Store adds forwarding to the raft leader.
+type API interface {
+	Get(context.Context, *storev1.GetRequest) (*storev1.GetResponse, error)
+	Put(context.Context, *storev1.PutRequest) (*storev1.PutResponse, error)
+	Delete(context.Context, *storev1.DeleteRequest) (*storev1.DeleteResponse, error)
+	DeleteRange(context.Context, *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error)
+	List(context.Context, *storev1.ListRequest) (*storev1.ListResponse, error)
+	Txn(context.Context, *storev1.TxnRequest) (*storev1.TxnResponse, error)
+	Watch(ctx context.Context, req *storev1.WatchRequest, send func(*storev1.WatchResponse) error) error
+}
+
+var _ API = (*Engine)(nil)
+
+// Server serves an API as StoreService for any namespace; hand a plugin
+// only a Bind of it. Errors become gRPC status codes here and nowhere else.
+type Server struct {
+	storev1.UnimplementedStoreServiceServer
+	api API
+}
+
+var _ storev1.StoreServiceServer = (*Server)(nil)
+
+// NewServer returns the StoreService of api.
+func NewServer(api API) *Server { return &Server{api: api} }
+
+// Get reads one key.
+func (srv *Server) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
+	resp, err := srv.api.Get(ctx, req)
+	return resp, ToStatus(err)
+}
+
+// Put writes one key.
+func (srv *Server) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
+	resp, err := srv.api.Put(ctx, req)
+	return resp, ToStatus(err)
+}
+
+// Delete removes one key.
+func (srv *Server) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
+	resp, err := srv.api.Delete(ctx, req)
+	return resp, ToStatus(err)
+}
+
+// DeleteRange removes every key with a prefix.
+func (srv *Server) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
+	resp, err := srv.api.DeleteRange(ctx, req)
+	return resp, ToStatus(err)
+}
+
+// List reads keys a page at a time.
+func (srv *Server) List(ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
+	resp, err := srv.api.List(ctx, req)
+	return resp, ToStatus(err)
+}
+
+// Txn runs a transaction.
+func (srv *Server) Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
+	resp, err := srv.api.Txn(ctx, req)
+	return resp, ToStatus(err)
+}
+
+// Watch streams changes.
+func (srv *Server) Watch(req *storev1.WatchRequest, stream grpc.ServerStreamingServer[storev1.WatchResponse]) error {
+	return ToStatus(srv.api.Watch(stream.Context(), req, stream.Send))
+}
+
+// ToStatus maps the store's errors to gRPC status codes, keeping the
+// message. Errors that already carry a status pass through.
+func ToStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
+		return err
+	}
+	return status.Error(codeOf(err), err.Error())
+}
+
+func codeOf(err error) codes.Code {
+	switch {
+	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrCorruptBackup):
+		return codes.InvalidArgument
+	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded):
+		return codes.ResourceExhausted
+	case errors.Is(err, ErrCASFailed):
+		return codes.FailedPrecondition
+	case errors.Is(err, ErrCompacted):
+		return codes.OutOfRange
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrClosed):
+		return codes.Unavailable
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return codes.InvalidArgument
+	}
+	return codes.Internal
+}
