@@ -133,6 +133,13 @@ func TestEndToEnd(t *testing.T) {
 		if resp.Message != "from the cli" || resp.Version != "1.1.0" {
 			t.Fatalf("call = %+v", resp)
 		}
+		// Flags after the method are honoured (issue 11: -d was dropped and
+		// an empty request sent).
+		out, errOut, code = a.CLI("call", "-addr", a.API, "echo.v1.EchoService/Echo", "-d", `{"message":"flags after the method"}`)
+		resp.Message = ""
+		if err := json.Unmarshal([]byte(out), &resp); code != 0 || err != nil || resp.Message != "flags after the method" {
+			t.Fatalf("call -addr ADDR METHOD -d JSON: exit %d, printed %q %q, want the message echoed", code, out, errOut)
+		}
 		out, _, code = a.CLI("call", "echo.v1.EchoService/EchoStream", "-d", `{"message":"s","count":3}`)
 		dec := json.NewDecoder(strings.NewReader(out))
 		n := 0
