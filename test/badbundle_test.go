@@ -6,11 +6,15 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/plughost/plughost/host/bundle"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
@@ -209,3 +213,77 @@ func waitRefused(t *testing.T, a *Agent, name string) string {
 	})
 	return reason
 }
+
+// TestAddBundleRefusalsAreInvalidArgument uploads archives over the limits
+// through the operator API: the refusal is the bundle's fault, so it comes
+// back as INVALID_ARGUMENT with the reason, not as INTERNAL.
+func TestAddBundleRefusalsAreInvalidArgument(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	cases := []struct {
+		name   string
+		data   []byte
+		reason string
+	}{
+		{"too many entries", manyEntries(t, 1001), "more than 1000 entries"},
+		{"too large", hugeEntry(t, "echo", 2<<30), "is 2 GiB, more than the 1 GiB limit for one file"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			stream, err := a.Operator().AddBundle(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: "echo-3.0.0.tar.gz"}}); err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_Chunk{Chunk: tc.data}}); err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.CloseAndRecv()
+			if status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), tc.reason) {
+				t.Fatalf("add bundle: got %v, want INVALID_ARGUMENT saying %q", err, tc.reason)
+			}
+		})
+	}
+}
+
+// manyEntries is a gzipped tar of n empty files.
+func manyEntries(t *testing.T, n int) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	for i := range n {
+		if err := tw.WriteHeader(&tar.Header{Name: fmt.Sprintf("f%d", i), Mode: 0o644, Typeflag: tar.TypeReg}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := tw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// hugeEntry is a small gzipped tar whose one entry declares size bytes and
+// holds none of them.
+func hugeEntry(t *testing.T, name string, size int64) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	// WriteHeader writes the header block at once; the data never follows.
+	if err := tw.WriteHeader(&tar.Header{Name: name, Mode: 0o755, Size: size, Typeflag: tar.TypeReg}); err != nil {
+		t.Fatal(err)
+	}
+	if err := gz.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+

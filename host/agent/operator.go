@@ -55,11 +55,11 @@ func toStatus(err error) error {
 	return status.Error(code, err.Error())
 }
 
+// isBundleError reports whether err refuses a bundle for what it is or
+// holds: bundle.ErrInvalid covers every refusal of the bundle package.
 func isBundleError(err error) bool {
 	for _, e := range []error{
-		bundle.ErrCorruptArchive, bundle.ErrManifestMissing, bundle.ErrManifestInvalid, bundle.ErrBadName,
-		bundle.ErrBadVersion, bundle.ErrNameMismatch, bundle.ErrExecutableMissing, bundle.ErrNotExecutable,
-		bundle.ErrDigestMismatch, bundle.ErrAPIVersion, bundle.ErrUnsafePath,
+		bundle.ErrInvalid,
 		launch.ErrNotPlugin, launch.ErrStartTimeout, launch.ErrExited, launch.ErrChecksum,
 		launch.ErrIdentity, launch.ErrAPIVersion, ErrServices,
 	} {
