@@ -1,15 +1,37 @@
-# Tools are pinned in tools/go.mod and built into .bin/, so the SDK's users
-# never inherit them.
+# Tools are pinned and installed into .bin/, so the SDK's users never
+# inherit them: buf's release binary from npm (tools/buf/package-lock.json
+# pins the version and each package's sha512), the Go code generators from
+# tools/go.mod.
 BIN := $(CURDIR)/.bin
-TOOLS := $(BIN)/buf $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+BUF_VERSION := $(shell sed -n 's|.*"@bufbuild/buf": "\(.*\)".*|\1|p' tools/buf/package.json)
+GENERATORS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
+TOOLS := $(BIN)/buf $(GENERATORS)
 export PATH := $(BIN):$(PATH)
 
 .PHONY: proto lint-proto check-proto tools test run bench
 
 tools: $(TOOLS)
 
-$(TOOLS): tools/go.mod tools/go.sum
-	cd tools && GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+$(GENERATORS) &: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+# buf: the release binary from the npm registry, in seconds; without npm,
+# the same version built from source, in minutes. It is made in a temporary
+# directory and renamed into place, so a buf already running is undisturbed.
+$(BIN)/buf: tools/buf/package.json tools/buf/package-lock.json
+	mkdir -p $(BIN)
+	tmp=$$(mktemp -d $(BIN)/buf-install.XXXXXX) && trap 'rm -rf "$$tmp"' EXIT && \
+	if command -v npm >/dev/null; then \
+		cp tools/buf/package.json tools/buf/package-lock.json "$$tmp"/ && \
+		(cd "$$tmp" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error) && \
+		cp "$$tmp"/node_modules/@bufbuild/buf-*/bin/buf "$$tmp"/buf; \
+	else \
+		echo "npm not found: building buf $(BUF_VERSION) from source, which takes minutes (with npm, make tools fetches the release binary)" >&2 && \
+		GOBIN="$$tmp" go install github.com/bufbuild/buf/cmd/buf@v$(BUF_VERSION); \
+	fi && \
+	v=$$("$$tmp"/buf --version) && \
+	{ test "$$v" = "$(BUF_VERSION)" || { echo "buf says it is $$v, tools/buf/package.json pins $(BUF_VERSION): run 'npm install --package-lock-only' in tools/buf" >&2; exit 1; }; } && \
+	mv -f "$$tmp"/buf $@
 
 proto: $(TOOLS)
 	buf generate

@@ -34,7 +34,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	bootstrapExpect := fs.Int("bootstrap-expect", -1, "servers to wait for before bootstrapping the cluster")
 	raftLog := fs.String("raft-log", "", "raft log store for a new data dir: wal or boltdb (default "+store.DefaultLogStore+"; an existing data dir keeps its own)")
 	maxProcs := fs.Int("max-procs", -1, "CPUs the agent's own Go code runs on at once (default half of those it may use, at least 1; GOMAXPROCS in the environment wins)")
-	cgroupParent := fs.String("cgroup-parent", "", "cgroup under which each plugin instance gets its own (default plughost)")
+	cgroupParent := fs.String("cgroup-parent", "", "cgroup that agents on this machine share; each makes its own inside, one per plugin instance in that (default plughost)")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	var joins, tags multiFlag
@@ -95,9 +95,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 
 	// The reaper is this same binary; it outlives the agent to remove the
-	// instance cgroups whatever way the agent ends.
+	// agent's cgroups whatever way the agent ends.
 	if exe, err := os.Executable(); err == nil {
-		cfg.ReaperCommand = []string{exe, "reaper", "-cgroup-parent", cfg.CgroupParent}
+		cfg.ReaperCommand = []string{exe, "reaper"}
 	}
 	level := hclog.LevelFromString(cfg.LogLevel)
 	if level == hclog.NoLevel {

@@ -114,26 +114,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	defer a.leaveCluster()
 	a.catalog = catalog.New(a.store)
 
-	if a.gov, err = governance.NewManager(governance.Config{Parent: cfg.CgroupParent, Disabled: cfg.DisableCgroups, Logger: a.log.Named("governance")}); err != nil {
-		return fmt.Errorf("agent: resource governance: %w", err)
+	stopGovernance, err := a.startGovernance(ctx)
+	if err != nil {
+		return err
 	}
+	// Runs once every plugin has stopped.
+	defer stopGovernance()
 	// Plugins put their data sockets in the system's temporary directory
 	// (/tmp for them: they do not inherit the agent's environment).
 	if removed := launch.SweepDataSockets(os.TempDir(), "/tmp"); len(removed) > 0 {
 		a.log.Info("removed data sockets of plugins that were killed", "dirs", removed)
-	}
-	if cleaned, err := a.gov.CleanStale(); err != nil {
-		a.log.Warn("cleaning stale cgroups failed", "error", err)
-	} else if len(cleaned) > 0 {
-		a.log.Info("removed cgroups left by an earlier run", "cgroups", cleaned)
-	}
-	if a.gov.Mode() != governance.ModeNone && len(cfg.ReaperCommand) > 0 {
-		stopReaper, err := startReaper(cfg.ReaperCommand)
-		if err != nil {
-			a.log.Warn("no cgroup reaper: plugin children may outlive an agent that is killed", "error", err)
-		} else {
-			defer stopReaper()
-		}
 	}
 	if reason := a.gov.Reason(); reason != "" {
 		a.log.Warn("resource limits are not fully enforced", "mode", a.gov.Mode(), "reason", reason)

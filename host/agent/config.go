@@ -43,12 +43,15 @@ type Config struct {
 	// StartTimeout bounds a plugin's go-plugin handshake.
 	StartTimeout Duration `json:"start_timeout"`
 
-	// ReaperCommand starts the process that removes the instance cgroups
-	// when the agent ends, however it ends (see startReaper). The plughost
-	// binary sets it to itself; nil runs no reaper.
+	// ReaperCommand starts the process that removes the agent's cgroups
+	// when the agent ends, however it ends (see startReaper); the agent
+	// appends -cgroup-parent and -group, naming its own cgroup. The
+	// plughost binary sets it to itself; nil runs no reaper.
 	ReaperCommand []string `json:"-"`
 
-	// Governance.
+	// Governance. CgroupParent is the cgroup that every agent on the
+	// machine shares; each keeps to a cgroup of its own in it (see
+	// ownCgroup), holding one cgroup per plugin instance.
 	CgroupParent     string               `json:"cgroup_parent"`
 	DisableCgroups   bool                 `json:"disable_cgroups"`
 	DefaultResources Resources            `json:"default_resources"`
