@@ -14,6 +14,7 @@ import (
 	"github.com/jhump/protoreflect/grpcreflect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -61,6 +62,9 @@ func runCall(ctx context.Context, env *cliEnv, args []string) error {
 	}
 
 	md, err := resolveMethod(ctx, conn, cf.addr, svc, name)
+	if _, ok := status.FromError(err); ok && err != nil {
+		return err // the agent's own answer, such as the plugin's state: print it as it is
+	}
 	if err != nil {
 		return fmt.Errorf("call: %w", err)
 	}
@@ -158,6 +162,9 @@ func resolveMethod(ctx context.Context, conn grpc.ClientConnInterface, addr, svc
 	if err != nil {
 		if grpcreflect.IsElementNotFoundError(err) {
 			return nil, fmt.Errorf("the agent at %s knows no service %s (see 'plughost plugin list')", addr, svc)
+		}
+		if _, ok := status.FromError(err); ok {
+			return nil, err
 		}
 		return nil, fmt.Errorf("reflection: %w", err)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
@@ -243,6 +245,7 @@ func phase(ph operatorv1.SwapPhase) string {
 func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, error)) error {
 	var steps []map[string]any
 	last := ""
+	fellBack := false
 	for {
 		pr, err := recv()
 		if errors.Is(err, io.EOF) {
@@ -252,8 +255,12 @@ func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, e
 			if p.cf.format == "json" {
 				_ = printJSON(p.env.stdout, steps)
 			}
+			if fellBack && status.Code(err) == codes.Aborted {
+				return errSilent // the fell-back line said why
+			}
 			return err
 		}
+		fellBack = pr.GetPhase() == operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK
 		if p.cf.format == "json" {
 			steps = append(steps, map[string]any{"phase": phase(pr.GetPhase()), "node": pr.GetNode(), "from": pr.GetFromVersion(), "to": pr.GetToVersion(),
 				"message": pr.GetMessage(), "time_left_ms": pr.GetTimeLeftMs(), "in_flight": pr.GetInFlight(), "cut_off": pr.GetCutOff(), "elapsed_ms": pr.GetElapsedMs()})

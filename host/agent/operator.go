@@ -354,23 +354,54 @@ func (o *operator) PinVersion(req *operatorv1.PinVersionRequest, stream operator
 func (o *operator) UnpinVersion(req *operatorv1.UnpinVersionRequest, stream operatorv1.OperatorService_UnpinVersionServer) error {
 	ctx := stream.Context()
 	name := req.GetName()
-	if _, err := o.known(ctx, name); err != nil {
+	vs, err := o.known(ctx, name)
+	if err != nil {
 		return err
 	}
+	node := o.a.cfg.Node
 	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
-	// Unpinned, the highest version runs, unless it failed on this node.
-	target, err := o.a.catalog.Unpinned(ctx, o.a.cfg.Node, name)
+	// Unpinned, the highest version is desired. A node where it failed does
+	// not try it again by itself (catalog.Effective): it keeps the version it
+	// runs, else it runs the highest version that has not failed there.
+	desired := vs[len(vs)-1]
+	failures, err := o.a.catalog.Failures(ctx, node, name)
 	if err != nil {
 		return toStatus(err)
 	}
-	return o.followSwap(ctx, name, target, req.GetDetach(), func() error {
+	failure, failed := failures[desired.Version]
+	target := desired
+	if failed {
+		if prev != "" {
+			target, err = o.a.catalog.Get(ctx, name, prev)
+		} else {
+			target, err = o.a.catalog.Unpinned(ctx, node, name)
+		}
+		if err != nil {
+			return toStatus(err)
+		}
+	}
+	set := func() error {
 		if err := o.a.catalog.ClearPin(ctx, name); err != nil {
 			return err
 		}
-		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: prev, To: target.Version, Node: o.a.cfg.Node})
-	}, func(p *operatorv1.SwapProgress) error {
+		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: prev, To: target.Version, Node: node})
+	}
+	send := func(p *operatorv1.SwapProgress) error {
 		return stream.Send(&operatorv1.UnpinVersionResponse{Progress: p})
-	})
+	}
+	if !failed {
+		return o.followSwap(ctx, name, target, req.GetDetach(), set, send)
+	}
+	if target.Version == prev || req.GetDetach() {
+		if err := set(); err != nil {
+			return toStatus(err)
+		}
+	} else if err := o.followSwap(ctx, name, target, false, set, send); err != nil {
+		return err
+	}
+	return status.Errorf(codes.FailedPrecondition,
+		"plugin %s is unpinned, but node %s runs %s, not the desired %s: %s failed on this node (%s) and is not tried again by itself; 'plughost plugin pin %s %s' tries it again",
+		name, node, target.Version, desired.Version, desired.Version, failure.Reason, name, desired.Version)
 }
 
 func (o *operator) RollbackPlugin(req *operatorv1.RollbackPluginRequest, stream operatorv1.OperatorService_RollbackPluginServer) error {

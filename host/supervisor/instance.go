@@ -138,6 +138,9 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		DialOptions:  router.BackendDialOptions(),
 	})
 	if err != nil {
+		if ok, _ := in.oomKilled(); ok {
+			err = fmt.Errorf("%w (oom-killed at its %s memory limit)", err, in.memoryLimit())
+		}
 		in.deleteGroup()
 		return nil, err
 	}
@@ -190,24 +193,30 @@ func (s *Supervisor) healthGate(ctx context.Context, in *instance, minHealthy ti
 			return nil
 		}
 		if progress != nil && !healthySince.IsZero() {
-			progress(fmt.Sprintf("health-gating: healthy for %s of %s", now.Sub(healthySince).Round(100*time.Millisecond), minHealthy))
+			progress(gateProgress(now.Sub(healthySince), minHealthy))
 		}
 		select {
 		case <-in.Exited():
-			return fmt.Errorf("plugin %s %s %s during its health gate: %w", in.entry.Name, in.entry.Version, in.ExitReason(), errNotHealthy)
+			return fmt.Errorf("plugin %s %s was %w: it %s during its health gate", in.entry.Name, in.entry.Version, errNotHealthy, in.ExitReason())
 		case <-ctx.Done():
 			why := "no health check passed"
 			if lastErr != nil {
 				why = "last check: " + lastErr.Error()
 			}
-			return fmt.Errorf("plugin %s %s was not healthy within its healthy_deadline %s (%s): %w",
-				in.entry.Name, in.entry.Version, h.HealthyDeadline.Duration, why, errNotHealthy)
+			return fmt.Errorf("plugin %s %s was %w within its healthy_deadline %s (%s)",
+				in.entry.Name, in.entry.Version, errNotHealthy, h.HealthyDeadline.Duration, why)
 		case <-time.After(poll):
 		}
 		if poll < h.Interval.Duration/4 {
 			poll *= 2
 		}
 	}
+}
+
+// gateProgress is the health gate's progress message; the phase it is
+// shown under (health-gating) already says what is going on.
+func gateProgress(healthyFor, minHealthy time.Duration) string {
+	return fmt.Sprintf("healthy for %s of %s", healthyFor.Round(100*time.Millisecond), minHealthy)
 }
 
 // check is one health check: go-plugin's own ping, then the plugin's Health.

@@ -51,7 +51,8 @@ func (m *managed) swap(ctx context.Context, cur *instance, e *catalog.Entry, act
 		rec.Outcome, rec.Reason = "fell back", err.Error()
 		m.markFailed(ctx, e.Version, err)
 		m.s.events.Record(m.name, e.Version, "", "fell-back", fmt.Sprintf("kept %s: %v", cur.entry.Version, err))
-		r.emit(operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK, fmt.Sprintf("%s is not healthy, %s serves: %v", e.Version, cur.entry.Version, err), 0)
+		r.emit(operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK, fmt.Sprintf("%s still serves: %v; %s is marked failed on node %s ('plughost plugin pin %s %s' tries it again)",
+			cur.entry.Version, err, e.Version, node, m.name, e.Version), 0)
 	} else {
 		rec.Outcome = "done"
 		if r.cut > 0 {
@@ -118,7 +119,7 @@ func (r *swapRun) restart(ctx context.Context) error {
 // arrives.
 func (m *managed) markFailed(ctx context.Context, version string, err error) {
 	m.mu.Lock()
-	m.lastErr = fmt.Sprintf("version %s failed: %v", version, err)
+	m.lastErr = fmt.Sprintf("%v (%s is marked failed on this node)", err, version)
 	m.mu.Unlock()
 	if perr := m.s.cfg.Catalog.MarkFailed(context.WithoutCancel(ctx), m.s.cfg.Node.GetName(), m.name, version, err.Error()); perr != nil {
 		m.log.Warn("recording the failed version failed", "version", version, "error", perr)
