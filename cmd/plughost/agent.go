@@ -12,6 +12,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 
 	"github.com/plughost/plughost/host/agent"
+	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/store"
 )
 
@@ -35,6 +36,8 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	raftLog := fs.String("raft-log", "", "raft log store for a new data dir: wal or boltdb (default "+store.DefaultLogStore+"; an existing data dir keeps its own)")
 	maxProcs := fs.Int("max-procs", -1, "CPUs the agent's own Go code runs on at once (default half of those it may use, at least 1; GOMAXPROCS in the environment wins)")
 	cgroupParent := fs.String("cgroup-parent", "", "cgroup that agents on this machine share; each makes its own inside, one per plugin instance in that (default plughost)")
+	deadServerGrace := fs.Duration("dead-server-grace", 0, "how long a server is failed, to gossip and to raft, before the leader removes it from raft (default "+cluster.DefaultDeadServerGrace.String()+")")
+	serverStabilization := fs.Duration("server-stabilization", 0, "how long a new server is healthy before it gets a vote (default "+cluster.DefaultServerStabilization.String()+")")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	var joins, tags multiFlag
@@ -78,6 +81,12 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if *maxProcs >= 0 {
 		cfg.MaxProcs = *maxProcs
+	}
+	if *deadServerGrace != 0 {
+		cfg.DeadServerGrace.Duration = *deadServerGrace
+	}
+	if *serverStabilization != 0 {
+		cfg.ServerStabilization.Duration = *serverStabilization
 	}
 	cfg.Join = append(cfg.Join, joins...)
 	for _, t := range tags {

@@ -261,6 +261,9 @@ func (a *Agent) openStore(ctx context.Context) error {
 		DataDir:         cfg.serfDir(),
 		Store:           st,
 		Logger:          a.log.Named("cluster"),
+
+		DeadServerGrace:     cfg.DeadServerGrace.Duration,
+		ServerStabilization: cfg.ServerStabilization.Duration,
 	})
 	if err != nil {
 		st.Close()

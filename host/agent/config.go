@@ -13,6 +13,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/store"
 )
 
@@ -42,6 +43,13 @@ type Config struct {
 
 	// StartTimeout bounds a plugin's go-plugin handshake.
 	StartTimeout Duration `json:"start_timeout"`
+
+	// Raft membership, kept by the leader. DeadServerGrace is how long a
+	// server stays failed, to gossip and to raft, before it is removed;
+	// ServerStabilization is how long a new server stays healthy before
+	// it votes.
+	DeadServerGrace     Duration `json:"dead_server_grace"`
+	ServerStabilization Duration `json:"server_stabilization"`
 
 	// ReaperCommand starts the process that removes the agent's cgroups
 	// when the agent ends, however it ends (see startReaper); the agent
@@ -131,23 +139,25 @@ func DefaultConfig() Config {
 		host = "node1"
 	}
 	return Config{
-		Node:              host,
-		DataDir:           "plughost-data",
-		APIAddr:           DefaultAPIAddr,
-		HTTPAddr:          DefaultHTTPAddr,
-		RPCAddr:           DefaultRPCAddr,
-		SerfAddr:          DefaultSerfAddr,
-		LogLevel:          "info",
-		StartTimeout:      Duration{10 * time.Second},
-		CgroupParent:      "plughost",
-		DefaultResources:  Resources{MemoryMB: 256, CPU: 1, Pids: 512},
-		MaxValueBytes:     512 << 10,
-		StoreBurst:        200,
-		BackoffInitial:    Duration{time.Second},
-		BackoffMax:        Duration{time.Minute},
-		CrashLoopRestarts: 5,
-		CrashLoopWindow:   Duration{10 * time.Minute},
-		HoldTimeout:       Duration{10 * time.Second},
+		Node:                host,
+		DataDir:             "plughost-data",
+		APIAddr:             DefaultAPIAddr,
+		HTTPAddr:            DefaultHTTPAddr,
+		RPCAddr:             DefaultRPCAddr,
+		SerfAddr:            DefaultSerfAddr,
+		LogLevel:            "info",
+		StartTimeout:        Duration{10 * time.Second},
+		DeadServerGrace:     Duration{cluster.DefaultDeadServerGrace},
+		ServerStabilization: Duration{cluster.DefaultServerStabilization},
+		CgroupParent:        "plughost",
+		DefaultResources:    Resources{MemoryMB: 256, CPU: 1, Pids: 512},
+		MaxValueBytes:       512 << 10,
+		StoreBurst:          200,
+		BackoffInitial:      Duration{time.Second},
+		BackoffMax:          Duration{time.Minute},
+		CrashLoopRestarts:   5,
+		CrashLoopWindow:     Duration{10 * time.Minute},
+		HoldTimeout:         Duration{10 * time.Second},
 	}
 }
 
@@ -189,6 +199,12 @@ func (c *Config) Validate() error {
 	}
 	if c.StartTimeout.Duration <= 0 {
 		errs = append(errs, errors.New("start_timeout must be positive"))
+	}
+	if c.DeadServerGrace.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("-dead-server-grace %v must be positive", c.DeadServerGrace.Duration))
+	}
+	if c.ServerStabilization.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("-server-stabilization %v must be positive", c.ServerStabilization.Duration))
 	}
 	if c.RaftLog != "" && c.RaftLog != store.LogStoreWAL && c.RaftLog != store.LogStoreBoltDB {
 		errs = append(errs, fmt.Errorf("-raft-log %q: use %s or %s", c.RaftLog, store.LogStoreWAL, store.LogStoreBoltDB))
