@@ -195,3 +195,40 @@ func rssKiB(tb testing.TB, pid int) int {
 	tb.Fatal("no VmRSS")
 	return 0
 }
+
+// TestBenchUpgradeLoadsThePluginsMethod: without -method, 'plughost bench
+// upgrade -plugin counter' loads counter's first unary method (not echo's),
+// says which, and the calls reach counter.
+func TestBenchUpgradeLoadsThePluginsMethod(t *testing.T) {
+	a := NewAgent(t, AgentOptions{})
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.Drop(bundlePath("counter", "1.0.0"))
+	a.WaitRunning("echo", "1.0.0")
+	a.WaitRunning("counter", "1.0.0")
+
+	stdout, stderr, code := a.CLI("bench", "upgrade", "-plugin", "counter", "-to", "1.0.0", "-rate", "20",
+		"-before", "300ms", "-after", "300ms", "-d", `{"name":"bench"}`, "-format", "json")
+	if code != 0 {
+		t.Fatalf("bench upgrade: exit %d\n%s%s", code, stdout, stderr)
+	}
+	const want = "counter.v1.CounterService/Increment"
+	if !strings.Contains(stderr, want) {
+		t.Errorf("bench upgrade does not say it calls %s: %q", want, stderr)
+	}
+	var out struct {
+		Method string `json:"method"`
+		Calls  int    `json:"calls"`
+		Failed int    `json:"failed"`
+	}
+	if err := json.Unmarshal([]byte(stdout), &out); err != nil {
+		t.Fatalf("bench upgrade -format json: %v\n%s", err, stdout)
+	}
+	if out.Method != "/"+want || out.Calls == 0 || out.Failed != 0 {
+		t.Fatalf("bench upgrade reported %+v", out)
+	}
+	got, errOut, code := a.CLI("call", "counter.v1.CounterService/Get", "-d", `{"name":"bench"}`)
+	var resp struct{ Value string }
+	if err := json.Unmarshal([]byte(got), &resp); code != 0 || err != nil || resp.Value == "" || resp.Value == "0" {
+		t.Fatalf("counter bench after the run: exit %d, %q %q; want the load's increments", code, got, errOut)
+	}
+}

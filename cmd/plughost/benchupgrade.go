@@ -12,9 +12,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jhump/protoreflect/grpcreflect"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
 	"github.com/plughost/plughost/host/loadgen"
@@ -78,8 +80,8 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	cf.register(fs)
 	pluginName := fs.String("plugin", "echo", "plugin to upgrade")
 	to := fs.String("to", "", "version to pin (required)")
-	method := fs.String("method", "echo.v1.EchoService/Echo", "unary method to call for load")
-	data := fs.String("d", `{"message":"bench"}`, "request JSON")
+	method := fs.String("method", "", "unary method to call for load, SERVICE/METHOD (default the plugin's first unary method)")
+	data := fs.String("d", "{}", "request as JSON")
 	rate := fs.Int("rate", 200, "calls per second")
 	before := fs.Duration("before", 3*time.Second, "steady load before the pin")
 	after := fs.Duration("after", 2*time.Second, "load after the swap ends")
@@ -96,21 +98,32 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	if *rate <= 0 {
 		return usagef("bench upgrade: -rate must be positive")
 	}
-	svc, name, ok := strings.Cut(strings.TrimPrefix(*method, "/"), "/")
-	if !ok {
-		return usagef("bench upgrade: -method SERVICE/METHOD")
+	var svc, name string
+	if *method != "" {
+		var ok bool
+		if svc, name, ok = strings.Cut(strings.TrimPrefix(*method, "/"), "/"); !ok || svc == "" || name == "" {
+			return usagef("bench upgrade: -method SERVICE/METHOD, e.g. echo.v1.EchoService/Echo")
+		}
 	}
 	conn, err := cf.dial()
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	md, err := resolveMethod(ctx, conn, cf.addr, svc, name)
-	if err != nil {
-		return fmt.Errorf("bench upgrade: %w", err)
-	}
-	if md.IsStreamingClient() || md.IsStreamingServer() {
-		return usagef("bench upgrade: %s is streaming; give a unary method", *method)
+	var md protoreflect.MethodDescriptor
+	if *method == "" {
+		if md, err = firstUnaryMethod(ctx, conn, cf.addr, *pluginName); err != nil {
+			return fmt.Errorf("bench upgrade: %w", err)
+		}
+		svc, name = string(md.Parent().FullName()), string(md.Name())
+		fmt.Fprintf(env.stderr, "bench upgrade: calling %s/%s, the first unary method of %s (-method chooses another)\n", svc, name, *pluginName)
+	} else {
+		if md, err = resolveMethod(ctx, conn, cf.addr, svc, name); err != nil {
+			return fmt.Errorf("bench upgrade: %w", err)
+		}
+		if md.IsStreamingClient() || md.IsStreamingServer() {
+			return usagef("bench upgrade: %s is streaming; give a unary method", *method)
+		}
 	}
 	reqs, err := decodeRequests(md.Input(), []byte(*data), false)
 	if err != nil {
@@ -218,7 +231,7 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	all := summarize(calls)
 	res := map[string]any{
-		"plugin": *pluginName, "to": *to, "outcome": outcome, "message": swapMsg, "rate": *rate,
+		"plugin": *pluginName, "method": full, "to": *to, "outcome": outcome, "message": swapMsg, "rate": *rate,
 		"swap_time_ns": servingAfter, "swap_with_drain_ns": doneAt.Sub(pinAt), "calls": all.Calls, "failed": all.Failed,
 		"steady": summarize(steady), "during_swap": summarize(during), "after": summarize(later),
 	}
@@ -235,6 +248,7 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	s, d := summarize(steady), summarize(during)
 	w := env.stdout
+	fmt.Fprintf(w, "load: %s with %s\n", full, *data)
 	if outcome == "done" {
 		fmt.Fprintf(w, "upgrade %s to %s under %d calls/s: done; new version serving %s after the pin, old one drained after %s\n",
 			*pluginName, *to, *rate, servingAfter.Round(time.Millisecond), doneAt.Sub(pinAt).Round(time.Millisecond))
@@ -260,4 +274,32 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 		return errSilent
 	}
 	return nil
+}
+
+// firstUnaryMethod finds the first unary method of a plugin's services, in
+// the order the agent lists the services and their protos declare the
+// methods, through the agent's reflection.
+func firstUnaryMethod(ctx context.Context, conn *grpc.ClientConn, addr, plugin string) (protoreflect.MethodDescriptor, error) {
+	st, err := operatorv1.NewOperatorServiceClient(conn).GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: plugin})
+	if err != nil {
+		return nil, err
+	}
+	svcs := st.GetPlugin().GetServices()
+	rc := grpcreflect.NewClientAuto(ctx, conn)
+	defer rc.Reset()
+	for _, svc := range svcs {
+		sd, err := rc.ResolveService(svc)
+		if err != nil {
+			return nil, fmt.Errorf("reflection of %s at %s: %w", svc, addr, err)
+		}
+		for _, m := range sd.GetMethods() {
+			if !m.IsClientStreaming() && !m.IsServerStreaming() {
+				return m.UnwrapMethod(), nil
+			}
+		}
+	}
+	if len(svcs) == 0 {
+		return nil, fmt.Errorf("plugin %s lists no services (state %s); give -method SERVICE/METHOD", plugin, state(st.GetPlugin().GetState()))
+	}
+	return nil, fmt.Errorf("plugin %s has no unary method in %s; give -method SERVICE/METHOD", plugin, strings.Join(svcs, ", "))
 }

@@ -19,10 +19,12 @@ type cmdHelp struct {
 // groups lists the subcommands of the commands that have them, in the
 // order their help shows them.
 var groups = map[string][]string{
-	"bundle": {"build", "verify", "add"},
-	"plugin": {"list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
-	"store":  {"get", "put", "delete", "list", "backup", "restore"},
-	"bench":  {"call", "upgrade", "store"},
+	"bundle":        {"build", "verify", "add"},
+	"plugin":        {"list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
+	"store":         {"get", "put", "delete", "list", "backup", "restore"},
+	"bench":         {"call", "upgrade", "store"},
+	"operator":      {"raft"},
+	"operator raft": {"list-peers", "remove-peer"},
 }
 
 // helps holds the help of every command and subcommand, by the name its
@@ -160,13 +162,36 @@ the two paths take turns. Needs the echo plugin running on the agent.`,
 	},
 	"bench upgrade": {
 		about: `Drive steady load at a plugin while pinning -to VERSION, and report what the
-swap cost the callers.`,
+swap cost the callers. Without -method the load calls the plugin's first
+unary method, found through the agent's reflection, and says which.`,
 		example: "plughost bench upgrade -plugin greeter -to 1.1.0 -rate 200",
 	},
 	"bench store": {
 		args:    "put|get",
 		about:   "Load the store API the way etcd's benchmark tool does and print its summary.",
 		example: "plughost bench store put -clients 200 -total 60000 -val-size 256",
+	},
+	"operator": {
+		about:   "Inspect and repair the cluster's raft configuration.",
+		example: "plughost operator raft list-peers",
+	},
+	"operator raft": {
+		about:   "List the servers in the raft configuration, or remove one that is gone for good.",
+		example: "plughost operator raft remove-peer n4",
+	},
+	"operator raft list-peers": {
+		about: `List the servers in the raft configuration as the answering node sees it,
+with each one's address, whether it leads and votes, and what gossip says of
+it. It answers without a leader, to diagnose a lost quorum.`,
+		example: "plughost operator raft list-peers -format json",
+	},
+	"operator raft remove-peer": {
+		args: "ID",
+		about: `Remove a server that is gone for good from the raft configuration, through
+the leader. A server that gossip sees alive is refused unless -force: the
+leader would add it back. Without a leader, recover with peers.json (see the
+README, "Recovering from a lost quorum").`,
+		example: "plughost operator raft remove-peer n4",
 	},
 	"members": {
 		about:   "List the cluster's members with their serf status, raft role and tags.",
@@ -227,7 +252,7 @@ func runHelp(args []string, stdout io.Writer) ([]string, bool, error) {
 	if _, ok := helps[args[0]]; !ok {
 		return nil, false, usagef("help: unknown command %q", args[0])
 	}
-	if len(args) > 2 {
+	if len(args) > 3 {
 		return nil, false, usagef("help takes a command and maybe a subcommand, got %q", args)
 	}
 	return append(append([]string{}, args...), "-h"), true, nil
