@@ -129,6 +129,11 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		n.closer = append(closers{t}, n.closer...)
 	}
 
+	if !cfg.InMemory {
+		if err := recoverFromPeersFile(cfg.Dir, rc, logs, stable, snaps, trans); err != nil {
+			return nil, err
+		}
+	}
 	has, err := raft.HasExistingState(logs, stable, snaps)
 	if err != nil {
 		return nil, fmt.Errorf("store: inspect raft state: %w", err)

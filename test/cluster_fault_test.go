@@ -2,7 +2,11 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -148,4 +152,110 @@ func TestClusterAllServersMoveAtOnce(t *testing.T) {
 			t.Fatalf("a write through %s after the move: %v", a.Node, err)
 		}
 	}
+}
+
+// TestClusterOperatorRemovesAGoneServer: a server gone for good is removed
+// from raft by an operator through any node, before the automatic removal
+// would; a server that gossip sees alive is refused without -force.
+func TestClusterOperatorRemovesAGoneServer(t *testing.T) {
+	agents := NewCluster(t, 3)
+	leader := leaderOf(t, agents)
+	var rest []*ClusterAgent
+	for _, a := range agents {
+		if a != leader {
+			rest = append(rest, a)
+		}
+	}
+	gone, via := rest[0], rest[1] // via is a follower: the removal goes through the leader
+
+	out, errOut, code := via.CLI("operator", "raft", "remove-peer", gone.Node)
+	if code != 1 || !strings.Contains(errOut, "alive in gossip") || !strings.Contains(errOut, "-force") {
+		t.Fatalf("removing a live server without -force: exit %d, %s%s", code, out, errOut)
+	}
+
+	gone.Kill9()
+	waitFor(t, 30*time.Second, "gossip to see "+gone.Node+" failed", func() error {
+		out, _, _ := via.CLI("operator", "raft", "list-peers", "-format", "json")
+		var peers []struct {
+			ID         string `json:"id"`
+			SerfStatus string `json:"serf_status"`
+		}
+		if err := json.Unmarshal([]byte(out), &peers); err != nil {
+			return fmt.Errorf("list-peers: %v: %s", err, out)
+		}
+		for _, p := range peers {
+			if p.ID == gone.Node && p.SerfStatus == "failed" {
+				return nil
+			}
+		}
+		return fmt.Errorf("list-peers: %s", out)
+	})
+	out, errOut, code = via.CLI("operator", "raft", "remove-peer", gone.Node)
+	if code != 0 {
+		t.Fatalf("remove-peer %s: exit %d, %s%s", gone.Node, code, out, errOut)
+	}
+	if strings.Contains(out, gone.Node+" ") && strings.Count(out, gone.Node) > 1 {
+		t.Fatalf("remove-peer printed a configuration that still holds %s:\n%s", gone.Node, out)
+	}
+	list, _, _ := leader.CLI("operator", "raft", "list-peers")
+	if strings.Contains(list, gone.Node) || !strings.Contains(list, leader.Node) || !strings.Contains(list, via.Node) {
+		t.Fatalf("list-peers after the removal:\n%s", list)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := via.Store().Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("after-removal"), Value: []byte("v")}); err != nil {
+		t.Fatalf("a write after the removal: %v", err)
+	}
+}
+
+// TestClusterRecoversFromLostQuorumWithPeersJSON: two of three servers are
+// lost for good; the operator writes peers.json naming the one left, which
+// then leads alone with every acknowledged write.
+func TestClusterRecoversFromLostQuorumWithPeersJSON(t *testing.T) {
+	agents := NewCluster(t, 3)
+	var ack acked
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := writeLoad(ctx, agents, 4, &ack, nil)
+	waitFor(t, 20*time.Second, "writes", func() error {
+		ack.mu.Lock()
+		defer ack.mu.Unlock()
+		if len(ack.keys) < 200 {
+			return fmt.Errorf("%d writes", len(ack.keys))
+		}
+		return nil
+	})
+	cancel()
+	wg.Wait()
+	for _, a := range agents {
+		a.Kill9()
+	}
+	left := agents[0]
+	for _, a := range agents[1:] {
+		if err := os.RemoveAll(a.DataDir); err != nil {
+			t.Fatal(err)
+		}
+	}
+	peers := fmt.Sprintf(`[{"id": %q, "address": %q, "non_voter": false}]`, left.Node, left.RPC)
+	peersFile := filepath.Join(left.DataDir, "store", "peers.json")
+	if err := os.WriteFile(peersFile, []byte(peers), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	left.Start()
+	ack.checkAll(t, left)
+	wctx, wcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer wcancel()
+	if _, err := left.Store().Put(wctx, &storev1.PutRequest{Namespace: "app", Key: []byte("recovered"), Value: []byte("v")}); err != nil {
+		t.Fatalf("a write after the recovery: %v", err)
+	}
+	if _, err := os.Stat(peersFile + ".applied"); err != nil {
+		t.Errorf("peers.json was not renamed once applied: %v", err)
+	}
+	list, _, _ := left.CLI("operator", "raft", "list-peers")
+	if strings.Contains(list, agents[1].Node) || strings.Contains(list, agents[2].Node) {
+		t.Fatalf("list-peers after the recovery:\n%s", list)
+	}
+	// It stays recovered across a restart, without the file.
+	left.Kill9()
+	left.Start()
+	ack.checkAll(t, left)
 }

@@ -64,6 +64,7 @@ Usage: plughost <command> [flags] [args]
   store        get, put, delete, list, backup, restore keys (-ns NAMESPACE)
   bench        load generators: call, upgrade, store
   members      list the cluster's members with their raft roles
+  operator     raft list-peers, remove-peer: repair a cluster's raft configuration
   version      print the version
 
 Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else
@@ -109,6 +110,8 @@ func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error
 		return runBench(ctx, env, rest)
 	case "members":
 		return runMembers(ctx, env, rest)
+	case "operator":
+		return runOperator(ctx, env, rest)
 	case "reaper":
 		return runReaper(ctx, env, rest)
 	case "version", "-version", "--version":

@@ -2251,6 +2251,277 @@ func (x *Member) GetTags() map[string]string {
 	return nil
 }
 
+type ListRaftPeersRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRaftPeersRequest) Reset() {
+	*x = ListRaftPeersRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRaftPeersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRaftPeersRequest) ProtoMessage() {}
+
+func (x *ListRaftPeersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRaftPeersRequest.ProtoReflect.Descriptor instead.
+func (*ListRaftPeersRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{33}
+}
+
+type ListRaftPeersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Peers []*RaftPeer            `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	// leader is the raft leader's ID; empty when none is known.
+	Leader        string `protobuf:"bytes,2,opt,name=leader,proto3" json:"leader,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRaftPeersResponse) Reset() {
+	*x = ListRaftPeersResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRaftPeersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRaftPeersResponse) ProtoMessage() {}
+
+func (x *ListRaftPeersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRaftPeersResponse.ProtoReflect.Descriptor instead.
+func (*ListRaftPeersResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{34}
+}
+
+func (x *ListRaftPeersResponse) GetPeers() []*RaftPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *ListRaftPeersResponse) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+// RaftPeer is one server in the raft configuration.
+type RaftPeer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the server's raft ID, its node name.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// address is the server's raft (RPC) address in the configuration.
+	Address string `protobuf:"bytes,2,opt,name=address,proto3" json:"address,omitempty"`
+	// voter is whether the server votes; non-voters only replicate.
+	Voter bool `protobuf:"varint,3,opt,name=voter,proto3" json:"voter,omitempty"`
+	// leader is whether the server leads.
+	Leader bool `protobuf:"varint,4,opt,name=leader,proto3" json:"leader,omitempty"`
+	// serf_status is what gossip says of the server: alive, leaving, left,
+	// failed, or empty when gossip does not know it.
+	SerfStatus    string `protobuf:"bytes,5,opt,name=serf_status,json=serfStatus,proto3" json:"serf_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RaftPeer) Reset() {
+	*x = RaftPeer{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RaftPeer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RaftPeer) ProtoMessage() {}
+
+func (x *RaftPeer) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
+func (*RaftPeer) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{35}
+}
+
+func (x *RaftPeer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RaftPeer) GetAddress() string {
+	if x != nil {
+		return x.Address
+	}
+	return ""
+}
+
+func (x *RaftPeer) GetVoter() bool {
+	if x != nil {
+		return x.Voter
+	}
+	return false
+}
+
+func (x *RaftPeer) GetLeader() bool {
+	if x != nil {
+		return x.Leader
+	}
+	return false
+}
+
+func (x *RaftPeer) GetSerfStatus() string {
+	if x != nil {
+		return x.SerfStatus
+	}
+	return ""
+}
+
+type RemoveRaftPeerRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is the raft ID of the server to remove.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// force removes a server that gossip sees alive.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRaftPeerRequest) Reset() {
+	*x = RemoveRaftPeerRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRaftPeerRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRaftPeerRequest) ProtoMessage() {}
+
+func (x *RemoveRaftPeerRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRaftPeerRequest.ProtoReflect.Descriptor instead.
+func (*RemoveRaftPeerRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{36}
+}
+
+func (x *RemoveRaftPeerRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RemoveRaftPeerRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type RemoveRaftPeerResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// peers is the configuration after the removal.
+	Peers         []*RaftPeer `protobuf:"bytes,1,rep,name=peers,proto3" json:"peers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveRaftPeerResponse) Reset() {
+	*x = RemoveRaftPeerResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveRaftPeerResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveRaftPeerResponse) ProtoMessage() {}
+
+func (x *RemoveRaftPeerResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveRaftPeerResponse.ProtoReflect.Descriptor instead.
+func (*RemoveRaftPeerResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{37}
+}
+
+func (x *RemoveRaftPeerResponse) GetPeers() []*RaftPeer {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
 var File_plughost_operator_v1_operator_proto protoreflect.FileDescriptor
 
 const file_plughost_operator_v1_operator_proto_rawDesc = "" +
@@ -2408,7 +2679,23 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x04tags\x18\a \x03(\v2&.plughost.operator.v1.Member.TagsEntryR\x04tags\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xf6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x16\n" +
+	"\x14ListRaftPeersRequest\"e\n" +
+	"\x15ListRaftPeersResponse\x124\n" +
+	"\x05peers\x18\x01 \x03(\v2\x1e.plughost.operator.v1.RaftPeerR\x05peers\x12\x16\n" +
+	"\x06leader\x18\x02 \x01(\tR\x06leader\"\x83\x01\n" +
+	"\bRaftPeer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\aaddress\x18\x02 \x01(\tR\aaddress\x12\x14\n" +
+	"\x05voter\x18\x03 \x01(\bR\x05voter\x12\x16\n" +
+	"\x06leader\x18\x04 \x01(\bR\x06leader\x12\x1f\n" +
+	"\vserf_status\x18\x05 \x01(\tR\n" +
+	"serfStatus\"=\n" +
+	"\x15RemoveRaftPeerRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"N\n" +
+	"\x16RemoveRaftPeerResponse\x124\n" +
+	"\x05peers\x18\x01 \x03(\v2\x1e.plughost.operator.v1.RaftPeerR\x05peers*\xf6\x01\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATE_STARTING\x10\x01\x12\x1a\n" +
@@ -2426,7 +2713,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x14SWAP_PHASE_SWITCHING\x10\x04\x12\x17\n" +
 	"\x13SWAP_PHASE_DRAINING\x10\x05\x12\x13\n" +
 	"\x0fSWAP_PHASE_DONE\x10\x06\x12\x18\n" +
-	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xde\t\n" +
+	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xb5\v\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
@@ -2442,7 +2729,9 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"ListEvents\x12'.plughost.operator.v1.ListEventsRequest\x1a(.plughost.operator.v1.ListEventsResponse\x12_\n" +
 	"\n" +
 	"GetHistory\x12'.plughost.operator.v1.GetHistoryRequest\x1a(.plughost.operator.v1.GetHistoryResponse\x12b\n" +
-	"\vListMembers\x12(.plughost.operator.v1.ListMembersRequest\x1a).plughost.operator.v1.ListMembersResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
+	"\vListMembers\x12(.plughost.operator.v1.ListMembersRequest\x1a).plughost.operator.v1.ListMembersResponse\x12h\n" +
+	"\rListRaftPeers\x12*.plughost.operator.v1.ListRaftPeersRequest\x1a+.plughost.operator.v1.ListRaftPeersResponse\x12k\n" +
+	"\x0eRemoveRaftPeer\x12+.plughost.operator.v1.RemoveRaftPeerRequest\x1a,.plughost.operator.v1.RemoveRaftPeerResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
 
 var (
 	file_plughost_operator_v1_operator_proto_rawDescOnce sync.Once
@@ -2457,7 +2746,7 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),              // 0: plughost.operator.v1.InstanceState
 	(SwapPhase)(0),                  // 1: plughost.operator.v1.SwapPhase
@@ -2494,59 +2783,70 @@ var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(*ListMembersRequest)(nil),      // 32: plughost.operator.v1.ListMembersRequest
 	(*ListMembersResponse)(nil),     // 33: plughost.operator.v1.ListMembersResponse
 	(*Member)(nil),                  // 34: plughost.operator.v1.Member
-	nil,                             // 35: plughost.operator.v1.Member.TagsEntry
-	(*timestamppb.Timestamp)(nil),   // 36: google.protobuf.Timestamp
+	(*ListRaftPeersRequest)(nil),    // 35: plughost.operator.v1.ListRaftPeersRequest
+	(*ListRaftPeersResponse)(nil),   // 36: plughost.operator.v1.ListRaftPeersResponse
+	(*RaftPeer)(nil),                // 37: plughost.operator.v1.RaftPeer
+	(*RemoveRaftPeerRequest)(nil),   // 38: plughost.operator.v1.RemoveRaftPeerRequest
+	(*RemoveRaftPeerResponse)(nil),  // 39: plughost.operator.v1.RemoveRaftPeerResponse
+	nil,                             // 40: plughost.operator.v1.Member.TagsEntry
+	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	6,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	36, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	41, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	9,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	10, // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
 	6,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
 	11, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	36, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	41, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
 	14, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
 	23, // 10: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	23, // 11: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	23, // 12: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	1,  // 13: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	36, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	41, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
 	26, // 15: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	36, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	41, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
 	29, // 17: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
 	34, // 18: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
-	35, // 19: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
-	2,  // 20: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 21: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	7,  // 22: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	12, // 23: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	15, // 24: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	17, // 25: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	19, // 26: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	21, // 27: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	24, // 28: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	27, // 29: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	30, // 30: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	32, // 31: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
-	3,  // 32: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 33: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	8,  // 34: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	13, // 35: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	16, // 36: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	18, // 37: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	20, // 38: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	22, // 39: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	25, // 40: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	28, // 41: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	31, // 42: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	33, // 43: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
-	32, // [32:44] is the sub-list for method output_type
-	20, // [20:32] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	40, // 19: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	37, // 20: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	37, // 21: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	2,  // 22: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 23: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	7,  // 24: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	12, // 25: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	15, // 26: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	17, // 27: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	19, // 28: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	21, // 29: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	24, // 30: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	27, // 31: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	30, // 32: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	32, // 33: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	35, // 34: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
+	38, // 35: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
+	3,  // 36: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 37: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	8,  // 38: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	13, // 39: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	16, // 40: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	18, // 41: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	20, // 42: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	22, // 43: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	25, // 44: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	28, // 45: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	31, // 46: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	33, // 47: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	36, // 48: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
+	39, // 49: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
+	36, // [36:50] is the sub-list for method output_type
+	22, // [22:36] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -2564,7 +2864,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   34,
+			NumMessages:   39,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

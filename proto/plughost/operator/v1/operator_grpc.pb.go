@@ -34,6 +34,8 @@ const (
 	OperatorService_ListEvents_FullMethodName      = "/plughost.operator.v1.OperatorService/ListEvents"
 	OperatorService_GetHistory_FullMethodName      = "/plughost.operator.v1.OperatorService/GetHistory"
 	OperatorService_ListMembers_FullMethodName     = "/plughost.operator.v1.OperatorService/ListMembers"
+	OperatorService_ListRaftPeers_FullMethodName   = "/plughost.operator.v1.OperatorService/ListRaftPeers"
+	OperatorService_RemoveRaftPeer_FullMethodName  = "/plughost.operator.v1.OperatorService/RemoveRaftPeer"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -71,6 +73,13 @@ type OperatorServiceClient interface {
 	// ListMembers lists the cluster's members as the answering node sees
 	// them: gossip status, raft role and tags.
 	ListMembers(ctx context.Context, in *ListMembersRequest, opts ...grpc.CallOption) (*ListMembersResponse, error)
+	// ListRaftPeers lists the servers in the raft configuration as the
+	// answering node sees it, with what gossip says of each.
+	ListRaftPeers(ctx context.Context, in *ListRaftPeersRequest, opts ...grpc.CallOption) (*ListRaftPeersResponse, error)
+	// RemoveRaftPeer removes a server from the raft configuration, through
+	// the leader. A server that gossip sees alive is refused unless forced:
+	// the leader would add it back.
+	RemoveRaftPeer(ctx context.Context, in *RemoveRaftPeerRequest, opts ...grpc.CallOption) (*RemoveRaftPeerResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -231,6 +240,26 @@ func (c *operatorServiceClient) ListMembers(ctx context.Context, in *ListMembers
 	return out, nil
 }
 
+func (c *operatorServiceClient) ListRaftPeers(ctx context.Context, in *ListRaftPeersRequest, opts ...grpc.CallOption) (*ListRaftPeersResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListRaftPeersResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListRaftPeers_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) RemoveRaftPeer(ctx context.Context, in *RemoveRaftPeerRequest, opts ...grpc.CallOption) (*RemoveRaftPeerResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveRaftPeerResponse)
+	err := c.cc.Invoke(ctx, OperatorService_RemoveRaftPeer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -266,6 +295,13 @@ type OperatorServiceServer interface {
 	// ListMembers lists the cluster's members as the answering node sees
 	// them: gossip status, raft role and tags.
 	ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error)
+	// ListRaftPeers lists the servers in the raft configuration as the
+	// answering node sees it, with what gossip says of each.
+	ListRaftPeers(context.Context, *ListRaftPeersRequest) (*ListRaftPeersResponse, error)
+	// RemoveRaftPeer removes a server from the raft configuration, through
+	// the leader. A server that gossip sees alive is refused unless forced:
+	// the leader would add it back.
+	RemoveRaftPeer(context.Context, *RemoveRaftPeerRequest) (*RemoveRaftPeerResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -311,6 +347,12 @@ func (UnimplementedOperatorServiceServer) GetHistory(context.Context, *GetHistor
 }
 func (UnimplementedOperatorServiceServer) ListMembers(context.Context, *ListMembersRequest) (*ListMembersResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ListMembers not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListRaftPeers(context.Context, *ListRaftPeersRequest) (*ListRaftPeersResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListRaftPeers not implemented")
+}
+func (UnimplementedOperatorServiceServer) RemoveRaftPeer(context.Context, *RemoveRaftPeerRequest) (*RemoveRaftPeerResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveRaftPeer not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -517,6 +559,42 @@ func _OperatorService_ListMembers_Handler(srv interface{}, ctx context.Context, 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_ListRaftPeers_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListRaftPeersRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListRaftPeers(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListRaftPeers_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListRaftPeers(ctx, req.(*ListRaftPeersRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_RemoveRaftPeer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveRaftPeerRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).RemoveRaftPeer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_RemoveRaftPeer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).RemoveRaftPeer(ctx, req.(*RemoveRaftPeerRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -555,6 +633,14 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListMembers",
 			Handler:    _OperatorService_ListMembers_Handler,
+		},
+		{
+			MethodName: "ListRaftPeers",
+			Handler:    _OperatorService_ListRaftPeers_Handler,
+		},
+		{
+			MethodName: "RemoveRaftPeer",
+			Handler:    _OperatorService_RemoveRaftPeer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
