@@ -287,3 +287,91 @@ func hugeEntry(t *testing.T, name string, size int64) []byte {
 	return buf.Bytes()
 }
 
+// TestSlowCopiesAreWaitedFor drops bundles whose writers pause halfway: one
+// for a second, one for longer than the watcher's settle time while holding
+// the file open. Neither may be moved while it is written, and both must be
+// installed once whole.
+func TestSlowCopiesAreWaitedFor(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	for _, tc := range []struct {
+		name, version string
+		pause         time.Duration
+	}{
+		{"echo", "1.0.0", time.Second},
+		{"counter", "1.0.0", 3 * time.Second},
+	} {
+		slowDrop(t, a, bundlePath(tc.name, tc.version), tc.pause)
+		a.WaitRunning(tc.name, tc.version)
+	}
+	if entries, _ := os.ReadDir(filepath.Join(a.DataDir, "bundles", "refused")); len(entries) > 0 {
+		t.Errorf("refused %v", entries)
+	}
+}
+
+// slowDrop writes the bundle at src straight into the agent's bundles dir:
+// half of it, a pause, then the rest. During the pause the half-written file
+// must stay where it is.
+func slowDrop(t *testing.T, a *Agent, src string, pause time.Duration) {
+	t.Helper()
+	data, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(a.DataDir, "bundles", filepath.Base(src))
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data[:len(data)/2]); err != nil {
+		t.Fatal(err)
+	}
+	const step = 100 * time.Millisecond
+	for range int(pause / step) {
+		time.Sleep(step)
+		if _, err := os.Stat(dst); err != nil {
+			t.Fatalf("%s was moved while half written: %v", filepath.Base(dst), err)
+		}
+	}
+	if _, err := f.Write(data[len(data)/2:]); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSymlinkInBundlesDirIsRefused links a valid bundle directory into the
+// bundles dir. The link is moved aside with a reason; what it points at is
+// neither installed nor moved.
+func TestSymlinkInBundlesDirIsRefused(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	target := filepath.Join(t.TempDir(), "echo-1.0.0")
+	if _, err := bundle.Open(bundlePath("echo", "1.0.0"), target); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(a.DataDir, "bundles", "echo-1.0.0")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	reason := waitRefused(t, a, "echo-1.0.0")
+	for _, want := range []string{"echo-1.0.0 is a symlink to " + target, "copy or move the bundle itself"} {
+		if !strings.Contains(reason, want) {
+			t.Errorf("reason %q does not contain %q", reason, want)
+		}
+	}
+	moved := filepath.Join(a.DataDir, "bundles", "refused", "echo-1.0.0")
+	if fi, err := os.Lstat(moved); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("refused/echo-1.0.0 is not the link: %v %v", fi, err)
+	}
+	if _, err := os.Stat(filepath.Join(target, "plugin.json")); err != nil {
+		t.Errorf("the link's target changed: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Operator().ListVersions(ctx, &operatorv1.ListVersionsRequest{Name: "echo"}); status.Code(err) != codes.NotFound {
+		t.Errorf("echo versions after refusal: got %v, want NotFound", err)
+	}
+}

@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,9 +15,13 @@ import (
 	"github.com/plughost/plughost/host/bundle"
 )
 
-// settle is how long a dropped bundle must stay unchanged before it is
-// read, so that a copy still in progress is not refused as corrupt.
-const settle = 150 * time.Millisecond
+// settle is how long a dropped bundle must stay unchanged (same size and
+// modification time, no write event) before it is read, so that a copy still
+// in progress, even one that pauses for a second, is not refused as corrupt.
+// Every change restarts the wait. On Linux a file that some process holds
+// open for writing is not read at all, however long it stays unchanged; see
+// openForWrite.
+const settle = 2 * time.Second
 
 // watcher takes in bundles dropped into the bundles dir.
 type watcher struct {
@@ -30,12 +36,14 @@ type sighting struct {
 	fp        fingerprint
 	since     time.Time
 	processed bool
+	told      bool // that it waits for a writer to close the file
 }
 
 type fingerprint struct {
-	size  int64
-	mtime time.Time
-	n     int
+	size    int64
+	mtime   time.Time
+	n       int
+	writing bool // some process has a file of it open for writing
 }
 
 // run scans at start, on every change in the dir, and every 2 s.
@@ -57,7 +65,8 @@ func (w *watcher) run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
-		case <-events:
+		case ev := <-events:
+			w.touched(ev.Name)
 			// Several events come per copy; scan once they pause briefly.
 			timer.Reset(20 * time.Millisecond)
 			continue
@@ -69,6 +78,14 @@ func (w *watcher) run(ctx context.Context) {
 			next = 50 * time.Millisecond
 		}
 		timer.Reset(next)
+	}
+}
+
+// touched restarts the wait of a bundle that an event says changed.
+func (w *watcher) touched(path string) {
+	if s, ok := w.seen[path]; ok && !s.processed {
+		s.since = time.Now()
+		w.seen[path] = s
 	}
 }
 
@@ -87,18 +104,31 @@ func (w *watcher) scan(ctx context.Context) (pending bool) {
 		if strings.HasPrefix(name, ".") || strings.HasSuffix(name, ".tmp") || filepath.Join(w.dir, name) == w.refused {
 			continue
 		}
+		path := filepath.Join(w.dir, name)
+		if e.Type()&fs.ModeSymlink != 0 {
+			if w.isBundleLink(path) {
+				present[path] = true
+				w.refuseLink(path)
+			}
+			continue
+		}
 		if !e.IsDir() && !strings.HasSuffix(name, ".tar.gz") {
 			continue
 		}
-		path := filepath.Join(w.dir, name)
 		present[path] = true
 		fp, ok := fingerprintOf(path)
 		if !ok {
 			continue
 		}
 		s, known := w.seen[path]
-		if !known || s.fp != fp {
-			w.seen[path] = sighting{fp: fp, since: now}
+		if !known || s.fp != fp || fp.writing {
+			if !known || s.fp != fp {
+				s = sighting{fp: fp, since: now}
+			} else if !s.told && now.Sub(s.since) >= settle {
+				w.log.Info("bundle is still open for writing; waiting for the writer to close it", "bundle", path)
+				s.told = true
+			}
+			w.seen[path] = s
 			pending = true
 			continue
 		}
@@ -115,13 +145,14 @@ func (w *watcher) scan(ctx context.Context) (pending bool) {
 			if ctx.Err() != nil {
 				return false
 			}
-			moved, rerr := bundle.Refuse(path, w.refused, err)
-			if rerr != nil {
-				w.log.Error("bundle refused, and moving it aside failed", "bundle", path, "reason", err, "error", rerr)
-			} else {
-				w.log.Error("bundle refused", "bundle", path, "moved_to", moved, "reason", err)
-				delete(w.seen, path)
+			// A writer that came back while the bundle was read made it look
+			// corrupt: wait for it to finish instead of refusing.
+			if again, ok := fingerprintOf(path); ok && (again != fp || again.writing) {
+				w.seen[path] = sighting{fp: again, since: time.Now()}
+				pending = true
+				continue
 			}
+			w.refuse(path, err)
 		}
 	}
 	for p := range w.seen {
@@ -132,15 +163,53 @@ func (w *watcher) scan(ctx context.Context) (pending bool) {
 	return pending
 }
 
-// fingerprintOf summarizes a file, or a directory's files, so a change in
-// progress is noticed.
-func fingerprintOf(path string) (fingerprint, bool) {
+// refuse moves the bundle at path aside with the reason.
+func (w *watcher) refuse(path string, reason error) {
+	moved, err := bundle.Refuse(path, w.refused, reason)
+	if err != nil {
+		w.log.Error("bundle refused, and moving it aside failed", "bundle", path, "reason", reason, "error", err)
+		return
+	}
+	w.log.Error("bundle refused", "bundle", path, "moved_to", moved, "reason", reason)
+	delete(w.seen, path)
+}
+
+// isBundleLink reports whether the symlink at path stands where a bundle
+// would: its name is an archive's, or it points at a directory. Other links,
+// like other files, are not the watcher's business.
+func (w *watcher) isBundleLink(path string) bool {
+	if strings.HasSuffix(path, ".tar.gz") {
+		return true
+	}
 	fi, err := os.Stat(path)
+	return err == nil && fi.IsDir()
+}
+
+// refuseLink refuses the symlink at path, once: the watcher installs only
+// what was put in the bundles dir itself, and never follows a link there.
+func (w *watcher) refuseLink(path string) {
+	if s, ok := w.seen[path]; ok && s.processed {
+		return
+	}
+	w.seen[path] = sighting{processed: true}
+	target, err := os.Readlink(path)
+	if err != nil {
+		target = "?"
+	}
+	w.refuse(path, fmt.Errorf("bundle %s is a symlink to %s: links in %s are not followed; copy or move the bundle itself into %s",
+		filepath.Base(path), target, w.dir, w.dir))
+}
+
+// fingerprintOf summarizes a file, or a directory's files, so a change in
+// progress is noticed: their sizes, the latest modification time, and
+// whether one is open for writing.
+func fingerprintOf(path string) (fingerprint, bool) {
+	fi, err := os.Lstat(path)
 	if err != nil {
 		return fingerprint{}, false
 	}
 	if !fi.IsDir() {
-		return fingerprint{size: fi.Size(), mtime: fi.ModTime()}, true
+		return fingerprint{size: fi.Size(), mtime: fi.ModTime(), writing: isWriting(path, fi)}, true
 	}
 	fp := fingerprint{mtime: fi.ModTime()}
 	entries, err := os.ReadDir(path)
@@ -157,6 +226,17 @@ func fingerprintOf(path string) (fingerprint, bool) {
 		if info.ModTime().After(fp.mtime) {
 			fp.mtime = info.ModTime()
 		}
+		fp.writing = fp.writing || isWriting(filepath.Join(path, e.Name()), info)
 	}
 	return fp, true
+}
+
+// isWriting reports whether the regular file at path is open for writing;
+// false when that cannot be told.
+func isWriting(path string, fi fs.FileInfo) bool {
+	if !fi.Mode().IsRegular() {
+		return false
+	}
+	busy, _ := openForWrite(path)
+	return busy
 }
