@@ -6,11 +6,13 @@ package test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"strconv"
@@ -169,6 +171,9 @@ type Agent struct {
 	exited   chan struct{}
 	exitErr  error
 	confPath string
+
+	// defaultCgroup: started without -cgroup-parent (see AgentOptions).
+	defaultCgroup bool
 }
 
 type syncBuffer struct {
@@ -193,6 +198,10 @@ type AgentOptions struct {
 	// Config is written as the agent's JSON config file.
 	Config string
 	Args   []string
+	// DefaultCgroupParent starts the agent without -cgroup-parent, under
+	// the cgroup parent every agent on the machine shares by default,
+	// instead of a parent of the test's own.
+	DefaultCgroupParent bool
 }
 
 // NewAgent prepares a dev agent in a temp dir on free ports and starts it.
@@ -201,7 +210,7 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	buildAll(t)
 	a := &Agent{
 		t: t, DataDir: t.TempDir(), API: freeAddr(t), HTTP: freeAddr(t), RPC: freeAddr(t), Serf: freeAddr(t),
-		Node: "n1", extra: opts.Args,
+		Node: "n1", extra: opts.Args, defaultCgroup: opts.DefaultCgroupParent,
 	}
 	if opts.Config != "" {
 		a.confPath = filepath.Join(t.TempDir(), "agent.json")
@@ -212,7 +221,9 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	a.Start()
 	t.Cleanup(func() {
 		a.Stop()
-		removeCgroupParent(t, a.CgroupParent())
+		if !a.defaultCgroup {
+			removeCgroupParent(t, a.CgroupParent())
+		}
 		if t.Failed() {
 			t.Logf("agent log:\n%s", a.Log())
 		}
@@ -236,7 +247,10 @@ func removeCgroupParent(t testing.TB, parent string) {
 func (a *Agent) Start() {
 	a.t.Helper()
 	args := []string{"agent", "-dev", "-node", a.Node, "-data-dir", a.DataDir, "-api", a.API, "-http", a.HTTP,
-		"-rpc", a.RPC, "-serf", a.Serf, "-cgroup-parent", a.CgroupParent()}
+		"-rpc", a.RPC, "-serf", a.Serf}
+	if !a.defaultCgroup {
+		args = append(args, "-cgroup-parent", a.CgroupParent())
+	}
 	if a.confPath != "" {
 		args = append(args, "-config", a.confPath)
 	}
@@ -269,9 +283,41 @@ func (a *Agent) Start() {
 // CgroupParent is the cgroup under which the agent makes its plugins'
 // cgroups: one of its own per data dir, so that agents running side by side
 // never take each other's cgroups for stale ones. t.TempDir's parent is
-// unique per test, its base ("001") only within one.
+// unique per test, its base ("001") only within one. With
+// DefaultCgroupParent it is the default, "plughost".
 func (a *Agent) CgroupParent() string {
+	if a.defaultCgroup {
+		return "plughost"
+	}
 	return "plughost-test-" + filepath.Base(filepath.Dir(a.DataDir)) + "-" + filepath.Base(a.DataDir)
+}
+
+// Cgroup is the agent's own cgroup, "<parent>/<group>" below the hierarchy
+// root, as the agent recorded it in <data-dir>/cgroup.json: each of its
+// plugin instances gets a cgroup inside it.
+func (a *Agent) Cgroup() string {
+	a.t.Helper()
+	cg, err := a.recordedCgroup()
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	return cg
+}
+
+func (a *Agent) recordedCgroup() (string, error) {
+	file := filepath.Join(a.DataDir, "cgroup.json")
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("the agent's own cgroup: %w", err)
+	}
+	var rec struct {
+		Parent string `json:"parent"`
+		Group  string `json:"group"`
+	}
+	if err := json.Unmarshal(b, &rec); err != nil || rec.Parent == "" || rec.Group == "" {
+		return "", fmt.Errorf("the agent's own cgroup: %s holds %q (%v)", file, b, err)
+	}
+	return strings.Trim(path.Join(rec.Parent, rec.Group), "/"), nil
 }
 
 // Stop sends SIGTERM and waits for a clean exit.

@@ -148,7 +148,7 @@ func describeEvents(evs []eventJSON) string {
 
 // cgroupFile is a file of an instance's cgroup in a v1 controller.
 func cgroupFile(a *Agent, controller, instanceID, file string) string {
-	return filepath.Join(cgroupRoot, controller, a.CgroupParent(), instanceID, file)
+	return filepath.Join(cgroupRoot, controller, a.Cgroup(), instanceID, file)
 }
 
 // readUint reads a cgroup file holding one number.
@@ -356,7 +356,12 @@ func reapOrphans(t *testing.T, a *Agent) {
 		}
 		return nil
 	})
-	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", a.CgroupParent(), "*"))
+	own, err := a.recordedCgroup()
+	if err != nil {
+		return
+	}
+	dirs, _ := filepath.Glob(filepath.Join(cgroupRoot, "*", own, "*"))
+	dirs = append(dirs, cgroupDirs(own)...)
 	for _, d := range dirs {
 		if fi, err := os.Stat(d); err == nil && fi.IsDir() {
 			_ = os.Remove(d)
