@@ -137,6 +137,21 @@ func TestBadBundlesAreRefused(t *testing.T) {
 			return tarGz(t, filepath.Join(dir, "echo-2.0.6.tar.gz"), map[string][]byte{
 				"plugin.json": manifestJSON("echo", "2.0.6", digest, map[string]any{"api_versions": []int{2}}), "echo": echoExe}, "echo")
 		}, []string{"echo-2.0.6.tar.gz", "[2]", "[1]"}},
+		{"GNU sparse entry", func() string {
+			// 506 bytes that archive/tar would expand to 942 MiB.
+			data, err := os.ReadFile(filepath.Join(repoRoot(), "host", "bundle", "testdata", "sparse-pax.tar.gz"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := filepath.Join(dir, "echo-1.2.0.tar.gz")
+			os.WriteFile(p, data, 0o644)
+			return p
+		}, []string{"echo-1.2.0.tar.gz", "GNU sparse file entry", "without --sparse"}},
+		{"entry declared larger than the limit", func() string {
+			p := filepath.Join(dir, "echo-2.0.7.tar.gz")
+			os.WriteFile(p, hugeEntry(t, "echo", 2<<30), 0o644)
+			return p
+		}, []string{"echo-2.0.7.tar.gz", "is 2 GiB, more than the 1 GiB limit for one file"}},
 		{"not a plugin (wrong cookie)", func() string {
 			return fixtureBundle(t, "wrongcookie", "wrongcookie", "1.0.0")
 		}, []string{"wrongcookie-1.0.0.tar.gz", "not a plughost plugin"}},
