@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"os/exec"
+	"path"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -507,6 +508,53 @@ func testSiblingManagers(t *testing.T, root string) {
 	for _, dir := range append(cgroupDirs(sibling, sibling.own), cgroupDirs(sibling, sibling.parent)...) {
 		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s is still there after the last Close (%v)", dir, err)
+		}
+	}
+}
+
+// TestStandalone: a Standalone group lives in a cgroup of its own under
+// the parent, beside an agent's, and its Delete removes both its cgroups
+// and then the parent, once nothing else is in it.
+func TestStandalone(t *testing.T) {
+	requireRoot(t)
+	parent := testParent(t)
+	agent := newTestManager(t, Config{Parent: parent, Group: "agent-n1"})
+	requireCgroups(t, agent)
+	g, err := Standalone(parent, Limits{Pids: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := childCmd(t, "sleep")
+	cmd.SysProcAttr = withPdeathsig(nil)
+	if err := g.Start(cmd, cmd.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	if dir := path.Dir(g.Path()); path.Dir(dir) != "/"+parent || !strings.HasPrefix(path.Base(dir), "standalone-") {
+		t.Fatalf("Standalone group at %s, want <parent>/standalone-*/process", g.Path())
+	}
+	if err := g.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitExit(t, cmd, 10*time.Second); !killedBy(err, "killed") {
+		t.Fatalf("the standalone process ended with %v, want killed", err)
+	}
+	for _, dir := range cgroupDirs(g.m, g.m.own) {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the standalone cgroup %s is still there (%v)", dir, err)
+		}
+	}
+	for _, dir := range cgroupDirs(agent, agent.own) {
+		if _, err := os.Stat(dir); err != nil {
+			t.Errorf("the agent's cgroup beside it: %v", err)
+		}
+	}
+	if err := agent.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range cgroupDirs(agent, agent.parent) {
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("the empty parent %s is still there (%v)", dir, err)
 		}
 	}
 }
