@@ -266,8 +266,12 @@ func printHelp(w io.Writer, h *helpRequest) error {
 	switch {
 	case isGroup:
 		fmt.Fprintf(&b, "Usage: plughost %s <command> [flags] [args]\n\n%s\n\nCommands:\n", h.name, ch.about)
+		width := 0
 		for _, s := range subs {
-			fmt.Fprintf(&b, "  %-10s %s\n", s, firstSentence(helps[h.name+" "+s].about))
+			width = max(width, len(s))
+		}
+		for _, s := range subs {
+			fmt.Fprintf(&b, "  %-*s  %s\n", width, s, firstSentence(helps[h.name+" "+s].about))
 		}
 		fmt.Fprintf(&b, "\nRun 'plughost help %s <command>' for its arguments, flags and an example.\n", h.name)
 	default:

@@ -79,9 +79,9 @@ func TestHelp(t *testing.T) {
 	})
 	// Every group's help lists each of its subcommands, and each has help.
 	for group, subs := range groups {
-		out, _, _ := runCLI(t, "help", group)
+		out, _, _ := runCLI(t, append([]string{"help"}, strings.Fields(group)...)...)
 		for _, s := range subs {
-			if _, ok := helps[group+" "+s]; !ok || !strings.Contains(out, "\n  "+s+" ") {
+			if _, ok := helps[group+" "+s]; !ok || !strings.Contains(out, "\n  "+s+"  ") {
 				t.Errorf("help %s does not list %s, or %s %s has no help", group, s, group, s)
 			}
 		}
