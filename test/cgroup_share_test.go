@@ -46,7 +46,7 @@ func TestAgentsShareCgroupParent(t *testing.T) {
 	}
 
 	a.Stop()
-	if left := cgroupDirs(aGroup); aErr == nil && len(left) > 0 {
+	if left := cgroupDirs(aGroup); aGroup != "" && len(left) > 0 {
 		t.Errorf("the stopped agent left its cgroup behind: %v", left)
 	}
 	a.Start()
@@ -56,7 +56,7 @@ func TestAgentsShareCgroupParent(t *testing.T) {
 		if pids := a.PluginProcesses(); len(pids) > 0 {
 			return fmt.Errorf("plugin processes %v still run", pids)
 		}
-		if left := cgroupDirs(aGroup); aErr == nil && len(left) > 0 {
+		if left := cgroupDirs(aGroup); aGroup != "" && len(left) > 0 {
 			return fmt.Errorf("cgroups %v are still there", left)
 		}
 		return nil
@@ -73,7 +73,7 @@ func TestAgentsShareCgroupParent(t *testing.T) {
 	if now := b.PluginProcesses(); !slices.Equal(now, bPids) {
 		t.Errorf("the other agent's plugin processes are %v, were %v: its echo was restarted", now, bPids)
 	}
-	if dirs := cgroupDirs(bGroup); bErr == nil && len(dirs) == 0 {
+	if dirs := cgroupDirs(bGroup); bGroup != "" && len(dirs) == 0 {
 		t.Errorf("the other agent's cgroup %s is gone", bGroup)
 	}
 	evs, err := pluginEvents(t, b, "echo")
@@ -86,6 +86,29 @@ func TestAgentsShareCgroupParent(t *testing.T) {
 			break
 		}
 	}
+
+	// Stopped, the agents leave neither their cgroups nor an empty parent
+	// (one that holds another agent's cgroups stays).
+	a.Stop()
+	b.Stop()
+	for _, own := range []string{aGroup, bGroup} {
+		if own == "" {
+			continue // not recorded: said above
+		}
+		for _, dir := range cgroupDirs(own) {
+			t.Errorf("cgroup %s is still there after its agent stopped", dir)
+		}
+	}
+	for _, dir := range cgroupDirs(b.CgroupParent()) {
+		if subdirs, _ := filepath.Glob(filepath.Join(dir, "*", "")); !slices.ContainsFunc(subdirs, isDir) {
+			t.Errorf("the agents left their empty cgroup parent %s behind", dir)
+		}
+	}
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // cgroupDirs lists the directories of cgroup rel (below the hierarchy root)
