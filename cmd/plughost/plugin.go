@@ -17,6 +17,9 @@ import (
 )
 
 func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
+	if len(args) > 0 && args[0] == "init" {
+		return runPluginInit(env, args[1:])
+	}
 	sub, rest, err := subcommand("plugin", args)
 	if err != nil {
 		return err
