@@ -46,7 +46,10 @@ func bundleBuild(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("bundle build: give one plugin executable")
 	}
-	exe := fs.Arg(0)
+	exe, err := bundle.Executable(fs.Arg(0))
+	if err != nil {
+		return fmt.Errorf("bundle build: %w", err)
+	}
 	m := &bundle.Manifest{}
 	if *base != "" {
 		// The base holds only what the binary cannot say (resources, health,
@@ -77,6 +80,9 @@ func bundleBuild(ctx context.Context, env *cliEnv, args []string) error {
 	desc := inst.Description
 	inst.Kill()
 	m.Name, m.Version, m.Services = desc.GetName(), desc.GetVersion(), desc.GetServices()
+	if m.Version == bundle.DevVersion {
+		fmt.Fprintf(env.stderr, "warning: %s was built without a version and is bundled as %s; build it with -ldflags \"-X main.version=1.2.3\" to give it one\n", exe, m.Version)
+	}
 	if len(m.APIVersions) == 0 {
 		m.APIVersions = []int{int(desc.GetApiVersion())}
 	}

@@ -41,9 +41,12 @@ loopback with one raft voter.`,
 		example: "plughost bundle build -o bundles/ ./greeter",
 	},
 	"bundle build": {
-		args: "EXECUTABLE",
-		about: `Build a bundle, <name>-<version>.tar.gz, from a plugin executable. The
-executable is started once to learn its name, version and services.`,
+		args: "EXECUTABLE|DIR",
+		about: `Build a bundle, <name>-<version>.tar.gz, from a plugin executable (or a
+directory holding exactly one). The executable is started once to learn its
+name, version and services. Stamp the version at build time with
+-ldflags "-X main.version=1.2.3"; a binary without one is bundled as
+0.0.0-dev, with a warning.`,
 		example: "plughost bundle build -o bundles/ -memory-mb 64 ./greeter",
 	},
 	"bundle verify": {

@@ -145,6 +145,42 @@ func copyExecutable(w io.Writer, executable string, size int64, digest string) e
 	return nil
 }
 
+// DevVersion is the version a plugin reports when it was built without one:
+// the SDK's convention is `var version = "0.0.0-dev"`, set at build time
+// with -ldflags "-X main.version=1.2.3".
+const DevVersion = "0.0.0-dev"
+
+// Executable returns the plugin executable path names: path itself when it
+// is a file, or the one executable regular file directly inside it when it
+// is a directory. A directory with none or several is an error naming them.
+func Executable(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	if !fi.IsDir() {
+		return path, nil
+	}
+	entries, err := os.ReadDir(path)
+	if err != nil {
+		return "", err
+	}
+	var found []string
+	for _, e := range entries {
+		info, err := e.Info()
+		if err == nil && info.Mode().IsRegular() && info.Mode().Perm()&0o111 != 0 {
+			found = append(found, e.Name())
+		}
+	}
+	switch len(found) {
+	case 1:
+		return filepath.Join(path, found[0]), nil
+	case 0:
+		return "", fmt.Errorf("%s is a directory with no executable file in it: give the plugin executable, or a directory holding only it", path)
+	}
+	return "", fmt.Errorf("%s is a directory with %d executables (%s): give the plugin executable itself", path, len(found), strings.Join(found, ", "))
+}
+
 // Digest returns the lowercase hex SHA-256 of the file at path.
 func Digest(path string) (string, error) {
 	f, err := os.Open(path)

@@ -212,3 +212,40 @@ func TestCopyToInstallsManifestAndExecutable(t *testing.T) {
 		t.Fatalf("temp dir left behind: %v", err)
 	}
 }
+
+// TestExecutable: a directory names the one executable file in it; one
+// with none or several is refused, naming what it holds.
+func TestExecutable(t *testing.T) {
+	one := t.TempDir()
+	exe := writeExe(t, one, "greeter", exeBody)
+	if err := os.WriteFile(filepath.Join(one, "README"), []byte("not executable"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(one, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	two := t.TempDir()
+	writeExe(t, two, "a", exeBody)
+	writeExe(t, two, "b", exeBody)
+	cases := []struct {
+		path, want, err string
+	}{
+		{exe, exe, ""},
+		{one, exe, ""},
+		{t.TempDir(), "", "no executable file"},
+		{two, "", "2 executables (a, b)"},
+		{filepath.Join(one, "missing"), "", "no such file"},
+	}
+	for _, tc := range cases {
+		got, err := Executable(tc.path)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Executable(%s) = %q, %v; want an error saying %q", tc.path, got, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("Executable(%s) = %q, %v; want %q", tc.path, got, err, tc.want)
+		}
+	}
+}
