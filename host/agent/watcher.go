@@ -19,9 +19,15 @@ import (
 // modification time, no write event) before it is read, so that a copy still
 // in progress, even one that pauses for a second, is not refused as corrupt.
 // Every change restarts the wait. On Linux a file that some process holds
-// open for writing is not read at all, however long it stays unchanged; see
-// openForWrite.
-const settle = 2 * time.Second
+// open for writing is not read at all, however long it stays unchanged (see
+// openForWrite); where that check answers for every file of the bundle, a
+// paused writer is seen through it, and the bundle only needs to be
+// unchanged for quickSettle, which covers a writer that closes and reopens
+// the file between writes.
+const (
+	settle      = 2 * time.Second
+	quickSettle = 250 * time.Millisecond
+)
 
 // watcher takes in bundles dropped into the bundles dir.
 type watcher struct {
@@ -44,6 +50,15 @@ type fingerprint struct {
 	mtime   time.Time
 	n       int
 	writing bool // some process has a file of it open for writing
+	unsure  bool // whether a file is open for writing could not be told
+}
+
+// settleTime is how long a bundle with this fingerprint must stay unchanged.
+func (fp fingerprint) settleTime() time.Duration {
+	if fp.unsure {
+		return settle
+	}
+	return quickSettle
 }
 
 // run scans at start, on every change in the dir, and every 2 s.
@@ -124,7 +139,7 @@ func (w *watcher) scan(ctx context.Context) (pending bool) {
 		if !known || s.fp != fp || fp.writing {
 			if !known || s.fp != fp {
 				s = sighting{fp: fp, since: now}
-			} else if !s.told && now.Sub(s.since) >= settle {
+			} else if !s.told && now.Sub(s.since) >= fp.settleTime() {
 				w.log.Info("bundle is still open for writing; waiting for the writer to close it", "bundle", path)
 				s.told = true
 			}
@@ -135,7 +150,7 @@ func (w *watcher) scan(ctx context.Context) (pending bool) {
 		if s.processed {
 			continue
 		}
-		if now.Sub(s.since) < settle {
+		if now.Sub(s.since) < fp.settleTime() {
 			pending = true
 			continue
 		}
@@ -209,7 +224,8 @@ func fingerprintOf(path string) (fingerprint, bool) {
 		return fingerprint{}, false
 	}
 	if !fi.IsDir() {
-		return fingerprint{size: fi.Size(), mtime: fi.ModTime(), writing: isWriting(path, fi)}, true
+		busy, ok := isWriting(path, fi)
+		return fingerprint{size: fi.Size(), mtime: fi.ModTime(), writing: busy, unsure: !ok}, true
 	}
 	fp := fingerprint{mtime: fi.ModTime()}
 	entries, err := os.ReadDir(path)
@@ -226,17 +242,18 @@ func fingerprintOf(path string) (fingerprint, bool) {
 		if info.ModTime().After(fp.mtime) {
 			fp.mtime = info.ModTime()
 		}
-		fp.writing = fp.writing || isWriting(filepath.Join(path, e.Name()), info)
+		busy, ok := isWriting(filepath.Join(path, e.Name()), info)
+		fp.writing = fp.writing || busy
+		fp.unsure = fp.unsure || !ok
 	}
 	return fp, true
 }
 
-// isWriting reports whether the regular file at path is open for writing;
-// false when that cannot be told.
-func isWriting(path string, fi fs.FileInfo) bool {
+// isWriting reports whether the regular file at path is open for writing,
+// and whether that could be told (a directory or a link is never written).
+func isWriting(path string, fi fs.FileInfo) (busy, ok bool) {
 	if !fi.Mode().IsRegular() {
-		return false
+		return false, true
 	}
-	busy, _ := openForWrite(path)
-	return busy
+	return openForWrite(path)
 }
