@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -98,4 +100,35 @@ func TestCallToACrashLoopingPlugin(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestBundleAddSaysWhatItDid adds a bundle three times: new, again, and
+// again on a node that lost its files. Each answer says what happened on
+// this node, and the last one installs and starts the version.
+func TestBundleAddSaysWhatItDid(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	echo := bundlePath("echo", "1.0.0")
+	out, errOut, code := a.CLI("bundle", "add", echo)
+	if code != 0 || !strings.Contains(out, "registered echo 1.0.0") || !strings.Contains(out, "installed it on this node") {
+		t.Fatalf("first add: exit %d\n%s%s", code, out, errOut)
+	}
+	a.WaitRunning("echo", "1.0.0")
+	out, errOut, code = a.CLI("bundle", "add", echo)
+	if code != 0 || !strings.Contains(out, "already registered and installed on this node") || !strings.Contains(out, "nothing changed") {
+		t.Fatalf("second add: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// The node loses its copy: it knows the version from the catalog but
+	// cannot run it until the bundle comes back.
+	a.Stop()
+	if err := os.RemoveAll(filepath.Join(a.DataDir, "plugins", "echo", "1.0.0")); err != nil {
+		t.Fatal(err)
+	}
+	a.Start()
+	out, errOut, code = a.CLI("bundle", "add", echo)
+	if code != 0 || !strings.Contains(out, "already registered") || !strings.Contains(out, "lacked its files and has them now") {
+		t.Fatalf("add on a node without the files: exit %d\n%s%s", code, out, errOut)
+	}
+	a.WaitRunning("echo", "1.0.0")
 }

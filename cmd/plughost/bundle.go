@@ -176,12 +176,18 @@ func bundleAdd(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if cf.format == "json" {
-		return printJSON(env.stdout, map[string]any{"name": resp.GetName(), "version": resp.GetVersion(), "sha256": resp.GetSha256(), "already_registered": resp.GetAlreadyRegistered()})
+		return printJSON(env.stdout, map[string]any{"name": resp.GetName(), "version": resp.GetVersion(), "sha256": resp.GetSha256(),
+			"already_registered": resp.GetAlreadyRegistered(), "installed_here": resp.GetInstalledHere()})
 	}
-	if resp.GetAlreadyRegistered() {
-		fmt.Fprintf(env.stdout, "%s %s was already registered (sha256 %s)\n", resp.GetName(), resp.GetVersion(), resp.GetSha256())
-	} else {
-		fmt.Fprintf(env.stdout, "registered %s %s (sha256 %s)\n", resp.GetName(), resp.GetVersion(), resp.GetSha256())
+	name, version, sum := resp.GetName(), resp.GetVersion(), resp.GetSha256()
+	switch {
+	case !resp.GetAlreadyRegistered():
+		fmt.Fprintf(env.stdout, "registered %s %s (sha256 %s) and installed it on this node\n", name, version, sum)
+	case resp.GetInstalledHere():
+		fmt.Fprintf(env.stdout, "%s %s was already registered (sha256 %s); this node lacked its files and has them now, and runs it if it is the desired version (see 'plughost plugin status %s')\n",
+			name, version, sum, name)
+	default:
+		fmt.Fprintf(env.stdout, "%s %s is already registered and installed on this node (sha256 %s): nothing changed\n", name, version, sum)
 	}
 	return nil
 }

@@ -36,7 +36,11 @@ type installer struct {
 // Installed is the outcome of an accepted bundle.
 type Installed struct {
 	Manifest *bundle.Manifest
-	Already  bool
+	// Already: the catalog held this version with this digest before.
+	Already bool
+	// InstalledHere: its files were copied onto this node by this install;
+	// false when the node had them already.
+	InstalledHere bool
 }
 
 // Install verifies the bundle at path (a .tar.gz or a directory), starts its
@@ -88,7 +92,7 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	}
 	in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
 	in.notify(m.Name)
-	return &Installed{Manifest: m, Already: already}, nil
+	return &Installed{Manifest: m, Already: already, InstalledHere: true}, nil
 }
 
 func (in *installer) notify(name string) {

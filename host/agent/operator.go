@@ -127,6 +127,7 @@ func (o *operator) AddBundle(stream operatorv1.OperatorService_AddBundleServer) 
 	}
 	return stream.SendAndClose(&operatorv1.AddBundleResponse{
 		Name: res.Manifest.Name, Version: res.Manifest.Version, Sha256: res.Manifest.SHA256, AlreadyRegistered: res.Already,
+		InstalledHere: res.InstalledHere,
 	})
 }
 

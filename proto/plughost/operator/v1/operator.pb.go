@@ -368,8 +368,11 @@ type AddBundleResponse struct {
 	Sha256  string                 `protobuf:"bytes,3,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	// already_registered is true when the same version and digest was known.
 	AlreadyRegistered bool `protobuf:"varint,4,opt,name=already_registered,json=alreadyRegistered,proto3" json:"already_registered,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// installed_here is true when the bundle's files were installed on the
+	// answering node by this call; false when the node had them already.
+	InstalledHere bool `protobuf:"varint,5,opt,name=installed_here,json=installedHere,proto3" json:"installed_here,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *AddBundleResponse) Reset() {
@@ -426,6 +429,13 @@ func (x *AddBundleResponse) GetSha256() string {
 func (x *AddBundleResponse) GetAlreadyRegistered() bool {
 	if x != nil {
 		return x.AlreadyRegistered
+	}
+	return false
+}
+
+func (x *AddBundleResponse) GetInstalledHere() bool {
+	if x != nil {
+		return x.InstalledHere
 	}
 	return false
 }
@@ -2537,12 +2547,13 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x10AddBundleRequest\x12\x1d\n" +
 	"\tfile_name\x18\x01 \x01(\tH\x00R\bfileName\x12\x16\n" +
 	"\x05chunk\x18\x02 \x01(\fH\x00R\x05chunkB\t\n" +
-	"\apayload\"\x88\x01\n" +
+	"\apayload\"\xaf\x01\n" +
 	"\x11AddBundleResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12-\n" +
-	"\x12already_registered\x18\x04 \x01(\bR\x11alreadyRegistered\"\x92\x02\n" +
+	"\x12already_registered\x18\x04 \x01(\bR\x11alreadyRegistered\x12%\n" +
+	"\x0einstalled_here\x18\x05 \x01(\bR\rinstalledHere\"\x92\x02\n" +
 	"\rPluginSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fdesired_version\x18\x02 \x01(\tR\x0edesiredVersion\x12%\n" +
