@@ -110,8 +110,8 @@ func (a *ClusterAgent) startProcess() {
 	}()
 }
 
-// waitAPI waits until a serves its API, failing at once if a, or one of
-// the peers it needs for a leader, exits.
+// waitAPI waits until a serves its API and knows a leader, failing at once
+// if a, or one of the peers it needs for a leader, exits.
 func (a *ClusterAgent) waitAPI(peers ...*ClusterAgent) {
 	a.t.Helper()
 	waitFor(a.t, 60*time.Second, a.Node+" API to answer", func() error {
@@ -122,10 +122,7 @@ func (a *ClusterAgent) waitAPI(peers ...*ClusterAgent) {
 			default:
 			}
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := a.Operator().GetAgentInfo(ctx, &operatorv1.GetAgentInfoRequest{})
-		return err
+		return a.ready()
 	})
 }
 

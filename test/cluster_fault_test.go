@@ -259,3 +259,53 @@ func TestClusterRecoversFromLostQuorumWithPeersJSON(t *testing.T) {
 	left.Start()
 	ack.checkAll(t, left)
 }
+
+// TestClusterAgentWithoutLeaderAnswers: an agent whose cluster has no leader
+// (the other servers are down) still answers what it knows by itself: the
+// members and the raft peers as it sees them.
+func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
+	agents := NewCluster(t, 3)
+	for _, a := range agents {
+		a.Kill9()
+	}
+	alone := agents[0]
+	alone.startProcess()
+	var members string
+	waitFor(t, 30*time.Second, "members from an agent without a leader", func() error {
+		out, errOut, code := alone.CLI("members")
+		if code != 0 {
+			return fmt.Errorf("members: exit %d: %s", code, errOut)
+		}
+		members = out
+		return nil
+	})
+	if !strings.Contains(members, alone.Node) {
+		t.Fatalf("members without a leader:\n%s", members)
+	}
+	out, errOut, code := alone.CLI("operator", "raft", "list-peers", "-format", "json")
+	if code != 0 {
+		t.Fatalf("list-peers without a leader: exit %d: %s", code, errOut)
+	}
+	var peers []struct {
+		ID     string `json:"id"`
+		Leader bool   `json:"leader"`
+	}
+	if err := json.Unmarshal([]byte(out), &peers); err != nil {
+		t.Fatalf("list-peers: %v: %s", err, out)
+	}
+	if len(peers) != 3 {
+		t.Fatalf("list-peers without a leader shows %d servers, want the 3 it counts on: %s", len(peers), out)
+	}
+	for _, p := range peers {
+		if p.Leader {
+			t.Fatalf("list-peers names a leader in a cluster without one: %s", out)
+		}
+	}
+	// The rest comes back, and the agent goes on to lead or follow.
+	for _, a := range agents[1:] {
+		a.startProcess()
+	}
+	for _, a := range agents {
+		a.waitAPI(agents...)
+	}
+}

@@ -273,11 +273,24 @@ func (a *Agent) Start() {
 			return fmt.Errorf("agent exited: %v\n%s", a.exitErr, a.log.String())
 		default:
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_, err := a.Operator().GetAgentInfo(ctx, &operatorv1.GetAgentInfoRequest{})
-		return err
+		return a.ready()
 	})
+}
+
+// ready reports why the agent is not ready yet: its API does not answer, or
+// it knows no leader yet (the API answers before there is one; plugins
+// start once there is).
+func (a *Agent) ready() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	resp, err := a.Operator().ListMembers(ctx, &operatorv1.ListMembersRequest{})
+	if err != nil {
+		return err
+	}
+	if resp.GetLeader() == "" {
+		return fmt.Errorf("%s knows no leader yet", a.Node)
+	}
+	return nil
 }
 
 // CgroupParent is the cgroup under which the agent makes its plugins'

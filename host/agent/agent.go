@@ -105,7 +105,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	defer a.httpLn.Close()
 
-	if err := a.openStore(ctx); err != nil {
+	if err := a.openStore(); err != nil {
 		return err
 	}
 	defer a.store.Close()
@@ -168,12 +168,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 3)
-	wg.Add(4)
-	go func() {
-		defer wg.Done()
-		errc <- a.super.Run(runCtx)
-	}()
+	errc := make(chan error, 4)
+	// The API and /v1/health answer from here on, with a leader or not:
+	// members, raft peers and this node's plugins are what an operator
+	// needs to see in a cluster that has none.
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		// The router accepts every API connection: it relays calls to
@@ -188,17 +187,33 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			errc <- fmt.Errorf("agent: http: %w", err)
 		}
 	}()
+	// Plugins and bundle intake need the catalog, so they start once there
+	// is a leader.
 	go func() {
 		defer wg.Done()
-		w := &watcher{dir: cfg.bundlesDir(), refused: cfg.refusedDir(), log: a.log.Named("bundles"),
-			install: func(ctx context.Context, path string) error {
-				_, err := a.installer.Install(ctx, path, "bundles-dir")
-				return err
-			}}
-		w.run(runCtx)
+		if err := a.waitForLeader(runCtx); err != nil {
+			if runCtx.Err() == nil {
+				errc <- err
+			}
+			return
+		}
+		wg.Add(2) // this goroutine's count keeps wg above zero meanwhile
+		go func() {
+			defer wg.Done()
+			errc <- a.super.Run(runCtx)
+		}()
+		go func() {
+			defer wg.Done()
+			w := &watcher{dir: cfg.bundlesDir(), refused: cfg.refusedDir(), log: a.log.Named("bundles"),
+				install: func(ctx context.Context, path string) error {
+					_, err := a.installer.Install(ctx, path, "bundles-dir")
+					return err
+				}}
+			w.run(runCtx)
+		}()
+		a.log.Info("agent started", "node", cfg.Node, "api", a.APIAddr(), "http", a.HTTPAddr(), "data_dir", cfg.DataDir, "version", Version)
+		close(a.ready)
 	}()
-	a.log.Info("agent started", "node", cfg.Node, "api", a.APIAddr(), "http", a.HTTPAddr(), "data_dir", cfg.DataDir, "version", Version)
-	close(a.ready)
 
 	select {
 	case <-ctx.Done():
@@ -232,7 +247,7 @@ func (a *Agent) stopServers() {
 	_ = a.http.Shutdown(sctx)
 }
 
-func (a *Agent) openStore(ctx context.Context) error {
+func (a *Agent) openStore() error {
 	cfg := &a.cfg
 	sc := store.DefaultConfig()
 	sc.NodeID = cfg.Node
@@ -269,21 +284,25 @@ func (a *Agent) openStore(ctx context.Context) error {
 		st.Close()
 		return fmt.Errorf("agent: membership: %w", err)
 	}
-	// A dev agent leads alone at once; a cluster node waits for its peers
-	// (-join, -bootstrap-expect) as long as it takes.
+	a.store, a.cluster = st, c
+	return nil
+}
+
+// waitForLeader waits until the store has a leader. A dev agent leads alone
+// at once, and is given 30 s; a cluster node waits for its peers (-join,
+// -bootstrap-expect) as long as it takes.
+func (a *Agent) waitForLeader(ctx context.Context) error {
+	cfg := &a.cfg
 	wctx, cancel := context.WithCancel(ctx)
 	if cfg.Dev || cfg.BootstrapExpect <= 1 {
 		wctx, cancel = context.WithTimeout(ctx, 30*time.Second)
 	} else {
-		a.log.Info("waiting for the cluster to elect a leader", "bootstrap_expect", cfg.BootstrapExpect, "join", cfg.Join)
+		a.log.Info("waiting for the cluster to elect a leader; the API answers meanwhile", "bootstrap_expect", cfg.BootstrapExpect, "join", cfg.Join)
 	}
 	defer cancel()
-	if err := st.WaitForLeader(wctx); err != nil {
-		c.Shutdown()
-		st.Close()
+	if err := a.store.WaitForLeader(wctx); err != nil {
 		return fmt.Errorf("agent: store has no leader: %w", err)
 	}
-	a.store, a.cluster = st, c
 	return nil
 }
 
