@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 
 	"github.com/hashicorp/raft"
 
@@ -37,7 +39,12 @@ func (s *Store) Backup(ctx context.Context, w io.Writer) error {
 // goes through the raft log, so every node installs it at one revision.
 // Key revisions are restored as they were in the backup; watches across the
 // restore end with ErrCompacted.
-func (s *Store) Restore(ctx context.Context, r io.Reader) (*storev1.RestoreResponse, error) {
+//
+// A store that holds data, in any namespace (_sys too: the agent's plugin
+// catalog, pins and history), is replaced only with opts.Force; without it
+// Restore fails with an error wrapping ErrNotEmpty that names what the
+// restore would replace.
+func (s *Store) Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (*storev1.RestoreResponse, error) {
 	if s.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -60,9 +67,46 @@ func (s *Store) Restore(ctx context.Context, r io.Reader) (*storev1.RestoreRespo
 			return nil, fmt.Errorf("%w: a key is in namespace %q: %v", ErrCorruptBackup, it.Namespace(), err)
 		}
 	}
+	if held := s.fsm.Namespaces(); len(held) > 0 && !opts.Force {
+		return nil, notEmpty(held)
+	}
 	res, err := s.propose(ctx, &fsm.Command{Op: fsm.OpRestore, Snapshot: data})
 	if err != nil {
 		return nil, err
 	}
 	return &storev1.RestoreResponse{Revision: res.Index, Keys: res.Keys}, nil
+}
+
+// RestoreOptions shape a Restore.
+type RestoreOptions struct {
+	// Force lets the restore replace a store that holds data.
+	Force bool
+}
+
+// notEmpty says what a restore would replace: each namespace with data,
+// _sys first.
+func notEmpty(held map[string]fsm.Usage) error {
+	names := make([]string, 0, len(held))
+	for ns := range held {
+		if ns != SystemNamespace {
+			names = append(names, ns)
+		}
+	}
+	slices.Sort(names)
+	var parts []string
+	if _, ok := held[SystemNamespace]; ok {
+		names = append([]string{SystemNamespace}, names...)
+	}
+	for _, ns := range names {
+		parts = append(parts, fmt.Sprintf("%s (%s)", ns, keys(held[ns].Keys)))
+	}
+	return fmt.Errorf("%w in %s, and nothing was changed: a restore replaces every namespace with the backup's, %s (the agent's plugin catalog, pins and history) included. Restore with force to replace them ('plughost store restore -force FILE'), or into an agent with an empty data dir",
+		ErrNotEmpty, strings.Join(parts, ", "), SystemNamespace)
+}
+
+func keys(n int64) string {
+	if n == 1 {
+		return "1 key"
+	}
+	return fmt.Sprintf("%d keys", n)
 }

@@ -57,7 +57,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	}()
 	eventually(t, 5*time.Second, "the watch to start", func() bool { return s.fsm.Hub().Watchers() == 1 })
 
-	resp, err := s.Restore(ctxT(t), bytes.NewReader(backup))
+	resp, err := s.Restore(ctxT(t), bytes.NewReader(backup), RestoreOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +91,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 
 	// A fresh store restored from the same file holds the same data.
 	fresh := newMemStore(t)
-	if _, err := fresh.Restore(ctxT(t), bytes.NewReader(backup)); err != nil {
+	if _, err := fresh.Restore(ctxT(t), bytes.NewReader(backup), RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameDump(t, dump(t, fresh), want)
@@ -142,7 +142,7 @@ func TestRestoreRefusesCorruptBackup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := s.Restore(ctxT(t), bytes.NewReader(tt.file))
+			_, err := s.Restore(ctxT(t), bytes.NewReader(tt.file), RestoreOptions{Force: true})
 			wantErr(t, err, ErrCorruptBackup)
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not say %q", err, tt.want)
@@ -152,5 +152,39 @@ func TestRestoreRefusesCorruptBackup(t *testing.T) {
 			}
 			sameDump(t, dump(t, s), live)
 		})
+	}
+}
+
+// TestRestoreRefusesStoreWithData: without Force, a restore into a store
+// that holds data is refused, naming each namespace it would replace (_sys
+// first), and nothing changes; with Force it replaces them.
+func TestRestoreRefusesStoreWithData(t *testing.T) {
+	s := newMemStore(t)
+	put(t, s, "app", "in-backup", "v")
+	var buf bytes.Buffer
+	if err := s.Backup(ctxT(t), &buf); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, SystemNamespace, "catalog/echo", "v")
+	put(t, s, "zeta", "a", "v")
+	put(t, s, "zeta", "b", "v")
+	live, liveRev := dump(t, s), s.Revision()
+
+	_, err := s.Restore(ctxT(t), bytes.NewReader(buf.Bytes()), RestoreOptions{})
+	wantErr(t, err, ErrNotEmpty)
+	want := "holds data in _sys (1 key), app (1 key), zeta (2 keys)"
+	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "-force") {
+		t.Errorf("error %q does not name %q and force", err, want)
+	}
+	if s.Revision() != liveRev {
+		t.Errorf("a refused restore reached the log: revision %d -> %d", liveRev, s.Revision())
+	}
+	sameDump(t, dump(t, s), live)
+
+	if _, err := s.Restore(ctxT(t), bytes.NewReader(buf.Bytes()), RestoreOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if kv := get(t, s, "zeta", "a"); kv != nil {
+		t.Errorf("a forced restore kept a key the backup lacks: %v", kv)
 	}
 }

@@ -123,7 +123,7 @@ func TestClusterFollowers(t *testing.T) {
 		t.Fatal(err)
 	}
 	put(t, leader, "app", "after-backup", "v")
-	res, err := leader.Restore(ctxT(t), &backup)
+	res, err := leader.Restore(ctxT(t), &backup, RestoreOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}

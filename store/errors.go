@@ -30,4 +30,7 @@ var (
 	ErrCASFailed = local.ErrCASFailed
 	// ErrClosed means the store was closed.
 	ErrClosed = local.ErrClosed
+	// ErrNotEmpty means a restore without force found the store holding
+	// data; nothing was changed.
+	ErrNotEmpty = local.ErrNotEmpty
 )

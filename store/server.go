@@ -3,6 +3,7 @@ package store
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 
 	"google.golang.org/grpc"
@@ -87,7 +88,13 @@ func (srv *Server) Restore(stream grpc.ClientStreamingServer[storev1.RestoreRequ
 			return srv.forwardRestore(ctx, conn, stream)
 		}
 	}
-	resp, err := srv.store.Restore(ctx, &chunkReader{stream: stream})
+	// force comes in the first message.
+	first, err := stream.Recv()
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	cr := &chunkReader{stream: stream, buf: first.GetChunk(), done: first == nil}
+	resp, err := srv.store.Restore(ctx, cr, RestoreOptions{Force: first.GetForce()})
 	if err != nil {
 		return toStatus(err)
 	}
@@ -135,10 +142,14 @@ func (w chunkWriter) Write(p []byte) (int, error) {
 type chunkReader struct {
 	stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]
 	buf    []byte
+	done   bool // the client ended the stream
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
 	for len(r.buf) == 0 {
+		if r.done {
+			return 0, io.EOF
+		}
 		msg, err := r.stream.Recv()
 		if err != nil {
 			return 0, err // io.EOF when the client is done

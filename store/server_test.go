@@ -147,9 +147,12 @@ func TestServerBackupRestoreStreams(t *testing.T) {
 		t.Errorf("backup of 1.5 MB came in %d chunk(s)", chunks)
 	}
 
-	restore := func(file []byte) (*storev1.RestoreResponse, error) {
+	restore := func(file []byte, force bool) (*storev1.RestoreResponse, error) {
 		rs, err := admin.Restore(ctx)
 		if err != nil {
+			return nil, err
+		}
+		if err := rs.Send(&storev1.RestoreRequest{Force: force}); err != nil {
 			return nil, err
 		}
 		for len(file) > 0 {
@@ -164,12 +167,17 @@ func TestServerBackupRestoreStreams(t *testing.T) {
 	if _, err := s.Delete(ctx, &storev1.DeleteRequest{Namespace: "app", Key: []byte("a")}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = restore(file[:len(file)-10])
+	_, err = restore(file[:len(file)-10], true)
 	wantCode(t, err, codes.InvalidArgument, "corrupt backup")
 	if get(t, s, "app", "a") != nil {
 		t.Fatal("a refused restore changed the data")
 	}
-	resp, err := restore(file)
+	_, err = restore(file, false)
+	wantCode(t, err, codes.FailedPrecondition, "force")
+	if get(t, s, "app", "a") != nil {
+		t.Fatal("a restore without force changed a store that holds data")
+	}
+	resp, err := restore(file, true)
 	if err != nil {
 		t.Fatal(err)
 	}

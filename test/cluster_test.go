@@ -363,8 +363,20 @@ func TestClusterBackupRestoreThroughFollower(t *testing.T) {
 		t.Fatalf("data changed by a refused restore: %q", out)
 	}
 
+	// Without -force the agents refuse to replace a store that holds data,
+	// and say what a restore would replace: _sys and each namespace.
+	_, errOut, code = follower.CLI("store", "restore", file)
+	for _, want := range []string{"holds data in app (2 keys)", "_sys (the agent's plugin catalog, pins and history)", "-force"} {
+		if code != 1 || !strings.Contains(errOut, want) {
+			t.Fatalf("restore without -force into a store with data: exit %d, %q does not say %q", code, errOut, want)
+		}
+	}
+	if out := cli("store", "get", "-ns", "app", "after-backup"); strings.TrimSpace(out) != "1" {
+		t.Fatalf("data changed by a restore without -force: %q", out)
+	}
+
 	// A good backup restores through the follower, on every node.
-	cli("store", "restore", file)
+	cli("store", "restore", file, "-force")
 	for _, a := range agents {
 		if _, errOut, code := a.CLI("store", "get", "-ns", "app", "after-backup"); code == 0 || !strings.Contains(errOut, "not found") {
 			t.Errorf("%s still has a key the restore removed (%s)", a.Node, errOut)

@@ -150,8 +150,9 @@ reply as JSON, using the descriptors the agent's reflection serves.`,
 		args: "FILE",
 		about: `Replace the whole store with a backup: every namespace, and _sys with the
 plugin catalog, pins and history. A damaged file is refused with the data
-untouched.`,
-		example: "plughost store restore store.bak",
+untouched. A store that holds data is replaced only with -force: without it
+the agent refuses, naming what the restore would replace.`,
+		example: "plughost store restore -force store.bak",
 	},
 	"bench": {
 		about:   "Load generators: routed calls, an upgrade under load, the store.",

@@ -43,6 +43,10 @@ func runStore(ctx context.Context, env *cliEnv, args []string) error {
 	case "delete":
 		fs.BoolVar(prefix, "prefix", false, "delete every key with this prefix")
 	}
+	force := new(bool)
+	if sub == "restore" {
+		fs.BoolVar(force, "force", false, "replace a store that holds data (every namespace, and _sys with the plugin catalog, pins and history)")
+	}
 	if sub == "list" {
 		fs.BoolVar(keysOnly, "keys-only", false, "keys without values")
 		fs.IntVar(limit, "limit", 0, "at most this many keys (0: all)")
@@ -174,7 +178,7 @@ func runStore(ctx context.Context, env *cliEnv, args []string) error {
 	if fs.NArg() != 1 {
 		return usagef("store restore takes FILE")
 	}
-	return storeRestore(ctx, env, storev1.NewStoreAdminServiceClient(conn), fs.Arg(0))
+	return storeRestore(ctx, env, storev1.NewStoreAdminServiceClient(conn), fs.Arg(0), *force)
 }
 
 func kvJSON(kv *storev1.KeyValue) map[string]any {
@@ -249,7 +253,9 @@ func storeBackup(ctx context.Context, env *cliEnv, c storev1.StoreAdminServiceCl
 	return nil
 }
 
-func storeRestore(ctx context.Context, env *cliEnv, c storev1.StoreAdminServiceClient, path string) error {
+// storeRestore sends a backup to the agent. The agent refuses to replace a
+// store that holds data unless force, naming what it would replace.
+func storeRestore(ctx context.Context, env *cliEnv, c storev1.StoreAdminServiceClient, path string, force bool) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -259,8 +265,12 @@ func storeRestore(ctx context.Context, env *cliEnv, c storev1.StoreAdminServiceC
 	if err != nil {
 		return err
 	}
-	if err := sendChunks(f, func(b []byte) error { return stream.Send(&storev1.RestoreRequest{Chunk: b}) }); err != nil {
-		return err
+	// force goes first. A failed Send means the agent ended the stream:
+	// CloseAndRecv says why.
+	if stream.Send(&storev1.RestoreRequest{Force: force}) == nil {
+		if err := sendChunks(f, func(b []byte) error { return stream.Send(&storev1.RestoreRequest{Chunk: b}) }); err != nil {
+			return err
+		}
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {

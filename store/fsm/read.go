@@ -107,6 +107,19 @@ func (f *FSM) Usage(ns string) Usage {
 	return f.usage[ns]
 }
 
+// Namespaces returns what each namespace that holds keys holds now.
+func (f *FSM) Namespaces() map[string]Usage {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	out := make(map[string]Usage, len(f.usage))
+	for ns, u := range f.usage {
+		if u.Keys > 0 {
+			out[ns] = u
+		}
+	}
+	return out
+}
+
 // Capture takes a consistent copy of the whole state at the current
 // revision. It copies references, not data: BuntDB strings are immutable.
 func (f *FSM) Capture() (*Snapshot, error) {

@@ -35,6 +35,9 @@ var (
 	ErrCASFailed = errors.New("store: compare-and-set failed")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrNotEmpty means a restore without force found the store holding
+	// data; nothing was changed.
+	ErrNotEmpty = errors.New("store: holds data")
 )
 
 // closedError translates the state machine's and the watch hub's ErrClosed

@@ -97,7 +97,7 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded):
 		return codes.ResourceExhausted
-	case errors.Is(err, ErrCASFailed):
+	case errors.Is(err, ErrCASFailed), errors.Is(err, ErrNotEmpty):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCompacted):
 		return codes.OutOfRange

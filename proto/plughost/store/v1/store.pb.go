@@ -1818,7 +1818,12 @@ func (x *BackupResponse) GetChunk() []byte {
 type RestoreRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// chunk is the next piece of the backup file.
-	Chunk         []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	Chunk []byte `protobuf:"bytes,1,opt,name=chunk,proto3" json:"chunk,omitempty"`
+	// force, in the first message of the stream, lets the restore replace a
+	// store that holds data. Without it, restoring into a store that is not
+	// empty fails with FAILED_PRECONDITION, naming the namespaces it would
+	// replace, _sys among them.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1858,6 +1863,13 @@ func (x *RestoreRequest) GetChunk() []byte {
 		return x.Chunk
 	}
 	return nil
+}
+
+func (x *RestoreRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
 }
 
 type RestoreResponse struct {
@@ -2024,9 +2036,10 @@ const file_plughost_store_v1_store_proto_rawDesc = "" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\"\x0f\n" +
 	"\rBackupRequest\"&\n" +
 	"\x0eBackupResponse\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"&\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"<\n" +
 	"\x0eRestoreRequest\x12\x14\n" +
-	"\x05chunk\x18\x01 \x01(\fR\x05chunk\"A\n" +
+	"\x05chunk\x18\x01 \x01(\fR\x05chunk\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"A\n" +
 	"\x0fRestoreResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04keys\x18\x02 \x01(\x03R\x04keys*x\n" +

@@ -394,7 +394,8 @@ const (
 type StoreAdminServiceClient interface {
 	// Backup streams a consistent, checksummed snapshot of the store.
 	Backup(ctx context.Context, in *BackupRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[BackupResponse], error)
-	// Restore replaces the store's contents with a backup.
+	// Restore replaces the store's contents with a backup: every namespace,
+	// _sys included. A store that holds data is replaced only with force.
 	Restore(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[RestoreRequest, RestoreResponse], error)
 }
 
@@ -446,7 +447,8 @@ type StoreAdminService_RestoreClient = grpc.ClientStreamingClient[RestoreRequest
 type StoreAdminServiceServer interface {
 	// Backup streams a consistent, checksummed snapshot of the store.
 	Backup(*BackupRequest, grpc.ServerStreamingServer[BackupResponse]) error
-	// Restore replaces the store's contents with a backup.
+	// Restore replaces the store's contents with a backup: every namespace,
+	// _sys included. A store that holds data is replaced only with force.
 	Restore(grpc.ClientStreamingServer[RestoreRequest, RestoreResponse]) error
 	mustEmbedUnimplementedStoreAdminServiceServer()
 }
