@@ -20,7 +20,7 @@ type cmdHelp struct {
 // order their help shows them.
 var groups = map[string][]string{
 	"bundle":        {"build", "verify", "add"},
-	"plugin":        {"list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
+	"plugin":        {"init", "list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
 	"store":         {"get", "put", "delete", "list", "backup", "restore"},
 	"bench":         {"call", "upgrade", "store"},
 	"operator":      {"raft"},
@@ -63,6 +63,13 @@ plugin moves to its highest registered version.`,
 	"plugin": {
 		about:   "List plugins, see their state and versions, and pin, unpin, roll back or restart them.",
 		example: "plughost plugin status greeter",
+	},
+	"plugin init": {
+		args: "NAME",
+		about: `Write a new plugin module: its proto, buf config, main, server, a test on
+the SDK's in-memory store and a Makefile with pinned tools. Then build it
+with make generate, go mod tidy and make test in the new directory.`,
+		example: "plughost plugin init -module github.com/acme/greeter greeter",
 	},
 	"plugin list": {
 		about:   "List the plugins with their running, desired and pinned versions.",

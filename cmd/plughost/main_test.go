@@ -27,7 +27,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"bundle"}, "use build, verify or add"},
 		{[]string{"bundle", "build"}, "give one plugin executable"},
 		{[]string{"bundle", "add"}, "give one bundle"},
-		{[]string{"plugin"}, "use list, status"},
+		{[]string{"plugin"}, "use init, list, status"},
 		{[]string{"plugin", "pin", "echo"}, "plugin pin takes NAME VERSION"},
 		{[]string{"plugin", "status"}, "plugin status takes NAME"},
 		{[]string{"plugin", "list", "-format", "yaml"}, `-format "yaml"`},
