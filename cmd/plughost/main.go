@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"google.golang.org/grpc/status"
@@ -21,7 +22,8 @@ func main() {
 }
 
 // usageError marks a command line that cannot be run as given (exit 2).
-type usageError struct{ msg string }
+// cmd names the command whose help to point to, when known.
+type usageError struct{ msg, cmd string }
 
 func (e *usageError) Error() string { return e.msg }
 
@@ -38,7 +40,7 @@ func exitCode(err error, stderr io.Writer) int {
 	var ue *usageError
 	if errors.As(err, &ue) {
 		fmt.Fprintln(stderr, "plughost:", ue.msg)
-		fmt.Fprintln(stderr, "run 'plughost help' for usage")
+		fmt.Fprintf(stderr, "run '%s' for usage\n", strings.Join(append([]string{"plughost", "help"}, strings.Fields(ue.cmd)...), " "))
 		return 2
 	}
 	if errors.Is(err, errSilent) {
@@ -91,7 +93,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if errors.As(err, &h) {
 		return printHelp(stdout, h)
 	}
+	var ue *usageError
+	if errors.As(err, &ue) && ue.cmd == "" {
+		ue.cmd = commandOf(args)
+	}
 	return err
+}
+
+// commandOf is the longest command or subcommand that has help at the
+// start of args, or "" when args start with none.
+func commandOf(args []string) string {
+	name := ""
+	for i := range args {
+		next := strings.Join(args[:i+1], " ")
+		if _, ok := helps[next]; !ok {
+			break
+		}
+		name = next
+	}
+	return name
 }
 
 func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error {

@@ -55,6 +55,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 			if !strings.Contains(errOut.String(), tc.want) {
 				t.Fatalf("stderr %q does not say %q", errOut.String(), tc.want)
 			}
+
 		})
 	}
 }
@@ -96,6 +97,26 @@ func TestHelpOfCommands(t *testing.T) {
 			if !strings.Contains(out.String(), w) {
 				t.Errorf("%q printed no %q:\n%s", tc.args, w, out.String())
 			}
+		}
+	}
+}
+
+// TestUsageErrorPointsToTheCommandsHelp: a usage error ends by naming the
+// help of the command it is about.
+func TestUsageErrorPointsToTheCommandsHelp(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		hint string
+	}{
+		{[]string{"store", "get", "-ns", "echo"}, "run 'plughost help store get' for usage\n"},
+		{[]string{"plugin", "pin", "echo"}, "run 'plughost help plugin pin' for usage\n"},
+		{[]string{"store", "frobnicate"}, "run 'plughost help store' for usage\n"},
+		{[]string{"frobnicate"}, "run 'plughost help' for usage\n"},
+	} {
+		var out, errOut bytes.Buffer
+		code := exitCode(run(context.Background(), tc.args, &out, &errOut), &errOut)
+		if code != 2 || !strings.HasSuffix(errOut.String(), tc.hint) {
+			t.Errorf("%q: exit %d, stderr %q; want exit 2 ending %q", tc.args, code, errOut.String(), tc.hint)
 		}
 	}
 }
