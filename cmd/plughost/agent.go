@@ -38,6 +38,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	cgroupParent := fs.String("cgroup-parent", "", "cgroup that agents on this machine share; each makes its own inside, one per plugin instance in that (default plughost)")
 	deadServerGrace := fs.Duration("dead-server-grace", 0, "how long a server is failed, to gossip and to raft, before the leader removes it from raft (default "+cluster.DefaultDeadServerGrace.String()+")")
 	serverStabilization := fs.Duration("server-stabilization", 0, "how long a new server is healthy before it gets a vote (default "+cluster.DefaultServerStabilization.String()+")")
+	minQuorum := fs.Int("min-quorum", -1, "fewest voters the removal of dead servers leaves, so the servers that come back make a quorum (default the -bootstrap-expect count)")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	var joins, tags multiFlag
@@ -87,6 +88,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if *serverStabilization != 0 {
 		cfg.ServerStabilization.Duration = *serverStabilization
+	}
+	if *minQuorum >= 0 {
+		cfg.MinQuorum = *minQuorum
 	}
 	cfg.Join = append(cfg.Join, joins...)
 	for _, t := range tags {

@@ -279,6 +279,7 @@ func (a *Agent) openStore() error {
 
 		DeadServerGrace:     cfg.DeadServerGrace.Duration,
 		ServerStabilization: cfg.ServerStabilization.Duration,
+		MinQuorum:           cfg.MinQuorum,
 	})
 	if err != nil {
 		st.Close()

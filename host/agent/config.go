@@ -47,9 +47,11 @@ type Config struct {
 	// Raft membership, kept by the leader. DeadServerGrace is how long a
 	// server stays failed, to gossip and to raft, before it is removed;
 	// ServerStabilization is how long a new server stays healthy before
-	// it votes.
+	// it votes; MinQuorum is the fewest voters the removal of dead
+	// servers leaves (0: BootstrapExpect).
 	DeadServerGrace     Duration `json:"dead_server_grace"`
 	ServerStabilization Duration `json:"server_stabilization"`
+	MinQuorum           int      `json:"min_quorum"`
 
 	// ReaperCommand starts the process that removes the agent's cgroups
 	// when the agent ends, however it ends (see startReaper); the agent
@@ -202,6 +204,9 @@ func (c *Config) Validate() error {
 	}
 	if c.DeadServerGrace.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("-dead-server-grace %v must be positive", c.DeadServerGrace.Duration))
+	}
+	if c.MinQuorum < 0 {
+		errs = append(errs, fmt.Errorf("-min-quorum %d must be 0 (the -bootstrap-expect count) or more", c.MinQuorum))
 	}
 	if c.ServerStabilization.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("-server-stabilization %v must be positive", c.ServerStabilization.Duration))

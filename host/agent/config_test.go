@@ -34,6 +34,7 @@ func TestValidate(t *testing.T) {
 		{"unknown raft log", func(c *Config) { c.RaftLog = "rocksdb" }, `-raft-log "rocksdb": use wal or boltdb`},
 		{"negative max procs", func(c *Config) { c.MaxProcs = -1 }, "-max-procs -1"},
 		{"zero dead server grace", func(c *Config) { c.DeadServerGrace = Duration{} }, "-dead-server-grace 0s must be positive"},
+		{"negative min quorum", func(c *Config) { c.MinQuorum = -1 }, "-min-quorum -1"},
 		{"negative stabilization", func(c *Config) { c.ServerStabilization = Duration{-time.Second} }, "-server-stabilization -1s must be positive"},
 		{"zero value limit", func(c *Config) { c.MaxValueBytes = 0 }, "max_value_bytes"},
 		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},

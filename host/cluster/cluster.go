@@ -1,6 +1,7 @@
 // Package cluster is plughost's membership: serf gossip among the agents,
-// the one-time bootstrap of the raft cluster (-bootstrap-expect), and the
-// leader's reconciliation of raft voters with the live members.
+// the one-time bootstrap of the raft cluster (-bootstrap-expect), and on
+// the leader the raft configuration kept in step with the members
+// (reconcile.go) and with their health (autopilot.go).
 package cluster
 
 import (
@@ -18,6 +19,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/memberlist"
+	autopilot "github.com/hashicorp/raft-autopilot"
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/plughost/plughost/store"
@@ -61,9 +63,13 @@ type Config struct {
 	Logger          hclog.Logger
 
 	MaxVoters           int           // at most this many voters; the rest are non-voters
-	ServerStabilization time.Duration // a new server is alive this long before it is added
-	DeadServerGrace     time.Duration // a failed server is removed after this long
-	ReconcileInterval   time.Duration
+	ServerStabilization time.Duration // a new server is healthy this long before it votes
+	DeadServerGrace     time.Duration // a server failed this long, to gossip and to raft, is removed
+	// MinQuorum is the fewest voters the removal of dead servers leaves
+	// (0: BootstrapExpect). A dead server that would leave fewer stays a
+	// voter, so the servers that come back can still make a quorum.
+	MinQuorum         int
+	ReconcileInterval time.Duration
 }
 
 // Member is one node as membership knows it.
@@ -85,10 +91,17 @@ type Cluster struct {
 	events chan serf.Event
 	kick   chan struct{}
 
+	contact *raftContact
+	ap      *autopilot.Autopilot
+
 	mu          sync.Mutex
-	aliveSince  map[string]time.Time
 	failedSince map[string]time.Time
+	removing    map[string]bool // servers being removed from raft
 	stateTag    bool
+	tolerance   int  // autopilot's failure tolerance, last logged
+	healthy     bool // autopilot's overall health, last logged
+
+	apCancel context.CancelFunc // autopilot's while it runs; run's own
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -106,6 +119,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Store == nil {
 		errs = append(errs, errors.New("cluster: Store is required"))
+	}
+	if c.MinQuorum < 0 {
+		errs = append(errs, fmt.Errorf("cluster: MinQuorum %d must be 0 (BootstrapExpect) or more", c.MinQuorum))
 	}
 	for k := range c.Tags {
 		switch k {
@@ -137,12 +153,15 @@ func Start(cfg Config) (*Cluster, error) {
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
+	if cfg.MinQuorum == 0 && cfg.BootstrapExpect > 1 {
+		cfg.MinQuorum = cfg.BootstrapExpect
+	}
 	c := &Cluster{
 		cfg: cfg, log: cfg.Logger,
 		events:      make(chan serf.Event, 256),
 		kick:        make(chan struct{}, 1),
-		aliveSince:  map[string]time.Time{},
 		failedSince: map[string]time.Time{},
+		removing:    map[string]bool{},
 	}
 	host, portStr, _ := net.SplitHostPort(cfg.BindAddr)
 	port, err := strconv.Atoi(portStr)
@@ -190,11 +209,22 @@ func Start(cfg Config) (*Cluster, error) {
 	cfg.Store.SetLeaderResolver(c.APIAddrOf)
 	cfg.Store.SetRaftAddrResolver(c.RPCAddrOf)
 
+	c.contact = newRaftContact(cfg.Store.Raft())
+	c.ap = autopilot.New(cfg.Store.Raft(), apDelegate{c},
+		autopilot.WithLogger(cfg.Logger),
+		autopilot.WithPromoter(&apPromoter{c: c}),
+		autopilot.WithUpdateInterval(cfg.ReconcileInterval),
+		autopilot.WithReconcileInterval(cfg.ReconcileInterval))
+
 	ctx, cancel := context.WithCancel(context.Background())
 	c.cancel = cancel
-	c.wg.Add(2)
+	c.wg.Add(3)
 	go c.run(ctx)
 	go c.joinLoop(ctx)
+	go func() {
+		defer c.wg.Done()
+		c.contact.run(ctx)
+	}()
 	return c, nil
 }
 
@@ -247,6 +277,7 @@ func (c *Cluster) run(ctx context.Context) {
 	defer c.wg.Done()
 	tick := time.NewTicker(c.cfg.ReconcileInterval)
 	defer tick.Stop()
+	defer c.stopAutopilot()
 	for {
 		select {
 		case <-ctx.Done():
@@ -258,36 +289,28 @@ func (c *Cluster) run(ctx context.Context) {
 		case <-c.kick:
 		case <-tick.C:
 		}
-		c.step()
+		c.step(ctx)
 	}
 }
 
-// step is one round: track member health, bootstrap if due, update the
-// state tag, reconcile if leading.
-func (c *Cluster) step() {
+// step is one round: track failed members, bootstrap if due, update the
+// state tag; on the leader, reconcile and run autopilot.
+func (c *Cluster) step(ctx context.Context) {
 	now := time.Now()
 	members := c.serf.Members()
 	c.mu.Lock()
-	seen := map[string]bool{}
+	failed := map[string]bool{}
 	for _, m := range members {
-		seen[m.Name] = true
-		if m.Status == serf.StatusAlive {
-			if _, ok := c.aliveSince[m.Name]; !ok {
-				c.aliveSince[m.Name] = now
-			}
-			delete(c.failedSince, m.Name)
-		} else {
-			delete(c.aliveSince, m.Name)
-			if m.Status == serf.StatusFailed {
-				if _, ok := c.failedSince[m.Name]; !ok {
-					c.failedSince[m.Name] = now
-				}
+		if m.Status == serf.StatusFailed {
+			failed[m.Name] = true
+			if _, ok := c.failedSince[m.Name]; !ok {
+				c.failedSince[m.Name] = now
 			}
 		}
 	}
-	for n := range c.aliveSince {
-		if !seen[n] {
-			delete(c.aliveSince, n)
+	for n := range c.failedSince {
+		if !failed[n] {
+			delete(c.failedSince, n)
 		}
 	}
 	c.mu.Unlock()
@@ -301,8 +324,32 @@ func (c *Cluster) step() {
 		}
 	}
 	if c.cfg.Store.IsLeader() {
-		c.reconcile(members, now)
+		c.reconcile(members)
+		c.startAutopilot(ctx)
+	} else {
+		c.stopAutopilot()
 	}
+}
+
+// startAutopilot starts autopilot on this node, the leader, unless it runs.
+func (c *Cluster) startAutopilot(ctx context.Context) {
+	if c.apCancel != nil {
+		return
+	}
+	actx, cancel := context.WithCancel(ctx)
+	c.apCancel = cancel
+	c.ap.Start(actx)
+}
+
+// stopAutopilot stops autopilot, when this node stops leading, and waits
+// for it.
+func (c *Cluster) stopAutopilot() {
+	if c.apCancel == nil {
+		return
+	}
+	c.apCancel()
+	c.apCancel = nil
+	<-c.ap.Stop()
 }
 
 // maybeBootstrap forms the raft cluster once BootstrapExpect servers are

@@ -157,8 +157,9 @@ func TestMembershipChanges(t *testing.T) {
 	leader := leaderOf(t, nodes)
 	base := t.TempDir()
 
-	// A fourth server joins and becomes a voter once stable.
-	n3 := startNode(t, "n3", filepath.Join(base, "n3"), nodeOptions{Join: []string{nodes[0].c.Addr()}})
+	// A fourth server joins and becomes a voter once stable. It keeps at
+	// least three voters, as the first three do (-bootstrap-expect 3).
+	n3 := startNode(t, "n3", filepath.Join(base, "n3"), nodeOptions{Join: []string{nodes[0].c.Addr()}, MinQuorum: 3})
 	waitFor(t, 15*time.Second, "n3 to become a voter", func() error {
 		if voters(t, leaderOf(t, nodes))["n3"] != store.Voter {
 			return fmt.Errorf("configuration %v", voters(t, leader))
@@ -187,8 +188,9 @@ func TestMembershipChanges(t *testing.T) {
 		return nil
 	})
 
-	// A server that fails is removed after the grace period, quorum
-	// allowing (3 voters, 2 healthy: 2 is a quorum of 2).
+	// A server that fails stays a voter: removing it would leave fewer
+	// than the minimum quorum of three, and then the two up would be no
+	// quorum of the two left once the other failed.
 	var failing *testNode
 	for _, n := range all {
 		if !n.isDown() && n != leaderOf(t, all) {
@@ -197,16 +199,82 @@ func TestMembershipChanges(t *testing.T) {
 		}
 	}
 	failing.kill()
-	waitFor(t, 30*time.Second, failing.name+" removed after failing", func() error {
-		if _, ok := voters(t, leaderOf(t, all))[failing.name]; ok {
-			return fmt.Errorf("still in %v", voters(t, leaderOf(t, all)))
+	waitFor(t, 15*time.Second, failing.name+" failed in gossip", func() error {
+		for _, m := range leaderOf(t, all).c.Members() {
+			if m.Name == failing.name && m.Status == "failed" {
+				return nil
+			}
+		}
+		return fmt.Errorf("not failed yet")
+	})
+	time.Sleep(3 * time.Second) // three times the grace
+	if got := voters(t, leaderOf(t, all)); len(got) != 3 || got[failing.name] != store.Voter {
+		t.Fatalf("configuration after one leave and one failure of four: %v, want three voters", got)
+	}
+	put(t, leaderOf(t, all), "still-writable", "v")
+}
+
+// TestServerFailedInGossipKeptWhileRaftReachesIt cuts a follower off from
+// gossip alone: gossip calls it failed while raft still replicates to it.
+// It stays a voter past the dead-server grace; once it is down for raft
+// too, it is removed (the minimum quorum, two, allows it).
+func TestServerFailedInGossipKeptWhileRaftReachesIt(t *testing.T) {
+	base := t.TempDir()
+	var nodes []*testNode
+	for i := range 3 {
+		o := nodeOptions{Expect: 3, MinQuorum: 2}
+		if i > 0 {
+			o.Join = []string{nodes[0].c.Addr()}
+		}
+		nodes = append(nodes, startNode(t, fmt.Sprint("n", i), filepath.Join(base, fmt.Sprint("n", i)), o))
+	}
+	leader := leaderOf(t, nodes)
+	var cut *testNode
+	for _, n := range nodes {
+		if n != leader {
+			cut = n
+			break
+		}
+	}
+	if err := cut.c.Shutdown(); err != nil { // gossip only; its store runs on
+		t.Fatal(err)
+	}
+	cutAt := time.Now()
+	waitFor(t, 15*time.Second, cut.name+" failed in gossip", func() error {
+		for _, m := range leader.c.Members() {
+			if m.Name == cut.name && m.Status == "failed" {
+				return nil
+			}
+		}
+		return fmt.Errorf("not failed yet")
+	})
+	failedAfter := time.Since(cutAt)
+	// Three times the grace (1 s), watching the leader's configuration.
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !leader.st.IsLeader() {
+			t.Fatalf("%s lost the leadership", leader.name)
+		}
+		if got := voters(t, leader); got[cut.name] != store.Voter {
+			t.Fatalf("%s removed while raft reached it (failed in gossip %v after the cut, %v ago): %v",
+				cut.name, failedAfter, time.Since(cutAt)-failedAfter, got)
+		}
+	}
+	p := put(t, leader, "k", "v")
+	if kv := sessionGet(t, cut, "k", p.GetRevision()); string(kv.GetValue()) != "v" {
+		t.Fatalf("%s did not replicate k: %v", cut.name, kv)
+	}
+
+	// Down for raft too: removed.
+	cut.kill()
+	down := time.Now()
+	waitFor(t, 20*time.Second, cut.name+" removed once raft cannot reach it", func() error {
+		if got := voters(t, leaderOf(t, nodes)); len(got) != 2 {
+			return fmt.Errorf("configuration %v", got)
 		}
 		return nil
 	})
-	if got := voters(t, leaderOf(t, all)); len(got) != 2 {
-		t.Fatalf("configuration after one leave and one failure of four: %v", got)
-	}
-	put(t, leaderOf(t, all), "still-writable", "v")
+	t.Logf("%s failed in gossip %v after the cut; kept a voter 3s; removed %v after raft lost it",
+		cut.name, failedAfter.Round(time.Millisecond), time.Since(down).Round(time.Millisecond))
 }
 
 func TestTTLExpiresAtOneRevisionEverywhere(t *testing.T) {

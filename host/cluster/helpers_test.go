@@ -43,6 +43,7 @@ type nodeOptions struct {
 	// agent restarting with the same flags would.
 	SerfAddr, RaftAddr string
 	MaxVoters          int
+	MinQuorum          int
 }
 
 func testLogger(t testing.TB, name string) hclog.Logger {
@@ -90,6 +91,7 @@ func startNode(t testing.TB, name, dir string, o nodeOptions) *testNode {
 		Join: o.Join, BootstrapExpect: o.Expect, DataDir: filepath.Join(dir, "serf"), Store: st,
 		Logger:              testLogger(t, name),
 		MaxVoters:           o.MaxVoters,
+		MinQuorum:           o.MinQuorum,
 		ServerStabilization: 200 * time.Millisecond,
 		DeadServerGrace:     time.Second,
 		ReconcileInterval:   50 * time.Millisecond,
