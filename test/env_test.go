@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/plughost/plughost/internal/testenv"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -68,7 +69,7 @@ func goBuild(pkg, out, version, name string) error {
 // build compiles plughost and the example plugins and bundles them with the
 // real 'plughost bundle build'.
 func build() error {
-	dir, err := os.MkdirTemp("", "plughost-e2e-")
+	dir, err := testenv.MkdirTemp("plughost-e2e-")
 	if err != nil {
 		return err
 	}
