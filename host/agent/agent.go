@@ -120,11 +120,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	// Runs once every plugin has stopped.
 	defer stopGovernance()
-	// Plugins put their data sockets in the system's temporary directory
-	// (/tmp for them: they do not inherit the agent's environment).
-	if removed := launch.SweepDataSockets(os.TempDir(), "/tmp"); len(removed) > 0 {
-		a.log.Info("removed data sockets of plugins that were killed", "dirs", removed)
+	// Plugins' unix sockets go in a directory of the agent's own, which it
+	// empties now (plugins of an earlier run are gone: the reaper is done)
+	// and removes when it stops.
+	sockets, err := prepareSocketDir(cfg)
+	if err != nil {
+		return err
 	}
+	defer os.RemoveAll(sockets)
 	if reason := a.gov.Reason(); reason != "" {
 		a.log.Warn("resource limits are not fully enforced", "mode", a.gov.Mode(), "reason", reason)
 	} else {
@@ -136,6 +139,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.super = supervisor.New(supervisor.Config{
 		Node:              node,
 		PluginsDir:        cfg.pluginsDir(),
+		SocketDir:         sockets,
 		Catalog:           a.catalog,
 		Store:             a.store,
 		Router:            a.router,
@@ -152,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		CrashLoopWindow:   cfg.CrashLoopWindow.Duration,
 	})
 	a.installer = &installer{cfg: cfg, cat: a.catalog, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
-		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe")}
+		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
 	}, installed: func(name string) { a.super.Reconcile(name) }}
 
 	// Stream workers keep their grown stacks across calls: small unary

@@ -42,16 +42,26 @@ type cgroupRecord struct {
 // node name and a short hash of its absolute data dir: two agents that run
 // at once never share a data dir (it is locked), so never a cgroup.
 func ownCgroup(cfg *Config) (cgroupRecord, error) {
-	dir, err := filepath.Abs(cfg.DataDir)
+	dir, sum, err := dataDirHash(cfg)
 	if err != nil {
-		return cgroupRecord{}, fmt.Errorf("agent: data dir: %w", err)
+		return cgroupRecord{}, err
 	}
-	sum := sha256.Sum256([]byte(dir))
 	node := cfg.Node
 	if len(node) > 64 {
 		node = node[:64]
 	}
-	return cgroupRecord{Parent: cfg.CgroupParent, Group: "agent-" + node + "-" + hex.EncodeToString(sum[:4]), DataDir: dir}, nil
+	return cgroupRecord{Parent: cfg.CgroupParent, Group: "agent-" + node + "-" + sum, DataDir: dir}, nil
+}
+
+// dataDirHash is the absolute data dir and a short hash of it, which names
+// what the agent owns outside its data dir.
+func dataDirHash(cfg *Config) (dir, sum string, err error) {
+	dir, err = filepath.Abs(cfg.DataDir)
+	if err != nil {
+		return "", "", fmt.Errorf("agent: data dir: %w", err)
+	}
+	h := sha256.Sum256([]byte(dir))
+	return dir, hex.EncodeToString(h[:4]), nil
 }
 
 func readCgroupRecord(dataDir string) (cgroupRecord, error) {

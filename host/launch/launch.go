@@ -73,6 +73,13 @@ type Spec struct {
 	Dir string
 	// DialOptions are added to the host's gRPC connection to the plugin.
 	DialOptions []grpc.DialOption
+	// SocketDir, when set, is where the plugin's unix sockets go: go-plugin's
+	// own, the broker's and the SDK's data socket, in a directory of the
+	// instance's own that go-plugin removes when the plugin ends. The agent
+	// gives a directory of its own, so that what a killed plugin leaves is
+	// the agent's to clean and no one else's; empty is the system's temp
+	// dir.
+	SocketDir string
 }
 
 // Instance is a running plugin process.
@@ -90,6 +97,7 @@ type Instance struct {
 
 	dataMu     sync.Mutex // guards dataSocket, which watchExit reads
 	dataSocket string
+	sockets    string // the instance's socket dir under Spec.SocketDir; "" without one
 	cmd        *exec.Cmd
 
 	exitOnce sync.Once
@@ -147,7 +155,22 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		Logger:              logger,
 		Stderr:              stderr,
 	}
+	// go-plugin hands a socket dir to plugins it starts with a RunnerFunc
+	// only; for a plain command the agent does it itself.
+	var sockets string
+	if spec.SocketDir != "" {
+		if sockets, err = os.MkdirTemp(spec.SocketDir, "plugin-"); err != nil {
+			return nil, fmt.Errorf("%s: socket dir: %w", what, err)
+		}
+		cmd.Env = append(cmd.Env, plugin.EnvUnixSocketDir+"="+sockets)
+	}
 	client := plugin.NewClient(cfg)
+	abort := func() {
+		client.Kill()
+		if sockets != "" {
+			_ = os.RemoveAll(sockets)
+		}
+	}
 
 	start := func() error {
 		_, err := client.Start()
@@ -159,18 +182,18 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		err = start()
 	}
 	if err != nil {
-		client.Kill()
+		abort()
 		return nil, startError(what, spec, cmd, stderr.tail(), err)
 	}
 
 	rpc, err := client.Client()
 	if err != nil {
-		client.Kill()
+		abort()
 		return nil, fmt.Errorf("%s: connecting to the plugin: %w", what, err)
 	}
 	raw, err := rpc.Dispense(wire.PluginKey)
 	if err != nil {
-		client.Kill()
+		abort()
 		return nil, fmt.Errorf("%s: %w: %v", what, ErrNotPlugin, err)
 	}
 	c := raw.(*connected)
@@ -183,6 +206,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		broker:    c.broker,
 		raw:       rawd,
 		cmd:       cmd,
+		sockets:   sockets,
 		exited:    make(chan struct{}),
 		stopped:   make(chan struct{}),
 	}
@@ -413,10 +437,15 @@ func (i *Instance) watchExit() {
 	}
 }
 
-// removeDataSocket removes the directory of the plugin's data socket, which
-// a plugin that was killed leaves behind. Only a directory the SDK names
-// (wire.DataDirPrefix) holding nothing but the socket is removed.
+// removeDataSocket removes what a plugin that was killed leaves behind: the
+// instance's socket dir, or without one the directory of its data socket
+// (only one the SDK names, wire.DataDirPrefix, holding nothing but the
+// socket).
 func (i *Instance) removeDataSocket() {
+	if i.sockets != "" {
+		_ = os.RemoveAll(i.sockets)
+		return
+	}
 	i.dataMu.Lock()
 	path := i.dataSocket
 	i.dataMu.Unlock()

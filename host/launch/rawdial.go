@@ -5,18 +5,11 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
-	"os"
-	"path/filepath"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/hashicorp/yamux"
 	"google.golang.org/grpc/credentials"
-
-	"github.com/plughost/plughost/sdk/wire"
 )
 
 // rawDialer lets the agent open connections of its own to a plugin's gRPC
@@ -104,50 +97,4 @@ func (d *rawDialer) dial(ctx context.Context, path string) (net.Conn, error) {
 		return nil, fmt.Errorf("TLS handshake with the plugin: %w", err)
 	}
 	return tc, nil
-}
-
-// SweepDataSockets removes, under each of dirs, the data socket directories
-// of plugins that are gone: a plugin killed with SIGKILL (by the OOM
-// killer, or by the cgroup reaper after its agent died) cannot remove its
-// own. A directory goes only if its name has wire.DataDirPrefix, it holds
-// nothing but the socket, it is over a minute old, and nothing accepts
-// connections on the socket any more. It returns the directories removed.
-func SweepDataSockets(dirs ...string) []string {
-	seen := map[string]bool{}
-	var removed []string
-	for _, d := range dirs {
-		if d == "" || seen[d] {
-			continue
-		}
-		seen[d] = true
-		matches, _ := filepath.Glob(filepath.Join(d, wire.DataDirPrefix+"*"))
-		for _, m := range matches {
-			if staleDataDir(m) && os.RemoveAll(m) == nil {
-				removed = append(removed, m)
-			}
-		}
-	}
-	return removed
-}
-
-func staleDataDir(dir string) bool {
-	fi, err := os.Lstat(dir)
-	if err != nil || !fi.IsDir() || time.Since(fi.ModTime()) < time.Minute {
-		return false
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return false
-	}
-	for _, e := range entries {
-		if e.Name() != wire.DataSocketName {
-			return false // not only a socket: not ours to remove
-		}
-	}
-	c, err := net.DialTimeout("unix", filepath.Join(dir, wire.DataSocketName), time.Second)
-	if err == nil {
-		_ = c.Close()
-		return false
-	}
-	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, fs.ErrNotExist)
 }

@@ -136,6 +136,7 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		Place:        place,
 		Dir:          dir,
 		DialOptions:  router.BackendDialOptions(),
+		SocketDir:    s.cfg.SocketDir,
 	})
 	if err != nil {
 		if ok, _ := in.oomKilled(); ok {

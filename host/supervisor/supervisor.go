@@ -26,6 +26,7 @@ import (
 type Config struct {
 	Node         *pluginv1.NodeInfo
 	PluginsDir   string // installed bundles: <PluginsDir>/<name>/<version>/
+	SocketDir    string // where plugins' unix sockets go (launch.Spec.SocketDir)
 	Catalog      *catalog.Catalog
 	Store        *store.Store
 	Router       *router.Router

@@ -1,0 +1,80 @@
+package test
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPluginSocketsStayInTheAgentsDir: a plugin's unix sockets (go-plugin's,
+// the broker's, the data socket) are made in a directory of its agent's
+// own, never loose in /tmp. What a killed agent's plugins left there is
+// removed when the agent starts again, and the directory when it stops.
+func TestPluginSocketsStayInTheAgentsDir(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.WaitRunning("echo", "1.0.0")
+
+	dir := pluginSocketDir(t, a)
+	agentDir := filepath.Dir(dir)
+	if !strings.HasPrefix(filepath.Base(agentDir), "plughost-sockets-") || filepath.Dir(agentDir) != filepath.Clean(os.TempDir()) {
+		t.Fatalf("the plugin's sockets are in %s, not in a socket dir of the agent's own", dir)
+	}
+	if entries, err := os.ReadDir(dir); err != nil || len(entries) == 0 {
+		t.Fatalf("no sockets in %s: %v %v", dir, entries, err)
+	}
+
+	a.Kill9()
+	waitFor(t, 30*time.Second, "the killed agent's plugins to end", func() error {
+		if pids := a.PluginProcesses(); len(pids) > 0 {
+			return fmt.Errorf("still running: %v", pids)
+		}
+		return nil
+	})
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("the killed plugin's socket dir %s is gone already, so this test shows nothing: %v", dir, err)
+	}
+	a.Start()
+	a.WaitRunning("echo", "1.0.0")
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("the socket dir of the killed run's plugin %s is still there: %v", dir, err)
+	}
+	if got := filepath.Dir(pluginSocketDir(t, a)); got != agentDir {
+		t.Errorf("the restarted agent's plugin sockets are in %s, want %s", got, agentDir)
+	}
+
+	a.Stop()
+	if _, err := os.Stat(agentDir); !os.IsNotExist(err) {
+		t.Errorf("the stopped agent left its socket dir %s: %v", agentDir, err)
+	}
+}
+
+// pluginSocketDir is where the agent's one plugin process makes its unix
+// sockets, as its environment says.
+func pluginSocketDir(t *testing.T, a *Agent) string {
+	t.Helper()
+	var dir string
+	waitFor(t, 10*time.Second, "the plugin's socket dir", func() error {
+		pids := a.PluginProcesses()
+		if len(pids) != 1 {
+			return fmt.Errorf("plugin processes %v, want one", pids)
+		}
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pids[0]))
+		if err != nil {
+			return err
+		}
+		for _, kv := range bytes.Split(env, []byte{0}) {
+			if v, ok := strings.CutPrefix(string(kv), "PLUGIN_UNIX_SOCKET_DIR="); ok {
+				dir = v
+				return nil
+			}
+		}
+		return fmt.Errorf("plugin %d has no PLUGIN_UNIX_SOCKET_DIR: its sockets go to the system's temp dir", pids[0])
+	})
+	return dir
+}
