@@ -32,6 +32,12 @@ type ClusterAgent struct {
 // a node upgraded with an older data dir.
 func NewCluster(t testing.TB, size int) []*ClusterAgent {
 	t.Helper()
+	return NewClusterArgs(t, size)
+}
+
+// NewClusterArgs is NewCluster with more flags for every agent.
+func NewClusterArgs(t testing.TB, size int, args ...string) []*ClusterAgent {
+	t.Helper()
 	buildAll(t)
 	agents := make([]*ClusterAgent, size)
 	for i := range agents {
@@ -39,10 +45,11 @@ func NewCluster(t testing.TB, size int) []*ClusterAgent {
 			Agent: &Agent{t: t, DataDir: t.TempDir(), API: freeAddr(t), HTTP: freeAddr(t), RPC: freeAddr(t), Serf: freeAddr(t),
 				Node: fmt.Sprint("n", i+1)},
 			Expect: size,
+			Args:   append([]string(nil), args...),
 		}
 	}
 	if size >= 3 {
-		agents[2].Args = []string{"-raft-log", "boltdb"}
+		agents[2].Args = append(agents[2].Args, "-raft-log", "boltdb")
 	}
 	for _, a := range agents {
 		a.Join = []string{agents[0].Serf}
