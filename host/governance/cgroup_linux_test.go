@@ -15,6 +15,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plughost/plughost/internal/testenv"
 )
 
 // These tests run against the host's own layout (Root ""): cgroup v1 on a
@@ -139,7 +141,7 @@ func TestPidsLimit(t *testing.T) {
 		t.Fatalf("Start: %v", err)
 	}
 	var most uint64
-	pollUntil(t, 20*time.Second, "the kernel to refuse a fork at pids.max", func() bool {
+	testenv.Eventually(t, 20*time.Second, "the kernel to refuse a fork at pids.max", func() bool {
 		u, err := g.Usage()
 		if err != nil {
 			t.Fatal(err)

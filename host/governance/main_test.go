@@ -1,18 +1,18 @@
 package governance
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/internal/testenv"
 )
 
 // childEnv makes the test binary run a child behaviour instead of tests:
@@ -95,34 +95,15 @@ func runChild(behaviour string) int {
 }
 
 // childCmd returns a command that runs this test binary as behaviour.
-func childCmd(t testing.TB, behaviour string, env ...string) (*exec.Cmd, *syncBuffer) {
+func childCmd(t testing.TB, behaviour string, env ...string) (*exec.Cmd, *testenv.SyncBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0])
 	// Under -race a child would otherwise sleep a second at exit.
 	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
 	cmd.Env = append(append(os.Environ(), childEnv+"="+behaviour, "GORACE="+gorace), env...)
-	out := new(syncBuffer)
+	out := new(testenv.SyncBuffer)
 	cmd.Stdout, cmd.Stderr = out, out
 	return cmd, out
-}
-
-// syncBuffer is a bytes.Buffer that exec's copying goroutines and the test
-// may use at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // waitExit waits for cmd to end and returns cmd.Wait's error; it fails the
@@ -141,20 +122,6 @@ func waitExit(t testing.TB, cmd *exec.Cmd, timeout time.Duration) error {
 		<-done
 		t.Fatalf("child %d still running after %s", cmd.Process.Pid, timeout)
 		return nil
-	}
-}
-
-// pollUntil checks cond until it holds, failing the test after timeout.
-func pollUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		<-tick.C
 	}
 }
 

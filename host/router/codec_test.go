@@ -1,6 +1,8 @@
 package router
 
 import (
+	"time"
+
 	"net"
 	"strings"
 	"sync/atomic"
@@ -12,6 +14,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -85,7 +88,7 @@ func TestFramesReturnBuffers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "every pooled buffer back", func() bool {
+	testenv.Eventually(t, 10*time.Second, "every pooled buffer back", func() bool {
 		return serverPool.out.Load() == 0 && backendPool.out.Load() == 0
 	})
 }

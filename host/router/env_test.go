@@ -410,29 +410,6 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
-// ctxT returns a context that ends with the test or after d.
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// waitFor polls cond until it holds, failing the test after 10s.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(10 * time.Second)
-	defer deadline.Stop()
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-tick.C:
-		case <-deadline.C:
-			t.Fatalf("timed out waiting for %s", what)
-		}
-	}
-}
-
 // wantStatus fails unless err is a status with code and, if msg is not
 // empty, exactly that message.
 func wantStatus(t testing.TB, err error, code codes.Code, msg string) {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -213,8 +214,8 @@ func TestDeadline(t *testing.T) {
 		defer cancel()
 		_, err := e.echo.Echo(ctx, &echov1.EchoRequest{Message: msgBlock})
 		wantStatus(t, err, codes.DeadlineExceeded, "")
-		waitFor(t, "the backend call to end", func() bool { return e.be.echo.cancelled.Load() == before+1 })
-		waitFor(t, "no call in flight", func() bool { return e.b.InFlight() == 0 })
+		testenv.Eventually(t, 10*time.Second, "the backend call to end", func() bool { return e.be.echo.cancelled.Load() == before+1 })
+		testenv.Eventually(t, 10*time.Second, "no call in flight", func() bool { return e.b.InFlight() == 0 })
 	})
 }
 
@@ -232,10 +233,10 @@ func TestCancellationReachesBackend(t *testing.T) {
 		t.Fatalf("in flight = %d, want 1", e.b.InFlight())
 	}
 	cancel()
-	waitFor(t, "the backend to see the cancellation", func() bool { return e.be.echo.cancelled.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the backend to see the cancellation", func() bool { return e.be.echo.cancelled.Load() == 1 })
 	_, err = stream.Recv()
 	wantStatus(t, err, codes.Canceled, "")
-	waitFor(t, "no call in flight", func() bool { return e.b.InFlight() == 0 })
+	testenv.Eventually(t, 10*time.Second, "no call in flight", func() bool { return e.b.InFlight() == 0 })
 }
 
 func TestBackendStatusPassedUnchanged(t *testing.T) {
@@ -396,4 +397,4 @@ func TestStats(t *testing.T) {
 	}
 }
 
-func testCtx(t testing.TB) context.Context { return ctxT(t, 30*time.Second) }
+func testCtx(t testing.TB) context.Context { return testenv.Context(t, 30*time.Second) }

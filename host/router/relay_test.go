@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -161,7 +162,7 @@ func TestBackendStopsMidCall(t *testing.T) {
 			errs <- err
 		}()
 	}
-	waitFor(t, "both calls in flight", func() bool { return e.b.InFlight() == 2 })
+	testenv.Eventually(t, 10*time.Second, "both calls in flight", func() bool { return e.b.InFlight() == 2 })
 	e.be.srv.Stop()
 	for range conns {
 		err := <-errs
@@ -169,7 +170,7 @@ func TestBackendStopsMidCall(t *testing.T) {
 			t.Fatalf("call cut by the backend's end: %v", err)
 		}
 	}
-	waitFor(t, "no call in flight", func() bool { return e.b.InFlight() == 0 })
+	testenv.Eventually(t, 10*time.Second, "no call in flight", func() bool { return e.b.InFlight() == 0 })
 }
 
 func TestRelayNamesTheLostBackend(t *testing.T) {
@@ -179,7 +180,7 @@ func TestRelayNamesTheLostBackend(t *testing.T) {
 		_, err := e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: msgBlock})
 		errc <- err
 	}()
-	waitFor(t, "the call in flight", func() bool { return e.b.InFlight() == 1 })
+	testenv.Eventually(t, 10*time.Second, "the call in flight", func() bool { return e.b.InFlight() == 1 })
 	// The backend's process dies: its connections close without GOAWAY.
 	e.b.rcMu.Lock()
 	rc := e.b.rc
@@ -239,10 +240,10 @@ func TestHeldCallCancelledByCaller(t *testing.T) {
 		_, err := e.echo.Echo(ctx, &echov1.EchoRequest{Message: "x"})
 		errc <- err
 	}()
-	waitFor(t, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
 	cancel()
 	wantStatus(t, <-errc, codes.Canceled, "")
-	waitFor(t, "the hold to end", func() bool { return e.r.heldCalls("echo") == 0 })
+	testenv.Eventually(t, 10*time.Second, "the hold to end", func() bool { return e.r.heldCalls("echo") == 0 })
 }
 
 func TestHeldCallCarriesHeldTrailer(t *testing.T) {
@@ -256,7 +257,7 @@ func TestHeldCallCarriesHeldTrailer(t *testing.T) {
 		_, err := e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: string(big)}, grpc.Trailer(&trl))
 		errc <- err
 	}()
-	waitFor(t, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
+	testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
 	time.Sleep(50 * time.Millisecond)
 	e.r.SetBackend("echo", old)
 	e.r.SetHolding("echo", false)

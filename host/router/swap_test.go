@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -55,7 +56,7 @@ func TestSwitchMidTraffic(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, "traffic to flow", func() bool { return calls.Load() > 20 })
+	testenv.Eventually(t, 10*time.Second, "traffic to flow", func() bool { return calls.Load() > 20 })
 
 	newB := v2.backend(t, echoService)
 	if old := e.r.SetBackend("echo", newB); old != e.b {
@@ -68,7 +69,7 @@ func TestSwitchMidTraffic(t *testing.T) {
 		}
 	}
 	atSwitch := calls.Load()
-	waitFor(t, "traffic on the new backend", func() bool { return calls.Load() > atSwitch+20 })
+	testenv.Eventually(t, 10*time.Second, "traffic on the new backend", func() bool { return calls.Load() > atSwitch+20 })
 
 	// The old stream still runs on v1 and finishes there.
 	if e.b.InFlight() != 1 {
@@ -150,7 +151,7 @@ func TestWaitWakesOnDrain(t *testing.T) {
 	}
 	done := make(chan int64)
 	go func() { done <- e.b.Wait(testCtx(t)) }()
-	waitFor(t, "Wait to start waiting", func() bool { return e.b.waiters.Load() == 1 })
+	testenv.Eventually(t, 10*time.Second, "Wait to start waiting", func() bool { return e.b.waiters.Load() == 1 })
 	cancel()
 	if cut := <-done; cut != 0 {
 		t.Fatalf("Wait returned %d", cut)
@@ -173,7 +174,7 @@ func TestHolding(t *testing.T) {
 			resp, err := e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "held"})
 			res <- result{resp, err}
 		}()
-		waitFor(t, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
+		testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
 		e.r.SetBackend("echo", old)
 		e.r.SetHolding("echo", false)
 		r := <-res
@@ -218,7 +219,7 @@ func TestHolding(t *testing.T) {
 			_, err := e.echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
 			errc <- err
 		}()
-		waitFor(t, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
+		testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return e.r.heldCalls("echo") == 1 })
 		e.r.SetHolding("echo", false)
 		err := <-errc
 		wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: health check); see 'plughost plugin status echo', then 'plughost plugin restart echo' once it is fixed`)
