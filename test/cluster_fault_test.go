@@ -23,19 +23,7 @@ import (
 // start after.
 func TestClusterLeaderRestartsAfterItsLogTailWasReplaced(t *testing.T) {
 	agents := NewCluster(t, 3)
-	var ack acked
-	ctx, cancel := context.WithCancel(context.Background())
-	wg := writeLoad(ctx, agents, 4, &ack, nil)
-	waitFor(t, 20*time.Second, "writes", func() error {
-		ack.mu.Lock()
-		defer ack.mu.Unlock()
-		if len(ack.keys) < 200 {
-			return fmt.Errorf("%d writes", len(ack.keys))
-		}
-		return nil
-	})
-	cancel()
-	wg.Wait()
+	ack := writeSome(t, agents, 200)
 
 	old := leaderOf(t, agents)
 	if old == agents[2] {
@@ -86,19 +74,7 @@ func TestClusterLeaderRestartsAfterItsLogTailWasReplaced(t *testing.T) {
 		resume(a)
 	}
 	leaderOf(t, others)
-	var after acked
-	ctx, cancel = context.WithCancel(context.Background())
-	wg = writeLoad(ctx, others, 4, &after, nil)
-	waitFor(t, 30*time.Second, "writes through the new leader", func() error {
-		after.mu.Lock()
-		defer after.mu.Unlock()
-		if len(after.keys) < 200 {
-			return fmt.Errorf("%d writes", len(after.keys))
-		}
-		return nil
-	})
-	cancel()
-	wg.Wait()
+	after := writeSome(t, others, 200)
 	for k, rev := range after.keys {
 		ack.add(k, rev)
 	}
@@ -121,19 +97,7 @@ func TestClusterLeaderRestartsAfterItsLogTailWasReplaced(t *testing.T) {
 // keep every acknowledged write and take new ones.
 func TestClusterAllServersMoveAtOnce(t *testing.T) {
 	agents := NewCluster(t, 3)
-	var ack acked
-	ctx, cancel := context.WithCancel(context.Background())
-	wg := writeLoad(ctx, agents, 4, &ack, nil)
-	waitFor(t, 20*time.Second, "writes", func() error {
-		ack.mu.Lock()
-		defer ack.mu.Unlock()
-		if len(ack.keys) < 200 {
-			return fmt.Errorf("%d writes", len(ack.keys))
-		}
-		return nil
-	})
-	cancel()
-	wg.Wait()
+	ack := writeSome(t, agents, 200)
 
 	for _, a := range agents {
 		a.Kill9()
@@ -145,7 +109,7 @@ func TestClusterAllServersMoveAtOnce(t *testing.T) {
 	for _, a := range agents {
 		ack.checkAll(t, a)
 	}
-	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, a := range agents {
 		if _, err := a.Store().Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("moved/" + a.Node), Value: []byte("v")}); err != nil {
@@ -213,19 +177,7 @@ func TestClusterOperatorRemovesAGoneServer(t *testing.T) {
 // then leads alone with every acknowledged write.
 func TestClusterRecoversFromLostQuorumWithPeersJSON(t *testing.T) {
 	agents := NewCluster(t, 3)
-	var ack acked
-	ctx, cancel := context.WithCancel(context.Background())
-	wg := writeLoad(ctx, agents, 4, &ack, nil)
-	waitFor(t, 20*time.Second, "writes", func() error {
-		ack.mu.Lock()
-		defer ack.mu.Unlock()
-		if len(ack.keys) < 200 {
-			return fmt.Errorf("%d writes", len(ack.keys))
-		}
-		return nil
-	})
-	cancel()
-	wg.Wait()
+	ack := writeSome(t, agents, 200)
 	for _, a := range agents {
 		a.Kill9()
 	}
@@ -308,4 +260,26 @@ func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
 	for _, a := range agents {
 		a.waitAPI(agents...)
 	}
+}
+
+// writeSome writes through agents until n writes are acknowledged, and
+// returns them.
+func writeSome(t *testing.T, agents []*ClusterAgent, n int) *acked {
+	t.Helper()
+	ack := &acked{}
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := writeLoad(ctx, agents, 4, ack, nil)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	waitFor(t, 30*time.Second, fmt.Sprintf("%d writes", n), func() error {
+		ack.mu.Lock()
+		defer ack.mu.Unlock()
+		if len(ack.keys) < n {
+			return fmt.Errorf("%d writes", len(ack.keys))
+		}
+		return nil
+	})
+	return ack
 }
