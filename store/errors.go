@@ -33,4 +33,8 @@ var (
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
 	ErrNotEmpty = local.ErrNotEmpty
+	// ErrNoSpace means a node could not write its raft log for lack of disk
+	// space: the write was not applied. Writes resume by themselves once
+	// space is freed, or go on at another leader.
+	ErrNoSpace = local.ErrNoSpace
 )

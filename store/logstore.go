@@ -13,8 +13,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	wal "github.com/hashicorp/raft-wal"
-	"github.com/hashicorp/raft-wal/metadb"
 	"go.etcd.io/bbolt"
 )
 
@@ -107,25 +105,53 @@ func openLogStore(kind, dir string, logger hclog.Logger) (raft.LogStore, raft.St
 			BoltOptions: &bbolt.Options{Timeout: time.Second, NoFreelistSync: true, FreelistType: bbolt.FreelistMapType, InitialMmapSize: 64 << 20},
 		})
 		if err != nil {
+			if isNoSpace(err) {
+				return nil, nil, nil, fmt.Errorf("%w in %s: free space on that disk and start again", ErrNoSpace, dir)
+			}
 			return nil, nil, nil, fmt.Errorf("store: open raft log %s: %w", path, err)
 		}
-		return bolt, bolt, bolt, nil
+		b := boltLog{bolt, dir}
+		return b, b, bolt, nil
 	case LogStoreWAL:
 		path := filepath.Join(dir, walDir)
 		if err := os.MkdirAll(path, 0o700); err != nil {
 			return nil, nil, nil, fmt.Errorf("store: raft log dir: %w", err)
 		}
-		// The WAL does not close its meta store (a bolt file it keeps
-		// locked), so it is made here and closed after the WAL.
-		meta := &metadb.BoltMetaDB{}
-		w, err := wal.Open(path, wal.WithMetaStore(meta), wal.WithLogger(logger.Named("wal")))
+		w, err := openWALStore(path, dir, logger.Named("wal"))
 		if err != nil {
-			meta.Close()
-			return nil, nil, nil, fmt.Errorf("store: open raft log %s: %w", path, err)
+			return nil, nil, nil, err
 		}
-		return w, w, closers{w, meta}, nil
+		return w, w, w, nil
 	}
 	return nil, nil, nil, validLogStore(kind)
+}
+
+// boltLog is raft-boltdb with a full disk reported as ErrNoSpace. A bolt
+// transaction that fails leaves nothing behind, so the next write after
+// space is freed succeeds by itself.
+type boltLog struct {
+	*raftboltdb.BoltStore
+	dir string // the data directory, named in errors
+}
+
+func (b boltLog) StoreLog(log *raft.Log) error {
+	return noSpace(b.dir, b.BoltStore.StoreLog(log))
+}
+
+func (b boltLog) StoreLogs(logs []*raft.Log) error {
+	return noSpace(b.dir, b.BoltStore.StoreLogs(logs))
+}
+
+func (b boltLog) DeleteRange(lo, hi uint64) error {
+	return noSpace(b.dir, b.BoltStore.DeleteRange(lo, hi))
+}
+
+func (b boltLog) Set(key, val []byte) error {
+	return noSpace(b.dir, b.BoltStore.Set(key, val))
+}
+
+func (b boltLog) SetUint64(key []byte, val uint64) error {
+	return noSpace(b.dir, b.BoltStore.SetUint64(key, val))
 }
 
 // closers closes each of its members in order.

@@ -106,11 +106,7 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 			return nil, err
 		}
 		n.closer = append(closers{closer}, n.closer...) // before the lock
-		cache, err := raft.NewLogCache(logCacheEntries, logStore)
-		if err != nil {
-			return nil, fmt.Errorf("store: raft log cache: %w", err)
-		}
-		logs, stable = cache, stableStore
+		logs, stable = newLogCache(logCacheEntries, logStore), stableStore
 		rc.Logger.Info("raft log", "store", kind, "dir", cfg.Dir)
 		snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotsRetained, rc.Logger)
 		if err != nil {

@@ -196,6 +196,8 @@ func (s *Store) raftError(err error) error {
 		return fmt.Errorf("%w: leadership was lost while the write was in flight; it may or may not have been applied (%w)", ErrNotLeader, errAmbiguous)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
+	case errors.Is(err, ErrNoSpace):
+		return err
 	case errors.Is(err, raft.ErrEnqueueTimeout):
 		return fmt.Errorf("store: the write queue stayed full until the deadline: %w", context.DeadlineExceeded)
 	}

@@ -38,6 +38,10 @@ var (
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
 	ErrNotEmpty = errors.New("store: holds data")
+	// ErrNoSpace means a node could not write its raft log for lack of disk
+	// space: the write was not applied. Writes resume by themselves once
+	// space is freed, or go on at another leader.
+	ErrNoSpace = errors.New("store: no space left on device")
 )
 
 // closedError translates the state machine's and the watch hub's ErrClosed

@@ -101,7 +101,9 @@ func codeOf(err error) codes.Code {
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCompacted):
 		return codes.OutOfRange
-	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrClosed):
+	case errors.Is(err, ErrNotLeader), errors.Is(err, ErrClosed), errors.Is(err, ErrNoSpace):
+		// A write refused for a full disk was not applied and succeeds
+		// when retried once space is freed or another node leads.
 		return codes.Unavailable
 	case errors.Is(err, context.Canceled):
 		return codes.Canceled
