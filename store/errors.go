@@ -30,6 +30,10 @@ var (
 	ErrCASFailed = local.ErrCASFailed
 	// ErrClosed means the store was closed.
 	ErrClosed = local.ErrClosed
+	// ErrOutcomeUnknown means a write's answer was lost after it reached
+	// the leader: it may or may not have been applied. Read what it wrote
+	// before writing it again.
+	ErrOutcomeUnknown = local.ErrOutcomeUnknown
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
 	ErrNotEmpty = local.ErrNotEmpty

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -25,9 +26,9 @@ const forwardedKey = "plughost-forwarded"
 // known before it gives up.
 const leaderWait = 5 * time.Second
 
-// errAmbiguous marks a write whose outcome is unknown: it must not be
-// retried or forwarded.
-var errAmbiguous = errors.New("outcome unknown")
+// forwardAttempts bounds how many times a request that needs the leader is
+// sent to it: once, then again after each failure that left it unapplied.
+const forwardAttempts = 4
 
 // LeaderResolver maps a raft server ID to the API address of that node's
 // agent (StoreService), as membership knows it.
@@ -141,72 +142,163 @@ func forwarded(ctx context.Context) bool {
 // needsLeader reports whether err means the request can be sent to the
 // leader without risk of applying it twice.
 func needsLeader(err error) bool {
-	return err != nil && errors.Is(err, ErrNotLeader) && !errors.Is(err, errAmbiguous)
-}
-
-// retryable reports whether an error from a forwarded call means it was
-// not applied and the leader changed: the call may go to the new leader.
-func retryable(err error) bool {
-	st, ok := status.FromError(err)
-	if !ok || st.Code() != codes.Unavailable {
-		return false
-	}
-	msg := st.Message()
-	if strings.Contains(msg, "may or may not") {
-		return false
-	}
-	return strings.Contains(msg, ErrNotLeader.Error()) || strings.Contains(msg, "while dialing")
+	return err != nil && errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrOutcomeUnknown)
 }
 
 // forwardUnary runs a request locally and, when it needs the leader and
-// this node is not it, on the leader's API; once more if the leader changed
-// under it. A request another node forwarded is never forwarded again.
+// this node is not it, on the leader's API. A request another node
+// forwarded is never forwarded again.
 func forwardUnary[Req, Resp any](s *Store, ctx context.Context, req Req,
 	local func(context.Context, Req) (Resp, error),
-	remote func(storev1Client, context.Context, Req) (Resp, error),
+	remote func(storev1Client, context.Context, Req, ...grpc.CallOption) (Resp, error),
 ) (Resp, error) {
 	resp, err := local(ctx, req)
 	if !needsLeader(err) || forwarded(ctx) {
 		return resp, err
 	}
+	f := forwarding{from: s.cfg.NodeID, target: s.leaderTarget, whileLeader: s.whileLeader}
+	return toLeader(ctx, f, req, local, remote)
+}
+
+// forwarding is how a node reaches the leader for a request.
+type forwarding struct {
+	from string // this node's ID, sent as forwardedKey
+	// target is where the request goes: this node (self) or the leader at
+	// conn, other than avoid unless avoid is elected again.
+	target func(ctx context.Context, avoid string) (self bool, conn *grpc.ClientConn, id string, err error)
+	// whileLeader is ctx, cancelled with errLeaderLost once id no longer
+	// leads; stop releases it.
+	whileLeader func(ctx context.Context, id string) (_ context.Context, stop func())
+}
+
+// toLeader sends req to the leader, and again to the next leader after a
+// failure that left it unapplied, within ctx and forwardAttempts. A write
+// whose answer was lost after it was sent is never sent again: it fails
+// with ErrOutcomeUnknown. A read may always be sent again.
+func toLeader[Req, Resp any](ctx context.Context, f forwarding, req Req,
+	local func(context.Context, Req) (Resp, error),
+	remote func(storev1Client, context.Context, Req, ...grpc.CallOption) (Resp, error),
+) (Resp, error) {
 	var zero Resp
+	write := !readOnly(req)
 	avoid := ""
-	for attempt := 0; attempt < 2; attempt++ {
-		self, conn, id, terr := s.leaderTarget(ctx, avoid)
-		if terr != nil {
-			return zero, terr
+	for attempt := 1; ; attempt++ {
+		self, conn, id, err := f.target(ctx, avoid)
+		if err != nil {
+			return zero, err
 		}
+		var again bool
 		if self {
-			resp, err = local(ctx, req)
-			if !needsLeader(err) {
+			var resp Resp
+			if resp, err = local(ctx, req); !needsLeader(err) {
 				return resp, err
 			}
-			continue
-		}
-		fctx, stop := s.whileLeader(metadata.AppendToOutgoingContext(ctx, forwardedKey, s.cfg.NodeID), id)
-		resp, err = remote(newClient(conn), fctx, req)
-		lost := errors.Is(context.Cause(fctx), errLeaderLost) && ctx.Err() == nil
-		stop()
-		if err == nil {
-			return resp, nil
-		}
-		if lost {
-			err = fmt.Errorf("%w: the leader %s at %s stopped answering and this node lost sight of it while the request was forwarded; it may or may not have been applied (%w)",
-				ErrNotLeader, id, conn.Target(), errAmbiguous)
-			if !readOnly(req) {
-				return zero, err
+			again = true
+		} else {
+			var p peer.Peer
+			fctx, stop := f.whileLeader(metadata.AppendToOutgoingContext(ctx, forwardedKey, f.from), id)
+			resp, rerr := remote(newClient(conn), fctx, req, grpc.Peer(&p))
+			lost := errors.Is(context.Cause(fctx), errLeaderLost) && ctx.Err() == nil
+			stop()
+			if rerr == nil {
+				return resp, nil
 			}
-			avoid = id
-			continue
+			again, err = forwardFailure(ctx, rerr, forwardedCall{
+				leader: id, target: conn.Target(), write: write, sent: p.Addr != nil, lost: lost,
+			})
 		}
-		err = fromStatus(leaderStatus(err, conn.Target()))
-		if !retryable(err) {
+		if !again || attempt == forwardAttempts || ctx.Err() != nil {
 			return zero, err
 		}
 		avoid = id
 	}
-	return zero, err
 }
+
+// forwardedCall is what is known of a failed call to the leader.
+type forwardedCall struct {
+	leader, target string
+	write          bool
+	// sent: gRPC started a stream for the call's last attempt, so the
+	// request may have reached the leader. Without one (no connection, a
+	// refused dial, "error reading server preface") it did not: this is
+	// how gRPC's own transparent retry decides.
+	sent bool
+	// lost: the call was cancelled because this node stopped seeing
+	// leader as the leader.
+	lost bool
+}
+
+// forwardFailure turns the error of a call to the leader into the store's,
+// and says whether the request may go to the leader again: when the leader
+// said it did not apply it for want of a leader (ErrorInfo reason
+// NOT_LEADER or CLOSED), when it never reached the leader, and for a read.
+// A write that reached the leader and got no decision fails with
+// ErrOutcomeUnknown.
+func forwardFailure(ctx context.Context, err error, c forwardedCall) (again bool, _ error) {
+	switch storev1.ErrorReason(err) {
+	case storev1.ReasonOutcomeUnknown:
+		return !c.write, fromStatus(err)
+	case storev1.ReasonNotLeader, storev1.ReasonClosed:
+		return true, fromStatus(err)
+	case storev1.ReasonNoSpace:
+		return false, fromStatus(err) // not applied; another try waits for space
+	}
+	st := status.Convert(err)
+	if c.sent && decided(st.Code()) {
+		return false, fromStatus(err)
+	}
+	what := st.Message()
+	if c.lost {
+		what = "this node stopped seeing it as the leader"
+	}
+	switch {
+	case c.sent && c.write:
+		cause := ctx.Err()
+		if cause == nil {
+			cause = ErrNotLeader
+		}
+		return false, outcomeUnknown(cause, "store: the write was forwarded to the leader %s at %s and its answer was lost (%s)", c.leader, c.target, what)
+	case ctx.Err() != nil:
+		return false, fmt.Errorf("store: forwarding to the leader %s at %s: %w", c.leader, c.target, ctx.Err())
+	case c.sent:
+		return true, fmt.Errorf("%w: the leader %s at %s did not answer (%s)", ErrNotLeader, c.leader, c.target, what)
+	}
+	return true, fmt.Errorf("%w: the leader %s at %s could not be reached (%s)", ErrNotLeader, c.leader, c.target, what)
+}
+
+// decided reports whether a call that reached the leader and failed with
+// code was refused by the store, not cut short: the request was not
+// applied. Other codes (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED,
+// INTERNAL, UNKNOWN) also come from a connection that broke.
+func decided(code codes.Code) bool {
+	switch code {
+	case codes.InvalidArgument, codes.NotFound, codes.AlreadyExists, codes.PermissionDenied,
+		codes.ResourceExhausted, codes.FailedPrecondition, codes.OutOfRange, codes.Unimplemented,
+		codes.Unauthenticated:
+		return true
+	}
+	return false
+}
+
+// unknownOutcome is ErrOutcomeUnknown for a write whose answer was lost to
+// cause (ErrNotLeader, ErrClosed, the context's error): errors.Is matches
+// both.
+type unknownOutcome struct {
+	msg   string
+	cause error
+}
+
+// outcomeUnknown says what happened to a write whose answer was lost, and
+// what to do.
+func outcomeUnknown(cause error, format string, args ...any) error {
+	return &unknownOutcome{
+		msg:   fmt.Sprintf(format, args...) + "; it may or may not have been applied: read what it wrote before writing it again",
+		cause: cause,
+	}
+}
+
+func (e *unknownOutcome) Error() string   { return e.msg }
+func (e *unknownOutcome) Unwrap() []error { return []error{ErrOutcomeUnknown, e.cause} }
 
 // errLeaderLost cancels a forwarded call when this node stops seeing its
 // target as the leader.
@@ -253,16 +345,16 @@ func readOnly(req any) bool {
 // Get reads one key at the consistency the request asks for. A
 // linearizable read on a follower is forwarded to the leader.
 func (s *Store) Get(ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
-	return forwardUnary(s, ctx, req, s.eng.Get, func(c storev1Client, ctx context.Context, req *storev1.GetRequest) (*storev1.GetResponse, error) {
-		return c.Get(ctx, req)
+	return forwardUnary(s, ctx, req, s.eng.Get, func(c storev1Client, ctx context.Context, req *storev1.GetRequest, opts ...grpc.CallOption) (*storev1.GetResponse, error) {
+		return c.Get(ctx, req, opts...)
 	})
 }
 
 // List reads keys in order, by prefix or by range, one page at a time. A
 // linearizable list on a follower is forwarded to the leader.
 func (s *Store) List(ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
-	return forwardUnary(s, ctx, req, s.eng.List, func(c storev1Client, ctx context.Context, req *storev1.ListRequest) (*storev1.ListResponse, error) {
-		return c.List(ctx, req)
+	return forwardUnary(s, ctx, req, s.eng.List, func(c storev1Client, ctx context.Context, req *storev1.ListRequest, opts ...grpc.CallOption) (*storev1.ListResponse, error) {
+		return c.List(ctx, req, opts...)
 	})
 }
 
@@ -270,24 +362,24 @@ func (s *Store) List(ctx context.Context, req *storev1.ListRequest) (*storev1.Li
 // key is at that mod revision (0: only if it does not exist), and otherwise
 // fails with an error wrapping ErrCASFailed. On a follower it is forwarded.
 func (s *Store) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
-	return forwardUnary(s, ctx, req, s.eng.Put, func(c storev1Client, ctx context.Context, req *storev1.PutRequest) (*storev1.PutResponse, error) {
-		return c.Put(ctx, req)
+	return forwardUnary(s, ctx, req, s.eng.Put, func(c storev1Client, ctx context.Context, req *storev1.PutRequest, opts ...grpc.CallOption) (*storev1.PutResponse, error) {
+		return c.Put(ctx, req, opts...)
 	})
 }
 
 // Delete removes one key, optionally only at an expected mod revision. On a
 // follower it is forwarded.
 func (s *Store) Delete(ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
-	return forwardUnary(s, ctx, req, s.eng.Delete, func(c storev1Client, ctx context.Context, req *storev1.DeleteRequest) (*storev1.DeleteResponse, error) {
-		return c.Delete(ctx, req)
+	return forwardUnary(s, ctx, req, s.eng.Delete, func(c storev1Client, ctx context.Context, req *storev1.DeleteRequest, opts ...grpc.CallOption) (*storev1.DeleteResponse, error) {
+		return c.Delete(ctx, req, opts...)
 	})
 }
 
 // DeleteRange removes every key with a prefix. On a follower it is
 // forwarded.
 func (s *Store) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
-	return forwardUnary(s, ctx, req, s.eng.DeleteRange, func(c storev1Client, ctx context.Context, req *storev1.DeleteRangeRequest) (*storev1.DeleteRangeResponse, error) {
-		return c.DeleteRange(ctx, req)
+	return forwardUnary(s, ctx, req, s.eng.DeleteRange, func(c storev1Client, ctx context.Context, req *storev1.DeleteRangeRequest, opts ...grpc.CallOption) (*storev1.DeleteRangeResponse, error) {
+		return c.DeleteRange(ctx, req, opts...)
 	})
 }
 
@@ -295,8 +387,8 @@ func (s *Store) DeleteRange(ctx context.Context, req *storev1.DeleteRangeRequest
 // operations, all at one revision or not at all. On a follower it is
 // forwarded.
 func (s *Store) Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
-	return forwardUnary(s, ctx, req, s.eng.Txn, func(c storev1Client, ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error) {
-		return c.Txn(ctx, req)
+	return forwardUnary(s, ctx, req, s.eng.Txn, func(c storev1Client, ctx context.Context, req *storev1.TxnRequest, opts ...grpc.CallOption) (*storev1.TxnResponse, error) {
+		return c.Txn(ctx, req, opts...)
 	})
 }
 
@@ -312,7 +404,8 @@ func (e *remoteError) GRPCStatus() *status.Status { return e.st }
 func (e *remoteError) Unwrap() error              { return e.sentinel }
 
 // fromStatus turns a gRPC status error from the leader back into the
-// store's errors, so errors.Is works the same on every node.
+// store's errors, so errors.Is works the same on every node. The status,
+// its ErrorInfo included, is kept.
 func fromStatus(err error) error {
 	st, ok := status.FromError(err)
 	if !ok || err == nil {
@@ -339,9 +432,15 @@ func fromStatus(err error) error {
 			sentinel = ErrCorruptBackup
 		}
 	case codes.Unavailable:
-		sentinel = ErrNotLeader
-		if strings.Contains(msg, "may or may not") {
-			sentinel = errors.Join(ErrNotLeader, errAmbiguous)
+		switch storev1.ErrorReason(err) {
+		case storev1.ReasonOutcomeUnknown:
+			sentinel = errors.Join(ErrOutcomeUnknown, ErrNotLeader)
+		case storev1.ReasonClosed:
+			sentinel = ErrClosed
+		case storev1.ReasonNoSpace:
+			sentinel = ErrNoSpace
+		default:
+			sentinel = ErrNotLeader
 		}
 	case codes.DeadlineExceeded:
 		sentinel = context.DeadlineExceeded
@@ -351,7 +450,8 @@ func fromStatus(err error) error {
 	return &remoteError{st: st, sentinel: sentinel}
 }
 
-// leaderStatus names the leader in an error from a forwarded call.
+// leaderStatus names the leader in an error from a forwarded call, keeping
+// the status's details.
 func leaderStatus(err error, target string) error {
 	if err == nil {
 		return nil
@@ -363,7 +463,9 @@ func leaderStatus(err error, target string) error {
 	switch st.Code() {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		if target != "" {
-			return status.Errorf(st.Code(), "store: forwarded to the leader's API at %s: %s", target, st.Message())
+			p := st.Proto()
+			p.Message = fmt.Sprintf("store: forwarded to the leader's API at %s: %s", target, p.GetMessage())
+			return status.FromProto(p).Err()
 		}
 	}
 	return err

@@ -8,6 +8,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store/local"
@@ -80,12 +81,12 @@ func (srv *Server) Backup(req *storev1.BackupRequest, stream grpc.ServerStreamin
 func (srv *Server) Restore(stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]) error {
 	ctx := stream.Context()
 	if !forwarded(ctx) && !srv.store.IsLeader() {
-		self, conn, _, err := srv.store.leaderTarget(ctx, "")
+		self, conn, id, err := srv.store.leaderTarget(ctx, "")
 		if err != nil {
 			return toStatus(err)
 		}
 		if !self {
-			return srv.forwardRestore(ctx, conn, stream)
+			return srv.forwardRestore(ctx, conn, id, stream)
 		}
 	}
 	// force comes in the first message.
@@ -101,9 +102,12 @@ func (srv *Server) Restore(stream grpc.ClientStreamingServer[storev1.RestoreRequ
 	return stream.SendAndClose(resp)
 }
 
-func (srv *Server) forwardRestore(ctx context.Context, conn *grpc.ClientConn, stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]) error {
+// forwardRestore passes a restore on to the leader. Like any forwarded
+// write, one whose answer is lost fails with ErrOutcomeUnknown.
+func (srv *Server) forwardRestore(ctx context.Context, conn *grpc.ClientConn, leader string, stream grpc.ClientStreamingServer[storev1.RestoreRequest, storev1.RestoreResponse]) error {
 	fctx := metadata.AppendToOutgoingContext(ctx, forwardedKey, srv.store.cfg.NodeID)
-	cs, err := newClient(conn).admin.Restore(fctx)
+	var p peer.Peer
+	cs, err := newClient(conn).admin.Restore(fctx, grpc.Peer(&p))
 	if err != nil {
 		return leaderStatus(err, conn.Target())
 	}
@@ -121,7 +125,8 @@ func (srv *Server) forwardRestore(ctx context.Context, conn *grpc.ClientConn, st
 	}
 	resp, err := cs.CloseAndRecv()
 	if err != nil {
-		return leaderStatus(err, conn.Target())
+		_, err = forwardFailure(ctx, err, forwardedCall{leader: leader, target: conn.Target(), write: true, sent: p.Addr != nil})
+		return toStatus(err)
 	}
 	return stream.SendAndClose(resp)
 }

@@ -167,7 +167,7 @@ func (s *Store) propose(ctx context.Context, cmd *fsm.Command) (*fsm.Result, err
 	}
 	fut := s.node.raft.Apply(data, timeout)
 	if err := s.await(fut); err != nil {
-		return nil, s.raftError(err)
+		return nil, s.applyError(err)
 	}
 	res, ok := fut.Response().(*fsm.Result)
 	if !ok {
@@ -193,7 +193,7 @@ func (s *Store) raftError(err error) error {
 	case errors.Is(err, raft.ErrNotLeader), errors.Is(err, raft.ErrLeadershipTransferInProgress):
 		return s.notLeader()
 	case errors.Is(err, raft.ErrLeadershipLost):
-		return fmt.Errorf("%w: leadership was lost while the write was in flight; it may or may not have been applied (%w)", ErrNotLeader, errAmbiguous)
+		return fmt.Errorf("%w: leadership was lost before the request completed", ErrNotLeader)
 	case errors.Is(err, raft.ErrRaftShutdown):
 		return ErrClosed
 	case errors.Is(err, ErrNoSpace):
@@ -202,6 +202,19 @@ func (s *Store) raftError(err error) error {
 		return fmt.Errorf("store: the write queue stayed full until the deadline: %w", context.DeadlineExceeded)
 	}
 	return fmt.Errorf("store: raft: %w", err)
+}
+
+// applyError translates the error of a raft Apply. Once raft holds the
+// entry, losing the leadership or shutting down leaves its fate to the
+// next leader: the write may or may not be applied.
+func (s *Store) applyError(err error) error {
+	switch {
+	case errors.Is(err, raft.ErrLeadershipLost):
+		return outcomeUnknown(ErrNotLeader, "store: leadership was lost while the write was in flight")
+	case errors.Is(err, raft.ErrRaftShutdown):
+		return outcomeUnknown(ErrClosed, "store: this node shut down while the write was in flight")
+	}
+	return s.raftError(err)
 }
 
 // notLeader is ErrNotLeader naming the leader, when one is known.

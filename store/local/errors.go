@@ -35,6 +35,14 @@ var (
 	ErrCASFailed = errors.New("store: compare-and-set failed")
 	// ErrClosed means the store was closed.
 	ErrClosed = errors.New("store: closed")
+	// ErrOutcomeUnknown means a write reached the leader, or its log, and
+	// its answer was lost: leadership changed, the leader stopped or the
+	// connection to it broke. It may or may not have been applied, so
+	// sending it again may apply it twice: read what it wrote first. The
+	// error also matches its cause (ErrNotLeader, ErrClosed or the
+	// context's). Over gRPC it is UNAVAILABLE with the ErrorInfo reason
+	// storev1.ReasonOutcomeUnknown.
+	ErrOutcomeUnknown = errors.New("store: the write may or may not have been applied")
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
 	ErrNotEmpty = errors.New("store: holds data")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -80,7 +81,11 @@ func (srv *Server) Watch(req *storev1.WatchRequest, stream grpc.ServerStreamingS
 }
 
 // ToStatus maps the store's errors to gRPC status codes, keeping the
-// message. Errors that already carry a status pass through.
+// message. An UNAVAILABLE error carries a google.rpc.ErrorInfo reason
+// (storev1.ReasonNotLeader, ReasonClosed, ReasonNoSpace,
+// ReasonOutcomeUnknown) that says
+// whether sending the request again is safe. Errors that already carry a
+// status pass through.
 func ToStatus(err error) error {
 	if err == nil {
 		return nil
@@ -88,11 +93,19 @@ func ToStatus(err error) error {
 	if _, ok := err.(interface{ GRPCStatus() *status.Status }); ok {
 		return err
 	}
-	return status.Error(codeOf(err), err.Error())
+	st := status.New(codeOf(err), err.Error())
+	if reason := reasonOf(err); reason != "" {
+		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: storev1.ErrorDomain}); derr == nil {
+			st = d
+		}
+	}
+	return st.Err()
 }
 
 func codeOf(err error) codes.Code {
 	switch {
+	case errors.Is(err, ErrOutcomeUnknown):
+		return codes.Unavailable
 	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrCorruptBackup):
 		return codes.InvalidArgument
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded):
@@ -113,4 +126,21 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	}
 	return codes.Internal
+}
+
+// reasonOf is the ErrorInfo reason of an UNAVAILABLE error.
+func reasonOf(err error) string {
+	switch {
+	case errors.Is(err, ErrOutcomeUnknown):
+		return storev1.ReasonOutcomeUnknown
+	case codeOf(err) != codes.Unavailable:
+		return ""
+	case errors.Is(err, ErrNotLeader):
+		return storev1.ReasonNotLeader
+	case errors.Is(err, ErrClosed):
+		return storev1.ReasonClosed
+	case errors.Is(err, ErrNoSpace):
+		return storev1.ReasonNoSpace
+	}
+	return ""
 }
