@@ -81,6 +81,16 @@ func twoCrashes(t *testing.T, firstLeader, secondLeader, restartFirst bool) {
 		t.Fatal("no follower")
 		return nil
 	}
+	// Restarted agents join every other server, as operators configure
+	// them, not only the first agent, which may be the one that is down.
+	for _, a := range agents {
+		a.Join = nil
+		for _, b := range agents {
+			if b != a {
+				a.Join = append(a.Join, b.Serf)
+			}
+		}
+	}
 	first := pick(firstLeader)
 	if err := putVia(first, "before", 10*time.Second); err != nil {
 		t.Fatal(err)
