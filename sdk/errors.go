@@ -4,8 +4,12 @@ import (
 	"context"
 	"errors"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
 // Store errors. Test for them with errors.Is; the error itself also carries
@@ -24,8 +28,17 @@ var (
 	// revision + 1.
 	ErrCompacted = errors.New("revision compacted")
 	// ErrUnavailable is returned when the store cannot answer now (no leader,
-	// agent shutting down, connection lost). The request may be retried.
+	// agent shutting down, agent out of reach) and did not apply the
+	// request. The request may be retried.
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrOutcomeUnknown is returned by a write (Put, Delete, DeleteRange,
+	// Txn) whose answer was lost after it reached the store: the leader
+	// stopped or changed, or a connection broke. The write may or may not
+	// have been applied, so it is not ErrUnavailable: sending it again as
+	// it is may apply it twice. Read what it wrote first, or make the write
+	// conditional (IfModRevision, a Txn compare) so that a second attempt
+	// cannot apply twice.
+	ErrOutcomeUnknown = errors.New("outcome unknown")
 	// ErrPermission is returned when the plugin asked for something outside
 	// its namespace or rights.
 	ErrPermission = errors.New("permission denied")
@@ -73,6 +86,9 @@ func fromRPC(op string, err error) error {
 		sentinel = ErrCompacted
 	case codes.Unavailable:
 		sentinel = ErrUnavailable
+		if storev1.ErrorReason(err) == storev1.ReasonOutcomeUnknown {
+			sentinel = ErrOutcomeUnknown
+		}
 	case codes.PermissionDenied:
 		sentinel = ErrPermission
 	case codes.NotFound:
@@ -85,6 +101,24 @@ func fromRPC(op string, err error) error {
 		return &wrapped{op: op, err: err}
 	}
 	return &storeError{op: op, sentinel: sentinel, status: st}
+}
+
+// fromWrite maps an error of a write RPC like fromRPC. A write cut off
+// without an answer after gRPC started a stream for it (p has its peer:
+// the request may have reached the agent, which may have applied it) is
+// ErrOutcomeUnknown, as the store says for the hops behind the agent; one
+// for which gRPC started none never left the plugin.
+func fromWrite(op string, err error, p *peer.Peer) error {
+	st, ok := status.FromError(err)
+	if !ok || st.Code() != codes.Unavailable || p.Addr == nil || storev1.ErrorReason(err) != "" {
+		return fromRPC(op, err)
+	}
+	lost := status.New(codes.Unavailable, "the connection to the agent ended before it answered ("+st.Message()+
+		"); the write may or may not have been applied: read what it wrote before writing it again")
+	if d, derr := lost.WithDetails(&errdetails.ErrorInfo{Reason: storev1.ReasonOutcomeUnknown, Domain: storev1.ErrorDomain}); derr == nil {
+		lost = d
+	}
+	return &storeError{op: op, sentinel: ErrOutcomeUnknown, status: lost}
 }
 
 // wrapped names the operation of an error that maps to no sentinel.

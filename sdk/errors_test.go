@@ -31,7 +31,7 @@ func TestFromRPC(t *testing.T) {
 			if tt.want != nil && !errors.Is(err, tt.want) {
 				t.Fatalf("%v is not %v", err, tt.want)
 			}
-			for _, s := range []error{ErrConflict, ErrLimit, ErrCompacted, ErrUnavailable, ErrPermission, ErrNotFound} {
+			for _, s := range []error{ErrConflict, ErrLimit, ErrCompacted, ErrUnavailable, ErrOutcomeUnknown, ErrPermission, ErrNotFound} {
 				if s != tt.want && errors.Is(err, s) {
 					t.Errorf("%v is also %v", err, s)
 				}

@@ -12,6 +12,7 @@ import (
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/peer"
 )
 
 // storeClient is the Store over the agent's StoreService, reached through
@@ -77,20 +78,22 @@ func (s *storeClient) Put(ctx context.Context, key string, value []byte, opts Pu
 	if err != nil {
 		return KV{}, fmt.Errorf("store put %s: %w", key, err)
 	}
+	var p peer.Peer
 	resp, err := s.rpc.Put(ctx, &storev1.PutRequest{
 		Key: []byte(key), Value: value, TtlMs: ttl, ExpectedModRevision: opts.IfModRevision,
-	})
+	}, grpc.Peer(&p))
 	if err != nil {
-		return KV{}, fromRPC("put "+key, err)
+		return KV{}, fromWrite("put "+key, err, &p)
 	}
 	s.wrote(resp.GetRevision())
 	return fromKV(resp.GetKv()), nil
 }
 
 func (s *storeClient) Delete(ctx context.Context, key string, opts DeleteOptions) (bool, error) {
-	resp, err := s.rpc.Delete(ctx, &storev1.DeleteRequest{Key: []byte(key), ExpectedModRevision: opts.IfModRevision})
+	var p peer.Peer
+	resp, err := s.rpc.Delete(ctx, &storev1.DeleteRequest{Key: []byte(key), ExpectedModRevision: opts.IfModRevision}, grpc.Peer(&p))
 	if err != nil {
-		return false, fromRPC("delete "+key, err)
+		return false, fromWrite("delete "+key, err, &p)
 	}
 	s.wrote(resp.GetRevision())
 	return resp.GetDeleted(), nil
@@ -100,9 +103,10 @@ func (s *storeClient) DeleteRange(ctx context.Context, prefix string) (int64, er
 	if prefix == "" {
 		return 0, errors.New("store delete range: the prefix must not be empty")
 	}
-	resp, err := s.rpc.DeleteRange(ctx, &storev1.DeleteRangeRequest{Prefix: []byte(prefix)})
+	var p peer.Peer
+	resp, err := s.rpc.DeleteRange(ctx, &storev1.DeleteRangeRequest{Prefix: []byte(prefix)}, grpc.Peer(&p))
 	if err != nil {
-		return 0, fromRPC("delete range "+prefix, err)
+		return 0, fromWrite("delete range "+prefix, err, &p)
 	}
 	s.wrote(resp.GetRevision())
 	return resp.GetDeleted(), nil
@@ -139,9 +143,10 @@ func (s *storeClient) Txn(ctx context.Context, t Txn) (TxnResult, error) {
 	if err != nil {
 		return TxnResult{}, fmt.Errorf("store txn: %w", err)
 	}
-	resp, err := s.rpc.Txn(ctx, req)
+	var p peer.Peer
+	resp, err := s.rpc.Txn(ctx, req, grpc.Peer(&p))
 	if err != nil {
-		return TxnResult{}, fromRPC("txn", err)
+		return TxnResult{}, fromWrite("txn", err, &p)
 	}
 	s.wrote(resp.GetRevision())
 	res := TxnResult{Succeeded: resp.GetSucceeded(), Revision: resp.GetRevision(), Results: make([]OpResult, 0, len(resp.GetResults()))}

@@ -13,9 +13,9 @@ var ErrNotMocked = errors.New("sdktest: MockStore method not mocked")
 
 // MockStore is an sdk.Store whose methods call its function fields, for unit
 // tests that need the store to fail in ways the in-memory one does not
-// (sdk.ErrLimit, sdk.ErrUnavailable, ...). Hand it to a plugin in an
-// sdk.Env of the test's making. A nil field answers ErrNotMocked;
-// WithConsistency returns the same mock.
+// (sdk.ErrLimit, sdk.ErrUnavailable, sdk.ErrOutcomeUnknown, ...). Hand it
+// to a plugin in an sdk.Env of the test's making. A nil field answers
+// ErrNotMocked; WithConsistency returns the same mock.
 type MockStore struct {
 	GetF         func(ctx context.Context, key string) (sdk.KV, error)
 	PutF         func(ctx context.Context, key string, value []byte, opts sdk.PutOptions) (sdk.KV, error)
