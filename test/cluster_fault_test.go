@@ -283,3 +283,29 @@ func writeSome(t *testing.T, agents []*ClusterAgent, n int) *acked {
 	})
 	return ack
 }
+
+// TestClusterFirstServerRejoinsAfterRestart restarts the server the others
+// joined, whose own -join names only itself (n1 in the README): it finds
+// its peers again from what gossip knew before, and takes writes.
+func TestClusterFirstServerRejoinsAfterRestart(t *testing.T) {
+	agents := NewCluster(t, 3)
+	first := agents[0]
+	first.Kill9()
+	// The others see it failed before it comes back.
+	waitFor(t, 30*time.Second, "gossip to see "+first.Node+" failed", func() error {
+		out, _, _ := agents[1].CLI("members", "-format", "json")
+		if !strings.Contains(out, `"failed"`) {
+			return fmt.Errorf("members: %s", out)
+		}
+		return nil
+	})
+	start := time.Now()
+	first.Start()
+	waitFor(t, 10*time.Second, first.Node+" to take writes after its restart", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_, err := first.Store().Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("rejoined"), Value: []byte("v")})
+		return err
+	})
+	t.Logf("%s took writes %v after its restart", first.Node, time.Since(start).Round(time.Millisecond))
+}

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"sync"
@@ -97,6 +98,7 @@ type Cluster struct {
 	mu          sync.Mutex
 	failedSince map[string]time.Time
 	removing    map[string]bool // servers being removed from raft
+	recorded    []string        // the peers last written to peersFile
 	stateTag    bool
 	tolerance   int  // autopilot's failure tolerance, last logged
 	healthy     bool // autopilot's overall health, last logged
@@ -178,6 +180,11 @@ func Start(cfg Config) (*Cluster, error) {
 	sc.LeavePropagateDelay = 500 * time.Millisecond
 	sc.BroadcastTimeout = 2 * time.Second
 	sc.ReapInterval = 5 * time.Second
+	// Members try to reach a failed member again every ReconnectInterval
+	// (serf's default is 30 s). A restarted server whose -join names no one
+	// else, such as the one the others joined, is found again this way
+	// when its own rejoin from the snapshot found no one.
+	sc.ReconnectInterval = 2 * time.Second
 	stdlog := cfg.Logger.Named("serf").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 	sc.Logger = stdlog
 	if cfg.DataDir != "" {
@@ -252,17 +259,35 @@ func (c *Cluster) hasState() bool {
 // answers or the cluster stops.
 func (c *Cluster) joinLoop(ctx context.Context) {
 	defer c.wg.Done()
-	if len(c.cfg.Join) == 0 {
+	// Joining itself would count as a contact: leave this node's own
+	// address out (a server given -join of its own, as the first one often
+	// is, has no one else to join). The members seen alive before a restart
+	// are tried too.
+	var join []string
+	add := func(addrs []string) {
+		for _, addr := range addrs {
+			if addr != c.cfg.BindAddr && addr != c.Addr() && !slices.Contains(join, addr) {
+				join = append(join, addr)
+			}
+		}
+	}
+	add(c.cfg.Join)
+	explicit := len(join) > 0
+	add(readPeers(c.cfg.DataDir))
+	if len(join) == 0 {
 		return
 	}
 	backoff := 100 * time.Millisecond
 	for {
-		n, err := c.serf.Join(c.cfg.Join, true)
+		if !explicit && c.serf.NumNodes() > 1 {
+			return // without -join of its own, a peer that found it will do
+		}
+		n, err := c.serf.Join(join, true)
 		if n > 0 {
-			c.log.Info("joined the cluster", "contacted", n, "addresses", c.cfg.Join)
+			c.log.Info("joined the cluster", "contacted", n, "addresses", join)
 			return
 		}
-		c.log.Warn("join failed, retrying", "addresses", c.cfg.Join, "error", err, "in", backoff)
+		c.log.Warn("join failed, retrying", "addresses", join, "error", err, "in", backoff)
 		select {
 		case <-ctx.Done():
 			return
@@ -315,6 +340,7 @@ func (c *Cluster) step(ctx context.Context) {
 	}
 	c.mu.Unlock()
 
+	c.recordPeers(members)
 	if !c.hasState() {
 		c.maybeBootstrap(members)
 	}
