@@ -214,13 +214,33 @@ func TestClusterRecoversFromLostQuorumWithPeersJSON(t *testing.T) {
 
 // TestClusterAgentWithoutLeaderAnswers: an agent whose cluster has no leader
 // (the other servers are down) still answers what it knows by itself: the
-// members and the raft peers as it sees them.
+// members, the raft peers as it sees them, and its plugins as its own copy
+// of the catalog knows them.
 func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
 	agents := NewCluster(t, 3)
-	for _, a := range agents {
+	alone := agents[0]
+	alone.Drop(bundlePath("echo", "1.0.0"))
+	alone.WaitRunning("echo", "1.0.0")
+	for _, a := range agents[1:] {
 		a.Kill9()
 	}
-	alone := agents[0]
+	waitFor(t, 30*time.Second, alone.Node+" to lose its leader", func() error {
+		if err := alone.ready(); err == nil {
+			return fmt.Errorf("it still knows a leader")
+		}
+		return nil
+	})
+	out, errOut, code := alone.CLI("plugin", "list")
+	if code != 0 || !strings.Contains(out, "echo") || !strings.Contains(out, "1.0.0") || !strings.Contains(errOut, "no raft leader") {
+		t.Fatalf("plugin list without a leader: exit %d\n%s%s", code, out, errOut)
+	}
+	out, errOut, code = alone.CLI("plugin", "status", "echo")
+	if code != 0 || !strings.Contains(out, "running") || !strings.Contains(errOut, "this node's copy") {
+		t.Fatalf("plugin status without a leader: exit %d\n%s%s", code, out, errOut)
+	}
+
+	// Restarted without a leader, it answers at once.
+	alone.Kill9()
 	alone.startProcess()
 	var members string
 	waitFor(t, 30*time.Second, "members from an agent without a leader", func() error {
@@ -234,7 +254,7 @@ func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
 	if !strings.Contains(members, alone.Node) {
 		t.Fatalf("members without a leader:\n%s", members)
 	}
-	out, errOut, code := alone.CLI("operator", "raft", "list-peers", "-format", "json")
+	out, errOut, code = alone.CLI("operator", "raft", "list-peers", "-format", "json")
 	if code != 0 {
 		t.Fatalf("list-peers without a leader: exit %d: %s", code, errOut)
 	}
@@ -260,6 +280,7 @@ func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
 	for _, a := range agents {
 		a.waitAPI(agents...)
 	}
+	alone.WaitRunning("echo", "1.0.0")
 }
 
 // writeSome writes through agents until n writes are acknowledged, and

@@ -101,11 +101,20 @@ func ts(t *timestamppb.Timestamp) string {
 	return t.AsTime().Local().Format(time.RFC3339)
 }
 
+// staleNote tells, on stderr, that a listing is a node's own copy of the
+// catalog because the cluster has no leader.
+func (p *pluginCmd) staleNote(stale string) {
+	if stale != "" {
+		fmt.Fprintf(p.env.stderr, "plughost: note: %s\n", stale)
+	}
+}
+
 func (p *pluginCmd) list(ctx context.Context) error {
 	resp, err := p.c.ListPlugins(ctx, &operatorv1.ListPluginsRequest{})
 	if err != nil {
 		return err
 	}
+	p.staleNote(resp.GetStale())
 	if p.cf.format == "json" {
 		out := []map[string]any{}
 		for _, ps := range resp.GetPlugins() {
@@ -132,6 +141,7 @@ func (p *pluginCmd) status(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	p.staleNote(resp.GetStale())
 	ps := resp.GetPlugin()
 	if p.cf.format == "json" {
 		out := summaryJSON(ps)
@@ -181,6 +191,7 @@ func (p *pluginCmd) versions(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
+	p.staleNote(resp.GetStale())
 	if p.cf.format == "json" {
 		var out []map[string]any
 		for _, v := range resp.GetVersions() {

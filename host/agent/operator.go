@@ -3,9 +3,11 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"sort"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -131,9 +133,9 @@ func (o *operator) AddBundle(stream operatorv1.OperatorService_AddBundleServer) 
 	})
 }
 
-func (o *operator) summary(ctx context.Context, name string, versions []*catalog.Entry) (*operatorv1.PluginSummary, error) {
+func (o *operator) summary(ctx context.Context, cat *catalog.Catalog, name string, versions []*catalog.Entry) (*operatorv1.PluginSummary, error) {
 	ps := &operatorv1.PluginSummary{Name: name}
-	desired, pin, err := o.a.catalog.Desired(ctx, name)
+	desired, pin, err := cat.Desired(ctx, name)
 	if err != nil && !errors.Is(err, catalog.ErrUnknownPlugin) {
 		return nil, err
 	}
@@ -151,30 +153,65 @@ func (o *operator) summary(ctx context.Context, name string, versions []*catalog
 	return ps, nil
 }
 
-func (o *operator) ListPlugins(ctx context.Context, _ *operatorv1.ListPluginsRequest) (*operatorv1.ListPluginsResponse, error) {
-	all, err := o.a.catalog.All(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	names, err := o.a.catalog.Names(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	resp := &operatorv1.ListPluginsResponse{}
-	for _, n := range names {
-		ps, err := o.summary(ctx, n, all[n])
-		if err != nil {
-			return nil, toStatus(err)
+
+// readCatalog runs read on the cluster's catalog or, when there is no
+// leader to answer for it, on this node's copy, saying so in stale: what
+// runs here and what it last knew still help an operator. A node that
+// restarted without a leader has applied only its last snapshot: raft
+// applies the rest of its log once a leader says what is committed.
+func (o *operator) readCatalog(ctx context.Context, read func(*catalog.Catalog) error) (stale string, err error) {
+	if leader, _ := o.a.store.Leader(); leader != "" {
+		err := read(o.a.catalog)
+		if !errors.Is(err, store.ErrNotLeader) {
+			return "", err
 		}
-		resp.Plugins = append(resp.Plugins, ps)
 	}
+	stale = fmt.Sprintf("the cluster has no raft leader, so this is this node's copy of the catalog as of revision %d, which may lag; see 'plughost operator raft list-peers'",
+		o.a.store.Revision())
+	return stale, read(o.a.catalog.Local())
+}
+
+func (o *operator) ListPlugins(ctx context.Context, _ *operatorv1.ListPluginsRequest) (*operatorv1.ListPluginsResponse, error) {
+	resp := &operatorv1.ListPluginsResponse{}
+	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog) error {
+		resp.Plugins = nil
+		all, err := cat.All(ctx)
+		if err != nil {
+			return err
+		}
+		names := make([]string, 0, len(all))
+		for n := range all {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			ps, err := o.summary(ctx, cat, n, all[n])
+			if err != nil {
+				return err
+			}
+			resp.Plugins = append(resp.Plugins, ps)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	resp.Stale = stale
 	return resp, nil
 }
 
 func (o *operator) known(ctx context.Context, name string) ([]*catalog.Entry, error) {
-	vs, err := o.a.catalog.Versions(ctx, name)
+	vs, err := o.knownIn(ctx, o.a.catalog, name)
 	if err != nil {
 		return nil, toStatus(err)
+	}
+	return vs, nil
+}
+
+func (o *operator) knownIn(ctx context.Context, cat *catalog.Catalog, name string) ([]*catalog.Entry, error) {
+	vs, err := cat.Versions(ctx, name)
+	if err != nil {
+		return nil, err
 	}
 	if len(vs) == 0 {
 		return nil, status.Errorf(codes.NotFound, "plugin %q is not registered (see 'plughost plugin list')", name)
@@ -183,15 +220,19 @@ func (o *operator) known(ctx context.Context, name string) ([]*catalog.Entry, er
 }
 
 func (o *operator) GetPluginStatus(ctx context.Context, req *operatorv1.GetPluginStatusRequest) (*operatorv1.GetPluginStatusResponse, error) {
-	vs, err := o.known(ctx, req.GetName())
-	if err != nil {
-		return nil, err
-	}
-	ps, err := o.summary(ctx, req.GetName(), vs)
+	resp := &operatorv1.GetPluginStatusResponse{}
+	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog) error {
+		vs, err := o.knownIn(ctx, cat, req.GetName())
+		if err != nil {
+			return err
+		}
+		resp.Plugin, err = o.summary(ctx, cat, req.GetName(), vs)
+		return err
+	})
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	resp := &operatorv1.GetPluginStatusResponse{Plugin: ps}
+	resp.Stale = stale
 	if st, ok := o.a.super.Status(req.GetName()); ok {
 		for _, is := range st.Instances {
 			resp.Instances = append(resp.Instances, instanceStatus(o.a.cfg.Node, is))
@@ -218,13 +259,23 @@ func instanceStatus(node string, is supervisor.InstanceStatus) *operatorv1.Insta
 }
 
 func (o *operator) ListVersions(ctx context.Context, req *operatorv1.ListVersionsRequest) (*operatorv1.ListVersionsResponse, error) {
-	vs, err := o.known(ctx, req.GetName())
+	var (
+		vs      []*catalog.Entry
+		desired *catalog.Entry
+		pin     *catalog.Pin
+	)
+	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog) (err error) {
+		if vs, err = o.knownIn(ctx, cat, req.GetName()); err != nil {
+			return err
+		}
+		desired, pin, _ = cat.Desired(ctx, req.GetName())
+		return nil
+	})
 	if err != nil {
-		return nil, err
+		return nil, toStatus(err)
 	}
-	desired, pin, _ := o.a.catalog.Desired(ctx, req.GetName())
 	st, _ := o.a.super.Status(req.GetName())
-	resp := &operatorv1.ListVersionsResponse{}
+	resp := &operatorv1.ListVersionsResponse{Stale: stale}
 	for _, e := range vs {
 		resp.Versions = append(resp.Versions, &operatorv1.VersionInfo{
 			Version: e.Version, Sha256: e.SHA256, RegisteredAt: timestamppb.New(e.RegisteredAt),

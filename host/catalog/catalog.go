@@ -69,6 +69,15 @@ type Record struct {
 // Catalog reads and writes the catalog in a store.
 type Catalog struct {
 	st *store.Store
+	// consistency of reads; linearizable (the zero value) but for Local.
+	consistency storev1.Consistency
+}
+
+// Local is the catalog read from this node's copy of the store, which may
+// lag behind the cluster's: for answering what can be answered when there
+// is no leader. Writes go to the leader as ever.
+func (c *Catalog) Local() *Catalog {
+	return &Catalog{st: c.st, consistency: storev1.Consistency_CONSISTENCY_STALE}
 }
 
 // New returns a catalog kept in st.
@@ -119,7 +128,7 @@ func short(digest string) string {
 
 // Get returns one registered version.
 func (c *Catalog) Get(ctx context.Context, name, version string) (*Entry, error) {
-	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: catalogKey(name, version)})
+	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: catalogKey(name, version), Consistency: c.consistency})
 	if err != nil {
 		return nil, err
 	}
@@ -192,7 +201,7 @@ func (c *Catalog) list(ctx context.Context, prefix string) ([]*Entry, error) {
 func (c *Catalog) scan(ctx context.Context, prefix string, fn func(*storev1.KeyValue) error) error {
 	var token []byte
 	for {
-		resp, err := c.st.List(ctx, &storev1.ListRequest{Namespace: store.SystemNamespace, Prefix: []byte(prefix), PageToken: token})
+		resp, err := c.st.List(ctx, &storev1.ListRequest{Namespace: store.SystemNamespace, Prefix: []byte(prefix), PageToken: token, Consistency: c.consistency})
 		if err != nil {
 			return err
 		}
@@ -213,7 +222,7 @@ func Less(a, b string) bool { return semver.Compare("v"+a, "v"+b) < 0 }
 
 // GetPin returns the plugin's pin, or nil.
 func (c *Catalog) GetPin(ctx context.Context, name string) (*Pin, error) {
-	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name)})
+	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name), Consistency: c.consistency})
 	if err != nil || resp.GetKv() == nil {
 		return nil, err
 	}

@@ -574,8 +574,11 @@ func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
 }
 
 type ListPluginsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Plugins       []*PluginSummary       `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Plugins []*PluginSummary       `protobuf:"bytes,1,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	// stale is set when the cluster has no raft leader: the catalog shown is
+	// this node's copy, which may lag; it says so, and why.
+	Stale         string `protobuf:"bytes,2,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -615,6 +618,13 @@ func (x *ListPluginsResponse) GetPlugins() []*PluginSummary {
 		return x.Plugins
 	}
 	return nil
+}
+
+func (x *ListPluginsResponse) GetStale() string {
+	if x != nil {
+		return x.Stale
+	}
+	return ""
 }
 
 // LimitStatus says whether one resource limit is enforced.
@@ -938,9 +948,12 @@ func (x *GetPluginStatusRequest) GetName() string {
 }
 
 type GetPluginStatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Plugin        *PluginSummary         `protobuf:"bytes,1,opt,name=plugin,proto3" json:"plugin,omitempty"`
-	Instances     []*InstanceStatus      `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Plugin    *PluginSummary         `protobuf:"bytes,1,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	Instances []*InstanceStatus      `protobuf:"bytes,2,rep,name=instances,proto3" json:"instances,omitempty"`
+	// stale is set when the cluster has no raft leader: the catalog shown is
+	// this node's copy, which may lag; it says so, and why.
+	Stale         string `protobuf:"bytes,3,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -987,6 +1000,13 @@ func (x *GetPluginStatusResponse) GetInstances() []*InstanceStatus {
 		return x.Instances
 	}
 	return nil
+}
+
+func (x *GetPluginStatusResponse) GetStale() string {
+	if x != nil {
+		return x.Stale
+	}
+	return ""
 }
 
 // VersionInfo is one registered version of a plugin.
@@ -1127,8 +1147,11 @@ func (x *ListVersionsRequest) GetName() string {
 }
 
 type ListVersionsResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Versions      []*VersionInfo         `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Versions []*VersionInfo         `protobuf:"bytes,1,rep,name=versions,proto3" json:"versions,omitempty"`
+	// stale is set when the cluster has no raft leader: the catalog shown is
+	// this node's copy, which may lag; it says so, and why.
+	Stale         string `protobuf:"bytes,2,opt,name=stale,proto3" json:"stale,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1168,6 +1191,13 @@ func (x *ListVersionsResponse) GetVersions() []*VersionInfo {
 		return x.Versions
 	}
 	return nil
+}
+
+func (x *ListVersionsResponse) GetStale() string {
+	if x != nil {
+		return x.Stale
+	}
+	return ""
 }
 
 type PinVersionRequest struct {
@@ -2563,9 +2593,10 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\bservices\x18\x06 \x03(\tR\bservices\x12\x1d\n" +
 	"\n" +
 	"last_error\x18\a \x01(\tR\tlastError\"\x14\n" +
-	"\x12ListPluginsRequest\"T\n" +
+	"\x12ListPluginsRequest\"j\n" +
 	"\x13ListPluginsResponse\x12=\n" +
-	"\aplugins\x18\x01 \x03(\v2#.plughost.operator.v1.PluginSummaryR\aplugins\"\x89\x01\n" +
+	"\aplugins\x18\x01 \x03(\v2#.plughost.operator.v1.PluginSummaryR\aplugins\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\tR\x05stale\"\x89\x01\n" +
 	"\vLimitStatus\x12\x1a\n" +
 	"\bresource\x18\x01 \x01(\tR\bresource\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\tR\x05limit\x12\x1a\n" +
@@ -2594,10 +2625,11 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x05usage\x18\n" +
 	" \x01(\v2#.plughost.operator.v1.ResourceUsageR\x05usage\",\n" +
 	"\x16GetPluginStatusRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"\x9a\x01\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xb0\x01\n" +
 	"\x17GetPluginStatusResponse\x12;\n" +
 	"\x06plugin\x18\x01 \x01(\v2#.plughost.operator.v1.PluginSummaryR\x06plugin\x12B\n" +
-	"\tinstances\x18\x02 \x03(\v2$.plughost.operator.v1.InstanceStatusR\tinstances\"\xef\x01\n" +
+	"\tinstances\x18\x02 \x03(\v2$.plughost.operator.v1.InstanceStatusR\tinstances\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\tR\x05stale\"\xef\x01\n" +
 	"\vVersionInfo\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\tR\aversion\x12\x16\n" +
 	"\x06sha256\x18\x02 \x01(\tR\x06sha256\x12?\n" +
@@ -2607,9 +2639,10 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x06pinned\x18\x06 \x01(\bR\x06pinned\x12\x18\n" +
 	"\arunning\x18\a \x01(\bR\arunning\")\n" +
 	"\x13ListVersionsRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"U\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"k\n" +
 	"\x14ListVersionsResponse\x12=\n" +
-	"\bversions\x18\x01 \x03(\v2!.plughost.operator.v1.VersionInfoR\bversions\"o\n" +
+	"\bversions\x18\x01 \x03(\v2!.plughost.operator.v1.VersionInfoR\bversions\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\tR\x05stale\"o\n" +
 	"\x11PinVersionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
