@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store/fsm"
 )
@@ -38,7 +39,7 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 	put(t, s, "app", "binary\x00\xff", "\x00\r\n$3\r\n") // bytes that look like the file format
 	want := dump(t, s)
 	var buf bytes.Buffer
-	if err := s.Backup(ctxT(t), &buf); err != nil {
+	if err := s.Backup(testenv.Context(t, 20*time.Second), &buf); err != nil {
 		t.Fatal(err)
 	}
 	backupRev := s.Revision()
@@ -46,18 +47,18 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 
 	// Change everything, then restore.
 	put(t, s, "app", "key/0", "changed")
-	if _, err := s.DeleteRange(ctxT(t), &storev1.DeleteRangeRequest{Namespace: "app-2", Prefix: []byte("key/")}); err != nil {
+	if _, err := s.DeleteRange(testenv.Context(t, 20*time.Second), &storev1.DeleteRangeRequest{Namespace: "app-2", Prefix: []byte("key/")}); err != nil {
 		t.Fatal(err)
 	}
 	put(t, s, "later", "k", "written after the backup")
 	watcher := make(chan error, 1)
 	start := s.Revision() + 1
 	go func() {
-		watcher <- s.Watch(ctxT(t), &storev1.WatchRequest{Namespace: "app", StartRevision: start}, func(*storev1.WatchResponse) error { return nil })
+		watcher <- s.Watch(testenv.Context(t, 20*time.Second), &storev1.WatchRequest{Namespace: "app", StartRevision: start}, func(*storev1.WatchResponse) error { return nil })
 	}()
-	eventually(t, 5*time.Second, "the watch to start", func() bool { return s.fsm.Hub().Watchers() == 1 })
+	testenv.Eventually(t, 5*time.Second, "the watch to start", func() bool { return s.fsm.Hub().Watchers() == 1 })
 
-	resp, err := s.Restore(ctxT(t), bytes.NewReader(backup), RestoreOptions{Force: true})
+	resp, err := s.Restore(testenv.Context(t, 20*time.Second), bytes.NewReader(backup), RestoreOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,14 +92,14 @@ func TestBackupRestoreRoundTrip(t *testing.T) {
 
 	// A fresh store restored from the same file holds the same data.
 	fresh := newMemStore(t)
-	if _, err := fresh.Restore(ctxT(t), bytes.NewReader(backup), RestoreOptions{}); err != nil {
+	if _, err := fresh.Restore(testenv.Context(t, 20*time.Second), bytes.NewReader(backup), RestoreOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	sameDump(t, dump(t, fresh), want)
 
 	// Backup of the restored store is the same file, revision aside.
 	var again bytes.Buffer
-	if err := fresh.Backup(ctxT(t), &again); err != nil {
+	if err := fresh.Backup(testenv.Context(t, 20*time.Second), &again); err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(again.Bytes()[40:again.Len()-32], backup[40:len(backup)-32]) {
@@ -110,7 +111,7 @@ func TestRestoreRefusesCorruptBackup(t *testing.T) {
 	s := newMemStore(t)
 	writeMix(t, s, "app", 10)
 	var buf bytes.Buffer
-	if err := s.Backup(ctxT(t), &buf); err != nil {
+	if err := s.Backup(testenv.Context(t, 20*time.Second), &buf); err != nil {
 		t.Fatal(err)
 	}
 	good := buf.Bytes()
@@ -142,7 +143,7 @@ func TestRestoreRefusesCorruptBackup(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := s.Restore(ctxT(t), bytes.NewReader(tt.file), RestoreOptions{Force: true})
+			_, err := s.Restore(testenv.Context(t, 20*time.Second), bytes.NewReader(tt.file), RestoreOptions{Force: true})
 			wantErr(t, err, ErrCorruptBackup)
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error %q does not say %q", err, tt.want)
@@ -162,7 +163,7 @@ func TestRestoreRefusesStoreWithData(t *testing.T) {
 	s := newMemStore(t)
 	put(t, s, "app", "in-backup", "v")
 	var buf bytes.Buffer
-	if err := s.Backup(ctxT(t), &buf); err != nil {
+	if err := s.Backup(testenv.Context(t, 20*time.Second), &buf); err != nil {
 		t.Fatal(err)
 	}
 	put(t, s, SystemNamespace, "catalog/echo", "v")
@@ -170,7 +171,7 @@ func TestRestoreRefusesStoreWithData(t *testing.T) {
 	put(t, s, "zeta", "b", "v")
 	live, liveRev := dump(t, s), s.Revision()
 
-	_, err := s.Restore(ctxT(t), bytes.NewReader(buf.Bytes()), RestoreOptions{})
+	_, err := s.Restore(testenv.Context(t, 20*time.Second), bytes.NewReader(buf.Bytes()), RestoreOptions{})
 	wantErr(t, err, ErrNotEmpty)
 	want := "holds data in _sys (1 key), app (1 key), zeta (2 keys)"
 	if !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "-force") {
@@ -181,7 +182,7 @@ func TestRestoreRefusesStoreWithData(t *testing.T) {
 	}
 	sameDump(t, dump(t, s), live)
 
-	if _, err := s.Restore(ctxT(t), bytes.NewReader(buf.Bytes()), RestoreOptions{Force: true}); err != nil {
+	if _, err := s.Restore(testenv.Context(t, 20*time.Second), bytes.NewReader(buf.Bytes()), RestoreOptions{Force: true}); err != nil {
 		t.Fatal(err)
 	}
 	if kv := get(t, s, "zeta", "a"); kv != nil {

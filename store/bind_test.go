@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -61,7 +62,7 @@ func TestBindRefusesOtherNamespaces(t *testing.T) {
 	}
 	for _, ns := range hostile {
 		t.Run(fmt.Sprintf("%q", ns), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(ctxT(t))
+			ctx, cancel := context.WithCancel(testenv.Context(t, 20*time.Second))
 			defer cancel()
 			for method, err := range everyCall(ctx, c, ns) {
 				t.Run(method, func(t *testing.T) {
@@ -83,7 +84,7 @@ func TestBindKeysStayInTheNamespace(t *testing.T) {
 	put(t, s, "other", "secret", "theirs")
 	put(t, s, "counter-x", "secret", "neighbour's")
 	c := boundClient(t, s, Binding{Namespace: "counter"})
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 
 	// Key bytes that try to spell another namespace's key.
 	escapes := [][]byte{
@@ -138,7 +139,7 @@ func TestBindKeysStayInTheNamespace(t *testing.T) {
 func TestBindRateLimit(t *testing.T) {
 	s := newMemStore(t)
 	c := boundClient(t, s, Binding{Namespace: "counter", Rate: 0.001, Burst: 3})
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 	for i := range 3 {
 		if _, err := c.Get(ctx, &storev1.GetRequest{Key: []byte("k")}); err != nil {
 			t.Fatalf("request %d within the burst: %v", i, err)
@@ -163,7 +164,7 @@ func TestBindInvalidBindingRefusesAll(t *testing.T) {
 	for _, ns := range []string{SystemNamespace, "", "Bad", "a\x00b"} {
 		t.Run(fmt.Sprintf("%q", ns), func(t *testing.T) {
 			c := boundClient(t, s, Binding{Namespace: ns})
-			ctx, cancel := context.WithCancel(ctxT(t))
+			ctx, cancel := context.WithCancel(testenv.Context(t, 20*time.Second))
 			defer cancel()
 			for method, err := range everyCall(ctx, c, "") {
 				t.Run(method, func(t *testing.T) { wantCode(t, err, codes.Internal, "binding is invalid") })

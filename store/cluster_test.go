@@ -9,6 +9,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -39,7 +40,7 @@ func newCluster(t *testing.T, n int, clock *fakeClock) []*Store {
 			}
 		}
 	}
-	if err := nodes[0].WaitForLeader(ctxT(t)); err != nil {
+	if err := nodes[0].WaitForLeader(testenv.Context(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range nodes[1:] {
@@ -48,7 +49,7 @@ func newCluster(t *testing.T, n int, clock *fakeClock) []*Store {
 		}
 	}
 	for _, s := range nodes {
-		if err := s.WaitForLeader(ctxT(t)); err != nil {
+		if err := s.WaitForLeader(testenv.Context(t, 20*time.Second)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -58,7 +59,7 @@ func newCluster(t *testing.T, n int, clock *fakeClock) []*Store {
 func leaderOf(t *testing.T, nodes []*Store) *Store {
 	t.Helper()
 	var leader *Store
-	eventually(t, 10*time.Second, "a ready leader", func() bool {
+	testenv.Eventually(t, 10*time.Second, "a ready leader", func() bool {
 		for _, s := range nodes {
 			if !s.closed.Load() && s.leaderReady() {
 				leader = s
@@ -73,7 +74,7 @@ func leaderOf(t *testing.T, nodes []*Store) *Store {
 // sessionGet reads key on s once s has applied rev.
 func sessionGet(t *testing.T, s *Store, ns, key string, rev int64) *storev1.GetResponse {
 	t.Helper()
-	resp, err := s.Get(ctxT(t), &storev1.GetRequest{Namespace: ns, Key: []byte(key), Consistency: storev1.Consistency_CONSISTENCY_SESSION, MinRevision: rev})
+	resp, err := s.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: ns, Key: []byte(key), Consistency: storev1.Consistency_CONSISTENCY_SESSION, MinRevision: rev})
 	if err != nil {
 		t.Fatalf("session read on %s: %v", s.cfg.NodeID, err)
 	}
@@ -92,9 +93,9 @@ func TestClusterFollowers(t *testing.T) {
 		if r := sessionGet(t, f, "app", "k", p.GetRevision()); string(r.GetKv().GetValue()) != "v" || r.GetRevision() < p.GetRevision() {
 			t.Errorf("session read on %s: %v", f.cfg.NodeID, r)
 		}
-		_, err := f.Get(ctxT(t), &storev1.GetRequest{Namespace: "app", Key: []byte("k")})
+		_, err := f.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte("k")})
 		wantErr(t, err, ErrNotLeader)
-		_, err = f.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("k")})
+		_, err = f.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k")})
 		wantErr(t, err, ErrNotLeader)
 		if !bytes.Contains([]byte(err.Error()), []byte("node0")) {
 			t.Errorf("not-leader error does not name the leader: %v", err)
@@ -103,11 +104,11 @@ func TestClusterFollowers(t *testing.T) {
 
 	// The leader's clock expires the key; every node removes it at the
 	// same revision, and the follower's watcher sees it.
-	if _, err := leader.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("ttl"), Value: []byte("v"), TtlMs: 1000}); err != nil {
+	if _, err := leader.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("ttl"), Value: []byte("v"), TtlMs: 1000}); err != nil {
 		t.Fatal(err)
 	}
 	clock.advance(2 * time.Second)
-	eventually(t, 5*time.Second, "expiry on the follower", func() bool {
+	testenv.Eventually(t, 5*time.Second, "expiry on the follower", func() bool {
 		for _, e := range w.events() {
 			if e.GetType() == storev1.EventType_EVENT_TYPE_EXPIRE {
 				return true
@@ -119,11 +120,11 @@ func TestClusterFollowers(t *testing.T) {
 	// A restore on the leader reaches every node.
 	var backup bytes.Buffer
 	put(t, leader, "app", "in-backup", "v")
-	if err := leader.Backup(ctxT(t), &backup); err != nil {
+	if err := leader.Backup(testenv.Context(t, 20*time.Second), &backup); err != nil {
 		t.Fatal(err)
 	}
 	put(t, leader, "app", "after-backup", "v")
-	res, err := leader.Restore(ctxT(t), &backup, RestoreOptions{Force: true})
+	res, err := leader.Restore(testenv.Context(t, 20*time.Second), &backup, RestoreOptions{Force: true})
 	if err != nil {
 		t.Fatal(err)
 	}

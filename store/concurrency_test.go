@@ -1,12 +1,15 @@
 package store
 
 import (
+	"time"
+
 	"context"
 	"errors"
 	"strconv"
 	"sync"
 	"testing"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -73,7 +76,7 @@ func TestConcurrentIncrementsStayExact(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for range each {
-						n, err := inc(ctxT(t), s, name)
+						n, err := inc(testenv.Context(t, 20*time.Second), s, name)
 						if err != nil {
 							t.Error(err)
 							return

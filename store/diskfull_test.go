@@ -17,6 +17,7 @@ import (
 	"github.com/hashicorp/raft-wal/metadb"
 	"github.com/hashicorp/raft-wal/segment"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -198,7 +199,7 @@ func TestClusterFullDisk(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		nodes = append(nodes, s)
 	}
-	if err := nodes[0].WaitForLeader(ctxT(t)); err != nil {
+	if err := nodes[0].WaitForLeader(testenv.Context(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range nodes[1:] {
@@ -214,7 +215,7 @@ func TestClusterFullDisk(t *testing.T) {
 	var last int64
 	write := func(i int) {
 		key := fmt.Sprint("k", i)
-		resp, err := leaderOf(t, nodes).Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: value(i)})
+		resp, err := leaderOf(t, nodes).Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: value(i)})
 		switch {
 		case err == nil:
 			acked[key], last = i, resp.GetRevision()
@@ -254,7 +255,7 @@ func TestClusterFullDisk(t *testing.T) {
 	for i := 800; i < 850; i++ {
 		write(i)
 	}
-	eventually(t, 15*time.Second, full.cfg.NodeID+" following the cluster's writes again", func() bool {
+	testenv.Eventually(t, 15*time.Second, full.cfg.NodeID+" following the cluster's writes again", func() bool {
 		return full.Revision() >= last
 	})
 	for _, s := range nodes {

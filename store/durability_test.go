@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/raft"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -21,13 +22,13 @@ func writeMix(t *testing.T, s *Store, ns string, n int) {
 		put(t, s, ns, "key/"+itoa(int64(i)), "value "+itoa(int64(i)))
 	}
 	put(t, s, ns, "key/0", "overwritten")
-	if _, err := s.Delete(ctxT(t), &storev1.DeleteRequest{Namespace: ns, Key: []byte("key/1")}); err != nil {
+	if _, err := s.Delete(testenv.Context(t, 20*time.Second), &storev1.DeleteRequest{Namespace: ns, Key: []byte("key/1")}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: ns, Key: []byte("ttl"), Value: []byte("v"), TtlMs: int64(time.Hour / time.Millisecond)}); err != nil {
+	if _, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: ns, Key: []byte("ttl"), Value: []byte("v"), TtlMs: int64(time.Hour / time.Millisecond)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: ns, Success: []*storev1.TxnOp{putTxnOp("txn/a", "1", 0), putTxnOp("txn/b", "2", 0)}}); err != nil {
+	if _, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: ns, Success: []*storev1.TxnOp{putTxnOp("txn/a", "1", 0), putTxnOp("txn/b", "2", 0)}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -76,10 +77,10 @@ func testDurableReopen(t *testing.T, kind string) {
 	}
 	// The log replay rebuilt the watch history.
 	w := startWatch(t, s, &storev1.WatchRequest{Namespace: "app", StartRevision: 1})
-	eventually(t, 5*time.Second, "replayed history", func() bool { return len(w.responses()) >= 55 })
+	testenv.Eventually(t, 5*time.Second, "replayed history", func() bool { return len(w.responses()) >= 55 })
 	checkOrdered(t, w.responses())
 
-	eventually(t, 5*time.Second, "raft address to follow the new port", func() bool {
+	testenv.Eventually(t, 5*time.Second, "raft address to follow the new port", func() bool {
 		fut := s.node.raft.GetConfiguration()
 		if fut.Error() != nil {
 			return false
@@ -131,7 +132,7 @@ func testSnapshotThenReopen(t *testing.T, kind string) {
 		t.Errorf("usage after restore %+v, want %d keys", u, len(wantApp))
 	}
 	// History before the snapshot is gone, and says so.
-	err = s.Watch(ctxT(t), &storev1.WatchRequest{Namespace: "app", StartRevision: snapRev - 1}, func(*storev1.WatchResponse) error { return nil })
+	err = s.Watch(testenv.Context(t, 20*time.Second), &storev1.WatchRequest{Namespace: "app", StartRevision: snapRev - 1}, func(*storev1.WatchResponse) error { return nil })
 	wantErr(t, err, ErrCompacted)
 }
 

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -235,7 +236,7 @@ func TestForwardedCallFailures(t *testing.T) {
 			key := fmt.Sprint("w", i)
 
 			leaders := &twoLeaders{first: dial(t, firstAddr), second: nextConn}
-			_, err := forwardPut(ctxT(t), leaders.forwarding(), key)
+			_, err := forwardPut(testenv.Context(t, 20*time.Second), leaders.forwarding(), key)
 			applied := get(t, next, "app", key) != nil
 			switch {
 			case tt.writeAmbiguous:
@@ -262,7 +263,7 @@ func TestForwardedCallFailures(t *testing.T) {
 			}
 			put(t, next, "app", key+"-read", "v")
 			leaders = &twoLeaders{first: dial(t, firstAddr), second: nextConn}
-			resp, err := forwardGet(ctxT(t), leaders.forwarding(), key+"-read")
+			resp, err := forwardGet(testenv.Context(t, 20*time.Second), leaders.forwarding(), key+"-read")
 			if err != nil || string(resp.GetKv().GetValue()) != "v" {
 				t.Fatalf("read: %v, %v; want it sent to the next leader", resp, err)
 			}
@@ -348,7 +349,7 @@ func TestClusterLeaderStopsUnderForwardedWrites(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 20*time.Second, "forwarded writes acknowledged", func() bool { return acked.Load() >= 2*workers })
+	testenv.Eventually(t, 20*time.Second, "forwarded writes acknowledged", func() bool { return acked.Load() >= 2*workers })
 	servers[old.cfg.NodeID].Stop()
 	old.Close()
 	close(stopped)

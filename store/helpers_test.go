@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -71,31 +72,9 @@ func openDisk(t testing.TB, cfg Config) *Store {
 	return s
 }
 
-// ctxT is a context that ends with the test or after a deadline.
-func ctxT(t testing.TB) context.Context {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	t.Cleanup(cancel)
-	return ctx
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	tick := time.NewTicker(2 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		<-tick.C
-	}
-}
-
 func put(t testing.TB, s *Store, ns, key, value string) *storev1.PutResponse {
 	t.Helper()
-	resp, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: ns, Key: []byte(key), Value: []byte(value)})
+	resp, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: ns, Key: []byte(key), Value: []byte(value)})
 	if err != nil {
 		t.Fatalf("put %s/%s: %v", ns, key, err)
 	}
@@ -104,7 +83,7 @@ func put(t testing.TB, s *Store, ns, key, value string) *storev1.PutResponse {
 
 func get(t testing.TB, s *Store, ns, key string) *storev1.KeyValue {
 	t.Helper()
-	resp, err := s.Get(ctxT(t), &storev1.GetRequest{Namespace: ns, Key: []byte(key)})
+	resp, err := s.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: ns, Key: []byte(key)})
 	if err != nil {
 		t.Fatalf("get %s/%s: %v", ns, key, err)
 	}
@@ -117,7 +96,7 @@ func listAll(t testing.TB, s *Store, ns string) []*storev1.KeyValue {
 	var out []*storev1.KeyValue
 	var tok []byte
 	for {
-		resp, err := s.List(ctxT(t), &storev1.ListRequest{Namespace: ns, PageToken: tok})
+		resp, err := s.List(testenv.Context(t, 20*time.Second), &storev1.ListRequest{Namespace: ns, PageToken: tok})
 		if err != nil {
 			t.Fatalf("list %s: %v", ns, err)
 		}

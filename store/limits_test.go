@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -16,7 +17,7 @@ func TestQuotaKeys(t *testing.T) {
 	for _, k := range []string{"a", "b", "c"} {
 		put(t, s, "app", k, "v")
 	}
-	_, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("d"), Value: []byte("v")})
+	_, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("d"), Value: []byte("v")})
 	wantErr(t, err, ErrQuotaExceeded)
 	if want := `store: namespace "app" quota exceeded: 4 keys > max 3 keys (raise quota.max_keys in the agent config)`; err.Error() != want {
 		t.Errorf("quota error\n got %q\nwant %q", err, want)
@@ -25,7 +26,7 @@ func TestQuotaKeys(t *testing.T) {
 		t.Fatal("the refused key was written")
 	}
 	put(t, s, "app", "a", "overwrite is not a new key")
-	if _, err := s.Delete(ctxT(t), &storev1.DeleteRequest{Namespace: "app", Key: []byte("a")}); err != nil {
+	if _, err := s.Delete(testenv.Context(t, 20*time.Second), &storev1.DeleteRequest{Namespace: "app", Key: []byte("a")}); err != nil {
 		t.Fatal(err)
 	}
 	put(t, s, "app", "d", "room again")
@@ -43,14 +44,14 @@ func TestQuotaKeys(t *testing.T) {
 func TestQuotaBytes(t *testing.T) {
 	s := newMemStore(t, func(c *Config) { c.Quotas = map[string]Quota{"app": {MaxBytes: 100}} })
 	put(t, s, "app", "k1", strings.Repeat("x", 58)) // 60 bytes
-	_, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("k2"), Value: []byte(strings.Repeat("x", 48))})
+	_, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k2"), Value: []byte(strings.Repeat("x", 48))})
 	wantErr(t, err, ErrQuotaExceeded)
 	if !strings.Contains(err.Error(), "110 bytes > max 100 bytes") {
 		t.Errorf("quota error does not name the bytes: %v", err)
 	}
 	put(t, s, "app", "k1", "small")                 // shrinking is fine
 	put(t, s, "app", "k2", strings.Repeat("x", 48)) // now it fits: 7 + 50
-	_, err = s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("k1"), Value: []byte(strings.Repeat("x", 60))})
+	_, err = s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k1"), Value: []byte(strings.Repeat("x", 60))})
 	wantErr(t, err, ErrQuotaExceeded) // growing a value counts too
 	if kv := get(t, s, "app", "k1"); string(kv.GetValue()) != "small" {
 		t.Errorf("refused overwrite changed the value to %q", kv.GetValue())
@@ -65,7 +66,7 @@ func TestQuotaRefusesTxnWhole(t *testing.T) {
 	before := listAll(t, s, "app")
 
 	// One delete and three puts: 2 - 1 + 3 = 4 keys > 3, refused whole.
-	_, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{
+	_, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{
 		delTxnOp("a"), putTxnOp("c", "v", 0), putTxnOp("d", "v", 0), putTxnOp("e", "v", 0),
 	}})
 	wantErr(t, err, ErrQuotaExceeded)
@@ -74,13 +75,13 @@ func TestQuotaRefusesTxnWhole(t *testing.T) {
 	}
 
 	// The same shape within the quota goes through, at one revision.
-	resp, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{
+	resp, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{
 		delTxnOp("a"), putTxnOp("c", "v", 0), putTxnOp("d", "v", 0),
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "the txn's events", func() bool { return len(w.responses()) == 1 })
+	testenv.Eventually(t, 5*time.Second, "the txn's events", func() bool { return len(w.responses()) == 1 })
 	if r := w.responses()[0]; r.GetRevision() != resp.GetRevision() || len(r.GetEvents()) != 3 {
 		t.Errorf("watcher saw %v; the refused txn must leave no events", w.responses())
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -47,7 +48,7 @@ func TestList(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			tt.req.Namespace = "app"
-			resp, err := s.List(ctxT(t), tt.req)
+			resp, err := s.List(testenv.Context(t, 20*time.Second), tt.req)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -72,13 +73,13 @@ func TestList(t *testing.T) {
 			{Limit: 2, Start: []byte("b/2"), End: []byte("\xff\xff")},
 		} {
 			req.Namespace = "app"
-			all, err := s.List(ctxT(t), &storev1.ListRequest{Namespace: "app", Prefix: req.Prefix, Start: req.Start, End: req.End})
+			all, err := s.List(testenv.Context(t, 20*time.Second), &storev1.ListRequest{Namespace: "app", Prefix: req.Prefix, Start: req.Start, End: req.End})
 			if err != nil {
 				t.Fatal(err)
 			}
 			var got []*storev1.KeyValue
 			for pages := 0; ; pages++ {
-				resp, err := s.List(ctxT(t), req)
+				resp, err := s.List(testenv.Context(t, 20*time.Second), req)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -98,7 +99,7 @@ func TestList(t *testing.T) {
 	})
 
 	t.Run("keys only", func(t *testing.T) {
-		resp, err := s.List(ctxT(t), &storev1.ListRequest{Namespace: "app", Prefix: []byte("b/"), KeysOnly: true})
+		resp, err := s.List(testenv.Context(t, 20*time.Second), &storev1.ListRequest{Namespace: "app", Prefix: []byte("b/"), KeysOnly: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -123,7 +124,7 @@ func TestList(t *testing.T) {
 		{"unknown consistency", &storev1.ListRequest{Namespace: "app", Consistency: 9}},
 	} {
 		t.Run("invalid "+tt.name, func(t *testing.T) {
-			_, err := s.List(ctxT(t), tt.req)
+			_, err := s.List(testenv.Context(t, 20*time.Second), tt.req)
 			wantErr(t, err, ErrInvalidRequest)
 		})
 	}
@@ -149,7 +150,7 @@ func TestListDefaultPageAndByteCap(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	resp, err := s.List(ctxT(t), &storev1.ListRequest{Namespace: "many"})
+	resp, err := s.List(testenv.Context(t, 20*time.Second), &storev1.ListRequest{Namespace: "many"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,11 +164,11 @@ func TestListDefaultPageAndByteCap(t *testing.T) {
 	// Ten 512 KiB values are more than a page may carry: the page ends
 	// early, with a token, and paging still yields everything.
 	for i := range 10 {
-		if _, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "big", Key: fmt.Appendf(nil, "v%d", i), Value: make([]byte, DefaultMaxValueBytes)}); err != nil {
+		if _, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "big", Key: fmt.Appendf(nil, "v%d", i), Value: make([]byte, DefaultMaxValueBytes)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	resp, err = s.List(ctxT(t), &storev1.ListRequest{Namespace: "big", Limit: 100})
+	resp, err = s.List(testenv.Context(t, 20*time.Second), &storev1.ListRequest{Namespace: "big", Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +190,7 @@ func TestReadConsistency(t *testing.T) {
 		storev1.Consistency_CONSISTENCY_STALE,
 	} {
 		t.Run(c.String(), func(t *testing.T) {
-			resp, err := s.Get(ctxT(t), &storev1.GetRequest{Namespace: "app", Key: []byte("k"), Consistency: c, MinRevision: p.GetRevision()})
+			resp, err := s.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte("k"), Consistency: c, MinRevision: p.GetRevision()})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,7 +204,7 @@ func TestReadConsistency(t *testing.T) {
 		want := s.Revision() + 1
 		got := make(chan *storev1.GetResponse, 1)
 		go func() {
-			resp, err := s.Get(ctxT(t), &storev1.GetRequest{Namespace: "app", Key: []byte("k"), Consistency: storev1.Consistency_CONSISTENCY_SESSION, MinRevision: want})
+			resp, err := s.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte("k"), Consistency: storev1.Consistency_CONSISTENCY_SESSION, MinRevision: want})
 			if err != nil {
 				t.Error(err)
 			}
@@ -240,15 +241,15 @@ func TestFollowerRefusesWritesAndLinearizableReads(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	_, err = s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("k")})
+	_, err = s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k")})
 	wantErr(t, err, ErrNotLeader)
-	_, err = s.Get(ctxT(t), &storev1.GetRequest{Namespace: "app", Key: []byte("k")})
+	_, err = s.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte("k")})
 	wantErr(t, err, ErrNotLeader)
-	resp, err := s.Get(ctxT(t), &storev1.GetRequest{Namespace: "app", Key: []byte("k"), Consistency: storev1.Consistency_CONSISTENCY_STALE})
+	resp, err := s.Get(testenv.Context(t, 20*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte("k"), Consistency: storev1.Consistency_CONSISTENCY_STALE})
 	if err != nil || resp.GetKv() != nil {
 		t.Errorf("stale read on a follower: %v, %v", resp, err)
 	}
-	err = s.Backup(ctxT(t), &strings.Builder{})
+	err = s.Backup(testenv.Context(t, 20*time.Second), &strings.Builder{})
 	wantErr(t, err, ErrNotLeader)
 }
 
@@ -272,7 +273,7 @@ func TestVerifierCoalesces(t *testing.T) {
 	// The first caller starts round 1, which blocks.
 	first := make(chan error, 1)
 	go func() { first <- v.verify(context.Background()) }()
-	eventually(t, 5*time.Second, "round 1 to start", func() bool { return calls.Load() == 1 })
+	testenv.Eventually(t, 5*time.Second, "round 1 to start", func() bool { return calls.Load() == 1 })
 
 	// Callers arriving during round 1 must not be answered by it.
 	const late = 200
@@ -280,13 +281,13 @@ func TestVerifierCoalesces(t *testing.T) {
 	for range late {
 		go func() { lateErrs <- v.verify(context.Background()) }()
 	}
-	eventually(t, 5*time.Second, "late callers to wait", func() bool { return v.waiting.Load() == late+1 })
+	testenv.Eventually(t, 5*time.Second, "late callers to wait", func() bool { return v.waiting.Load() == late+1 })
 	close(gate1)
 	if err := <-first; err != nil {
 		t.Fatal(err)
 	}
 	// Round 2 started as round 1 ended and holds every late caller.
-	eventually(t, 5*time.Second, "round 2 to start", func() bool { return calls.Load() == 2 })
+	testenv.Eventually(t, 5*time.Second, "round 2 to start", func() bool { return calls.Load() == 2 })
 	close(gate2)
 	for range late {
 		if err := <-lateErrs; !errors.Is(err, roundErr) {

@@ -1,6 +1,8 @@
 package store
 
 import (
+	"time"
+
 	"bytes"
 	"errors"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -66,7 +69,7 @@ func TestServerStatusCodes(t *testing.T) {
 		storev1.RegisterStoreServiceServer(g, NewServer(s))
 	})
 	c := storev1.NewStoreServiceClient(conn)
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 
 	p, err := c.Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("k"), Value: []byte("v")})
 	if err != nil {
@@ -117,14 +120,14 @@ func TestServerBackupRestoreStreams(t *testing.T) {
 	s := newMemStore(t)
 	// More than one chunk of data.
 	for i := range 3 {
-		if _, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte{byte('a' + i)}, Value: bytes.Repeat([]byte{byte(i)}, 500<<10)}); err != nil {
+		if _, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte{byte('a' + i)}, Value: bytes.Repeat([]byte{byte(i)}, 500<<10)}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	want := listAll(t, s, "app")
 	conn := serve(t, func(g *grpc.Server) { storev1.RegisterStoreAdminServiceServer(g, NewServer(s)) })
 	admin := storev1.NewStoreAdminServiceClient(conn)
-	ctx := ctxT(t)
+	ctx := testenv.Context(t, 20*time.Second)
 
 	bs, err := admin.Backup(ctx, &storev1.BackupRequest{})
 	if err != nil {

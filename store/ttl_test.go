@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -68,7 +69,7 @@ func TestTTLExpiresAtOneRevision(t *testing.T) {
 	// Keys with different TTLs, written at different revisions, all past
 	// due when the leader next looks: they expire together.
 	for i, ttl := range []int64{1000, 2000, 3000} {
-		resp, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte{'k', byte('0' + i)}, Value: []byte("v"), TtlMs: ttl})
+		resp, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte{'k', byte('0' + i)}, Value: []byte("v"), TtlMs: ttl})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,12 +83,12 @@ func TestTTLExpiresAtOneRevision(t *testing.T) {
 	}
 
 	clock.advance(5 * time.Second)
-	eventually(t, 5*time.Second, "keys to expire", func() bool { return len(listAll(t, s, "app")) == 1 })
+	testenv.Eventually(t, 5*time.Second, "keys to expire", func() bool { return len(listAll(t, s, "app")) == 1 })
 	if kv := get(t, s, "app", "forever"); kv == nil {
 		t.Fatal("a key without TTL expired")
 	}
 
-	eventually(t, 5*time.Second, "expire events", func() bool { return len(w.events()) == 7 })
+	testenv.Eventually(t, 5*time.Second, "expire events", func() bool { return len(w.events()) == 7 })
 	resps := w.responses()
 	last := resps[len(resps)-1]
 	if len(last.GetEvents()) != 3 {
@@ -104,7 +105,7 @@ func TestTTLRewrittenKeyNotExpired(t *testing.T) {
 	clock := newFakeClock()
 	s := newMemStore(t, func(c *Config) { c.clock = clock.now })
 	ttlPut := func(key string, ttl int64) {
-		if _, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: []byte("v"), TtlMs: ttl}); err != nil {
+		if _, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: []byte("v"), TtlMs: ttl}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -114,19 +115,19 @@ func TestTTLRewrittenKeyNotExpired(t *testing.T) {
 	ttlPut("kept", 0) // rewritten without a TTL
 	ttlPut("gone", 1000)
 	ttlPut("txn", 1000)
-	if _, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{putTxnOp("txn", "v2", 0)}}); err != nil {
+	if _, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{putTxnOp("txn", "v2", 0)}}); err != nil {
 		t.Fatal(err)
 	}
 
 	clock.advance(2 * time.Second)
-	eventually(t, 5*time.Second, "gone to expire", func() bool { return get(t, s, "app", "gone") == nil })
+	testenv.Eventually(t, 5*time.Second, "gone to expire", func() bool { return get(t, s, "app", "gone") == nil })
 	for _, k := range []string{"longer", "kept", "txn"} {
 		if get(t, s, "app", k) == nil {
 			t.Errorf("%s was rewritten after its TTL was set, but expired with the old TTL", k)
 		}
 	}
 	clock.advance(10 * time.Second)
-	eventually(t, 5*time.Second, "longer to expire", func() bool { return get(t, s, "app", "longer") == nil })
+	testenv.Eventually(t, 5*time.Second, "longer to expire", func() bool { return get(t, s, "app", "longer") == nil })
 	if get(t, s, "app", "kept") == nil || get(t, s, "app", "txn") == nil {
 		t.Error("keys without TTL expired")
 	}

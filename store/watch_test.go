@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -66,7 +67,7 @@ func TestWatchConcurrentWritersNoGapsNoDuplicates(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	eventually(t, 10*time.Second, "every put to reach the watcher", func() bool { return len(w.events()) >= writers*each })
+	testenv.Eventually(t, 10*time.Second, "every put to reach the watcher", func() bool { return len(w.events()) >= writers*each })
 	resps := w.responses()
 	checkOrdered(t, resps)
 	seen := make(map[string]bool)
@@ -94,10 +95,10 @@ func TestWatchResumeFromRevision(t *testing.T) {
 	s := newMemStore(t)
 	start := put(t, s, "app", "a", "1").GetRevision()
 	put(t, s, "app", "b", "1")
-	if _, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{putTxnOp("c", "1", 0), putTxnOp("d", "1", 0), delTxnOp("a")}}); err != nil {
+	if _, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{putTxnOp("c", "1", 0), putTxnOp("d", "1", 0), delTxnOp("a")}}); err != nil {
 		t.Fatal(err)
 	}
-	del, err := s.DeleteRange(ctxT(t), &storev1.DeleteRangeRequest{Namespace: "app", Prefix: []byte("c")})
+	del, err := s.DeleteRange(testenv.Context(t, 20*time.Second), &storev1.DeleteRangeRequest{Namespace: "app", Prefix: []byte("c")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,10 +107,10 @@ func TestWatchResumeFromRevision(t *testing.T) {
 	w := startWatch(t, s, &storev1.WatchRequest{Namespace: "app", StartRevision: start})
 	// A watcher from now sees only what comes next.
 	now := startWatch(t, s, &storev1.WatchRequest{Namespace: "app"})
-	eventually(t, 5*time.Second, "both watches to start", func() bool { return s.fsm.Hub().Watchers() == 2 })
-	eventually(t, 5*time.Second, "history replay", func() bool { return len(w.responses()) == 4 })
+	testenv.Eventually(t, 5*time.Second, "both watches to start", func() bool { return s.fsm.Hub().Watchers() == 2 })
+	testenv.Eventually(t, 5*time.Second, "history replay", func() bool { return len(w.responses()) == 4 })
 	live := put(t, s, "app", "e", "1")
-	eventually(t, 5*time.Second, "live event", func() bool { return len(w.responses()) == 5 && len(now.responses()) == 1 })
+	testenv.Eventually(t, 5*time.Second, "live event", func() bool { return len(w.responses()) == 5 && len(now.responses()) == 1 })
 
 	resps := w.responses()
 	checkOrdered(t, resps)
@@ -138,7 +139,7 @@ func TestWatchCompacted(t *testing.T) {
 	for i := range 20 {
 		revs = append(revs, put(t, s, "app", "k", fmt.Sprint(i)).GetRevision())
 	}
-	err := s.Watch(ctxT(t), &storev1.WatchRequest{Namespace: "app", StartRevision: first}, func(*storev1.WatchResponse) error { return nil })
+	err := s.Watch(testenv.Context(t, 20*time.Second), &storev1.WatchRequest{Namespace: "app", StartRevision: first}, func(*storev1.WatchResponse) error { return nil })
 	wantErr(t, err, ErrCompacted)
 	if !strings.Contains(err.Error(), "list again") {
 		t.Errorf("compacted error does not tell the client what to do: %v", err)
@@ -146,13 +147,13 @@ func TestWatchCompacted(t *testing.T) {
 
 	// The last 5 revisions are still there.
 	w := startWatch(t, s, &storev1.WatchRequest{Namespace: "app", StartRevision: revs[15]})
-	eventually(t, 5*time.Second, "retained history", func() bool { return len(w.responses()) == 5 })
+	testenv.Eventually(t, 5*time.Second, "retained history", func() bool { return len(w.responses()) == 5 })
 	for i, r := range w.responses() {
 		if r.GetRevision() != revs[15+i] {
 			t.Errorf("response %d at revision %d, want %d", i, r.GetRevision(), revs[15+i])
 		}
 	}
-	err = s.Watch(ctxT(t), &storev1.WatchRequest{Namespace: "app", StartRevision: revs[14]}, func(*storev1.WatchResponse) error { return nil })
+	err = s.Watch(testenv.Context(t, 20*time.Second), &storev1.WatchRequest{Namespace: "app", StartRevision: revs[14]}, func(*storev1.WatchResponse) error { return nil })
 	wantErr(t, err, ErrCompacted)
 }
 
@@ -171,7 +172,7 @@ func TestWatchSlowWatcherEndsWithError(t *testing.T) {
 			return nil
 		})
 	}()
-	eventually(t, 5*time.Second, "the watch to start", func() bool { return s.fsm.Hub().Watchers() == 1 })
+	testenv.Eventually(t, 5*time.Second, "the watch to start", func() bool { return s.fsm.Hub().Watchers() == 1 })
 	// Writes go on at full speed while the watcher is stuck: apply never
 	// waits for it.
 	for i := range 50 {
@@ -213,7 +214,7 @@ func TestWatchEndsOnCloseAndSendError(t *testing.T) {
 	wantErr(t, <-closed, ErrClosed)
 
 	for _, req := range []*storev1.WatchRequest{{Namespace: "Bad"}, {Namespace: "app", StartRevision: -1}} {
-		if err := s.Watch(ctxT(t), req, nil); err == nil {
+		if err := s.Watch(testenv.Context(t, 20*time.Second), req, nil); err == nil {
 			t.Errorf("watch %v: no error", req)
 		}
 	}

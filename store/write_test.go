@@ -1,11 +1,14 @@
 package store
 
 import (
+	"time"
+
 	"bytes"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -67,7 +70,7 @@ func TestPut(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := s.Revision()
-			resp, err := s.Put(ctxT(t), tt.req)
+			resp, err := s.Put(testenv.Context(t, 20*time.Second), tt.req)
 			if tt.wantErr != nil {
 				wantErr(t, err, tt.wantErr)
 				if tt.wantErr != ErrCASFailed && s.Revision() != before {
@@ -91,7 +94,7 @@ func TestPut(t *testing.T) {
 func TestPutCASErrorNamesKeyAndRevisions(t *testing.T) {
 	s := newMemStore(t)
 	p := put(t, s, "app", "lock", "a")
-	_, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("lock"), Value: []byte("b"), ExpectedModRevision: rev(p.GetRevision() - 1)})
+	_, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("lock"), Value: []byte("b"), ExpectedModRevision: rev(p.GetRevision() - 1)})
 	wantErr(t, err, ErrCASFailed)
 	for _, want := range []string{`"lock"`, `"app"`, "expected mod revision", "mod revision " + itoa(p.GetRevision())} {
 		if !strings.Contains(err.Error(), want) {
@@ -99,7 +102,7 @@ func TestPutCASErrorNamesKeyAndRevisions(t *testing.T) {
 		}
 	}
 	// The CAS with the right revision then succeeds.
-	if _, err := s.Put(ctxT(t), &storev1.PutRequest{Namespace: "app", Key: []byte("lock"), Value: []byte("b"), ExpectedModRevision: rev(p.GetRevision())}); err != nil {
+	if _, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("lock"), Value: []byte("b"), ExpectedModRevision: rev(p.GetRevision())}); err != nil {
 		t.Fatalf("CAS with current revision: %v", err)
 	}
 }
@@ -132,7 +135,7 @@ func TestDelete(t *testing.T) {
 			if tt.expected != nil {
 				req.ExpectedModRevision = tt.expected(modRev)
 			}
-			resp, err := s.Delete(ctxT(t), req)
+			resp, err := s.Delete(testenv.Context(t, 20*time.Second), req)
 			if tt.wantErr != nil {
 				wantErr(t, err, tt.wantErr)
 				if tt.setup && get(t, s, "app", key) == nil {
@@ -151,7 +154,7 @@ func TestDelete(t *testing.T) {
 			}
 		})
 	}
-	_, err := s.Delete(ctxT(t), &storev1.DeleteRequest{Namespace: "app"})
+	_, err := s.Delete(testenv.Context(t, 20*time.Second), &storev1.DeleteRequest{Namespace: "app"})
 	wantErr(t, err, ErrInvalidRequest)
 }
 
@@ -175,7 +178,7 @@ func TestDeleteRange(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.prefix, func(t *testing.T) {
-			resp, err := s.DeleteRange(ctxT(t), &storev1.DeleteRangeRequest{Namespace: "app", Prefix: []byte(tt.prefix)})
+			resp, err := s.DeleteRange(testenv.Context(t, 20*time.Second), &storev1.DeleteRangeRequest{Namespace: "app", Prefix: []byte(tt.prefix)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -194,7 +197,7 @@ func TestDeleteRange(t *testing.T) {
 	if get(t, s, "app-b", "job/1") == nil {
 		t.Error("DeleteRange in app removed a key of app-b")
 	}
-	_, err := s.DeleteRange(ctxT(t), &storev1.DeleteRangeRequest{Namespace: "app"})
+	_, err := s.DeleteRange(testenv.Context(t, 20*time.Second), &storev1.DeleteRangeRequest{Namespace: "app"})
 	wantErr(t, err, ErrInvalidRequest)
 }
 
@@ -270,7 +273,7 @@ func TestTxnCompares(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			resp, err := s.Txn(ctxT(t), &storev1.TxnRequest{
+			resp, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{
 				Namespace: "app",
 				Compares:  []*storev1.Compare{tt.cmp},
 				Success:   []*storev1.TxnOp{getTxnOp("k")},
@@ -304,7 +307,7 @@ func TestTxnCompares(t *testing.T) {
 	}
 	for _, tt := range invalidCompares {
 		t.Run("invalid "+tt.name, func(t *testing.T) {
-			_, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Compares: []*storev1.Compare{tt.cmp}})
+			_, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Compares: []*storev1.Compare{tt.cmp}})
 			wantErr(t, err, ErrInvalidRequest)
 		})
 	}
@@ -337,7 +340,7 @@ func TestTxnBranches(t *testing.T) {
 		getTxnOp("old"), // sees the delete before it
 		delTxnOp("never"),
 	}
-	resp, err := s.Txn(ctxT(t), &storev1.TxnRequest{
+	resp, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{
 		Namespace: "app",
 		Compares:  []*storev1.Compare{cmpOp("old", storev1.CompareOperator_COMPARE_OPERATOR_EQUAL, "o")},
 		Success:   ops,
@@ -371,7 +374,7 @@ func TestTxnBranches(t *testing.T) {
 	}
 
 	// Now the compare fails: only the failure branch runs.
-	resp, err = s.Txn(ctxT(t), &storev1.TxnRequest{
+	resp, err = s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{
 		Namespace: "app",
 		Compares:  []*storev1.Compare{cmpOp("old", storev1.CompareOperator_COMPARE_OPERATOR_EQUAL, true)},
 		Success:   []*storev1.TxnOp{putTxnOp("success-ran", "x", 0)},
@@ -385,7 +388,7 @@ func TestTxnBranches(t *testing.T) {
 	}
 
 	// The first failing compare decides; all must hold.
-	resp, err = s.Txn(ctxT(t), &storev1.TxnRequest{
+	resp, err = s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{
 		Namespace: "app",
 		Compares: []*storev1.Compare{
 			cmpOp("a", storev1.CompareOperator_COMPARE_OPERATOR_EQUAL, true),
@@ -417,7 +420,7 @@ func TestTxnInvalidWritesNothing(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			before := s.Revision()
-			_, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: tt.ops})
+			_, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: tt.ops})
 			wantErr(t, err, tt.wantErr)
 			if s.Revision() != before || len(listAll(t, s, "app")) != 0 {
 				t.Errorf("refused txn changed the store")
@@ -425,7 +428,7 @@ func TestTxnInvalidWritesNothing(t *testing.T) {
 		})
 	}
 	// Gets may repeat a key, and read a key a write touches.
-	if _, err := s.Txn(ctxT(t), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{getTxnOp("k"), putTxnOp("k", "1", 0), getTxnOp("k")}}); err != nil {
+	if _, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: []*storev1.TxnOp{getTxnOp("k"), putTxnOp("k", "1", 0), getTxnOp("k")}}); err != nil {
 		t.Errorf("gets around a put: %v", err)
 	}
 }

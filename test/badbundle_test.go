@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
@@ -206,7 +207,7 @@ func waitRefused(t *testing.T, a *Agent, name string) string {
 	t.Helper()
 	refused := filepath.Join(a.DataDir, "bundles", "refused")
 	var reason string
-	waitFor(t, 30*time.Second, name+" to be refused", func() error {
+	testenv.WaitFor(t, 30*time.Second, name+" to be refused", func() error {
 		entries, err := os.ReadDir(refused)
 		if err != nil {
 			return err

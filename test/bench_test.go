@@ -15,6 +15,7 @@ import (
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/loadgen"
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
@@ -152,7 +153,7 @@ func BenchmarkBundleDropToFirstCall(b *testing.B) {
 		b.StartTimer()
 		start := time.Now()
 		a.Drop(bundlePath("echo", "1.0.0"))
-		waitFor(b, 30*time.Second, "the first echo call", func() error {
+		testenv.WaitFor(b, 30*time.Second, "the first echo call", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			defer cancel()
 			_, err := echo.Echo(ctx, &echov1.EchoRequest{Message: "first"})

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -52,7 +53,7 @@ func TestAgentsShareCgroupParent(t *testing.T) {
 	a.Start()
 	a.WaitRunning("echo", "1.0.0")
 	a.Kill9()
-	waitFor(t, 30*time.Second, "the killed agent's reaper to remove its plugins and cgroup", func() error {
+	testenv.WaitFor(t, 30*time.Second, "the killed agent's reaper to remove its plugins and cgroup", func() error {
 		if pids := a.PluginProcesses(); len(pids) > 0 {
 			return fmt.Errorf("plugin processes %v still run", pids)
 		}
@@ -167,7 +168,7 @@ func (c *echoCalls) waitMore(t *testing.T, k int) {
 	c.mu.Lock()
 	target := c.n + k
 	c.mu.Unlock()
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d more echo calls", k), func() error {
+	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%d more echo calls", k), func() error {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.n < target {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
@@ -105,7 +106,7 @@ func twoCrashes(t *testing.T, firstLeader, secondLeader, restartFirst bool) {
 			break
 		}
 	}
-	waitFor(t, 20*time.Second, first.Node+" failed in gossip", func() error {
+	testenv.WaitFor(t, 20*time.Second, first.Node+" failed in gossip", func() error {
 		m, _, err := memberOf(observer, first.Node)
 		if err != nil {
 			return err
@@ -139,7 +140,7 @@ func twoCrashes(t *testing.T, firstLeader, secondLeader, restartFirst bool) {
 		}
 	}
 	for _, a := range up {
-		waitFor(t, 30*time.Second, "a write through "+a.Node+" with "+down.Node+" down", func() error {
+		testenv.WaitFor(t, 30*time.Second, "a write through "+a.Node+" with "+down.Node+" down", func() error {
 			return putVia(a, "after-"+a.Node, 2*time.Second)
 		})
 	}
@@ -148,7 +149,7 @@ func twoCrashes(t *testing.T, firstLeader, secondLeader, restartFirst bool) {
 	// The other comes back, and all three are voters.
 	down.Start()
 	for _, a := range agents {
-		waitFor(t, 30*time.Second, a.Node+" a voter", func() error {
+		testenv.WaitFor(t, 30*time.Second, a.Node+" a voter", func() error {
 			m, leaderName, err := memberOf(down, a.Node)
 			if err != nil {
 				return err
@@ -189,7 +190,7 @@ func TestClusterPausedVoterKeptOnRaftContact(t *testing.T) {
 			paused.Signal(syscall.SIGCONT)
 		}
 	}()
-	waitFor(t, 20*time.Second, paused.Node+" failed in gossip", func() error {
+	testenv.WaitFor(t, 20*time.Second, paused.Node+" failed in gossip", func() error {
 		m, _, err := memberOf(leader, paused.Node)
 		if err != nil {
 			return err

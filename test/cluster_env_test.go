@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
@@ -101,7 +102,7 @@ func (a *ClusterAgent) startProcess() {
 		args = append(args, "-join", j)
 	}
 	args = append(args, a.Args...)
-	a.log = &syncBuffer{}
+	a.log = &testenv.SyncBuffer{}
 	a.cmd = exec.Command(filepath.Join(binDir, "plughost"), args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -121,7 +122,7 @@ func (a *ClusterAgent) startProcess() {
 // if a, or one of the peers it needs for a leader, exits.
 func (a *ClusterAgent) waitAPI(peers ...*ClusterAgent) {
 	a.t.Helper()
-	waitFor(a.t, 60*time.Second, a.Node+" API to answer", func() error {
+	testenv.WaitFor(a.t, 60*time.Second, a.Node+" API to answer", func() error {
 		for _, p := range append([]*ClusterAgent{a}, peers...) {
 			select {
 			case <-p.exited:
@@ -170,7 +171,7 @@ var (
 func leaderOf(t testing.TB, agents []*ClusterAgent, skip ...*ClusterAgent) *ClusterAgent {
 	t.Helper()
 	var leader *ClusterAgent
-	waitFor(t, 30*time.Second, "a leader", func() error {
+	testenv.WaitFor(t, 30*time.Second, "a leader", func() error {
 		for _, a := range agents {
 			if isOneOf(skip, a) {
 				continue

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -138,7 +139,7 @@ func TestClusterOperatorRemovesAGoneServer(t *testing.T) {
 	}
 
 	gone.Kill9()
-	waitFor(t, 30*time.Second, "gossip to see "+gone.Node+" failed", func() error {
+	testenv.WaitFor(t, 30*time.Second, "gossip to see "+gone.Node+" failed", func() error {
 		out, _, _ := via.CLI("operator", "raft", "list-peers", "-format", "json")
 		var peers []struct {
 			ID         string `json:"id"`
@@ -224,7 +225,7 @@ func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
 	for _, a := range agents[1:] {
 		a.Kill9()
 	}
-	waitFor(t, 30*time.Second, alone.Node+" to lose its leader", func() error {
+	testenv.WaitFor(t, 30*time.Second, alone.Node+" to lose its leader", func() error {
 		if err := alone.ready(); err == nil {
 			return fmt.Errorf("it still knows a leader")
 		}
@@ -243,7 +244,7 @@ func TestClusterAgentWithoutLeaderAnswers(t *testing.T) {
 	alone.Kill9()
 	alone.startProcess()
 	var members string
-	waitFor(t, 30*time.Second, "members from an agent without a leader", func() error {
+	testenv.WaitFor(t, 30*time.Second, "members from an agent without a leader", func() error {
 		out, errOut, code := alone.CLI("members")
 		if code != 0 {
 			return fmt.Errorf("members: exit %d: %s", code, errOut)
@@ -294,7 +295,7 @@ func writeSome(t *testing.T, agents []*ClusterAgent, n int) *acked {
 		cancel()
 		wg.Wait()
 	}()
-	waitFor(t, 30*time.Second, fmt.Sprintf("%d writes", n), func() error {
+	testenv.WaitFor(t, 30*time.Second, fmt.Sprintf("%d writes", n), func() error {
 		ack.mu.Lock()
 		defer ack.mu.Unlock()
 		if len(ack.keys) < n {
@@ -313,7 +314,7 @@ func TestClusterFirstServerRejoinsAfterRestart(t *testing.T) {
 	first := agents[0]
 	first.Kill9()
 	// The others see it failed before it comes back.
-	waitFor(t, 30*time.Second, "gossip to see "+first.Node+" failed", func() error {
+	testenv.WaitFor(t, 30*time.Second, "gossip to see "+first.Node+" failed", func() error {
 		out, _, _ := agents[1].CLI("members", "-format", "json")
 		if !strings.Contains(out, `"failed"`) {
 			return fmt.Errorf("members: %s", out)
@@ -322,7 +323,7 @@ func TestClusterFirstServerRejoinsAfterRestart(t *testing.T) {
 	})
 	start := time.Now()
 	first.Start()
-	waitFor(t, 10*time.Second, first.Node+" to take writes after its restart", func() error {
+	testenv.WaitFor(t, 10*time.Second, first.Node+" to take writes after its restart", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		_, err := first.Store().Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("rejoined"), Value: []byte("v")})

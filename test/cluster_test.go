@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/internal/testenv"
 	counterv1 "github.com/plughost/plughost/plugins/counter/proto/counter/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
@@ -52,7 +53,7 @@ func (a *acked) checkAll(t *testing.T, ag *ClusterAgent) {
 	for first := true; first || len(token) > 0; first = false {
 		var resp *storev1.ListResponse
 		// A restarted agent's connection may need a moment to come back.
-		waitFor(t, 20*time.Second, "a list on "+ag.Node, func() (err error) {
+		testenv.WaitFor(t, 20*time.Second, "a list on "+ag.Node, func() (err error) {
 			resp, err = ag.Store().List(ctx, &storev1.ListRequest{Namespace: "app", Prefix: []byte("w/"), KeysOnly: true, PageToken: token,
 				Consistency: storev1.Consistency_CONSISTENCY_SESSION, MinRevision: a.max})
 			return err
@@ -104,7 +105,7 @@ func writeLoad(ctx context.Context, agents []*ClusterAgent, clients int, ack *ac
 
 func TestClusterMembers(t *testing.T) {
 	agents := NewCluster(t, 3)
-	waitFor(t, 20*time.Second, "three alive members, one leader", func() error {
+	testenv.WaitFor(t, 20*time.Second, "three alive members, one leader", func() error {
 		out, errOut, code := agents[1].CLI("members", "-format", "json")
 		if code != 0 {
 			return fmt.Errorf("members: %s", errOut)
@@ -155,7 +156,7 @@ func TestClusterMembers(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, 10*time.Second, "raft and gossip series in every node's /metrics", func() error {
+	testenv.WaitFor(t, 10*time.Second, "raft and gossip series in every node's /metrics", func() error {
 		commits := 0.0
 		for _, a := range agents {
 			series, err := scrape(a.Agent)
@@ -196,7 +197,7 @@ func TestClusterKillLeaderUnderLoad(t *testing.T) {
 			firstAfter.CompareAndSwap(0, time.Now().UnixNano())
 		}
 	})
-	waitFor(t, 20*time.Second, "writes before the kill", func() error {
+	testenv.WaitFor(t, 20*time.Second, "writes before the kill", func() error {
 		ack.mu.Lock()
 		defer ack.mu.Unlock()
 		if len(ack.keys) < 500 {
@@ -206,7 +207,7 @@ func TestClusterKillLeaderUnderLoad(t *testing.T) {
 	})
 	killedAt.Store(time.Now().UnixNano())
 	leader.Kill9()
-	waitFor(t, 30*time.Second, "an acknowledged write after the kill", func() error {
+	testenv.WaitFor(t, 30*time.Second, "an acknowledged write after the kill", func() error {
 		if firstAfter.Load() == 0 {
 			return fmt.Errorf("none yet")
 		}
@@ -217,7 +218,7 @@ func TestClusterKillLeaderUnderLoad(t *testing.T) {
 	ack.mu.Lock()
 	n := len(ack.keys)
 	ack.mu.Unlock()
-	waitFor(t, 20*time.Second, "writes to go on under the new leader", func() error {
+	testenv.WaitFor(t, 20*time.Second, "writes to go on under the new leader", func() error {
 		ack.mu.Lock()
 		defer ack.mu.Unlock()
 		if len(ack.keys) < n+500 {
@@ -241,7 +242,7 @@ func TestClusterKillAllAndRestart(t *testing.T) {
 	var ack acked
 	ctx, cancel := context.WithCancel(context.Background())
 	wg := writeLoad(ctx, agents, 8, &ack, nil)
-	waitFor(t, 20*time.Second, "writes", func() error {
+	testenv.WaitFor(t, 20*time.Second, "writes", func() error {
 		ack.mu.Lock()
 		defer ack.mu.Unlock()
 		if len(ack.keys) < 1000 {
@@ -310,7 +311,7 @@ func TestClusterMinorityRefusesWrites(t *testing.T) {
 	agents[0].Signal(syscall.SIGCONT)
 	agents[1].Signal(syscall.SIGCONT)
 	stopped = false
-	waitFor(t, 30*time.Second, "the cluster to heal", func() error { return put(isolated, "healed", 3*time.Second) })
+	testenv.WaitFor(t, 30*time.Second, "the cluster to heal", func() error { return put(isolated, "healed", 3*time.Second) })
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for _, a := range agents {

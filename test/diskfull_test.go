@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -98,7 +99,7 @@ func TestAgentFullDisk(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 20*time.Second, "a put to succeed once the disk has room", func() error { return put(next) })
+	testenv.WaitFor(t, 20*time.Second, "a put to succeed once the disk has room", func() error { return put(next) })
 	acked = append(acked, next)
 	select {
 	case <-a.exited:

@@ -168,30 +168,13 @@ type Agent struct {
 	Node     string
 	extra    []string
 	cmd      *exec.Cmd
-	log      *syncBuffer
+	log      *testenv.SyncBuffer
 	exited   chan struct{}
 	exitErr  error
 	confPath string
 
 	// defaultCgroup: started without -cgroup-parent (see AgentOptions).
 	defaultCgroup bool
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // AgentOptions shape a test agent.
@@ -256,7 +239,7 @@ func (a *Agent) Start() {
 		args = append(args, "-config", a.confPath)
 	}
 	args = append(args, a.extra...)
-	a.log = &syncBuffer{}
+	a.log = &testenv.SyncBuffer{}
 	a.cmd = exec.Command(filepath.Join(binDir, "plughost"), args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -268,7 +251,7 @@ func (a *Agent) Start() {
 		a.exitErr = a.cmd.Wait()
 		close(a.exited)
 	}()
-	waitFor(a.t, 30*time.Second, "agent API to answer", func() error {
+	testenv.WaitFor(a.t, 30*time.Second, "agent API to answer", func() error {
 		select {
 		case <-a.exited:
 			return fmt.Errorf("agent exited: %v\n%s", a.exitErr, a.log.String())
@@ -440,7 +423,7 @@ func copyTree(src, dst string) error {
 // WaitRunning waits until plugin serves version on the agent.
 func (a *Agent) WaitRunning(name, version string) {
 	a.t.Helper()
-	waitFor(a.t, 30*time.Second, name+" "+version+" to serve", func() error {
+	testenv.WaitFor(a.t, 30*time.Second, name+" "+version+" to serve", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		resp, err := a.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: name})
@@ -488,20 +471,4 @@ func isZombie(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
-}
-
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		<-tick.C
-	}
-	t.Fatalf("timed out after %s waiting for %s: %v", d, what, err)
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -179,7 +180,7 @@ func readKey(path, key string) (uint64, error) {
 func runningInstance(t *testing.T, a *Agent, name string) string {
 	t.Helper()
 	var id string
-	waitFor(t, 30*time.Second, name+" to run", func() error {
+	testenv.WaitFor(t, 30*time.Second, name+" to run", func() error {
 		st, err := pluginStatus(t, a, name)
 		if err != nil {
 			return err
@@ -319,7 +320,7 @@ func waitTick() {
 func waitEvents(t *testing.T, a *Agent, name, what string, ok func([]eventJSON) bool) []eventJSON {
 	t.Helper()
 	var evs []eventJSON
-	waitFor(t, 30*time.Second, what, func() error {
+	testenv.WaitFor(t, 30*time.Second, what, func() error {
 		var err error
 		if evs, err = pluginEvents(t, a, name); err != nil {
 			return err
@@ -350,7 +351,7 @@ func reapOrphans(t *testing.T, a *Agent) {
 	if len(left) > 0 {
 		t.Logf("killed %d processes the dead agent's plugins left", len(left))
 	}
-	waitFor(t, 10*time.Second, "the orphans to die", func() error {
+	testenv.WaitFor(t, 10*time.Second, "the orphans to die", func() error {
 		if n := len(inCgroupsUnder(a.CgroupParent())); n > 0 {
 			return fmt.Errorf("%d left", n)
 		}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/loadgen"
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
@@ -41,7 +42,7 @@ func TestGovernanceOOMKill(t *testing.T) {
 
 	// While it backs off, status says why it is not running.
 	var peak uint64
-	waitFor(t, 60*time.Second, "memhog's status to show the OOM kill", func() error {
+	testenv.WaitFor(t, 60*time.Second, "memhog's status to show the OOM kill", func() error {
 		st, err := pluginStatus(t, a, "memhog")
 		if err != nil {
 			return err
@@ -70,7 +71,7 @@ func TestGovernanceOOMKill(t *testing.T) {
 
 	// Events: killed twice, restarted after each, the second wait longer.
 	var evs []eventJSON
-	waitFor(t, 60*time.Second, "memhog to be OOM-killed twice and restarted after each", func() error {
+	testenv.WaitFor(t, 60*time.Second, "memhog to be OOM-killed twice and restarted after each", func() error {
 		var err error
 		if evs, err = pluginEvents(t, a, "memhog"); err != nil {
 			return err
@@ -223,7 +224,7 @@ func TestGovernanceForkBomb(t *testing.T) {
 		refused = max(refused, n)
 		return nil
 	}
-	waitFor(t, 30*time.Second, "the fork bomb to hit pids.max", func() error {
+	testenv.WaitFor(t, 30*time.Second, "the fork bomb to hit pids.max", func() error {
 		if err := sample(); err != nil {
 			return err
 		}
@@ -260,7 +261,7 @@ func TestGovernanceForkBomb(t *testing.T) {
 	}
 	// The operator sees the refused forks in /metrics, and in the reason
 	// of any exit: a Go plugin that cannot make a thread aborts.
-	waitFor(t, 10*time.Second, "refused forks in /metrics", func() error {
+	testenv.WaitFor(t, 10*time.Second, "refused forks in /metrics", func() error {
 		series, err := scrape(a)
 		if err != nil {
 			return err
@@ -295,7 +296,7 @@ func TestGovernanceCrashLoop(t *testing.T) {
 	a.Drop(governedBundle(t, "crashloop", "crashloop", bundle.Resources{}, bundle.Health{}, ""))
 
 	var st statusJSON
-	waitFor(t, 60*time.Second, "crashloop to be failed", func() error {
+	testenv.WaitFor(t, 60*time.Second, "crashloop to be failed", func() error {
 		var err error
 		if st, err = pluginStatus(t, a, "crashloop"); err != nil {
 			return err
@@ -408,7 +409,7 @@ func TestGovernanceOrphans(t *testing.T) {
 	echoID := runningInstance(t, a, "echo")
 
 	// Wait until the bomb has children, then note every process of both.
-	waitFor(t, 30*time.Second, "the fork bomb's children", func() error {
+	testenv.WaitFor(t, 30*time.Second, "the fork bomb's children", func() error {
 		cur, err := readUint(cgroupFile(a, "pids", bomb, "pids.current"))
 		if err != nil {
 			return err
@@ -435,7 +436,7 @@ func TestGovernanceOrphans(t *testing.T) {
 	}
 
 	a.Kill9()
-	waitFor(t, 15*time.Second, "every plugin process and child to die with the agent", func() error {
+	testenv.WaitFor(t, 15*time.Second, "every plugin process and child to die with the agent", func() error {
 		var left []string
 		for _, p := range inCgroupsUnder(a.CgroupParent()) {
 			left = append(left, p.String())
@@ -457,7 +458,7 @@ func TestGovernanceOrphans(t *testing.T) {
 	// The agent's reaper, which outlives it, removes its instance cgroups
 	// without waiting for a restart.
 	stale := []string{bomb, echoID}
-	waitFor(t, 15*time.Second, "the reaper to remove the dead agent's cgroups", func() error {
+	testenv.WaitFor(t, 15*time.Second, "the reaper to remove the dead agent's cgroups", func() error {
 		for _, id := range stale {
 			for _, ctrl := range []string{"memory", "cpu", "cpuacct", "pids"} {
 				if _, err := os.Stat(cgroupFile(a, ctrl, id, "")); !os.IsNotExist(err) {
@@ -519,7 +520,7 @@ func TestGovernanceUnenforced(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cgroupRoot, "memory", a.CgroupParent())); !os.IsNotExist(err) {
 		t.Errorf("a cgroup parent was made although cgroups are disabled (%v)", err)
 	}
-	waitFor(t, 10*time.Second, "the agent log to name the instance's unenforced limits", func() error {
+	testenv.WaitFor(t, 10*time.Second, "the agent log to name the instance's unenforced limits", func() error {
 		for _, r := range []string{"memory", "cpu", "pids"} {
 			if !logLineHas(a.Log(), "resource limit not enforced", "instance="+id, "resource="+r, why) {
 				return fmt.Errorf("no log line for the %s limit of %s:\n%s", r, id, a.Log())
@@ -556,7 +557,7 @@ func TestGovernanceMetrics(t *testing.T) {
 		want[fmt.Sprintf(`plughost_instance_limit_enforced{instance="%s",plugin="echo",resource="%s",version="1.0.0"}`, id, r)] = func(v float64) bool { return v == 1 }
 	}
 	var series map[string]float64
-	waitFor(t, 10*time.Second, "the instance's series in /metrics", func() error {
+	testenv.WaitFor(t, 10*time.Second, "the instance's series in /metrics", func() error {
 		var err error
 		if series, err = scrape(a); err != nil {
 			return err

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -30,7 +31,7 @@ func TestSwapMessagesSayItOnce(t *testing.T) {
 	}
 	a.Drop(v2)
 	a.Drop(bad)
-	waitFor(t, 20*time.Second, "three versions to register", func() error {
+	testenv.WaitFor(t, 20*time.Second, "three versions to register", func() error {
 		vs, err := a.Operator().ListVersions(context.Background(), &operatorv1.ListVersionsRequest{Name: "echo"})
 		if err != nil || len(vs.GetVersions()) != 3 {
 			return fmt.Errorf("versions %v %v", vs, err)
@@ -85,7 +86,7 @@ func TestCallToACrashLoopingPlugin(t *testing.T) {
 	t.Parallel()
 	a := NewAgent(t, AgentOptions{})
 	a.Drop(buildBundle(t, "./test/fixtures/crashloop", swapManifest("echo", "1.0.0", "overlap", 0, 20*time.Second, time.Second, "echo.v1.EchoService"), "echo"))
-	waitFor(t, 60*time.Second, "a call to answer with the backoff state", func() error {
+	testenv.WaitFor(t, 60*time.Second, "a call to answer with the backoff state", func() error {
 		ps, err := a.Operator().GetPluginStatus(context.Background(), &operatorv1.GetPluginStatusRequest{Name: "echo"})
 		if err != nil || ps.GetPlugin().GetState() != operatorv1.InstanceState_INSTANCE_STATE_BACKOFF {
 			return fmt.Errorf("state %v %v", ps.GetPlugin().GetState(), err)

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/plughost/plughost/internal/testenv"
 )
 
 // TestPluginSocketsStayInTheAgentsDir: a plugin's unix sockets (go-plugin's,
@@ -30,7 +32,7 @@ func TestPluginSocketsStayInTheAgentsDir(t *testing.T) {
 	}
 
 	a.Kill9()
-	waitFor(t, 30*time.Second, "the killed agent's plugins to end", func() error {
+	testenv.WaitFor(t, 30*time.Second, "the killed agent's plugins to end", func() error {
 		if pids := a.PluginProcesses(); len(pids) > 0 {
 			return fmt.Errorf("still running: %v", pids)
 		}
@@ -59,7 +61,7 @@ func TestPluginSocketsStayInTheAgentsDir(t *testing.T) {
 func pluginSocketDir(t *testing.T, a *Agent) string {
 	t.Helper()
 	var dir string
-	waitFor(t, 10*time.Second, "the plugin's socket dir", func() error {
+	testenv.WaitFor(t, 10*time.Second, "the plugin's socket dir", func() error {
 		pids := a.PluginProcesses()
 		if len(pids) != 1 {
 			return fmt.Errorf("plugin processes %v, want one", pids)

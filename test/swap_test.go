@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/internal/testenv"
 	counterv1 "github.com/plughost/plughost/plugins/counter/proto/counter/v1"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
@@ -144,7 +145,7 @@ func TestOverlapUpgradeUnderLoad(t *testing.T) {
 		t.Fatal("pin 1.0.0 failed")
 	}
 	a.Drop(v2) // pinned: 1.1.0 is registered but does not run yet
-	waitFor(t, 10*time.Second, "1.1.0 to register", func() error {
+	testenv.WaitFor(t, 10*time.Second, "1.1.0 to register", func() error {
 		vs, err := a.Operator().ListVersions(context.Background(), &operatorv1.ListVersionsRequest{Name: "echo"})
 		if err != nil || len(vs.GetVersions()) != 2 {
 			return fmt.Errorf("versions %v %v", vs, err)
@@ -250,7 +251,7 @@ func TestBadVersionsFallBackUnderLoad(t *testing.T) {
 	}
 	a.Drop(never)
 	a.Drop(crash)
-	waitFor(t, 20*time.Second, "the bad versions to register", func() error {
+	testenv.WaitFor(t, 20*time.Second, "the bad versions to register", func() error {
 		vs, err := a.Operator().ListVersions(context.Background(), &operatorv1.ListVersionsRequest{Name: "echo"})
 		if err != nil || len(vs.GetVersions()) != 3 {
 			return fmt.Errorf("versions %v %v", vs, err)
@@ -307,7 +308,7 @@ func TestRestartUpgradeOfCounterUnderLoad(t *testing.T) {
 		t.Fatal("pin failed")
 	}
 	a.Drop(v2)
-	waitFor(t, 10*time.Second, "1.1.0 to register", func() error {
+	testenv.WaitFor(t, 10*time.Second, "1.1.0 to register", func() error {
 		vs, err := a.Operator().ListVersions(context.Background(), &operatorv1.ListVersionsRequest{Name: "counter"})
 		if err != nil || len(vs.GetVersions()) != 2 {
 			return fmt.Errorf("versions %v %v", vs, err)
@@ -385,7 +386,7 @@ func TestVersionControlSurvivesRestart(t *testing.T) {
 	run(0, "plugin", "unpin", "echo")
 
 	a.Drop(bad) // the highest version now, and never healthy
-	waitFor(t, 30*time.Second, "2.0.0 to fail and 1.1.0 to keep serving", func() error {
+	testenv.WaitFor(t, 30*time.Second, "2.0.0 to fail and 1.1.0 to keep serving", func() error {
 		out, _, _ := a.CLI("plugin", "history", "echo")
 		if !strings.Contains(out, "fell back") {
 			return errors.New("no fallback yet")

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store"
 )
@@ -21,7 +22,7 @@ func TestBootstrapExpectAndForwarding(t *testing.T) {
 	}
 	// Every node sees every member and the one leader.
 	for _, n := range nodes {
-		waitFor(t, 10*time.Second, n.name+" sees three alive members with roles", func() error {
+		testenv.WaitFor(t, 10*time.Second, n.name+" sees three alive members with roles", func() error {
 			leaders := 0
 			ms := n.c.Members()
 			for _, m := range ms {
@@ -45,7 +46,7 @@ func TestBootstrapExpectAndForwarding(t *testing.T) {
 			if kv := sessionGet(t, m, fmt.Sprint("k", i), p.GetRevision()); string(kv.GetValue()) != n.name {
 				t.Errorf("%s: k%d = %v after a write through %s", m.name, i, kv, n.name)
 			}
-			resp, err := m.st.Get(ctxT(t, 5*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(fmt.Sprint("k", i))})
+			resp, err := m.st.Get(testenv.Context(t, 5*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(fmt.Sprint("k", i))})
 			if err != nil || string(resp.GetKv().GetValue()) != n.name || resp.GetRevision() < p.GetRevision() {
 				t.Errorf("linearizable get through %s: %v, %v", m.name, resp, err)
 			}
@@ -56,7 +57,7 @@ func TestBootstrapExpectAndForwarding(t *testing.T) {
 	if follower == leader {
 		follower = nodes[1]
 	}
-	_, err := follower.st.Put(ctxT(t, 5*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k0"), Value: []byte("x"), ExpectedModRevision: ptr(int64(1))})
+	_, err := follower.st.Put(testenv.Context(t, 5*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("k0"), Value: []byte("x"), ExpectedModRevision: ptr(int64(1))})
 	if !errors.Is(err, store.ErrCASFailed) {
 		t.Errorf("forwarded CAS on a stale revision: %v, want ErrCASFailed", err)
 	}
@@ -88,8 +89,8 @@ func TestLeaderLossAndReelection(t *testing.T) {
 		}
 	}
 	var p *storev1.PutResponse
-	waitFor(t, 10*time.Second, "a write after the election", func() (err error) {
-		p, err = follower.st.Put(ctxT(t, 2*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("after"), Value: []byte("v")})
+	testenv.WaitFor(t, 10*time.Second, "a write after the election", func() (err error) {
+		p, err = follower.st.Put(testenv.Context(t, 2*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("after"), Value: []byte("v")})
 		return err
 	})
 	t.Logf("leader kill to first acknowledged write: %v", time.Since(killed))
@@ -97,7 +98,7 @@ func TestLeaderLossAndReelection(t *testing.T) {
 		t.Errorf("revision %d after failover is not after %d", p.GetRevision(), last)
 	}
 	for i := range 20 {
-		resp, err := follower.st.Get(ctxT(t, 5*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(fmt.Sprint("k", i))})
+		resp, err := follower.st.Get(testenv.Context(t, 5*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(fmt.Sprint("k", i))})
 		if err != nil || string(resp.GetKv().GetValue()) != fmt.Sprint(i) {
 			t.Fatalf("k%d after failover: %v, %v", i, resp, err)
 		}
@@ -126,7 +127,7 @@ func TestFollowerCatchUpFromSnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	back := lagger.restart(leader.c.Addr())
-	waitFor(t, 20*time.Second, "the restarted node to catch up", func() error {
+	testenv.WaitFor(t, 20*time.Second, "the restarted node to catch up", func() error {
 		if r := back.st.Revision(); r < last {
 			return fmt.Errorf("applied %d of %d", r, last)
 		}
@@ -138,7 +139,7 @@ func TestFollowerCatchUpFromSnapshot(t *testing.T) {
 		}
 	}
 	// It is a voter again.
-	waitFor(t, 10*time.Second, "the node back in the configuration as a voter", func() error {
+	testenv.WaitFor(t, 10*time.Second, "the node back in the configuration as a voter", func() error {
 		conf, err := leaderOf(t, nodes).st.Configuration()
 		if err != nil {
 			return err
@@ -160,7 +161,7 @@ func TestMembershipChanges(t *testing.T) {
 	// A fourth server joins and becomes a voter once stable. It keeps at
 	// least three voters, as the first three do (-bootstrap-expect 3).
 	n3 := startNode(t, "n3", filepath.Join(base, "n3"), nodeOptions{Join: []string{nodes[0].c.Addr()}, MinQuorum: 3})
-	waitFor(t, 15*time.Second, "n3 to become a voter", func() error {
+	testenv.WaitFor(t, 15*time.Second, "n3 to become a voter", func() error {
 		if voters(t, leaderOf(t, nodes))["n3"] != store.Voter {
 			return fmt.Errorf("configuration %v", voters(t, leader))
 		}
@@ -181,7 +182,7 @@ func TestMembershipChanges(t *testing.T) {
 	}
 	leaving.leave()
 	all := append(append([]*testNode{}, nodes...), n3)
-	waitFor(t, 15*time.Second, leaving.name+" removed after leaving", func() error {
+	testenv.WaitFor(t, 15*time.Second, leaving.name+" removed after leaving", func() error {
 		if _, ok := voters(t, leaderOf(t, all))[leaving.name]; ok {
 			return fmt.Errorf("still in %v", voters(t, leaderOf(t, all)))
 		}
@@ -199,7 +200,7 @@ func TestMembershipChanges(t *testing.T) {
 		}
 	}
 	failing.kill()
-	waitFor(t, 15*time.Second, failing.name+" failed in gossip", func() error {
+	testenv.WaitFor(t, 15*time.Second, failing.name+" failed in gossip", func() error {
 		for _, m := range leaderOf(t, all).c.Members() {
 			if m.Name == failing.name && m.Status == "failed" {
 				return nil
@@ -240,7 +241,7 @@ func TestServerFailedInGossipKeptWhileRaftReachesIt(t *testing.T) {
 		t.Fatal(err)
 	}
 	cutAt := time.Now()
-	waitFor(t, 15*time.Second, cut.name+" failed in gossip", func() error {
+	testenv.WaitFor(t, 15*time.Second, cut.name+" failed in gossip", func() error {
 		for _, m := range leader.c.Members() {
 			if m.Name == cut.name && m.Status == "failed" {
 				return nil
@@ -267,7 +268,7 @@ func TestServerFailedInGossipKeptWhileRaftReachesIt(t *testing.T) {
 	// Down for raft too: removed.
 	cut.kill()
 	down := time.Now()
-	waitFor(t, 20*time.Second, cut.name+" removed once raft cannot reach it", func() error {
+	testenv.WaitFor(t, 20*time.Second, cut.name+" removed once raft cannot reach it", func() error {
 		if got := voters(t, leaderOf(t, nodes)); len(got) != 2 {
 			return fmt.Errorf("configuration %v", got)
 		}
@@ -304,7 +305,7 @@ func TestTTLExpiresAtOneRevisionEverywhere(t *testing.T) {
 			})
 		}()
 	}
-	if _, err := nodes[1].st.Put(ctxT(t, 5*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("ttl"), Value: []byte("v"), TtlMs: 300}); err != nil {
+	if _, err := nodes[1].st.Put(testenv.Context(t, 5*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("ttl"), Value: []byte("v"), TtlMs: 300}); err != nil {
 		t.Fatal(err)
 	}
 	var revs []expiry
@@ -340,7 +341,7 @@ func TestServersPastMaxVotersAreNonvoters(t *testing.T) {
 		}
 		nodes = append(nodes, startNode(t, fmt.Sprint("n", i), filepath.Join(base, fmt.Sprint("n", i)), o))
 	}
-	waitFor(t, 20*time.Second, "n3 to join as a non-voter", func() error {
+	testenv.WaitFor(t, 20*time.Second, "n3 to join as a non-voter", func() error {
 		for _, n := range nodes[:3] {
 			if n.st.IsLeader() {
 				conf := voters(t, n)
@@ -362,7 +363,7 @@ func TestServersPastMaxVotersAreNonvoters(t *testing.T) {
 		}
 	}
 	leaving.leave()
-	waitFor(t, 20*time.Second, "n3 promoted to voter", func() error {
+	testenv.WaitFor(t, 20*time.Second, "n3 promoted to voter", func() error {
 		conf := voters(t, leaderOf(t, nodes))
 		if conf["n3"] != store.Voter || len(conf) != 3 {
 			return fmt.Errorf("configuration %v", conf)

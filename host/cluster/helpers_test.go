@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store"
 )
@@ -164,7 +165,7 @@ func newTestCluster(t testing.TB, size int, configure func(*store.Config)) []*te
 func leaderOf(t testing.TB, nodes []*testNode) *testNode {
 	t.Helper()
 	var leader *testNode
-	waitFor(t, 15*time.Second, "a leader", func() error {
+	testenv.WaitFor(t, 15*time.Second, "a leader", func() error {
 		for _, n := range nodes {
 			if !n.isDown() && n.st.IsLeader() {
 				leader = n
@@ -176,31 +177,9 @@ func leaderOf(t testing.TB, nodes []*testNode) *testNode {
 	return leader
 }
 
-// waitFor polls cond until it returns nil or the deadline passes.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() error) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	var err error
-	for time.Now().Before(deadline) {
-		if err = cond(); err == nil {
-			return
-		}
-		<-tick.C
-	}
-	t.Fatalf("timed out after %s waiting for %s: %v", d, what, err)
-}
-
-func ctxT(t testing.TB, d time.Duration) context.Context {
-	ctx, cancel := context.WithTimeout(context.Background(), d)
-	t.Cleanup(cancel)
-	return ctx
-}
-
 func put(t testing.TB, n *testNode, key, value string) *storev1.PutResponse {
 	t.Helper()
-	resp, err := n.st.Put(ctxT(t, 10*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: []byte(value)})
+	resp, err := n.st.Put(testenv.Context(t, 10*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: []byte(value)})
 	if err != nil {
 		t.Fatalf("put %s through %s: %v", key, n.name, err)
 	}
@@ -210,7 +189,7 @@ func put(t testing.TB, n *testNode, key, value string) *storev1.PutResponse {
 // sessionGet reads key on n once n has applied rev.
 func sessionGet(t testing.TB, n *testNode, key string, rev int64) *storev1.KeyValue {
 	t.Helper()
-	resp, err := n.st.Get(ctxT(t, 10*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(key),
+	resp, err := n.st.Get(testenv.Context(t, 10*time.Second), &storev1.GetRequest{Namespace: "app", Key: []byte(key),
 		Consistency: storev1.Consistency_CONSISTENCY_SESSION, MinRevision: rev})
 	if err != nil {
 		t.Fatalf("session get %s on %s: %v", key, n.name, err)

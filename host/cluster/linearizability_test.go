@@ -12,6 +12,7 @@ import (
 
 	"github.com/anishathalye/porcupine"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -188,7 +189,7 @@ func TestLinearizableAcrossLeaderRestart(t *testing.T) {
 		defer hmu.Unlock()
 		return len(history)
 	}
-	waitFor(t, 20*time.Second, "a first stretch of history", func() error {
+	testenv.WaitFor(t, 20*time.Second, "a first stretch of history", func() error {
 		if n := countOps(); n < 300 {
 			return fmt.Errorf("%d ops", n)
 		}
@@ -197,7 +198,7 @@ func TestLinearizableAcrossLeaderRestart(t *testing.T) {
 	old := leaderOf(t, nodes)
 	old.kill()
 	before := countOps()
-	waitFor(t, 20*time.Second, "operations under the new leader", func() error {
+	testenv.WaitFor(t, 20*time.Second, "operations under the new leader", func() error {
 		if n := countOps(); n < before+300 {
 			return fmt.Errorf("%d ops since the kill", n-before)
 		}
@@ -218,7 +219,7 @@ func TestLinearizableAcrossLeaderRestart(t *testing.T) {
 	}
 	nmu.Unlock()
 	before = countOps()
-	waitFor(t, 20*time.Second, "operations after the restart", func() error {
+	testenv.WaitFor(t, 20*time.Second, "operations after the restart", func() error {
 		if n := countOps(); n < before+300 {
 			return fmt.Errorf("%d ops since the restart", n-before)
 		}

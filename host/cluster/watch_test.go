@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -65,7 +66,7 @@ func TestWatchResumesAcrossLeaderChange(t *testing.T) {
 	for i := range 50 {
 		write(i)
 	}
-	waitFor(t, 10*time.Second, "the watch on the leader to see the first writes", func() error {
+	testenv.WaitFor(t, 10*time.Second, "the watch on the leader to see the first writes", func() error {
 		if lastSeen() < start {
 			return fmt.Errorf("nothing yet")
 		}
@@ -87,7 +88,7 @@ func TestWatchResumesAcrossLeaderChange(t *testing.T) {
 	for r := range acked {
 		maxAcked = max(maxAcked, r)
 	}
-	waitFor(t, 15*time.Second, "the resumed watch to reach the last write", func() error {
+	testenv.WaitFor(t, 15*time.Second, "the resumed watch to reach the last write", func() error {
 		if r := lastSeen(); r < maxAcked {
 			return fmt.Errorf("seen up to %d of %d", r, maxAcked)
 		}
