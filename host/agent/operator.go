@@ -153,7 +153,6 @@ func (o *operator) summary(ctx context.Context, cat *catalog.Catalog, name strin
 	return ps, nil
 }
 
-
 // readCatalog runs read on the cluster's catalog or, when there is no
 // leader to answer for it, on this node's copy, saying so in stale: what
 // runs here and what it last knew still help an operator. A node that
