@@ -179,10 +179,13 @@ func TestClusterOperatorRemovesAGoneServer(t *testing.T) {
 func TestClusterRecoversFromLostQuorumWithPeersJSON(t *testing.T) {
 	agents := NewCluster(t, 3)
 	ack := writeSome(t, agents, 200)
+	left := agents[0]
+	// A write is acknowledged once a majority has it: only those the
+	// server left had received can survive the loss of the others.
+	ack.checkAll(t, left)
 	for _, a := range agents {
 		a.Kill9()
 	}
-	left := agents[0]
 	for _, a := range agents[1:] {
 		if err := os.RemoveAll(a.DataDir); err != nil {
 			t.Fatal(err)
