@@ -100,7 +100,7 @@ func notEmpty(held map[string]fsm.Usage) error {
 	for _, ns := range names {
 		parts = append(parts, fmt.Sprintf("%s (%s)", ns, keys(held[ns].Keys)))
 	}
-	return fmt.Errorf("%w in %s, and nothing was changed: a restore replaces every namespace with the backup's, %s (the agent's plugin catalog, pins and history) included. Restore with force to replace them ('plughost store restore -force FILE'), or into an agent with an empty data dir",
+	return fmt.Errorf("%w in %s; nothing was changed: a restore replaces every namespace with the backup's, %s (the agent's plugin catalog, pins and history) included. Restore with force to replace them ('plughost store restore -force FILE'), or into an agent with an empty data dir",
 		ErrNotEmpty, strings.Join(parts, ", "), SystemNamespace)
 }
 

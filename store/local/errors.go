@@ -45,7 +45,7 @@ var (
 	ErrOutcomeUnknown = errors.New("store: the write may or may not have been applied")
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
-	ErrNotEmpty = errors.New("store: holds data")
+	ErrNotEmpty = errors.New("store: the store already holds data")
 	// ErrNoSpace means a node could not write its raft log for lack of disk
 	// space: the write was not applied. Writes resume by themselves once
 	// space is freed, or go on at another leader.
