@@ -19,7 +19,7 @@ import (
 // joined it forgets them, and one whose -join names only itself (the
 // node the others joined) then stays alone until a peer happens to reach
 // it. joinLoop tries these addresses besides -join.
-const peersFile = "peers.json"
+const peersFile = "members.json"
 
 // readPeers returns the recorded addresses; none when there is no record
 // or it cannot be read (it is only a hint).
