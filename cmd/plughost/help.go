@@ -214,8 +214,9 @@ README, "Recovering from a lost quorum").`,
 	},
 	"reaper": {
 		about: `The agent's cgroup reaper, started by the agent itself: once the agent
-exits it removes the instance cgroups under -cgroup-parent.`,
-		example: "plughost reaper -cgroup-parent plughost 3<pipe",
+exits, however, it kills what is left in the agent's own cgroup
+<-cgroup-parent>/<-group> and removes it, and the parent if it is empty.`,
+		example: "plughost reaper -cgroup-parent plughost -group agent-n1-1a2b3c4d 3<pipe",
 	},
 }
 
