@@ -2204,9 +2204,11 @@ type Member struct {
 	// status is the serf status: alive, leaving, left or failed.
 	Status string `protobuf:"bytes,3,opt,name=status,proto3" json:"status,omitempty"`
 	// raft_role is leader, voter, nonvoter or none.
-	RaftRole      string            `protobuf:"bytes,4,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
-	ApiAddress    string            `protobuf:"bytes,5,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
-	RpcAddress    string            `protobuf:"bytes,6,opt,name=rpc_address,json=rpcAddress,proto3" json:"rpc_address,omitempty"`
+	RaftRole   string `protobuf:"bytes,4,opt,name=raft_role,json=raftRole,proto3" json:"raft_role,omitempty"`
+	ApiAddress string `protobuf:"bytes,5,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	RpcAddress string `protobuf:"bytes,6,opt,name=rpc_address,json=rpcAddress,proto3" json:"rpc_address,omitempty"`
+	// tags are the operator's (-tag k=v); those plughost gossips for itself
+	// are left out, or shown in their own fields above.
 	Tags          map[string]string `protobuf:"bytes,7,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
