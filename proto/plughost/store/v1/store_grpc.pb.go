@@ -37,6 +37,12 @@ const (
 //
 // StoreService reads and writes keys within a namespace. Every write is given
 // a revision: the index of the write in the store's replicated log.
+//
+// An UNAVAILABLE error carries a google.rpc.ErrorInfo in domain
+// "plughost.store" whose reason says whether sending the request again is
+// safe: NOT_LEADER, CLOSED and NO_SPACE were not applied; OUTCOME_UNKNOWN
+// reached the leader and may or may not have been applied (read before
+// writing again). See errorinfo.go for the Go constants.
 type StoreServiceClient interface {
 	// Get reads one key.
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
@@ -150,6 +156,12 @@ type StoreService_WatchClient = grpc.ServerStreamingClient[WatchResponse]
 //
 // StoreService reads and writes keys within a namespace. Every write is given
 // a revision: the index of the write in the store's replicated log.
+//
+// An UNAVAILABLE error carries a google.rpc.ErrorInfo in domain
+// "plughost.store" whose reason says whether sending the request again is
+// safe: NOT_LEADER, CLOSED and NO_SPACE were not applied; OUTCOME_UNKNOWN
+// reached the leader and may or may not have been applied (read before
+// writing again). See errorinfo.go for the Go constants.
 type StoreServiceServer interface {
 	// Get reads one key.
 	Get(context.Context, *GetRequest) (*GetResponse, error)
