@@ -132,9 +132,13 @@ func TestParseManifestErrors(t *testing.T) {
 		{"service without package", set("services", []any{"EchoService"}), nil, `services: "EchoService" is not a full gRPC service name such as "counter.v1.CounterService"`},
 		{"service method", set("services", []any{"echo.v1.EchoService/Echo"}), nil, `services: "echo.v1.EchoService/Echo" is not a full gRPC service name`},
 		{"service twice", set("services", []any{"echo.v1.A", "echo.v1.A"}), nil, `services: "echo.v1.A" is listed twice: keep one`},
-		{"service reserved plughost", set("services", []any{"plughost.store.v1.StoreService"}), nil, `services: "plughost.store.v1.StoreService" is reserved for the agent and go-plugin`},
-		{"service reserved grpc", set("services", []any{"grpc.health.v1.Health"}), nil, "is reserved"},
-		{"service reserved go-plugin", set("services", []any{"plugin.GRPCBroker"}), nil, "is reserved"},
+		{"service reserved plughost", set("services", []any{"plughost.store.v1.StoreService"}), nil, `services: "plughost.store.v1.StoreService" is reserved: the plughost.* packages are the agent's own APIs`},
+		{"service reserved health", set("services", []any{"grpc.health.v1.Health"}), nil, `services: "grpc.health.v1.Health" is reserved: go-plugin serves it on every plugin's gRPC server and the agent checks the plugin process with it; report the plugin's own health with sdk.HealthChecker`},
+		{"service reserved reflection v1", set("services", []any{"grpc.reflection.v1.ServerReflection"}), nil, `services: "grpc.reflection.v1.ServerReflection" is reserved: the agent serves reflection on its API address for every plugin's services`},
+		{"service reserved reflection v1alpha", set("services", []any{"grpc.reflection.v1alpha.ServerReflection"}), nil, `services: "grpc.reflection.v1alpha.ServerReflection" is reserved: the agent serves reflection`},
+		{"service reserved broker", set("services", []any{"plugin.GRPCBroker"}), nil, `services: "plugin.GRPCBroker" is reserved: go-plugin serves it on every plugin's gRPC server`},
+		{"service reserved controller", set("services", []any{"plugin.GRPCController"}), nil, `services: "plugin.GRPCController" is reserved: go-plugin serves it`},
+		{"service reserved stdio", set("services", []any{"plugin.GRPCStdio"}), nil, `services: "plugin.GRPCStdio" is reserved: go-plugin serves it`},
 
 		// Placement and resources.
 		{"placement mode", set("placement", map[string]any{"mode": "everywhere"}), nil, `placement.mode "everywhere" is not one of "every-node", "singleton"`},
@@ -176,6 +180,27 @@ func TestParseManifestErrors(t *testing.T) {
 				t.Errorf("error\n got %q\nwant %q", got, tt.msg)
 			}
 		})
+	}
+}
+
+// TestParseManifestStandardServices: services in the grpc.* packages that
+// neither the agent nor go-plugin serves are a plugin's to declare.
+func TestParseManifestStandardServices(t *testing.T) {
+	for _, svc := range []string{
+		"grpc.testing.TestService",
+		"grpc.testing.UnimplementedService",
+		"grpc.health.v2.Health",
+		"grpc.reflection.v2.ServerReflection",
+		"plugin.Other",
+	} {
+		m, err := ParseManifest(manifestJSON(t, func(m map[string]any) { m["services"] = []any{svc} }))
+		if err != nil {
+			t.Errorf("services [%q]: %v", svc, err)
+			continue
+		}
+		if !reflect.DeepEqual(m.Services, []string{svc}) {
+			t.Errorf("services [%q]: parsed as %q", svc, m.Services)
+		}
 	}
 }
 

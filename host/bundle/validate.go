@@ -27,11 +27,30 @@ var (
 	serviceRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$`)
 )
 
-// reservedServices are served by go-plugin itself on every plugin's server.
-var reservedServices = []string{"plugin.GRPCBroker", "plugin.GRPCController", "plugin.GRPCStdio"}
-
-// reservedServicePrefixes are packages the agent and gRPC serve themselves.
-var reservedServicePrefixes = []string{"plughost.", "grpc."}
+// reservedBy says why no plugin may declare service s, or "" when one may:
+// the agent or go-plugin already serves it under that name. go-plugin
+// registers its broker, controller, stdio, health and reflection services
+// on every plugin's gRPC server before the plugin registers its own, and
+// the agent checks the plugin process with that Health (service "plugin"):
+// a plugin reports its own health through sdk.HealthChecker, which the
+// agent shows in plugin status, /v1/health and the metrics. The agent
+// serves reflection on its API address itself, listing every plugin's
+// services. Every other grpc.* service, grpc.testing.TestService for one,
+// is a plugin's to serve.
+func reservedBy(s string) string {
+	switch s {
+	case "plugin.GRPCBroker", "plugin.GRPCController", "plugin.GRPCStdio":
+		return "go-plugin serves it on every plugin's gRPC server"
+	case "grpc.health.v1.Health":
+		return "go-plugin serves it on every plugin's gRPC server and the agent checks the plugin process with it; report the plugin's own health with sdk.HealthChecker"
+	case "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection":
+		return "the agent serves reflection on its API address for every plugin's services"
+	}
+	if strings.HasPrefix(s, "plughost.") {
+		return "the plughost.* packages are the agent's own APIs"
+	}
+	return ""
+}
 
 // ValidName reports whether name is a valid plugin name:
 // ^[a-z][a-z0-9-]{0,62}$.
@@ -132,8 +151,8 @@ func (m *Manifest) validateContents() error {
 		if slices.Contains(m.Services[:i], s) {
 			return manifestError(nil, fmt.Sprintf("services: %q is listed twice: keep one", s))
 		}
-		if slices.Contains(reservedServices, s) || slices.ContainsFunc(reservedServicePrefixes, func(p string) bool { return strings.HasPrefix(s, p) }) {
-			return manifestError(nil, fmt.Sprintf("services: %q is reserved for the agent and go-plugin: give the service a package of its own", s))
+		if why := reservedBy(s); why != "" {
+			return manifestError(nil, fmt.Sprintf("services: %q is reserved: %s", s, why))
 		}
 	}
 	return nil
