@@ -1,7 +1,8 @@
 # Tools are pinned and installed into .bin/, so the SDK's users never
 # inherit them: buf's release binary from npm (tools/buf/package-lock.json
-# pins the version and each package's sha512), the Go code generators from
-# tools/go.mod.
+# pins the version and each package's sha512), the Go code generators and
+# h2spec, the HTTP/2 conformance checker test/h2spec_test.go runs against
+# the agent's API port, from tools/go.mod.
 BIN := $(CURDIR)/.bin
 BUF_VERSION := $(shell sed -n 's|.*"@bufbuild/buf": "\(.*\)".*|\1|p' tools/buf/package.json)
 GENERATORS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
@@ -10,10 +11,13 @@ export PATH := $(BIN):$(PATH)
 
 .PHONY: proto lint-proto check-proto tools test run bench
 
-tools: $(TOOLS)
+tools: $(TOOLS) $(BIN)/h2spec
 
 $(GENERATORS) &: tools/go.mod tools/go.sum
 	cd tools && GOBIN=$(BIN) go install google.golang.org/protobuf/cmd/protoc-gen-go google.golang.org/grpc/cmd/protoc-gen-go-grpc
+
+$(BIN)/h2spec: tools/go.mod tools/go.sum
+	cd tools && GOBIN=$(BIN) go install github.com/summerwind/h2spec/cmd/h2spec
 
 # buf: the release binary from the npm registry, in seconds; without npm,
 # the same version built from source, in minutes. It is made in a temporary
