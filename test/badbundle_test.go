@@ -138,6 +138,10 @@ func TestBadBundlesAreRefused(t *testing.T) {
 			return tarGz(t, filepath.Join(dir, "echo-2.0.6.tar.gz"), map[string][]byte{
 				"plugin.json": manifestJSON("echo", "2.0.6", digest, map[string]any{"api_versions": []int{2}}), "echo": echoExe}, "echo")
 		}, []string{"echo-2.0.6.tar.gz", "[2]", "[1]"}},
+		{"reserved service", func() string {
+			return tarGz(t, filepath.Join(dir, "echo-2.0.8.tar.gz"), map[string][]byte{
+				"plugin.json": manifestJSON("echo", "2.0.8", digest, map[string]any{"services": []string{"grpc.health.v1.Health"}}), "echo": echoExe}, "echo")
+		}, []string{"echo-2.0.8.tar.gz", `"grpc.health.v1.Health" is reserved`, "go-plugin serves it", "sdk.HealthChecker"}},
 		{"GNU sparse entry", func() string {
 			// 506 bytes that archive/tar would expand to 942 MiB.
 			data, err := os.ReadFile(filepath.Join(repoRoot(), "host", "bundle", "testdata", "sparse-pax.tar.gz"))
