@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -185,6 +186,18 @@ func (a *Agent) startGovernance(ctx context.Context) (stop func(), err error) {
 	}, nil
 }
 
+// sameAgent reports whether group is a cgroup name this agent's data dir
+// would have given: "agent-<any node>-<the data dir's hash>", as own is.
+// The record is a file, and no one else's cgroup is cleaned on its word.
+func sameAgent(group, own string) bool {
+	i := strings.LastIndexByte(own, '-')
+	if i < 0 || !strings.HasPrefix(group, "agent-") || strings.ContainsAny(group, "/.") {
+		return false
+	}
+	node, ok := strings.CutSuffix(strings.TrimPrefix(group, "agent-"), own[i:])
+	return ok && node != ""
+}
+
 // cleanRecorded cleans what an earlier run on this data dir left in the
 // cgroup it recorded, where that is not own: the node name or
 // cgroup_parent changed since. A record naming another data dir (this one
@@ -200,6 +213,9 @@ func (a *Agent) cleanRecorded(own cgroupRecord) {
 		return
 	case prev.DataDir != own.DataDir:
 		a.log.Info("the data dir records the cgroup of another data dir (it was copied or moved); leaving that cgroup alone", "recorded", prev.Parent+"/"+prev.Group, "of", prev.DataDir)
+		return
+	case !sameAgent(prev.Group, own.Group):
+		a.log.Warn("the data dir records a cgroup that is not named after it; leaving that cgroup alone", "recorded", prev.Parent+"/"+prev.Group, "own", own.Parent+"/"+own.Group)
 		return
 	}
 	m, err := governance.NewManager(governance.Config{Parent: prev.Parent, Group: prev.Group, Logger: a.log.Named("governance")})

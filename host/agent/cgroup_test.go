@@ -71,3 +71,27 @@ func TestLockCgroupWaitsForTheReaper(t *testing.T) {
 	}
 	f.Close()
 }
+
+// TestSameAgent: a recorded cgroup is cleaned only when its name carries
+// this data dir's hash; a crafted record (an empty group, another agent's,
+// a path) is not.
+func TestSameAgent(t *testing.T) {
+	own := "agent-n1-1a2b3c4d"
+	for _, tc := range []struct {
+		group string
+		want  bool
+	}{
+		{"agent-n1-1a2b3c4d", true},
+		{"agent-renamed-1a2b3c4d", true},
+		{"", false},
+		{"agent--1a2b3c4d", false},
+		{"agent-n2-ffffffff", false},
+		{"n1-1a2b3c4d", false},
+		{"agent-x/../y-1a2b3c4d", false},
+		{"..", false},
+	} {
+		if got := sameAgent(tc.group, own); got != tc.want {
+			t.Errorf("sameAgent(%q, %q) = %v, want %v", tc.group, own, got, tc.want)
+		}
+	}
+}
