@@ -1,9 +1,12 @@
 package store
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 
@@ -27,16 +30,9 @@ func recoverFromPeersFile(dir string, rc *raft.Config, logs raft.LogStore, stabl
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
-	conf, err := raft.ReadConfigJSON(path)
+	conf, err := readPeersFile(path, rc.LocalID)
 	if err != nil {
-		return fmt.Errorf("store: %s: %w (fix or remove the file; it lists the servers left as [{\"id\": \"n1\", \"address\": \"host:port\", \"non_voter\": false}])", path, err)
-	}
-	self := false
-	for _, s := range conf.Servers {
-		self = self || s.ID == rc.LocalID
-	}
-	if !self {
-		return fmt.Errorf("store: %s does not list this server (%s): a server only recovers into a configuration that holds it", path, rc.LocalID)
+		return err
 	}
 	// Recovery replays the log into a state machine of its own: the one
 	// raft starts with restores from the snapshot recovery leaves.
@@ -53,4 +49,61 @@ func recoverFromPeersFile(dir string, rc *raft.Config, logs raft.LogStore, stabl
 	}
 	rc.Logger.Warn("recovered the raft configuration from "+PeersFile, "servers", conf.Servers)
 	return nil
+}
+
+// peersEntry is one server in PeersFile.
+type peersEntry struct {
+	ID       string `json:"id"`
+	Address  string `json:"address"`
+	NonVoter bool   `json:"non_voter"`
+}
+
+// readPeersFile reads PeersFile strictly: a typo in a key would otherwise
+// go unnoticed and change whether a server votes. This server must be in
+// it as a voter, or it could never lead the recovered cluster.
+func readPeersFile(path string, self raft.ServerID) (raft.Configuration, error) {
+	fix := func(format string, args ...any) error {
+		return fmt.Errorf("store: %s: %s (fix or remove the file; it lists the servers left as [{\"id\": \"n1\", \"address\": \"host:port\", \"non_voter\": false}])",
+			path, fmt.Sprintf(format, args...))
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return raft.Configuration{}, fmt.Errorf("store: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var entries []peersEntry
+	if err := dec.Decode(&entries); err != nil {
+		return raft.Configuration{}, fix("%v", err)
+	}
+	var conf raft.Configuration
+	seen := map[string]bool{}
+	voter := false
+	for _, e := range entries {
+		if e.ID == "" || e.Address == "" {
+			return raft.Configuration{}, fix("every server needs an id and an address")
+		}
+		if _, _, err := net.SplitHostPort(e.Address); err != nil {
+			return raft.Configuration{}, fix("server %s: address %q: %v", e.ID, e.Address, err)
+		}
+		if seen[e.ID] {
+			return raft.Configuration{}, fix("server %s is listed twice", e.ID)
+		}
+		seen[e.ID] = true
+		sf := raft.Voter
+		if e.NonVoter {
+			sf = raft.Nonvoter
+		}
+		if raft.ServerID(e.ID) == self {
+			if e.NonVoter {
+				return raft.Configuration{}, fix("this server (%s) is listed as a non-voter, so it could never lead", self)
+			}
+			voter = true
+		}
+		conf.Servers = append(conf.Servers, raft.Server{ID: raft.ServerID(e.ID), Address: raft.ServerAddress(e.Address), Suffrage: sf})
+	}
+	if !voter {
+		return raft.Configuration{}, fmt.Errorf("store: %s does not list this server (%s): a server only recovers into a configuration that holds it", path, self)
+	}
+	return conf, nil
 }
