@@ -117,6 +117,20 @@ func TestClusterAllServersMoveAtOnce(t *testing.T) {
 			t.Fatalf("a write through %s after the move: %v", a.Node, err)
 		}
 	}
+	// The leader writes every server's new address into the raft
+	// configuration, its own included.
+	testenv.WaitFor(t, 30*time.Second, "the raft configuration to hold the new addresses", func() error {
+		out, errOut, code := agents[0].CLI("operator", "raft", "list-peers", "-format", "json")
+		if code != 0 {
+			return fmt.Errorf("list-peers: exit %d: %s", code, errOut)
+		}
+		for _, a := range agents {
+			if !strings.Contains(out, `"`+a.RPC+`"`) {
+				return fmt.Errorf("%s's new address %s is not in %s", a.Node, a.RPC, out)
+			}
+		}
+		return nil
+	})
 }
 
 // TestClusterOperatorRemovesAGoneServer: a server gone for good is removed
