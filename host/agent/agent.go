@@ -127,7 +127,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
-	defer os.RemoveAll(sockets)
+	defer removeSocketDir(sockets)
 	if reason := a.gov.Reason(); reason != "" {
 		a.log.Warn("resource limits are not fully enforced", "mode", a.gov.Mode(), "reason", reason)
 	} else {

@@ -4,33 +4,81 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
+// socketBase is where agents keep their plugins' unix sockets: /run/plughost
+// for root (no other user may write in /run), else a directory of the
+// user's own in the system's temp dir. Not the data dir: a socket's path
+// must stay under 108 bytes, which a deep data dir would not allow.
+func socketBase() (string, error) {
+	if os.Geteuid() == 0 {
+		if fi, err := os.Stat("/run"); err == nil && fi.IsDir() {
+			return privateDir("/run/plughost")
+		}
+	}
+	return privateDir(filepath.Join(os.TempDir(), fmt.Sprintf("plughost-%d", os.Geteuid())))
+}
+
+// privateDir makes dir, or takes it if it is already there as a directory
+// of this user's that no one else may write in: anyone could have made a
+// path in a shared temp dir first, to hand the agent a directory of theirs.
+func privateDir(dir string) (string, error) {
+	if err := os.Mkdir(dir, 0o700); err != nil && !os.IsExist(err) {
+		return "", fmt.Errorf("agent: plugin socket dir: %w", err)
+	}
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return "", fmt.Errorf("agent: plugin socket dir: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok || int(st.Uid) != os.Geteuid() || fi.Mode().Perm()&0o022 != 0 {
+		return "", fmt.Errorf("agent: plugin socket dir %s is not a directory of this user's that only it may write in: remove it, and start the agent again", dir)
+	}
+	return dir, nil
+}
+
 // socketDir is the agent's own directory for its plugins' unix sockets
-// (launch.Spec.SocketDir), named after a hash of its data dir. It is in the
-// system's temp dir rather than the data dir because a socket's path must
-// stay under 108 bytes, which a deep data dir would not allow.
+// (launch.Spec.SocketDir), named after a hash of its data dir.
 func socketDir(cfg *Config) (string, error) {
 	_, sum, err := dataDirHash(cfg)
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(os.TempDir(), "plughost-sockets-"+sum), nil
+	base, err := socketBase()
+	if err != nil {
+		return "", err
+	}
+	return filepath.Join(base, "sockets-"+sum), nil
 }
 
 // prepareSocketDir empties the agent's socket dir of what plugins of an
 // earlier run left there (they are gone: the agent starts only once that
-// run's reaper is done), and makes it again, private to the agent.
+// run's reaper is done), and makes it again, private to the agent. Another
+// agent that stops meanwhile may remove the shared base when it looks
+// empty: then it is made again.
 func prepareSocketDir(cfg *Config) (string, error) {
-	dir, err := socketDir(cfg)
-	if err != nil {
-		return "", err
+	for attempt := 0; ; attempt++ {
+		dir, err := socketDir(cfg)
+		if err != nil {
+			return "", err
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			return "", fmt.Errorf("agent: removing the plugin socket dir of an earlier run %s: %w", dir, err)
+		}
+		err = os.Mkdir(dir, 0o700)
+		if err == nil {
+			return dir, nil
+		}
+		if !os.IsNotExist(err) || attempt == 3 {
+			return "", fmt.Errorf("agent: plugin socket dir: %w", err)
+		}
 	}
-	if err := os.RemoveAll(dir); err != nil {
-		return "", fmt.Errorf("agent: removing the plugin socket dir of an earlier run %s: %w", dir, err)
-	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		return "", fmt.Errorf("agent: plugin socket dir: %w", err)
-	}
-	return dir, nil
+}
+
+// removeSocketDir removes the agent's socket dir, and the shared base if no
+// other agent's is left in it.
+func removeSocketDir(dir string) {
+	_ = os.RemoveAll(dir)
+	_ = os.Remove(filepath.Dir(dir)) // fails, harmlessly, while another agent's is there
 }
