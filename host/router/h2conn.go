@@ -10,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -32,6 +33,12 @@ const (
 	// windows and reads slowly backs up to its senders instead of growing
 	// the agent's memory.
 	maxOutBytes = 4 << 20
+	// maxQueuedBytes bounds the DATA the relay holds, on all connections,
+	// for peers that have no window for it. What one stream holds is
+	// bounded by its window (a MiB), so this is only reached with many
+	// streams whose readers stalled; the stream whose data goes past it is
+	// reset (see rstream.overrun) rather than stopping everyone's data.
+	maxQueuedBytes = 256 << 20
 	// readBufferBytes is the read buffer of every relayed connection.
 	readBufferBytes = 32 << 10
 )
@@ -307,7 +314,12 @@ func (c *h2conn) readLoop() {
 		if err != nil {
 			var se http2.StreamError
 			if errors.As(err, &se) {
+				// The RST_STREAM goes out now, not with whatever the
+				// peer sends next.
 				c.streamError(&t, se)
+				if c.br.Buffered() == 0 {
+					t.flushLast(c)
+				}
 				continue
 			}
 			c.fail(err)
@@ -379,7 +391,11 @@ func (c *h2conn) onHeaders(t *touched, f *http2.MetaHeadersFrame) {
 	st.forwardHeaders(t, st.halfOn(c), f.Fields, f.StreamEnded())
 }
 
-// onData passes a DATA frame on, or returns its window if its stream is gone.
+// onData passes a DATA frame on. The connection's window for it is given
+// back at once, whatever becomes of the data: what one stream holds is
+// bounded by its own window (given back as the data moves on, see
+// creditStream), so a stream whose reader stalls, is reset or ends with data
+// queued never takes window from the other streams of its connection.
 func (c *h2conn) onData(t *touched, f *http2.DataFrame) {
 	n := int64(f.Length) // flow control counts padding too
 	c.mu.Lock()
@@ -388,6 +404,13 @@ func (c *h2conn) onData(t *touched, f *http2.DataFrame) {
 		c.mu.Unlock()
 		c.fail(http2.ConnectionError(http2.ErrCodeFlowControl))
 		return
+	}
+	// Updates go out once a quarter of the window is due, as gRPC's own do.
+	if c.recvUnacked += n; c.recvUnacked >= relayConnWindow/4 {
+		_ = c.wfr.WriteWindowUpdate(0, uint32(c.recvUnacked))
+		c.recvWin += c.recvUnacked
+		c.recvUnacked = 0
+		t.add(c)
 	}
 	st := c.streams[f.StreamID]
 	var h *half
@@ -398,11 +421,9 @@ func (c *h2conn) onData(t *touched, f *http2.DataFrame) {
 		}
 	}
 	c.mu.Unlock()
-	if st == nil {
-		c.credit(t, nil, n)
-		return
+	if st != nil {
+		st.forwardData(t, h, f.Data(), f.StreamEnded(), n)
 	}
-	st.forwardData(t, h, f.Data(), f.StreamEnded(), n)
 }
 
 // onSettings applies the peer's settings and acknowledges them.
@@ -497,26 +518,17 @@ func (c *h2conn) streamError(t *touched, se http2.StreamError) {
 	}
 }
 
-// credit returns window for n bytes the relay passed on from c: to the
-// connection, and to half h's stream unless the peer finished sending on
-// it. Updates go out once a quarter of a window is due, as gRPC's own do.
-func (c *h2conn) credit(t *touched, h *half, n int64) {
+// creditStream returns the stream window of n bytes the relay passed on
+// from half h (the connection's went back on arrival, see onData), unless
+// the peer finished sending on it. Updates go out once a quarter of a
+// window is due, as gRPC's own do.
+func (c *h2conn) creditStream(t *touched, h *half, n int64) {
 	if n <= 0 {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.closed {
-		return
-	}
-	c.recvUnacked += n
-	if c.recvUnacked >= relayConnWindow/4 {
-		_ = c.wfr.WriteWindowUpdate(0, uint32(c.recvUnacked))
-		c.recvWin += c.recvUnacked
-		c.recvUnacked = 0
-		t.add(c)
-	}
-	if h == nil || h.recvEnded || h.closed {
+	if c.closed || h.recvEnded || h.closed {
 		return
 	}
 	h.recvUnacked += n
@@ -591,6 +603,8 @@ func (c *h2conn) drainLocked(t *touched) (m moved) {
 		return m
 	}
 	keep := c.blocked[:0]
+	var sent int64
+	var now time.Time
 	for _, h := range c.blocked {
 		if h.closed {
 			h.blocked = false
@@ -601,6 +615,13 @@ func (c *h2conn) drainLocked(t *touched) (m moved) {
 			last := len(h.pending) == 1
 			n := c.writeDataLocked(h, chunk, last && h.pendingEnd && h.pendingTrailers == nil)
 			m.credits = append(m.credits, credit{h.other, int64(n)})
+			if n > 0 {
+				if now.IsZero() {
+					now = time.Now()
+				}
+				h.since = now
+				sent += int64(n)
+			}
 			if n < len(chunk) {
 				h.pending[0] = chunk[n:]
 				break
@@ -629,6 +650,9 @@ func (c *h2conn) drainLocked(t *touched) (m moved) {
 		c.blocked[i] = nil
 	}
 	c.blocked = keep
+	if sent > 0 {
+		c.rl.queued.Add(-sent)
+	}
 	t.add(c)
 	return m
 }
@@ -648,7 +672,7 @@ type credit struct {
 // apply gives back the window and finishes what ended; no conn lock held.
 func (m moved) apply(t *touched) {
 	for _, cr := range m.credits {
-		cr.h.c.credit(t, cr.h, cr.n)
+		cr.h.c.creditStream(t, cr.h, cr.n)
 	}
 	for _, h := range m.ended {
 		h.st.sentEnd(t, h)

@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,6 +69,10 @@ type half struct {
 	pendingEnd      bool
 	pendingTrailers []hpack.HeaderField
 	blocked         bool // listed in c.blocked
+	// since is when pending last started to wait or last moved: the
+	// relay resets a caller's stream whose data waits too long (see
+	// relay.watchStalls).
+	since time.Time
 
 	sentEnd     bool  // END_STREAM went out on this half
 	recvEnded   bool  // the peer sent END_STREAM on this half
@@ -100,31 +105,33 @@ func (st *rstream) forwardData(t *touched, from *half, data []byte, end bool, fl
 		if !st.attached.Load() {
 			if !st.finished {
 				st.heldData = append(st.heldData, heldChunk{data: bytes.Clone(data), flow: flow, end: end})
-				flow = 0
 			}
 			st.mu.Unlock()
-			from.c.credit(t, nil, flow)
 			return
 		}
 		st.mu.Unlock()
 	}
-	if st.passData(t, from, data, end, flow) {
+	ended, over := st.passData(t, from, data, end, flow)
+	if ended {
 		st.sentEnd(t, from.other)
+	}
+	if over {
+		st.overrun(t, from.other, fmt.Sprintf("the agent already holds its limit of %d MiB of data that callers or plugins have not read", maxQueuedBytes>>20))
 	}
 }
 
 // passData writes data to from's other half as far as the windows allow and
-// queues the rest, then gives back the window of what went. It reports
-// whether END_STREAM went out, for the caller to call sentEnd (which may
-// finish the call, so not under st.mu).
-func (st *rstream) passData(t *touched, from *half, data []byte, end bool, flow int64) bool {
+// queues the rest, then gives back the stream window of what went. It
+// reports whether END_STREAM went out, for the caller to call sentEnd
+// (which may finish the call, so not under st.mu), and whether the data
+// queued took the relay past maxQueuedBytes.
+func (st *rstream) passData(t *touched, from *half, data []byte, end bool, flow int64) (ended, over bool) {
 	to := from.other
 	d := to.c
 	d.mu.Lock()
 	if to.closed || d.closed {
 		d.mu.Unlock()
-		from.c.credit(t, nil, flow) // the stream is gone: the connection's window only
-		return false
+		return false, false // the stream is gone; onData gave back the connection's window
 	}
 	n := 0
 	if !to.blocked {
@@ -136,8 +143,10 @@ func (st *rstream) passData(t *touched, from *half, data []byte, end bool, flow 
 		to.pendingEnd = end
 		if !to.blocked {
 			to.blocked = true
+			to.since = time.Now()
 			d.blocked = append(d.blocked, to)
 		}
+		over = d.rl.queued.Add(int64(len(data)-n)) > maxQueuedBytes
 	} else if end {
 		to.sentEnd = true
 	}
@@ -145,8 +154,8 @@ func (st *rstream) passData(t *touched, from *half, data []byte, end bool, flow 
 	t.add(d)
 	// Padding is never passed on, so its window comes back at once; queued
 	// bytes give theirs back when they go (drainLocked).
-	from.c.credit(t, from, flow-int64(len(data))+int64(n))
-	return done && end
+	from.c.creditStream(t, from, flow-int64(len(data))+int64(n))
+	return done && end, over
 }
 
 // forwardHeaders passes a header block that arrived on from: a backend's
@@ -215,7 +224,7 @@ func (st *rstream) reset(t *touched, from *half, code http2.ErrCode) {
 	if from.c != nil {
 		from.c.mu.Lock()
 		from.closed = true
-		from.pending, from.pendingTrailers = nil, nil
+		from.dropPendingLocked()
 		from.c.mu.Unlock()
 	}
 	st.resetHalf(t, from.other, code)
@@ -246,7 +255,7 @@ func (st *rstream) resetHalf(t *touched, h *half, code http2.ErrCode) {
 		t.add(c)
 	}
 	h.closed = true
-	h.pending, h.pendingTrailers = nil, nil
+	h.dropPendingLocked()
 	c.mu.Unlock()
 }
 
@@ -262,7 +271,7 @@ func (st *rstream) fail(t *touched, err error) {
 		if st.held > 0 {
 			extra = append(extra, heldField(st.held))
 		}
-		h.pending, h.pendingTrailers = nil, nil
+		h.dropPendingLocked()
 		c.writeHeadersLocked(h.id, statusFields(err, h.headersSent, extra), true)
 		h.sentEnd = true
 		if !h.recvEnded {
@@ -317,7 +326,7 @@ func (st *rstream) finish(t *touched) {
 		}
 		c.mu.Lock()
 		h.closed = true
-		h.pending, h.pendingTrailers = nil, nil
+		h.dropPendingLocked()
 		if c.streams[h.id] == st {
 			delete(c.streams, h.id)
 		}
@@ -337,4 +346,35 @@ func (st *rstream) finish(t *touched) {
 		}
 		st.p.stats.recordCode(code)
 	}
+}
+
+// dropPendingLocked discards what waits to go out on h, which ends: the
+// connection's window for it went back on arrival (see onData), its
+// stream's window no longer matters. h.c.mu is held.
+func (h *half) dropPendingLocked() {
+	var n int
+	for _, b := range h.pending {
+		n += len(b)
+	}
+	if n > 0 {
+		h.c.rl.queued.Add(-int64(n))
+	}
+	h.pending, h.pendingTrailers = nil, nil
+}
+
+// overrun ends the call because h's peer does not read what the relay
+// holds for it. A caller gets RST_STREAM ENHANCE_YOUR_CALM, which gRPC
+// clients report as RESOURCE_EXHAUSTED whatever part of a message they
+// got (trailers after a partial message would read as an unexpected EOF),
+// and the plugin gets CANCEL; a plugin that does not read gets CANCEL and
+// its caller RESOURCE_EXHAUSTED saying why.
+func (st *rstream) overrun(t *touched, h *half, why string) {
+	if h == &st.caller {
+		st.resetHalf(t, h, http2.ErrCodeEnhanceYourCalm)
+		st.resetHalf(t, &st.backend, http2.ErrCodeCancel)
+		st.code.CompareAndSwap(-1, int32(codes.ResourceExhausted))
+		st.finish(t)
+		return
+	}
+	st.fail(t, status.Errorf(codes.ResourceExhausted, "%s: the call was cancelled", why))
 }

@@ -10,6 +10,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -55,6 +56,11 @@ type relay struct {
 	ownServices map[string]bool
 	native      map[string]bool
 
+	// queued counts the DATA bytes held for peers that have no window for
+	// them, on every connection (see maxQueuedBytes).
+	queued atomic.Int64
+	quit   chan struct{} // closed by Stop: watchStalls returns
+
 	mu       sync.Mutex
 	accepted map[net.Conn]*h2conn // every open caller connection; nil until relayed
 	localC   *h2conn              // the relay's connection to local
@@ -72,6 +78,7 @@ func (r *Router) Serve(ln net.Listener, local *grpc.Server) error {
 		ownServices: make(map[string]bool),
 		native:      make(map[string]bool),
 		accepted:    make(map[net.Conn]*h2conn),
+		quit:        make(chan struct{}),
 	}
 	for name := range local.GetServiceInfo() {
 		rl.ownServices[name] = true
@@ -83,6 +90,7 @@ func (r *Router) Serve(ln net.Listener, local *grpc.Server) error {
 		return errors.New("router: Serve called twice")
 	}
 	go func() { _ = local.Serve(rl.handed) }()
+	go rl.watchStalls(r.cfg.StalledReadTimeout)
 
 	var backoff time.Duration
 	for {
@@ -118,6 +126,9 @@ func (r *Router) Stop(ctx context.Context) {
 		return
 	}
 	rl.mu.Lock()
+	if !rl.stopping {
+		close(rl.quit)
+	}
 	rl.stopping = true
 	conns := make(map[net.Conn]*h2conn, len(rl.accepted))
 	for nc, c := range rl.accepted {
@@ -236,6 +247,47 @@ func (rl *relay) serveConn(nc net.Conn) {
 			forget()
 			return
 		}
+	}
+}
+
+// watchStalls resets the calls whose caller has read none of the data the
+// relay holds for it for timeout, until Stop: such a caller holds its
+// plugin's stream, and memory in the agent, for nothing.
+func (rl *relay) watchStalls(timeout time.Duration) {
+	tick := time.NewTicker(min(max(timeout/4, 10*time.Millisecond), time.Second))
+	defer tick.Stop()
+	var stalled []*rstream
+	for {
+		select {
+		case <-rl.quit:
+			return
+		case <-tick.C:
+		}
+		rl.mu.Lock()
+		conns := make([]*h2conn, 0, len(rl.accepted))
+		for _, c := range rl.accepted {
+			if c != nil {
+				conns = append(conns, c)
+			}
+		}
+		rl.mu.Unlock()
+		now := time.Now()
+		for _, c := range conns {
+			c.mu.Lock()
+			for _, h := range c.blocked {
+				if !h.closed && now.Sub(h.since) >= timeout {
+					stalled = append(stalled, h.st)
+				}
+			}
+			c.mu.Unlock()
+		}
+		var t touched
+		for i, st := range stalled {
+			st.overrun(&t, &st.caller, "")
+			stalled[i] = nil
+		}
+		stalled = stalled[:0]
+		t.flush()
 	}
 }
 
@@ -518,7 +570,10 @@ func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []h
 	// sees attached only after this, under st.mu.
 	ended := end
 	for _, hc := range st.heldData {
-		ended = st.passData(t, &st.caller, hc.data, hc.end, hc.flow) || ended
+		// Held data is within the caller's stream window: too little to
+		// count against maxQueuedBytes.
+		e, _ := st.passData(t, &st.caller, hc.data, hc.end, hc.flow)
+		ended = e || ended
 	}
 	st.heldData = nil
 	st.attached.Store(true)

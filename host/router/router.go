@@ -49,7 +49,15 @@ type Config struct {
 	// client or from a backend. Default wire.MaxMessageBytes, the limit
 	// plugins themselves are started with.
 	MaxMessageBytes int
+	// StalledReadTimeout is how long a caller may read none of the data a
+	// plugin sent it before the relay resets the call (RST_STREAM
+	// ENHANCE_YOUR_CALM, which gRPC clients report as RESOURCE_EXHAUSTED)
+	// and cancels it at the plugin. Default 20s.
+	StalledReadTimeout time.Duration
 }
+
+// DefaultStalledReadTimeout is Config.StalledReadTimeout's default.
+const DefaultStalledReadTimeout = 20 * time.Second
 
 // DefaultHoldTimeout is Config.HoldTimeout's default.
 const DefaultHoldTimeout = 10 * time.Second
@@ -60,6 +68,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HoldTimeout <= 0 {
 		c.HoldTimeout = DefaultHoldTimeout
+	}
+	if c.StalledReadTimeout <= 0 {
+		c.StalledReadTimeout = DefaultStalledReadTimeout
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = wire.MaxMessageBytes
