@@ -31,12 +31,22 @@ func readPeers(dir string) []string {
 	if err != nil {
 		return nil
 	}
-	var addrs []string
-	if json.Unmarshal(b, &addrs) != nil {
+	var recorded []string
+	if json.Unmarshal(b, &recorded) != nil {
 		return nil
+	}
+	var addrs []string
+	for _, a := range recorded {
+		if _, _, err := net.SplitHostPort(a); err == nil && len(addrs) < maxRecordedPeers {
+			addrs = append(addrs, a)
+		}
 	}
 	return addrs
 }
+
+// maxRecordedPeers bounds the addresses tried from peersFile: a cluster
+// has at most a few dozen members, and the file is only a hint.
+const maxRecordedPeers = 64
 
 // recordPeers writes the addresses of the alive members other than this
 // node, when they changed since the last record.
