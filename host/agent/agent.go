@@ -64,7 +64,8 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 	return &Agent{cfg: cfg, log: log, ready: make(chan struct{})}, nil
 }
 
-// Ready is closed once the agent serves its API.
+// Ready is closed once the store has a leader and the agent's plugins and
+// bundle intake have started; the API answers from before that.
 func (a *Agent) Ready() <-chan struct{} { return a.ready }
 
 // APIAddr is the address the API listens on (useful with port 0).
