@@ -8,9 +8,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -347,4 +351,94 @@ func TestClusterFirstServerRejoinsAfterRestart(t *testing.T) {
 		return err
 	})
 	t.Logf("%s took writes %v after its restart", first.Node, time.Since(start).Round(time.Millisecond))
+}
+
+// TestClusterLostWritesSayIfTheyMayHaveApplied kills the leader with -9
+// while followers forward writes to it. Every write that fails either says
+// its outcome is unknown (ErrorInfo OUTCOME_UNKNOWN, or the caller's own
+// deadline) or was not applied: none of the others is found written.
+func TestClusterLostWritesSayIfTheyMayHaveApplied(t *testing.T) {
+	agents := NewCluster(t, 3)
+	leader := leaderOf(t, agents)
+	var others []*ClusterAgent
+	for _, a := range agents {
+		if a != leader {
+			others = append(others, a)
+		}
+	}
+	type failure struct {
+		key string
+		err error
+	}
+	var (
+		mu       sync.Mutex
+		failures []failure
+		acks     atomic.Int64
+		seq      atomic.Int64
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for c := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				key := fmt.Sprintf("lost/%d", seq.Add(1))
+				wctx, wcancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_, err := others[c%2].Store().Put(wctx, &storev1.PutRequest{Namespace: "app", Key: []byte(key), Value: []byte(key)})
+				wcancel()
+				if err == nil {
+					acks.Add(1)
+					continue
+				}
+				mu.Lock()
+				failures = append(failures, failure{key, err})
+				mu.Unlock()
+			}
+		}()
+	}
+	testenv.WaitFor(t, 20*time.Second, "forwarded writes", func() error {
+		if n := acks.Load(); n < 300 {
+			return fmt.Errorf("%d writes", n)
+		}
+		return nil
+	})
+	leader.Kill9()
+	before := acks.Load()
+	testenv.WaitFor(t, 30*time.Second, "writes under the new leader", func() error {
+		if n := acks.Load() - before; n < 300 {
+			return fmt.Errorf("%d writes since the kill", n)
+		}
+		return nil
+	})
+	cancel()
+	wg.Wait()
+
+	mu.Lock()
+	defer mu.Unlock()
+	unknown, refused := 0, 0
+	for _, f := range failures {
+		st := status.Convert(f.err)
+		reason := storev1.ErrorReason(f.err)
+		switch {
+		case reason == storev1.ReasonOutcomeUnknown, st.Code() == codes.DeadlineExceeded:
+			unknown++
+			continue
+		case reason == "":
+			t.Errorf("write %s failed without a reason to tell whether it applied: %v", f.key, f.err)
+			continue
+		}
+		refused++
+		rctx, rcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := others[0].Store().Get(rctx, &storev1.GetRequest{Namespace: "app", Key: []byte(f.key)})
+		rcancel()
+		if err != nil {
+			t.Fatalf("reading %s back: %v", f.key, err)
+		}
+		if resp.GetKv() != nil {
+			t.Errorf("write %s failed as not applied (%s: %v), but it was applied", f.key, reason, f.err)
+		}
+	}
+	t.Logf("leader %s killed: %d writes acknowledged, %d failed with an unknown outcome, %d refused and checked not applied",
+		leader.Node, acks.Load(), unknown, refused)
 }
