@@ -25,9 +25,32 @@ const (
 	// maxFrameBytes is the largest frame the relay reads: the protocol's
 	// default, which it never raises.
 	maxFrameBytes = 16 << 10
-	// maxHeaderListBytes bounds a decoded header block, as gRPC's own
-	// server does by default.
-	maxHeaderListBytes = 16 << 20
+	// maxHeaderListBytes bounds a header block, encoded as the relay
+	// assembles it from HEADERS and CONTINUATION frames and decoded: the
+	// limit the agent's gRPC server is built with and advertises (see
+	// ServerOptions), so a caller meets the same one whichever of them
+	// serves its connection. gRPC's own default is moving from 16 MiB down
+	// to 8 KiB; metadata is small, and a peer must not make the agent hold
+	// megabytes per stream.
+	maxHeaderListBytes = 64 << 10
+	// maxConcurrentStreams is how many calls a caller may have open at once
+	// on one connection, advertised by the relay and by the agent's gRPC
+	// server alike: more are refused with REFUSED_STREAM, as gRPC's server
+	// does.
+	maxConcurrentStreams = 1000
+	// maxBeforeCallBytes bounds what the relay reads from a connection
+	// before its first call: it keeps those bytes to replay them to the
+	// agent's own server (see relay.classified), and a first call needs no
+	// more than its header block and the few frames around it. A caller
+	// that sends more is sent GOAWAY ENHANCE_YOUR_CALM.
+	maxBeforeCallBytes = maxHeaderListBytes + 4*readBufferBytes
+	// resetBurst and resetRate bound how fast a caller may reset the
+	// calls it opens on one connection (CVE-2023-44487, "rapid reset"):
+	// each reset call still cost its plugin a stream, and a flood of them
+	// slows every other caller. Past resetBurst resets plus resetRate a
+	// second, the connection gets GOAWAY ENHANCE_YOUR_CALM.
+	resetBurst = 2 * maxConcurrentStreams
+	resetRate  = 1000
 	// maxOutBytes is how much a connection's writer may have waiting before
 	// the relay stops moving DATA onto it: a peer that advertises huge
 	// windows and reads slowly backs up to its senders instead of growing
@@ -113,6 +136,11 @@ type h2conn struct {
 	goAway bool
 	closed bool
 	err    error
+
+	// resets is how many more streams a caller may reset now, as of
+	// resetAt (see takeReset); owned by the reader goroutine.
+	resets  float64
+	resetAt time.Time
 }
 
 // outWriter appends to c.out; the write framer writes through it with c.mu
@@ -342,6 +370,10 @@ func (c *h2conn) handle(t *touched, f http2.Frame) {
 		c.onHeaders(t, f)
 	case *http2.RSTStreamFrame:
 		if st := c.stream(f.StreamID); st != nil {
+			if c.side == callerSide && !c.takeReset() {
+				c.fail(http2.ConnectionError(http2.ErrCodeEnhanceYourCalm))
+				return
+			}
 			st.reset(t, st.halfOn(c), f.ErrCode)
 		}
 	case *http2.SettingsFrame:
@@ -371,16 +403,49 @@ func (c *h2conn) stream(id uint32) *rstream {
 	return st
 }
 
+// takeReset counts a stream the caller reset and reports whether it stays
+// within resetBurst and resetRate. Only the reader calls it.
+func (c *h2conn) takeReset() bool {
+	now := time.Now()
+	if c.resetAt.IsZero() {
+		c.resets = resetBurst
+	} else {
+		c.resets = min(resetBurst, c.resets+now.Sub(c.resetAt).Seconds()*resetRate)
+	}
+	c.resetAt = now
+	if c.resets < 1 {
+		return false
+	}
+	c.resets--
+	return true
+}
+
 // onHeaders routes a caller's new stream, or passes on a header block of a
 // stream under way: a backend's response headers or trailers, a caller's
 // trailers.
 func (c *h2conn) onHeaders(t *touched, f *http2.MetaHeadersFrame) {
 	c.mu.Lock()
 	st := c.streams[f.StreamID]
-	if st != nil && f.StreamEnded() {
+	var bad http2.ErrCode
+	if st != nil && c.side == callerSide {
+		// RFC 9113 5.1 and 8.1: a caller's second block is its trailers,
+		// which end the stream and carry no pseudo-header; after it the
+		// stream is half-closed (remote).
+		switch {
+		case st.caller.recvEnded:
+			bad = http2.ErrCodeStreamClosed
+		case !f.StreamEnded() || hasPseudo(f.Fields):
+			bad = http2.ErrCodeProtocol
+		}
+	}
+	if st != nil && f.StreamEnded() && bad == 0 {
 		st.halfOn(c).recvEnded = true
 	}
 	c.mu.Unlock()
+	if bad != 0 {
+		c.streamError(t, http2.StreamError{StreamID: f.StreamID, Code: bad})
+		return
+	}
 	if st == nil {
 		if c.side == callerSide {
 			c.rl.newStream(t, c, f)

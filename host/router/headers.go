@@ -296,3 +296,8 @@ func checkPseudos(fields []hpack.HeaderField) error {
 	}
 	return nil
 }
+
+// hasPseudo reports whether fields hold a pseudo-header field.
+func hasPseudo(fields []hpack.HeaderField) bool {
+	return len(fields) > 0 && strings.HasPrefix(fields[0].Name, ":")
+}

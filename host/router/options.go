@@ -25,7 +25,9 @@ const (
 // built with for the router to serve: the unknown-service handler that
 // proxies, the codec that passes proxied messages through as raw frames
 // (and encodes the agent's own services' proto messages as usual), the
-// message limits and the flow-control windows. Append the agent's own
+// message limits, the flow-control windows, and the per-connection stream
+// and header limits the relay applies too (they are the settings both
+// advertise, see relay.serveConn). Append the agent's own
 // options (credentials, interceptors) after these.
 //
 // Options considered and left at gRPC's default, because they did not
@@ -48,6 +50,8 @@ func (r *Router) ServerOptions() []grpc.ServerOption {
 		grpc.MaxSendMsgSize(r.cfg.MaxMessageBytes),
 		grpc.StaticStreamWindowSize(streamWindowBytes),
 		grpc.StaticConnWindowSize(connWindowBytes),
+		grpc.MaxConcurrentStreams(maxConcurrentStreams),
+		grpc.MaxHeaderListSize(maxHeaderListBytes),
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -183,9 +184,11 @@ func (r *Router) Stop(ctx context.Context) {
 }
 
 // serveConn reads a caller's connection up to its first call, then hands
-// it to the agent's server or relays it.
+// it to the agent's server or relays it. Until then it answers SETTINGS
+// and PING itself, bounds what it reads (maxBeforeCallBytes) and how long
+// the connection may wait (Config.FirstCallTimeout).
 func (rl *relay) serveConn(nc net.Conn) {
-	rec := &recorder{r: nc, on: true}
+	rec := &recorder{r: nc, on: true, max: maxBeforeCallBytes}
 	c := newH2conn(rl, callerSide, nc, bufio.NewReaderSize(rec, readBufferBytes), "caller "+nc.RemoteAddr().String())
 	forget := func() {
 		rl.mu.Lock()
@@ -193,15 +196,40 @@ func (rl *relay) serveConn(nc net.Conn) {
 		rl.mu.Unlock()
 		_ = nc.Close()
 	}
+	timeout := rl.r.cfg.FirstCallTimeout
+	_ = nc.SetDeadline(time.Now().Add(timeout))
+	// send writes what the relay has for the caller; nothing else writes
+	// to the connection before its first call.
+	send := func() bool {
+		c.mu.Lock()
+		out := c.out
+		c.out = nil
+		c.mu.Unlock()
+		if len(out) == 0 {
+			return true
+		}
+		_, err := nc.Write(out)
+		return err == nil
+	}
+	// goodbye closes the connection, telling the caller why.
+	goodbye := func(code http2.ErrCode, why string) {
+		c.mu.Lock()
+		_ = c.wfr.WriteGoAway(0, code, []byte(why))
+		c.mu.Unlock()
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		send()
+		forget()
+	}
 	// gRPC clients wait for the server's settings before their first call.
+	// They are the agent's server's own (see ServerOptions), in its order.
 	c.mu.Lock()
 	_ = c.wfr.WriteSettings(
 		http2.Setting{ID: http2.SettingMaxFrameSize, Val: maxFrameBytes},
-		http2.Setting{ID: http2.SettingInitialWindowSize, Val: relayStreamWindow})
-	settings := c.out
-	c.out = nil
+		http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: maxConcurrentStreams},
+		http2.Setting{ID: http2.SettingInitialWindowSize, Val: relayStreamWindow},
+		http2.Setting{ID: http2.SettingMaxHeaderListSize, Val: maxHeaderListBytes})
 	c.mu.Unlock()
-	if _, err := nc.Write(settings); err != nil {
+	if !send() {
 		forget()
 		return
 	}
@@ -211,11 +239,22 @@ func (rl *relay) serveConn(nc net.Conn) {
 		return
 	}
 
-	var acks int
-	var pings [][8]byte
+	var acks, pings int
 	for {
 		f, err := c.hr.readFrame(c.fr)
-		if err != nil {
+		var ce http2.ConnectionError
+		switch {
+		case err == nil:
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			goodbye(http2.ErrCodeNo, fmt.Sprintf("no call within %v", timeout))
+			return
+		case errors.Is(err, errTooMuchBeforeCall):
+			goodbye(http2.ErrCodeEnhanceYourCalm, fmt.Sprintf("more than %d bytes before the first call", maxBeforeCallBytes))
+			return
+		case errors.As(err, &ce):
+			goodbye(http2.ErrCode(ce), "")
+			return
+		default:
 			forget()
 			return
 		}
@@ -224,12 +263,15 @@ func (rl *relay) serveConn(nc net.Conn) {
 			if f.IsAck() {
 				continue
 			}
-			if f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }) != nil {
-				forget()
+			if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
+				var ce http2.ConnectionError
+				errors.As(err, &ce)
+				goodbye(http2.ErrCode(ce), "")
 				return
 			}
 			c.mu.Lock()
 			c.applySettingsLocked(f)
+			_ = c.wfr.WriteSettingsAck()
 			c.mu.Unlock()
 			acks++
 		case *http2.WindowUpdateFrame:
@@ -237,17 +279,44 @@ func (rl *relay) serveConn(nc net.Conn) {
 				c.sendWin += int64(f.Increment)
 			}
 		case *http2.PingFrame:
-			if !f.IsAck() {
-				pings = append(pings, f.Data)
+			if f.IsAck() {
+				continue
 			}
+			c.mu.Lock()
+			_ = c.wfr.WritePing(true, f.Data)
+			c.mu.Unlock()
+			pings++
+			// A client that pings keeps its idle connection alive.
+			_ = nc.SetDeadline(time.Now().Add(timeout))
 		case *http2.MetaHeadersFrame:
+			_ = nc.SetDeadline(time.Time{})
+			if !send() {
+				forget()
+				return
+			}
 			rl.classified(c, rec, f, acks, pings)
 			return
 		case *http2.GoAwayFrame:
 			forget()
 			return
 		}
+		// Answers go out once no whole frame waits to be read, so that a
+		// burst of frames gets its answers in one write.
+		if !frameBuffered(c.br) && !send() {
+			forget()
+			return
+		}
 	}
+}
+
+// frameBuffered reports whether br holds a whole frame, which reading
+// takes without waiting for the peer.
+func frameBuffered(br *bufio.Reader) bool {
+	b, _ := br.Peek(br.Buffered())
+	if len(b) < 9 {
+		return false
+	}
+	return len(b) >= 9+(int(b[0])<<16|int(b[1])<<8|int(b[2]))
 }
 
 // watchStalls resets the calls whose caller has read none of the data the
@@ -305,25 +374,23 @@ func (rl *relay) track(nc net.Conn, c *h2conn) bool {
 	return true
 }
 
-// classified takes a caller's connection on from its first call, f.
-func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame, acks int, pings [][8]byte) {
+// classified takes a caller's connection on from its first call, f. The
+// relay answered the acks SETTINGS frames and pings PINGs read before it.
+func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame, acks, pings int) {
 	nc := c.nc
 	if rl.native[serviceOf(f.PseudoValue("path"))] {
 		rl.mu.Lock()
 		delete(rl.accepted, nc) // the agent's server owns it now
 		rl.mu.Unlock()
-		read := rec.stop()
-		_ = rl.handed.push(&replayConn{Conn: nc, r: io.MultiReader(bytes.NewReader(read), nc)})
+		// The server reads the connection from its start, without the
+		// PINGs already answered, and its acknowledgements of the
+		// SETTINGS already acknowledged are dropped: each is answered once.
+		read := withoutPings(rec.stop(), pings)
+		_ = rl.handed.push(&replayConn{Conn: nc, r: io.MultiReader(bytes.NewReader(read), nc), skipAcks: acks})
 		return
 	}
 	rec.stop()
 	c.mu.Lock()
-	for range acks {
-		_ = c.wfr.WriteSettingsAck()
-	}
-	for _, p := range pings {
-		_ = c.wfr.WritePing(true, p)
-	}
 	_ = c.wfr.WriteWindowUpdate(0, relayConnWindow-initialWindow)
 	c.recvWin = relayConnWindow
 	c.mu.Unlock()
@@ -333,7 +400,7 @@ func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame,
 	}
 	go c.writeLoop()
 	var t touched
-	t.add(c) // the acknowledgements and the window update
+	t.add(c) // the window update
 	c.handle(&t, f)
 	t.flush()
 	c.readLoop()
@@ -378,7 +445,7 @@ func (rl *relay) newStream(t *touched, c *h2conn, f *http2.MetaHeadersFrame) {
 		return
 	}
 	c.lastID = id
-	if c.goAway || c.closed {
+	if c.goAway || c.closed || len(c.streams) >= maxConcurrentStreams {
 		_ = c.wfr.WriteRSTStream(id, http2.ErrCodeRefusedStream)
 		c.mu.Unlock()
 		t.add(c)
@@ -611,7 +678,7 @@ func (rl *relay) backendConn(b *Backend) (*h2conn, error) {
 func (rl *relay) localConn() (*h2conn, error) {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	if c := rl.localC; c != nil && c.usable() {
+	if c := rl.localC; c != nil && c.usable() && !c.retireIfFull() {
 		return c, nil
 	}
 	a, b := net.Pipe()
@@ -639,6 +706,19 @@ func (rl *relay) newBackendConn(nc net.Conn, b *Backend, what string) *h2conn {
 	return c
 }
 
+// retireIfFull reports whether backend connection c has as many calls as
+// its peer takes at once (the agent's server takes maxConcurrentStreams);
+// if so, c takes no new calls and closes once its calls end.
+func (c *h2conn) retireIfFull() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if uint32(len(c.streams)) < c.peerMaxStreams {
+		return false
+	}
+	c.goAway = true
+	return true
+}
+
 // usable reports whether new calls may open on c.
 func (c *h2conn) usable() bool {
 	c.mu.Lock()
@@ -648,20 +728,30 @@ func (c *h2conn) usable() bool {
 
 // recorder keeps a copy of what is read through it while on, so a
 // connection read up to its first call can be replayed to another server.
+// It keeps at most max bytes: past them reads fail with
+// errTooMuchBeforeCall.
 type recorder struct {
 	r   io.Reader
+	max int
 	mu  sync.Mutex
 	on  bool
 	buf []byte
 }
 
+// errTooMuchBeforeCall is a recorder's error once it would keep more than
+// its max.
+var errTooMuchBeforeCall = errors.New("too many bytes before the first call")
+
 func (r *recorder) Read(p []byte) (int, error) {
 	n, err := r.r.Read(p)
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	if r.on {
+		if len(r.buf)+n > r.max {
+			return 0, errTooMuchBeforeCall
+		}
 		r.buf = append(r.buf, p[:n]...)
 	}
-	r.mu.Unlock()
 	return n, err
 }
 
@@ -675,14 +765,84 @@ func (r *recorder) stop() []byte {
 	return b
 }
 
+// withoutPings returns b, what a client sent from its preface on, without
+// its first n PING frames that are not acknowledgements.
+func withoutPings(b []byte, n int) []byte {
+	if n == 0 || len(b) < len(http2.ClientPreface) {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	out = append(out, b[:len(http2.ClientPreface)]...)
+	rest := b[len(http2.ClientPreface):]
+	for n > 0 && len(rest) >= 9 {
+		size := 9 + (int(rest[0])<<16 | int(rest[1])<<8 | int(rest[2]))
+		if len(rest) < size {
+			break
+		}
+		if http2.FrameType(rest[3]) == http2.FramePing && http2.Flags(rest[4])&http2.FlagPingAck == 0 {
+			n--
+		} else {
+			out = append(out, rest[:size]...)
+		}
+		rest = rest[size:]
+	}
+	return append(out, rest...)
+}
+
 // replayConn is a connection whose first bytes were already read: reads
-// return them again, then go on from the connection.
+// return them again, then go on from the connection. Its first skipAcks
+// SETTINGS acknowledgements written are dropped: the relay sent them.
 type replayConn struct {
 	net.Conn
 	r io.Reader
+
+	mu       sync.Mutex // guards the fields below
+	skipAcks int
+	hdr      [9]byte // the header of the frame being written, as far as written
+	nhdr     int
+	left     int // bytes of the frame being written still to come
 }
 
 func (c *replayConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+func (c *replayConn) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.skipAcks == 0 {
+		return c.Conn.Write(p)
+	}
+	out := make([]byte, 0, len(p))
+	rest := p
+	for len(rest) > 0 && c.skipAcks > 0 {
+		if c.left > 0 {
+			k := min(len(rest), c.left)
+			out = append(out, rest[:k]...)
+			rest, c.left = rest[k:], c.left-k
+			continue
+		}
+		k := copy(c.hdr[c.nhdr:], rest)
+		rest, c.nhdr = rest[k:], c.nhdr+k
+		if c.nhdr < len(c.hdr) {
+			break
+		}
+		c.nhdr = 0
+		h := c.hdr
+		size := int(h[0])<<16 | int(h[1])<<8 | int(h[2])
+		if http2.FrameType(h[3]) == http2.FrameSettings && http2.Flags(h[4])&http2.FlagSettingsAck != 0 && size == 0 {
+			c.skipAcks--
+			continue
+		}
+		out = append(out, h[:]...)
+		c.left = size
+	}
+	out = append(out, rest...)
+	if len(out) > 0 {
+		if _, err := c.Conn.Write(out); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
 
 // handoffListener hands connections to the agent's grpc.Server.
 type handoffListener struct {

@@ -54,6 +54,12 @@ type Config struct {
 	// ENHANCE_YOUR_CALM, which gRPC clients report as RESOURCE_EXHAUSTED)
 	// and cancels it at the plugin. Default 20s.
 	StalledReadTimeout time.Duration
+	// FirstCallTimeout bounds how long a caller's connection may stay open
+	// without starting a call, counted from its opening or from its last
+	// PING: a client keeping an idle connection alive pings it (gRPC at
+	// most every 10 s), a stalled or abusive one is closed with GOAWAY.
+	// Default 20s.
+	FirstCallTimeout time.Duration
 }
 
 // DefaultStalledReadTimeout is Config.StalledReadTimeout's default.
@@ -61,6 +67,10 @@ const DefaultStalledReadTimeout = 20 * time.Second
 
 // DefaultHoldTimeout is Config.HoldTimeout's default.
 const DefaultHoldTimeout = 10 * time.Second
+
+// DefaultFirstCallTimeout is Config.FirstCallTimeout's default: longer
+// than the shortest keepalive interval gRPC clients use (10 s).
+const DefaultFirstCallTimeout = 20 * time.Second
 
 func (c Config) withDefaults() Config {
 	if c.Logger == nil {
@@ -71,6 +81,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.StalledReadTimeout <= 0 {
 		c.StalledReadTimeout = DefaultStalledReadTimeout
+	}
+	if c.FirstCallTimeout <= 0 {
+		c.FirstCallTimeout = DefaultFirstCallTimeout
 	}
 	if c.MaxMessageBytes <= 0 {
 		c.MaxMessageBytes = wire.MaxMessageBytes
