@@ -7,6 +7,10 @@ import (
 	"time"
 
 	"golang.org/x/net/http2"
+	"google.golang.org/grpc"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
 // rawDial opens a bare HTTP/2 connection to addr: the client preface and
@@ -111,5 +115,33 @@ func TestWithoutPings(t *testing.T) {
 	cut := in.Len() - 3 // the read stopped inside a frame
 	if got := withoutPings(in.Bytes()[:cut], 2); !bytes.Equal(got, want.Bytes()[:want.Len()-3]) {
 		t.Errorf("got\n%x\nwant\n%x", got, want.Bytes()[:want.Len()-3])
+	}
+}
+
+func TestRelayOpensAnotherLocalConnectionPastTheServersLimit(t *testing.T) {
+	e := newEnv(t)
+	// Two relayed connections, each with more than half the agent's
+	// server's limit of calls open to a service of its own (health), which
+	// the relay passes to that server over its in-memory connection.
+	ctx := testCtx(t)
+	var watches []grpc.ServerStreamingClient[healthpb.HealthCheckResponse]
+	for range 2 {
+		conn := dialClient(t, e.addr)
+		if _, err := echov1.NewEchoServiceClient(conn).Echo(ctx, &echov1.EchoRequest{Message: "first"}); err != nil {
+			t.Fatal(err)
+		}
+		hc := healthpb.NewHealthClient(conn)
+		for range maxConcurrentStreams * 3 / 5 {
+			w, err := hc.Watch(ctx, &healthpb.HealthCheckRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			watches = append(watches, w)
+		}
+	}
+	for i, w := range watches {
+		if _, err := w.Recv(); err != nil {
+			t.Fatalf("watch %d of %d: %v", i+1, len(watches), err)
+		}
 	}
 }
