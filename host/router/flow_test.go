@@ -140,6 +140,51 @@ func TestSlowReaderStallsOnlyItself(t *testing.T) {
 	}
 }
 
+// TestUnreadDataBounded opens 32 unread server streams with the relay's
+// bound on unread data at 16 MiB and a stall timeout far away: the streams
+// past the bound are reset with RESOURCE_EXHAUSTED at once, and the relay
+// holds no more than the bound. Other callers' calls, which can hold up to
+// 11 MiB between them for a moment, succeed: the streams whose data waited
+// longest are reset first.
+func TestUnreadDataBounded(t *testing.T) {
+	const bound = 16 << 20
+	e := newEnvConfig(t, Config{MaxUnreadBytes: bound, StalledReadTimeout: time.Hour})
+	slow := echov1.NewEchoServiceClient(dialSmallWindows(t, e.addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var streams []echov1.EchoService_EchoStreamClient
+	for i := range 32 {
+		s, err := slow.EchoStream(ctx, bigStream)
+		if err != nil {
+			t.Fatalf("slow stream %d: %v", i, err)
+		}
+		streams = append(streams, s)
+	}
+	// A stream holds at most its window (1 MiB), so 16 or 17 stay.
+	testenv.WaitFor(t, 20*time.Second, "the streams past the bound to be reset", func() error {
+		if n := e.r.Stats().Plugins[0].Failures[codes.ResourceExhausted]; n < 32-17 {
+			return fmt.Errorf("%d reset", n)
+		}
+		return nil
+	})
+	if q := e.r.relay.Load().queued.Load(); q > bound {
+		t.Fatalf("the relay holds %d bytes, above its bound of %d", q, bound)
+	}
+	callFromOthers(t, e.addr, 11, 5)
+	cancel()
+	for _, s := range streams {
+		for err := error(nil); err == nil; {
+			_, err = s.Recv()
+		}
+	}
+	testenv.WaitFor(t, 10*time.Second, "the relay to let go of the cancelled streams' data", func() error {
+		if q := e.r.relay.Load().queued.Load(); q != 0 {
+			return fmt.Errorf("it holds %d bytes", q)
+		}
+		return nil
+	})
+}
+
 // callFromOthers makes calls unary and streaming calls from n callers of
 // their own, each calls times, and returns their latencies, sorted. Every
 // call must succeed within 20s.

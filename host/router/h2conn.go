@@ -56,12 +56,6 @@ const (
 	// windows and reads slowly backs up to its senders instead of growing
 	// the agent's memory.
 	maxOutBytes = 4 << 20
-	// maxQueuedBytes bounds the DATA the relay holds, on all connections,
-	// for peers that have no window for it. What one stream holds is
-	// bounded by its window (a MiB), so this is only reached with many
-	// streams whose readers stalled; the stream whose data goes past it is
-	// reset (see rstream.overrun) rather than stopping everyone's data.
-	maxQueuedBytes = 256 << 20
 	// readBufferBytes is the read buffer of every relayed connection.
 	readBufferBytes = 32 << 10
 )

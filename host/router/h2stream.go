@@ -3,7 +3,6 @@ package router
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -116,7 +115,7 @@ func (st *rstream) forwardData(t *touched, from *half, data []byte, end bool, fl
 		st.sentEnd(t, from.other)
 	}
 	if over {
-		st.overrun(t, from.other, fmt.Sprintf("the agent already holds its limit of %d MiB of data that callers or plugins have not read", maxQueuedBytes>>20))
+		from.c.rl.shed(t, from.other)
 	}
 }
 
@@ -124,7 +123,7 @@ func (st *rstream) forwardData(t *touched, from *half, data []byte, end bool, fl
 // queues the rest, then gives back the stream window of what went. It
 // reports whether END_STREAM went out, for the caller to call sentEnd
 // (which may finish the call, so not under st.mu), and whether the data
-// queued took the relay past maxQueuedBytes.
+// queued took the relay past its Config.MaxUnreadBytes.
 func (st *rstream) passData(t *touched, from *half, data []byte, end bool, flow int64) (ended, over bool) {
 	to := from.other
 	d := to.c
@@ -146,7 +145,7 @@ func (st *rstream) passData(t *touched, from *half, data []byte, end bool, flow 
 			to.since = time.Now()
 			d.blocked = append(d.blocked, to)
 		}
-		over = d.rl.queued.Add(int64(len(data)-n)) > maxQueuedBytes
+		over = d.rl.queued.Add(int64(len(data)-n)) > d.rl.maxQueued
 	} else if end {
 		to.sentEnd = true
 	}

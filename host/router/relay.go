@@ -58,9 +58,11 @@ type relay struct {
 	native      map[string]bool
 
 	// queued counts the DATA bytes held for peers that have no window for
-	// them, on every connection (see maxQueuedBytes).
-	queued atomic.Int64
-	quit   chan struct{} // closed by Stop: watchStalls returns
+	// them, on every connection; a stream whose data takes it past
+	// maxQueued (Config.MaxUnreadBytes) is reset (see rstream.overrun).
+	queued    atomic.Int64
+	maxQueued int64
+	quit      chan struct{} // closed by Stop: watchStalls returns
 
 	mu       sync.Mutex
 	accepted map[net.Conn]*h2conn // every open caller connection; nil until relayed
@@ -80,6 +82,7 @@ func (r *Router) Serve(ln net.Listener, local *grpc.Server) error {
 		native:      make(map[string]bool),
 		accepted:    make(map[net.Conn]*h2conn),
 		quit:        make(chan struct{}),
+		maxQueued:   int64(r.cfg.MaxUnreadBytes),
 	}
 	for name := range local.GetServiceInfo() {
 		rl.ownServices[name] = true
@@ -261,7 +264,7 @@ func (rl *relay) serveConn(nc net.Conn) {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if f.IsAck() {
-				break // answers queued before it may still wait to go out
+				continue
 			}
 			if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
 				var ce http2.ConnectionError
@@ -280,7 +283,7 @@ func (rl *relay) serveConn(nc net.Conn) {
 			}
 		case *http2.PingFrame:
 			if f.IsAck() {
-				break
+				continue
 			}
 			c.mu.Lock()
 			_ = c.wfr.WritePing(true, f.Data)
@@ -358,6 +361,49 @@ func (rl *relay) watchStalls(timeout time.Duration) {
 		stalled = stalled[:0]
 		t.flush()
 	}
+}
+
+// shed resets calls until the relay holds no more than maxQueued: first
+// those whose callers have waited longest for window, then h, whose data
+// took it past, if no caller's data is waiting longer. A caller that reads
+// only loses its call if the relay is full of its own data.
+func (rl *relay) shed(t *touched, h *half) {
+	for range 64 {
+		if rl.queued.Load() <= rl.maxQueued {
+			return
+		}
+		oldest := rl.stalest()
+		if oldest == nil || oldest == h {
+			break
+		}
+		oldest.st.overrun(t, oldest, "")
+	}
+	h.st.overrun(t, h, fmt.Sprintf("the agent already holds its limit of %d MiB of data that callers or plugins have not read", rl.maxQueued>>20))
+}
+
+// stalest returns the caller half whose data has waited longest for
+// window, or nil.
+func (rl *relay) stalest() *half {
+	rl.mu.Lock()
+	conns := make([]*h2conn, 0, len(rl.accepted))
+	for _, c := range rl.accepted {
+		if c != nil {
+			conns = append(conns, c)
+		}
+	}
+	rl.mu.Unlock()
+	var oldest *half
+	var since time.Time
+	for _, c := range conns {
+		c.mu.Lock()
+		for _, h := range c.blocked {
+			if !h.closed && (oldest == nil || h.since.Before(since)) {
+				oldest, since = h, h.since
+			}
+		}
+		c.mu.Unlock()
+	}
+	return oldest
 }
 
 // track records an accepted connection (c once it is classified) so that
@@ -638,7 +684,7 @@ func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []h
 	ended := end
 	for _, hc := range st.heldData {
 		// Held data is within the caller's stream window: too little to
-		// count against maxQueuedBytes.
+		// count against maxQueued.
 		e, _ := st.passData(t, &st.caller, hc.data, hc.end, hc.flow)
 		ended = e || ended
 	}

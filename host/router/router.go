@@ -54,6 +54,13 @@ type Config struct {
 	// ENHANCE_YOUR_CALM, which gRPC clients report as RESOURCE_EXHAUSTED)
 	// and cancels it at the plugin. Default 20s.
 	StalledReadTimeout time.Duration
+	// MaxUnreadBytes bounds the data the relay holds, on all its
+	// connections together, for callers and plugins that have no window
+	// for it. Each stream holds at most its window (1 MiB), so only many
+	// stalled streams reach it; past it, the calls whose callers waited
+	// longest for window are reset, as stalled ones are, rather than
+	// stopping everyone's data. Default 256 MiB.
+	MaxUnreadBytes int
 	// FirstCallTimeout bounds how long a caller's connection may stay open
 	// without starting a call, counted from its opening or from its last
 	// PING: a client keeping an idle connection alive pings it (gRPC at
@@ -64,6 +71,9 @@ type Config struct {
 
 // DefaultStalledReadTimeout is Config.StalledReadTimeout's default.
 const DefaultStalledReadTimeout = 20 * time.Second
+
+// DefaultMaxUnreadBytes is Config.MaxUnreadBytes's default.
+const DefaultMaxUnreadBytes = 256 << 20
 
 // DefaultHoldTimeout is Config.HoldTimeout's default.
 const DefaultHoldTimeout = 10 * time.Second
@@ -78,6 +88,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.HoldTimeout <= 0 {
 		c.HoldTimeout = DefaultHoldTimeout
+	}
+	if c.MaxUnreadBytes <= 0 {
+		c.MaxUnreadBytes = DefaultMaxUnreadBytes
 	}
 	if c.StalledReadTimeout <= 0 {
 		c.StalledReadTimeout = DefaultStalledReadTimeout
