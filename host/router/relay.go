@@ -264,7 +264,7 @@ func (rl *relay) serveConn(nc net.Conn) {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if f.IsAck() {
-				continue
+				break // answers queued before it may still wait to go out
 			}
 			if err := f.ForeachSetting(func(s http2.Setting) error { return s.Valid() }); err != nil {
 				var ce http2.ConnectionError
@@ -283,7 +283,7 @@ func (rl *relay) serveConn(nc net.Conn) {
 			}
 		case *http2.PingFrame:
 			if f.IsAck() {
-				continue
+				break
 			}
 			c.mu.Lock()
 			_ = c.wfr.WritePing(true, f.Data)
