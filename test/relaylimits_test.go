@@ -470,3 +470,45 @@ func TestRelayRapidResetFlood(t *testing.T) {
 	t.Logf("normal caller: p50 %v unloaded (%d calls), %v while one connection reset calls (%d calls); the flood sent %d before GOAWAY",
 		p50(unloaded), len(unloaded), p50(loaded), len(loaded), sent)
 }
+
+func TestRelayClosesConnectionsThatMakeNoCall(t *testing.T) {
+	a := echoAgent(t)
+	// 200 connections that open HTTP/2 and never call: each is closed with
+	// GOAWAY once router.DefaultFirstCallTimeout (20 s) has passed.
+	conns := make([]*rawConn, 200)
+	for i := range conns {
+		conns[i] = dialRaw(t, a.API)
+		_ = conns[i].nc.SetDeadline(time.Now().Add(40 * time.Second))
+		_ = conns[i].fr.WriteSettings()
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	codes := make([]error, len(conns))
+	for i, c := range conns {
+		wg.Go(func() {
+			for {
+				f, err := c.fr.ReadFrame()
+				if err != nil {
+					codes[i] = fmt.Errorf("no GOAWAY: %v", err)
+					return
+				}
+				if ga, ok := f.(*http2.GoAwayFrame); ok {
+					if ga.ErrCode != http2.ErrCodeNo {
+						codes[i] = fmt.Errorf("GOAWAY %v, want NO_ERROR", ga.ErrCode)
+					}
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for i, err := range codes {
+		if err != nil {
+			t.Errorf("connection %d: %v", i, err)
+		}
+	}
+	t.Logf("%d connections without a call closed within %v", len(conns), time.Since(start).Round(time.Second))
+	if _, err := echov1.NewEchoServiceClient(a.Conn()).Echo(testenv.Context(t, 10*time.Second), &echov1.EchoRequest{Message: "x"}); err != nil {
+		t.Fatal(err)
+	}
+}
