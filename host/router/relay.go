@@ -39,7 +39,7 @@ import (
 //     the bytes read so far: operator and store clients talk to gRPC
 //     directly. Should such a connection later call a plugin, the server's
 //     unknown-service handler proxies the call (Router.handle);
-//   - any other call (a plugin's service, reflection, health) makes it a
+//   - any other call (a plugin's service, or the agent's reflection) makes it a
 //     relayed connection. Its calls to the agent's own services go to the
 //     agent's server over an in-memory connection.
 //

@@ -2,7 +2,7 @@
 // plugin instance that serves the called service.
 //
 // Router.Serve accepts the API connections. A connection whose first call
-// is to a plugin (or to reflection or health) is relayed frame by frame
+// is to a plugin (or to the agent's reflection) is relayed frame by frame
 // (see relay.go): the router decodes each call's headers to learn its
 // method, looks the service up in an immutable route table (one atomic
 // load), counts the call on the chosen Backend with atomics, and passes
