@@ -1,32 +1,21 @@
 package test
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/plughost/plughost/internal/h2test"
 	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
@@ -43,11 +32,11 @@ func TestRelayFlowControl(t *testing.T) {
 	pid := a.cmd.Process.Pid
 
 	// The unloaded latency of the other callers' calls, to compare with.
-	unloaded := callFromOthers(t, a.API, 11, 6)
+	unloaded := h2test.CallFromOthers(t, a.API, 11, 6, otherStream)
 	t.Logf("11 callers × 6 calls, unloaded: p50 %v, max %v", unloaded[len(unloaded)/2], unloaded[len(unloaded)-1])
 
 	t.Run("stream error flushed at once", func(t *testing.T) {
-		rawStreamError(t, a.API)
+		h2test.StreamErrorFlushed(t, a.API, "/echo.v1.EchoService/Echo", &echov1.EchoRequest{Message: "raw"})
 		callEcho(t, echo)
 	})
 
@@ -56,7 +45,7 @@ func TestRelayFlowControl(t *testing.T) {
 	// keep a MiB of the plugin connection's 16 MiB window, and after about
 	// 15 of them the plugin answered nobody through the agent.
 	t.Run("cancelled streams", func(t *testing.T) {
-		client := echov1.NewEchoServiceClient(dialSmallWindows(t, a.API))
+		client := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, a.API))
 		for i := range 40 {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			s, err := client.EchoStream(ctx, bigStream)
@@ -69,7 +58,7 @@ func TestRelayFlowControl(t *testing.T) {
 			}
 		}
 		callEcho(t, echo)
-		lat := callFromOthers(t, a.API, 11, 6)
+		lat := h2test.CallFromOthers(t, a.API, 11, 6, otherStream)
 		t.Logf("11 callers × 6 calls after 40 cancelled streams: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
 	})
 
@@ -78,8 +67,8 @@ func TestRelayFlowControl(t *testing.T) {
 	// others' calls succeed, and the stalled streams are reset once they
 	// have read nothing for the relay's StalledReadTimeout (20s).
 	t.Run("slow readers", func(t *testing.T) {
-		rss0 := rssBytes(t, pid)
-		slow := echov1.NewEchoServiceClient(dialSmallWindows(t, a.API))
+		rss0 := h2test.VmRSS(t, pid)
+		slow := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, a.API))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		var streams []echov1.EchoService_EchoStreamClient
@@ -98,10 +87,10 @@ func TestRelayFlowControl(t *testing.T) {
 		// stalled streams are held.
 		var lat []time.Duration
 		for start := time.Now(); time.Since(start) < 3*time.Second; {
-			lat = append(lat, callFromOthers(t, a.API, 11, 6)...)
+			lat = append(lat, h2test.CallFromOthers(t, a.API, 11, 6, otherStream)...)
 		}
 		slices.Sort(lat)
-		rss := rssBytes(t, pid)
+		rss := h2test.VmRSS(t, pid)
 		t.Logf("11 callers beside 32 stalled streams: %d calls, p50 %v (unloaded %v), max %v; agent RSS %d MiB (before the streams %d MiB)",
 			len(lat), lat[len(lat)/2], unloaded[len(unloaded)/2], lat[len(lat)-1], rss>>20, rss0>>20)
 		// 32 streams hold at most a MiB each in the relay; the bound leaves
@@ -133,21 +122,8 @@ func TestRelayFlowControl(t *testing.T) {
 // bigStream is a server stream of 16 messages of 1 MiB each.
 var bigStream = &echov1.EchoStreamRequest{Message: strings.Repeat("x", 1<<20), Count: 16}
 
-// dialSmallWindows is a gRPC client with static 64 KiB windows (gRPC's
-// initial ones, without the BDP estimator growing them): data it has not
-// read waits in the agent rather than in the client's buffers.
-func dialSmallWindows(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
+// otherStream is the server stream other callers make: 4 messages of 64 KiB.
+var otherStream = &echov1.EchoStreamRequest{Message: strings.Repeat("y", 64<<10), Count: 4}
 
 // callEcho makes one unary call, which must succeed within 20s.
 func callEcho(t testing.TB, echo echov1.EchoServiceClient) {
@@ -157,85 +133,6 @@ func callEcho(t testing.TB, echo echov1.EchoServiceClient) {
 	if _, err := echo.Echo(ctx, &echov1.EchoRequest{Message: "still there"}); err != nil {
 		t.Fatalf("echo through the agent: %v", err)
 	}
-}
-
-// callFromOthers makes unary and streaming calls from n callers with
-// connections of their own, each calls times, and returns their latencies,
-// sorted. Every call must succeed within 20s.
-func callFromOthers(t testing.TB, addr string, n, calls int) []time.Duration {
-	t.Helper()
-	var (
-		mu   sync.Mutex
-		lat  []time.Duration
-		errs []error
-		wg   sync.WaitGroup
-	)
-	for range n {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		client := echov1.NewEchoServiceClient(conn)
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer conn.Close()
-			for j := range calls {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				start := time.Now()
-				var err error
-				if j%2 == 0 {
-					_, err = client.Echo(ctx, &echov1.EchoRequest{Message: "other"})
-				} else {
-					var s echov1.EchoService_EchoStreamClient
-					if s, err = client.EchoStream(ctx, &echov1.EchoStreamRequest{Message: strings.Repeat("y", 64<<10), Count: 4}); err == nil {
-						for err == nil {
-							_, err = s.Recv()
-						}
-						if errors.Is(err, io.EOF) {
-							err = nil
-						}
-					}
-				}
-				d := time.Since(start)
-				cancel()
-				mu.Lock()
-				lat = append(lat, d)
-				if err != nil {
-					errs = append(errs, err)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d calls of other callers failed; first: %v", len(errs), n*calls, errs[0])
-	}
-	slices.Sort(lat)
-	return lat
-}
-
-// rssBytes is the resident memory of process pid.
-func rssBytes(t testing.TB, pid int) int64 {
-	t.Helper()
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if rest, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(rest), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatalf("no VmRSS in /proc/%d/status", pid)
-	return 0
 }
 
 // failures reads from the agent's /metrics how many of plugin's calls
@@ -262,71 +159,4 @@ func failures(httpAddr, plugin string) (map[string]int, error) {
 		}
 	}
 	return out, nil
-}
-
-// rawStreamError relays a connection with an echo call, then opens a
-// stream with an invalid header field name and waits for its RST_STREAM
-// PROTOCOL_ERROR, sending nothing more.
-func rawStreamError(t testing.TB, addr string) {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fr := http2.NewFramer(nc, nc)
-	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	headers := func(id uint32, extra ...hpack.HeaderField) {
-		var buf bytes.Buffer
-		enc := hpack.NewEncoder(&buf)
-		for _, f := range append([]hpack.HeaderField{
-			{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
-			{Name: ":path", Value: "/echo.v1.EchoService/Echo"}, {Name: ":authority", Value: "localhost"},
-			{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
-		}, extra...) {
-			_ = enc.WriteField(f)
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: buf.Bytes(), EndHeaders: true, EndStream: len(extra) > 0}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	headers(1)
-	msg, _ := proto.Marshal(&echov1.EchoRequest{Message: "raw"})
-	body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
-	if err := fr.WriteData(1, true, append(body, msg...)); err != nil {
-		t.Fatal(err)
-	}
-	// The call on stream 1 makes the connection a relayed one; wait for
-	// its trailers.
-	_ = nc.SetReadDeadline(time.Now().Add(20 * time.Second))
-	for ended := false; !ended; {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("reading the answer to the first call: %v", err)
-		}
-		if h, ok := f.(*http2.HeadersFrame); ok && h.StreamID == 1 && h.StreamEnded() {
-			ended = true
-		}
-	}
-	headers(3, hpack.HeaderField{Name: "X-Bad", Value: "1"})
-	// Nothing else is sent: a relay that waits for the client's next frame
-	// to flush never answers, and the read times out.
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("no RST_STREAM for stream 3 after an invalid header field name: %v", err)
-		}
-		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 3 {
-			if rst.ErrCode != http2.ErrCodeProtocol {
-				t.Fatalf("RST_STREAM %v, want PROTOCOL_ERROR", rst.ErrCode)
-			}
-			return
-		}
-	}
 }

@@ -1,28 +1,21 @@
 package test
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/plughost/plughost/internal/h2test"
 	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
@@ -32,146 +25,18 @@ import (
 // RFC 9113 says and that one abusive connection neither grows the agent's
 // memory nor slows other callers.
 
-// rawConn is an HTTP/2 client made of a bare Framer.
-type rawConn struct {
-	t   testing.TB
-	nc  net.Conn
-	fr  *http2.Framer
-	enc *hpack.Encoder
-	buf bytes.Buffer
-}
-
-// dialRaw opens a connection to addr and sends the client preface; every
-// read and write on it fails after 20s.
-func dialRaw(t testing.TB, addr string) *rawConn {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &rawConn{t: t, nc: nc, fr: http2.NewFramer(nc, nc)}
-	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
-	c.fr.MaxHeaderListSize = 1 << 20
-	c.enc = hpack.NewEncoder(&c.buf)
-	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// block encodes a request's header block for path.
-func (c *rawConn) block(path string, extra ...string) []byte {
-	c.buf.Reset()
-	fields := append([]string{":method", "POST", ":scheme", "http", ":path", path, ":authority", "agent",
-		"content-type", "application/grpc", "te", "trailers"}, extra...)
-	for i := 0; i < len(fields); i += 2 {
-		_ = c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	return slices.Clone(c.buf.Bytes())
-}
-
-// request opens stream id with a call to path.
-func (c *rawConn) request(id uint32, path string, end bool) {
-	c.t.Helper()
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.block(path), EndStream: end, EndHeaders: true}); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// headers sends a header block of the given fields on stream id.
-func (c *rawConn) headers(id uint32, end bool, fields ...string) {
-	c.t.Helper()
-	c.buf.Reset()
-	for i := 0; i < len(fields); i += 2 {
-		_ = c.enc.WriteField(hpack.HeaderField{Name: fields[i], Value: fields[i+1]})
-	}
-	if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: c.buf.Bytes(), EndStream: end, EndHeaders: true}); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// message sends m as one gRPC message on stream id.
-func (c *rawConn) message(id uint32, m proto.Message, end bool) {
-	c.t.Helper()
-	b, err := proto.Marshal(m)
-	if err != nil {
-		c.t.Fatal(err)
-	}
-	msg := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(b)))
-	if err := c.fr.WriteData(id, end, append(msg, b...)); err != nil {
-		c.t.Fatal(err)
-	}
-}
-
-// until reads frames until match says one is what the test waits for,
-// and returns it; it fails the test if the connection ends first.
-func (c *rawConn) until(what string, match func(http2.Frame) bool) http2.Frame {
-	c.t.Helper()
-	for {
-		f, err := c.fr.ReadFrame()
-		if err != nil {
-			c.t.Fatalf("waiting for %s: %v", what, err)
-		}
-		if match(f) {
-			return f
-		}
-	}
-}
-
-// goAway reads until the agent's GOAWAY and returns it.
-func (c *rawConn) goAway() *http2.GoAwayFrame {
-	c.t.Helper()
-	return c.until("GOAWAY", func(f http2.Frame) bool { _, ok := f.(*http2.GoAwayFrame); return ok }).(*http2.GoAwayFrame)
-}
-
-// rstOn reads until RST_STREAM on stream id and returns its code.
-func (c *rawConn) rstOn(id uint32) http2.ErrCode {
-	c.t.Helper()
-	f := c.until(fmt.Sprintf("RST_STREAM on stream %d", id), func(f http2.Frame) bool {
-		if ga, ok := f.(*http2.GoAwayFrame); ok {
-			c.t.Fatalf("GOAWAY %v while waiting for RST_STREAM on stream %d", ga.ErrCode, id)
-		}
-		rst, ok := f.(*http2.RSTStreamFrame)
-		return ok && rst.StreamID == id
-	})
-	return f.(*http2.RSTStreamFrame).ErrCode
-}
-
 const echoStreamPath = "/echo.v1.EchoService/EchoStream"
 
-// openEchoStream opens stream id: an EchoStream call that stays open for
-// a minute once the agent's first response came (the caller has sent all
-// it will, so the stream is half-closed on the agent's side).
-func (c *rawConn) openEchoStream(id uint32) {
-	c.t.Helper()
-	c.request(id, echoStreamPath, false)
-	c.message(id, &echov1.EchoStreamRequest{Message: "open", Count: 2, IntervalMs: 60_000}, true)
-	c.until("the first response", func(f http2.Frame) bool {
+// openEchoStream opens stream id on c: an EchoStream call that stays open
+// for a minute once the agent's first response came (the caller has sent
+// all it will, so the stream is half-closed on the agent's side).
+func openEchoStream(c *h2test.Conn, id uint32) {
+	c.Request(id, echoStreamPath, false)
+	c.Message(id, &echov1.EchoStreamRequest{Message: "open", Count: 2, IntervalMs: 60_000}, true)
+	c.Until("the first response", func(f http2.Frame) bool {
 		d, ok := f.(*http2.DataFrame)
 		return ok && d.StreamID == id
 	})
-}
-
-// vmRSS is the agent process's resident memory in bytes.
-func (a *Agent) vmRSS() int64 {
-	a.t.Helper()
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				a.t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	a.t.Fatal("no VmRSS in /proc/<pid>/status")
-	return 0
 }
 
 // echoAgent starts an agent running echo 1.0.0.
@@ -189,17 +54,17 @@ const maxRSSGrowth = 64 << 20
 
 func TestRelayBoundsMemoryBeforeTheFirstCall(t *testing.T) {
 	a := echoAgent(t)
-	base := a.vmRSS()
+	pid := a.cmd.Process.Pid
+	base := h2test.VmRSS(t, pid)
 	var peak int64
-	sample := func() { peak = max(peak, a.vmRSS()) }
+	sample := func() { peak = max(peak, h2test.VmRSS(t, pid)) }
 
 	t.Run("unknown frames", func(t *testing.T) {
-		c := dialRaw(t, a.API)
-		_ = c.fr.WriteSettings()
+		c := h2test.Dial(t, a.API)
 		payload := make([]byte, 16<<10)
 		sent := 0
 		for ; sent < 256<<20; sent += len(payload) {
-			if err := c.fr.WriteRawFrame(0xfa, 0, 0, payload); err != nil {
+			if err := c.Framer.WriteRawFrame(0xfa, 0, 0, payload); err != nil {
 				break
 			}
 			if sent%(8<<20) == 0 {
@@ -210,7 +75,7 @@ func TestRelayBoundsMemoryBeforeTheFirstCall(t *testing.T) {
 		if sent >= 256<<20 {
 			t.Errorf("the agent read 256 MiB of frames of an unknown type before any call")
 		}
-		if ga := c.goAway(); ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
+		if ga := c.GoAway(); ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
 			t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
 		}
 	})
@@ -219,19 +84,18 @@ func TestRelayBoundsMemoryBeforeTheFirstCall(t *testing.T) {
 		var wg sync.WaitGroup
 		codes := make([]http2.ErrCode, 20)
 		for i := range codes {
-			c := dialRaw(t, a.API)
-			_ = c.fr.WriteSettings()
+			c := h2test.Dial(t, a.API)
 			wg.Go(func() {
 				chunk := make([]byte, 16<<10)
-				_ = c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.block(echoStreamPath)})
+				_ = c.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: c.Block(echoStreamPath)})
 				for sent := 0; sent < 15<<20; sent += len(chunk) {
-					if c.fr.WriteContinuation(1, false, chunk) != nil {
+					if c.Framer.WriteContinuation(1, false, chunk) != nil {
 						break
 					}
 				}
 				codes[i] = http2.ErrCode(0xff)
 				for {
-					f, err := c.fr.ReadFrame()
+					f, err := c.Framer.ReadFrame()
 					if err != nil {
 						return
 					}
@@ -274,9 +138,8 @@ func TestRelayAcknowledgesBeforeTheFirstCall(t *testing.T) {
 	a := echoAgent(t)
 	for _, path := range []string{"/echo.v1.EchoService/Echo", "/plughost.operator.v1.OperatorService/ListPlugins"} {
 		t.Run(path, func(t *testing.T) {
-			c := dialRaw(t, a.API)
-			_ = c.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
-			_ = c.fr.WritePing(false, [8]byte{1, 2, 3})
+			c := h2test.Dial(t, a.API, http2.Setting{ID: http2.SettingInitialWindowSize, Val: 1 << 20})
+			_ = c.Framer.WritePing(false, [8]byte{1, 2, 3})
 			var acks, pings int
 			count := func(f http2.Frame) {
 				switch f := f.(type) {
@@ -284,7 +147,7 @@ func TestRelayAcknowledgesBeforeTheFirstCall(t *testing.T) {
 					if f.IsAck() {
 						acks++
 					} else {
-						_ = c.fr.WriteSettingsAck()
+						_ = c.Framer.WriteSettingsAck()
 					}
 				case *http2.PingFrame:
 					if f.IsAck() && f.Data == [8]byte{1, 2, 3} {
@@ -293,17 +156,17 @@ func TestRelayAcknowledgesBeforeTheFirstCall(t *testing.T) {
 				}
 			}
 			// No call yet: both answers come.
-			c.until("SETTINGS ACK and PING ACK", func(f http2.Frame) bool {
+			c.Until("SETTINGS ACK and PING ACK", func(f http2.Frame) bool {
 				count(f)
 				return acks == 1 && pings == 1
 			})
 			// A call now; the agent's own server (which takes a connection
 			// whose first call is to the operator API) does not answer
 			// them again.
-			c.request(1, path, false)
-			c.message(1, &echov1.EchoRequest{Message: "x"}, true)
-			_ = c.fr.WritePing(false, [8]byte{9})
-			c.until("the PING sent after the call", func(f http2.Frame) bool {
+			c.Request(1, path, false)
+			c.Message(1, &echov1.EchoRequest{Message: "x"}, true)
+			_ = c.Framer.WritePing(false, [8]byte{9})
+			c.Until("the PING sent after the call", func(f http2.Frame) bool {
 				count(f)
 				p, ok := f.(*http2.PingFrame)
 				return ok && p.IsAck() && p.Data == [8]byte{9}
@@ -344,36 +207,35 @@ func TestRelayKeepsAnIdleKeepaliveConnection(t *testing.T) {
 
 func TestRelayRejectsWhatRFC9113Rejects(t *testing.T) {
 	a := echoAgent(t)
-	c := dialRaw(t, a.API)
-	_ = c.fr.WriteSettings()
+	c := h2test.Dial(t, a.API)
 
 	// HEADERS on a half-closed (remote) stream: STREAM_CLOSED.
-	c.openEchoStream(1)
-	c.headers(1, false, "x-after-end", "1")
-	if code := c.rstOn(1); code != http2.ErrCodeStreamClosed {
+	openEchoStream(c, 1)
+	c.Headers(1, false, "x-after-end", "1")
+	if code := c.RSTOn(1); code != http2.ErrCodeStreamClosed {
 		t.Errorf("HEADERS after END_STREAM: RST_STREAM %v, want STREAM_CLOSED", code)
 	}
 
 	// A second HEADERS without END_STREAM: PROTOCOL_ERROR.
-	c.request(3, echoStreamPath, false)
-	c.message(3, &echov1.EchoStreamRequest{Message: "open", Count: 2, IntervalMs: 60_000}, false)
-	c.headers(3, false, "x-more", "1")
-	if code := c.rstOn(3); code != http2.ErrCodeProtocol {
+	c.Request(3, echoStreamPath, false)
+	c.Message(3, &echov1.EchoStreamRequest{Message: "open", Count: 2, IntervalMs: 60_000}, false)
+	c.Headers(3, false, "x-more", "1")
+	if code := c.RSTOn(3); code != http2.ErrCodeProtocol {
 		t.Errorf("trailers without END_STREAM: RST_STREAM %v, want PROTOCOL_ERROR", code)
 	}
 
 	// A pseudo-header in trailers: PROTOCOL_ERROR.
-	c.request(5, echoStreamPath, false)
-	c.message(5, &echov1.EchoStreamRequest{Message: "open", Count: 2, IntervalMs: 60_000}, false)
-	c.headers(5, true, ":path", "/x")
-	if code := c.rstOn(5); code != http2.ErrCodeProtocol {
+	c.Request(5, echoStreamPath, false)
+	c.Message(5, &echov1.EchoStreamRequest{Message: "open", Count: 2, IntervalMs: 60_000}, false)
+	c.Headers(5, true, ":path", "/x")
+	if code := c.RSTOn(5); code != http2.ErrCodeProtocol {
 		t.Errorf("pseudo-header in trailers: RST_STREAM %v, want PROTOCOL_ERROR", code)
 	}
 
 	// The connection goes on.
-	c.request(7, "/echo.v1.EchoService/Echo", false)
-	c.message(7, &echov1.EchoRequest{Message: "x"}, true)
-	c.until("the answer on stream 7", func(f http2.Frame) bool {
+	c.Request(7, "/echo.v1.EchoService/Echo", false)
+	c.Message(7, &echov1.EchoRequest{Message: "x"}, true)
+	c.Until("the answer on stream 7", func(f http2.Frame) bool {
 		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 7 {
 			t.Fatalf("RST_STREAM %v on a good call", rst.ErrCode)
 		}
@@ -384,10 +246,9 @@ func TestRelayRejectsWhatRFC9113Rejects(t *testing.T) {
 
 func TestRelayRefusesStreamsPastTheLimit(t *testing.T) {
 	a := echoAgent(t)
-	c := dialRaw(t, a.API)
-	_ = c.fr.WriteSettings()
+	c := h2test.Dial(t, a.API)
 	var limit uint32
-	c.until("the agent's SETTINGS", func(f http2.Frame) bool {
+	c.Until("the agent's SETTINGS", func(f http2.Frame) bool {
 		s, ok := f.(*http2.SettingsFrame)
 		if ok && !s.IsAck() {
 			limit, _ = s.Value(http2.SettingMaxConcurrentStreams)
@@ -399,10 +260,10 @@ func TestRelayRefusesStreamsPastTheLimit(t *testing.T) {
 	}
 	// limit calls that wait for their request, then one more.
 	for i := range limit + 1 {
-		c.request(2*i+1, echoStreamPath, false)
+		c.Request(2*i+1, echoStreamPath, false)
 	}
 	last := 2*limit + 1
-	if code := c.rstOn(last); code != http2.ErrCodeRefusedStream {
+	if code := c.RSTOn(last); code != http2.ErrCodeRefusedStream {
 		t.Errorf("call %d of %d: RST_STREAM %v, want REFUSED_STREAM", limit+1, limit, code)
 	}
 }
@@ -429,20 +290,19 @@ func TestRelayRapidResetFlood(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := dialRaw(t, a.API)
-	_ = c.fr.WriteSettings()
+	c := h2test.Dial(t, a.API)
 	flooded := make(chan error, 1)
 	var sent int
 	go func() {
 		defer close(flooded)
-		block := c.block("/echo.v1.EchoService/Echo")
+		block := c.Block("/echo.v1.EchoService/Echo")
 		for id := uint32(1); id < 400_000; id += 2 {
 			// The block is encoded once: it only holds indexed fields the
 			// second time on, which leave the HPACK table alone.
-			if err := c.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
+			if err := c.Framer.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: block, EndHeaders: true}); err != nil {
 				return
 			}
-			if err := c.fr.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
+			if err := c.Framer.WriteRSTStream(id, http2.ErrCodeCancel); err != nil {
 				return
 			}
 			sent++
@@ -453,11 +313,11 @@ func TestRelayRapidResetFlood(t *testing.T) {
 	if err != nil {
 		t.Errorf("a normal caller's call failed during the flood: %v", err)
 	}
-	ga := c.goAway()
+	ga := c.GoAway()
 	if ga.ErrCode != http2.ErrCodeEnhanceYourCalm {
 		t.Errorf("GOAWAY %v, want ENHANCE_YOUR_CALM", ga.ErrCode)
 	}
-	_ = c.nc.Close()
+	_ = c.NC.Close()
 	if err := <-flooded; err != nil {
 		t.Error(err)
 	}
@@ -475,11 +335,10 @@ func TestRelayClosesConnectionsThatMakeNoCall(t *testing.T) {
 	a := echoAgent(t)
 	// 200 connections that open HTTP/2 and never call: each is closed with
 	// GOAWAY once router.DefaultFirstCallTimeout (20 s) has passed.
-	conns := make([]*rawConn, 200)
+	conns := make([]*h2test.Conn, 200)
 	for i := range conns {
-		conns[i] = dialRaw(t, a.API)
-		_ = conns[i].nc.SetDeadline(time.Now().Add(40 * time.Second))
-		_ = conns[i].fr.WriteSettings()
+		conns[i] = h2test.Dial(t, a.API)
+		_ = conns[i].NC.SetDeadline(time.Now().Add(40 * time.Second))
 	}
 	start := time.Now()
 	var wg sync.WaitGroup
@@ -487,7 +346,7 @@ func TestRelayClosesConnectionsThatMakeNoCall(t *testing.T) {
 	for i, c := range conns {
 		wg.Go(func() {
 			for {
-				f, err := c.fr.ReadFrame()
+				f, err := c.Framer.ReadFrame()
 				if err != nil {
 					codes[i] = fmt.Errorf("no GOAWAY: %v", err)
 					return

@@ -1,26 +1,17 @@
 package router
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/net/http2"
-	"golang.org/x/net/http2/hpack"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
+	"github.com/plughost/plughost/internal/h2test"
 	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
@@ -41,21 +32,8 @@ func newEnvConfig(t testing.TB, cfg Config) *env {
 // bigStream is a server stream of 16 messages of 1 MiB each.
 var bigStream = &echov1.EchoStreamRequest{Message: strings.Repeat("x", 1<<20), Count: 16}
 
-// dialSmallWindows is a gRPC client with static 64 KiB windows (gRPC's
-// initial ones, without the BDP estimator growing them): data it has not
-// read stays in the relay rather than in the client's buffers.
-func dialSmallWindows(t testing.TB, addr string) *grpc.ClientConn {
-	t.Helper()
-	conn, err := grpc.NewClient(addr,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = conn.Close() })
-	return conn
-}
+// otherStream is the server stream other callers make: 8 messages of 256 KiB.
+var otherStream = &echov1.EchoStreamRequest{Message: strings.Repeat("y", 256<<10), Count: 8}
 
 // TestCancelledStreamsReturnWindow cancels 40 streams after their first
 // message, each leaving up to a stream window of data queued in the relay,
@@ -64,7 +42,7 @@ func dialSmallWindows(t testing.TB, addr string) *grpc.ClientConn {
 // to the plugin hung.
 func TestCancelledStreamsReturnWindow(t *testing.T) {
 	e := newEnv(t)
-	client := echov1.NewEchoServiceClient(dialSmallWindows(t, e.addr))
+	client := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, e.addr))
 	for i := range 40 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		s, err := client.EchoStream(ctx, bigStream)
@@ -97,7 +75,7 @@ func TestCancelledStreamsReturnWindow(t *testing.T) {
 // RESOURCE_EXHAUSTED once they have stalled for StalledReadTimeout.
 func TestSlowReaderStallsOnlyItself(t *testing.T) {
 	e := newEnvConfig(t, Config{StalledReadTimeout: 3 * time.Second})
-	slow := echov1.NewEchoServiceClient(dialSmallWindows(t, e.addr))
+	slow := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, e.addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var streams []echov1.EchoService_EchoStreamClient
@@ -116,7 +94,7 @@ func TestSlowReaderStallsOnlyItself(t *testing.T) {
 		return nil
 	})
 
-	lat := callFromOthers(t, e.addr, 11, 5)
+	lat := h2test.CallFromOthers(t, e.addr, 11, 5, otherStream)
 	t.Logf("11 callers × 5 calls beside 32 stalled streams: p50 %v, max %v; stalled streams reset meanwhile: %d",
 		lat[len(lat)/2], lat[len(lat)-1], e.r.Stats().Plugins[0].Failures[codes.ResourceExhausted])
 
@@ -149,7 +127,7 @@ func TestSlowReaderStallsOnlyItself(t *testing.T) {
 func TestUnreadDataBounded(t *testing.T) {
 	const bound = 16 << 20
 	e := newEnvConfig(t, Config{MaxUnreadBytes: bound, StalledReadTimeout: time.Hour})
-	slow := echov1.NewEchoServiceClient(dialSmallWindows(t, e.addr))
+	slow := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, e.addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var streams []echov1.EchoService_EchoStreamClient
@@ -170,7 +148,7 @@ func TestUnreadDataBounded(t *testing.T) {
 	if q := e.r.relay.Load().queued.Load(); q > bound {
 		t.Fatalf("the relay holds %d bytes, above its bound of %d", q, bound)
 	}
-	callFromOthers(t, e.addr, 11, 5)
+	h2test.CallFromOthers(t, e.addr, 11, 5, otherStream)
 	cancel()
 	for _, s := range streams {
 		for err := error(nil); err == nil; {
@@ -185,129 +163,10 @@ func TestUnreadDataBounded(t *testing.T) {
 	})
 }
 
-// callFromOthers makes calls unary and streaming calls from n callers of
-// their own, each calls times, and returns their latencies, sorted. Every
-// call must succeed within 20s.
-func callFromOthers(t *testing.T, addr string, n, calls int) []time.Duration {
-	t.Helper()
-	var (
-		mu   sync.Mutex
-		lat  []time.Duration
-		errs []error
-		wg   sync.WaitGroup
-	)
-	for range n {
-		client := echov1.NewEchoServiceClient(dialClient(t, addr))
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for j := range calls {
-				ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-				start := time.Now()
-				var err error
-				if j%2 == 0 {
-					_, err = client.Echo(ctx, &echov1.EchoRequest{Message: "other"})
-				} else {
-					var s echov1.EchoService_EchoStreamClient
-					var msgs []*echov1.EchoStreamResponse
-					if s, err = client.EchoStream(ctx, &echov1.EchoStreamRequest{Message: strings.Repeat("y", 256<<10), Count: 8}); err == nil {
-						msgs, err = collect(s)
-					}
-					if err == nil && len(msgs) != 8 {
-						err = fmt.Errorf("a stream of 8 messages brought %d", len(msgs))
-					}
-				}
-				d := time.Since(start)
-				cancel()
-				mu.Lock()
-				lat = append(lat, d)
-				if err != nil {
-					errs = append(errs, err)
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Fatalf("%d of %d calls of other callers failed; first: %v", len(errs), n*calls, errs[0])
-	}
-	slices.Sort(lat)
-	return lat
-}
-
 // TestStreamErrorFlushedAtOnce sends a HEADERS frame with an invalid field
 // name on a relayed connection and then nothing: the RST_STREAM must come
 // without the client sending anything else.
 func TestStreamErrorFlushedAtOnce(t *testing.T) {
 	e := newEnv(t)
-	rawStreamError(t, e.addr, "/"+echoService+"/Echo")
-}
-
-// rawStreamError relays a connection with a unary call to path (an echo
-// Echo method), then opens a stream with an invalid header field name and
-// waits for its RST_STREAM PROTOCOL_ERROR, sending nothing more.
-func rawStreamError(t testing.TB, addr, path string) {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	fr := http2.NewFramer(nc, nc)
-	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	headers := func(id uint32, extra ...hpack.HeaderField) {
-		var buf bytes.Buffer
-		enc := hpack.NewEncoder(&buf)
-		for _, f := range append([]hpack.HeaderField{
-			{Name: ":method", Value: "POST"}, {Name: ":scheme", Value: "http"},
-			{Name: ":path", Value: path}, {Name: ":authority", Value: "localhost"},
-			{Name: "content-type", Value: "application/grpc"}, {Name: "te", Value: "trailers"},
-		}, extra...) {
-			_ = enc.WriteField(f)
-		}
-		if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: buf.Bytes(), EndHeaders: true, EndStream: len(extra) > 0}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	headers(1)
-	msg, _ := proto.Marshal(&echov1.EchoRequest{Message: "raw"})
-	body := binary.BigEndian.AppendUint32([]byte{0}, uint32(len(msg)))
-	if err := fr.WriteData(1, true, append(body, msg...)); err != nil {
-		t.Fatal(err)
-	}
-	// A call on stream 1 relays the connection; wait for its trailers.
-	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for ended := false; !ended; {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("reading the answer to the first call: %v", err)
-		}
-		if f.Header().StreamID == 1 && f.Header().Flags.Has(http2.FlagHeadersEndStream) {
-			if _, ok := f.(*http2.HeadersFrame); ok {
-				ended = true
-			}
-		}
-	}
-	headers(3, hpack.HeaderField{Name: "X-Bad", Value: "1"})
-	// Nothing else is sent: a relay that waits for the client's next frame
-	// to flush never answers, and the read times out.
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for {
-		f, err := fr.ReadFrame()
-		if err != nil {
-			t.Fatalf("no RST_STREAM for stream 3 after an invalid header field name: %v", err)
-		}
-		if rst, ok := f.(*http2.RSTStreamFrame); ok && rst.StreamID == 3 {
-			if rst.ErrCode != http2.ErrCodeProtocol {
-				t.Fatalf("RST_STREAM %v, want PROTOCOL_ERROR", rst.ErrCode)
-			}
-			return
-		}
-	}
+	h2test.StreamErrorFlushed(t, e.addr, "/"+echoService+"/Echo", &echov1.EchoRequest{Message: "raw"})
 }

@@ -10,32 +10,13 @@ import (
 	"google.golang.org/grpc"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/plughost/plughost/internal/h2test"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
 
-// rawDial opens a bare HTTP/2 connection to addr: the client preface and
-// empty SETTINGS, then frames as the test writes them.
-func rawDial(t *testing.T, addr string) (net.Conn, *http2.Framer) {
-	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = nc.Close() })
-	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
-	fr := http2.NewFramer(nc, nc)
-	if _, err := nc.Write([]byte(http2.ClientPreface)); err != nil {
-		t.Fatal(err)
-	}
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	return nc, fr
-}
-
 func TestConnectionWithoutACallIsClosed(t *testing.T) {
 	tr := startRouter(t, Config{FirstCallTimeout: 300 * time.Millisecond})
-	_, fr := rawDial(t, tr.addr)
+	fr := h2test.Dial(t, tr.addr).Framer
 	start := time.Now()
 	for {
 		f, err := fr.ReadFrame()
