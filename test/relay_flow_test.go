@@ -12,9 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/plughost/plughost/internal/h2test"
 	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
@@ -46,17 +43,7 @@ func TestRelayFlowControl(t *testing.T) {
 	// 15 of them the plugin answered nobody through the agent.
 	t.Run("cancelled streams", func(t *testing.T) {
 		client := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, a.API))
-		for i := range 40 {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			s, err := client.EchoStream(ctx, bigStream)
-			if err == nil {
-				_, err = s.Recv()
-			}
-			cancel()
-			if err != nil {
-				t.Fatalf("stream %d: %v", i, err)
-			}
-		}
+		h2test.CancelAfterFirst(t, client, 40, h2test.BigStream)
 		callEcho(t, echo)
 		lat := h2test.CallFromOthers(t, a.API, 11, 6, otherStream)
 		t.Logf("11 callers × 6 calls after 40 cancelled streams: p50 %v, max %v", lat[len(lat)/2], lat[len(lat)-1])
@@ -71,18 +58,11 @@ func TestRelayFlowControl(t *testing.T) {
 		slow := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, a.API))
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		var streams []echov1.EchoService_EchoStreamClient
 		// 256 KiB messages: the plugin holds a few of each stream's
 		// messages while it waits for window, and echo's memory limit is
 		// 256 MiB; four of them fill the relay's stream window.
 		req := &echov1.EchoStreamRequest{Message: strings.Repeat("s", 256<<10), Count: 64}
-		for i := range 32 {
-			s, err := slow.EchoStream(ctx, req)
-			if err != nil {
-				t.Fatalf("slow stream %d: %v", i, err)
-			}
-			streams = append(streams, s)
-		}
+		streams := h2test.OpenStreams(t, ctx, slow, 32, req)
 		// Calls from others for 3s at least, well inside the 20s the
 		// stalled streams are held.
 		var lat []time.Duration
@@ -106,21 +86,10 @@ func TestRelayFlowControl(t *testing.T) {
 			}
 			return err
 		})
-		for i, s := range streams {
-			var err error
-			for err == nil {
-				_, err = s.Recv()
-			}
-			if status.Code(err) != codes.ResourceExhausted {
-				t.Fatalf("stalled stream %d ended with %v, want RESOURCE_EXHAUSTED", i, err)
-			}
-		}
+		h2test.WantResourceExhausted(t, streams)
 		callEcho(t, echo)
 	})
 }
-
-// bigStream is a server stream of 16 messages of 1 MiB each.
-var bigStream = &echov1.EchoStreamRequest{Message: strings.Repeat("x", 1<<20), Count: 16}
 
 // otherStream is the server stream other callers make: 4 messages of 64 KiB.
 var otherStream = &echov1.EchoStreamRequest{Message: strings.Repeat("y", 64<<10), Count: 4}

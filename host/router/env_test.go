@@ -400,7 +400,13 @@ type env struct {
 // declares plugin "echo" (echo, chat and dyn services) and routes to it.
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{testRouter: startRouter(t, Config{}), be: startBackend(t, "1.0.0", reflectBoth)}
+	return newEnvConfig(t, Config{})
+}
+
+// newEnvConfig is newEnv with the router built from cfg.
+func newEnvConfig(t testing.TB, cfg Config) *env {
+	t.Helper()
+	e := &env{testRouter: startRouter(t, cfg), be: startBackend(t, "1.0.0", reflectBoth)}
 	e.b = e.be.backend(t, echoService, dynService)
 	if err := e.r.Declare("echo", []string{echoService, dynService, chatServiceDesc.ServiceName}); err != nil {
 		t.Fatal(err)

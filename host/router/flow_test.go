@@ -9,28 +9,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/plughost/plughost/internal/h2test"
 	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
-
-// newEnvConfig is newEnv with the router built from cfg.
-func newEnvConfig(t testing.TB, cfg Config) *env {
-	t.Helper()
-	e := &env{testRouter: startRouter(t, cfg), be: startBackend(t, "1.0.0", reflectBoth)}
-	e.b = e.be.backend(t, echoService, dynService)
-	if err := e.r.Declare("echo", []string{echoService, dynService, chatServiceDesc.ServiceName}); err != nil {
-		t.Fatal(err)
-	}
-	e.r.SetBackend("echo", e.b)
-	e.echo = echov1.NewEchoServiceClient(e.conn)
-	return e
-}
-
-// bigStream is a server stream of 16 messages of 1 MiB each.
-var bigStream = &echov1.EchoStreamRequest{Message: strings.Repeat("x", 1<<20), Count: 16}
 
 // otherStream is the server stream other callers make: 8 messages of 256 KiB.
 var otherStream = &echov1.EchoStreamRequest{Message: strings.Repeat("y", 256<<10), Count: 8}
@@ -43,23 +26,13 @@ var otherStream = &echov1.EchoStreamRequest{Message: strings.Repeat("y", 256<<10
 func TestCancelledStreamsReturnWindow(t *testing.T) {
 	e := newEnv(t)
 	client := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, e.addr))
-	for i := range 40 {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		s, err := client.EchoStream(ctx, bigStream)
-		if err == nil {
-			_, err = s.Recv()
-		}
-		cancel()
-		if err != nil {
-			t.Fatalf("stream %d: %v", i, err)
-		}
-	}
+	h2test.CancelAfterFirst(t, client, 40, h2test.BigStream)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := e.echo.Echo(ctx, &echov1.EchoRequest{Message: "after"}); err != nil {
 		t.Fatalf("a call after 40 cancelled streams: %v", err)
 	}
-	s, err := e.echo.EchoStream(ctx, bigStream)
+	s, err := e.echo.EchoStream(ctx, h2test.BigStream)
 	if err != nil {
 		t.Fatalf("a stream after 40 cancelled ones: %v", err)
 	}
@@ -78,14 +51,7 @@ func TestSlowReaderStallsOnlyItself(t *testing.T) {
 	slow := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, e.addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var streams []echov1.EchoService_EchoStreamClient
-	for i := range 32 {
-		s, err := slow.EchoStream(ctx, bigStream)
-		if err != nil {
-			t.Fatalf("slow stream %d: %v", i, err)
-		}
-		streams = append(streams, s)
-	}
+	streams := h2test.OpenStreams(t, ctx, slow, 32, h2test.BigStream)
 	// The plugin has sent each stream all the window it had.
 	testenv.WaitFor(t, 20*time.Second, "32 streams to fill their windows", func() error {
 		if q := e.r.relay.Load().queued.Load(); q < 30<<20 {
@@ -104,15 +70,7 @@ func TestSlowReaderStallsOnlyItself(t *testing.T) {
 		}
 		return nil
 	})
-	for i, s := range streams {
-		var err error
-		for err == nil {
-			_, err = s.Recv()
-		}
-		if status.Code(err) != codes.ResourceExhausted {
-			t.Fatalf("stalled stream %d ended with %v, want RESOURCE_EXHAUSTED", i, err)
-		}
-	}
+	h2test.WantResourceExhausted(t, streams)
 	if q := e.r.relay.Load().queued.Load(); q != 0 {
 		t.Fatalf("the relay still holds %d bytes for reset streams", q)
 	}
@@ -130,14 +88,7 @@ func TestUnreadDataBounded(t *testing.T) {
 	slow := echov1.NewEchoServiceClient(h2test.DialSmallWindows(t, e.addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	var streams []echov1.EchoService_EchoStreamClient
-	for i := range 32 {
-		s, err := slow.EchoStream(ctx, bigStream)
-		if err != nil {
-			t.Fatalf("slow stream %d: %v", i, err)
-		}
-		streams = append(streams, s)
-	}
+	streams := h2test.OpenStreams(t, ctx, slow, 32, h2test.BigStream)
 	// A stream holds at most its window (1 MiB), so 16 or 17 stay.
 	testenv.WaitFor(t, 20*time.Second, "the streams past the bound to be reset", func() error {
 		if n := e.r.Stats().Plugins[0].Failures[codes.ResourceExhausted]; n < 32-17 {

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 )
@@ -101,4 +104,54 @@ func readStream(ctx context.Context, client echov1.EchoServiceClient, req *echov
 		return fmt.Errorf("a stream of %d messages brought %d", req.Count, got)
 	}
 	return nil
+}
+
+// BigStream is a server stream of 16 messages of 1 MiB each.
+var BigStream = &echov1.EchoStreamRequest{Message: strings.Repeat("x", 1<<20), Count: 16}
+
+// CancelAfterFirst makes the server stream req n times, reads each one's
+// first message and cancels it; every first message must come within 20s.
+func CancelAfterFirst(t testing.TB, client echov1.EchoServiceClient, n int, req *echov1.EchoStreamRequest) {
+	t.Helper()
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		s, err := client.EchoStream(ctx, req)
+		if err == nil {
+			_, err = s.Recv()
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("stream %d: %v", i, err)
+		}
+	}
+}
+
+// OpenStreams makes the server stream req n times under ctx and returns
+// the streams unread.
+func OpenStreams(t testing.TB, ctx context.Context, client echov1.EchoServiceClient, n int, req *echov1.EchoStreamRequest) []echov1.EchoService_EchoStreamClient {
+	t.Helper()
+	streams := make([]echov1.EchoService_EchoStreamClient, 0, n)
+	for i := range n {
+		s, err := client.EchoStream(ctx, req)
+		if err != nil {
+			t.Fatalf("slow stream %d: %v", i, err)
+		}
+		streams = append(streams, s)
+	}
+	return streams
+}
+
+// WantResourceExhausted reads each of streams to its end, which must be
+// RESOURCE_EXHAUSTED: the server reset a stream its caller stopped reading.
+func WantResourceExhausted(t testing.TB, streams []echov1.EchoService_EchoStreamClient) {
+	t.Helper()
+	for i, s := range streams {
+		var err error
+		for err == nil {
+			_, err = s.Recv()
+		}
+		if status.Code(err) != codes.ResourceExhausted {
+			t.Fatalf("stalled stream %d ended with %v, want RESOURCE_EXHAUSTED", i, err)
+		}
+	}
 }
