@@ -26,6 +26,7 @@ func runReaper(_ context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("reaper", flag.ContinueOnError)
 	parent := fs.String("cgroup-parent", "", "the agent's cgroup parent")
 	group := fs.String("group", "", "the agent's own cgroup in the parent")
+	sockets := fs.String("sockets", "", "the agent's plugin socket dir, removed once its plugins are gone")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -49,6 +50,9 @@ func runReaper(_ context.Context, env *cliEnv, args []string) error {
 	cleaned, err := m.CleanStale()
 	if len(cleaned) > 0 {
 		fmt.Fprintf(env.stderr, "plughost reaper: the agent is gone; removed its instance cgroups %v\n", cleaned)
+	}
+	if *sockets != "" {
+		agent.RemoveSocketDir(*sockets)
 	}
 	return errors.Join(err, m.Close())
 }

@@ -169,6 +169,9 @@ func (a *Agent) startGovernance(ctx context.Context) (stop func(), err error) {
 	var r *reaper
 	if len(cfg.ReaperCommand) > 0 {
 		command := append(slices.Clone(cfg.ReaperCommand), "-cgroup-parent", own.Parent, "-group", own.Group)
+		if sockets, err := socketDir(cfg); err == nil {
+			command = append(command, "-sockets", sockets)
+		}
 		if r, err = startReaper(command, lock); err != nil {
 			a.log.Warn("no cgroup reaper: plugin children may outlive an agent that is killed", "error", err)
 		}

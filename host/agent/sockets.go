@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
@@ -76,9 +77,13 @@ func prepareSocketDir(cfg *Config) (string, error) {
 	}
 }
 
-// removeSocketDir removes the agent's socket dir, and the shared base if no
-// other agent's is left in it.
-func removeSocketDir(dir string) {
+// RemoveSocketDir removes an agent's socket dir, and the shared base if no
+// other agent's is left in it: at the agent's stop, and by its reaper when
+// it was killed. Only a directory named as socketDir names them is removed.
+func RemoveSocketDir(dir string) {
+	if !strings.HasPrefix(filepath.Base(dir), "sockets-") {
+		return
+	}
 	_ = os.RemoveAll(dir)
 	_ = os.Remove(filepath.Dir(dir)) // fails, harmlessly, while another agent's is there
 }
