@@ -252,16 +252,7 @@ func TestCleanStale(t *testing.T) {
 	requireRoot(t)
 	crashed := newTestManager(t, Config{})
 	requireCgroups(t, crashed)
-	g, err := crashed.New("left-behind", Limits{MemoryBytes: 128 << 20, Pids: 16})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd, _ := childCmd(t, "sleep")
-	cmd.SysProcAttr = withPdeathsig(nil)
-	if err := g.Start(cmd, cmd.Start); err != nil {
-		t.Fatalf("Start: %v", err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	g, cmd := startSleeper(t, crashed, "left-behind")
 
 	if cleaned, err := crashed.CleanStale(); err != nil || len(cleaned) != 0 {
 		t.Fatalf("CleanStale by the group's own Manager = %v, %v; want nothing cleaned", cleaned, err)
@@ -439,22 +430,8 @@ func testSiblingManagers(t *testing.T, root string) {
 	crashed := newTestManager(t, Config{Parent: parent, Group: "agent-a", Root: root})
 	requireCgroups(t, crashed)
 	sibling := newTestManager(t, Config{Parent: parent, Group: "agent-b", Root: root})
-	start := func(m *Manager, id string) (*Group, *exec.Cmd) {
-		t.Helper()
-		g, err := m.New(id, Limits{MemoryBytes: 128 << 20, Pids: 16})
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd, _ := childCmd(t, "sleep")
-		cmd.SysProcAttr = withPdeathsig(nil)
-		if err := g.Start(cmd, cmd.Start); err != nil {
-			t.Fatalf("Start: %v", err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill() })
-		return g, cmd
-	}
-	left, leftCmd := start(crashed, "echo-1")
-	serving, servingCmd := start(sibling, "echo-1")
+	left, leftCmd := startSleeper(t, crashed, "echo-1")
+	serving, servingCmd := startSleeper(t, sibling, "echo-1")
 	servingExited := make(chan error, 1)
 	go func() { servingExited <- servingCmd.Wait() }()
 	stillServing := func(when string) {
@@ -559,4 +536,21 @@ func TestStandalone(t *testing.T) {
 			t.Errorf("the empty parent %s is still there (%v)", dir, err)
 		}
 	}
+}
+
+// startSleeper starts a child that sleeps in a new group id of m, killed
+// when the test ends.
+func startSleeper(t *testing.T, m *Manager, id string) (*Group, *exec.Cmd) {
+	t.Helper()
+	g, err := m.New(id, Limits{MemoryBytes: 128 << 20, Pids: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd, _ := childCmd(t, "sleep")
+	cmd.SysProcAttr = withPdeathsig(nil)
+	if err := g.Start(cmd, cmd.Start); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return g, cmd
 }
