@@ -43,7 +43,7 @@ func NewClusterArgs(t testing.TB, size int, args ...string) []*ClusterAgent {
 	agents := make([]*ClusterAgent, size)
 	for i := range agents {
 		agents[i] = &ClusterAgent{
-			Agent: &Agent{t: t, DataDir: t.TempDir(), API: freeAddr(t), HTTP: freeAddr(t), RPC: freeAddr(t), Serf: freeAddr(t),
+			Agent: &Agent{t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 				Node: fmt.Sprint("n", i+1)},
 			Expect: size,
 			Args:   append([]string(nil), args...),

@@ -106,7 +106,7 @@ func TestClusterAllServersMoveAtOnce(t *testing.T) {
 
 	for _, a := range agents {
 		a.Kill9()
-		a.RPC = freeAddr(t)
+		a.RPC = testenv.FreeAddr(t)
 	}
 	start := time.Now()
 	StartAll(agents...)

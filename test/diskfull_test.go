@@ -38,7 +38,7 @@ func TestAgentFullDisk(t *testing.T) {
 		}
 	})
 	a := &Agent{
-		t: t, DataDir: filepath.Join(disk, "data"), API: freeAddr(t), HTTP: freeAddr(t), RPC: freeAddr(t), Serf: freeAddr(t),
+		t: t, DataDir: filepath.Join(disk, "data"), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 		Node: "n1",
 	}
 	a.Start()

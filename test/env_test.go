@@ -8,14 +8,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,43 +117,6 @@ func fixture(t testing.TB, dir, name, version string) string {
 	return out
 }
 
-// freeAddr returns a loopback address with a free port for an agent to
-// bind later, maybe after a restart. The port is below Linux's ephemeral
-// range (32768-60999), so no outgoing connection of a parallel test takes
-// it as its source port between now and then, as happened to ports from
-// 127.0.0.1:0; ports handed out once are not handed out again.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		portsUsed[port] = true
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken by something else
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", addr) // serf gossips on UDP too
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
-	}
-	t.Fatal("no free loopback port in 20000-31999")
-	return ""
-}
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
-
 // Agent is one real plughost agent process.
 type Agent struct {
 	t        testing.TB
@@ -193,7 +153,7 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	t.Helper()
 	buildAll(t)
 	a := &Agent{
-		t: t, DataDir: t.TempDir(), API: freeAddr(t), HTTP: freeAddr(t), RPC: freeAddr(t), Serf: freeAddr(t),
+		t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 		Node: "n1", extra: opts.Args, defaultCgroup: opts.DefaultCgroupParent,
 	}
 	if opts.Config != "" {

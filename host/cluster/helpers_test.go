@@ -64,11 +64,14 @@ func startNode(t testing.TB, name, dir string, o nodeOptions) *testNode {
 	sc := store.DefaultConfig()
 	sc.NodeID = name
 	sc.Dir = filepath.Join(dir, "store")
-	sc.RaftAddr = "127.0.0.1:0"
+	// Fixed ports, outside the ephemeral range: a node restarts on its
+	// addresses, and a parallel test's outgoing connection must not have
+	// taken them meanwhile.
+	sc.RaftAddr = testenv.FreeAddr(t)
 	if o.RaftAddr != "" {
 		sc.RaftAddr = o.RaftAddr
 	}
-	serfAddr := "127.0.0.1:0"
+	serfAddr := testenv.FreeAddr(t)
 	if o.SerfAddr != "" {
 		serfAddr = o.SerfAddr
 	}
