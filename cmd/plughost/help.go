@@ -25,6 +25,9 @@ var groups = map[string][]string{
 	"bench":         {"call", "upgrade", "store"},
 	"operator":      {"raft"},
 	"operator raft": {"list-peers", "remove-peer"},
+	"tls":           {"ca", "cert"},
+	"tls ca":        {"create"},
+	"tls cert":      {"create"},
 }
 
 // helps holds the help of every command and subcommand, by the name its
@@ -203,6 +206,36 @@ the leader. A server that gossip sees alive is refused unless -force: the
 leader would add it back. Without a leader, recover with peers.json (see the
 README, "Recovering from a lost quorum").`,
 		example: "plughost operator raft remove-peer n4",
+	},
+	"tls": {
+		about: `Make the cluster's certificate authority and the certificates of its agents
+and CLI users. Agents verify each other with them (raft, forwarding, every
+node-to-node connection) and may serve the API with them (-api-tls).`,
+		example: "plughost tls ca create",
+	},
+	"tls ca": {
+		about:   "Make the cluster's certificate authority.",
+		example: "plughost tls ca create -dir /etc/plughost/tls",
+	},
+	"tls ca create": {
+		about: `Make a new cluster CA (ECDSA P-256): plughost-agent-ca.pem, which every
+agent and CLI is given as -ca-file, and plughost-agent-ca-key.pem, which
+signs certificates and stays with whoever makes them. Existing files are
+never overwritten.`,
+		example: "plughost tls ca create -dir /etc/plughost/tls -days 1825",
+	},
+	"tls cert": {
+		about:   "Make a server certificate for an agent or a client certificate for a CLI user.",
+		example: "plughost tls cert create -server -node n1",
+	},
+	"tls cert create": {
+		about: `Make a certificate signed by the cluster CA. -server -node NAME writes
+plughost-server-NAME.pem and its key for the agent whose -node is NAME: it
+names server.NAME.plughost, which is that node's identity to the others,
+and localhost, 127.0.0.1 and the -additional-* names, which CLIs dialing an
+-api-tls agent check. -client writes plughost-client-N.pem and its key for
+a CLI user (-client-cert, -client-key). Keys are written 0600.`,
+		example: "plughost tls cert create -server -node n1 -additional-ipaddress 10.0.0.1",
 	},
 	"members": {
 		about:   "List the cluster's members with their serf status, raft role and tags.",

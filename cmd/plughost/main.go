@@ -67,6 +67,7 @@ Usage: plughost <command> [flags] [args]
   bench        load generators: call, upgrade, store
   members      list the cluster's members with their raft roles
   operator     raft list-peers, remove-peer: repair a cluster's raft configuration
+  tls          ca create, cert create: the cluster CA and its certificates
   version      print the version
 
 Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else
@@ -132,6 +133,8 @@ func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error
 		return runMembers(ctx, env, rest)
 	case "operator":
 		return runOperator(ctx, env, rest)
+	case "tls":
+		return runTLS(ctx, env, rest)
 	case "reaper":
 		return runReaper(ctx, env, rest)
 	case "version", "-version", "--version":

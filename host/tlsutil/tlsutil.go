@@ -1,0 +1,205 @@
+// Package tlsutil makes a plughost cluster's certificate authority and the
+// certificates signed by it, and turns them into the tls.Config that every
+// node-to-node connection and the API port use.
+//
+// A node's identity is its certificate: a server certificate names its node
+// with the DNS name server.<node>.plughost (ServerName), so a dial to raft
+// server X verifies the peer's certificate names X, and a listener accepts
+// only certificates signed by the cluster CA. Client certificates, for the
+// CLI, name client.plughost and are not accepted between nodes.
+package tlsutil
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Names in certificates.
+const (
+	serverPrefix = "server."
+	domain       = ".plughost"
+	// ClientName is the DNS name in every client certificate.
+	ClientName = "client" + domain
+)
+
+// Errors a peer's certificate is refused with.
+var (
+	ErrNotServer = errors.New("tlsutil: the peer's certificate is not a plughost server certificate")
+	ErrWrongNode = errors.New("tlsutil: the peer's certificate names another node")
+)
+
+// ServerName is the DNS name a server certificate for node carries.
+func ServerName(node string) string { return serverPrefix + node + domain }
+
+// NodeOf is the node a server certificate names, if it names one.
+func NodeOf(cert *x509.Certificate) (string, bool) {
+	for _, n := range cert.DNSNames {
+		if strings.HasPrefix(n, serverPrefix) && strings.HasSuffix(n, domain) && len(n) > len(serverPrefix)+len(domain) {
+			return n[len(serverPrefix) : len(n)-len(domain)], true
+		}
+	}
+	return "", false
+}
+
+// CheckNode checks that cert is a server certificate naming node.
+func CheckNode(cert *x509.Certificate, node string) error {
+	got, ok := NodeOf(cert)
+	if !ok {
+		return ErrNotServer
+	}
+	if got != node {
+		return fmt.Errorf("%w: it names %q, expected %q", ErrWrongNode, got, node)
+	}
+	return nil
+}
+
+// Files are the PEM files a node or a CLI user loads.
+type Files struct {
+	CA   string // the cluster CA's certificate
+	Cert string // this node's (or user's) certificate
+	Key  string // its private key
+}
+
+// Set reports whether any of the files is named.
+func (f Files) Set() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
+
+// Config is a node's TLS material, loaded once: the CA that signs every
+// node's certificate and this node's own certificate.
+type Config struct {
+	pool *x509.CertPool
+	cert tls.Certificate
+	// Node is the node this node's certificate names ("" for a client
+	// certificate).
+	Node string
+}
+
+// Load reads f. Every file must be given; the certificate must be signed
+// by the CA.
+func Load(f Files) (*Config, error) {
+	var missing []string
+	for _, m := range []struct{ flag, v string }{{"-ca-file", f.CA}, {"-cert-file", f.Cert}, {"-key-file", f.Key}} {
+		if m.v == "" {
+			missing = append(missing, m.flag)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("tlsutil: %s not given (make them with `plughost tls ca create` and `plughost tls cert create`)", strings.Join(missing, ", "))
+	}
+	pool, err := LoadCA(f.CA)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: certificate %s with key %s: %w", f.Cert, f.Key, err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("tlsutil: certificate %s: %w", f.Cert, err)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return nil, fmt.Errorf("tlsutil: certificate %s is not valid under the CA %s: %w", f.Cert, f.CA, err)
+	}
+	c := &Config{pool: pool, cert: cert}
+	c.Node, _ = NodeOf(leaf)
+	return c, nil
+}
+
+// LoadCA reads a PEM file of CA certificates into a pool.
+func LoadCA(path string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(data) {
+		return nil, fmt.Errorf("tlsutil: CA file %s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// CheckServerFor checks that this config holds a server certificate for
+// node, as an agent's must.
+func (c *Config) CheckServerFor(node string) error {
+	if c.Node == "" {
+		return fmt.Errorf("tlsutil: the certificate is not a server certificate; make one with `plughost tls cert create -server -node %s`", node)
+	}
+	if c.Node != node {
+		return fmt.Errorf("tlsutil: the certificate is for node %q, not %q; make one with `plughost tls cert create -server -node %s`", c.Node, node, node)
+	}
+	return nil
+}
+
+// Incoming is the tls.Config of a node-to-node listener: TLS 1.3, and the
+// peer must present a server certificate signed by the CA.
+func (c *Config) Incoming() *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    c.pool,
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return ErrNotServer
+			}
+			if _, ok := NodeOf(cs.PeerCertificates[0]); !ok {
+				return ErrNotServer
+			}
+			return nil
+		},
+	}
+}
+
+// Outgoing is the tls.Config of a dial to node: TLS 1.3, this node's
+// certificate, and the peer's must be signed by the CA and name node.
+func (c *Config) Outgoing(node string) *tls.Config {
+	return &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.cert},
+		RootCAs:      c.pool,
+		ServerName:   ServerName(node),
+	}
+}
+
+// API is the tls.Config of the API port: this node's certificate, ALPN h2,
+// and with verifyClient a client certificate signed by the CA is required.
+func (c *Config) API(verifyClient bool) *tls.Config {
+	t := &tls.Config{
+		MinVersion:   tls.VersionTLS13,
+		Certificates: []tls.Certificate{c.cert},
+		NextProtos:   []string{"h2"},
+	}
+	if verifyClient {
+		t.ClientAuth = tls.RequireAndVerifyClientCert
+		t.ClientCAs = c.pool
+	}
+	return t
+}
+
+// Client is the tls.Config of a CLI dialing an agent's API: the agent's
+// certificate must be signed by the CA at caFile and name the host dialed;
+// cert and key, when given, are presented.
+func Client(caFile, certFile, keyFile string) (*tls.Config, error) {
+	pool, err := LoadCA(caFile)
+	if err != nil {
+		return nil, err
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, NextProtos: []string{"h2"}}
+	if (certFile == "") != (keyFile == "") {
+		return nil, errors.New("tlsutil: a client certificate needs both its certificate and its key file")
+	}
+	if certFile != "" {
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, fmt.Errorf("tlsutil: client certificate %s with key %s: %w", certFile, keyFile, err)
+		}
+		t.Certificates = []tls.Certificate{cert}
+	}
+	return t, nil
+}
