@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/internal/testenv"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -24,6 +25,9 @@ type ClusterAgent struct {
 	Join   []string
 	Expect int
 	Args   []string // more agent flags
+	// Encrypt is the gossip key passed with -encrypt ("" none): NewCluster
+	// gives the agents of one cluster one key.
+	Encrypt string
 }
 
 // NewCluster starts size agents that join the first one's serf address with
@@ -40,13 +44,18 @@ func NewCluster(t testing.TB, size int) []*ClusterAgent {
 func NewClusterArgs(t testing.TB, size int, args ...string) []*ClusterAgent {
 	t.Helper()
 	buildAll(t)
+	key, err := cluster.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
 	agents := make([]*ClusterAgent, size)
 	for i := range agents {
 		agents[i] = &ClusterAgent{
 			Agent: &Agent{t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 				Node: fmt.Sprint("n", i+1)},
-			Expect: size,
-			Args:   append([]string(nil), args...),
+			Expect:  size,
+			Args:    append([]string(nil), args...),
+			Encrypt: key,
 		}
 	}
 	if size >= 3 {
@@ -100,6 +109,9 @@ func (a *ClusterAgent) startProcess() {
 		"-tag", "zone=" + a.Node}
 	for _, j := range a.Join {
 		args = append(args, "-join", j)
+	}
+	if a.Encrypt != "" {
+		args = append(args, "-encrypt", a.Encrypt)
 	}
 	args = append(args, a.Args...)
 	a.log = &testenv.SyncBuffer{}

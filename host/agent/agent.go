@@ -58,6 +58,9 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if err := cfg.checkGossipKey(); err != nil {
+		return nil, err
+	}
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
@@ -285,6 +288,9 @@ func (a *Agent) openStore() error {
 		DeadServerGrace:     cfg.DeadServerGrace.Duration,
 		ServerStabilization: cfg.ServerStabilization.Duration,
 		MinQuorum:           cfg.MinQuorum,
+
+		EncryptKey:        cfg.Encrypt,
+		RequireEncryption: !cfg.Dev,
 	})
 	if err != nil {
 		st.Close()

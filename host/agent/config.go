@@ -89,6 +89,12 @@ type Config struct {
 	CrashLoopRestarts int      `json:"crash_loop_restarts"`
 	CrashLoopWindow   Duration `json:"crash_loop_window"`
 	HoldTimeout       Duration `json:"hold_timeout"`
+
+	// Gossip encryption (gossip area). Encrypt is the serf key, base64 of
+	// 32 bytes ('plughost keygen'); it seeds <data-dir>/serf/keyring on the
+	// first start, and the keyring wins after that. Outside -dev an agent
+	// needs one or the other.
+	Encrypt string `json:"encrypt"`
 }
 
 // Resources are per-instance limits in the agent config.
@@ -220,10 +226,24 @@ func (c *Config) Validate() error {
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, errors.New("max_value_bytes must be positive"))
 	}
+	if c.Encrypt != "" {
+		if _, err := cluster.DecodeKey(c.Encrypt); err != nil {
+			errs = append(errs, fmt.Errorf("-encrypt: %w", err))
+		}
+	}
 	if c.CrashLoopRestarts <= 0 {
 		errs = append(errs, errors.New("crash_loop_restarts must be positive"))
 	}
 	return errors.Join(errs...)
+}
+
+// checkGossipKey refuses an agent outside -dev that has neither -encrypt
+// nor a gossip keyring from an earlier start.
+func (c *Config) checkGossipKey() error {
+	if c.Dev || c.Encrypt != "" || cluster.HasKeyring(c.serfDir()) {
+		return nil
+	}
+	return cluster.ErrNoGossipKey
 }
 
 // Paths under the data dir.

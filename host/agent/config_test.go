@@ -38,6 +38,8 @@ func TestValidate(t *testing.T) {
 		{"negative stabilization", func(c *Config) { c.ServerStabilization = Duration{-time.Second} }, "-server-stabilization -1s must be positive"},
 		{"zero value limit", func(c *Config) { c.MaxValueBytes = 0 }, "max_value_bytes"},
 		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},
+		{"gossip key not base64", func(c *Config) { c.Encrypt = "not base64!" }, "-encrypt: a gossip key is base64 of 32 bytes"},
+		{"gossip key too short", func(c *Config) { c.Encrypt = "c2hvcnQ=" }, "this one is 5 bytes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -84,5 +86,35 @@ func TestDefaultMaxProcs(t *testing.T) {
 		if got := DefaultMaxProcs(available); got != want {
 			t.Errorf("DefaultMaxProcs(%d) = %d, want %d", available, got, want)
 		}
+	}
+}
+
+// TestGossipKeyRequired: outside -dev, an agent with neither -encrypt nor a
+// keyring from an earlier start is refused, naming -encrypt and keygen.
+func TestGossipKeyRequired(t *testing.T) {
+	c := DefaultConfig()
+	c.DataDir = t.TempDir()
+	_, err := New(c, nil)
+	if err == nil || !strings.Contains(err.Error(), "-encrypt KEY") || !strings.Contains(err.Error(), "plughost keygen") {
+		t.Fatalf("New without a gossip key = %v, want a refusal naming -encrypt and plughost keygen", err)
+	}
+	dev := c
+	dev.Dev = true
+	if _, err := New(dev, nil); err != nil {
+		t.Fatalf("a -dev agent without a key: %v", err)
+	}
+	withKey := c
+	withKey.Encrypt = "pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="
+	if _, err := New(withKey, nil); err != nil {
+		t.Fatalf("with -encrypt: %v", err)
+	}
+	if err := os.MkdirAll(c.serfDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(c.serfDir(), "keyring"), []byte(`["pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s="]`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(c, nil); err != nil {
+		t.Fatalf("with a keyring from an earlier start: %v", err)
 	}
 }

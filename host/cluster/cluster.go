@@ -71,6 +71,12 @@ type Config struct {
 	// voter, so the servers that come back can still make a quorum.
 	MinQuorum         int
 	ReconcileInterval time.Duration
+
+	// Gossip encryption (gossip area). EncryptKey (base64, -encrypt) seeds
+	// the keyring file in DataDir on the first start; after that the file
+	// wins. RequireEncryption refuses to start without a key or keyring.
+	EncryptKey        string
+	RequireEncryption bool
 }
 
 // Member is one node as membership knows it.
@@ -104,6 +110,8 @@ type Cluster struct {
 	healthy     bool // autopilot's overall health, last logged
 
 	apCancel context.CancelFunc // autopilot's while it runs; run's own
+
+	encrypted bool // gossip is encrypted: the keyring operations work
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -206,6 +214,12 @@ func Start(cfg Config) (*Cluster, error) {
 	ml.TCPTimeout = 2 * time.Second
 	ml.Logger = stdlog
 	ml.LogOutput = nil
+	if c.encrypted, err = setupKeyring(cfg, sc, ml, cfg.Logger); err != nil {
+		return nil, fmt.Errorf("cluster: %w", err)
+	}
+	if !c.encrypted {
+		c.log.Info("gossip is not encrypted (only -dev runs without -encrypt)")
+	}
 	sc.MemberlistConfig = ml
 	sc.LogOutput = io.Discard
 	sc.Logger = stdlog
