@@ -17,7 +17,7 @@ import (
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
-func newFSM(t *testing.T) *FSM {
+func newFSM(t testing.TB) *FSM {
 	t.Helper()
 	f, err := New(Config{WatchHistory: 100})
 	if err != nil {
@@ -27,7 +27,7 @@ func newFSM(t *testing.T) *FSM {
 	return f
 }
 
-func logOf(t *testing.T, index uint64, c *Command) Entry {
+func logOf(t testing.TB, index uint64, c *Command) Entry {
 	t.Helper()
 	data, err := c.Encode()
 	if err != nil {
@@ -136,7 +136,7 @@ func TestKeyEncodingKeepsOrderAndNamespaces(t *testing.T) {
 }
 
 // randomCommands is a seeded mix of every command over a few keys.
-func randomCommands(t *testing.T, n int, seed uint64) []*Command {
+func randomCommands(t testing.TB, n int, seed uint64) []*Command {
 	r := rand.New(rand.NewPCG(seed, seed))
 	key := func() []byte { return []byte{byte('a' + r.IntN(6)), byte(r.IntN(3))} }
 	var out []*Command
@@ -169,7 +169,7 @@ func randomCommands(t *testing.T, n int, seed uint64) []*Command {
 	return out
 }
 
-func capture(t *testing.T, f *FSM) []byte {
+func capture(t testing.TB, f *FSM) []byte {
 	t.Helper()
 	snap, err := f.Capture()
 	if err != nil {

@@ -137,7 +137,9 @@ func DecodeSnapshot(data []byte) (*Snapshot, error) {
 // keys, in increasing key order, each with a well-formed record.
 func parseItems(p []byte, keys int64) ([]Item, error) {
 	const head = "*3\r\n$3\r\nset\r\n"
-	items := make([]Item, 0, min(keys, 1<<20))
+	// The header's count is only a claim until the payload bears it out:
+	// every record starts with head, so no more than that many fit.
+	items := make([]Item, 0, min(keys, int64(len(p)/len(head))))
 	for len(p) > 0 {
 		if !bytes.HasPrefix(p, []byte(head)) {
 			return nil, corrupt("record %d: not a set command", len(items))
