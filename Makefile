@@ -9,7 +9,7 @@ GENERATORS := $(BIN)/protoc-gen-go $(BIN)/protoc-gen-go-grpc
 TOOLS := $(BIN)/buf $(GENERATORS)
 export PATH := $(BIN):$(PATH)
 
-.PHONY: proto lint-proto check-proto tools test run bench
+.PHONY: proto lint-proto check-proto tools test fuzz run bench
 
 tools: $(TOOLS) $(BIN)/h2spec
 
@@ -69,6 +69,29 @@ run:
 # build the real binaries themselves.
 test:
 	go test -race -count=1 -timeout 30m ./...
+
+# fuzz: every fuzz target, each for FUZZTIME (go fuzzes one target of one
+# package per run). Their seed corpora (f.Add and testdata/fuzz/) already
+# run as ordinary tests in make test; this looks for new inputs. A failing
+# input is written to the package's testdata/fuzz/<target>/: fix the code
+# and commit the file, which then runs in make test for good. Run one target
+# longer with, for example:
+#   go test -run '^$$' -fuzz '^FuzzHeaderBlocks$$' -fuzztime 5m ./host/router
+FUZZTIME ?= 10s
+FUZZ_TARGETS := \
+	./host/bundle:FuzzParseManifest \
+	./host/bundle:FuzzOpenTarball \
+	./host/bundle:FuzzOpenDir \
+	./host/bundle:FuzzValidVersion \
+	./host/router:FuzzHeaderBlocks \
+	./store/fsm:FuzzCommand \
+	./store/fsm:FuzzSnapshot \
+	./store/local:FuzzRequest
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		echo "== $${t#*:} ($${t%%:*}, $(FUZZTIME))"; \
+		go test -run '^$$' -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -parallel 1 $${t%%:*}; \
+	done
 
 # bench: the benchmarks behind the figures in the issues.
 bench:
