@@ -157,22 +157,26 @@ func TestClusterOperatorRemovesAGoneServer(t *testing.T) {
 	}
 
 	gone.Kill9()
-	testenv.WaitFor(t, 30*time.Second, "gossip to see "+gone.Node+" failed", func() error {
-		out, _, _ := via.CLI("operator", "raft", "list-peers", "-format", "json")
-		var peers []struct {
-			ID         string `json:"id"`
-			SerfStatus string `json:"serf_status"`
-		}
-		if err := json.Unmarshal([]byte(out), &peers); err != nil {
-			return fmt.Errorf("list-peers: %v: %s", err, out)
-		}
-		for _, p := range peers {
-			if p.ID == gone.Node && p.SerfStatus == "failed" {
-				return nil
+	// Each agent answers list-peers from its own gossip view, and the
+	// removal's check runs on the leader: wait until both have seen it.
+	for _, a := range []*ClusterAgent{via, leader} {
+		testenv.WaitFor(t, 30*time.Second, a.Node+"'s gossip to see "+gone.Node+" failed", func() error {
+			out, _, _ := a.CLI("operator", "raft", "list-peers", "-format", "json")
+			var peers []struct {
+				ID         string `json:"id"`
+				SerfStatus string `json:"serf_status"`
 			}
-		}
-		return fmt.Errorf("list-peers: %s", out)
-	})
+			if err := json.Unmarshal([]byte(out), &peers); err != nil {
+				return fmt.Errorf("list-peers: %v: %s", err, out)
+			}
+			for _, p := range peers {
+				if p.ID == gone.Node && p.SerfStatus == "failed" {
+					return nil
+				}
+			}
+			return fmt.Errorf("list-peers: %s", out)
+		})
+	}
 	out, errOut, code = via.CLI("operator", "raft", "remove-peer", gone.Node)
 	if code != 0 {
 		t.Fatalf("remove-peer %s: exit %d, %s%s", gone.Node, code, out, errOut)
