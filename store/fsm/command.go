@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -218,6 +219,12 @@ func decodeExpireKey(b []byte) (ExpireKey, error) {
 		default:
 			return e, fmt.Errorf("%w: expire: unknown field %d", errBadCommand, num)
 		}
+	}
+	// A NUL ends the namespace in the key space: namespace "a\x00b" with
+	// key "c" would name key "b\x00c" of namespace "a", and expiring it
+	// would count against the wrong namespace and tell the wrong watchers.
+	if e.Namespace == "" || strings.IndexByte(e.Namespace, nsEnd) >= 0 {
+		return e, fmt.Errorf("%w: expire: namespace %q", errBadCommand, e.Namespace)
 	}
 	return e, nil
 }

@@ -33,7 +33,9 @@ func FuzzCommand(f *testing.F) {
 	for _, data := range [][]byte{nil, {9, 8, 1}, {commandFormat, 8, 99}, {commandFormat, 8, 1, 0x78, 1}, {commandFormat, 8, byte(OpTxn)}} {
 		f.Add(data)
 	}
-	state := randomCommands(f, 30, 5)
+	// The state: a mix of every command, then a key with a TTL that holds
+	// a NUL, the byte that ends a namespace in the key space.
+	state := append(randomCommands(f, 30, 5), txnPut("one", "k\x00x", "v", 500))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmd, err := DecodeCommand(data)
 		if err != nil {
