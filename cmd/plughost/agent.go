@@ -42,7 +42,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	// Gossip encryption (gossip area).
-	encrypt := fs.String("encrypt", "", "gossip encryption key, base64 of 32 bytes (make one with 'plughost keygen'), the same on every agent; it seeds <data-dir>/serf/keyring on the first start, and that keyring wins after (required outside -dev)")
+	encrypt := fs.String("encrypt", "", "gossip encryption `KEY`, base64 of 32 bytes (make one with 'plughost keygen'), the same on every agent; it seeds <data-dir>/serf/keyring on the first start, and that keyring wins after (required outside -dev)")
 	var joins, tags multiFlag
 	fs.Var(&joins, "join", "serf address of a node to join (repeatable)")
 	fs.Var(&tags, "tag", "node tag k=v (repeatable)")

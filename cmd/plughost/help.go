@@ -237,6 +237,20 @@ and localhost, 127.0.0.1 and the -additional-* names, which CLIs dialing an
 a CLI user (-client-cert, -client-key). Keys are written 0600.`,
 		example: "plughost tls cert create -server -node n1 -additional-ipaddress 10.0.0.1",
 	},
+	"keygen": {
+		about: `Print a new gossip encryption key: 32 random bytes, base64. Give the same
+key to every agent of a cluster with -encrypt (or "encrypt" in the config
+file); an agent without it cannot join. Rotate keys with 'plughost keyring'.`,
+		example: "plughost keygen",
+	},
+	"keyring": {
+		about: `List, install, use or remove gossip encryption keys on every member at
+once, through gossip; each member keeps its keyring in
+<data-dir>/serf/keyring, so changes survive restarts. Members that failed
+are named, and the command exits 1. To rotate: -install NEW, -use NEW,
+-remove OLD.`,
+		example: "plughost keyring -install \"$(plughost keygen)\"",
+	},
 	"members": {
 		about:   "List the cluster's members with their serf status, raft role and tags.",
 		example: "plughost members -format json",

@@ -67,6 +67,8 @@ Usage: plughost <command> [flags] [args]
   bench        load generators: call, upgrade, store
   members      list the cluster's members with their raft roles
   operator     raft list-peers, remove-peer: repair a cluster's raft configuration
+  keygen       make a new gossip encryption key (for agent -encrypt)
+  keyring      list, install, use or remove gossip keys on every member
   tls          ca create, cert create: the cluster CA and its certificates
   version      print the version
 
@@ -133,6 +135,10 @@ func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error
 		return runMembers(ctx, env, rest)
 	case "operator":
 		return runOperator(ctx, env, rest)
+	case "keygen":
+		return runKeygen(ctx, env, rest)
+	case "keyring":
+		return runKeyring(ctx, env, rest)
 	case "tls":
 		return runTLS(ctx, env, rest)
 	case "reaper":

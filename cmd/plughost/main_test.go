@@ -43,6 +43,10 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"bench", "call", "-duration", "50ms", "-rounds", "10"}, "-rounds"},
 		{[]string{"bench", "upgrade"}, "give -to VERSION"},
 		{[]string{"bench", "nothing"}, "bench nothing"},
+		{[]string{"keygen", "extra"}, "keygen takes no arguments"},
+		{[]string{"keyring"}, "give exactly one of -list, -install KEY, -use KEY or -remove KEY"},
+		{[]string{"keyring", "-list", "-use", "k"}, "give exactly one of"},
+		{[]string{"keyring", "-install"}, "flag needs an argument"},
 	}
 	for _, tc := range cases {
 		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {

@@ -234,8 +234,8 @@ func (c *Cluster) Keyring(op, key string) (*KeyringResult, error) {
 	default:
 		return nil, fmt.Errorf("keyring: unknown operation %q", op)
 	}
-	if resp == nil {
-		return nil, err
+	if resp == nil || resp.NumNodes == 0 {
+		return nil, err // the query did not go out
 	}
 	res := &KeyringResult{Nodes: resp.NumNodes, Responses: resp.NumResp, Errors: map[string]string{}, Messages: map[string]string{}}
 	// serf puts failures and warnings in one map; its handlers answer

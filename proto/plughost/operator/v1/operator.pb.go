@@ -2564,6 +2564,552 @@ func (x *RemoveRaftPeerResponse) GetPeers() []*RaftPeer {
 	return nil
 }
 
+type ListGossipKeysRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGossipKeysRequest) Reset() {
+	*x = ListGossipKeysRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGossipKeysRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGossipKeysRequest) ProtoMessage() {}
+
+func (x *ListGossipKeysRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGossipKeysRequest.ProtoReflect.Descriptor instead.
+func (*ListGossipKeysRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{38}
+}
+
+type ListGossipKeysResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Report        *GossipKeyringReport   `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListGossipKeysResponse) Reset() {
+	*x = ListGossipKeysResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListGossipKeysResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListGossipKeysResponse) ProtoMessage() {}
+
+func (x *ListGossipKeysResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListGossipKeysResponse.ProtoReflect.Descriptor instead.
+func (*ListGossipKeysResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{39}
+}
+
+func (x *ListGossipKeysResponse) GetReport() *GossipKeyringReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+type InstallGossipKeyRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is base64 of 32 bytes ('plughost keygen'); 16 or 24 bytes also do.
+	Key           string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallGossipKeyRequest) Reset() {
+	*x = InstallGossipKeyRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallGossipKeyRequest) ProtoMessage() {}
+
+func (x *InstallGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*InstallGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{40}
+}
+
+func (x *InstallGossipKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type InstallGossipKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Report        *GossipKeyringReport   `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InstallGossipKeyResponse) Reset() {
+	*x = InstallGossipKeyResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InstallGossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InstallGossipKeyResponse) ProtoMessage() {}
+
+func (x *InstallGossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InstallGossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*InstallGossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{41}
+}
+
+func (x *InstallGossipKeyResponse) GetReport() *GossipKeyringReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+type UseGossipKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UseGossipKeyRequest) Reset() {
+	*x = UseGossipKeyRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UseGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UseGossipKeyRequest) ProtoMessage() {}
+
+func (x *UseGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UseGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*UseGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{42}
+}
+
+func (x *UseGossipKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type UseGossipKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Report        *GossipKeyringReport   `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UseGossipKeyResponse) Reset() {
+	*x = UseGossipKeyResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UseGossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UseGossipKeyResponse) ProtoMessage() {}
+
+func (x *UseGossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UseGossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*UseGossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{43}
+}
+
+func (x *UseGossipKeyResponse) GetReport() *GossipKeyringReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+type RemoveGossipKeyRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveGossipKeyRequest) Reset() {
+	*x = RemoveGossipKeyRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveGossipKeyRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveGossipKeyRequest) ProtoMessage() {}
+
+func (x *RemoveGossipKeyRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveGossipKeyRequest.ProtoReflect.Descriptor instead.
+func (*RemoveGossipKeyRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *RemoveGossipKeyRequest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+type RemoveGossipKeyResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Report        *GossipKeyringReport   `protobuf:"bytes,1,opt,name=report,proto3" json:"report,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RemoveGossipKeyResponse) Reset() {
+	*x = RemoveGossipKeyResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RemoveGossipKeyResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RemoveGossipKeyResponse) ProtoMessage() {}
+
+func (x *RemoveGossipKeyResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RemoveGossipKeyResponse.ProtoReflect.Descriptor instead.
+func (*RemoveGossipKeyResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *RemoveGossipKeyResponse) GetReport() *GossipKeyringReport {
+	if x != nil {
+		return x.Report
+	}
+	return nil
+}
+
+// GossipKeyringReport is what the members answered to a keyring operation.
+// The operation succeeded everywhere when responses equals nodes and there
+// are no failures.
+type GossipKeyringReport struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// nodes is how many members gossip knows alive, all of them asked.
+	Nodes int32 `protobuf:"varint,1,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	// responses is how many answered in time.
+	Responses int32 `protobuf:"varint,2,opt,name=responses,proto3" json:"responses,omitempty"`
+	// failures are the members that answered with an error, and the error.
+	Failures []*GossipKeyringNodeMessage `protobuf:"bytes,3,rep,name=failures,proto3" json:"failures,omitempty"`
+	// warnings are messages from members that succeeded.
+	Warnings []*GossipKeyringNodeMessage `protobuf:"bytes,4,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// keys are the keys installed (ListGossipKeys only), sorted.
+	Keys          []*GossipKey `protobuf:"bytes,5,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyringReport) Reset() {
+	*x = GossipKeyringReport{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyringReport) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyringReport) ProtoMessage() {}
+
+func (x *GossipKeyringReport) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyringReport.ProtoReflect.Descriptor instead.
+func (*GossipKeyringReport) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{46}
+}
+
+func (x *GossipKeyringReport) GetNodes() int32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *GossipKeyringReport) GetResponses() int32 {
+	if x != nil {
+		return x.Responses
+	}
+	return 0
+}
+
+func (x *GossipKeyringReport) GetFailures() []*GossipKeyringNodeMessage {
+	if x != nil {
+		return x.Failures
+	}
+	return nil
+}
+
+func (x *GossipKeyringReport) GetWarnings() []*GossipKeyringNodeMessage {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *GossipKeyringReport) GetKeys() []*GossipKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+// GossipKeyringNodeMessage is one member's message.
+type GossipKeyringNodeMessage struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKeyringNodeMessage) Reset() {
+	*x = GossipKeyringNodeMessage{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKeyringNodeMessage) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKeyringNodeMessage) ProtoMessage() {}
+
+func (x *GossipKeyringNodeMessage) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKeyringNodeMessage.ProtoReflect.Descriptor instead.
+func (*GossipKeyringNodeMessage) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *GossipKeyringNodeMessage) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *GossipKeyringNodeMessage) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// GossipKey is one gossip key and how many members hold it.
+type GossipKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// key is base64.
+	Key string `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	// nodes is how many members have it installed.
+	Nodes int32 `protobuf:"varint,2,opt,name=nodes,proto3" json:"nodes,omitempty"`
+	// primary_nodes is how many use it as their primary key.
+	PrimaryNodes  int32 `protobuf:"varint,3,opt,name=primary_nodes,json=primaryNodes,proto3" json:"primary_nodes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GossipKey) Reset() {
+	*x = GossipKey{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GossipKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GossipKey) ProtoMessage() {}
+
+func (x *GossipKey) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GossipKey.ProtoReflect.Descriptor instead.
+func (*GossipKey) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *GossipKey) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *GossipKey) GetNodes() int32 {
+	if x != nil {
+		return x.Nodes
+	}
+	return 0
+}
+
+func (x *GossipKey) GetPrimaryNodes() int32 {
+	if x != nil {
+		return x.PrimaryNodes
+	}
+	return 0
+}
+
 var File_plughost_operator_v1_operator_proto protoreflect.FileDescriptor
 
 const file_plughost_operator_v1_operator_proto_rawDesc = "" +
@@ -2741,7 +3287,35 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\"N\n" +
 	"\x16RemoveRaftPeerResponse\x124\n" +
-	"\x05peers\x18\x01 \x03(\v2\x1e.plughost.operator.v1.RaftPeerR\x05peers*\xf6\x01\n" +
+	"\x05peers\x18\x01 \x03(\v2\x1e.plughost.operator.v1.RaftPeerR\x05peers\"\x17\n" +
+	"\x15ListGossipKeysRequest\"[\n" +
+	"\x16ListGossipKeysResponse\x12A\n" +
+	"\x06report\x18\x01 \x01(\v2).plughost.operator.v1.GossipKeyringReportR\x06report\"+\n" +
+	"\x17InstallGossipKeyRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"]\n" +
+	"\x18InstallGossipKeyResponse\x12A\n" +
+	"\x06report\x18\x01 \x01(\v2).plughost.operator.v1.GossipKeyringReportR\x06report\"'\n" +
+	"\x13UseGossipKeyRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"Y\n" +
+	"\x14UseGossipKeyResponse\x12A\n" +
+	"\x06report\x18\x01 \x01(\v2).plughost.operator.v1.GossipKeyringReportR\x06report\"*\n" +
+	"\x16RemoveGossipKeyRequest\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\"\\\n" +
+	"\x17RemoveGossipKeyResponse\x12A\n" +
+	"\x06report\x18\x01 \x01(\v2).plughost.operator.v1.GossipKeyringReportR\x06report\"\x96\x02\n" +
+	"\x13GossipKeyringReport\x12\x14\n" +
+	"\x05nodes\x18\x01 \x01(\x05R\x05nodes\x12\x1c\n" +
+	"\tresponses\x18\x02 \x01(\x05R\tresponses\x12J\n" +
+	"\bfailures\x18\x03 \x03(\v2..plughost.operator.v1.GossipKeyringNodeMessageR\bfailures\x12J\n" +
+	"\bwarnings\x18\x04 \x03(\v2..plughost.operator.v1.GossipKeyringNodeMessageR\bwarnings\x123\n" +
+	"\x04keys\x18\x05 \x03(\v2\x1f.plughost.operator.v1.GossipKeyR\x04keys\"H\n" +
+	"\x18GossipKeyringNodeMessage\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"X\n" +
+	"\tGossipKey\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05nodes\x18\x02 \x01(\x05R\x05nodes\x12#\n" +
+	"\rprimary_nodes\x18\x03 \x01(\x05R\fprimaryNodes*\xf6\x01\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATE_STARTING\x10\x01\x12\x1a\n" +
@@ -2759,7 +3333,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x14SWAP_PHASE_SWITCHING\x10\x04\x12\x17\n" +
 	"\x13SWAP_PHASE_DRAINING\x10\x05\x12\x13\n" +
 	"\x0fSWAP_PHASE_DONE\x10\x06\x12\x18\n" +
-	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xb5\v\n" +
+	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xec\x0e\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
@@ -2777,7 +3351,11 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"GetHistory\x12'.plughost.operator.v1.GetHistoryRequest\x1a(.plughost.operator.v1.GetHistoryResponse\x12b\n" +
 	"\vListMembers\x12(.plughost.operator.v1.ListMembersRequest\x1a).plughost.operator.v1.ListMembersResponse\x12h\n" +
 	"\rListRaftPeers\x12*.plughost.operator.v1.ListRaftPeersRequest\x1a+.plughost.operator.v1.ListRaftPeersResponse\x12k\n" +
-	"\x0eRemoveRaftPeer\x12+.plughost.operator.v1.RemoveRaftPeerRequest\x1a,.plughost.operator.v1.RemoveRaftPeerResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
+	"\x0eRemoveRaftPeer\x12+.plughost.operator.v1.RemoveRaftPeerRequest\x1a,.plughost.operator.v1.RemoveRaftPeerResponse\x12k\n" +
+	"\x0eListGossipKeys\x12+.plughost.operator.v1.ListGossipKeysRequest\x1a,.plughost.operator.v1.ListGossipKeysResponse\x12q\n" +
+	"\x10InstallGossipKey\x12-.plughost.operator.v1.InstallGossipKeyRequest\x1a..plughost.operator.v1.InstallGossipKeyResponse\x12e\n" +
+	"\fUseGossipKey\x12).plughost.operator.v1.UseGossipKeyRequest\x1a*.plughost.operator.v1.UseGossipKeyResponse\x12n\n" +
+	"\x0fRemoveGossipKey\x12,.plughost.operator.v1.RemoveGossipKeyRequest\x1a-.plughost.operator.v1.RemoveGossipKeyResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
 
 var (
 	file_plughost_operator_v1_operator_proto_rawDescOnce sync.Once
@@ -2792,107 +3370,133 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
-	(InstanceState)(0),              // 0: plughost.operator.v1.InstanceState
-	(SwapPhase)(0),                  // 1: plughost.operator.v1.SwapPhase
-	(*GetAgentInfoRequest)(nil),     // 2: plughost.operator.v1.GetAgentInfoRequest
-	(*GetAgentInfoResponse)(nil),    // 3: plughost.operator.v1.GetAgentInfoResponse
-	(*AddBundleRequest)(nil),        // 4: plughost.operator.v1.AddBundleRequest
-	(*AddBundleResponse)(nil),       // 5: plughost.operator.v1.AddBundleResponse
-	(*PluginSummary)(nil),           // 6: plughost.operator.v1.PluginSummary
-	(*ListPluginsRequest)(nil),      // 7: plughost.operator.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),     // 8: plughost.operator.v1.ListPluginsResponse
-	(*LimitStatus)(nil),             // 9: plughost.operator.v1.LimitStatus
-	(*ResourceUsage)(nil),           // 10: plughost.operator.v1.ResourceUsage
-	(*InstanceStatus)(nil),          // 11: plughost.operator.v1.InstanceStatus
-	(*GetPluginStatusRequest)(nil),  // 12: plughost.operator.v1.GetPluginStatusRequest
-	(*GetPluginStatusResponse)(nil), // 13: plughost.operator.v1.GetPluginStatusResponse
-	(*VersionInfo)(nil),             // 14: plughost.operator.v1.VersionInfo
-	(*ListVersionsRequest)(nil),     // 15: plughost.operator.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),    // 16: plughost.operator.v1.ListVersionsResponse
-	(*PinVersionRequest)(nil),       // 17: plughost.operator.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),      // 18: plughost.operator.v1.PinVersionResponse
-	(*UnpinVersionRequest)(nil),     // 19: plughost.operator.v1.UnpinVersionRequest
-	(*UnpinVersionResponse)(nil),    // 20: plughost.operator.v1.UnpinVersionResponse
-	(*RollbackPluginRequest)(nil),   // 21: plughost.operator.v1.RollbackPluginRequest
-	(*RollbackPluginResponse)(nil),  // 22: plughost.operator.v1.RollbackPluginResponse
-	(*SwapProgress)(nil),            // 23: plughost.operator.v1.SwapProgress
-	(*RestartPluginRequest)(nil),    // 24: plughost.operator.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),   // 25: plughost.operator.v1.RestartPluginResponse
-	(*PluginEvent)(nil),             // 26: plughost.operator.v1.PluginEvent
-	(*ListEventsRequest)(nil),       // 27: plughost.operator.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),      // 28: plughost.operator.v1.ListEventsResponse
-	(*HistoryRecord)(nil),           // 29: plughost.operator.v1.HistoryRecord
-	(*GetHistoryRequest)(nil),       // 30: plughost.operator.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),      // 31: plughost.operator.v1.GetHistoryResponse
-	(*ListMembersRequest)(nil),      // 32: plughost.operator.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),     // 33: plughost.operator.v1.ListMembersResponse
-	(*Member)(nil),                  // 34: plughost.operator.v1.Member
-	(*ListRaftPeersRequest)(nil),    // 35: plughost.operator.v1.ListRaftPeersRequest
-	(*ListRaftPeersResponse)(nil),   // 36: plughost.operator.v1.ListRaftPeersResponse
-	(*RaftPeer)(nil),                // 37: plughost.operator.v1.RaftPeer
-	(*RemoveRaftPeerRequest)(nil),   // 38: plughost.operator.v1.RemoveRaftPeerRequest
-	(*RemoveRaftPeerResponse)(nil),  // 39: plughost.operator.v1.RemoveRaftPeerResponse
-	nil,                             // 40: plughost.operator.v1.Member.TagsEntry
-	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
+	(InstanceState)(0),               // 0: plughost.operator.v1.InstanceState
+	(SwapPhase)(0),                   // 1: plughost.operator.v1.SwapPhase
+	(*GetAgentInfoRequest)(nil),      // 2: plughost.operator.v1.GetAgentInfoRequest
+	(*GetAgentInfoResponse)(nil),     // 3: plughost.operator.v1.GetAgentInfoResponse
+	(*AddBundleRequest)(nil),         // 4: plughost.operator.v1.AddBundleRequest
+	(*AddBundleResponse)(nil),        // 5: plughost.operator.v1.AddBundleResponse
+	(*PluginSummary)(nil),            // 6: plughost.operator.v1.PluginSummary
+	(*ListPluginsRequest)(nil),       // 7: plughost.operator.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),      // 8: plughost.operator.v1.ListPluginsResponse
+	(*LimitStatus)(nil),              // 9: plughost.operator.v1.LimitStatus
+	(*ResourceUsage)(nil),            // 10: plughost.operator.v1.ResourceUsage
+	(*InstanceStatus)(nil),           // 11: plughost.operator.v1.InstanceStatus
+	(*GetPluginStatusRequest)(nil),   // 12: plughost.operator.v1.GetPluginStatusRequest
+	(*GetPluginStatusResponse)(nil),  // 13: plughost.operator.v1.GetPluginStatusResponse
+	(*VersionInfo)(nil),              // 14: plughost.operator.v1.VersionInfo
+	(*ListVersionsRequest)(nil),      // 15: plughost.operator.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),     // 16: plughost.operator.v1.ListVersionsResponse
+	(*PinVersionRequest)(nil),        // 17: plughost.operator.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),       // 18: plughost.operator.v1.PinVersionResponse
+	(*UnpinVersionRequest)(nil),      // 19: plughost.operator.v1.UnpinVersionRequest
+	(*UnpinVersionResponse)(nil),     // 20: plughost.operator.v1.UnpinVersionResponse
+	(*RollbackPluginRequest)(nil),    // 21: plughost.operator.v1.RollbackPluginRequest
+	(*RollbackPluginResponse)(nil),   // 22: plughost.operator.v1.RollbackPluginResponse
+	(*SwapProgress)(nil),             // 23: plughost.operator.v1.SwapProgress
+	(*RestartPluginRequest)(nil),     // 24: plughost.operator.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),    // 25: plughost.operator.v1.RestartPluginResponse
+	(*PluginEvent)(nil),              // 26: plughost.operator.v1.PluginEvent
+	(*ListEventsRequest)(nil),        // 27: plughost.operator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 28: plughost.operator.v1.ListEventsResponse
+	(*HistoryRecord)(nil),            // 29: plughost.operator.v1.HistoryRecord
+	(*GetHistoryRequest)(nil),        // 30: plughost.operator.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 31: plughost.operator.v1.GetHistoryResponse
+	(*ListMembersRequest)(nil),       // 32: plughost.operator.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 33: plughost.operator.v1.ListMembersResponse
+	(*Member)(nil),                   // 34: plughost.operator.v1.Member
+	(*ListRaftPeersRequest)(nil),     // 35: plughost.operator.v1.ListRaftPeersRequest
+	(*ListRaftPeersResponse)(nil),    // 36: plughost.operator.v1.ListRaftPeersResponse
+	(*RaftPeer)(nil),                 // 37: plughost.operator.v1.RaftPeer
+	(*RemoveRaftPeerRequest)(nil),    // 38: plughost.operator.v1.RemoveRaftPeerRequest
+	(*RemoveRaftPeerResponse)(nil),   // 39: plughost.operator.v1.RemoveRaftPeerResponse
+	(*ListGossipKeysRequest)(nil),    // 40: plughost.operator.v1.ListGossipKeysRequest
+	(*ListGossipKeysResponse)(nil),   // 41: plughost.operator.v1.ListGossipKeysResponse
+	(*InstallGossipKeyRequest)(nil),  // 42: plughost.operator.v1.InstallGossipKeyRequest
+	(*InstallGossipKeyResponse)(nil), // 43: plughost.operator.v1.InstallGossipKeyResponse
+	(*UseGossipKeyRequest)(nil),      // 44: plughost.operator.v1.UseGossipKeyRequest
+	(*UseGossipKeyResponse)(nil),     // 45: plughost.operator.v1.UseGossipKeyResponse
+	(*RemoveGossipKeyRequest)(nil),   // 46: plughost.operator.v1.RemoveGossipKeyRequest
+	(*RemoveGossipKeyResponse)(nil),  // 47: plughost.operator.v1.RemoveGossipKeyResponse
+	(*GossipKeyringReport)(nil),      // 48: plughost.operator.v1.GossipKeyringReport
+	(*GossipKeyringNodeMessage)(nil), // 49: plughost.operator.v1.GossipKeyringNodeMessage
+	(*GossipKey)(nil),                // 50: plughost.operator.v1.GossipKey
+	nil,                              // 51: plughost.operator.v1.Member.TagsEntry
+	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	6,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	41, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	52, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	9,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	10, // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
 	6,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
 	11, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	41, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	52, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
 	14, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
 	23, // 10: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	23, // 11: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	23, // 12: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	1,  // 13: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	41, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	52, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
 	26, // 15: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	41, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	52, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
 	29, // 17: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
 	34, // 18: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
-	40, // 19: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	51, // 19: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
 	37, // 20: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
 	37, // 21: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	2,  // 22: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 23: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	7,  // 24: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	12, // 25: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	15, // 26: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	17, // 27: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	19, // 28: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	21, // 29: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	24, // 30: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	27, // 31: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	30, // 32: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	32, // 33: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
-	35, // 34: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
-	38, // 35: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
-	3,  // 36: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 37: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	8,  // 38: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	13, // 39: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	16, // 40: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	18, // 41: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	20, // 42: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	22, // 43: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	25, // 44: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	28, // 45: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	31, // 46: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	33, // 47: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
-	36, // 48: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
-	39, // 49: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
-	36, // [36:50] is the sub-list for method output_type
-	22, // [22:36] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	48, // 22: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	48, // 23: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	48, // 24: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	48, // 25: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	49, // 26: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	49, // 27: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	50, // 28: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
+	2,  // 29: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 30: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	7,  // 31: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	12, // 32: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	15, // 33: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	17, // 34: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	19, // 35: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	21, // 36: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	24, // 37: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	27, // 38: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	30, // 39: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	32, // 40: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	35, // 41: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
+	38, // 42: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
+	40, // 43: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
+	42, // 44: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
+	44, // 45: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
+	46, // 46: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
+	3,  // 47: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 48: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	8,  // 49: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	13, // 50: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	16, // 51: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	18, // 52: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	20, // 53: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	22, // 54: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	25, // 55: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	28, // 56: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	31, // 57: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	33, // 58: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	36, // 59: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
+	39, // 60: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
+	41, // 61: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
+	43, // 62: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
+	45, // 63: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
+	47, // 64: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
+	47, // [47:65] is the sub-list for method output_type
+	29, // [29:47] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -2910,7 +3514,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   39,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

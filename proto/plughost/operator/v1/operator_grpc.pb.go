@@ -22,20 +22,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OperatorService_GetAgentInfo_FullMethodName    = "/plughost.operator.v1.OperatorService/GetAgentInfo"
-	OperatorService_AddBundle_FullMethodName       = "/plughost.operator.v1.OperatorService/AddBundle"
-	OperatorService_ListPlugins_FullMethodName     = "/plughost.operator.v1.OperatorService/ListPlugins"
-	OperatorService_GetPluginStatus_FullMethodName = "/plughost.operator.v1.OperatorService/GetPluginStatus"
-	OperatorService_ListVersions_FullMethodName    = "/plughost.operator.v1.OperatorService/ListVersions"
-	OperatorService_PinVersion_FullMethodName      = "/plughost.operator.v1.OperatorService/PinVersion"
-	OperatorService_UnpinVersion_FullMethodName    = "/plughost.operator.v1.OperatorService/UnpinVersion"
-	OperatorService_RollbackPlugin_FullMethodName  = "/plughost.operator.v1.OperatorService/RollbackPlugin"
-	OperatorService_RestartPlugin_FullMethodName   = "/plughost.operator.v1.OperatorService/RestartPlugin"
-	OperatorService_ListEvents_FullMethodName      = "/plughost.operator.v1.OperatorService/ListEvents"
-	OperatorService_GetHistory_FullMethodName      = "/plughost.operator.v1.OperatorService/GetHistory"
-	OperatorService_ListMembers_FullMethodName     = "/plughost.operator.v1.OperatorService/ListMembers"
-	OperatorService_ListRaftPeers_FullMethodName   = "/plughost.operator.v1.OperatorService/ListRaftPeers"
-	OperatorService_RemoveRaftPeer_FullMethodName  = "/plughost.operator.v1.OperatorService/RemoveRaftPeer"
+	OperatorService_GetAgentInfo_FullMethodName     = "/plughost.operator.v1.OperatorService/GetAgentInfo"
+	OperatorService_AddBundle_FullMethodName        = "/plughost.operator.v1.OperatorService/AddBundle"
+	OperatorService_ListPlugins_FullMethodName      = "/plughost.operator.v1.OperatorService/ListPlugins"
+	OperatorService_GetPluginStatus_FullMethodName  = "/plughost.operator.v1.OperatorService/GetPluginStatus"
+	OperatorService_ListVersions_FullMethodName     = "/plughost.operator.v1.OperatorService/ListVersions"
+	OperatorService_PinVersion_FullMethodName       = "/plughost.operator.v1.OperatorService/PinVersion"
+	OperatorService_UnpinVersion_FullMethodName     = "/plughost.operator.v1.OperatorService/UnpinVersion"
+	OperatorService_RollbackPlugin_FullMethodName   = "/plughost.operator.v1.OperatorService/RollbackPlugin"
+	OperatorService_RestartPlugin_FullMethodName    = "/plughost.operator.v1.OperatorService/RestartPlugin"
+	OperatorService_ListEvents_FullMethodName       = "/plughost.operator.v1.OperatorService/ListEvents"
+	OperatorService_GetHistory_FullMethodName       = "/plughost.operator.v1.OperatorService/GetHistory"
+	OperatorService_ListMembers_FullMethodName      = "/plughost.operator.v1.OperatorService/ListMembers"
+	OperatorService_ListRaftPeers_FullMethodName    = "/plughost.operator.v1.OperatorService/ListRaftPeers"
+	OperatorService_RemoveRaftPeer_FullMethodName   = "/plughost.operator.v1.OperatorService/RemoveRaftPeer"
+	OperatorService_ListGossipKeys_FullMethodName   = "/plughost.operator.v1.OperatorService/ListGossipKeys"
+	OperatorService_InstallGossipKey_FullMethodName = "/plughost.operator.v1.OperatorService/InstallGossipKey"
+	OperatorService_UseGossipKey_FullMethodName     = "/plughost.operator.v1.OperatorService/UseGossipKey"
+	OperatorService_RemoveGossipKey_FullMethodName  = "/plughost.operator.v1.OperatorService/RemoveGossipKey"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -80,6 +84,19 @@ type OperatorServiceClient interface {
 	// the leader. A server that gossip sees alive is refused unless forced:
 	// the leader would add it back.
 	RemoveRaftPeer(ctx context.Context, in *RemoveRaftPeerRequest, opts ...grpc.CallOption) (*RemoveRaftPeerResponse, error)
+	// ListGossipKeys asks every member, through serf, for the gossip
+	// encryption keys in its keyring: each key with how many members hold it
+	// and use it as their primary key.
+	ListGossipKeys(ctx context.Context, in *ListGossipKeysRequest, opts ...grpc.CallOption) (*ListGossipKeysResponse, error)
+	// InstallGossipKey adds a key to every member's keyring; members keep
+	// encrypting with their primary key and accept both.
+	InstallGossipKey(ctx context.Context, in *InstallGossipKeyRequest, opts ...grpc.CallOption) (*InstallGossipKeyResponse, error)
+	// UseGossipKey makes an installed key every member's primary key, the
+	// one it encrypts with.
+	UseGossipKey(ctx context.Context, in *UseGossipKeyRequest, opts ...grpc.CallOption) (*UseGossipKeyResponse, error)
+	// RemoveGossipKey removes a key from every member's keyring; a member
+	// refuses to remove its primary key.
+	RemoveGossipKey(ctx context.Context, in *RemoveGossipKeyRequest, opts ...grpc.CallOption) (*RemoveGossipKeyResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -260,6 +277,46 @@ func (c *operatorServiceClient) RemoveRaftPeer(ctx context.Context, in *RemoveRa
 	return out, nil
 }
 
+func (c *operatorServiceClient) ListGossipKeys(ctx context.Context, in *ListGossipKeysRequest, opts ...grpc.CallOption) (*ListGossipKeysResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListGossipKeysResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListGossipKeys_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) InstallGossipKey(ctx context.Context, in *InstallGossipKeyRequest, opts ...grpc.CallOption) (*InstallGossipKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(InstallGossipKeyResponse)
+	err := c.cc.Invoke(ctx, OperatorService_InstallGossipKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) UseGossipKey(ctx context.Context, in *UseGossipKeyRequest, opts ...grpc.CallOption) (*UseGossipKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(UseGossipKeyResponse)
+	err := c.cc.Invoke(ctx, OperatorService_UseGossipKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) RemoveGossipKey(ctx context.Context, in *RemoveGossipKeyRequest, opts ...grpc.CallOption) (*RemoveGossipKeyResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RemoveGossipKeyResponse)
+	err := c.cc.Invoke(ctx, OperatorService_RemoveGossipKey_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -302,6 +359,19 @@ type OperatorServiceServer interface {
 	// the leader. A server that gossip sees alive is refused unless forced:
 	// the leader would add it back.
 	RemoveRaftPeer(context.Context, *RemoveRaftPeerRequest) (*RemoveRaftPeerResponse, error)
+	// ListGossipKeys asks every member, through serf, for the gossip
+	// encryption keys in its keyring: each key with how many members hold it
+	// and use it as their primary key.
+	ListGossipKeys(context.Context, *ListGossipKeysRequest) (*ListGossipKeysResponse, error)
+	// InstallGossipKey adds a key to every member's keyring; members keep
+	// encrypting with their primary key and accept both.
+	InstallGossipKey(context.Context, *InstallGossipKeyRequest) (*InstallGossipKeyResponse, error)
+	// UseGossipKey makes an installed key every member's primary key, the
+	// one it encrypts with.
+	UseGossipKey(context.Context, *UseGossipKeyRequest) (*UseGossipKeyResponse, error)
+	// RemoveGossipKey removes a key from every member's keyring; a member
+	// refuses to remove its primary key.
+	RemoveGossipKey(context.Context, *RemoveGossipKeyRequest) (*RemoveGossipKeyResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -353,6 +423,18 @@ func (UnimplementedOperatorServiceServer) ListRaftPeers(context.Context, *ListRa
 }
 func (UnimplementedOperatorServiceServer) RemoveRaftPeer(context.Context, *RemoveRaftPeerRequest) (*RemoveRaftPeerResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveRaftPeer not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListGossipKeys(context.Context, *ListGossipKeysRequest) (*ListGossipKeysResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListGossipKeys not implemented")
+}
+func (UnimplementedOperatorServiceServer) InstallGossipKey(context.Context, *InstallGossipKeyRequest) (*InstallGossipKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method InstallGossipKey not implemented")
+}
+func (UnimplementedOperatorServiceServer) UseGossipKey(context.Context, *UseGossipKeyRequest) (*UseGossipKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method UseGossipKey not implemented")
+}
+func (UnimplementedOperatorServiceServer) RemoveGossipKey(context.Context, *RemoveGossipKeyRequest) (*RemoveGossipKeyResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RemoveGossipKey not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -595,6 +677,78 @@ func _OperatorService_RemoveRaftPeer_Handler(srv interface{}, ctx context.Contex
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_ListGossipKeys_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListGossipKeysRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListGossipKeys(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListGossipKeys_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListGossipKeys(ctx, req.(*ListGossipKeysRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_InstallGossipKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(InstallGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).InstallGossipKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_InstallGossipKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).InstallGossipKey(ctx, req.(*InstallGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_UseGossipKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UseGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).UseGossipKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_UseGossipKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).UseGossipKey(ctx, req.(*UseGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_RemoveGossipKey_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RemoveGossipKeyRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).RemoveGossipKey(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_RemoveGossipKey_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).RemoveGossipKey(ctx, req.(*RemoveGossipKeyRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -641,6 +795,22 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveRaftPeer",
 			Handler:    _OperatorService_RemoveRaftPeer_Handler,
+		},
+		{
+			MethodName: "ListGossipKeys",
+			Handler:    _OperatorService_ListGossipKeys_Handler,
+		},
+		{
+			MethodName: "InstallGossipKey",
+			Handler:    _OperatorService_InstallGossipKey_Handler,
+		},
+		{
+			MethodName: "UseGossipKey",
+			Handler:    _OperatorService_UseGossipKey_Handler,
+		},
+		{
+			MethodName: "RemoveGossipKey",
+			Handler:    _OperatorService_RemoveGossipKey_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
