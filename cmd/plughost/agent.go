@@ -46,6 +46,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	var joins, tags multiFlag
 	fs.Var(&joins, "join", "serf address of a node to join (repeatable)")
 	fs.Var(&tags, "tag", "node tag k=v (repeatable)")
+	// bundle
+	var trustedKeys multiFlag
+	fs.Var(&trustedKeys, "trusted-key", "public key file of a bundle publisher (repeatable); with any, only bundles signed by one of them are accepted")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -96,6 +99,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		cfg.MinQuorum = *minQuorum
 	}
 	cfg.Join = append(cfg.Join, joins...)
+	cfg.TrustedKeys = append(cfg.TrustedKeys, trustedKeys...)
 	for _, t := range tags {
 		k, v, ok := strings.Cut(t, "=")
 		if !ok || k == "" {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/governance"
@@ -44,6 +46,7 @@ type Agent struct {
 	super     *supervisor.Supervisor
 	gov       *governance.Manager
 	installer *installer
+	trusted   *bundle.TrustedKeys // publisher keys bundles must be signed by; nil: any bundle
 
 	apiLn  net.Listener
 	httpLn net.Listener
@@ -64,7 +67,11 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return &Agent{cfg: cfg, log: log, ready: make(chan struct{})}, nil
+	trusted, err := bundle.LoadTrustedKeys(cfg.TrustedKeys)
+	if err != nil {
+		return nil, err
+	}
+	return &Agent{cfg: cfg, log: log, trusted: trusted, ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once the store has a leader and the agent's plugins and
@@ -97,7 +104,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		}
 	}
 	_ = os.RemoveAll(cfg.stagingDir())
-	_ = os.MkdirAll(cfg.stagingDir(), 0o755)
+	_ = os.MkdirAll(cfg.stagingDir(), 0o700)
+	// The bundle store and staging hold the verified private copies of
+	// bundles, the files that run: no one but the agent may enter them.
+	if err := os.Chmod(cfg.pluginsDir(), 0o700); err != nil {
+		return fmt.Errorf("agent: data dir: %w", err)
+	}
+	if a.trusted != nil {
+		a.log.Info("accepting only bundles signed by a trusted key", "trusted_keys", strings.Join(a.trusted.IDs(), ", "))
+	}
 
 	// Listeners first, so a taken port fails fast with its flag named.
 	if a.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
@@ -159,7 +174,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		CrashLoopRestarts: cfg.CrashLoopRestarts,
 		CrashLoopWindow:   cfg.CrashLoopWindow.Duration,
 	})
-	a.installer = &installer{cfg: cfg, cat: a.catalog, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
+	a.installer = &installer{cfg: cfg, cat: a.catalog, trusted: a.trusted, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
 	}, installed: func(name string) { a.super.Reconcile(name) }}
 

@@ -95,6 +95,12 @@ type Config struct {
 	// first start, and the keyring wins after that. Outside -dev an agent
 	// needs one or the other.
 	Encrypt string `json:"encrypt"`
+
+	// Bundles (area: bundle). TrustedKeys are publisher public key files
+	// (PEM PKIX ed25519, from 'plughost bundle keygen'): when there are
+	// any, a bundle must be signed by one of them, or it is refused before
+	// anything of it runs.
+	TrustedKeys []string `json:"trusted_keys"`
 }
 
 // Resources are per-instance limits in the agent config.

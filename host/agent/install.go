@@ -25,6 +25,7 @@ var ErrServices = errors.New("services differ from the manifest")
 type installer struct {
 	cfg      *Config
 	cat      *catalog.Catalog
+	trusted  *bundle.TrustedKeys // nil: unsigned bundles are accepted
 	log      hclog.Logger
 	baseSpec func() launch.Spec
 	// installed is told the name of every plugin whose files were installed
@@ -45,13 +46,19 @@ type Installed struct {
 
 // Install verifies the bundle at path (a .tar.gz or a directory), starts its
 // executable once to check that it is the plugin its manifest describes,
-// copies it under the plugins dir and registers it. A refused bundle changes
+// moves it into the plugins dir and registers it. A refused bundle changes
 // nothing.
+//
+// The bundle is verified in a private copy under the staging dir (see
+// bundle.Open), and that copy is what the probe runs and what is moved into
+// the plugins dir, which only the agent can write: the file that runs, now
+// and at every start, is the file whose digest was checked. With trusted
+// keys, the bundle's signature is checked before anything of it runs.
 func (in *installer) Install(ctx context.Context, path, actor string) (*Installed, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 
-	if err := os.MkdirAll(in.cfg.stagingDir(), 0o755); err != nil {
+	if err := os.MkdirAll(in.cfg.stagingDir(), 0o700); err != nil {
 		return nil, err
 	}
 	staging, err := os.MkdirTemp(in.cfg.stagingDir(), "bundle-")
@@ -61,6 +68,10 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	defer os.RemoveAll(staging)
 
 	b, err := bundle.Open(path, filepath.Join(staging, "unpacked"))
+	if err != nil {
+		return nil, err
+	}
+	signer, err := in.trusted.Check(b)
 	if err != nil {
 		return nil, err
 	}
@@ -83,14 +94,18 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	dest := filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version)
-	if err := b.CopyTo(dest); err != nil {
+	if err := b.InstallTo(dest); err != nil {
 		return nil, fmt.Errorf("%s: installing into %s: %w", what, dest, err)
 	}
 	already, err := in.cat.Register(ctx, m, actor)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
+	if signer != "" {
+		in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor, "signed_by", signer)
+	} else {
+		in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
+	}
 	in.notify(m.Name)
 	return &Installed{Manifest: m, Already: already, InstalledHere: true}, nil
 }

@@ -87,7 +87,7 @@ func (o *operator) AddBundle(stream operatorv1.OperatorService_AddBundleServer) 
 	if name == "" || name == "." || name == "/" {
 		return status.Error(codes.InvalidArgument, "add bundle: the first message must carry the bundle's file name")
 	}
-	if err := os.MkdirAll(o.a.cfg.stagingDir(), 0o755); err != nil {
+	if err := os.MkdirAll(o.a.cfg.stagingDir(), 0o700); err != nil {
 		return toStatus(err)
 	}
 	dir, err := os.MkdirTemp(o.a.cfg.stagingDir(), "upload-")

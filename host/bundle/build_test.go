@@ -177,7 +177,7 @@ func TestDigest(t *testing.T) {
 	}
 }
 
-func TestCopyToInstallsManifestAndExecutable(t *testing.T) {
+func TestInstallToMovesThePrivateCopy(t *testing.T) {
 	exe := filepath.Join(t.TempDir(), "echo")
 	if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
@@ -195,8 +195,27 @@ func TestCopyToInstallsManifestAndExecutable(t *testing.T) {
 	if err := os.MkdirAll(dest+".tmp", 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.CopyTo(dest); err != nil {
+	unpacked := b.Executable
+	before, err := os.Stat(unpacked)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if err := b.InstallTo(dest); err != nil {
+		t.Fatal(err)
+	}
+	if b.Dir != dest || b.Executable != filepath.Join(dest, "echo") {
+		t.Errorf("after InstallTo the bundle is at %s, %s; want %s", b.Dir, b.Executable, dest)
+	}
+	// The file installed is the file Open hashed, moved, not a copy of it.
+	after, err := os.Stat(b.Executable)
+	if err != nil || !os.SameFile(before, after) {
+		t.Errorf("installed executable is not the verified file: %v", err)
+	}
+	if after.Mode().Perm() != 0o500 {
+		t.Errorf("installed executable has mode %s, want 0500", after.Mode().Perm())
+	}
+	if fi, err := os.Stat(dest); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("install dir: %v, %v; want mode 0700", fi.Mode().Perm(), err)
 	}
 	got, err := Verify(dest)
 	if err != nil {

@@ -46,6 +46,16 @@ var (
 	ErrDigestMismatch = errors.New("bundle digest mismatch")
 	// ErrAPIVersion: the bundle and the agent share no plugin API version.
 	ErrAPIVersion = errors.New("plugin API version mismatch")
+	// ErrUnsigned: the agent trusts publisher keys and the bundle has no
+	// plugin.sig.
+	ErrUnsigned = errors.New("bundle not signed")
+	// ErrUntrustedKey: the bundle is signed by a key the agent does not
+	// trust.
+	ErrUntrustedKey = errors.New("bundle signed by an untrusted key")
+	// ErrBadSignature: plugin.sig is malformed or does not verify: the
+	// manifest or the executable changed after signing, or it was made for
+	// another bundle.
+	ErrBadSignature = errors.New("bad bundle signature")
 )
 
 // bundleError is an error about one bundle. Its message is the whole text an

@@ -167,7 +167,7 @@ var sentinels = []error{
 	ErrNotBundle, ErrCorruptArchive, ErrUnsafePath, ErrTooLarge,
 	ErrManifestMissing, ErrManifestInvalid, ErrBadName, ErrBadVersion,
 	ErrNameMismatch, ErrExecutableMissing, ErrNotExecutable,
-	ErrDigestMismatch, ErrAPIVersion,
+	ErrDigestMismatch, ErrAPIVersion, ErrUnsigned, ErrUntrustedKey, ErrBadSignature,
 }
 
 func wrapsSentinel(err error) bool {

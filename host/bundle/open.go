@@ -12,11 +12,19 @@ import (
 	"github.com/plughost/plughost/sdk/wire"
 )
 
-// Bundle is a bundle that Open has verified, unpacked on disk.
+// Bundle is a bundle that Open has verified, in a private copy on disk: the
+// unpacked archive, or the copy of a directory bundle. Executable is the
+// file whose digest Open checked; nothing else of the bundle is ever run.
 type Bundle struct {
-	Manifest   *Manifest
-	Dir        string // absolute path of the unpacked bundle directory
-	Executable string // absolute path of the plugin's executable
+	Manifest *Manifest
+	// ManifestJSON is plugin.json byte for byte as verified: what a
+	// signature covers, and what InstallTo writes.
+	ManifestJSON []byte
+	// Signature is plugin.sig as read, or nil when the bundle is unsigned.
+	// Open does not check it: see Signer and TrustedKeys.Check.
+	Signature  []byte
+	Dir        string // absolute path of the bundle's private copy
+	Executable string // absolute path of the plugin's executable inside Dir
 	Source     string // the path given to Open
 }
 
@@ -40,10 +48,12 @@ const (
 	fromTarball
 )
 
-// Open verifies the bundle at path and returns it. A .tar.gz is unpacked into
-// unpackDir, which is created and must be empty if it exists, and removed
-// again if the bundle is refused; a directory is verified in place and
-// unpackDir is not used.
+// Open verifies the bundle at path and returns it. Nothing is verified in
+// place: a .tar.gz is unpacked into unpackDir, a directory bundle's
+// plugin.json, plugin.sig and executable are copied into it, and the copy is
+// what is checked. unpackDir is created with mode 0700 and must be empty if
+// it exists; it is removed again if the bundle is refused. A source changed
+// after Open read it cannot change what the returned Bundle holds.
 //
 // Open checks that plugin.json is present and valid, that the file or
 // directory name agrees with it (FileName(name, version) for an archive;
@@ -70,10 +80,18 @@ func openWith(path, unpackDir string, lim limits) (*Bundle, error) {
 	switch {
 	case fi.IsDir():
 		from = fromDir
-		if dir, err = filepath.Abs(clean); err != nil {
+		src, err := filepath.Abs(clean)
+		if err != nil {
 			return nil, osError(label, "cannot resolve its path", err)
 		}
-		label = filepath.Base(dir) // "." names no bundle
+		label = filepath.Base(src) // "." names no bundle
+		if dir, err = prepareDir(label, unpackDir); err != nil {
+			return nil, err
+		}
+		if err := copyDirBundle(src, dir, label, lim); err != nil {
+			discard(dir)
+			return nil, err
+		}
 	case fi.Mode().IsRegular() && strings.HasSuffix(label, tarSuffix):
 		from = fromTarball
 		if dir, err = unpackTo(clean, label, unpackDir, lim); err != nil {
@@ -82,14 +100,13 @@ func openWith(path, unpackDir string, lim limits) (*Bundle, error) {
 	default:
 		return nil, newError(label, ErrNotBundle, "not a bundle: a bundle is a directory or a <name>-<version>.tar.gz file")
 	}
-	m, exe, err := verifyDir(dir, label, from)
+	b, err := verifyDir(dir, label, from)
 	if err != nil {
-		if from == fromTarball {
-			discard(dir)
-		}
+		discard(dir)
 		return nil, err
 	}
-	return &Bundle{Manifest: m, Dir: dir, Executable: exe, Source: path}, nil
+	b.Source = path
+	return b, nil
 }
 
 // Verify checks the bundle at path as Open does, unpacking an archive into a
@@ -107,27 +124,49 @@ func Verify(path string) (*Manifest, error) {
 	return b.Manifest, nil
 }
 
-// verifyDir checks the bundle unpacked (or found) in dir and returns its
-// manifest and the absolute path of its executable.
-func verifyDir(dir, label string, from kind) (*Manifest, string, error) {
-	m, err := readManifest(dir, label, from)
+// VerifyBundle checks the bundle at path as Verify does and returns it, with
+// its manifest's bytes and signature for Signer and TrustedKeys.Check. Its
+// private copy is removed again: Dir and Executable are empty.
+func VerifyBundle(path string) (*Bundle, error) {
+	tmp, err := os.MkdirTemp("", "plughost-verify-*")
 	if err != nil {
-		return nil, "", err
+		return nil, fmt.Errorf("verify bundle: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	b, err := Open(path, filepath.Join(tmp, "bundle"))
+	if err != nil {
+		return nil, err
+	}
+	b.Dir, b.Executable = "", ""
+	return b, nil
+}
+
+// verifyDir checks the bundle's private copy in dir and returns it.
+func verifyDir(dir, label string, from kind) (*Bundle, error) {
+	m, raw, err := readManifest(dir, label, from)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkName(label, from, m); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	exe := filepath.Join(dir, m.Executable)
 	if err := checkExecutable(exe, label, from, m); err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	if detail := apiMismatch(m, wire.SupportedAPIVersions); detail != "" {
-		return nil, "", newError(label, ErrAPIVersion, m.Name+" "+m.Version+" "+detail)
+		return nil, newError(label, ErrAPIVersion, m.Name+" "+m.Version+" "+detail)
 	}
-	return m, exe, nil
+	sig, err := readSignatureFile(dir, label)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{Manifest: m, ManifestJSON: raw, Signature: sig, Dir: dir, Executable: exe}, nil
 }
 
-func readManifest(dir, label string, from kind) (*Manifest, error) {
+// readManifest reads, parses and validates plugin.json in dir, returning it
+// and its bytes.
+func readManifest(dir, label string, from kind) (*Manifest, []byte, error) {
 	p := filepath.Join(dir, ManifestFile)
 	fi, err := os.Lstat(p)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -135,31 +174,31 @@ func readManifest(dir, label string, from kind) (*Manifest, error) {
 		if from == fromDir {
 			msg = fmt.Sprintf("no %s in %s: write one beside the executable, or make a bundle with 'plughost bundle build'", ManifestFile, dir)
 		}
-		return nil, newError(label, ErrManifestMissing, msg)
+		return nil, nil, newError(label, ErrManifestMissing, msg)
 	}
 	if err != nil {
-		return nil, osError(label, "cannot read "+ManifestFile, err)
+		return nil, nil, osError(label, "cannot read "+ManifestFile, err)
 	}
 	if fi.Mode()&fs.ModeSymlink != 0 {
-		return nil, newError(label, ErrUnsafePath, ManifestFile+" is a symlink: put the file itself in the bundle")
+		return nil, nil, newError(label, ErrUnsafePath, ManifestFile+" is a symlink: put the file itself in the bundle")
 	}
 	if !fi.Mode().IsRegular() {
-		return nil, newError(label, ErrManifestMissing, ManifestFile+" is not a regular file: "+rebuildFix)
+		return nil, nil, newError(label, ErrManifestMissing, ManifestFile+" is not a regular file: "+rebuildFix)
 	}
 	f, err := os.Open(p)
 	if err != nil {
-		return nil, osError(label, "cannot read "+ManifestFile, err)
+		return nil, nil, osError(label, "cannot read "+ManifestFile, err)
 	}
 	defer f.Close()
 	data, err := io.ReadAll(io.LimitReader(f, MaxManifestSize+1))
 	if err != nil {
-		return nil, osError(label, "cannot read "+ManifestFile, err)
+		return nil, nil, osError(label, "cannot read "+ManifestFile, err)
 	}
 	m, err := ParseManifest(data)
 	if err != nil {
-		return nil, withBundle(label, err)
+		return nil, nil, withBundle(label, err)
 	}
-	return m, nil
+	return m, data, nil
 }
 
 // checkName checks that the bundle's file or directory name agrees with its
@@ -205,7 +244,23 @@ func splitNameVersion(s string) (name, version string, ok bool) {
 // checkExecutable checks that exe is a regular, executable file with the
 // manifest's digest.
 func checkExecutable(exe, label string, from kind, m *Manifest) error {
+	if err := checkExecutableFile(exe, label, from, m.Executable); err != nil {
+		return err
+	}
 	name := m.Executable
+	got, err := Digest(exe)
+	if err != nil {
+		return osError(label, fmt.Sprintf("cannot read executable %q", name), err)
+	}
+	if got != m.SHA256 {
+		return newError(label, ErrDigestMismatch, fmt.Sprintf("executable %q has sha256 %s but %s says %s: %s", name, got, ManifestFile, m.SHA256, rebuildFix))
+	}
+	return nil
+}
+
+// checkExecutableFile checks that exe, named name in the manifest, is a
+// regular, executable file and not a symlink.
+func checkExecutableFile(exe, label string, from kind, name string) error {
 	fi, err := os.Lstat(exe)
 	if errors.Is(err, fs.ErrNotExist) {
 		fix := rebuildFix
@@ -228,13 +283,6 @@ func checkExecutable(exe, label string, from kind, m *Manifest) error {
 			fix = "run chmod +x " + exe
 		}
 		return newError(label, ErrNotExecutable, fmt.Sprintf("executable %q is not executable (mode %s): %s", name, fi.Mode().Perm(), fix))
-	}
-	got, err := Digest(exe)
-	if err != nil {
-		return osError(label, fmt.Sprintf("cannot read executable %q", name), err)
-	}
-	if got != m.SHA256 {
-		return newError(label, ErrDigestMismatch, fmt.Sprintf("executable %q has sha256 %s but %s says %s: %s", name, got, ManifestFile, m.SHA256, rebuildFix))
 	}
 	return nil
 }

@@ -271,34 +271,61 @@ func makeDir(t *testing.T, name string, entries []entry) string {
 func TestOpenDir(t *testing.T) {
 	for _, name := range []string{"echo-1.2.0", "echo"} {
 		dir := makeDir(t, name, goodEntries(t, nil))
-		unused := filepath.Join(t.TempDir(), "unused")
-		b, err := Open(dir+"/", unused)
+		private := filepath.Join(t.TempDir(), "private")
+		b, err := Open(dir+"/", private)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
-		if b.Dir != dir || b.Executable != filepath.Join(dir, "echo") || b.Source != dir+"/" {
+		if b.Dir != private || b.Executable != filepath.Join(private, "echo") || b.Source != dir+"/" {
 			t.Errorf("%s: bundle = %+v", name, b)
 		}
-		if _, err := os.Stat(unused); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s: unpack directory was created for a directory bundle", name)
+		if fi, err := os.Stat(private); err != nil || fi.Mode().Perm() != 0o700 {
+			t.Errorf("%s: private copy dir: %v %v, want mode 0700", name, fi.Mode().Perm(), err)
 		}
+	}
+}
+
+// TestOpenDirVerifiesAPrivateCopy: what Open returns is a copy it checked;
+// the source changed afterwards changes nothing of it, and a source changed
+// before the copy was taken is refused.
+func TestOpenDirVerifiesAPrivateCopy(t *testing.T) {
+	dir := makeDir(t, "echo", goodEntries(t, nil))
+	b, err := Open(dir, filepath.Join(t.TempDir(), "private"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "echo"), []byte("#!/bin/sh\ntouch /tmp/pwned\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(b.Executable)
+	if err != nil || string(got) != exeBody {
+		t.Fatalf("private copy changed with its source: %q %v", got, err)
+	}
+	if d, err := Digest(b.Executable); err != nil || d != b.Manifest.SHA256 {
+		t.Fatalf("private copy digest %s %v, want %s", d, err, b.Manifest.SHA256)
+	}
+	if _, err := Open(dir, filepath.Join(t.TempDir(), "private")); !errors.Is(err, ErrDigestMismatch) {
+		t.Fatalf("swapped source: %v, want ErrDigestMismatch", err)
 	}
 }
 
 func TestOpenDirRelative(t *testing.T) {
 	dir := makeDir(t, "echo", goodEntries(t, nil))
 	t.Chdir(filepath.Dir(dir))
-	b, err := Open("echo", "")
+	b, err := Open("echo", filepath.Join(t.TempDir(), "p1"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Dir != dir || !filepath.IsAbs(b.Executable) {
+	if !filepath.IsAbs(b.Dir) || !filepath.IsAbs(b.Executable) {
 		t.Errorf("bundle = %+v", b)
 	}
 	// Inside the bundle, "." is named by its real name.
 	t.Chdir(dir)
-	if _, err := Open(".", ""); err != nil {
+	if _, err := Open(".", filepath.Join(t.TempDir(), "p2")); err != nil {
 		t.Errorf(`Open("."): %v`, err)
+	}
+	if _, err := Open(".", ""); err == nil {
+		t.Error("directory bundle without a directory to copy it into: no error")
 	}
 }
 
@@ -333,8 +360,12 @@ func TestOpenDirRefusals(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := makeDir(t, tt.dir, tt.entries)
-			_, err := Open(dir, "")
+			private := filepath.Join(t.TempDir(), "private")
+			_, err := Open(dir, private)
 			checkErr(t, err, tt.want, strings.Split(tt.msg, "|")...)
+			if _, serr := os.Stat(private); !errors.Is(serr, os.ErrNotExist) {
+				t.Errorf("the private copy of a refused bundle was left behind: %v", serr)
+			}
 		})
 	}
 }

@@ -37,23 +37,9 @@ var errStreamCap = errors.New("decompressed stream over its cap")
 // unpackTo prepares unpackDir and unpacks the archive into it, returning the
 // directory's absolute path. On error nothing is left in unpackDir.
 func unpackTo(archive, label, unpackDir string, lim limits) (string, error) {
-	if unpackDir == "" {
-		return "", &bundleError{bundle: label, msg: "no directory to unpack the archive into"}
-	}
-	dir, err := filepath.Abs(unpackDir)
+	dir, err := prepareDir(label, unpackDir)
 	if err != nil {
-		return "", osError(label, "cannot resolve unpack directory", err)
-	}
-	entries, err := os.ReadDir(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return "", osError(label, "cannot create unpack directory", err)
-		}
-	case err != nil:
-		return "", osError(label, "cannot use unpack directory", err)
-	case len(entries) > 0:
-		return "", &bundleError{bundle: label, msg: fmt.Sprintf("unpack directory %s is not empty: remove it first", dir)}
+		return "", err
 	}
 	if err := unpack(archive, label, dir, lim); err != nil {
 		discard(dir)

@@ -1,0 +1,202 @@
+package test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/internal/testenv"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+)
+
+// Security tests of bundle intake and the catalog (issue 14, findings 3
+// and 7, and publisher signatures).
+
+// sysNamespace is the store's reserved namespace, where the catalog is.
+const sysNamespace = "_sys"
+
+// unpackedEcho returns echo 1.0.0 as a directory bundle named
+// echo-1.0.0.
+func unpackedEcho(t *testing.T) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "echo-1.0.0")
+	if _, err := bundle.Open(bundlePath("echo", "1.0.0"), dir); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestDirectoryBundleSwapNeverRuns races the swap of finding 7: a
+// directory bundle's executable is replaced, by rename, right after the
+// agent has read it (the first, second or third time the agent closes it
+// after reading, in turn). The replacement is a script that leaves a
+// marker file. The agent must never run it: it runs the private copy it
+// verified, or refuses the bundle.
+func TestDirectoryBundleSwapNeverRuns(t *testing.T) {
+	a := NewAgent(t, AgentOptions{Config: `{"start_timeout": "5s"}`})
+	src := unpackedEcho(t)
+	marker := filepath.Join(t.TempDir(), "swapped-in-script-ran")
+	script := "#!/bin/sh\ntouch " + marker + "\nexit 1\n"
+	spare := t.TempDir() // same file system as the data dir: both are t.TempDir
+	kv := storev1.NewStoreServiceClient(a.Conn())
+	dst := filepath.Join(a.DataDir, "bundles", "echo-1.0.0")
+	refused := filepath.Join(a.DataDir, "bundles", "refused")
+
+	const attempts = 9
+	swaps := 0
+	for i := range attempts {
+		after := i%3 + 1
+		if err := copyTree(src, dst+".tmp"); err != nil {
+			t.Fatal(err)
+		}
+		replacement := filepath.Join(spare, fmt.Sprintf("swap-%d", i))
+		if err := os.WriteFile(replacement, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		race := swapAfterReads(t, dst+".tmp", "echo", after, replacement, filepath.Join(dst, "echo"))
+		if err := os.Rename(dst+".tmp", dst); err != nil {
+			t.Fatal(err)
+		}
+		outcome := waitIntake(t, a, kv, "echo-1.0.0", "echo", "1.0.0")
+		if race.stop() {
+			swaps++
+		}
+		t.Logf("attempt %d: swap after read %d: %s", i+1, after, outcome)
+		// Clear the way for the next attempt: the bundle, its refusal and
+		// its registration (so the next is probed again).
+		trash := filepath.Join(spare, fmt.Sprintf("trash-%d", i))
+		if err := os.Rename(dst, trash); err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		os.RemoveAll(trash)
+		os.RemoveAll(refused)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := kv.Delete(ctx, &storev1.DeleteRequest{Namespace: sysNamespace, Key: []byte("catalog/echo/1.0.0")})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Fatalf("attempt %d: the script swapped in after the agent read the bundle ran", i+1)
+		}
+	}
+	if swaps == 0 {
+		t.Fatal("no swap was made: the test raced nothing")
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the script swapped in after the agent read the bundle ran")
+	}
+}
+
+// waitIntake waits until the bundle named base was refused or plugin
+// version is registered, and says which.
+func waitIntake(t *testing.T, a *Agent, kv storev1.StoreServiceClient, base, plugin, version string) string {
+	t.Helper()
+	var outcome string
+	testenv.WaitFor(t, 30*time.Second, base+" to be registered or refused", func() error {
+		entries, _ := os.ReadDir(filepath.Join(a.DataDir, "bundles", "refused"))
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), base) && strings.HasSuffix(e.Name(), ".reason.txt") {
+				b, _ := os.ReadFile(filepath.Join(a.DataDir, "bundles", "refused", e.Name()))
+				outcome = "refused: " + strings.TrimSpace(string(b))
+				return nil
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := kv.Get(ctx, &storev1.GetRequest{Namespace: sysNamespace, Key: []byte("catalog/" + plugin + "/" + version)})
+		if err != nil {
+			return err
+		}
+		if resp.GetKv() != nil {
+			outcome = "registered"
+			return nil
+		}
+		return errors.New("neither registered nor refused yet")
+	})
+	return outcome
+}
+
+// swapRace renames a replacement over a file once the agent has read it
+// a given number of times.
+type swapRace struct {
+	done    chan struct{}
+	swapped chan bool
+}
+
+// swapAfterReads watches dir (by inode: it may be renamed) and, the
+// after-th time a reader that read the file name closes it, renames
+// replacement to target at once. (Opens that read nothing, such as the
+// agent's check for writers, do not count.) stop ends the watch and reports
+// whether the swap was made.
+func swapAfterReads(t *testing.T, dir, name string, after int, replacement, target string) *swapRace {
+	t.Helper()
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.InotifyAddWatch(fd, dir, unix.IN_ACCESS|unix.IN_CLOSE_NOWRITE); err != nil {
+		unix.Close(fd)
+		t.Fatal(err)
+	}
+	r := &swapRace{done: make(chan struct{}), swapped: make(chan bool, 1)}
+	go func() {
+		runtime.LockOSThread()
+		defer unix.Close(fd)
+		buf := make([]byte, 64<<10)
+		closes, read := 0, false
+		for {
+			select {
+			case <-r.done:
+				r.swapped <- false
+				return
+			default:
+			}
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+			if n, _ := unix.Poll(fds, 50); n <= 0 {
+				continue
+			}
+			n, err := unix.Read(fd, buf)
+			if err != nil || n <= 0 {
+				continue
+			}
+			for off := 0; off+unix.SizeofInotifyEvent <= n; {
+				ev := (*unix.InotifyEvent)(unsafe.Pointer(&buf[off]))
+				nameBytes := buf[off+unix.SizeofInotifyEvent : off+unix.SizeofInotifyEvent+int(ev.Len)]
+				off += unix.SizeofInotifyEvent + int(ev.Len)
+				if strings.TrimRight(string(nameBytes), "\x00") != name {
+					continue
+				}
+				if ev.Mask&unix.IN_ACCESS != 0 {
+					read = true
+				}
+				if ev.Mask&unix.IN_CLOSE_NOWRITE == 0 || !read {
+					continue
+				}
+				read = false
+				if closes++; closes == after {
+					err := os.Rename(replacement, target)
+					<-r.done
+					r.swapped <- err == nil
+					return
+				}
+			}
+		}
+	}()
+	return r
+}
+
+func (r *swapRace) stop() bool {
+	close(r.done)
+	return <-r.swapped
+}
