@@ -150,8 +150,12 @@ func FuzzOpenDir(f *testing.F) {
 		} else {
 			writeMode(t, dir, ManifestFile, manifest, 0o644)
 		}
-		b, err := Open(dir, "")
+		private := filepath.Join(t.TempDir(), "private")
+		b, err := Open(dir, private)
 		if err != nil {
+			if _, serr := os.Stat(private); !errors.Is(serr, os.ErrNotExist) {
+				t.Fatalf("refused bundle left its private copy behind: %v", serr)
+			}
 			if !wrapsSentinel(err) {
 				t.Fatalf("error %q wraps no sentinel", err)
 			}
@@ -163,7 +167,7 @@ func FuzzOpenDir(f *testing.F) {
 		if shape&(1|4|8) != 0 {
 			t.Fatalf("opened a bundle whose files are symlinks to the outside (shape %#x): %+v", shape, b)
 		}
-		checkOpened(t, b, dir)
+		checkOpened(t, b, private)
 	})
 }
 
