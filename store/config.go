@@ -28,11 +28,16 @@ type Config struct {
 	// LogStore is the raft log for a new data dir: LogStoreWAL or
 	// LogStoreBoltDB; empty means DefaultLogStore. A dir that holds a log
 	// keeps its kind, and asking for the other one is an error.
-	LogStore      string
-	InMemory      bool
-	RaftAddr      string // TCP bind+advertise address for raft; unused when InMemory
-	Bootstrap     bool   // bootstrap a single-voter cluster if no state exists
-	MaxValueBytes int    // default 512 KiB
+	LogStore string
+	InMemory bool
+	RaftAddr string // TCP bind+advertise address for raft; unused when InMemory or with Transport
+	// Transport, when set, carries raft and forwarding over the node's
+	// cluster RPC port instead: raft listens on it and dials the node a
+	// server ID names, and a request that needs the leader is forwarded to
+	// the leader's cluster RPC port, not its API (see ClusterTransport).
+	Transport     ClusterTransport
+	Bootstrap     bool // bootstrap a single-voter cluster if no state exists
+	MaxValueBytes int  // default 512 KiB
 	DefaultQuota  Quota
 	Quotas        map[string]Quota // per namespace
 	WatchHistory  int              // revisions kept for watch resumption

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -35,11 +37,14 @@ const forwardAttempts = 4
 type LeaderResolver func(id string) (apiAddr string, ok bool)
 
 // forwarder holds the connections a follower uses to reach the leader.
+// With a ClusterTransport they go to the leader's cluster RPC port,
+// expecting the leader's certificate there; otherwise to its API.
 type forwarder struct {
-	mu       sync.Mutex
-	resolve  LeaderResolver
-	conns    map[string]*grpc.ClientConn
-	isClosed bool
+	mu        sync.Mutex
+	resolve   LeaderResolver
+	transport ClusterTransport
+	conns     map[string]*grpc.ClientConn
+	isClosed  bool
 }
 
 // SetLeaderResolver lets this node's Server forward requests that need the
@@ -60,25 +65,39 @@ func (f *forwarder) close() {
 	f.conns = nil
 }
 
-// conn is a connection to the API at addr.
-func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
+// conn is a connection to node at addr: its cluster RPC port with a
+// transport, else its API.
+func (f *forwarder) conn(addr, node string) (*grpc.ClientConn, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.isClosed {
 		return nil, ErrClosed
 	}
-	if c, ok := f.conns[addr]; ok {
+	key := node + "@" + addr
+	if c, ok := f.conns[key]; ok {
 		return c, nil
 	}
-	c, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)))
+	opts := []grpc.DialOption{
+		// With a transport, the connection it dials is already mutual TLS
+		// when the cluster has TLS: gRPC adds nothing on top.
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+	}
+	what := "API"
+	if t := f.transport; t != nil {
+		what = "cluster RPC port"
+		opts = append(opts, grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			return t.DialGRPC(ctx, addr, node)
+		}))
+	}
+	c, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("store: connect to the leader's API at %s: %w", addr, err)
+		return nil, fmt.Errorf("store: connect to the leader's %s at %s: %w", what, addr, err)
 	}
 	if f.conns == nil {
 		f.conns = map[string]*grpc.ClientConn{}
 	}
-	f.conns[addr] = c
+	f.conns[key] = c
 	return c, nil
 }
 
@@ -91,6 +110,12 @@ func (f *forwarder) conn(addr string) (*grpc.ClientConn, error) {
 func (s *Store) leaderTarget(ctx context.Context, avoid string) (self bool, conn *grpc.ClientConn, id string, err error) {
 	s.fwd.mu.Lock()
 	resolve := s.fwd.resolve
+	if s.fwd.transport != nil {
+		resolve = func(id string) (string, bool) {
+			addr, err := s.node.addrs.ServerAddr(raft.ServerID(id))
+			return string(addr), err == nil
+		}
+	}
 	s.fwd.mu.Unlock()
 	if resolve == nil {
 		return false, nil, "", s.notLeader()
@@ -113,7 +138,7 @@ func (s *Store) leaderTarget(ctx context.Context, avoid string) (self bool, conn
 			}
 		default:
 			if addr, ok := resolve(id); ok {
-				c, err := s.fwd.conn(addr)
+				c, err := s.fwd.conn(addr, id)
 				return false, c, id, err
 			}
 		}

@@ -112,13 +112,17 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("store: snapshot store in %s: %w", cfg.Dir, err)
 		}
-		t, err := raft.NewTCPTransportWithConfig(cfg.RaftAddr, nil, &raft.NetworkTransportConfig{
+		tc := &raft.NetworkTransportConfig{
 			ServerAddressProvider: &n.addrs,
 			Logger:                rc.Logger,
 			MaxPool:               transportPool,
 			Timeout:               transportTimeout,
-		})
-		if err != nil {
+		}
+		var t *raft.NetworkTransport
+		if cfg.Transport != nil {
+			tc.Stream = &raftLayer{Listener: cfg.Transport.Raft(), t: cfg.Transport, addrs: &n.addrs}
+			t = raft.NewNetworkTransportWithConfig(tc)
+		} else if t, err = raft.NewTCPTransportWithConfig(cfg.RaftAddr, nil, tc); err != nil {
 			return nil, fmt.Errorf("store: raft transport on %s: %w", cfg.RaftAddr, err)
 		}
 		n.addr, trans = t.LocalAddr(), t
@@ -153,6 +157,15 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		return nil, fmt.Errorf("store: start raft: %w", err)
 	}
 	n.raft = r
+	n.addrs.mu.Lock()
+	n.addrs.conf = func() []raft.Server {
+		fut := r.GetConfiguration() // answered at once, from raft's latest
+		if fut.Error() != nil {
+			return nil
+		}
+		return fut.Configuration().Servers
+	}
+	n.addrs.mu.Unlock()
 	return n, nil
 }
 

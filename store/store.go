@@ -65,6 +65,9 @@ func Open(cfg Config) (*Store, error) {
 		node:     node,
 		shutdown: make(chan struct{}),
 	}
+	if !cfg.InMemory {
+		s.fwd.transport = cfg.Transport
+	}
 	s.eng = local.New(f, raftLog{s}, local.Config{
 		MaxValueBytes: cfg.MaxValueBytes,
 		Quota: func(ns string) fsm.Quota {

@@ -28,6 +28,9 @@ type ClusterAgent struct {
 	// Encrypt is the gossip key passed with -encrypt ("" none): NewCluster
 	// gives the agents of one cluster one key.
 	Encrypt string
+	// NoTLS leaves out the certificate every cluster agent is given
+	// otherwise (nodeTLSArgs).
+	NoTLS bool
 }
 
 // NewCluster starts size agents that join the first one's serf address with
@@ -112,6 +115,9 @@ func (a *ClusterAgent) startProcess() {
 	}
 	if a.Encrypt != "" {
 		args = append(args, "-encrypt", a.Encrypt)
+	}
+	if !a.NoTLS {
+		args = append(args, nodeTLSArgs(a.t, a.Node)...)
 	}
 	args = append(args, a.Args...)
 	a.log = &testenv.SyncBuffer{}

@@ -43,6 +43,12 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	// Gossip encryption (gossip area).
 	encrypt := fs.String("encrypt", "", "gossip encryption `KEY`, base64 of 32 bytes (make one with 'plughost keygen'), the same on every agent; it seeds <data-dir>/serf/keyring on the first start, and that keyring wins after (required outside -dev)")
+	// TLS (area: tls).
+	caFile := fs.String("ca-file", "", "the cluster CA certificate (plughost tls ca create); required outside -dev")
+	certFile := fs.String("cert-file", "", "this node's server certificate (plughost tls cert create -server -node NAME); required outside -dev")
+	keyFile := fs.String("key-file", "", "the key of -cert-file; required outside -dev")
+	apiTLS := fs.Bool("api-tls", false, "serve the API with TLS, with -cert-file (CLIs then need -ca-file)")
+	apiVerifyClient := fs.Bool("api-verify-client", false, "with -api-tls, require a client certificate from the CA (plughost tls cert create -client)")
 	var joins, tags multiFlag
 	fs.Var(&joins, "join", "serf address of a node to join (repeatable)")
 	fs.Var(&tags, "tag", "node tag k=v (repeatable)")
@@ -77,6 +83,15 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	set(&cfg.CgroupParent, *cgroupParent)
 	set(&cfg.LogLevel, *logLevel)
 	set(&cfg.Encrypt, *encrypt)
+	set(&cfg.CAFile, *caFile)
+	set(&cfg.CertFile, *certFile)
+	set(&cfg.KeyFile, *keyFile)
+	if *apiTLS {
+		cfg.APITLS = true
+	}
+	if *apiVerifyClient {
+		cfg.APIVerifyClient = true
+	}
 	if *dev {
 		cfg.Dev = true
 	}

@@ -14,7 +14,6 @@ import (
 	"text/tabwriter"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/plughost/plughost/host/agent"
@@ -30,6 +29,7 @@ type cliEnv struct {
 type clientFlags struct {
 	addr   string
 	format string
+	tls    clientTLS
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -39,6 +39,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	}
 	fs.StringVar(&c.addr, "addr", def, "agent API address (env PLUGHOST_ADDR)")
 	fs.StringVar(&c.format, "format", "table", "output format: table or json")
+	c.tls.register(fs)
 }
 
 func (c *clientFlags) check() error {
@@ -65,8 +66,12 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 func (c *clientFlags) dialLoad() (*grpc.ClientConn, error) { return c.dialWith() }
 
 func (c *clientFlags) dialWith(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
+	creds, err := c.tls.credentials()
+	if err != nil {
+		return nil, err
+	}
 	conn, err := grpc.NewClient(c.addr, append([]grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
 	}, opts...)...)
 	if err != nil {

@@ -48,7 +48,7 @@ func runTLS(_ context.Context, env *cliEnv, args []string) error {
 
 	server := fs.Bool("server", false, "a server certificate, for an agent (with -node)")
 	client := fs.Bool("client", false, "a client certificate, for a CLI user")
-	node := fs.String("node", "", "the agent's node name (-node of `plughost agent`) the server certificate names")
+	node := fs.String("node", "", "the node name the server certificate names: the agent's -node")
 	caFile := fs.String("ca", "", "the CA certificate (default DIR/"+caCertFile+")")
 	keyFile := fs.String("key", "", "the CA key (default DIR/"+caKeyFile+")")
 	days := fs.Int("days", tlsutil.DefaultCertDays, "days the certificate is valid (at most the CA's)")

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -20,10 +21,12 @@ import (
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/supervisor"
+	"github.com/plughost/plughost/host/tlsutil"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -53,6 +56,12 @@ type Agent struct {
 	grpc   *grpc.Server
 	http   *http.Server
 
+	// tls is the node's TLS material (nil: a -dev agent without it);
+	// rpc its cluster RPC port, and clusterGRPC the gRPC server on it.
+	tls         *tlsutil.Config
+	rpc         *clusterrpc.Mux
+	clusterGRPC *grpc.Server
+
 	ready chan struct{}
 }
 
@@ -71,7 +80,18 @@ func New(cfg Config, log hclog.Logger) (*Agent, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Agent{cfg: cfg, log: log, trusted: trusted, ready: make(chan struct{})}, nil
+	a := &Agent{cfg: cfg, log: log, trusted: trusted, ready: make(chan struct{})}
+	if files := cfg.tlsFiles(); files.Set() {
+		tc, err := tlsutil.Load(files)
+		if err != nil {
+			return nil, err
+		}
+		if err := tc.CheckServerFor(cfg.Node); err != nil {
+			return nil, fmt.Errorf("%w (-cert-file %s)", err, cfg.CertFile)
+		}
+		a.tls = tc
+	}
+	return a, nil
 }
 
 // Ready is closed once the store has a leader and the agent's plugins and
@@ -123,6 +143,19 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("agent: -http %s: %w", cfg.HTTPAddr, err)
 	}
 	defer a.httpLn.Close()
+	if cfg.APITLS {
+		a.apiLn = tls.NewListener(a.apiLn, a.tls.API(cfg.APIVerifyClient))
+	}
+	// The cluster RPC port closes after the store, whose raft uses it.
+	if a.rpc, err = clusterrpc.Listen(cfg.RPCAddr, a.tls, a.log.Named("rpc")); err != nil {
+		return fmt.Errorf("agent: -rpc %s: %w", cfg.RPCAddr, err)
+	}
+	defer a.rpc.Close()
+	if a.tls != nil {
+		a.log.Info("node-to-node connections are mutual TLS", "node", a.tls.Node, "api_tls", cfg.APITLS, "api_verify_client", cfg.APIVerifyClient)
+	} else {
+		a.log.Warn("node-to-node connections are not encrypted or authenticated (-dev without -ca-file, -cert-file, -key-file)")
+	}
 
 	if err := a.openStore(); err != nil {
 		return err
@@ -186,16 +219,27 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	storev1.RegisterStoreServiceServer(a.grpc, storeSrv)
 	storev1.RegisterStoreAdminServiceServer(a.grpc, storeSrv)
 	a.router.RegisterReflection(a.grpc)
+	// The cluster gRPC server, on the cluster RPC port, takes what other
+	// nodes send: requests forwarded to the leader.
+	a.clusterGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	storev1.RegisterStoreServiceServer(a.clusterGRPC, storeSrv)
+	storev1.RegisterStoreAdminServiceServer(a.clusterGRPC, storeSrv)
 	a.http = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 4)
+	errc := make(chan error, 5)
 	// The API and /v1/health answer from here on, with a leader or not:
 	// members, raft peers and this node's plugins are what an operator
 	// needs to see in a cluster that has none.
-	wg.Add(3)
+	wg.Add(4)
+	go func() {
+		defer wg.Done()
+		if err := a.clusterGRPC.Serve(a.rpc.GRPC()); err != nil && !errors.Is(err, grpc.ErrServerStopped) && runCtx.Err() == nil {
+			errc <- fmt.Errorf("agent: cluster RPC: %w", err)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		// The router accepts every API connection: it relays calls to
@@ -265,6 +309,7 @@ func (a *Agent) stopServers() {
 	case <-time.After(5 * time.Second):
 		a.grpc.Stop()
 	}
+	a.clusterGRPC.Stop() // forwarded calls end; their senders try the next leader
 	sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = a.http.Shutdown(sctx)
@@ -276,6 +321,7 @@ func (a *Agent) openStore() error {
 	sc.NodeID = cfg.Node
 	sc.Dir = cfg.storeDir()
 	sc.RaftAddr = cfg.RPCAddr
+	sc.Transport = a.rpc
 	sc.LogStore = cfg.RaftLog
 	sc.Bootstrap = cfg.Dev || cfg.BootstrapExpect <= 1
 	sc.MaxValueBytes = cfg.MaxValueBytes
@@ -289,7 +335,7 @@ func (a *Agent) openStore() error {
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
-	c, err := cluster.Start(cluster.Config{
+	ccfg := cluster.Config{
 		NodeName:        cfg.Node,
 		BindAddr:        cfg.SerfAddr,
 		APIAddr:         a.apiLn.Addr().String(),
@@ -306,7 +352,11 @@ func (a *Agent) openStore() error {
 
 		EncryptKey:        cfg.Encrypt,
 		RequireEncryption: !cfg.Dev,
-	})
+	}
+	if a.tls != nil {
+		ccfg.VerifyServer = a.rpc.Verify
+	}
+	c, err := cluster.Start(ccfg)
 	if err != nil {
 		st.Close()
 		return fmt.Errorf("agent: membership: %w", err)

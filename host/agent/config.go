@@ -11,9 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/tlsutil"
 	"github.com/plughost/plughost/store"
 )
 
@@ -82,6 +84,19 @@ type Config struct {
 	Quotas        map[string]Quota `json:"quotas"`
 	StoreRate     float64          `json:"store_rate"`
 	StoreBurst    int              `json:"store_burst"`
+
+	// TLS (area: tls). CAFile, CertFile and KeyFile are the cluster CA and
+	// this node's server certificate (`plughost tls ca create`, `plughost
+	// tls cert create -server -node NAME`): every node-to-node connection
+	// (raft, forwarding, the cluster RPC port) is mutual TLS with them, and
+	// a node's raft identity is the node its certificate names. Required
+	// outside -dev. APITLS serves the API with the same certificate;
+	// APIVerifyClient also requires a client certificate from the CA there.
+	CAFile          string `json:"ca_file"`
+	CertFile        string `json:"cert_file"`
+	KeyFile         string `json:"key_file"`
+	APITLS          bool   `json:"api_tls"`
+	APIVerifyClient bool   `json:"api_verify_client"`
 
 	// Supervision.
 	BackoffInitial    Duration `json:"backoff_initial"`
@@ -240,6 +255,7 @@ func (c *Config) Validate() error {
 	if c.CrashLoopRestarts <= 0 {
 		errs = append(errs, errors.New("crash_loop_restarts must be positive"))
 	}
+	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)
 }
 
@@ -250,6 +266,38 @@ func (c *Config) checkGossipKey() error {
 		return nil
 	}
 	return cluster.ErrNoGossipKey
+}
+
+// validateTLS checks the TLS settings (area: tls): outside -dev the agent
+// needs its certificate, since anyone who reaches its RPC port could
+// otherwise join raft.
+func (c *Config) validateTLS() []error {
+	var errs []error
+	files := tlsutil.Files{CA: c.CAFile, Cert: c.CertFile, Key: c.KeyFile}
+	var missing []string
+	for _, m := range []struct{ flag, v string }{{"-ca-file", c.CAFile}, {"-cert-file", c.CertFile}, {"-key-file", c.KeyFile}} {
+		if m.v == "" {
+			missing = append(missing, m.flag)
+		}
+	}
+	switch {
+	case len(missing) == 0:
+	case !c.Dev || files.Set():
+		errs = append(errs, fmt.Errorf("TLS: %s not given: a cluster agent needs the cluster CA and its own server certificate "+
+			"(make them with `plughost tls ca create` and `plughost tls cert create -server -node %s`); only -dev runs without",
+			strings.Join(missing, ", "), c.Node))
+	case c.APITLS:
+		errs = append(errs, errors.New("-api-tls needs -ca-file, -cert-file and -key-file"))
+	}
+	if c.APIVerifyClient && !c.APITLS {
+		errs = append(errs, errors.New("-api-verify-client needs -api-tls"))
+	}
+	return errs
+}
+
+// tlsFiles are the agent's TLS files, if given.
+func (c *Config) tlsFiles() tlsutil.Files {
+	return tlsutil.Files{CA: c.CAFile, Cert: c.CertFile, Key: c.KeyFile}
 }
 
 // Paths under the data dir.

@@ -10,6 +10,7 @@ import (
 
 func TestDefaultConfigIsValid(t *testing.T) {
 	c := DefaultConfig()
+	c.CAFile, c.CertFile, c.KeyFile = "ca.pem", "n1.pem", "n1-key.pem"
 	if err := c.Validate(); err != nil {
 		t.Fatalf("embedded defaults do not validate: %v", err)
 	}
@@ -40,10 +41,16 @@ func TestValidate(t *testing.T) {
 		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},
 		{"gossip key not base64", func(c *Config) { c.Encrypt = "not base64!" }, "-encrypt: a gossip key is base64 of 32 bytes"},
 		{"gossip key too short", func(c *Config) { c.Encrypt = "c2hvcnQ=" }, "this one is 5 bytes"},
+		{"cluster agent without TLS", func(c *Config) { c.CAFile, c.CertFile, c.KeyFile = "", "", "" }, "TLS: -ca-file, -cert-file, -key-file not given"},
+		{"cluster agent without a key", func(c *Config) { c.KeyFile = "" }, "TLS: -key-file not given"},
+		{"dev agent with part of TLS", func(c *Config) { c.Dev, c.CAFile = true, "" }, "TLS: -ca-file not given"},
+		{"API TLS without files", func(c *Config) { c.Dev, c.CAFile, c.CertFile, c.KeyFile, c.APITLS = true, "", "", "", true }, "-api-tls needs"},
+		{"client verification without API TLS", func(c *Config) { c.APIVerifyClient = true }, "-api-verify-client needs -api-tls"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c := DefaultConfig()
+			c.CAFile, c.CertFile, c.KeyFile = "ca.pem", "n1.pem", "n1-key.pem"
 			tc.edit(&c)
 			err := c.Validate()
 			if err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -77,6 +77,13 @@ type Config struct {
 	// wins. RequireEncryption refuses to start without a key or keyring.
 	EncryptKey        string
 	RequireEncryption bool
+	// VerifyServer, when set, proves that node answers at rpcAddr, its
+	// advertised cluster RPC address, with a certificate from the cluster
+	// CA naming it (host/clusterrpc Mux.Verify). The leader adds a server
+	// to raft, and a bootstrap counts it, only once it has: no server
+	// votes on gossip alone. Nil (a -dev agent, tests without TLS) checks
+	// nothing.
+	VerifyServer func(ctx context.Context, node, rpcAddr string) error
 }
 
 // Member is one node as membership knows it.
@@ -112,6 +119,7 @@ type Cluster struct {
 	apCancel context.CancelFunc // autopilot's while it runs; run's own
 
 	encrypted bool // gossip is encrypted: the keyring operations work
+	verified  verifyCache
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -356,7 +364,7 @@ func (c *Cluster) step(ctx context.Context) {
 
 	c.recordPeers(members)
 	if !c.hasState() {
-		c.maybeBootstrap(members)
+		c.maybeBootstrap(ctx, members)
 	}
 	if has := c.hasState(); has != c.stateTag {
 		if err := c.serf.SetTags(c.tags()); err != nil {
@@ -364,7 +372,7 @@ func (c *Cluster) step(ctx context.Context) {
 		}
 	}
 	if c.cfg.Store.IsLeader() {
-		c.reconcile(members)
+		c.reconcile(ctx, members)
 		c.startAutopilot(ctx)
 	} else {
 		c.stopAutopilot()
@@ -394,8 +402,9 @@ func (c *Cluster) stopAutopilot() {
 
 // maybeBootstrap forms the raft cluster once BootstrapExpect servers are
 // alive and none of them has raft state, as Consul does. Every node computes
-// the same configuration.
-func (c *Cluster) maybeBootstrap(members []serf.Member) {
+// the same configuration. The others count once they proved their identity
+// at their RPC addresses (Config.VerifyServer).
+func (c *Cluster) maybeBootstrap(ctx context.Context, members []serf.Member) {
 	if c.cfg.BootstrapExpect <= 1 {
 		return
 	}
@@ -409,6 +418,11 @@ func (c *Cluster) maybeBootstrap(members []serf.Member) {
 		}
 		servers = append(servers, store.RaftServer{ID: m.Name, Address: m.Tags[TagRPC], Suffrage: store.Voter})
 	}
+	// A server that has not proved its identity is left out, as if it
+	// were not there.
+	servers = slices.DeleteFunc(servers, func(s store.RaftServer) bool {
+		return s.ID != c.cfg.NodeName && !c.verifiedAt(ctx, s.ID, s.Address)
+	})
 	if len(servers) < c.cfg.BootstrapExpect {
 		return
 	}

@@ -1,6 +1,8 @@
 package cluster
 
 import (
+	"context"
+
 	"github.com/hashicorp/serf/serf"
 
 	"github.com/plughost/plughost/store"
@@ -13,7 +15,10 @@ import (
 // is removed at once, as long as the healthy voters left behind are still
 // a quorum of the smaller configuration. Failed servers are autopilot's to
 // remove (autopilot.go).
-func (c *Cluster) reconcile(members []serf.Member) {
+//
+// A server is added, or moved to a new address, only once it proved at
+// that address that its certificate names it (Config.VerifyServer).
+func (c *Cluster) reconcile(ctx context.Context, members []serf.Member) {
 	st := c.cfg.Store
 	conf, err := st.Configuration()
 	if err != nil {
@@ -73,9 +78,13 @@ func (c *Cluster) reconcile(members []serf.Member) {
 			continue
 		}
 		s, present := inConf[name]
-		switch {
-		case present && s.Address == addr:
+		if present && s.Address == addr {
 			continue
+		}
+		if !c.verifiedAt(ctx, name, addr) {
+			continue
+		}
+		switch {
 		case present && s.Suffrage == store.Voter:
 			c.log.Info("updating server's raft address", "server", name, "address", addr)
 			err = st.AddVoter(name, addr)

@@ -1,0 +1,267 @@
+// Package clusterrpc is a node's cluster RPC port (-rpc): the one address
+// other nodes reach it at. A connection is TLS first (mutual, with the
+// cluster CA: see host/tlsutil) when TLS is configured, then its first
+// byte says what it carries: a raft stream or the cluster gRPC server
+// (store forwarding; later node-to-node calls). A dial names the node it
+// expects, and the peer's certificate must name that node.
+package clusterrpc
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/tlsutil"
+)
+
+// Kind is the first byte of a connection, after TLS: what it carries.
+type Kind byte
+
+// Connection kinds.
+const (
+	KindRaft   Kind = 1
+	KindGRPC   Kind = 2
+	KindVerify Kind = 3 // a handshake that only proves the peer's identity
+)
+
+// handshakeTimeout bounds TLS and the first byte of an incoming connection.
+const handshakeTimeout = 10 * time.Second
+
+// ErrClosed is returned by the listeners of a closed Mux.
+var ErrClosed = errors.New("clusterrpc: closed")
+
+// Mux is a running cluster RPC port.
+type Mux struct {
+	ln   net.Listener
+	tls  *tlsutil.Config // nil: plaintext (a -dev agent on loopback)
+	log  hclog.Logger
+	raft *chanListener
+	grpc *chanListener
+
+	done chan struct{}
+	once sync.Once
+	wg   sync.WaitGroup
+}
+
+// Listen opens the cluster RPC port on addr, which must be an address other
+// nodes can dial (not 0.0.0.0): it is advertised to them. With tc nil the
+// port is plaintext; every connection in and out is mutual TLS otherwise.
+func Listen(addr string, tc *tlsutil.Config, log hclog.Logger) (*Mux, error) {
+	if tcp, err := net.ResolveTCPAddr("tcp", addr); err == nil && tcp.IP != nil && tcp.IP.IsUnspecified() {
+		return nil, fmt.Errorf("clusterrpc: %s is not an address other nodes can dial; give this node's own IP", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = hclog.NewNullLogger()
+	}
+	m := &Mux{ln: ln, tls: tc, log: log, done: make(chan struct{})}
+	m.raft = newChanListener(ln.Addr(), m.done)
+	m.grpc = newChanListener(ln.Addr(), m.done)
+	m.wg.Add(1)
+	go m.serve()
+	return m, nil
+}
+
+// Addr is the address the port listens on.
+func (m *Mux) Addr() net.Addr { return m.ln.Addr() }
+
+// TLS reports whether connections are mutual TLS.
+func (m *Mux) TLS() bool { return m.tls != nil }
+
+// Raft is the listener of incoming raft streams.
+func (m *Mux) Raft() net.Listener { return m.raft }
+
+// GRPC is the listener of incoming cluster gRPC connections.
+func (m *Mux) GRPC() net.Listener { return m.grpc }
+
+// Close stops accepting and closes the listeners; connections handed out
+// are their owners' to close.
+func (m *Mux) Close() error {
+	var err error
+	m.once.Do(func() {
+		close(m.done)
+		err = m.ln.Close()
+		m.wg.Wait()
+	})
+	return err
+}
+
+// serve accepts connections until Close. Running out of file descriptors
+// (EMFILE, ENFILE) or another temporary error waits and goes on, backing
+// off up to a second, as net/http does.
+func (m *Mux) serve() {
+	defer m.wg.Done()
+	var backoff time.Duration
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.done:
+				return
+			default:
+			}
+			if retryable(err) {
+				backoff = max(5*time.Millisecond, min(2*backoff, time.Second))
+				m.log.Warn("cluster RPC: accept failed; retrying", "error", err, "in", backoff)
+				select {
+				case <-m.done:
+					return
+				case <-time.After(backoff):
+				}
+				continue
+			}
+			m.log.Error("cluster RPC: accept failed; no more connections are taken", "error", err)
+			return
+		}
+		backoff = 0
+		m.wg.Add(1)
+		go func() {
+			defer m.wg.Done()
+			m.handle(conn)
+		}()
+	}
+}
+
+func retryable(err error) bool {
+	var ne net.Error
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
+		errors.Is(err, syscall.ECONNABORTED) || (errors.As(err, &ne) && ne.Timeout())
+}
+
+// handle runs TLS and reads the first byte, within handshakeTimeout, then
+// hands the connection to its listener.
+func (m *Mux) handle(conn net.Conn) {
+	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	if m.tls != nil {
+		tc := tls.Server(conn, m.tls.Incoming())
+		if err := tc.Handshake(); err != nil {
+			m.log.Warn("cluster RPC: refused a connection: TLS handshake failed", "remote", conn.RemoteAddr(), "error", err)
+			conn.Close()
+			return
+		}
+		conn = tc
+	}
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		conn.Close()
+		return
+	}
+	conn.SetDeadline(time.Time{})
+	switch Kind(b[0]) {
+	case KindRaft:
+		m.raft.hand(conn)
+	case KindGRPC:
+		m.grpc.hand(conn)
+	case KindVerify:
+		conn.Close()
+	default:
+		m.log.Warn("cluster RPC: refused a connection of unknown kind", "remote", conn.RemoteAddr(), "kind", b[0])
+		conn.Close()
+	}
+}
+
+// Dial connects to the cluster RPC port at addr for kind, expecting node
+// there: with TLS, the peer's certificate must name node.
+func (m *Mux) Dial(ctx context.Context, addr, node string, kind Kind) (net.Conn, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if m.tls != nil {
+		if node == "" {
+			conn.Close()
+			return nil, fmt.Errorf("clusterrpc: no node is known at %s; a dial must name the node it expects", addr)
+		}
+		tc := tls.Client(conn, m.tls.Outgoing(node))
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("clusterrpc: %s at %s: %w", node, addr, err)
+		}
+		conn = tc
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetWriteDeadline(dl)
+	}
+	if _, err := conn.Write([]byte{byte(kind)}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	conn.SetWriteDeadline(time.Time{})
+	return conn, nil
+}
+
+// DialRaft is Dial for a raft stream.
+func (m *Mux) DialRaft(ctx context.Context, addr, node string) (net.Conn, error) {
+	return m.Dial(ctx, addr, node, KindRaft)
+}
+
+// DialGRPC is Dial for the cluster gRPC server.
+func (m *Mux) DialGRPC(ctx context.Context, addr, node string) (net.Conn, error) {
+	return m.Dial(ctx, addr, node, KindGRPC)
+}
+
+// Verify proves that the node at addr holds a certificate from the CA
+// naming node. Without TLS there is nothing to prove.
+func (m *Mux) Verify(ctx context.Context, node, addr string) error {
+	if m.tls == nil {
+		return nil
+	}
+	conn, err := m.Dial(ctx, addr, node, KindVerify)
+	if err != nil {
+		return err
+	}
+	return conn.Close()
+}
+
+// chanListener is a net.Listener of the connections the Mux hands it.
+type chanListener struct {
+	addr   net.Addr
+	conns  chan net.Conn
+	closed chan struct{}
+	mux    <-chan struct{}
+	once   sync.Once
+}
+
+func newChanListener(addr net.Addr, mux <-chan struct{}) *chanListener {
+	return &chanListener{addr: addr, conns: make(chan net.Conn), closed: make(chan struct{}), mux: mux}
+}
+
+func (l *chanListener) hand(c net.Conn) {
+	select {
+	case l.conns <- c:
+	case <-l.closed:
+		c.Close()
+	case <-l.mux:
+		c.Close()
+	}
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.closed:
+		return nil, ErrClosed
+	case <-l.mux:
+		return nil, ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.closed) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
