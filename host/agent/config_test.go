@@ -101,6 +101,7 @@ func TestDefaultMaxProcs(t *testing.T) {
 func TestGossipKeyRequired(t *testing.T) {
 	c := DefaultConfig()
 	c.DataDir = t.TempDir()
+	c.CAFile, c.CertFile, c.KeyFile = testTLS(t, c.Node) // area: tls
 	_, err := New(c, nil)
 	if err == nil || !strings.Contains(err.Error(), "-encrypt KEY") || !strings.Contains(err.Error(), "plughost keygen") {
 		t.Fatalf("New without a gossip key = %v, want a refusal naming -encrypt and plughost keygen", err)
