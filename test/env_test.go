@@ -6,6 +6,7 @@ package test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/plughost/plughost/internal/testenv"
@@ -135,6 +137,9 @@ type Agent struct {
 
 	// defaultCgroup: started without -cgroup-parent (see AgentOptions).
 	defaultCgroup bool
+	// clientTLS and cliEnv: see AgentOptions (area: tls).
+	clientTLS *tls.Config
+	cliEnv    []string
 }
 
 // AgentOptions shape a test agent.
@@ -146,6 +151,10 @@ type AgentOptions struct {
 	// the cgroup parent every agent on the machine shares by default,
 	// instead of a parent of the test's own.
 	DefaultCgroupParent bool
+	// ClientTLS dials the API with TLS (an -api-tls agent), and CLIEnv is
+	// added to the environment of CLI (PLUGHOST_CACERT...) (area: tls).
+	ClientTLS *tls.Config
+	CLIEnv    []string
 }
 
 // NewAgent prepares a dev agent in a temp dir on free ports and starts it.
@@ -155,6 +164,7 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	a := &Agent{
 		t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 		Node: "n1", extra: opts.Args, defaultCgroup: opts.DefaultCgroupParent,
+		clientTLS: opts.ClientTLS, cliEnv: opts.CLIEnv,
 	}
 	if opts.Config != "" {
 		a.confPath = filepath.Join(t.TempDir(), "agent.json")
@@ -309,7 +319,11 @@ func (a *Agent) Log() string { return a.log.String() }
 // Conn is a plain gRPC client connection to the agent's API.
 func (a *Agent) Conn() *grpc.ClientConn {
 	a.t.Helper()
-	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	creds := insecure.NewCredentials()
+	if a.clientTLS != nil {
+		creds = credentials.NewTLS(a.clientTLS)
+	}
+	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -326,7 +340,7 @@ func (a *Agent) Operator() operatorv1.OperatorServiceClient {
 func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
 	a.t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "plughost"), args...)
-	cmd.Env = append(os.Environ(), "PLUGHOST_ADDR="+a.API)
+	cmd.Env = append(append(os.Environ(), "PLUGHOST_ADDR="+a.API), a.cliEnv...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()

@@ -238,3 +238,70 @@ func runPlughost(t *testing.T, timeout time.Duration, args ...string) (string, i
 type cliErr struct{ msg string }
 
 func (e *cliErr) Error() string { return e.msg }
+
+// TestTLSAPI: an -api-tls agent serves its API only over TLS with its node
+// certificate; with -api-verify-client only to CLIs holding a client
+// certificate from the cluster CA. The CLI dials with TLS when it is given
+// the CA (PLUGHOST_CACERT), as made by the real `plughost tls` commands.
+func TestTLSAPI(t *testing.T) {
+	dir := tlsDir(t)
+	ca := filepath.Join(dir, "plughost-agent-ca.pem")
+	mine := t.TempDir()
+	if err := plughostIn(mine, "tls", "cert", "create", "-client", "-ca", ca, "-key", filepath.Join(dir, "plughost-agent-ca-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+	cert, key := filepath.Join(mine, "plughost-client-0.pem"), filepath.Join(mine, "plughost-client-0-key.pem")
+	rogue := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-client"}} {
+		if err := plughostIn(rogue, args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pool := x509.NewCertPool()
+	pem, _ := os.ReadFile(ca)
+	pool.AppendCertsFromPEM(pem)
+	pair, err := tls.LoadX509KeyPair(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withCA := []string{"PLUGHOST_CACERT=" + ca}
+	withCert := append(withCA, "PLUGHOST_CLIENT_CERT="+cert, "PLUGHOST_CLIENT_KEY="+key)
+
+	for _, verify := range []bool{false, true} {
+		args := append(nodeTLSArgs(t, "n1"), "-api-tls")
+		env := withCA
+		clientTLS := &tls.Config{RootCAs: pool}
+		if verify {
+			args = append(args, "-api-verify-client")
+			env = withCert
+			clientTLS.Certificates = []tls.Certificate{pair}
+		}
+		a := NewAgent(t, AgentOptions{Args: args, ClientTLS: clientTLS, CLIEnv: env})
+		name := map[bool]string{false: "-api-tls", true: "-api-tls -api-verify-client"}[verify]
+		if out, errOut, code := a.CLI("store", "put", "-ns", "app", "k", "over TLS"); code != 0 {
+			t.Fatalf("%s: store put with %v: exit %d\n%s%s", name, env, code, out, errOut)
+		}
+		if out, errOut, code := a.CLI("store", "get", "-ns", "app", "k"); code != 0 || !strings.Contains(out, "over TLS") {
+			t.Fatalf("%s: store get: exit %d\n%s%s", name, code, out, errOut)
+		}
+		refused := map[string][]string{
+			"plaintext":                          {"PLUGHOST_CACERT="},
+			"another CA":                         {"PLUGHOST_CACERT=" + filepath.Join(rogue, "plughost-agent-ca.pem")},
+			"a client certificate of another CA": {"PLUGHOST_CLIENT_CERT=" + filepath.Join(rogue, "plughost-client-0.pem"), "PLUGHOST_CLIENT_KEY=" + filepath.Join(rogue, "plughost-client-0-key.pem")},
+		}
+		if verify {
+			refused["no client certificate"] = []string{"PLUGHOST_CLIENT_CERT=", "PLUGHOST_CLIENT_KEY="}
+		}
+		for what, more := range refused {
+			b := *a
+			b.cliEnv = append(append([]string(nil), env...), more...)
+			if what == "a client certificate of another CA" && !verify {
+				continue // without -api-verify-client a client certificate is not asked for
+			}
+			if out, errOut, code := b.CLI("store", "get", "-ns", "app", "k"); code == 0 || strings.Contains(out, "over TLS") {
+				t.Errorf("%s: a CLI with %s read the store: exit %d\n%s%s", name, what, code, out, errOut)
+			}
+		}
+		a.Stop()
+	}
+}
