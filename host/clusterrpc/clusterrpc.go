@@ -14,12 +14,12 @@ import (
 	"io"
 	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/plughost/plughost/host/tlsutil"
+	"github.com/plughost/plughost/internal/netlimit"
 )
 
 // Kind is the first byte of a connection, after TLS: what it carries.
@@ -65,12 +65,17 @@ func Listen(addr string, tc *tlsutil.Config, log hclog.Logger) (*Mux, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	return newMux(netlimit.Wrap(ln, netlimit.Config{Name: "rpc", Logger: log}), tc, log), nil
+}
+
+// newMux serves the cluster RPC port on ln.
+func newMux(ln net.Listener, tc *tlsutil.Config, log hclog.Logger) *Mux {
 	m := &Mux{ln: ln, tls: tc, log: log, done: make(chan struct{})}
 	m.raft = newChanListener(ln.Addr(), m.done)
 	m.grpc = newChanListener(ln.Addr(), m.done)
 	m.wg.Add(1)
 	go m.serve()
-	return m, nil
+	return m
 }
 
 // Addr is the address the port listens on.
@@ -97,46 +102,26 @@ func (m *Mux) Close() error {
 	return err
 }
 
-// serve accepts connections until Close. Running out of file descriptors
-// (EMFILE, ENFILE) or another temporary error waits and goes on, backing
-// off up to a second, as net/http does.
+// serve accepts connections until Close. The listener (internal/netlimit)
+// waits out a shortage of file descriptors instead of failing.
 func (m *Mux) serve() {
 	defer m.wg.Done()
-	var backoff time.Duration
 	for {
 		conn, err := m.ln.Accept()
 		if err != nil {
 			select {
 			case <-m.done:
-				return
 			default:
+				m.log.Error("cluster RPC: accept failed; no more connections are taken", "error", err)
 			}
-			if retryable(err) {
-				backoff = max(5*time.Millisecond, min(2*backoff, time.Second))
-				m.log.Warn("cluster RPC: accept failed; retrying", "error", err, "in", backoff)
-				select {
-				case <-m.done:
-					return
-				case <-time.After(backoff):
-				}
-				continue
-			}
-			m.log.Error("cluster RPC: accept failed; no more connections are taken", "error", err)
 			return
 		}
-		backoff = 0
 		m.wg.Add(1)
 		go func() {
 			defer m.wg.Done()
 			m.handle(conn)
 		}()
 	}
-}
-
-func retryable(err error) bool {
-	var ne net.Error
-	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) ||
-		errors.Is(err, syscall.ECONNABORTED) || (errors.As(err, &ne) && ne.Timeout())
 }
 
 // handle runs TLS and reads the first byte, within handshakeTimeout, then

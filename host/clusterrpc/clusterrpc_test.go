@@ -1,0 +1,133 @@
+package clusterrpc
+
+import (
+	"context"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/plughost/plughost/host/tlsutil"
+)
+
+// nodeTLS makes a server certificate for node under ca and loads it.
+func nodeTLS(t *testing.T, ca tlsutil.PEM, node string) *tlsutil.Config {
+	t.Helper()
+	p, err := tlsutil.CreateCert(tlsutil.CertRequest{Node: node, Days: 1, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	f := tlsutil.Files{CA: filepath.Join(dir, "ca.pem"), Cert: filepath.Join(dir, "c.pem"), Key: filepath.Join(dir, "k.pem")}
+	if err := os.WriteFile(f.CA, ca.Cert, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := tlsutil.WriteFiles(p, f.Cert, f.Key); err != nil {
+		t.Fatal(err)
+	}
+	c, err := tlsutil.Load(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func listen(t *testing.T, tc *tlsutil.Config) *Mux {
+	t.Helper()
+	m, err := Listen("127.0.0.1:0", tc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+func newCA(t *testing.T) tlsutil.PEM {
+	t.Helper()
+	ca, err := tlsutil.CreateCA(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// accepted is the first line of data read from the next connection ln
+// hands out.
+func accepted(t *testing.T, ln net.Listener) string {
+	t.Helper()
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 4)
+	if _, err := io.ReadFull(c, b); err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestDialExpectsTheNode: a dial reaches node X only if X's certificate
+// from the cluster CA answers; another node's certificate, another CA's and
+// plaintext are refused, and nothing of theirs reaches raft or gRPC.
+func TestDialExpectsTheNode(t *testing.T) {
+	ca := newCA(t)
+	n1, n2 := listen(t, nodeTLS(t, ca, "n1")), listen(t, nodeTLS(t, ca, "n2"))
+	rogue := listen(t, nodeTLS(t, newCA(t), "n2"))
+	plain := listen(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	addr := n2.Addr().String()
+
+	if err := n1.Verify(ctx, "n2", addr); err != nil {
+		t.Fatalf("n1 verifying n2: %v", err)
+	}
+	for _, tc := range []struct {
+		name       string
+		from       *Mux
+		node, addr string
+	}{
+		{"n2's certificate where n3 is expected", n1, "n3", addr},
+		{"another CA's n2", n1, "n2", rogue.Addr().String()},
+		{"dialing from another CA", rogue, "n2", addr},
+		{"a plaintext node", n1, "n2", plain.Addr().String()},
+	} {
+		if err := tc.from.Verify(ctx, tc.node, tc.addr); err == nil {
+			t.Errorf("%s: verified", tc.name)
+		}
+		if c, err := tc.from.DialRaft(ctx, tc.addr, tc.node); err == nil {
+			c.Write([]byte("evil"))
+			c.Close()
+		}
+	}
+	// A plaintext dial to a TLS port, as a stranger's raft would send.
+	if c, err := plain.DialRaft(ctx, addr, "n2"); err == nil {
+		c.Write([]byte("evil"))
+		c.Close()
+	}
+
+	// What reaches n2's raft and gRPC listeners is only n1's.
+	for _, k := range []struct {
+		dial func(context.Context, string, string) (net.Conn, error)
+		ln   net.Listener
+	}{{n1.DialRaft, n2.Raft()}, {n1.DialGRPC, n2.GRPC()}} {
+		c, err := k.dial(ctx, addr, "n2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write([]byte("good"))
+		if got := accepted(t, k.ln); got != "good" {
+			t.Fatalf("the listener handed out %q first", got)
+		}
+		c.Close()
+	}
+}
+
+func TestListenRefusesAnUnspecifiedAddress(t *testing.T) {
+	if _, err := Listen("0.0.0.0:0", nil, nil); err == nil {
+		t.Fatal("0.0.0.0 was taken as an address other nodes can dial")
+	}
+}
