@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/internal/testenv"
+	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -199,4 +202,114 @@ func swapAfterReads(t *testing.T, dir, name string, after int, replacement, targ
 func (r *swapRace) stop() bool {
 	close(r.done)
 	return <-r.swapped
+}
+
+// craftedRecord is a catalog record as Register writes it, for a manifest
+// whose fields edit may set to anything: what someone who can write _sys
+// could put there.
+func craftedRecord(t *testing.T, name, version, executable, digest string) []byte {
+	t.Helper()
+	m := &bundle.Manifest{Name: name, Version: "1.0.0", APIVersions: []int{1}, Executable: name, SHA256: digest,
+		Services: []string{name + ".v1.Service"}}
+	m.SetDefaults()
+	m.Version, m.Executable = version, executable
+	b, err := json.Marshal(map[string]any{"name": name, "version": version, "sha256": digest, "manifest": m,
+		"registered_at": time.Now().UTC(), "actor": "intruder"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestCraftedCatalogRecordsNeverRun is finding 3: catalog records written
+// straight into _sys, whose version or executable leads out of the bundle
+// store or whose installed file is a symlink out of it, to a script the
+// records' digests match. No record may make the agent run it; plugin
+// status and events say why, and the agent keeps serving echo.
+func TestCraftedCatalogRecordsNeverRun(t *testing.T) {
+	a := NewAgent(t, AgentOptions{})
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.WaitRunning("echo", "1.0.0")
+
+	outside := t.TempDir()
+	marker := filepath.Join(t.TempDir(), "crafted-record-ran")
+	script := filepath.Join(outside, "evil")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	digest, err := bundle.Digest(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plugins := filepath.Join(a.DataDir, "plugins")
+	up, err := filepath.Rel(filepath.Join(plugins, "escape"), outside)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A version dir of the store whose executable is a symlink out of it.
+	if err := os.MkdirAll(filepath.Join(plugins, "linked", "1.0.0"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(script, filepath.Join(plugins, "linked", "1.0.0", "linked")); err != nil {
+		t.Fatal(err)
+	}
+	records := []struct {
+		plugin, key string
+		value       []byte
+		why         string
+	}{
+		{"escape", "catalog/escape/" + up, craftedRecord(t, "escape", up, "evil", digest), "is not strict semver"},
+		{"absolute", "catalog/absolute/1.0.0", craftedRecord(t, "absolute", "1.0.0", "/bin/sh", digest), `executable "/bin/sh" must be a plain file name`},
+		{"dotdot", "catalog/dotdot/1.0.0", craftedRecord(t, "dotdot", "1.0.0", "../../../../../../.."+script, digest), "must be a plain file name"},
+		{"linked", "catalog/linked/1.0.0", craftedRecord(t, "linked", "1.0.0", "linked", digest), "resolves to " + script},
+	}
+	kv := storev1.NewStoreServiceClient(a.Conn())
+	for _, r := range records {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_, err := kv.Put(ctx, &storev1.PutRequest{Namespace: sysNamespace, Key: []byte(r.key), Value: r.value})
+		cancel()
+		if err != nil {
+			t.Fatalf("writing %s: %v", r.key, err)
+		}
+	}
+	for _, r := range records {
+		testenv.WaitFor(t, 30*time.Second, r.plugin+"'s refusal to be recorded", func() error {
+			if _, err := os.Stat(marker); err == nil {
+				t.Fatalf("the crafted catalog record %s made the agent run a file outside its bundle store", r.key)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			resp, err := a.Operator().ListEvents(ctx, &operatorv1.ListEventsRequest{Name: r.plugin})
+			if err != nil {
+				return err
+			}
+			for _, ev := range resp.GetEvents() {
+				if ev.GetType() == "refused" && strings.Contains(ev.GetReason(), r.why) {
+					return nil
+				}
+			}
+			return fmt.Errorf("no refused event saying %q in %v", r.why, resp.GetEvents())
+		})
+		stdout, stderr, _ := a.CLI("plugin", "status", r.plugin)
+		if out := stdout + stderr; !strings.Contains(out, r.why) {
+			t.Errorf("plugin status %s does not say why it does not run (%q):\n%s", r.plugin, r.why, out)
+		}
+	}
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a crafted catalog record made the agent run a file outside its bundle store")
+	}
+	// The agent keeps serving what it runs, and takes new bundles.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := echov1.NewEchoServiceClient(a.Conn()).Echo(ctx, &echov1.EchoRequest{Message: "still here"})
+	if err != nil || resp.GetVersion() != "1.0.0" {
+		t.Fatalf("echo after the crafted records: %v (version %q)", err, resp.GetVersion())
+	}
+	if _, stderr, code := a.CLI("bundle", "add", bundlePath("counter", "1.0.0")); code != 0 {
+		t.Fatalf("bundle add after the crafted records: %s", stderr)
+	}
+	a.WaitRunning("counter", "1.0.0")
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("a crafted catalog record made the agent run a file outside its bundle store")
+	}
 }

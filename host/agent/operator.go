@@ -213,6 +213,9 @@ func (o *operator) knownIn(ctx context.Context, cat *catalog.Catalog, name strin
 		return nil, err
 	}
 	if len(vs) == 0 {
+		if refused, _ := cat.Refused(ctx, name); len(refused) > 0 {
+			return nil, status.Errorf(codes.FailedPrecondition, "plugin %q has no valid version, and nothing of it runs: %v (see 'plughost plugin events %s')", name, errors.Join(refused...), name)
+		}
 		return nil, status.Errorf(codes.NotFound, "plugin %q is not registered (see 'plughost plugin list')", name)
 	}
 	return vs, nil
@@ -495,8 +498,12 @@ func (o *operator) RestartPlugin(ctx context.Context, req *operatorv1.RestartPlu
 }
 
 func (o *operator) ListEvents(ctx context.Context, req *operatorv1.ListEventsRequest) (*operatorv1.ListEventsResponse, error) {
-	if _, err := o.known(ctx, req.GetName()); err != nil {
-		return nil, err
+	// A plugin whose catalog records were all refused has events that say
+	// so (area: bundle).
+	if refused, _ := o.a.catalog.Refused(ctx, req.GetName()); len(refused) == 0 {
+		if _, err := o.known(ctx, req.GetName()); err != nil {
+			return nil, err
+		}
 	}
 	limit := int(req.GetLimit())
 	if limit <= 0 {

@@ -89,6 +89,9 @@ func catalogKey(name, version string) []byte { return []byte(prefixCatalog + nam
 // version and digest again is a no-op that reports already=true; the same
 // name and version with another digest is refused with ErrImmutable.
 func (c *Catalog) Register(ctx context.Context, m *bundle.Manifest, actor string) (already bool, err error) {
+	if err := m.Validate(); err != nil {
+		return false, fmt.Errorf("catalog: registering %s %s: %w", m.Name, m.Version, err)
+	}
 	e := Entry{Name: m.Name, Version: m.Version, SHA256: m.SHA256, Manifest: m, RegisteredAt: time.Now().UTC(), Actor: actor}
 	val, err := json.Marshal(e)
 	if err != nil {
@@ -105,9 +108,9 @@ func (c *Catalog) Register(ctx context.Context, m *bundle.Manifest, actor string
 		return false, fmt.Errorf("catalog: registering %s %s: %w", m.Name, m.Version, err)
 	}
 	if !resp.GetSucceeded() {
-		var old Entry
-		if err := json.Unmarshal(resp.GetResults()[0].GetKv().GetValue(), &old); err != nil {
-			return false, fmt.Errorf("catalog: reading %s %s: %w", m.Name, m.Version, err)
+		old, err := decodeEntry(key, resp.GetResults()[0].GetKv().GetValue())
+		if err != nil {
+			return false, err
 		}
 		if old.SHA256 != m.SHA256 {
 			return false, fmt.Errorf("%s %s is already registered with sha256 %s, this bundle has %s: %w (give the new build a new version)",
@@ -126,7 +129,8 @@ func short(digest string) string {
 	return digest
 }
 
-// Get returns one registered version.
+// Get returns one registered version. A record that fails the checks of
+// decodeEntry is an error matching ErrInvalidRecord.
 func (c *Catalog) Get(ctx context.Context, name, version string) (*Entry, error) {
 	resp, err := c.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: catalogKey(name, version), Consistency: c.consistency})
 	if err != nil {
@@ -138,16 +142,13 @@ func (c *Catalog) Get(ctx context.Context, name, version string) (*Entry, error)
 		}
 		return nil, fmt.Errorf("plugin %q has no version %q: %w (see 'plughost plugin versions %s')", name, version, ErrUnknownVersion, name)
 	}
-	var e Entry
-	if err := json.Unmarshal(resp.GetKv().GetValue(), &e); err != nil {
-		return nil, fmt.Errorf("catalog: decoding %s %s: %w", name, version, err)
-	}
-	return &e, nil
+	return decodeEntry(resp.GetKv().GetKey(), resp.GetKv().GetValue())
 }
 
-// Versions lists a plugin's registered versions, lowest first.
+// Versions lists a plugin's registered versions, lowest first. Records that
+// fail the checks of decodeEntry are left out: Refused lists them.
 func (c *Catalog) Versions(ctx context.Context, name string) ([]*Entry, error) {
-	entries, err := c.list(ctx, prefixCatalog+name+"/")
+	entries, _, err := c.list(ctx, prefixCatalog+name+"/")
 	if err != nil {
 		return nil, err
 	}
@@ -155,13 +156,30 @@ func (c *Catalog) Versions(ctx context.Context, name string) ([]*Entry, error) {
 	return entries, nil
 }
 
+// Refused lists the catalog records of a plugin that fail the checks of
+// decodeEntry, each a *RecordError that names the record and the fix.
+func (c *Catalog) Refused(ctx context.Context, name string) ([]error, error) {
+	_, refused, err := c.list(ctx, prefixCatalog+name+"/")
+	return refused, err
+}
+
 // All lists every registered version of every plugin, by name then version.
+// A plugin whose records were all refused (see Refused) is listed with no
+// versions, so that what watches the catalog can say why it does not run.
 func (c *Catalog) All(ctx context.Context) (map[string][]*Entry, error) {
-	entries, err := c.list(ctx, prefixCatalog)
+	entries, refused, err := c.list(ctx, prefixCatalog)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string][]*Entry{}
+	for _, err := range refused {
+		var re *RecordError
+		if errors.As(err, &re) {
+			if name, ok := PluginOfKey([]byte(re.Key)); ok {
+				out[name] = out[name][:0:0]
+			}
+		}
+	}
 	for _, e := range entries {
 		out[e.Name] = append(out[e.Name], e)
 	}
@@ -185,17 +203,19 @@ func (c *Catalog) Names(ctx context.Context) ([]string, error) {
 	return names, nil
 }
 
-func (c *Catalog) list(ctx context.Context, prefix string) ([]*Entry, error) {
-	var out []*Entry
-	err := c.scan(ctx, prefix, func(kv *storev1.KeyValue) error {
-		var e Entry
-		if err := json.Unmarshal(kv.GetValue(), &e); err != nil {
-			return fmt.Errorf("catalog: decoding %s: %w", kv.GetKey(), err)
+// list reads the catalog records under prefix: the valid ones, and the
+// refusals of the others.
+func (c *Catalog) list(ctx context.Context, prefix string) (valid []*Entry, refused []error, err error) {
+	err = c.scan(ctx, prefix, func(kv *storev1.KeyValue) error {
+		e, err := decodeEntry(kv.GetKey(), kv.GetValue())
+		if err != nil {
+			refused = append(refused, err)
+			return nil
 		}
-		out = append(out, &e)
+		valid = append(valid, e)
 		return nil
 	})
-	return out, err
+	return valid, refused, err
 }
 
 func (c *Catalog) scan(ctx context.Context, prefix string, fn func(*storev1.KeyValue) error) error {
@@ -299,13 +319,14 @@ func (c *Catalog) History(ctx context.Context, name string) ([]Record, error) {
 }
 
 // PluginOfKey says which plugin a changed _sys key concerns, for watchers of
-// the catalog and pins.
+// the catalog and pins. A key whose name part is not a valid plugin name
+// concerns none.
 func PluginOfKey(key []byte) (string, bool) {
 	k := string(key)
 	for _, p := range []string{prefixCatalog, prefixPin} {
 		if rest, ok := strings.CutPrefix(k, p); ok {
 			name, _, _ := strings.Cut(rest, "/")
-			return name, name != ""
+			return name, bundle.ValidName(name)
 		}
 	}
 	return "", false

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -93,10 +92,11 @@ func (s *Supervisor) limitsFor(e *catalog.Entry) governance.Limits {
 	return l
 }
 
-// haveFiles reports whether e's executable is installed on this node.
-func (s *Supervisor) haveFiles(e *catalog.Entry) bool {
-	fi, err := os.Stat(filepath.Join(s.cfg.PluginsDir, e.Name, e.Version, e.Manifest.Executable))
-	return err == nil && fi.Mode().IsRegular()
+// executable returns the path of e's executable in this node's bundle
+// store: see catalog.Entry.ExecutableIn. An error wrapping fs.ErrNotExist
+// means the version is not installed here yet.
+func (s *Supervisor) executable(e *catalog.Entry) (string, error) {
+	return e.ExecutableIn(s.cfg.PluginsDir)
 }
 
 // errNotHealthy marks an instance that did not pass its health gate.
@@ -109,7 +109,11 @@ var errNotHealthy = errors.New("not healthy")
 func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHealthy time.Duration, progress func(string)) (*instance, error) {
 	m := e.Manifest
 	id := newInstanceID(e.Name, e.Version)
-	dir := filepath.Join(s.cfg.PluginsDir, e.Name, e.Version)
+	exe, err := s.executable(e)
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Dir(exe)
 	in := &instance{entry: e, unhealthy: make(chan string, 1), done: make(chan struct{})}
 	in.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING)
 
@@ -129,7 +133,7 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		Plugin:       e.Name,
 		Version:      e.Version,
 		InstanceID:   id,
-		Executable:   filepath.Join(dir, m.Executable),
+		Executable:   exe,
 		SHA256:       e.SHA256,
 		StartTimeout: s.cfg.StartTimeout,
 		Logger:       s.cfg.Logger.Named("plugin").With("plugin", e.Name, "version", e.Version, "instance", id),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -44,6 +45,10 @@ type managed struct {
 	subs     map[int]chan Progress
 	nextSub  int
 	swapping bool
+
+	// refusals already recorded as events: catalog records and installed
+	// files refused on read, by message.
+	refusals map[string]bool
 }
 
 func newManaged(s *Supervisor, name string) *managed {
@@ -259,9 +264,25 @@ func (m *managed) desiredVersion() string {
 
 // reconcile makes what runs match what is desired.
 func (m *managed) reconcile(ctx context.Context) error {
+	refused, _ := m.s.cfg.Catalog.Refused(ctx, m.name)
+	for _, r := range refused {
+		m.refuse("", r.Error())
+	}
 	e, pin, err := m.s.cfg.Catalog.Effective(ctx, m.s.cfg.Node.GetName(), m.name, m.runningVersion())
 	if err != nil {
-		if errors.Is(err, catalog.ErrUnknownPlugin) {
+		switch {
+		case errors.Is(err, catalog.ErrUnknownPlugin):
+			if len(refused) > 0 && m.current() == nil {
+				m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, refused[0].Error())
+			}
+			return nil
+		case errors.Is(err, catalog.ErrInvalidRecord):
+			// The pinned version's record: nothing to retry until it is
+			// replaced, which nudges this plugin again.
+			m.refuse("", err.Error())
+			if m.current() == nil {
+				m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, err.Error())
+			}
 			return nil
 		}
 		return fmt.Errorf("reading the desired version: %w", err)
@@ -292,7 +313,15 @@ func (m *managed) reconcile(ctx context.Context) error {
 	if failed == e.Version {
 		return nil
 	}
-	if !m.s.haveFiles(e) {
+	if _, err := m.s.executable(e); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		// Installed files that are not what the agent installed: refuse
+		// them until the bundle is added again, which reconciles again.
+		m.refuse(e.Version, err.Error())
+		if m.current() == nil {
+			m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, err.Error())
+		}
+		return nil
+	} else if err != nil {
 		// The catalog is shared by the cluster, the files are per node:
 		// wait for the bundle to be added here, which reconciles again.
 		why := fmt.Sprintf("%s %s is registered in the cluster but its bundle is not on this node: add it here ('plughost bundle add' to this node, or drop it into its bundles dir)", m.name, e.Version)
@@ -314,6 +343,23 @@ func (m *managed) reconcile(ctx context.Context) error {
 		return m.startFresh(ctx, e)
 	}
 	return m.swap(ctx, cur, e, actorOf(pin))
+}
+
+// refuse records, once per reason, that something of the plugin was
+// refused on read and will not run.
+func (m *managed) refuse(version, reason string) {
+	m.mu.Lock()
+	if m.refusals == nil {
+		m.refusals = map[string]bool{}
+	}
+	seen := m.refusals[reason]
+	m.refusals[reason] = true
+	m.mu.Unlock()
+	if seen {
+		return
+	}
+	m.log.Error("refused", "version", version, "reason", reason)
+	m.s.events.Record(m.name, version, "", "refused", reason)
 }
 
 func (m *managed) setSwapping(v bool) {
