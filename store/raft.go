@@ -108,7 +108,7 @@ func newRaftNode(cfg Config, f *fsm.FSM) (n *raftNode, err error) {
 		n.closer = append(closers{closer}, n.closer...) // before the lock
 		logs, stable = newLogCache(logCacheEntries, logStore), stableStore
 		rc.Logger.Info("raft log", "store", kind, "dir", cfg.Dir)
-		snaps, err = raft.NewFileSnapshotStoreWithLogger(cfg.Dir, snapshotsRetained, rc.Logger)
+		snaps, err = newPrivateSnapshots(cfg.Dir, snapshotsRetained, rc.Logger)
 		if err != nil {
 			return nil, fmt.Errorf("store: snapshot store in %s: %w", cfg.Dir, err)
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -78,10 +79,20 @@ func (s *walStore) open() (*wal.WAL, error) {
 	if err := finishSeal(s.dir, s.meta); err != nil {
 		return nil, err
 	}
-	return wal.Open(s.dir,
+	w, err := wal.Open(s.dir,
 		wal.WithMetaStore(keepOpen{s.meta}),
+		wal.WithSegmentFiler(segment.NewFiler(s.dir, privateVFS{walfs.New()})),
 		wal.WithSegmentSize(walSegmentSize),
 		wal.WithLogger(s.logger))
+	if err != nil {
+		return nil, err
+	}
+	// The meta database, opened by the WAL, is made 0644.
+	if err := os.Chmod(filepath.Join(s.dir, metadb.FileName), privateFileMode); err != nil {
+		w.Close()
+		return nil, err
+	}
+	return w, nil
 }
 
 // finishSeal completes a segment rotation that stopped between sealing the

@@ -1,14 +1,18 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -336,5 +340,168 @@ func TestGossipKeyRotation(t *testing.T) {
 	}
 	if got := keysHeld(t, n2); len(got) != 1 || got[next] != "3/3" {
 		t.Fatalf("keys after n2's restart: %v", got)
+	}
+}
+
+// openParents opens every directory from dir up to the temp root to other
+// users (0755), as /var/lib is, so that only the agent's own modes keep
+// them out of what is below.
+func openParents(t *testing.T, dir string) {
+	t.Helper()
+	tmp := filepath.Clean(os.TempDir())
+	for d := filepath.Dir(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// readAsNobody reads path as uid and gid 65534, as an unprivileged local
+// user would, and returns the error.
+func readAsNobody(path string) error {
+	cmd := exec.Command("cat", path)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%v: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// checkPrivateDataDir fails unless the data dir is 0700, every directory of
+// its store and serf 0700 and every file in them and at its top 0600; it
+// returns the files of the raft log.
+func checkPrivateDataDir(t *testing.T, dataDir string) (raftLog []string) {
+	t.Helper()
+	mode := func(path string) os.FileMode {
+		fi, err := os.Lstat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Mode()
+	}
+	if m := mode(dataDir).Perm(); m != 0o700 {
+		t.Errorf("data dir %s is %#o, want 0700", dataDir, m)
+	}
+	top, err := os.ReadDir(dataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range top {
+		if p := filepath.Join(dataDir, e.Name()); e.Type().IsRegular() && mode(p).Perm() != 0o600 {
+			t.Errorf("%s is %#o, want 0600", p, mode(p).Perm())
+		}
+	}
+	for _, tree := range []string{"store", "serf"} {
+		err := filepath.WalkDir(filepath.Join(dataDir, tree), func(path string, d fs.DirEntry, err error) error {
+			if err != nil {
+				return err
+			}
+			want := os.FileMode(0o600)
+			if d.IsDir() {
+				want = 0o700
+			}
+			if m := mode(path).Perm(); m != want {
+				t.Errorf("%s is %#o, want %#o", path, m, want)
+			}
+			if strings.HasSuffix(path, ".wal") || strings.HasSuffix(path, "raft.db") {
+				raftLog = append(raftLog, path)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(raftLog) == 0 {
+		t.Fatalf("no raft log file under %s", dataDir)
+	}
+	return raftLog
+}
+
+// TestDataDirPrivate: finding 10. An agent started under umask 000 keeps
+// its data dir to itself: the data dir 0700, the raft log, the gossip
+// keyring and its records 0600, and a backup 'plughost store backup'
+// writes 0600; an unprivileged user reads none of them. An agent started
+// on a data dir whose modes were opened (0755 directories, 0644 files)
+// closes them again, warning with each path it fixed.
+func TestDataDirPrivate(t *testing.T) {
+	// No parallel test runs meanwhile (this one is not parallel), and the
+	// agent and the CLI inherit it.
+	old := syscall.Umask(0)
+	t.Cleanup(func() { syscall.Umask(old) })
+	key, err := cluster.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAgent(t, AgentOptions{Args: []string{"-encrypt", key}})
+	openParents(t, a.DataDir)
+	backupDir := t.TempDir()
+	openParents(t, filepath.Join(backupDir, "x"))
+	if err := os.Chmod(backupDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The reader can read what is open to it: what it cannot read below is
+	// kept from it by the modes checked.
+	control := filepath.Join(backupDir, "open")
+	if err := os.WriteFile(control, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := readAsNobody(control); err != nil {
+		t.Fatalf("uid 65534 cannot read even %s: %v", control, err)
+	}
+
+	if _, errOut, code := a.CLI("store", "put", "-ns", "app", "password", "hunter2"); code != 0 {
+		t.Fatalf("store put: %s", errOut)
+	}
+	backup := filepath.Join(backupDir, "store.bak")
+	if out, errOut, code := a.CLI("store", "backup", backup); code != 0 {
+		t.Fatalf("store backup: %s%s", out, errOut)
+	}
+	if fi, err := os.Stat(backup); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("backup %s: %v, mode %#o, want 0600", backup, err, fi.Mode().Perm())
+	}
+	keyring := filepath.Join(a.DataDir, "serf", "keyring")
+	secrets := append(checkPrivateDataDir(t, a.DataDir), keyring, backup)
+	for _, f := range secrets {
+		if err := readAsNobody(f); err == nil || !strings.Contains(err.Error(), "Permission denied") {
+			t.Errorf("uid 65534 reading %s: %v, want permission denied", f, err)
+		}
+	}
+
+	// Opened while the agent was down: it closes them at start.
+	a.Stop()
+	var opened []string
+	err = filepath.WalkDir(a.DataDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.Type()&fs.ModeSymlink != 0 {
+			return err
+		}
+		mode := os.FileMode(0o644)
+		if d.IsDir() {
+			mode = 0o755
+		}
+		opened = append(opened, path)
+		return os.Chmod(path, mode)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := readAsNobody(keyring); err != nil {
+		t.Fatalf("the opened keyring is not readable to uid 65534, so the test shows nothing: %v", err)
+	}
+	a.Start()
+	checkPrivateDataDir(t, a.DataDir)
+	for _, p := range []string{a.DataDir, filepath.Join(a.DataDir, "store"), keyring, filepath.Join(a.DataDir, "cgroup.json")} {
+		if !strings.Contains(a.Log(), "path="+p+" ") {
+			t.Errorf("the agent did not warn that it fixed %s:\n%s", p, a.Log())
+		}
+	}
+	for _, f := range []string{keyring, secrets[0]} {
+		if err := readAsNobody(f); err == nil {
+			t.Errorf("uid 65534 reads %s after the restart", f)
+		}
+	}
+	if out, errOut, code := a.CLI("store", "get", "-ns", "app", "password"); code != 0 || !strings.Contains(out, "hunter2") {
+		t.Fatalf("store get after the restart: %s%s", out, errOut)
 	}
 }

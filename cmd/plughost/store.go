@@ -216,9 +216,15 @@ func storeBackup(ctx context.Context, env *cliEnv, c storev1.StoreAdminServiceCl
 	if err != nil {
 		return err
 	}
+	// A backup holds every key of every namespace: 0600 whatever the umask,
+	// and on a .partial file an earlier run left.
 	tmp := path + ".partial"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o600); err != nil {
+		f.Close()
 		return err
 	}
 	var n int64

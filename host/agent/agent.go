@@ -118,7 +118,17 @@ func (a *Agent) HTTPAddr() string {
 // and closes every listener before it returns.
 func (a *Agent) Run(ctx context.Context) (err error) {
 	cfg := &a.cfg
-	for _, d := range []string{cfg.DataDir, cfg.bundlesDir(), cfg.pluginsDir(), cfg.stagingDir(), cfg.storeDir()} {
+	// The data dir is the agent's alone (0700; see secureDataDir).
+	if err := os.MkdirAll(cfg.DataDir, privateDirMode); err != nil {
+		return fmt.Errorf("agent: data dir: %w", err)
+	}
+	if err := secureDataDir(cfg.DataDir, a.log); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(cfg.storeDir(), privateDirMode); err != nil {
+		return fmt.Errorf("agent: data dir: %w", err)
+	}
+	for _, d := range []string{cfg.bundlesDir(), cfg.pluginsDir(), cfg.stagingDir()} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return fmt.Errorf("agent: data dir: %w", err)
 		}

@@ -83,7 +83,7 @@ func writeCgroupRecord(dataDir string, rec cgroupRecord) error {
 		return err
 	}
 	file := filepath.Join(dataDir, cgroupRecordFile)
-	if err := os.WriteFile(file+".tmp", append(b, '\n'), 0o644); err != nil {
+	if err := os.WriteFile(file+".tmp", append(b, '\n'), privateFileMode); err != nil {
 		return err
 	}
 	return os.Rename(file+".tmp", file)

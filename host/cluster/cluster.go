@@ -235,6 +235,13 @@ func Start(cfg Config) (*Cluster, error) {
 	if c.serf, err = serf.Create(sc); err != nil {
 		return nil, fmt.Errorf("cluster: serf on %s: %w", cfg.BindAddr, err)
 	}
+	// serf makes its snapshot 0644 (less the umask): it names the members.
+	if sc.SnapshotPath != "" {
+		if err := os.Chmod(sc.SnapshotPath, 0o600); err != nil {
+			c.serf.Shutdown()
+			return nil, fmt.Errorf("cluster: %w", err)
+		}
+	}
 	cfg.Store.SetLeaderResolver(c.APIAddrOf)
 	cfg.Store.SetRaftAddrResolver(c.RPCAddrOf)
 
