@@ -313,3 +313,139 @@ func TestCraftedCatalogRecordsNeverRun(t *testing.T) {
 		t.Fatal("a crafted catalog record made the agent run a file outside its bundle store")
 	}
 }
+
+// markerBundle builds name 1.0.0 whose executable is a script that leaves
+// marker: it must never run.
+func markerBundle(t *testing.T, name, marker string) string {
+	t.Helper()
+	exe := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\ntouch "+marker+"\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p, err := bundle.Build(exe, &bundle.Manifest{Name: name, Version: "1.0.0", APIVersions: []int{1}, Services: []string{name + ".v1.Service"}}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// cli runs the plughost CLI and fails the test unless it exits 0.
+func cli(t *testing.T, a *Agent, args ...string) string {
+	t.Helper()
+	stdout, stderr, code := a.CLI(args...)
+	if code != 0 {
+		t.Fatalf("plughost %s: exit %d: %s%s", strings.Join(args, " "), code, stdout, stderr)
+	}
+	return stdout
+}
+
+// TestOnlyTrustedSignedBundlesRun: an agent with a trusted key runs a
+// bundle signed with it, and refuses, before anything of them runs (not
+// even the probe), bundles that are unsigned, signed by another key, or
+// changed after they were signed, saying why and naming the key.
+func TestOnlyTrustedSignedBundlesRun(t *testing.T) {
+	buildAll(t)
+	keys := t.TempDir()
+	trustedPrefix, otherPrefix := filepath.Join(keys, "acme"), filepath.Join(keys, "other")
+	plughost := &Agent{t: t} // the CLI alone, before there is an agent
+	trustedID := strings.TrimSpace(cli(t, plughost, "bundle", "keygen", "-o", trustedPrefix))
+	otherID := strings.TrimSpace(cli(t, plughost, "bundle", "keygen", "-o", otherPrefix))
+	if !strings.HasPrefix(trustedID, "ed25519:") || trustedID == otherID {
+		t.Fatalf("key ids %q and %q", trustedID, otherID)
+	}
+	a := NewAgent(t, AgentOptions{Args: []string{"-trusted-key", trustedPrefix + ".pub"}})
+	marker := filepath.Join(t.TempDir(), "untrusted-bundle-ran")
+
+	// Signed with the trusted key: registered and running.
+	signed := filepath.Join(t.TempDir(), "echo-1.0.0.tar.gz")
+	if err := copyTree(bundlePath("echo", "1.0.0"), signed); err != nil {
+		t.Fatal(err)
+	}
+	if out := cli(t, a, "bundle", "sign", "-key", trustedPrefix+".key", signed); !strings.Contains(out, trustedID) {
+		t.Errorf("bundle sign says %q, want the key id %s", out, trustedID)
+	}
+	if out := cli(t, a, "bundle", "verify", signed); !strings.Contains(out, "signed by "+trustedID) {
+		t.Errorf("bundle verify says %q, want the signer %s", out, trustedID)
+	}
+	cli(t, a, "bundle", "add", signed)
+	a.WaitRunning("echo", "1.0.0")
+
+	// Unsigned, and signed by another key: refused at bundle add.
+	unsigned := markerBundle(t, "sneaky", marker)
+	other := markerBundle(t, "stranger", marker)
+	cli(t, a, "bundle", "sign", "-key", otherPrefix+".key", other)
+	for _, c := range []struct {
+		path string
+		want []string
+	}{
+		{unsigned, []string{"sneaky-1.0.0.tar.gz", "not signed", trustedID}},
+		{other, []string{"stranger-1.0.0.tar.gz", "signed by key " + otherID, "does not trust", trustedID}},
+	} {
+		stdout, stderr, code := a.CLI("bundle", "add", c.path)
+		if code == 0 {
+			t.Fatalf("bundle add %s was accepted: %s", c.path, stdout)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("bundle add %s: %q does not say %q", filepath.Base(c.path), stderr, w)
+			}
+		}
+	}
+	if _, stderr, code := a.CLI("bundle", "verify", "-trusted-key", trustedPrefix+".pub", other); code == 0 || !strings.Contains(stderr, otherID) {
+		t.Errorf("bundle verify -trusted-key of the other key's bundle: exit %d, %q", code, stderr)
+	}
+
+	// Signed with the trusted key, then its executable replaced (and the
+	// manifest's digest with it): dropped into the bundles dir, refused.
+	tampered := filepath.Join(t.TempDir(), "echo-1.1.0")
+	if _, err := bundle.Open(bundlePath("echo", "1.1.0"), tampered); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, a, "bundle", "sign", "-key", trustedPrefix+".key", tampered)
+	script := []byte("#!/bin/sh\ntouch " + marker + "\nexit 1\n")
+	if err := os.WriteFile(filepath.Join(tampered, "echo"), script, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	digest, err := bundle.Digest(filepath.Join(tampered, "echo"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifestPath := filepath.Join(tampered, bundle.ManifestFile)
+	var m map[string]any
+	data, err := os.ReadFile(manifestPath)
+	if err == nil {
+		err = json.Unmarshal(data, &m)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	m["sha256"] = digest
+	if data, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(manifestPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a.Drop(tampered)
+	reason := waitRefused(t, a, "echo-1.1.0")
+	for _, w := range []string{"echo-1.1.0", trustedID, "does not match this bundle", "changed after it was signed"} {
+		if !strings.Contains(reason, w) {
+			t.Errorf("refusal of the tampered bundle %q does not say %q", reason, w)
+		}
+	}
+
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("an unsigned, untrusted or tampered bundle's executable ran")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	vs, err := a.Operator().ListVersions(ctx, &operatorv1.ListVersionsRequest{Name: "echo"})
+	if err != nil || len(vs.GetVersions()) != 1 {
+		t.Fatalf("echo versions: %v %v; want 1.0.0 alone", vs, err)
+	}
+	for _, name := range []string{"sneaky", "stranger"} {
+		if _, err := a.Operator().ListVersions(ctx, &operatorv1.ListVersionsRequest{Name: name}); err == nil {
+			t.Errorf("%s was registered", name)
+		}
+	}
+}

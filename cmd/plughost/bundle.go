@@ -25,6 +25,10 @@ func runBundle(ctx context.Context, env *cliEnv, args []string) error {
 		return bundleBuild(ctx, env, rest)
 	case "verify":
 		return bundleVerify(ctx, env, rest)
+	case "keygen":
+		return bundleKeygen(ctx, env, rest)
+	case "sign":
+		return bundleSign(ctx, env, rest)
 	}
 	return bundleAdd(ctx, env, rest)
 }
@@ -109,29 +113,61 @@ func bundleBuild(ctx context.Context, env *cliEnv, args []string) error {
 
 func bundleVerify(_ context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("bundle verify", flag.ContinueOnError)
+	var trustedKeys multiFlag
+	fs.Var(&trustedKeys, "trusted-key", "public key file of a trusted publisher (repeatable); with any, a bundle must be signed by one of them")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() == 0 {
 		return usagef("bundle verify: give one or more bundles")
 	}
+	trusted, err := bundle.LoadTrustedKeys(trustedKeys)
+	if err != nil {
+		return err
+	}
 	failed := false
 	for _, p := range fs.Args() {
-		m, err := bundle.Verify(p)
+		b, err := bundle.VerifyBundle(p)
 		if err == nil {
-			err = bundle.CheckAPIVersions(m, wire.SupportedAPIVersions)
+			err = bundle.CheckAPIVersions(b.Manifest, wire.SupportedAPIVersions)
+		}
+		var signer string
+		if err == nil {
+			signer, err = signedBy(b, trusted)
 		}
 		if err != nil {
 			fmt.Fprintf(env.stderr, "FAIL %s: %v\n", p, err)
 			failed = true
 			continue
 		}
-		fmt.Fprintf(env.stdout, "ok   %s: %s %s sha256 %s\n", p, m.Name, m.Version, m.SHA256)
+		m := b.Manifest
+		fmt.Fprintf(env.stdout, "ok   %s: %s %s sha256 %s, %s\n", p, m.Name, m.Version, m.SHA256, signer)
 	}
 	if failed {
 		return errSilent
 	}
 	return nil
+}
+
+// signedBy says who signed b: "unsigned", or the signer's key id and
+// whether it is trusted. A signature that does not verify is an error, and
+// so is an unsigned or untrusted bundle when there are trusted keys.
+func signedBy(b *bundle.Bundle, trusted *bundle.TrustedKeys) (string, error) {
+	if trusted != nil {
+		id, err := trusted.Check(b)
+		if err != nil {
+			return "", err
+		}
+		return "signed by " + id + " (trusted)", nil
+	}
+	if b.Signature == nil {
+		return "unsigned", nil
+	}
+	_, id, err := b.Signer()
+	if err != nil {
+		return "", err
+	}
+	return "signed by " + id + " (valid signature; give -trusted-key to check the signer)", nil
 }
 
 // bundleAdd uploads a bundle to an agent, which verifies and registers it.

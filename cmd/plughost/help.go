@@ -19,7 +19,7 @@ type cmdHelp struct {
 // groups lists the subcommands of the commands that have them, in the
 // order their help shows them.
 var groups = map[string][]string{
-	"bundle":        {"build", "verify", "add"},
+	"bundle":        {"build", "verify", "add", "keygen", "sign"},
 	"plugin":        {"init", "list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
 	"store":         {"get", "put", "delete", "list", "backup", "restore"},
 	"bench":         {"call", "upgrade", "store"},
@@ -40,7 +40,7 @@ loopback with one raft voter.`,
 		example: "plughost agent -dev -data-dir ./plughost-data",
 	},
 	"bundle": {
-		about:   "Build, verify or add a plugin bundle.",
+		about:   "Build, verify, add or sign a plugin bundle, or make a publisher key.",
 		example: "plughost bundle build -o bundles/ ./greeter",
 	},
 	"bundle build": {
@@ -53,9 +53,26 @@ name, version and services. Stamp the version at build time with
 		example: "plughost bundle build -o bundles/ -memory-mb 64 ./greeter",
 	},
 	"bundle verify": {
-		args:    "BUNDLE...",
-		about:   "Check bundles' manifests, checksums and plugin API versions.",
-		example: "plughost bundle verify bundles/greeter-1.0.0.tar.gz",
+		args: "BUNDLE...",
+		about: `Check bundles' manifests, checksums and plugin API versions, and say who
+signed each: a signature that does not verify fails. With -trusted-key, a
+bundle must be signed by one of those keys, as an agent with trusted_keys
+requires.`,
+		example: "plughost bundle verify -trusted-key acme.pub bundles/greeter-1.0.0.tar.gz",
+	},
+	"bundle keygen": {
+		about: `Make an ed25519 publisher key pair: PREFIX.key, the private key (PEM
+PKCS#8, mode 0600), and PREFIX.pub, the public key (PEM PKIX) that agents
+list in trusted_keys. Prints the key id.`,
+		example: "plughost bundle keygen -o acme",
+	},
+	"bundle sign": {
+		args: "BUNDLE",
+		about: `Sign a bundle with a publisher's private key: the signature, plugin.sig,
+covers plugin.json and the executable's sha256, and goes into the bundle
+(the archive is rewritten with it; a directory gets the file). An agent with
+trusted_keys runs only bundles signed by one of its keys.`,
+		example: "plughost bundle sign -key acme.key bundles/greeter-1.0.0.tar.gz",
 	},
 	"bundle add": {
 		args: "BUNDLE",

@@ -24,7 +24,7 @@ func TestUsageErrorsExitTwo(t *testing.T) {
 		{[]string{"agent", "extra"}, "agent takes no arguments"},
 		{[]string{"agent", "-tag", "novalue"}, `-tag "novalue": use key=value`},
 		{[]string{"agent", "-log-level", "loud"}, `-log-level "loud"`},
-		{[]string{"bundle"}, "use build, verify or add"},
+		{[]string{"bundle"}, "use build, verify, add, keygen or sign"},
 		{[]string{"bundle", "build"}, "give one plugin executable"},
 		{[]string{"bundle", "add"}, "give one bundle"},
 		{[]string{"plugin"}, "use init, list, status"},
