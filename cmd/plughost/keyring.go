@@ -151,7 +151,14 @@ func printKeyringReport(env *cliEnv, format string, r *operatorv1.GossipKeyringR
 		return table(env.stdout, []string{"KEY", "INSTALLED", "PRIMARY"}, rows)
 	}
 	if ok {
-		fmt.Fprintf(env.stdout, "%s all %d members\n", done, r.GetNodes())
+		fmt.Fprintf(env.stdout, "%s %s\n", done, allMembers(r.GetNodes()))
 	}
 	return nil
+}
+
+func allMembers(n int32) string {
+	if n == 1 {
+		return "the only member"
+	}
+	return fmt.Sprintf("all %d members", n)
 }
