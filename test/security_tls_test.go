@@ -305,3 +305,29 @@ func TestTLSAPI(t *testing.T) {
 		a.Stop()
 	}
 }
+
+// TestDevRPCPortTakesNoStranger: a -dev agent without certificates still
+// speaks mutual TLS on its cluster RPC port, with a CA made for the run:
+// a local user who sends raft or gRPC to it in plaintext gets nothing.
+func TestDevRPCPortTakesNoStranger(t *testing.T) {
+	a := NewAgent(t, AgentOptions{})
+	for name, first := range map[string][]byte{
+		"raft": {1, 0, 0x83, 0xa4, 'T', 'e', 'r', 'm', 1},
+		"gRPC": append([]byte{2}, "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00"...),
+	} {
+		conn, err := net.Dial("tcp", a.RPC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.Write(first)
+		conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 64)
+		if n, err := conn.Read(buf); err == nil || n > 0 {
+			t.Errorf("plaintext %s to a -dev agent's RPC port was answered: %q, %v", name, buf[:n], err)
+		}
+		conn.Close()
+	}
+	if out, errOut, code := a.CLI("store", "put", "-ns", "app", "k", "v"); code != 0 {
+		t.Fatalf("the -dev agent does not take writes: %s%s", out, errOut)
+	}
+}

@@ -156,16 +156,22 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if cfg.APITLS {
 		a.apiLn = tls.NewListener(a.apiLn, a.tls.API(cfg.APIVerifyClient))
 	}
+	rpcTLS := a.tls
+	if rpcTLS != nil {
+		a.log.Info("node-to-node connections are mutual TLS", "node", a.tls.Node, "api_tls", cfg.APITLS, "api_verify_client", cfg.APIVerifyClient)
+	} else {
+		// A -dev agent without certificates: its RPC port takes only
+		// itself, with a CA made for this run alone.
+		if rpcTLS, err = tlsutil.Ephemeral(cfg.Node); err != nil {
+			return fmt.Errorf("agent: a certificate for this run: %w", err)
+		}
+		a.log.Info("dev agent: its cluster RPC port uses a CA made for this run; give -ca-file, -cert-file and -key-file for a cluster")
+	}
 	// The cluster RPC port closes after the store, whose raft uses it.
-	if a.rpc, err = clusterrpc.Listen(cfg.RPCAddr, a.tls, a.log.Named("rpc")); err != nil {
+	if a.rpc, err = clusterrpc.Listen(cfg.RPCAddr, rpcTLS, a.log.Named("rpc")); err != nil {
 		return fmt.Errorf("agent: -rpc %s: %w", cfg.RPCAddr, err)
 	}
 	defer a.rpc.Close()
-	if a.tls != nil {
-		a.log.Info("node-to-node connections are mutual TLS", "node", a.tls.Node, "api_tls", cfg.APITLS, "api_verify_client", cfg.APIVerifyClient)
-	} else {
-		a.log.Warn("node-to-node connections are not encrypted or authenticated (-dev without -ca-file, -cert-file, -key-file)")
-	}
 
 	if err := a.openStore(); err != nil {
 		return err
@@ -363,9 +369,7 @@ func (a *Agent) openStore() error {
 		EncryptKey:        cfg.Encrypt,
 		RequireEncryption: !cfg.Dev,
 	}
-	if a.tls != nil {
-		ccfg.VerifyServer = a.rpc.Verify
-	}
+	ccfg.VerifyServer = a.rpc.Verify
 	c, err := cluster.Start(ccfg)
 	if err != nil {
 		st.Close()

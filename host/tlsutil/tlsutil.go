@@ -111,6 +111,27 @@ func Load(f Files) (*Config, error) {
 	return c, nil
 }
 
+// Ephemeral is a CA and a server certificate for node made in memory and
+// never written: a -dev agent's cluster RPC port is mutual TLS with them,
+// so nothing else on the machine can speak raft or forward to it.
+func Ephemeral(node string) (*Config, error) {
+	ca, err := CreateCA(1)
+	if err != nil {
+		return nil, err
+	}
+	p, err := CreateCert(CertRequest{Node: node, Days: 1, CA: ca})
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.X509KeyPair(p.Cert, p.Key)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.Cert)
+	return &Config{pool: pool, cert: cert, Node: node}, nil
+}
+
 // LoadCA reads a PEM file of CA certificates into a pool.
 func LoadCA(path string) (*x509.CertPool, error) {
 	data, err := os.ReadFile(path)
