@@ -67,7 +67,7 @@ func (s *Store) Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (
 			return nil, fmt.Errorf("%w: a key is in namespace %q: %v", ErrCorruptBackup, it.Namespace(), err)
 		}
 	}
-	if held := s.fsm.Namespaces(); len(held) > 0 && !opts.Force {
+	if held := s.heldData(ctx); len(held) > 0 && !opts.Force {
 		return nil, notEmpty(held)
 	}
 	res, err := s.propose(ctx, &fsm.Command{Op: fsm.OpRestore, Snapshot: data})
@@ -75,6 +75,39 @@ func (s *Store) Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (
 		return nil, err
 	}
 	return &storev1.RestoreResponse{Revision: res.Index, Keys: res.Keys}, nil
+}
+
+// SystemACLPrefix is where host/acl keeps its records (tokens, policies)
+// in SystemNamespace. Every store holds some from its first leader on, so
+// they alone do not make a store one that holds data for Restore (which
+// replaces them with the backup's, as it does the rest of _sys).
+const SystemACLPrefix = "acl/"
+
+// heldData is the usage of each namespace that holds data, _sys left out
+// when it holds ACL records only.
+func (s *Store) heldData(ctx context.Context) map[string]fsm.Usage {
+	held := s.fsm.Namespaces()
+	u, ok := held[SystemNamespace]
+	if !ok {
+		return held
+	}
+	var acl int64
+	var page []byte
+	for {
+		resp, err := s.eng.List(ctx, &storev1.ListRequest{Namespace: SystemNamespace, Prefix: []byte(SystemACLPrefix),
+			KeysOnly: true, Consistency: storev1.Consistency_CONSISTENCY_STALE, PageToken: page})
+		if err != nil {
+			return held
+		}
+		acl += int64(len(resp.GetKvs()))
+		if page = resp.GetNextPageToken(); len(page) == 0 {
+			break
+		}
+	}
+	if acl >= u.Keys {
+		delete(held, SystemNamespace)
+	}
+	return held
 }
 
 // RestoreOptions shape a Restore.

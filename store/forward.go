@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
@@ -45,6 +46,15 @@ type forwarder struct {
 	transport ClusterTransport
 	conns     map[string]*grpc.ClientConn
 	isClosed  bool
+	creds     credentials.PerRPCCredentials // see SetForwardCredentials
+}
+
+// SetForwardCredentials sets the credentials this node's calls to the
+// leader carry (an ACL token). Set it before the store forwards.
+func (s *Store) SetForwardCredentials(c credentials.PerRPCCredentials) {
+	s.fwd.mu.Lock()
+	defer s.fwd.mu.Unlock()
+	s.fwd.creds = c
 }
 
 // SetLeaderResolver lets this node's Server forward requests that need the
@@ -82,6 +92,9 @@ func (f *forwarder) conn(addr, node string) (*grpc.ClientConn, error) {
 		// when the cluster has TLS: gRPC adds nothing on top.
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.MaxCallSendMsgSize(64<<20)),
+	}
+	if f.creds != nil {
+		opts = append(opts, grpc.WithPerRPCCredentials(f.creds))
 	}
 	what := "API"
 	if t := f.transport; t != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/internal/testenv"
+	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
@@ -52,10 +53,11 @@ func NewClusterArgs(t testing.TB, size int, args ...string) []*ClusterAgent {
 		t.Fatal(err)
 	}
 	agents := make([]*ClusterAgent, size)
+	token := &tokenBox{} // the cluster's, from its ACL bootstrap
 	for i := range agents {
 		agents[i] = &ClusterAgent{
 			Agent: &Agent{t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
-				Node: fmt.Sprint("n", i+1)},
+				Node: fmt.Sprint("n", i+1), acl: token},
 			Expect:  size,
 			Args:    append([]string(nil), args...),
 			Encrypt: key,
@@ -148,8 +150,27 @@ func (a *ClusterAgent) waitAPI(peers ...*ClusterAgent) {
 			default:
 			}
 		}
+		if err := a.bootstrapACL(); err != nil {
+			return err
+		}
 		return a.ready()
 	})
+}
+
+// bootstrapACL bootstraps the cluster's ACLs through a, once per cluster,
+// and shares the management token with every agent of the cluster.
+func (a *ClusterAgent) bootstrapACL() error {
+	if a.Token() != "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := aclv1.NewACLServiceClient(a.Conn()).Bootstrap(ctx, &aclv1.BootstrapRequest{})
+	if err != nil {
+		return fmt.Errorf("ACL bootstrap through %s: %w", a.Node, err)
+	}
+	a.learnToken(resp.GetToken().GetSecretId())
+	return nil
 }
 
 // Signal sends sig to the agent process alone (SIGSTOP, SIGCONT).

@@ -23,7 +23,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 
+	"github.com/plughost/plughost/internal/h2test"
 	"github.com/plughost/plughost/internal/testenv"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
@@ -140,7 +142,83 @@ type Agent struct {
 	// clientTLS and cliEnv: see AgentOptions (area: tls).
 	clientTLS *tls.Config
 	cliEnv    []string
+	// acl holds the agent's management token: a dev agent's from its token
+	// file, a cluster's from its ACL bootstrap (shared by its agents).
+	acl *tokenBox
 }
+
+// tokenBox holds a management token, set once it is known.
+type tokenBox struct {
+	mu     sync.Mutex
+	secret string
+}
+
+func (b *tokenBox) get() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.secret
+}
+
+func (b *tokenBox) set(s string) {
+	b.mu.Lock()
+	b.secret = s
+	b.mu.Unlock()
+}
+
+// Token is the agent's management token's secret, "" until it is known.
+func (a *Agent) Token() string {
+	if a.acl == nil {
+		return ""
+	}
+	return a.acl.get()
+}
+
+// learnToken sets the agent's token once there is one, and lets the
+// internal/h2test clients of its API use it.
+func (a *Agent) learnToken(secret string) {
+	if a.acl == nil {
+		a.acl = &tokenBox{}
+	}
+	a.acl.set(secret)
+	h2test.SetToken(a.API, secret)
+}
+
+// shareToken lets the internal/h2test clients of a's API use its token.
+func (a *Agent) shareToken() {
+	if s := a.Token(); s != "" {
+		h2test.SetToken(a.API, s)
+	}
+}
+
+// devToken reads the token a dev agent wrote to its data dir.
+func (a *Agent) devToken() error {
+	if a.Token() != "" {
+		return nil
+	}
+	b, err := os.ReadFile(filepath.Join(a.DataDir, "acl-token"))
+	if err != nil {
+		return fmt.Errorf("the dev agent's token file: %w", err)
+	}
+	a.learnToken(strings.TrimSpace(string(b)))
+	return nil
+}
+
+// TokenOption makes a gRPC client's calls carry the agent's management
+// token (read at each call: it may become known later).
+func (a *Agent) TokenOption() grpc.DialOption {
+	return grpc.WithPerRPCCredentials(agentToken{a})
+}
+
+type agentToken struct{ a *Agent }
+
+func (t agentToken) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	if s := t.a.Token(); s != "" {
+		return map[string]string{"authorization": "Bearer " + s}, nil
+	}
+	return nil, nil
+}
+
+func (agentToken) RequireTransportSecurity() bool { return false }
 
 // AgentOptions shape a test agent.
 type AgentOptions struct {
@@ -210,6 +288,9 @@ func (a *Agent) Start() {
 	}
 	args = append(args, a.extra...)
 	a.log = &testenv.SyncBuffer{}
+	if a.acl == nil {
+		a.acl = &tokenBox{}
+	}
 	a.cmd = exec.Command(filepath.Join(binDir, "plughost"), args...)
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -227,6 +308,9 @@ func (a *Agent) Start() {
 			return fmt.Errorf("agent exited: %v\n%s", a.exitErr, a.log.String())
 		default:
 		}
+		if err := a.devToken(); err != nil {
+			return err
+		}
 		return a.ready()
 	})
 }
@@ -237,6 +321,7 @@ func (a *Agent) Start() {
 func (a *Agent) ready() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
+	a.shareToken()
 	resp, err := a.Operator().ListMembers(ctx, &operatorv1.ListMembersRequest{})
 	if err != nil {
 		return err
@@ -316,8 +401,25 @@ func (a *Agent) Kill9() {
 // Log is what the agent printed.
 func (a *Agent) Log() string { return a.log.String() }
 
-// Conn is a plain gRPC client connection to the agent's API.
+// Conn is a gRPC client connection to the agent's API whose calls carry
+// the agent's management token.
 func (a *Agent) Conn() *grpc.ClientConn {
+	a.t.Helper()
+	creds := insecure.NewCredentials()
+	if a.clientTLS != nil {
+		creds = credentials.NewTLS(a.clientTLS)
+	}
+	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(creds), a.TokenOption())
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// BareConn is a gRPC client connection to the agent's API whose calls
+// carry no token but what they are given.
+func (a *Agent) BareConn() *grpc.ClientConn {
 	a.t.Helper()
 	creds := insecure.NewCredentials()
 	if a.clientTLS != nil {
@@ -336,11 +438,19 @@ func (a *Agent) Operator() operatorv1.OperatorServiceClient {
 	return operatorv1.NewOperatorServiceClient(a.Conn())
 }
 
-// CLI runs the real plughost CLI against the agent.
+// CLI runs the real plughost CLI against the agent with its management
+// token (PLUGHOST_TOKEN).
 func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
 	a.t.Helper()
+	return a.CLIEnv([]string{"PLUGHOST_TOKEN=" + a.Token()}, args...)
+}
+
+// CLIEnv runs the real plughost CLI against the agent with env added to
+// the test's environment (and no PLUGHOST_TOKEN but one env gives).
+func (a *Agent) CLIEnv(env []string, args ...string) (stdout, stderr string, code int) {
+	a.t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, "plughost"), args...)
-	cmd.Env = append(append(os.Environ(), "PLUGHOST_ADDR="+a.API), a.cliEnv...)
+	cmd.Env = append(append(append(withoutToken(os.Environ()), "PLUGHOST_ADDR="+a.API), a.cliEnv...), env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
 	err := cmd.Run()
@@ -351,6 +461,17 @@ func (a *Agent) CLI(args ...string) (stdout, stderr string, code int) {
 		a.t.Fatal(err)
 	}
 	return o.String(), e.String(), code
+}
+
+// withoutToken is env less any ACL token the test itself was given.
+func withoutToken(env []string) []string {
+	out := env[:0:0]
+	for _, e := range env {
+		if !strings.HasPrefix(e, "PLUGHOST_TOKEN=") && !strings.HasPrefix(e, "PLUGHOST_TOKEN_FILE=") {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // Drop copies a bundle (file or dir) into the agent's bundles dir the way an
@@ -445,4 +566,10 @@ func isZombie(pid int) bool {
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// withToken makes ctx's calls carry secret, and the extra metadata pairs:
+// for a BareConn.
+func withToken(ctx context.Context, secret string, pairs ...string) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, append([]string{"authorization", "Bearer " + secret}, pairs...)...)
 }

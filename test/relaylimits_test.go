@@ -181,7 +181,7 @@ func TestRelayAcknowledgesBeforeTheFirstCall(t *testing.T) {
 func TestRelayKeepsAnIdleKeepaliveConnection(t *testing.T) {
 	a := echoAgent(t)
 	// gRPC pings no more often than every 10s, whatever Time says.
-	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(insecure.NewCredentials()), a.TokenOption(),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: time.Second, Timeout: time.Second, PermitWithoutStream: true}))
 	if err != nil {
 		t.Fatal(err)

@@ -30,6 +30,7 @@ type clientFlags struct {
 	addr   string
 	format string
 	tls    clientTLS
+	tokenFlags
 }
 
 func (c *clientFlags) register(fs *flag.FlagSet) {
@@ -40,6 +41,7 @@ func (c *clientFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.addr, "addr", def, "agent API address (env PLUGHOST_ADDR)")
 	fs.StringVar(&c.format, "format", "table", "output format: table or json")
 	c.tls.register(fs)
+	c.tokenFlags.register(fs)
 }
 
 func (c *clientFlags) check() error {
@@ -62,13 +64,20 @@ func (c *clientFlags) dial() (*grpc.ClientConn, error) {
 }
 
 // dialLoad connects a load generator to the agent: its calls carry nothing
-// but what they are given, as an application's would.
+// but their token and what they are given, as an application's would.
 func (c *clientFlags) dialLoad() (*grpc.ClientConn, error) { return c.dialWith() }
 
 func (c *clientFlags) dialWith(opts ...grpc.DialOption) (*grpc.ClientConn, error) {
 	creds, err := c.tls.credentials()
 	if err != nil {
 		return nil, err
+	}
+	tok, err := c.tokenFlags.dialOption(c.addr)
+	if err != nil {
+		return nil, err
+	}
+	if tok != nil {
+		opts = append(opts, tok)
 	}
 	conn, err := grpc.NewClient(c.addr, append([]grpc.DialOption{
 		grpc.WithTransportCredentials(creds),

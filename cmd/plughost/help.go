@@ -28,6 +28,9 @@ var groups = map[string][]string{
 	"tls":           {"ca", "cert"},
 	"tls ca":        {"create"},
 	"tls cert":      {"create"},
+	"acl":           {"bootstrap", "token", "policy"},
+	"acl token":     {"create", "list", "read", "delete"},
+	"acl policy":    {"create", "list", "read", "delete"},
 }
 
 // helps holds the help of every command and subcommand, by the name its
@@ -267,6 +270,69 @@ once, through gossip; each member keeps its keyring in
 are named, and the command exits 1. To rotate: -install NEW, -use NEW,
 -remove OLD.`,
 		example: "plughost keyring -install \"$(plughost keygen)\"",
+	},
+	"acl": {
+		about: `Bootstrap access control and manage ACL tokens and policies. Every call to an
+agent needs a token; a token's policies say what it may do.`,
+		example: "plughost acl token create -description deployer -policy greeter-operator",
+	},
+	"acl bootstrap": {
+		about: `Create the cluster's first management token and print it, once per cluster.
+Its secret ID is shown this once: keep it safe. A dev agent bootstraps by
+itself and keeps its token in its data dir.`,
+		example: "plughost acl bootstrap",
+	},
+	"acl token": {
+		about:   "Create, list, read or delete ACL tokens.",
+		example: "plughost acl token list",
+	},
+	"acl token create": {
+		about: `Create a token with the named policies and print it with its secret ID,
+which is shown this once. History records the description as the actor.`,
+		example: "plughost acl token create -description ci -policy read-only",
+	},
+	"acl token list": {
+		about:   "List the tokens by accessor ID, without their secrets.",
+		example: "plughost acl token list -format json",
+	},
+	"acl token read": {
+		args:    "ACCESSOR_ID",
+		about:   "Show one token, without its secret.",
+		example: "plughost acl token read 6a1253d2-1785-24fd-91c2-f8e78c745511",
+	},
+	"acl token delete": {
+		args:    "ACCESSOR_ID",
+		about:   "Delete a token: calls with its secret are refused from then on.",
+		example: "plughost acl token delete 6a1253d2-1785-24fd-91c2-f8e78c745511",
+	},
+	"acl policy": {
+		about:   "Create, list, read or delete ACL policies.",
+		example: "plughost acl policy list",
+	},
+	"acl policy create": {
+		about: `Create a policy from rules in HCL. Rules: plugin "NAME" and plugin_prefix
+"PREFIX" { policy = "deny|read|call|write" } (read: status, versions,
+history, events; call: its gRPC services; write: pin, unpin, rollback,
+restart), namespace "NS" and namespace_prefix "PREFIX" { policy =
+"deny|read|write" } (store keys; _sys is management's alone), operator =
+"read|write" (members, raft peers) and acl = "read|write". Exact rules win
+over prefixes, the longest prefix wins, and a deny in any of a token's
+policies wins. Bundles and store backup and restore need global-management.`,
+		example: "plughost acl policy create -name greeter-operator -rules greeter.hcl",
+	},
+	"acl policy list": {
+		about:   "List the policies, built-in global-management and read-only included.",
+		example: "plughost acl policy list",
+	},
+	"acl policy read": {
+		args:    "NAME",
+		about:   "Show a policy's rules.",
+		example: "plughost acl policy read read-only",
+	},
+	"acl policy delete": {
+		args:    "NAME",
+		about:   "Delete a policy no token uses.",
+		example: "plughost acl policy delete greeter-operator",
 	},
 	"members": {
 		about:   "List the cluster's members with their serf status, raft role and tags.",

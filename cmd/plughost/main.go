@@ -70,10 +70,12 @@ Usage: plughost <command> [flags] [args]
   keygen       make a new gossip encryption key (for agent -encrypt)
   keyring      list, install, use or remove gossip keys on every member
   tls          ca create, cert create: the cluster CA and its certificates
+  acl          bootstrap, token, policy: who may do what
   version      print the version
 
 Commands that talk to an agent take -addr (default $PLUGHOST_ADDR, else
-127.0.0.1:7400); listings take -format json. Flags may stand before or
+127.0.0.1:7400) and -token (default $PLUGHOST_TOKEN, else a dev agent's
+own token found on this host); listings take -format json. Flags may stand before or
 after a command's arguments; '--' ends them. Exit codes: 0 ok, 1 error,
 2 usage.
 `
@@ -141,6 +143,8 @@ func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error
 		return runKeyring(ctx, env, rest)
 	case "tls":
 		return runTLS(ctx, env, rest)
+	case "acl":
+		return runACL(ctx, env, rest)
 	case "reaper":
 		return runReaper(ctx, env, rest)
 	case "version", "-version", "--version":

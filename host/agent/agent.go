@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -16,8 +17,8 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
+	"github.com/plughost/plughost/host/acl"
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/cluster"
@@ -27,6 +28,7 @@ import (
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/supervisor"
 	"github.com/plughost/plughost/host/tlsutil"
+	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -50,6 +52,7 @@ type Agent struct {
 	gov       *governance.Manager
 	installer *installer
 	trusted   *bundle.TrustedKeys // publisher keys bundles must be signed by; nil: any bundle
+	acl       *acl.Resolver
 
 	apiLn  net.Listener
 	httpLn net.Listener
@@ -177,6 +180,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer a.store.Close()
+	// ACLs are always on. Tokens resolve from a copy of the store's ACL
+	// records; a follower's store calls to the leader carry the cluster's
+	// server token. The agent's own PLUGHOST_TOKEN, if any, is no one
+	// else's: plugins inherit the agent's environment.
+	a.acl = acl.NewResolver(a.store, a.log.Named("acl"))
+	a.store.SetForwardCredentials(a.acl.ForwardCredentials())
+	enforcer := acl.NewEnforcer(a.acl)
+	for _, k := range []string{"PLUGHOST_TOKEN", "PLUGHOST_TOKEN_FILE"} {
+		_ = os.Unsetenv(k)
+	}
 	// Runs before the store closes: leave the gossip gracefully so the
 	// leader removes this node at once.
 	defer a.leaveCluster()
@@ -202,7 +215,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		a.log.Info("resource governance", "mode", a.gov.Mode())
 	}
 
-	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration})
+	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration,
+		Authorize: enforcer.AuthorizeCall})
 	node := &pluginv1.NodeInfo{Name: cfg.Node, ApiAddress: a.apiLn.Addr().String(), Tags: cfg.Tags}
 	a.super = supervisor.New(supervisor.Config{
 		Node:              node,
@@ -229,7 +243,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	// Stream workers keep their grown stacks across calls: small unary
 	// calls (store reads) otherwise pay a stack growth each.
-	a.grpc = grpc.NewServer(append(a.router.ServerOptions(), grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))))...)
+	a.grpc = grpc.NewServer(append(a.router.ServerOptions(), grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		grpc.ChainUnaryInterceptor(enforcer.Unary), grpc.ChainStreamInterceptor(enforcer.Stream))...)
+	enforcer.SetServer(a.grpc)
+	aclv1.RegisterACLServiceServer(a.grpc, acl.NewService(a.store, a.acl))
 	operatorv1.RegisterOperatorServiceServer(a.grpc, &operator{a: a})
 	storeSrv := store.NewServer(a.store)
 	storev1.RegisterStoreServiceServer(a.grpc, storeSrv)
@@ -237,7 +254,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.router.RegisterReflection(a.grpc)
 	// The cluster gRPC server, on the cluster RPC port, takes what other
 	// nodes send: requests forwarded to the leader.
-	a.clusterGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+	// Calls forwarded to the leader carry a token too (the caller's, else
+	// the cluster's server token): the cluster RPC port is checked as the
+	// API is, with or without TLS.
+	clusterEnforcer := acl.NewEnforcer(a.acl)
+	a.clusterGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20),
+		grpc.ChainUnaryInterceptor(clusterEnforcer.Unary), grpc.ChainStreamInterceptor(clusterEnforcer.Stream))
+	clusterEnforcer.SetServer(a.clusterGRPC)
 	storev1.RegisterStoreServiceServer(a.clusterGRPC, storeSrv)
 	storev1.RegisterStoreAdminServiceServer(a.clusterGRPC, storeSrv)
 	a.http = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
@@ -249,12 +272,16 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// The API and /v1/health answer from here on, with a leader or not:
 	// members, raft peers and this node's plugins are what an operator
 	// needs to see in a cluster that has none.
-	wg.Add(4)
+	wg.Add(5)
 	go func() {
 		defer wg.Done()
 		if err := a.clusterGRPC.Serve(a.rpc.GRPC()); err != nil && !errors.Is(err, grpc.ErrServerStopped) && runCtx.Err() == nil {
 			errc <- fmt.Errorf("agent: cluster RPC: %w", err)
 		}
+	}()
+	go func() {
+		defer wg.Done()
+		a.acl.Run(runCtx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -279,6 +306,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 				errc <- err
 			}
 			return
+		}
+		if cfg.Dev {
+			if err := a.devToken(runCtx); err != nil {
+				if runCtx.Err() == nil {
+					errc <- err
+				}
+				return
+			}
 		}
 		wg.Add(2) // this goroutine's count keeps wg above zero meanwhile
 		go func() {
@@ -306,6 +341,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	cancel()
 	a.stopServers()
 	wg.Wait()
+	if cfg.Dev {
+		acl.ForgetTokenFile(a.APIAddr(), filepath.Join(cfg.DataDir, acl.TokenFileName))
+	}
 	plugin.CleanupClients()
 	a.log.Info("agent stopped")
 	return err
@@ -397,6 +435,27 @@ func (a *Agent) waitForLeader(ctx context.Context) error {
 	return nil
 }
 
+// devToken makes sure a dev agent's data dir holds a management token
+// (bootstrapping ACLs on first start) and records where it is for the CLI
+// on this host, which then needs no -token.
+func (a *Agent) devToken(ctx context.Context) error {
+	path := filepath.Join(a.cfg.DataDir, acl.TokenFileName)
+	created, err := acl.EnsureDevToken(ctx, a.store, a.acl, path)
+	if err != nil {
+		return fmt.Errorf("agent: dev agent's management token: %w", err)
+	}
+	if created {
+		a.log.Info("dev agent: ACLs bootstrapped; management token written", "path", path)
+	}
+	rec, err := acl.RecordTokenFile(a.APIAddr(), path)
+	if err != nil {
+		a.log.Warn("the CLI will not find the dev agent's token by itself; give it -token-file", "path", path, "error", err)
+		return nil
+	}
+	a.log.Debug("dev token recorded for the CLI", "record", rec)
+	return nil
+}
+
 // leaveCluster leaves the gossip gracefully.
 func (a *Agent) leaveCluster() {
 	if a.cluster == nil {
@@ -417,15 +476,6 @@ func overrides(m map[string]Resources) map[string]governance.Limits {
 		out[k] = limits(v)
 	}
 	return out
-}
-
-func metadataValue(ctx context.Context, key string) string {
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if v := md.Get(key); len(v) > 0 {
-			return v[0]
-		}
-	}
-	return ""
 }
 
 var _ = wire.APIVersion

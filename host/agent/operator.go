@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/plughost/plughost/host/acl"
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/launch"
@@ -380,10 +381,9 @@ func (o *operator) running(name string) string {
 	return ""
 }
 
-func (o *operator) actor(ctx context.Context, given string) string {
-	if given != "" {
-		return given
-	}
+// actor is who history records for a call: the caller's token, never a
+// name the caller gives (the request's actor field is ignored).
+func (o *operator) actor(ctx context.Context, _ string) string {
 	return actorFrom(ctx)
 }
 
@@ -540,11 +540,12 @@ func (o *operator) GetHistory(ctx context.Context, req *operatorv1.GetHistoryReq
 	return resp, nil
 }
 
-// actorFrom names who called, from the "plughost-actor" metadata the CLI
-// sends, else "api".
+// actorFrom names who called: the description and accessor of the ACL
+// token the call was authorized with. What a client claims (the CLI's
+// "plughost-actor" metadata) is not trusted.
 func actorFrom(ctx context.Context) string {
-	if v := metadataValue(ctx, "plughost-actor"); v != "" {
-		return v
+	if id, ok := acl.IdentityFrom(ctx); ok {
+		return id.Actor()
 	}
 	return "api"
 }

@@ -53,7 +53,7 @@ func outgoingContext(ctx context.Context) context.Context {
 // headers, gRPC's own (grpc-timeout travels as the context's deadline),
 // and HTTP connection headers.
 func hopByHop(k string) bool {
-	if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") {
+	if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "grpc-") || isCredential(k) {
 		return true
 	}
 	switch k {

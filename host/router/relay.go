@@ -512,6 +512,11 @@ func (rl *relay) newStream(t *touched, c *h2conn, f *http2.MetaHeadersFrame) {
 // which its unknown-service handler answers.
 func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end bool) {
 	if p := st.p; p != nil {
+		// Calls to the agent's own services are authorized by its server.
+		if err := rl.r.authorizeFields(fields, p, pathOf(fields)); err != nil {
+			st.fail(t, err)
+			return
+		}
 		if b := p.backend.Load(); b != nil {
 			b.acquire()
 			// Switched away before the count went up: the old backend may
@@ -591,10 +596,22 @@ func backendFields(fields []hpack.HeaderField) []hpack.HeaderField {
 			f.Value = relayUserAgent
 		case strings.HasPrefix(f.Name, "grpc-") && !wireHeaders[f.Name]:
 			continue
+		case isCredential(f.Name):
+			continue // the caller's token is the agent's to check, not the plugin's to see
 		}
 		out = append(out, f)
 	}
 	return out
+}
+
+// pathOf is a call's :path.
+func pathOf(fields []hpack.HeaderField) string {
+	for _, f := range fields {
+		if f.Name == ":path" {
+			return f.Value
+		}
+	}
+	return ""
 }
 
 // backendAuthority is the :authority of relayed calls: the name go-plugin's

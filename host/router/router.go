@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -67,6 +68,21 @@ type Config struct {
 	// most every 10 s), a stalled or abusive one is closed with GOAWAY.
 	// Default 20s.
 	FirstCallTimeout time.Duration
+	// Authorize, if set, decides whether a call to plugin's method may go
+	// ahead, relayed or proxied alike, once per call: header is the
+	// credential header the call carries (CredentialHeaders) and
+	// credential its value, both "" when it carries none. A non-nil error
+	// (a gRPC status) ends the call with it.
+	Authorize func(header, credential, plugin, method string) error
+}
+
+// CredentialHeaders are the headers that carry a caller's credentials,
+// in the order Authorize looks at them. They never reach a plugin.
+var CredentialHeaders = [...]string{"authorization", "x-plughost-token"}
+
+// isCredential reports whether a header carries a caller's credentials.
+func isCredential(name string) bool {
+	return name == CredentialHeaders[0] || name == CredentialHeaders[1]
 }
 
 // DefaultStalledReadTimeout is Config.StalledReadTimeout's default.
@@ -342,9 +358,41 @@ func (r *Router) handle(_ any, ss grpc.ServerStream) error {
 		r.unknown.Add(1)
 		return errUnknownService(service)
 	}
+	if err := r.authorizeMD(ss.Context(), p, method); err != nil {
+		return err
+	}
 	err := r.route(ss, p, method)
 	p.stats.record(err)
 	return err
+}
+
+// authorizeMD authorizes a proxied call by its metadata.
+func (r *Router) authorizeMD(ctx context.Context, p *plugin, method string) error {
+	if r.cfg.Authorize == nil {
+		return nil
+	}
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, h := range CredentialHeaders {
+		if v := md.Get(h); len(v) > 0 {
+			return r.cfg.Authorize(h, v[0], p.name, method)
+		}
+	}
+	return r.cfg.Authorize("", "", p.name, method)
+}
+
+// authorizeFields authorizes a relayed call by its header fields.
+func (r *Router) authorizeFields(fields []hpack.HeaderField, p *plugin, method string) error {
+	if r.cfg.Authorize == nil {
+		return nil
+	}
+	for _, h := range CredentialHeaders {
+		for _, f := range fields {
+			if f.Name == h {
+				return r.cfg.Authorize(h, f.Value, p.name, method)
+			}
+		}
+	}
+	return r.cfg.Authorize("", "", p.name, method)
 }
 
 // route proxies one call to p's backend.

@@ -26,9 +26,10 @@ type Conn struct {
 	NC     net.Conn
 	Framer *http2.Framer
 
-	t   testing.TB
-	enc *hpack.Encoder
-	buf bytes.Buffer
+	t    testing.TB
+	enc  *hpack.Encoder
+	buf  bytes.Buffer
+	auth []string // the fields that carry the ACL token (SetToken)
 }
 
 // Dial opens a connection to addr, sends the client preface and a SETTINGS
@@ -43,7 +44,7 @@ func Dial(t testing.TB, addr string, settings ...http2.Setting) *Conn {
 	}
 	t.Cleanup(func() { _ = nc.Close() })
 	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
-	c := &Conn{t: t, NC: nc, Framer: http2.NewFramer(nc, nc)}
+	c := &Conn{t: t, NC: nc, Framer: http2.NewFramer(nc, nc), auth: authFields(addr)}
 	c.Framer.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.Framer.MaxHeaderListSize = 1 << 20
 	c.enc = hpack.NewEncoder(&c.buf)
@@ -56,11 +57,13 @@ func Dial(t testing.TB, addr string, settings ...http2.Setting) *Conn {
 	return c
 }
 
-// Block encodes the header block of a gRPC call to path, followed by the
-// extra fields, given as name, value pairs.
+// Block encodes the header block of a gRPC call to path, with the ACL
+// token set for the agent (SetToken), followed by the extra fields, given
+// as name, value pairs.
 func (c *Conn) Block(path string, extra ...string) []byte {
-	return c.fields(append([]string{":method", "POST", ":scheme", "http", ":path", path, ":authority", "localhost",
-		"content-type", "application/grpc", "te", "trailers"}, extra...)...)
+	fields := append([]string{":method", "POST", ":scheme", "http", ":path", path, ":authority", "localhost",
+		"content-type", "application/grpc", "te", "trailers"}, c.auth...)
+	return c.fields(append(fields, extra...)...)
 }
 
 // fields encodes a header block of name, value pairs.

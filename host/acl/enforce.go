@@ -1,0 +1,283 @@
+package acl
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+)
+
+// Credential headers: a call's token is "authorization: Bearer SECRET" or
+// "x-plughost-token: SECRET".
+const (
+	HeaderAuthorization = "authorization"
+	HeaderToken         = "x-plughost-token"
+)
+
+// SecretOf returns the secret a credential header's value carries.
+func SecretOf(name, value string) string {
+	if name == HeaderToken {
+		return strings.TrimSpace(value)
+	}
+	if len(value) > 7 && strings.EqualFold(value[:7], "bearer ") {
+		return strings.TrimSpace(value[7:])
+	}
+	return ""
+}
+
+// secretFrom returns the secret of a call's incoming metadata.
+func secretFrom(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	for _, name := range []string{HeaderAuthorization, HeaderToken} {
+		if v := md.Get(name); len(v) > 0 {
+			if s := SecretOf(name, v[0]); s != "" {
+				return s
+			}
+		}
+	}
+	return ""
+}
+
+type identityKey struct{}
+
+// IdentityFrom returns the identity an authorized call was made with.
+func IdentityFrom(ctx context.Context) (*Identity, bool) {
+	id, ok := ctx.Value(identityKey{}).(*Identity)
+	return id, ok
+}
+
+// ErrorInfo reasons, in domain "plughost.acl", of the errors that refuse
+// a call.
+const (
+	ErrorDomain          = "plughost.acl"
+	ReasonNoToken        = "ACL_TOKEN_MISSING"
+	ReasonTokenNotFound  = "ACL_TOKEN_NOT_FOUND"
+	ReasonPermissionDeny = "ACL_PERMISSION_DENIED"
+)
+
+func withInfo(code codes.Code, reason, msg string, meta map[string]string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: ErrorDomain, Reason: reason, Metadata: meta}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// howToGetToken ends the messages of calls refused for want of a token.
+const howToGetToken = "give one with -token, -token-file or PLUGHOST_TOKEN (a new cluster's first token comes from 'plughost acl bootstrap'; on a dev agent's host the CLI finds the agent's token by itself)"
+
+// Enforcer authorizes calls to the agent's API.
+type Enforcer struct {
+	r *Resolver
+
+	// own are the services registered on the agent's server, learnt at its
+	// first call (services cannot be registered once it serves): a method
+	// of one of them that the table does not list needs management; other
+	// services are plugins', which the router authorizes.
+	srv     *grpc.Server
+	ownOnce sync.Once
+	own     map[string]bool
+}
+
+// NewEnforcer returns an enforcer that resolves tokens with r.
+func NewEnforcer(r *Resolver) *Enforcer { return &Enforcer{r: r} }
+
+// SetServer names the server the enforcer's interceptors run in.
+func (e *Enforcer) SetServer(s *grpc.Server) { e.srv = s }
+
+func (e *Enforcer) isOwn(method string) bool {
+	e.ownOnce.Do(func() {
+		e.own = map[string]bool{}
+		if e.srv != nil {
+			for name := range e.srv.GetServiceInfo() {
+				e.own[name] = true
+			}
+		}
+	})
+	service := strings.TrimPrefix(method, "/")
+	if i := strings.LastIndexByte(service, '/'); i >= 0 {
+		service = service[:i]
+	}
+	return e.own[service]
+}
+
+// permission is what method needs; ok is false for a plugin's method.
+func (e *Enforcer) permission(method string) (Permission, bool) {
+	if p, ok := methods[method]; ok {
+		return p, true
+	}
+	if e.isOwn(method) {
+		return management, true
+	}
+	return Permission{}, false
+}
+
+// identify resolves the secret a call carries.
+func (e *Enforcer) identify(secret, method string) (*Identity, error) {
+	id, err := e.r.Resolve(secret)
+	switch err {
+	case nil:
+		return id, nil
+	case ErrNoToken:
+		return nil, withInfo(codes.Unauthenticated, ReasonNoToken,
+			fmt.Sprintf("no ACL token: %s needs one; %s", method, howToGetToken), map[string]string{"method": method})
+	default:
+		return nil, withInfo(codes.Unauthenticated, ReasonTokenNotFound,
+			fmt.Sprintf("ACL token not found: it was deleted or never existed; %s", howToGetToken), map[string]string{"method": method})
+	}
+}
+
+// check reports whether id may make a call that needs p on target.
+func check(id *Identity, p Permission, target, method string) error {
+	a := id.Authz
+	var ok bool
+	switch p.kind {
+	case kindNone, kindAnyToken:
+		ok = true
+	case kindManagement:
+		ok = a.Management()
+	case kindOperator:
+		ok = a.Operator() >= p.level
+	case kindACL:
+		ok = a.ACL() >= p.level
+	case kindPlugin:
+		ok = a.Plugin(target) >= p.level
+	case kindNamespace:
+		ok = a.Namespace(target) >= p.level
+	}
+	if ok {
+		return nil
+	}
+	need := p.what(target)
+	return withInfo(codes.PermissionDenied, ReasonPermissionDeny,
+		fmt.Sprintf("permission denied: token %s may not call %s: it needs %s; ask an operator for a token with a policy that grants it ('plughost acl policy create', 'plughost acl token create -policy NAME')",
+			id.Actor(), method, need), map[string]string{"method": method, "accessor_id": id.AccessorID, "permission": need})
+}
+
+// targetOf is the plugin or namespace a request is about.
+func targetOf(p Permission, req any) string {
+	switch p.kind {
+	case kindPlugin:
+		if r, ok := req.(interface{ GetName() string }); ok {
+			return r.GetName()
+		}
+	case kindNamespace:
+		if r, ok := req.(interface{ GetNamespace() string }); ok {
+			return r.GetNamespace()
+		}
+	}
+	return ""
+}
+
+// Unary is the server's unary interceptor.
+func (e *Enforcer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	p, ok := e.permission(info.FullMethod)
+	if !ok {
+		return handler(ctx, req) // unary handlers are all registered: never a plugin's
+	}
+	if p.kind == kindNone {
+		return handler(ctx, req)
+	}
+	id, err := e.identify(secretFrom(ctx), info.FullMethod)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(id, p, targetOf(p, req), info.FullMethod); err != nil {
+		return nil, err
+	}
+	resp, err := handler(context.WithValue(ctx, identityKey{}, id), req)
+	if err == nil && p.filter != nil {
+		p.filter(id.Authz, resp)
+	}
+	return resp, err
+}
+
+// Stream is the server's stream interceptor. A call to a service the
+// server does not register is a plugin's: the router's unknown-service
+// handler authorizes it (see AuthorizeCall), so it passes untouched.
+func (e *Enforcer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	p, ok := e.permission(info.FullMethod)
+	if !ok || p.kind == kindNone {
+		return handler(srv, ss)
+	}
+	id, err := e.identify(secretFrom(ss.Context()), info.FullMethod)
+	if err != nil {
+		return err
+	}
+	w := &stream{ServerStream: ss, ctx: context.WithValue(ss.Context(), identityKey{}, id), id: id, p: p, method: info.FullMethod}
+	if p.kind == kindPlugin || p.kind == kindNamespace {
+		// The target is in the request, the stream's first message.
+		w.pending = true
+	} else if err := check(id, p, "", info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, w)
+}
+
+// stream checks a streaming call's first message before its handler
+// sees it.
+type stream struct {
+	grpc.ServerStream
+	ctx     context.Context
+	id      *Identity
+	p       Permission
+	method  string
+	pending bool
+}
+
+func (s *stream) Context() context.Context { return s.ctx }
+
+func (s *stream) RecvMsg(m any) error {
+	if err := s.ServerStream.RecvMsg(m); err != nil {
+		return err
+	}
+	if s.pending {
+		s.pending = false
+		return check(s.id, s.p, targetOf(s.p, m), s.method)
+	}
+	return nil
+}
+
+// AuthorizeCall authorizes a call to plugin's method relayed or proxied by
+// the router; credential is the value of header (HeaderAuthorization or
+// HeaderToken), "" when the call has none.
+func (e *Enforcer) AuthorizeCall(header, credential, plugin, method string) error {
+	id, err := e.identify(SecretOf(header, credential), method)
+	if err != nil {
+		return err
+	}
+	return check(id, pluginLevel(Call), plugin, method)
+}
+
+// forwardCreds are the credentials of the store's calls to the leader.
+type forwardCreds struct{ r *Resolver }
+
+// ForwardCredentials are the credentials a follower's store presents to
+// the leader: the forwarded call's own token, so that the leader decides
+// on the caller's rights as they stand there, else (the agent's own
+// writes, a plugin's store) the cluster's server token.
+func (r *Resolver) ForwardCredentials() interface {
+	GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error)
+	RequireTransportSecurity() bool
+} {
+	return forwardCreds{r}
+}
+
+func (f forwardCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
+	s := secretFrom(ctx)
+	if s == "" {
+		s = f.r.ServerSecret()
+	}
+	if s == "" {
+		return nil, nil
+	}
+	return map[string]string{HeaderAuthorization: "Bearer " + s}, nil
+}
+
+func (forwardCreds) RequireTransportSecurity() bool { return false }
