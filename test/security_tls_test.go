@@ -190,8 +190,10 @@ func newRogue(t *testing.T, agents []*ClusterAgent, node string, args ...string)
 			t.Fatalf("rogue %s exited: %v\n%s", node, r.exitErr, r.Log())
 		default:
 		}
-		out, _, code := r.CLI("members")
-		if code != 0 || !strings.Contains(out, agents[0].Node) {
+		// Asked of the cluster: the rogue's own API wants a token of its
+		// own cluster, which it has none of (ACLs).
+		out, _, code := agents[0].CLI("members")
+		if code != 0 || !strings.Contains(out, node) {
 			return &cliErr{node + " has not joined: " + out}
 		}
 		return nil
