@@ -103,7 +103,7 @@ func (f *forwarder) conn(addr, node string) (*grpc.ClientConn, error) {
 			return t.DialGRPC(ctx, addr, node)
 		}))
 	}
-	c, err := grpc.NewClient("passthrough:///"+addr, opts...)
+	c, err := grpc.NewClient(addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("store: connect to the leader's %s at %s: %w", what, addr, err)
 	}
@@ -502,7 +502,7 @@ func leaderStatus(err error, target string) error {
 	case codes.Unavailable, codes.DeadlineExceeded, codes.Canceled:
 		if target != "" {
 			p := st.Proto()
-			p.Message = fmt.Sprintf("store: forwarded to the leader's API at %s: %s", target, p.GetMessage())
+			p.Message = fmt.Sprintf("store: forwarded to the leader at %s: %s", target, p.GetMessage())
 			return status.FromProto(p).Err()
 		}
 	}

@@ -45,6 +45,8 @@ type nodeOptions struct {
 	SerfAddr, RaftAddr string
 	MaxVoters          int
 	MinQuorum          int
+	// VerifyServer is Config.VerifyServer (area: tls).
+	VerifyServer func(ctx context.Context, node, rpcAddr string) error
 }
 
 func testLogger(t testing.TB, name string) hclog.Logger {
@@ -99,6 +101,7 @@ func startNode(t testing.TB, name, dir string, o nodeOptions) *testNode {
 		ServerStabilization: 200 * time.Millisecond,
 		DeadServerGrace:     time.Second,
 		ReconcileInterval:   50 * time.Millisecond,
+		VerifyServer:        o.VerifyServer,
 	})
 	if err != nil {
 		srv.Stop()
