@@ -449,3 +449,43 @@ func TestOnlyTrustedSignedBundlesRun(t *testing.T) {
 		}
 	}
 }
+
+// TestTrustedKeysStopWhatWasInstalledUnsigned: an agent restarted with a
+// trusted key does not start the unsigned bundle it installed before; the
+// same version, signed, added again, runs.
+func TestTrustedKeysStopWhatWasInstalledUnsigned(t *testing.T) {
+	a := NewAgent(t, AgentOptions{})
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.WaitRunning("echo", "1.0.0")
+
+	prefix := filepath.Join(t.TempDir(), "acme")
+	id := strings.TrimSpace(cli(t, a, "bundle", "keygen", "-o", prefix))
+	a.Stop()
+	a.extra = append(a.extra, "-trusted-key", prefix+".pub")
+	a.Start()
+
+	testenv.WaitFor(t, 30*time.Second, "echo to be refused for want of a signature", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := a.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: "echo"})
+		if err != nil {
+			return err
+		}
+		p := resp.GetPlugin()
+		if p.GetRunningVersion() != "" {
+			return fmt.Errorf("echo %s runs", p.GetRunningVersion())
+		}
+		if !strings.Contains(p.GetLastError(), "not signed") || !strings.Contains(p.GetLastError(), id) {
+			return fmt.Errorf("last error %q does not say it is not signed by %s", p.GetLastError(), id)
+		}
+		return nil
+	})
+
+	signed := filepath.Join(t.TempDir(), "echo-1.0.0.tar.gz")
+	if err := copyTree(bundlePath("echo", "1.0.0"), signed); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, a, "bundle", "sign", "-key", prefix+".key", signed)
+	cli(t, a, "bundle", "add", signed)
+	a.WaitRunning("echo", "1.0.0")
+}

@@ -236,6 +236,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		BackoffMax:        cfg.BackoffMax.Duration,
 		CrashLoopRestarts: cfg.CrashLoopRestarts,
 		CrashLoopWindow:   cfg.CrashLoopWindow.Duration,
+		CheckInstalled:    a.checkInstalled(),
 	})
 	a.installer = &installer{cfg: cfg, cat: a.catalog, trusted: a.trusted, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}

@@ -85,7 +85,14 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 			return nil, fmt.Errorf("%s: %s %s is already registered with sha256 %s, this bundle has %s: %w (give the new build a new version)",
 				what, m.Name, m.Version, old.SHA256[:12], m.SHA256[:12], catalog.ErrImmutable)
 		}
-		if _, err := os.Stat(filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version, m.Executable)); err == nil {
+		dir := filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version)
+		_, err := os.Stat(filepath.Join(dir, m.Executable))
+		if err == nil && in.trusted != nil {
+			// Installed before trusted keys were set: this signed bundle
+			// replaces it.
+			err = checkInstalled(in.trusted, old, dir)
+		}
+		if err == nil {
 			in.notify(m.Name)
 			return &Installed{Manifest: m, Already: true}, nil
 		}
@@ -135,6 +142,34 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 		if !slices.Contains(got, s) {
 			return fmt.Errorf("plugin.json lists service %s but the plugin serves %v: %w (fix \"services\" in plugin.json)", s, got, ErrServices)
 		}
+	}
+	return nil
+}
+
+// checkInstalled returns the supervisor's check of installed files before
+// every start: with trusted keys, the installed bundle must be signed by
+// one of them, so that turning trusted_keys on also stops what was
+// installed unsigned before. Without trusted keys it is nil.
+func (a *Agent) checkInstalled() func(e *catalog.Entry, dir string) error {
+	if a.trusted == nil {
+		return nil
+	}
+	return func(e *catalog.Entry, dir string) error { return checkInstalled(a.trusted, e, dir) }
+}
+
+// checkInstalled checks that the bundle installed in dir is e's and signed
+// by a trusted key.
+func checkInstalled(trusted *bundle.TrustedKeys, e *catalog.Entry, dir string) error {
+	b, err := bundle.ReadInstalled(dir)
+	if err != nil {
+		return err
+	}
+	if m := b.Manifest; m.Name != e.Name || m.Version != e.Version || m.SHA256 != e.SHA256 {
+		return fmt.Errorf("%s holds %s %s (sha256 %s) but the catalog says %s %s (sha256 %s): add the bundle of %s %s again",
+			dir, m.Name, m.Version, m.SHA256, e.Name, e.Version, e.SHA256, e.Name, e.Version)
+	}
+	if _, err := trusted.Check(b); err != nil {
+		return fmt.Errorf("%s %s, installed on this node, is not started: %w (then add its bundle signed by a trusted key again)", e.Name, e.Version, err)
 	}
 	return nil
 }

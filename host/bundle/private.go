@@ -226,3 +226,21 @@ func moveExecutable(src, dst, digest string) error {
 	}
 	return nil
 }
+
+// ReadInstalled reads the manifest and signature of the bundle InstallTo
+// installed in dir, to check its signature again before it is started
+// (see TrustedKeys.Check). The executable is not read: its digest is
+// checked when it is started.
+func ReadInstalled(dir string) (*Bundle, error) {
+	label := "installed in " + dir
+	m, raw, err := readManifest(dir, label, fromDir)
+	if err != nil {
+		return nil, err
+	}
+	sig, err := readSignatureFile(dir, label)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{Manifest: m, ManifestJSON: raw, Signature: sig, Dir: dir, Executable: filepath.Join(dir, m.Executable),
+		Source: m.Name + "-" + m.Version}, nil
+}

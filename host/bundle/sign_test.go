@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -203,5 +204,38 @@ func TestLoadTrustedKeysRefusesBadFiles(t *testing.T) {
 	}
 	if tk, err := LoadTrustedKeys(nil); tk != nil || err != nil {
 		t.Errorf("LoadTrustedKeys(nil) = %v, %v; want nil, nil", tk, err)
+	}
+}
+
+// TestReadInstalledKeepsTheSignature: what InstallTo installed reads back
+// with the signature that was checked at intake.
+func TestReadInstalledKeepsTheSignature(t *testing.T) {
+	publisher, pid := newKey(t, "publisher")
+	p := writeFile(t, t.TempDir(), "echo-1.2.0.tar.gz", tarGz(t, goodEntries(t, nil)))
+	sign(t, p, publisher)
+	b, err := Open(p, filepath.Join(t.TempDir(), "u"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dest := filepath.Join(t.TempDir(), "echo", "1.2.0")
+	if err := b.InstallTo(dest); err != nil {
+		t.Fatal(err)
+	}
+	got, err := ReadInstalled(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, err := trust(t, publisher).Check(got); err != nil || id != pid {
+		t.Fatalf("installed bundle: Check = %s, %v", id, err)
+	}
+	if err := os.Remove(filepath.Join(dest, SignatureFile)); err != nil {
+		t.Fatal(err)
+	}
+	got, err = ReadInstalled(dest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := trust(t, publisher).Check(got); !errors.Is(err, ErrUnsigned) {
+		t.Fatalf("installed bundle without its signature: %v, want ErrUnsigned", err)
 	}
 }

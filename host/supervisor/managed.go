@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/rand/v2"
+	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -313,7 +314,11 @@ func (m *managed) reconcile(ctx context.Context) error {
 	if failed == e.Version {
 		return nil
 	}
-	if _, err := m.s.executable(e); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	exe, err := m.s.executable(e)
+	if err == nil && m.s.cfg.CheckInstalled != nil {
+		err = m.s.cfg.CheckInstalled(e, filepath.Dir(exe))
+	}
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		// Installed files that are not what the agent installed: refuse
 		// them until the bundle is added again, which reconciles again.
 		m.refuse(e.Version, err.Error())

@@ -43,6 +43,11 @@ type Config struct {
 	// CrashLoopRestarts restarts within CrashLoopWindow put a plugin in failed.
 	CrashLoopRestarts int
 	CrashLoopWindow   time.Duration
+	// CheckInstalled, when set, is asked before every start whether the
+	// installed files of e in dir may run; an error refuses the version on
+	// this node, with an event. (The agent checks publisher signatures
+	// with it: area bundle.)
+	CheckInstalled func(e *catalog.Entry, dir string) error
 }
 
 // DefaultConfig returns the supervision defaults.
