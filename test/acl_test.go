@@ -15,7 +15,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/internal/testenv"
+	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
@@ -310,4 +312,57 @@ func TestACLTokenAndPolicyCommands(t *testing.T) {
 	if status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "PLUGHOST_TOKEN") {
 		t.Fatalf("unknown token: %v", err)
 	}
+}
+
+// TestACLHostilePluginIsRefused: a plugin built with the SDK that dials
+// the agent's API gets nothing there: no operator call, no other plugin's
+// namespace or calls, no _sys, no backup, no pin or restart of another
+// plugin. The agent's own PLUGHOST_TOKEN does not reach it.
+func TestACLHostilePluginIsRefused(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	a.Drop(bundlePath("counter", "1.0.0"))
+	a.WaitRunning("counter", "1.0.0")
+	// The agent runs with a management token in its environment, as an
+	// operator's shell might have it.
+	a.Stop()
+	a.env = []string{"PLUGHOST_TOKEN=" + a.Token()}
+	a.Start()
+
+	exe := fixture(t, "hostileapi", "hostileapi", "1.0.0")
+	m := &bundle.Manifest{Name: "hostileapi", Version: "1.0.0", APIVersions: []int{1}, Services: []string{"echo.v1.EchoService"}}
+	b, err := bundle.Build(exe, m, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Drop(b)
+	a.WaitRunning("hostileapi", "1.0.0")
+	a.WaitRunning("counter", "1.0.0")
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	resp, err := echov1.NewEchoServiceClient(a.Conn()).Echo(ctx, &echov1.EchoRequest{Message: "attack"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var report map[string]string
+	if err := json.Unmarshal([]byte(resp.GetMessage()), &report); err != nil {
+		t.Fatalf("the plugin's report %q: %v", resp.GetMessage(), err)
+	}
+	if report["env token"] != "absent" {
+		t.Errorf("the agent's PLUGHOST_TOKEN reached the plugin")
+	}
+	delete(report, "env token")
+	if len(report) < 10 {
+		t.Fatalf("the plugin reported %d attempts: %v", len(report), report)
+	}
+	for what, code := range report {
+		if code != codes.Unauthenticated.String() && code != codes.PermissionDenied.String() {
+			t.Errorf("plugin's %s: %s, want Unauthenticated or PermissionDenied", what, code)
+		}
+	}
+	if out, _, _ := a.CLI("plugin", "history", "counter"); strings.Contains(out, " pin ") {
+		t.Errorf("the plugin pinned counter:\n%s", out)
+	}
+	t.Logf("the hostile plugin's attempts: %v", report)
 }

@@ -145,6 +145,8 @@ type Agent struct {
 	// acl holds the agent's management token: a dev agent's from its token
 	// file, a cluster's from its ACL bootstrap (shared by its agents).
 	acl *tokenBox
+	// env is added to the agent process's environment (area: acl).
+	env []string
 }
 
 // tokenBox holds a management token, set once it is known.
@@ -292,6 +294,9 @@ func (a *Agent) Start() {
 		a.acl = &tokenBox{}
 	}
 	a.cmd = exec.Command(filepath.Join(binDir, "plughost"), args...)
+	if len(a.env) > 0 {
+		a.cmd.Env = append(os.Environ(), a.env...)
+	}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := a.cmd.Start(); err != nil {
