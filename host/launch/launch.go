@@ -3,12 +3,14 @@
 package launch
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -73,6 +75,11 @@ type Spec struct {
 	Dir string
 	// DialOptions are added to the host's gRPC connection to the plugin.
 	DialOptions []grpc.DialOption
+	// Sandbox, when set, starts the plugin sandboxed (see host/sandbox):
+	// the executable is opened, checked against SHA256 and executed from
+	// that same descriptor, so what runs is what was checked, and Dir is
+	// the sandbox's working dir rather than Spec.Dir.
+	Sandbox Sandbox
 	// SocketDir, when set, is where the plugin's unix sockets go: go-plugin's
 	// own, the broker's and the SDK's data socket, in a directory of the
 	// instance's own that go-plugin removes when the plugin ends. The agent
@@ -80,6 +87,16 @@ type Spec struct {
 	// the agent's to clean and no one else's; empty is the system's temp
 	// dir.
 	SocketDir string
+}
+
+// Sandbox is how a sandboxed plugin is started (host/sandbox.Process).
+type Sandbox interface {
+	// Command returns the command that runs exe, an executable opened
+	// and checked by the caller, sandboxed.
+	Command(exe *os.File) *exec.Cmd
+	// Own gives dir, made by the caller for the process, to the
+	// process's user.
+	Own(dir string) error
 }
 
 // Instance is a running plugin process.
@@ -127,8 +144,19 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		return nil, fmt.Errorf("%s: manifest sha256 %q is not a SHA-256 digest: %w", what, spec.SHA256, ErrChecksum)
 	}
 
-	cmd := exec.Command(spec.Executable)
-	cmd.Dir = spec.Dir
+	var cmd *exec.Cmd
+	secure := &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	if spec.Sandbox != nil {
+		exe, err := openChecked(what, spec, sum)
+		if err != nil {
+			return nil, err
+		}
+		defer exe.Close() // the process has its own copy once started
+		cmd, secure = spec.Sandbox.Command(exe), nil
+	} else {
+		cmd = exec.Command(spec.Executable)
+		cmd.Dir = spec.Dir
+	}
 	// The plugin leads its own process group, so the SDK can take everything
 	// it forked down with it, and gets SIGTERM when the agent dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGTERM}
@@ -141,7 +169,7 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 		HandshakeConfig:  wire.Handshake,
 		VersionedPlugins: wire.PluginSets(&wire.GRPCPlugin{OnConnect: onConnect}),
 		Cmd:              cmd,
-		SecureConfig:     &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()},
+		SecureConfig:     secure,
 		AutoMTLS:         true,
 		SkipHostEnv:      true,
 		Managed:          true,
@@ -161,6 +189,12 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 	if spec.SocketDir != "" {
 		if sockets, err = os.MkdirTemp(spec.SocketDir, "plugin-"); err != nil {
 			return nil, fmt.Errorf("%s: socket dir: %w", what, err)
+		}
+		if spec.Sandbox != nil {
+			if err := spec.Sandbox.Own(sockets); err != nil {
+				_ = os.RemoveAll(sockets)
+				return nil, fmt.Errorf("%s: socket dir: %w", what, err)
+			}
 		}
 		cmd.Env = append(cmd.Env, plugin.EnvUnixSocketDir+"="+sockets)
 	}
@@ -235,6 +269,25 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 	inst.dataSocket = desc.GetDataSocket()
 	inst.dataMu.Unlock()
 	return inst, nil
+}
+
+// openChecked opens spec's executable and checks its digest through the
+// descriptor that the sandbox then executes.
+func openChecked(what string, spec Spec, sum []byte) (*os.File, error) {
+	f, err := os.Open(spec.Executable)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: reading %s: %w", what, spec.Executable, err)
+	}
+	if !bytes.Equal(h.Sum(nil), sum) {
+		f.Close()
+		return nil, fmt.Errorf("%s: %s does not match the manifest's sha256 %s: %w (re-add the bundle)", what, spec.Executable, spec.SHA256, ErrChecksum)
+	}
+	return f, nil
 }
 
 func onConnect(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {

@@ -1,0 +1,56 @@
+package sandbox
+
+import (
+	"bufio"
+	"io/fs"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+type owner struct{ uid, gid uint32 }
+
+func statOwner(fi fs.FileInfo) (owner, bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return owner{}, false
+	}
+	return owner{uid: st.Uid, gid: st.Gid}, true
+}
+
+// capEff is the agent's effective capability set, from /proc/self/status.
+func capEff() uint64 {
+	v, _ := statusField("/proc/self/status", "CapEff")
+	n, _ := strconv.ParseUint(v, 16, 64)
+	return n
+}
+
+// statusField reads one "Name:\tvalue" line of a /proc status file.
+func statusField(file, name string) (string, bool) {
+	f, err := os.Open(file)
+	if err != nil {
+		return "", false
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && k == name {
+			return strings.TrimSpace(v), true
+		}
+	}
+	return "", false
+}
+
+// ptraceScope is kernel.yama.ptrace_scope, -1 where Yama is absent.
+func ptraceScope() int {
+	b, err := os.ReadFile("/proc/sys/kernel/yama/ptrace_scope")
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return -1
+	}
+	return n
+}
