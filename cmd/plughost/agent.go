@@ -13,6 +13,7 @@ import (
 
 	"github.com/plughost/plughost/host/agent"
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/sandbox"
 	"github.com/plughost/plughost/store"
 )
 
@@ -39,6 +40,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	deadServerGrace := fs.Duration("dead-server-grace", 0, "how long a server is failed, to gossip and to raft, before the leader removes it from raft (default "+cluster.DefaultDeadServerGrace.String()+")")
 	serverStabilization := fs.Duration("server-stabilization", 0, "how long a new server is healthy before it gets a vote (default "+cluster.DefaultServerStabilization.String()+")")
 	minQuorum := fs.Int("min-quorum", -1, "fewest voters the removal of dead servers leaves, so the servers that come back make a quorum (default the -bootstrap-expect count)")
+	// sandbox
+	pluginUser := fs.String("plugin-user", "", "user every plugin runs as (default: a uid of its own per plugin, from plugin_uid_range)")
+	pluginUIDRange := fs.String("plugin-uid-range", "", "uids LOW-HIGH given to plugins one per plugin, when -plugin-user is not set (default "+sandbox.DefaultUIDRange+")")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	// Gossip encryption (gossip area).
@@ -81,6 +85,8 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	set(&cfg.SerfAddr, *serfAddr)
 	set(&cfg.RaftLog, *raftLog)
 	set(&cfg.CgroupParent, *cgroupParent)
+	set(&cfg.PluginUser, *pluginUser)
+	set(&cfg.PluginUIDRange, *pluginUIDRange)
 	set(&cfg.LogLevel, *logLevel)
 	set(&cfg.Encrypt, *encrypt)
 	set(&cfg.CAFile, *caFile)

@@ -12,9 +12,15 @@ import (
 	"syscall"
 
 	"google.golang.org/grpc/status"
+
+	"github.com/plughost/plughost/host/sandbox"
 )
 
 func main() {
+	// A sandboxed plugin starts as this binary run again (the trampoline).
+	if sandbox.Init() {
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -151,10 +151,14 @@ func (p *pluginCmd) status(ctx context.Context, name string) error {
 			for _, l := range in.GetLimits() {
 				limits = append(limits, map[string]any{"resource": l.GetResource(), "limit": l.GetLimit(), "enforced": l.GetEnforced(), "reason": l.GetReason()})
 			}
+			var parts []map[string]any
+			for _, sp := range in.GetSandbox() {
+				parts = append(parts, map[string]any{"part": sp.GetPart(), "setting": sp.GetSetting(), "enforced": sp.GetEnforced(), "reason": sp.GetReason()})
+			}
 			u := in.GetUsage()
 			insts = append(insts, map[string]any{
 				"node": in.GetNode(), "instance_id": in.GetInstanceId(), "version": in.GetVersion(), "state": state(in.GetState()),
-				"since": ts(in.GetSince()), "restarts": in.GetRestarts(), "pid": in.GetPid(), "limits": limits,
+				"since": ts(in.GetSince()), "restarts": in.GetRestarts(), "pid": in.GetPid(), "limits": limits, "sandbox": parts,
 				"usage": map[string]any{"memory_bytes": u.GetMemoryBytes(), "memory_peak_bytes": u.GetMemoryPeakBytes(), "cpu_usage_ns": u.GetCpuUsageNs(), "cpu_throttled_ns": u.GetCpuThrottledNs(), "pids": u.GetPids()},
 			})
 		}
@@ -175,6 +179,13 @@ func (p *pluginCmd) status(ctx context.Context, name string) error {
 				fmt.Fprintf(w, "  limit %-6s %-12s enforced\n", l.GetResource(), l.GetLimit())
 			} else {
 				fmt.Fprintf(w, "  limit %-6s %-12s NOT enforced: %s\n", l.GetResource(), l.GetLimit(), l.GetReason())
+			}
+		}
+		for _, sp := range in.GetSandbox() {
+			if sp.GetEnforced() {
+				fmt.Fprintf(w, "  sandbox %-12s %s\n", sp.GetPart(), sp.GetSetting())
+			} else {
+				fmt.Fprintf(w, "  sandbox %-12s NOT enforced: %s\n", sp.GetPart(), sp.GetReason())
 			}
 		}
 		if u := in.GetUsage(); u != nil {

@@ -209,6 +209,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		return err
 	}
 	defer RemoveSocketDir(sockets)
+	sb, err := a.startSandbox(sockets)
+	if err != nil {
+		return err
+	}
+	defer sb.Close()
 	if reason := a.gov.Reason(); reason != "" {
 		a.log.Warn("resource limits are not fully enforced", "mode", a.gov.Mode(), "reason", reason)
 	} else {
@@ -226,6 +231,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		Store:             a.store,
 		Router:            a.router,
 		Governance:        a.gov,
+		Sandbox:           sb,
 		Defaults:          limits(cfg.DefaultResources),
 		Overrides:         overrides(cfg.Overrides),
 		Logger:            a.log,
@@ -240,7 +246,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	})
 	a.installer = &installer{cfg: cfg, cat: a.catalog, trusted: a.trusted, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
-	}, installed: func(name string) { a.super.Reconcile(name) }}
+	}, sandbox: sb, gov: a.gov, probeLimits: limits(cfg.DefaultResources),
+		installed: func(name string) { a.super.Reconcile(name) }}
 
 	// Stream workers keep their grown stacks across calls: small unary
 	// calls (store reads) otherwise pay a stack growth each.

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/sandbox"
 	"github.com/plughost/plughost/host/tlsutil"
 	"github.com/plughost/plughost/store"
 )
@@ -68,6 +69,13 @@ type Config struct {
 	DisableCgroups   bool                 `json:"disable_cgroups"`
 	DefaultResources Resources            `json:"default_resources"`
 	Overrides        map[string]Resources `json:"overrides"`
+
+	// Sandbox (area: sandbox). PluginUser is the user every plugin runs
+	// as; empty gives each plugin a uid of its own from PluginUIDRange
+	// ("LOW-HIGH", default sandbox.DefaultUIDRange). Either needs a root
+	// agent; plugin status says what holds.
+	PluginUser     string `json:"plugin_user"`
+	PluginUIDRange string `json:"plugin_uid_range"`
 
 	// RaftLog is the raft log store for a new data dir: "wal" or "boltdb"
 	// (empty: store.DefaultLogStore). A data dir keeps the one it has.
@@ -250,6 +258,11 @@ func (c *Config) Validate() error {
 	if c.Encrypt != "" {
 		if _, err := cluster.DecodeKey(c.Encrypt); err != nil {
 			errs = append(errs, fmt.Errorf("-encrypt: %w", err))
+		}
+	}
+	if c.PluginUIDRange != "" {
+		if _, _, err := sandbox.ParseUIDRange(c.PluginUIDRange); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.CrashLoopRestarts <= 0 {

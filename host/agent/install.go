@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -14,7 +16,9 @@ import (
 
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
+	"github.com/plughost/plughost/host/sandbox"
 	"github.com/plughost/plughost/sdk/wire"
 )
 
@@ -28,6 +32,11 @@ type installer struct {
 	trusted  *bundle.TrustedKeys // nil: unsigned bundles are accepted
 	log      hclog.Logger
 	baseSpec func() launch.Spec
+	// sandbox and gov confine the probe: a uid of its own and a cgroup
+	// of its own, limited to probeLimits, killed when the probe is done.
+	sandbox     *sandbox.Sandbox
+	gov         *governance.Manager
+	probeLimits governance.Limits
 	// installed is told the name of every plugin whose files were installed
 	// here, so the supervisor starts a version it was waiting for.
 	installed func(name string)
@@ -117,18 +126,52 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	return &Installed{Manifest: m, Already: already, InstalledHere: true}, nil
 }
 
+// probeGroupID names a probe's cgroup in the agent's own: unique, so that
+// one a probe could not remove never blocks the next.
+func probeGroupID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "probe-" + hex.EncodeToString(b[:])
+}
+
 func (in *installer) notify(name string) {
 	if in.installed != nil {
 		in.installed(name)
 	}
 }
 
-// probe starts the executable once and checks who it says it is.
+// probe starts the executable once and checks who it says it is. The
+// executable is not trusted yet: it runs sandboxed, as a user no plugin
+// has, in a cgroup of its own with the default limits, and everything it
+// started is killed once it is done.
 func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 	m := b.Manifest
 	spec := in.baseSpec()
 	spec.Plugin, spec.Version, spec.InstanceID = m.Name, m.Version, "probe"
 	spec.Executable, spec.SHA256, spec.Dir = b.Executable, m.SHA256, b.Dir
+	if in.sandbox != nil {
+		p, err := in.sandbox.PrepareProbe()
+		if err != nil {
+			return err
+		}
+		defer p.Release()
+		spec.Sandbox = p
+	}
+	if in.gov != nil {
+		g, err := in.gov.New(probeGroupID(), in.probeLimits)
+		if err != nil {
+			return fmt.Errorf("probe cgroup: %w", err)
+		}
+		// Deferred before the stop below, so it runs after it: whatever
+		// the probe left running is killed, and the cgroup waited on
+		// until empty.
+		defer func() {
+			if err := g.Delete(); err != nil {
+				in.log.Error("could not kill what the bundle probe left running", "plugin", m.Name, "version", m.Version, "error", err)
+			}
+		}()
+		spec.Place = g.Start
+	}
 	inst, err := launch.Start(ctx, spec)
 	if err != nil {
 		return err

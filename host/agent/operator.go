@@ -252,6 +252,9 @@ func instanceStatus(node string, is supervisor.InstanceStatus) *operatorv1.Insta
 	for _, l := range is.Limits {
 		out.Limits = append(out.Limits, &operatorv1.LimitStatus{Resource: l.Resource, Limit: l.Limit, Value: l.Value, Enforced: l.Enforced, Reason: l.Reason})
 	}
+	for _, p := range is.Sandbox {
+		out.Sandbox = append(out.Sandbox, &operatorv1.SandboxPart{Part: p.Part, Setting: p.Setting, Enforced: p.Enforced, Reason: p.Reason})
+	}
 	if u := is.Usage; u != nil {
 		out.Usage = &operatorv1.ResourceUsage{
 			MemoryBytes: u.MemoryBytes, MemoryPeakBytes: u.MemoryPeakBytes, CpuUsageNs: u.CPUUsageNanos,

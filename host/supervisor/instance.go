@@ -19,6 +19,7 @@ import (
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/router"
+	"github.com/plughost/plughost/host/sandbox"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
 	"github.com/plughost/plughost/store"
@@ -30,6 +31,7 @@ type instance struct {
 	entry   *catalog.Entry
 	group   *governance.Group
 	limits  []governance.LimitStatus
+	sandbox []sandbox.Part
 	backend *router.Backend
 
 	// unhealthy receives the reason once the liveness checks fail
@@ -99,6 +101,27 @@ func (s *Supervisor) executable(e *catalog.Entry) (string, error) {
 	return e.ExecutableIn(s.cfg.PluginsDir)
 }
 
+// CgroupOf names the cgroup of g, or says why there is none: what
+// sandbox.Process.Status takes.
+func CgroupOf(m *governance.Manager, g *governance.Group) (cgroup, noCgroup string) {
+	switch {
+	case m == nil:
+		return "", "resource governance is off"
+	case g == nil:
+		return "", "the instance's cgroup could not be made"
+	case g.Path() != "":
+		return g.Path(), ""
+	case m.Reason() != "":
+		return "", m.Reason()
+	}
+	for _, l := range g.Enforcement() {
+		if l.Reason != "" {
+			return "", l.Reason
+		}
+	}
+	return "", "the instance has no cgroup"
+}
+
 // errNotHealthy marks an instance that did not pass its health gate.
 var errNotHealthy = errors.New("not healthy")
 
@@ -129,7 +152,7 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 			place = g.Start
 		}
 	}
-	inst, err := launch.Start(ctx, launch.Spec{
+	spec := launch.Spec{
 		Plugin:       e.Name,
 		Version:      e.Version,
 		InstanceID:   id,
@@ -141,7 +164,22 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		Dir:          dir,
 		DialOptions:  router.BackendDialOptions(),
 		SocketDir:    s.cfg.SocketDir,
-	})
+	}
+	if s.cfg.Sandbox != nil {
+		p, err := s.cfg.Sandbox.Prepare(e.Name)
+		if err != nil {
+			in.deleteGroup()
+			return nil, fmt.Errorf("plugin %s %s: %w", e.Name, e.Version, err)
+		}
+		spec.Sandbox = p
+		in.sandbox = p.Status(CgroupOf(s.cfg.Governance, in.group))
+		for _, part := range in.sandbox {
+			if !part.Enforced {
+				s.log.Warn("plugin sandbox not fully enforced", "plugin", e.Name, "version", e.Version, "part", part.Part, "reason", part.Reason)
+			}
+		}
+	}
+	inst, err := launch.Start(ctx, spec)
 	if err != nil {
 		if ok, _ := in.oomKilled(); ok {
 			err = fmt.Errorf("%w (oom-killed at its %s memory limit)", err, in.memoryLimit())

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/sandbox"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -34,6 +35,8 @@ type InstanceStatus struct {
 	Limits   []governance.LimitStatus
 	Usage    *governance.Usage
 	Restarts int
+	// Sandbox says how the process is confined; nil without a sandbox.
+	Sandbox []sandbox.Part
 }
 
 func (m *managed) status() Status {
@@ -63,7 +66,7 @@ func (in *instance) status(restarts int) InstanceStatus {
 	state, since := in.getState()
 	is := InstanceStatus{
 		ID: in.Spec.InstanceID, Version: in.entry.Version, State: state, Since: since,
-		Pid: in.Pid, Limits: in.limits, Restarts: restarts,
+		Pid: in.Pid, Limits: in.limits, Restarts: restarts, Sandbox: in.sandbox,
 	}
 	if in.group != nil {
 		if u, err := in.group.Usage(); err == nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/router"
+	"github.com/plughost/plughost/host/sandbox"
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store"
@@ -31,6 +32,7 @@ type Config struct {
 	Store        *store.Store
 	Router       *router.Router
 	Governance   *governance.Manager // nil: no resource governance
+	Sandbox      *sandbox.Sandbox    // nil: plugins run as the agent's user, unconfined
 	Defaults     governance.Limits   // limits for bundles that give none
 	Overrides    map[string]governance.Limits
 	Logger       hclog.Logger

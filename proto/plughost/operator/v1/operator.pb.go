@@ -788,17 +788,20 @@ func (x *ResourceUsage) GetPids() uint64 {
 
 // InstanceStatus is one running (or retired) copy of a plugin.
 type InstanceStatus struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
-	InstanceId    string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
-	Version       string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
-	State         InstanceState          `protobuf:"varint,4,opt,name=state,proto3,enum=plughost.operator.v1.InstanceState" json:"state,omitempty"`
-	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
-	Restarts      int32                  `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
-	LastError     string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
-	Pid           int32                  `protobuf:"varint,8,opt,name=pid,proto3" json:"pid,omitempty"`
-	Limits        []*LimitStatus         `protobuf:"bytes,9,rep,name=limits,proto3" json:"limits,omitempty"`
-	Usage         *ResourceUsage         `protobuf:"bytes,10,opt,name=usage,proto3" json:"usage,omitempty"`
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Node       string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	InstanceId string                 `protobuf:"bytes,2,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	Version    string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	State      InstanceState          `protobuf:"varint,4,opt,name=state,proto3,enum=plughost.operator.v1.InstanceState" json:"state,omitempty"`
+	Since      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	Restarts   int32                  `protobuf:"varint,6,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	LastError  string                 `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	Pid        int32                  `protobuf:"varint,8,opt,name=pid,proto3" json:"pid,omitempty"`
+	Limits     []*LimitStatus         `protobuf:"bytes,9,rep,name=limits,proto3" json:"limits,omitempty"`
+	Usage      *ResourceUsage         `protobuf:"bytes,10,opt,name=usage,proto3" json:"usage,omitempty"`
+	// sandbox says, part by part, how the instance's process is confined:
+	// its user, capabilities, no_new_privs, files, the agent, its cgroup.
+	Sandbox       []*SandboxPart `protobuf:"bytes,11,rep,name=sandbox,proto3" json:"sandbox,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -903,6 +906,87 @@ func (x *InstanceStatus) GetUsage() *ResourceUsage {
 	return nil
 }
 
+func (x *InstanceStatus) GetSandbox() []*SandboxPart {
+	if x != nil {
+		return x.Sandbox
+	}
+	return nil
+}
+
+// SandboxPart says whether one part of a plugin process's sandbox holds.
+type SandboxPart struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// part is "user", "capabilities", "no_new_privs", "files", "agent" or
+	// "cgroup".
+	Part string `protobuf:"bytes,1,opt,name=part,proto3" json:"part,omitempty"`
+	// setting is what the process gets, in words ("dynamic uid 61234 gid
+	// 61234 (plugin_uid_range 61184-65519)").
+	Setting  string `protobuf:"bytes,2,opt,name=setting,proto3" json:"setting,omitempty"`
+	Enforced bool   `protobuf:"varint,3,opt,name=enforced,proto3" json:"enforced,omitempty"`
+	// reason explains a part that is not enforced, and what to do.
+	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SandboxPart) Reset() {
+	*x = SandboxPart{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SandboxPart) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SandboxPart) ProtoMessage() {}
+
+func (x *SandboxPart) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SandboxPart.ProtoReflect.Descriptor instead.
+func (*SandboxPart) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *SandboxPart) GetPart() string {
+	if x != nil {
+		return x.Part
+	}
+	return ""
+}
+
+func (x *SandboxPart) GetSetting() string {
+	if x != nil {
+		return x.Setting
+	}
+	return ""
+}
+
+func (x *SandboxPart) GetEnforced() bool {
+	if x != nil {
+		return x.Enforced
+	}
+	return false
+}
+
+func (x *SandboxPart) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type GetPluginStatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -912,7 +996,7 @@ type GetPluginStatusRequest struct {
 
 func (x *GetPluginStatusRequest) Reset() {
 	*x = GetPluginStatusRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -924,7 +1008,7 @@ func (x *GetPluginStatusRequest) String() string {
 func (*GetPluginStatusRequest) ProtoMessage() {}
 
 func (x *GetPluginStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -937,7 +1021,7 @@ func (x *GetPluginStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginStatusRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{10}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetPluginStatusRequest) GetName() string {
@@ -960,7 +1044,7 @@ type GetPluginStatusResponse struct {
 
 func (x *GetPluginStatusResponse) Reset() {
 	*x = GetPluginStatusResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -972,7 +1056,7 @@ func (x *GetPluginStatusResponse) String() string {
 func (*GetPluginStatusResponse) ProtoMessage() {}
 
 func (x *GetPluginStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -985,7 +1069,7 @@ func (x *GetPluginStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginStatusResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{11}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetPluginStatusResponse) GetPlugin() *PluginSummary {
@@ -1025,7 +1109,7 @@ type VersionInfo struct {
 
 func (x *VersionInfo) Reset() {
 	*x = VersionInfo{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1037,7 +1121,7 @@ func (x *VersionInfo) String() string {
 func (*VersionInfo) ProtoMessage() {}
 
 func (x *VersionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1050,7 +1134,7 @@ func (x *VersionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionInfo.ProtoReflect.Descriptor instead.
 func (*VersionInfo) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{12}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *VersionInfo) GetVersion() string {
@@ -1111,7 +1195,7 @@ type ListVersionsRequest struct {
 
 func (x *ListVersionsRequest) Reset() {
 	*x = ListVersionsRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1123,7 +1207,7 @@ func (x *ListVersionsRequest) String() string {
 func (*ListVersionsRequest) ProtoMessage() {}
 
 func (x *ListVersionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1136,7 +1220,7 @@ func (x *ListVersionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVersionsRequest.ProtoReflect.Descriptor instead.
 func (*ListVersionsRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{13}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListVersionsRequest) GetName() string {
@@ -1158,7 +1242,7 @@ type ListVersionsResponse struct {
 
 func (x *ListVersionsResponse) Reset() {
 	*x = ListVersionsResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1254,7 @@ func (x *ListVersionsResponse) String() string {
 func (*ListVersionsResponse) ProtoMessage() {}
 
 func (x *ListVersionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1267,7 @@ func (x *ListVersionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVersionsResponse.ProtoReflect.Descriptor instead.
 func (*ListVersionsResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{14}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListVersionsResponse) GetVersions() []*VersionInfo {
@@ -1214,7 +1298,7 @@ type PinVersionRequest struct {
 
 func (x *PinVersionRequest) Reset() {
 	*x = PinVersionRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1226,7 +1310,7 @@ func (x *PinVersionRequest) String() string {
 func (*PinVersionRequest) ProtoMessage() {}
 
 func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1239,7 +1323,7 @@ func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinVersionRequest.ProtoReflect.Descriptor instead.
 func (*PinVersionRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{15}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PinVersionRequest) GetName() string {
@@ -1279,7 +1363,7 @@ type PinVersionResponse struct {
 
 func (x *PinVersionResponse) Reset() {
 	*x = PinVersionResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1291,7 +1375,7 @@ func (x *PinVersionResponse) String() string {
 func (*PinVersionResponse) ProtoMessage() {}
 
 func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1304,7 +1388,7 @@ func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinVersionResponse.ProtoReflect.Descriptor instead.
 func (*PinVersionResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{16}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *PinVersionResponse) GetProgress() *SwapProgress {
@@ -1325,7 +1409,7 @@ type UnpinVersionRequest struct {
 
 func (x *UnpinVersionRequest) Reset() {
 	*x = UnpinVersionRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1337,7 +1421,7 @@ func (x *UnpinVersionRequest) String() string {
 func (*UnpinVersionRequest) ProtoMessage() {}
 
 func (x *UnpinVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1350,7 +1434,7 @@ func (x *UnpinVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinVersionRequest.ProtoReflect.Descriptor instead.
 func (*UnpinVersionRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{17}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *UnpinVersionRequest) GetName() string {
@@ -1383,7 +1467,7 @@ type UnpinVersionResponse struct {
 
 func (x *UnpinVersionResponse) Reset() {
 	*x = UnpinVersionResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1395,7 +1479,7 @@ func (x *UnpinVersionResponse) String() string {
 func (*UnpinVersionResponse) ProtoMessage() {}
 
 func (x *UnpinVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1408,7 +1492,7 @@ func (x *UnpinVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinVersionResponse.ProtoReflect.Descriptor instead.
 func (*UnpinVersionResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{18}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *UnpinVersionResponse) GetProgress() *SwapProgress {
@@ -1429,7 +1513,7 @@ type RollbackPluginRequest struct {
 
 func (x *RollbackPluginRequest) Reset() {
 	*x = RollbackPluginRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1441,7 +1525,7 @@ func (x *RollbackPluginRequest) String() string {
 func (*RollbackPluginRequest) ProtoMessage() {}
 
 func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1454,7 +1538,7 @@ func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *RollbackPluginRequest) GetName() string {
@@ -1487,7 +1571,7 @@ type RollbackPluginResponse struct {
 
 func (x *RollbackPluginResponse) Reset() {
 	*x = RollbackPluginResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1499,7 +1583,7 @@ func (x *RollbackPluginResponse) String() string {
 func (*RollbackPluginResponse) ProtoMessage() {}
 
 func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1512,7 +1596,7 @@ func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RollbackPluginResponse) GetProgress() *SwapProgress {
@@ -1545,7 +1629,7 @@ type SwapProgress struct {
 
 func (x *SwapProgress) Reset() {
 	*x = SwapProgress{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1641,7 @@ func (x *SwapProgress) String() string {
 func (*SwapProgress) ProtoMessage() {}
 
 func (x *SwapProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1654,7 @@ func (x *SwapProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwapProgress.ProtoReflect.Descriptor instead.
 func (*SwapProgress) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SwapProgress) GetPhase() SwapPhase {
@@ -1646,7 +1730,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1658,7 +1742,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1671,7 +1755,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RestartPluginRequest) GetName() string {
@@ -1696,7 +1780,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1792,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1805,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
 }
 
 // PluginEvent is one state transition of a plugin on a node.
@@ -1741,7 +1825,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1753,7 +1837,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1766,7 +1850,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PluginEvent) GetTime() *timestamppb.Timestamp {
@@ -1822,7 +1906,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1918,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1931,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ListEventsRequest) GetName() string {
@@ -1873,7 +1957,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1885,7 +1969,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1898,7 +1982,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *ListEventsResponse) GetEvents() []*PluginEvent {
@@ -1927,7 +2011,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2023,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2036,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{27}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *HistoryRecord) GetTime() *timestamppb.Timestamp {
@@ -2027,7 +2111,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2123,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2136,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{28}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *GetHistoryRequest) GetName() string {
@@ -2071,7 +2155,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2167,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2180,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{29}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *GetHistoryResponse) GetRecords() []*HistoryRecord {
@@ -2114,7 +2198,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2210,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2223,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{30}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{31}
 }
 
 type ListMembersResponse struct {
@@ -2153,7 +2237,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2165,7 +2249,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2178,7 +2262,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{31}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2216,7 +2300,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2228,7 +2312,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2241,7 +2325,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{32}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Member) GetName() string {
@@ -2301,7 +2385,7 @@ type ListRaftPeersRequest struct {
 
 func (x *ListRaftPeersRequest) Reset() {
 	*x = ListRaftPeersRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2313,7 +2397,7 @@ func (x *ListRaftPeersRequest) String() string {
 func (*ListRaftPeersRequest) ProtoMessage() {}
 
 func (x *ListRaftPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2326,7 +2410,7 @@ func (x *ListRaftPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRaftPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListRaftPeersRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{33}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{34}
 }
 
 type ListRaftPeersResponse struct {
@@ -2340,7 +2424,7 @@ type ListRaftPeersResponse struct {
 
 func (x *ListRaftPeersResponse) Reset() {
 	*x = ListRaftPeersResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2436,7 @@ func (x *ListRaftPeersResponse) String() string {
 func (*ListRaftPeersResponse) ProtoMessage() {}
 
 func (x *ListRaftPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2449,7 @@ func (x *ListRaftPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRaftPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListRaftPeersResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{34}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ListRaftPeersResponse) GetPeers() []*RaftPeer {
@@ -2402,7 +2486,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2498,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2511,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{35}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -2477,7 +2561,7 @@ type RemoveRaftPeerRequest struct {
 
 func (x *RemoveRaftPeerRequest) Reset() {
 	*x = RemoveRaftPeerRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2489,7 +2573,7 @@ func (x *RemoveRaftPeerRequest) String() string {
 func (*RemoveRaftPeerRequest) ProtoMessage() {}
 
 func (x *RemoveRaftPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2502,7 +2586,7 @@ func (x *RemoveRaftPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRaftPeerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRaftPeerRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{36}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RemoveRaftPeerRequest) GetId() string {
@@ -2529,7 +2613,7 @@ type RemoveRaftPeerResponse struct {
 
 func (x *RemoveRaftPeerResponse) Reset() {
 	*x = RemoveRaftPeerResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2541,7 +2625,7 @@ func (x *RemoveRaftPeerResponse) String() string {
 func (*RemoveRaftPeerResponse) ProtoMessage() {}
 
 func (x *RemoveRaftPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2554,7 +2638,7 @@ func (x *RemoveRaftPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRaftPeerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveRaftPeerResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{37}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RemoveRaftPeerResponse) GetPeers() []*RaftPeer {
@@ -2572,7 +2656,7 @@ type ListGossipKeysRequest struct {
 
 func (x *ListGossipKeysRequest) Reset() {
 	*x = ListGossipKeysRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2584,7 +2668,7 @@ func (x *ListGossipKeysRequest) String() string {
 func (*ListGossipKeysRequest) ProtoMessage() {}
 
 func (x *ListGossipKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2597,7 +2681,7 @@ func (x *ListGossipKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGossipKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListGossipKeysRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{38}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{39}
 }
 
 type ListGossipKeysResponse struct {
@@ -2609,7 +2693,7 @@ type ListGossipKeysResponse struct {
 
 func (x *ListGossipKeysResponse) Reset() {
 	*x = ListGossipKeysResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2705,7 @@ func (x *ListGossipKeysResponse) String() string {
 func (*ListGossipKeysResponse) ProtoMessage() {}
 
 func (x *ListGossipKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2718,7 @@ func (x *ListGossipKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGossipKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListGossipKeysResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{39}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListGossipKeysResponse) GetReport() *GossipKeyringReport {
@@ -2654,7 +2738,7 @@ type InstallGossipKeyRequest struct {
 
 func (x *InstallGossipKeyRequest) Reset() {
 	*x = InstallGossipKeyRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2666,7 +2750,7 @@ func (x *InstallGossipKeyRequest) String() string {
 func (*InstallGossipKeyRequest) ProtoMessage() {}
 
 func (x *InstallGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2679,7 +2763,7 @@ func (x *InstallGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*InstallGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{40}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *InstallGossipKeyRequest) GetKey() string {
@@ -2698,7 +2782,7 @@ type InstallGossipKeyResponse struct {
 
 func (x *InstallGossipKeyResponse) Reset() {
 	*x = InstallGossipKeyResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2794,7 @@ func (x *InstallGossipKeyResponse) String() string {
 func (*InstallGossipKeyResponse) ProtoMessage() {}
 
 func (x *InstallGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2807,7 @@ func (x *InstallGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*InstallGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{41}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *InstallGossipKeyResponse) GetReport() *GossipKeyringReport {
@@ -2742,7 +2826,7 @@ type UseGossipKeyRequest struct {
 
 func (x *UseGossipKeyRequest) Reset() {
 	*x = UseGossipKeyRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2754,7 +2838,7 @@ func (x *UseGossipKeyRequest) String() string {
 func (*UseGossipKeyRequest) ProtoMessage() {}
 
 func (x *UseGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2767,7 +2851,7 @@ func (x *UseGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UseGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*UseGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{42}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *UseGossipKeyRequest) GetKey() string {
@@ -2786,7 +2870,7 @@ type UseGossipKeyResponse struct {
 
 func (x *UseGossipKeyResponse) Reset() {
 	*x = UseGossipKeyResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2798,7 +2882,7 @@ func (x *UseGossipKeyResponse) String() string {
 func (*UseGossipKeyResponse) ProtoMessage() {}
 
 func (x *UseGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2811,7 +2895,7 @@ func (x *UseGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UseGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*UseGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{43}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *UseGossipKeyResponse) GetReport() *GossipKeyringReport {
@@ -2830,7 +2914,7 @@ type RemoveGossipKeyRequest struct {
 
 func (x *RemoveGossipKeyRequest) Reset() {
 	*x = RemoveGossipKeyRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2842,7 +2926,7 @@ func (x *RemoveGossipKeyRequest) String() string {
 func (*RemoveGossipKeyRequest) ProtoMessage() {}
 
 func (x *RemoveGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2855,7 +2939,7 @@ func (x *RemoveGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{44}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *RemoveGossipKeyRequest) GetKey() string {
@@ -2874,7 +2958,7 @@ type RemoveGossipKeyResponse struct {
 
 func (x *RemoveGossipKeyResponse) Reset() {
 	*x = RemoveGossipKeyResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2886,7 +2970,7 @@ func (x *RemoveGossipKeyResponse) String() string {
 func (*RemoveGossipKeyResponse) ProtoMessage() {}
 
 func (x *RemoveGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2899,7 +2983,7 @@ func (x *RemoveGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{45}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *RemoveGossipKeyResponse) GetReport() *GossipKeyringReport {
@@ -2930,7 +3014,7 @@ type GossipKeyringReport struct {
 
 func (x *GossipKeyringReport) Reset() {
 	*x = GossipKeyringReport{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2942,7 +3026,7 @@ func (x *GossipKeyringReport) String() string {
 func (*GossipKeyringReport) ProtoMessage() {}
 
 func (x *GossipKeyringReport) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2955,7 +3039,7 @@ func (x *GossipKeyringReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKeyringReport.ProtoReflect.Descriptor instead.
 func (*GossipKeyringReport) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{46}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *GossipKeyringReport) GetNodes() int32 {
@@ -3004,7 +3088,7 @@ type GossipKeyringNodeMessage struct {
 
 func (x *GossipKeyringNodeMessage) Reset() {
 	*x = GossipKeyringNodeMessage{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3016,7 +3100,7 @@ func (x *GossipKeyringNodeMessage) String() string {
 func (*GossipKeyringNodeMessage) ProtoMessage() {}
 
 func (x *GossipKeyringNodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3029,7 +3113,7 @@ func (x *GossipKeyringNodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKeyringNodeMessage.ProtoReflect.Descriptor instead.
 func (*GossipKeyringNodeMessage) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{47}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *GossipKeyringNodeMessage) GetNode() string {
@@ -3061,7 +3145,7 @@ type GossipKey struct {
 
 func (x *GossipKey) Reset() {
 	*x = GossipKey{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3073,7 +3157,7 @@ func (x *GossipKey) String() string {
 func (*GossipKey) ProtoMessage() {}
 
 func (x *GossipKey) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3086,7 +3170,7 @@ func (x *GossipKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKey.ProtoReflect.Descriptor instead.
 func (*GossipKey) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{48}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GossipKey) GetKey() string {
@@ -3157,7 +3241,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\fcpu_usage_ns\x18\x03 \x01(\x04R\n" +
 	"cpuUsageNs\x12(\n" +
 	"\x10cpu_throttled_ns\x18\x04 \x01(\x04R\x0ecpuThrottledNs\x12\x12\n" +
-	"\x04pids\x18\x05 \x01(\x04R\x04pids\"\x8f\x03\n" +
+	"\x04pids\x18\x05 \x01(\x04R\x04pids\"\xcc\x03\n" +
 	"\x0eInstanceStatus\x12\x12\n" +
 	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1f\n" +
 	"\vinstance_id\x18\x02 \x01(\tR\n" +
@@ -3171,7 +3255,13 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x03pid\x18\b \x01(\x05R\x03pid\x129\n" +
 	"\x06limits\x18\t \x03(\v2!.plughost.operator.v1.LimitStatusR\x06limits\x129\n" +
 	"\x05usage\x18\n" +
-	" \x01(\v2#.plughost.operator.v1.ResourceUsageR\x05usage\",\n" +
+	" \x01(\v2#.plughost.operator.v1.ResourceUsageR\x05usage\x12;\n" +
+	"\asandbox\x18\v \x03(\v2!.plughost.operator.v1.SandboxPartR\asandbox\"o\n" +
+	"\vSandboxPart\x12\x12\n" +
+	"\x04part\x18\x01 \x01(\tR\x04part\x12\x18\n" +
+	"\asetting\x18\x02 \x01(\tR\asetting\x12\x1a\n" +
+	"\benforced\x18\x03 \x01(\bR\benforced\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\",\n" +
 	"\x16GetPluginStatusRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\xb0\x01\n" +
 	"\x17GetPluginStatusResponse\x12;\n" +
@@ -3370,7 +3460,7 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),               // 0: plughost.operator.v1.InstanceState
 	(SwapPhase)(0),                   // 1: plughost.operator.v1.SwapPhase
@@ -3384,119 +3474,121 @@ var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(*LimitStatus)(nil),              // 9: plughost.operator.v1.LimitStatus
 	(*ResourceUsage)(nil),            // 10: plughost.operator.v1.ResourceUsage
 	(*InstanceStatus)(nil),           // 11: plughost.operator.v1.InstanceStatus
-	(*GetPluginStatusRequest)(nil),   // 12: plughost.operator.v1.GetPluginStatusRequest
-	(*GetPluginStatusResponse)(nil),  // 13: plughost.operator.v1.GetPluginStatusResponse
-	(*VersionInfo)(nil),              // 14: plughost.operator.v1.VersionInfo
-	(*ListVersionsRequest)(nil),      // 15: plughost.operator.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),     // 16: plughost.operator.v1.ListVersionsResponse
-	(*PinVersionRequest)(nil),        // 17: plughost.operator.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),       // 18: plughost.operator.v1.PinVersionResponse
-	(*UnpinVersionRequest)(nil),      // 19: plughost.operator.v1.UnpinVersionRequest
-	(*UnpinVersionResponse)(nil),     // 20: plughost.operator.v1.UnpinVersionResponse
-	(*RollbackPluginRequest)(nil),    // 21: plughost.operator.v1.RollbackPluginRequest
-	(*RollbackPluginResponse)(nil),   // 22: plughost.operator.v1.RollbackPluginResponse
-	(*SwapProgress)(nil),             // 23: plughost.operator.v1.SwapProgress
-	(*RestartPluginRequest)(nil),     // 24: plughost.operator.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),    // 25: plughost.operator.v1.RestartPluginResponse
-	(*PluginEvent)(nil),              // 26: plughost.operator.v1.PluginEvent
-	(*ListEventsRequest)(nil),        // 27: plughost.operator.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 28: plughost.operator.v1.ListEventsResponse
-	(*HistoryRecord)(nil),            // 29: plughost.operator.v1.HistoryRecord
-	(*GetHistoryRequest)(nil),        // 30: plughost.operator.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),       // 31: plughost.operator.v1.GetHistoryResponse
-	(*ListMembersRequest)(nil),       // 32: plughost.operator.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 33: plughost.operator.v1.ListMembersResponse
-	(*Member)(nil),                   // 34: plughost.operator.v1.Member
-	(*ListRaftPeersRequest)(nil),     // 35: plughost.operator.v1.ListRaftPeersRequest
-	(*ListRaftPeersResponse)(nil),    // 36: plughost.operator.v1.ListRaftPeersResponse
-	(*RaftPeer)(nil),                 // 37: plughost.operator.v1.RaftPeer
-	(*RemoveRaftPeerRequest)(nil),    // 38: plughost.operator.v1.RemoveRaftPeerRequest
-	(*RemoveRaftPeerResponse)(nil),   // 39: plughost.operator.v1.RemoveRaftPeerResponse
-	(*ListGossipKeysRequest)(nil),    // 40: plughost.operator.v1.ListGossipKeysRequest
-	(*ListGossipKeysResponse)(nil),   // 41: plughost.operator.v1.ListGossipKeysResponse
-	(*InstallGossipKeyRequest)(nil),  // 42: plughost.operator.v1.InstallGossipKeyRequest
-	(*InstallGossipKeyResponse)(nil), // 43: plughost.operator.v1.InstallGossipKeyResponse
-	(*UseGossipKeyRequest)(nil),      // 44: plughost.operator.v1.UseGossipKeyRequest
-	(*UseGossipKeyResponse)(nil),     // 45: plughost.operator.v1.UseGossipKeyResponse
-	(*RemoveGossipKeyRequest)(nil),   // 46: plughost.operator.v1.RemoveGossipKeyRequest
-	(*RemoveGossipKeyResponse)(nil),  // 47: plughost.operator.v1.RemoveGossipKeyResponse
-	(*GossipKeyringReport)(nil),      // 48: plughost.operator.v1.GossipKeyringReport
-	(*GossipKeyringNodeMessage)(nil), // 49: plughost.operator.v1.GossipKeyringNodeMessage
-	(*GossipKey)(nil),                // 50: plughost.operator.v1.GossipKey
-	nil,                              // 51: plughost.operator.v1.Member.TagsEntry
-	(*timestamppb.Timestamp)(nil),    // 52: google.protobuf.Timestamp
+	(*SandboxPart)(nil),              // 12: plughost.operator.v1.SandboxPart
+	(*GetPluginStatusRequest)(nil),   // 13: plughost.operator.v1.GetPluginStatusRequest
+	(*GetPluginStatusResponse)(nil),  // 14: plughost.operator.v1.GetPluginStatusResponse
+	(*VersionInfo)(nil),              // 15: plughost.operator.v1.VersionInfo
+	(*ListVersionsRequest)(nil),      // 16: plughost.operator.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),     // 17: plughost.operator.v1.ListVersionsResponse
+	(*PinVersionRequest)(nil),        // 18: plughost.operator.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),       // 19: plughost.operator.v1.PinVersionResponse
+	(*UnpinVersionRequest)(nil),      // 20: plughost.operator.v1.UnpinVersionRequest
+	(*UnpinVersionResponse)(nil),     // 21: plughost.operator.v1.UnpinVersionResponse
+	(*RollbackPluginRequest)(nil),    // 22: plughost.operator.v1.RollbackPluginRequest
+	(*RollbackPluginResponse)(nil),   // 23: plughost.operator.v1.RollbackPluginResponse
+	(*SwapProgress)(nil),             // 24: plughost.operator.v1.SwapProgress
+	(*RestartPluginRequest)(nil),     // 25: plughost.operator.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),    // 26: plughost.operator.v1.RestartPluginResponse
+	(*PluginEvent)(nil),              // 27: plughost.operator.v1.PluginEvent
+	(*ListEventsRequest)(nil),        // 28: plughost.operator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 29: plughost.operator.v1.ListEventsResponse
+	(*HistoryRecord)(nil),            // 30: plughost.operator.v1.HistoryRecord
+	(*GetHistoryRequest)(nil),        // 31: plughost.operator.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 32: plughost.operator.v1.GetHistoryResponse
+	(*ListMembersRequest)(nil),       // 33: plughost.operator.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 34: plughost.operator.v1.ListMembersResponse
+	(*Member)(nil),                   // 35: plughost.operator.v1.Member
+	(*ListRaftPeersRequest)(nil),     // 36: plughost.operator.v1.ListRaftPeersRequest
+	(*ListRaftPeersResponse)(nil),    // 37: plughost.operator.v1.ListRaftPeersResponse
+	(*RaftPeer)(nil),                 // 38: plughost.operator.v1.RaftPeer
+	(*RemoveRaftPeerRequest)(nil),    // 39: plughost.operator.v1.RemoveRaftPeerRequest
+	(*RemoveRaftPeerResponse)(nil),   // 40: plughost.operator.v1.RemoveRaftPeerResponse
+	(*ListGossipKeysRequest)(nil),    // 41: plughost.operator.v1.ListGossipKeysRequest
+	(*ListGossipKeysResponse)(nil),   // 42: plughost.operator.v1.ListGossipKeysResponse
+	(*InstallGossipKeyRequest)(nil),  // 43: plughost.operator.v1.InstallGossipKeyRequest
+	(*InstallGossipKeyResponse)(nil), // 44: plughost.operator.v1.InstallGossipKeyResponse
+	(*UseGossipKeyRequest)(nil),      // 45: plughost.operator.v1.UseGossipKeyRequest
+	(*UseGossipKeyResponse)(nil),     // 46: plughost.operator.v1.UseGossipKeyResponse
+	(*RemoveGossipKeyRequest)(nil),   // 47: plughost.operator.v1.RemoveGossipKeyRequest
+	(*RemoveGossipKeyResponse)(nil),  // 48: plughost.operator.v1.RemoveGossipKeyResponse
+	(*GossipKeyringReport)(nil),      // 49: plughost.operator.v1.GossipKeyringReport
+	(*GossipKeyringNodeMessage)(nil), // 50: plughost.operator.v1.GossipKeyringNodeMessage
+	(*GossipKey)(nil),                // 51: plughost.operator.v1.GossipKey
+	nil,                              // 52: plughost.operator.v1.Member.TagsEntry
+	(*timestamppb.Timestamp)(nil),    // 53: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	6,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	52, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	53, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	9,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	10, // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
-	6,  // 6: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
-	11, // 7: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	52, // 8: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
-	14, // 9: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
-	23, // 10: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	23, // 11: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	23, // 12: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	1,  // 13: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	52, // 14: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
-	26, // 15: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	52, // 16: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
-	29, // 17: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
-	34, // 18: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
-	51, // 19: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
-	37, // 20: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	37, // 21: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	48, // 22: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	48, // 23: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	48, // 24: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	48, // 25: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	49, // 26: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
-	49, // 27: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
-	50, // 28: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
-	2,  // 29: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 30: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	7,  // 31: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	12, // 32: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	15, // 33: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	17, // 34: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	19, // 35: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	21, // 36: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	24, // 37: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	27, // 38: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	30, // 39: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	32, // 40: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
-	35, // 41: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
-	38, // 42: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
-	40, // 43: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
-	42, // 44: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
-	44, // 45: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
-	46, // 46: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
-	3,  // 47: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 48: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	8,  // 49: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	13, // 50: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	16, // 51: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	18, // 52: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	20, // 53: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	22, // 54: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	25, // 55: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	28, // 56: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	31, // 57: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	33, // 58: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
-	36, // 59: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
-	39, // 60: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
-	41, // 61: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
-	43, // 62: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
-	45, // 63: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
-	47, // 64: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
-	47, // [47:65] is the sub-list for method output_type
-	29, // [29:47] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	12, // 6: plughost.operator.v1.InstanceStatus.sandbox:type_name -> plughost.operator.v1.SandboxPart
+	6,  // 7: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
+	11, // 8: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
+	53, // 9: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	15, // 10: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
+	24, // 11: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	24, // 12: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	24, // 13: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	1,  // 14: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
+	53, // 15: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	27, // 16: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
+	53, // 17: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	30, // 18: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
+	35, // 19: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
+	52, // 20: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	38, // 21: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	38, // 22: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	49, // 23: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	49, // 24: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	49, // 25: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	49, // 26: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	50, // 27: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	50, // 28: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	51, // 29: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
+	2,  // 30: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 31: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	7,  // 32: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	13, // 33: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	16, // 34: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	18, // 35: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	20, // 36: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	22, // 37: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	25, // 38: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	28, // 39: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	31, // 40: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	33, // 41: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	36, // 42: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
+	39, // 43: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
+	41, // 44: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
+	43, // 45: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
+	45, // 46: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
+	47, // 47: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
+	3,  // 48: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 49: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	8,  // 50: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	14, // 51: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	17, // 52: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	19, // 53: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	21, // 54: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	23, // 55: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	26, // 56: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	29, // 57: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	32, // 58: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	34, // 59: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	37, // 60: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
+	40, // 61: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
+	42, // 62: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
+	44, // 63: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
+	46, // 64: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
+	48, // 65: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
+	48, // [48:66] is the sub-list for method output_type
+	30, // [30:48] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -3514,7 +3606,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   50,
+			NumMessages:   51,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
