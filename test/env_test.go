@@ -556,6 +556,10 @@ func processesUnder(dir string) []int {
 		if err != nil {
 			continue
 		}
+		// A sandboxed plugin runs from a sealed copy named after its file.
+		if copied, ok := strings.CutPrefix(exe, "/memfd:"); ok {
+			exe = strings.TrimSuffix(copied, " (deleted)")
+		}
 		if strings.HasPrefix(exe, dir+"/") && !isZombie(pid) {
 			pids = append(pids, pid)
 		}

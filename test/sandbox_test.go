@@ -213,6 +213,9 @@ func leftBy(dataDir string, names ...string) []int {
 		}
 		cmd, _ := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		exe, _ := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if copied, ok := strings.CutPrefix(exe, "/memfd:"); ok {
+			exe = strings.TrimSuffix(copied, " (deleted)")
+		}
 		argv0, _, _ := strings.Cut(string(cmd), "\x00")
 		for _, n := range names {
 			if argv0 == n && strings.HasPrefix(exe, dataDir+"/") {

@@ -3,14 +3,12 @@
 package launch
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -269,25 +267,6 @@ func Start(ctx context.Context, spec Spec) (*Instance, error) {
 	inst.dataSocket = desc.GetDataSocket()
 	inst.dataMu.Unlock()
 	return inst, nil
-}
-
-// openChecked opens spec's executable and checks its digest through the
-// descriptor that the sandbox then executes.
-func openChecked(what string, spec Spec, sum []byte) (*os.File, error) {
-	f, err := os.Open(spec.Executable)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", what, err)
-	}
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("%s: reading %s: %w", what, spec.Executable, err)
-	}
-	if !bytes.Equal(h.Sum(nil), sum) {
-		f.Close()
-		return nil, fmt.Errorf("%s: %s does not match the manifest's sha256 %s: %w (re-add the bundle)", what, spec.Executable, spec.SHA256, ErrChecksum)
-	}
-	return f, nil
 }
 
 func onConnect(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
