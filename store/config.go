@@ -16,6 +16,21 @@ const (
 	DefaultMaxValueBytes = local.DefaultMaxValueBytes
 	DefaultWatchHistory  = local.DefaultWatchHistory
 	DefaultRaftAddr      = "127.0.0.1:7401"
+	DefaultMaxTxnBytes   = local.DefaultMaxTxnBytes
+	// DefaultMaxWatches and DefaultMaxWatchesPerClient bound the watches
+	// open at once on a node, and from one client connection.
+	DefaultMaxWatches          = 8192
+	DefaultMaxWatchesPerClient = 64
+
+	// MaxMaxTxnBytes is the largest MaxTxnBytes: the message limit of
+	// plugins' gRPC connections (sdk/wire.MaxMessageBytes).
+	MaxMaxTxnBytes = 64 << 20
+
+	// DefaultQuotaBytes and DefaultQuotaKeys are the agent's default
+	// namespace quota: a service holds up to about 200 MB (DESIGN.md).
+	// The store itself applies no quota unless configured.
+	DefaultQuotaBytes = 256 << 20
+	DefaultQuotaKeys  = 1_000_000
 
 	// maxMaxValueBytes keeps a value well inside a gRPC message.
 	maxMaxValueBytes = 16 << 20
@@ -38,10 +53,18 @@ type Config struct {
 	Transport     ClusterTransport
 	Bootstrap     bool // bootstrap a single-voter cluster if no state exists
 	MaxValueBytes int  // default 512 KiB
-	DefaultQuota  Quota
-	Quotas        map[string]Quota // per namespace
-	WatchHistory  int              // revisions kept for watch resumption
-	Logger        hclog.Logger
+	// MaxTxnBytes bounds a transaction's encoded size; default 4 MiB.
+	MaxTxnBytes int
+	// MaxWatches and MaxWatchesPerClient bound the watches open at once,
+	// on the node and from one client connection (a plugin's store
+	// connection is one client); zero means unlimited. DefaultConfig sets
+	// DefaultMaxWatches and DefaultMaxWatchesPerClient.
+	MaxWatches          int
+	MaxWatchesPerClient int
+	DefaultQuota        Quota
+	Quotas              map[string]Quota // per namespace
+	WatchHistory        int              // revisions kept for watch resumption
+	Logger              hclog.Logger
 
 	// SnapshotThreshold and TrailingLogs tune raft's snapshots: a snapshot
 	// is taken after SnapshotThreshold new entries, and TrailingLogs entries
@@ -76,10 +99,13 @@ type timing struct {
 // caller still names the node, the data directory and Bootstrap.
 func DefaultConfig() Config {
 	return Config{
-		RaftAddr:      DefaultRaftAddr,
-		MaxValueBytes: DefaultMaxValueBytes,
-		WatchHistory:  DefaultWatchHistory,
-		Logger:        hclog.NewNullLogger(),
+		RaftAddr:            DefaultRaftAddr,
+		MaxValueBytes:       DefaultMaxValueBytes,
+		MaxTxnBytes:         DefaultMaxTxnBytes,
+		MaxWatches:          DefaultMaxWatches,
+		MaxWatchesPerClient: DefaultMaxWatchesPerClient,
+		WatchHistory:        DefaultWatchHistory,
+		Logger:              hclog.NewNullLogger(),
 	}
 }
 
@@ -102,6 +128,12 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxValueBytes < 0 || c.MaxValueBytes > maxMaxValueBytes {
 		errs = append(errs, fmt.Errorf("MaxValueBytes %d is outside 0 (default %d) to %d", c.MaxValueBytes, DefaultMaxValueBytes, maxMaxValueBytes))
+	}
+	if c.MaxTxnBytes < 0 || c.MaxTxnBytes > MaxMaxTxnBytes {
+		errs = append(errs, fmt.Errorf("MaxTxnBytes %d is outside 0 (default %d) to %d", c.MaxTxnBytes, DefaultMaxTxnBytes, MaxMaxTxnBytes))
+	}
+	if c.MaxWatches < 0 || c.MaxWatchesPerClient < 0 {
+		errs = append(errs, fmt.Errorf("MaxWatches %d and MaxWatchesPerClient %d must be 0 (unlimited) or more", c.MaxWatches, c.MaxWatchesPerClient))
 	}
 	if c.WatchHistory < 0 {
 		errs = append(errs, fmt.Errorf("WatchHistory %d is negative", c.WatchHistory))
@@ -141,6 +173,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxValueBytes == 0 {
 		c.MaxValueBytes = DefaultMaxValueBytes
 	}
+	if c.MaxTxnBytes == 0 {
+		c.MaxTxnBytes = max(DefaultMaxTxnBytes, c.MaxValueBytes)
+	}
 	if c.WatchHistory == 0 {
 		c.WatchHistory = DefaultWatchHistory
 	}
@@ -167,6 +202,19 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// MaxRequestBytes is the largest request message the store's API needs to
+// take with cfg: a transaction of MaxTxnBytes, a put of the largest value
+// and key, or a 1 MiB restore chunk, with room for the envelope. Size a
+// gRPC server's MaxRecvMsgSize by it.
+func (c Config) MaxRequestBytes() int {
+	c = c.withDefaults()
+	return max(c.MaxTxnBytes, c.MaxValueBytes+MaxKeyBytes, backupChunkBytes) + requestEnvelopeBytes
+}
+
+// requestEnvelopeBytes is the room MaxRequestBytes leaves besides keys and
+// values: namespace, options and field tags.
+const requestEnvelopeBytes = 64 << 10
 
 // quotaFor is the quota of namespace ns.
 func (c *Config) quotaFor(ns string) Quota {

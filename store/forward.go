@@ -455,9 +455,20 @@ func fromStatus(err error) error {
 	case codes.FailedPrecondition:
 		sentinel = ErrCASFailed
 	case codes.ResourceExhausted:
-		sentinel = ErrQuotaExceeded
-		if strings.Contains(msg, ErrValueTooLarge.Error()) {
+		switch storev1.ErrorReason(err) {
+		case storev1.ReasonValueTooLarge:
 			sentinel = ErrValueTooLarge
+		case storev1.ReasonTxnTooLarge:
+			sentinel = ErrTxnTooLarge
+		case storev1.ReasonTooManyWatches:
+			sentinel = ErrTooManyWatches
+		case storev1.ReasonQuotaExceeded:
+			sentinel = ErrQuotaExceeded
+		default: // a leader of a version that attached no reason
+			sentinel = ErrQuotaExceeded
+			if strings.Contains(msg, ErrValueTooLarge.Error()) {
+				sentinel = ErrValueTooLarge
+			}
 		}
 	case codes.OutOfRange:
 		sentinel = ErrCompacted

@@ -1,12 +1,20 @@
 package store
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store/local"
 )
 
 func TestQuotaKeys(t *testing.T) {
@@ -19,7 +27,7 @@ func TestQuotaKeys(t *testing.T) {
 	}
 	_, err := s.Put(testenv.Context(t, 20*time.Second), &storev1.PutRequest{Namespace: "app", Key: []byte("d"), Value: []byte("v")})
 	wantErr(t, err, ErrQuotaExceeded)
-	if want := `store: namespace "app" quota exceeded: 4 keys > max 3 keys (raise quota.max_keys in the agent config)`; err.Error() != want {
+	if want := `store: namespace "app" quota exceeded: 4 keys > max 3 keys (raise quotas.app.max_keys, or default_quota.max_keys for every namespace, in the agent config)`; err.Error() != want {
 		t.Errorf("quota error\n got %q\nwant %q", err, want)
 	}
 	if get(t, s, "app", "d") != nil {
@@ -120,5 +128,99 @@ func TestConfigValidate(t *testing.T) {
 	mem := Config{InMemory: true}
 	if err := mem.Validate(); err != nil {
 		t.Errorf("zero in-memory config: %v", err)
+	}
+}
+
+func TestTxnBytesLimit(t *testing.T) {
+	s := newMemStore(t, func(c *Config) { c.MaxValueBytes, c.MaxTxnBytes = 1000, 4000 })
+	ops := func(n int) []*storev1.TxnOp {
+		var out []*storev1.TxnOp
+		for i := range n {
+			out = append(out, putTxnOp(fmt.Sprintf("k%d", i), strings.Repeat("v", 900), 0))
+		}
+		return out
+	}
+	// Four values of 900 bytes fit; five, each within max_value_bytes,
+	// are over max_txn_bytes together.
+	if _, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: ops(4)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.Txn(testenv.Context(t, 20*time.Second), &storev1.TxnRequest{Namespace: "app", Success: ops(5)})
+	wantErr(t, err, ErrTxnTooLarge)
+	if !strings.Contains(err.Error(), "> max 4000 bytes") || !strings.Contains(err.Error(), "max_txn_bytes") {
+		t.Errorf("error does not name the limit and its config key: %v", err)
+	}
+	st := status.Convert(local.ToStatus(err))
+	if st.Code() != codes.ResourceExhausted || storev1.ErrorReason(st.Err()) != storev1.ReasonTxnTooLarge || limitMetadata(st) != "max_txn_bytes" {
+		t.Errorf("status %v: want RESOURCE_EXHAUSTED, reason %s, limit max_txn_bytes", st.Proto(), storev1.ReasonTxnTooLarge)
+	}
+	if got := s.cfg.MaxRequestBytes(); got < 4000 {
+		t.Errorf("MaxRequestBytes %d is smaller than a legal transaction", got)
+	}
+}
+
+func limitMetadata(st *status.Status) string {
+	for _, d := range st.Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok {
+			return info.GetMetadata()[storev1.MetadataLimit]
+		}
+	}
+	return ""
+}
+
+func TestWatchLimits(t *testing.T) {
+	s := newMemStore(t, func(c *Config) { c.MaxWatches, c.MaxWatchesPerClient = 3, 2 })
+	ctx, cancel := context.WithCancel(testenv.Context(t, 20*time.Second))
+	defer cancel()
+	errs := make(chan error, 10)
+	watch := func(client string) (stop func()) {
+		wctx, wcancel := context.WithCancel(local.WithClient(ctx, client))
+		go func() {
+			errs <- s.Watch(wctx, &storev1.WatchRequest{Namespace: "app"}, func(*storev1.WatchResponse) error { return nil })
+		}()
+		return wcancel
+	}
+	waitWatchers := func(n int) {
+		testenv.Eventually(t, 10*time.Second, fmt.Sprintf("%d watchers", n), func() bool { return s.fsm.Hub().Watchers() == n })
+	}
+	stopA1 := watch("a")
+	watch("a")
+	waitWatchers(2)
+	refused := func(client, limit string) {
+		t.Helper()
+		err := s.Watch(local.WithClient(ctx, client), &storev1.WatchRequest{Namespace: "app"}, func(*storev1.WatchResponse) error { return nil })
+		wantErr(t, err, ErrTooManyWatches)
+		st := status.Convert(local.ToStatus(err))
+		if st.Code() != codes.ResourceExhausted || limitMetadata(st) != limit || !strings.Contains(st.Message(), limit) {
+			t.Errorf("status %v: want RESOURCE_EXHAUSTED naming %s", st.Proto(), limit)
+		}
+	}
+	refused("a", "max_watches_per_client")
+	watch("b")
+	waitWatchers(3)
+	refused("c", "max_watches")
+	// An ended watch frees its place.
+	stopA1()
+	if err := <-errs; !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled watch ended with %v", err)
+	}
+	watch("a")
+	waitWatchers(3)
+}
+
+func TestExplainMessageSize(t *testing.T) {
+	refused := status.Error(codes.ResourceExhausted, "grpc: received message larger than max (66060288 vs. 4259840)")
+	err := ExplainMessageSize(refused)
+	if status.Code(err) != codes.ResourceExhausted || storev1.ErrorReason(err) != storev1.ReasonMessageTooLarge ||
+		!strings.Contains(err.Error(), "4259840") || !strings.Contains(err.Error(), "raise max_txn_bytes") {
+		t.Fatalf("explained: %v", err)
+	}
+	if again := ExplainMessageSize(err); again.Error() != err.Error() {
+		t.Errorf("explained twice: %v", again)
+	}
+	for _, other := range []error{nil, status.Error(codes.ResourceExhausted, "store: quota exceeded"), errors.New("plain")} {
+		if got := ExplainMessageSize(other); got != other {
+			t.Errorf("ExplainMessageSize(%v) = %v, want it unchanged", other, got)
+		}
 	}
 }

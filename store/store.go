@@ -33,6 +33,8 @@ type Store struct {
 	node   *raftNode
 	verify *verifier
 	fwd    forwarder
+	// watches counts the watches open, in all and by client.
+	watches watchLimiter
 
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -64,12 +66,14 @@ func Open(cfg Config) (*Store, error) {
 		fsm:      f,
 		node:     node,
 		shutdown: make(chan struct{}),
+		watches:  newWatchLimiter(cfg.MaxWatches, cfg.MaxWatchesPerClient),
 	}
 	if !cfg.InMemory {
 		s.fwd.transport = cfg.Transport
 	}
 	s.eng = local.New(f, raftLog{s}, local.Config{
 		MaxValueBytes: cfg.MaxValueBytes,
+		MaxTxnBytes:   cfg.MaxTxnBytes,
 		Quota: func(ns string) fsm.Quota {
 			q := s.cfg.quotaFor(ns)
 			return fsm.Quota{MaxBytes: q.MaxBytes, MaxKeys: q.MaxKeys}

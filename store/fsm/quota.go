@@ -30,8 +30,8 @@ type QuotaError struct {
 }
 
 func (e *QuotaError) Error() string {
-	return fmt.Sprintf("store: namespace %q quota exceeded: %d %s > max %d %s (raise quota.max_%s in the agent config)",
-		e.Namespace, e.Have, e.Unit, e.Max, e.Unit, e.Unit)
+	return fmt.Sprintf("store: namespace %q quota exceeded: %d %s > max %d %s (raise quotas.%s.max_%s, or default_quota.max_%s for every namespace, in the agent config)",
+		e.Namespace, e.Have, e.Unit, e.Max, e.Unit, e.Namespace, e.Unit, e.Unit)
 }
 
 // Is makes errors.Is(err, ErrQuotaExceeded) hold.

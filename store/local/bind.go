@@ -130,8 +130,17 @@ func (bs *boundServer) Watch(req *storev1.WatchRequest, stream grpc.ServerStream
 		return err
 	}
 	req.Namespace = ns
-	return bs.srv.Watch(req, stream)
+	// Per-client watch limits count a plugin as one client.
+	return bs.srv.Watch(req, clientStream{stream, WithClient(stream.Context(), "plugin "+ns)})
 }
+
+// clientStream is a watch stream whose context names its client.
+type clientStream struct {
+	grpc.ServerStreamingServer[storev1.WatchResponse]
+	ctx context.Context
+}
+
+func (s clientStream) Context() context.Context { return s.ctx }
 
 // String describes the binding for logs.
 func (bs *boundServer) String() string {

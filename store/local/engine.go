@@ -18,6 +18,9 @@ import (
 const (
 	// DefaultMaxValueBytes is the largest value unless configured.
 	DefaultMaxValueBytes = 512 << 10
+	// DefaultMaxTxnBytes is the largest transaction, as encoded, unless
+	// configured: eight of the largest values.
+	DefaultMaxTxnBytes = 4 << 20
 	// DefaultWatchHistory is how many revisions with changes a watch can
 	// resume from.
 	DefaultWatchHistory = 10_000
@@ -58,6 +61,9 @@ type Log interface {
 // field is required.
 type Config struct {
 	MaxValueBytes int
+	// MaxTxnBytes bounds a transaction's encoded size (proto.Size of its
+	// request: keys, values and compares together).
+	MaxTxnBytes int
 	// Quota is the quota of a namespace.
 	Quota func(namespace string) fsm.Quota
 	// Clock decides TTLs; with raft, only the leader's clock does.

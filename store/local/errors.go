@@ -2,6 +2,7 @@ package local
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/plughost/plughost/store/fsm"
 	"github.com/plughost/plughost/store/watch"
@@ -16,6 +17,12 @@ var (
 	ErrNotLeader = errors.New("store: not the leader")
 	// ErrValueTooLarge means a value is larger than Config.MaxValueBytes.
 	ErrValueTooLarge = errors.New("store: value too large")
+	// ErrTxnTooLarge means a transaction's encoded size is larger than
+	// Config.MaxTxnBytes; nothing was applied.
+	ErrTxnTooLarge = errors.New("store: transaction too large")
+	// ErrTooManyWatches means a watch would take a client, or the node,
+	// past its limit of watches open at once.
+	ErrTooManyWatches = errors.New("store: too many watches")
 	// ErrQuotaExceeded means a write would cross its namespace's quota; the
 	// write was not applied at all.
 	ErrQuotaExceeded = fsm.ErrQuotaExceeded
@@ -51,6 +58,25 @@ var (
 	// space is freed, or go on at another leader.
 	ErrNoSpace = errors.New("store: no space left on device")
 )
+
+// LimitError is a request refused for crossing a configured limit: it
+// matches its sentinel (ErrTxnTooLarge, ErrTooManyWatches, ...) and names
+// the agent config key of the limit, which travels to clients in the
+// status's google.rpc.ErrorInfo metadata (storev1.MetadataLimit).
+type LimitError struct {
+	Err   error  // the sentinel
+	Limit string // the config key, such as "max_txn_bytes"
+	Msg   string // the whole message, the sentinel's text first
+}
+
+func (e *LimitError) Error() string { return e.Msg }
+func (e *LimitError) Unwrap() error { return e.Err }
+
+// limitErrorf returns a LimitError whose message is the sentinel's text,
+// ": ", and the formatted rest.
+func limitErrorf(sentinel error, limit, format string, args ...any) error {
+	return &LimitError{Err: sentinel, Limit: limit, Msg: sentinel.Error() + ": " + fmt.Sprintf(format, args...)}
+}
 
 // closedError translates the state machine's and the watch hub's ErrClosed
 // into the store's.

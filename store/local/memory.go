@@ -39,6 +39,7 @@ func OpenMemory() (*Memory, error) {
 	m := &Memory{
 		Engine: New(f, log, Config{
 			MaxValueBytes: DefaultMaxValueBytes,
+			MaxTxnBytes:   DefaultMaxTxnBytes,
 			Quota:         func(string) fsm.Quota { return fsm.Quota{} },
 			Clock:         time.Now,
 		}),

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store/fsm"
 )
 
 // API is the store's API as Go calls: Engine serves it from one node, and
@@ -95,7 +96,11 @@ func ToStatus(err error) error {
 	}
 	st := status.New(codeOf(err), err.Error())
 	if reason := reasonOf(err); reason != "" {
-		if d, derr := st.WithDetails(&errdetails.ErrorInfo{Reason: reason, Domain: storev1.ErrorDomain}); derr == nil {
+		info := &errdetails.ErrorInfo{Reason: reason, Domain: storev1.ErrorDomain}
+		if limit := limitOf(err); limit != "" {
+			info.Metadata = map[string]string{storev1.MetadataLimit: limit}
+		}
+		if d, derr := st.WithDetails(info); derr == nil {
 			st = d
 		}
 	}
@@ -108,7 +113,7 @@ func codeOf(err error) codes.Code {
 		return codes.Unavailable
 	case errors.Is(err, ErrInvalidNamespace), errors.Is(err, ErrInvalidRequest), errors.Is(err, ErrCorruptBackup):
 		return codes.InvalidArgument
-	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded):
+	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrTxnTooLarge), errors.Is(err, ErrTooManyWatches):
 		return codes.ResourceExhausted
 	case errors.Is(err, ErrCASFailed), errors.Is(err, ErrNotEmpty):
 		return codes.FailedPrecondition
@@ -128,11 +133,20 @@ func codeOf(err error) codes.Code {
 	return codes.Internal
 }
 
-// reasonOf is the ErrorInfo reason of an UNAVAILABLE error.
+// reasonOf is the ErrorInfo reason of an UNAVAILABLE or RESOURCE_EXHAUSTED
+// error.
 func reasonOf(err error) string {
 	switch {
 	case errors.Is(err, ErrOutcomeUnknown):
 		return storev1.ReasonOutcomeUnknown
+	case errors.Is(err, ErrQuotaExceeded):
+		return storev1.ReasonQuotaExceeded
+	case errors.Is(err, ErrValueTooLarge):
+		return storev1.ReasonValueTooLarge
+	case errors.Is(err, ErrTxnTooLarge):
+		return storev1.ReasonTxnTooLarge
+	case errors.Is(err, ErrTooManyWatches):
+		return storev1.ReasonTooManyWatches
 	case codeOf(err) != codes.Unavailable:
 		return ""
 	case errors.Is(err, ErrNotLeader):
@@ -141,6 +155,19 @@ func reasonOf(err error) string {
 		return storev1.ReasonClosed
 	case errors.Is(err, ErrNoSpace):
 		return storev1.ReasonNoSpace
+	}
+	return ""
+}
+
+// limitOf is the agent config key of the limit err crossed, or "".
+func limitOf(err error) string {
+	var le *LimitError
+	if errors.As(err, &le) {
+		return le.Limit
+	}
+	var qe *fsm.QuotaError
+	if errors.As(err, &qe) {
+		return "default_quota.max_" + qe.Unit
 	}
 	return ""
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"fmt"
 
+	"google.golang.org/protobuf/proto"
+
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
@@ -42,8 +44,8 @@ func validKey(what string, key []byte) error {
 
 func (e *Engine) validValue(ns string, key, value []byte) error {
 	if len(value) > e.cfg.MaxValueBytes {
-		return fmt.Errorf("%w: namespace %q key %s: value is %d bytes > max %d bytes (raise the store's max value bytes in the agent config)",
-			ErrValueTooLarge, ns, quoteKey(key), len(value), e.cfg.MaxValueBytes)
+		return limitErrorf(ErrValueTooLarge, "max_value_bytes", "namespace %q key %s: value is %d bytes > max %d bytes (raise max_value_bytes in the agent config)",
+			ns, quoteKey(key), len(value), e.cfg.MaxValueBytes)
 	}
 	return nil
 }
@@ -69,6 +71,10 @@ func validPrefix(what string, prefix []byte) error {
 // machine only ever sees well-formed ones.
 func (e *Engine) validTxn(req *storev1.TxnRequest) error {
 	ns := req.GetNamespace()
+	if size := proto.Size(req); size > e.cfg.MaxTxnBytes {
+		return limitErrorf(ErrTxnTooLarge, "max_txn_bytes", "namespace %q: transaction is %d bytes > max %d bytes (split it, or raise max_txn_bytes in the agent config)",
+			ns, size, e.cfg.MaxTxnBytes)
+	}
 	if len(req.GetCompares()) > MaxTxnOps || len(req.GetSuccess()) > MaxTxnOps || len(req.GetFailure()) > MaxTxnOps {
 		return invalid("txn: more than %d compares or operations in a branch", MaxTxnOps)
 	}

@@ -32,6 +32,31 @@ const (
 	ReasonOutcomeUnknown = "OUTCOME_UNKNOWN"
 )
 
+// Reasons the store attaches to a RESOURCE_EXHAUSTED error: a limit of
+// the agent's refused the request, and nothing of it was applied. The
+// ErrorInfo's metadata names the limit's agent config key under
+// MetadataLimit. Sending the same request again fails the same way until
+// the limit is raised or, for quotas and watches, room is made.
+const (
+	// ReasonQuotaExceeded: the write would take its namespace past a
+	// quota (default_quota.max_bytes or .max_keys, or quotas.NS's).
+	ReasonQuotaExceeded = "QUOTA_EXCEEDED"
+	// ReasonValueTooLarge: a value is larger than max_value_bytes.
+	ReasonValueTooLarge = "VALUE_TOO_LARGE"
+	// ReasonTxnTooLarge: a transaction is larger than max_txn_bytes.
+	ReasonTxnTooLarge = "TXN_TOO_LARGE"
+	// ReasonTooManyWatches: the client or the node has as many watches
+	// open as max_watches_per_client or max_watches allows.
+	ReasonTooManyWatches = "TOO_MANY_WATCHES"
+	// ReasonMessageTooLarge: a request message is larger than the agent's
+	// API takes, which max_txn_bytes and max_value_bytes size.
+	ReasonMessageTooLarge = "MESSAGE_TOO_LARGE"
+)
+
+// MetadataLimit is the ErrorInfo metadata key naming the agent config key
+// of the limit a RESOURCE_EXHAUSTED error crossed.
+const MetadataLimit = "limit"
+
 // ErrorReason is the ErrorInfo reason, in ErrorDomain, of the gRPC status
 // err carries, or "" when it carries none.
 func ErrorReason(err error) string {
