@@ -19,6 +19,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/plughost/plughost/internal/netlimit"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
 // The relay is how calls reach plugins at full speed. A gRPC proxy built
@@ -106,8 +109,11 @@ func (r *Router) Serve(ln net.Listener, local *grpc.Server) error {
 			if stopping {
 				return nil
 			}
+			// Out of file descriptors or socket memory: wait for
+			// connections to close, as net/http does, rather than stop
+			// serving. (A netlimit.Listener waits by itself and logs.)
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
+			if netlimit.Shortage(err) || errors.As(err, &ne) && ne.Timeout() {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 				time.Sleep(backoff)
 				continue
@@ -539,7 +545,20 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 		st.fail(t, status.Errorf(codes.Unavailable, "the agent's own server is unavailable: %v", err))
 		return
 	}
-	rl.open(t, st, c, nil, fields, end)
+	rl.open(t, st, c, nil, withCaller(fields, st.caller.c.nc.RemoteAddr()), end)
+}
+
+// withCaller returns fields with storev1.CallerAddrHeader set to addr, the
+// caller's address, replacing any the caller sent: the agent's server
+// counts per-client limits by it on the relay's in-memory connection.
+func withCaller(fields []hpack.HeaderField, addr net.Addr) []hpack.HeaderField {
+	out := make([]hpack.HeaderField, 0, len(fields)+1)
+	for _, f := range fields {
+		if f.Name != storev1.CallerAddrHeader {
+			out = append(out, f)
+		}
+	}
+	return append(out, hpack.HeaderField{Name: storev1.CallerAddrHeader, Value: addr.String()})
 }
 
 // hold waits, on its own goroutine, for p to get a backend (see
