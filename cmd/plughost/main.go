@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/plughost/plughost/host/sandbox"
+	"github.com/plughost/plughost/store"
 )
 
 func main() {
@@ -52,6 +53,7 @@ func exitCode(err error, stderr io.Writer) int {
 	if errors.Is(err, errSilent) {
 		return 1
 	}
+	err = store.ExplainMessageSize(err) // the agent's message limit: say what sets it
 	if st, ok := status.FromError(err); ok && st.Code() != 0 {
 		fmt.Fprintf(stderr, "plughost: %s (%s)\n", st.Message(), st.Code())
 		return 1

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -28,6 +29,7 @@ import (
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/supervisor"
 	"github.com/plughost/plughost/host/tlsutil"
+	"github.com/plughost/plughost/internal/netlimit"
 	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
@@ -64,6 +66,9 @@ type Agent struct {
 	tls         *tlsutil.Config
 	rpc         *clusterrpc.Mux
 	clusterGRPC *grpc.Server
+
+	// apiLimit and httpLimit are the listeners' limits (see listen).
+	apiLimit, httpLimit *netlimit.Listener
 
 	ready chan struct{}
 }
@@ -148,13 +153,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 
 	// Listeners first, so a taken port fails fast with its flag named.
-	if a.apiLn, err = net.Listen("tcp", cfg.APIAddr); err != nil {
-		return fmt.Errorf("agent: -api %s: %w", cfg.APIAddr, err)
+	if a.apiLimit, err = a.listen("api", cfg.APIAddr); err != nil {
+		return err
 	}
+	a.apiLn = a.apiLimit
 	defer a.apiLn.Close()
-	if a.httpLn, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
-		return fmt.Errorf("agent: -http %s: %w", cfg.HTTPAddr, err)
+	if a.httpLimit, err = a.listen("http", cfg.HTTPAddr); err != nil {
+		return err
 	}
+	a.httpLn = a.httpLimit
 	defer a.httpLn.Close()
 	if cfg.APITLS {
 		a.apiLn = tls.NewListener(a.apiLn, a.tls.API(cfg.APIVerifyClient))
@@ -221,7 +228,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 
 	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration,
-		Authorize: enforcer.AuthorizeCall})
+		Authorize: enforcer.AuthorizeCall, FirstCallTimeout: cfg.FirstCallTimeout.Duration})
 	node := &pluginv1.NodeInfo{Name: cfg.Node, ApiAddress: a.apiLn.Addr().String(), Tags: cfg.Tags}
 	a.super = supervisor.New(supervisor.Config{
 		Node:              node,
@@ -250,9 +257,15 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		installed: func(name string) { a.super.Reconcile(name) }}
 
 	// Stream workers keep their grown stacks across calls: small unary
-	// calls (store reads) otherwise pay a stack growth each.
-	a.grpc = grpc.NewServer(append(a.router.ServerOptions(), grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
-		grpc.ChainUnaryInterceptor(enforcer.Unary), grpc.ChainStreamInterceptor(enforcer.Stream))...)
+	// calls (store reads) otherwise pay a stack growth each. The agent's
+	// own services take messages as large as the store's largest legal
+	// request (store.ServerOptions, after the router's larger limit).
+	// A connection whose first call went to them is held to that limit in
+	// its plugin calls too (README, Architecture).
+	a.grpc = grpc.NewServer(slices.Concat(a.router.ServerOptions(),
+		[]grpc.ServerOption{grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0)))},
+		a.store.ServerOptions(),
+		[]grpc.ServerOption{grpc.ChainUnaryInterceptor(enforcer.Unary), grpc.ChainStreamInterceptor(enforcer.Stream)})...)
 	enforcer.SetServer(a.grpc)
 	aclv1.RegisterACLServiceServer(a.grpc, acl.NewService(a.store, a.acl))
 	operatorv1.RegisterOperatorServiceServer(a.grpc, &operator{a: a})
@@ -266,12 +279,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// the cluster's server token): the cluster RPC port is checked as the
 	// API is, with or without TLS.
 	clusterEnforcer := acl.NewEnforcer(a.acl)
-	a.clusterGRPC = grpc.NewServer(grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20),
-		grpc.ChainUnaryInterceptor(clusterEnforcer.Unary), grpc.ChainStreamInterceptor(clusterEnforcer.Stream))
+	a.clusterGRPC = grpc.NewServer(append(a.store.ServerOptions(), grpc.MaxSendMsgSize(64<<20),
+		grpc.ChainUnaryInterceptor(clusterEnforcer.Unary), grpc.ChainStreamInterceptor(clusterEnforcer.Stream))...)
 	clusterEnforcer.SetServer(a.clusterGRPC)
 	storev1.RegisterStoreServiceServer(a.clusterGRPC, storeSrv)
 	storev1.RegisterStoreAdminServiceServer(a.clusterGRPC, storeSrv)
-	a.http = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 5 * time.Second}
+	a.http = newHTTPServer(a.httpHandler())
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -387,6 +400,8 @@ func (a *Agent) openStore() error {
 	sc.LogStore = cfg.RaftLog
 	sc.Bootstrap = cfg.Dev || cfg.BootstrapExpect <= 1
 	sc.MaxValueBytes = cfg.MaxValueBytes
+	sc.MaxTxnBytes = cfg.MaxTxnBytes
+	sc.MaxWatches, sc.MaxWatchesPerClient = cfg.MaxWatches, cfg.MaxWatchesPerClient
 	sc.DefaultQuota = store.Quota{MaxBytes: cfg.DefaultQuota.MaxBytes, MaxKeys: cfg.DefaultQuota.MaxKeys}
 	sc.Quotas = map[string]store.Quota{}
 	for ns, q := range cfg.Quotas {

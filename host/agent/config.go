@@ -15,8 +15,10 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/sandbox"
 	"github.com/plughost/plughost/host/tlsutil"
+	"github.com/plughost/plughost/internal/netlimit"
 	"github.com/plughost/plughost/store"
 )
 
@@ -124,6 +126,22 @@ type Config struct {
 	// any, a bundle must be signed by one of them, or it is refused before
 	// anything of it runs.
 	TrustedKeys []string `json:"trusted_keys"`
+
+	// Connection and request limits (area: limits; README "Limits").
+	// MaxConns and MaxConnsPerClient bound the connections open at once
+	// on each of the API and HTTP listeners, in all and from one client
+	// IP address (0: unlimited); past them a connection is closed at
+	// once. FirstCallTimeout is how long an API connection may stay open
+	// without starting a call. MaxTxnBytes bounds a transaction's encoded
+	// size, and with MaxValueBytes sizes the largest message the agent's
+	// own services take. MaxWatches and MaxWatchesPerClient bound the
+	// store watches open at once, in all and on one client connection.
+	MaxConns            int      `json:"max_conns"`
+	MaxConnsPerClient   int      `json:"max_conns_per_client"`
+	FirstCallTimeout    Duration `json:"first_call_timeout"`
+	MaxTxnBytes         int      `json:"max_txn_bytes"`
+	MaxWatches          int      `json:"max_watches"`
+	MaxWatchesPerClient int      `json:"max_watches_per_client"`
 }
 
 // Resources are per-instance limits in the agent config.
@@ -195,7 +213,31 @@ func DefaultConfig() Config {
 		CrashLoopRestarts:   5,
 		CrashLoopWindow:     Duration{10 * time.Minute},
 		HoldTimeout:         Duration{10 * time.Second},
+
+		// Limits (area: limits).
+		DefaultQuota:        Quota{MaxBytes: store.DefaultQuotaBytes, MaxKeys: store.DefaultQuotaKeys},
+		MaxConns:            DefaultMaxConns(),
+		MaxConnsPerClient:   DefaultMaxConnsPerClient,
+		FirstCallTimeout:    Duration{router.DefaultFirstCallTimeout},
+		MaxTxnBytes:         store.DefaultMaxTxnBytes,
+		MaxWatches:          store.DefaultMaxWatches,
+		MaxWatchesPerClient: store.DefaultMaxWatchesPerClient,
 	}
+}
+
+// DefaultMaxConnsPerClient is max_conns_per_client's default: local
+// clients all come from one loopback address, so it leaves room for many.
+const DefaultMaxConnsPerClient = 256
+
+// DefaultMaxConns is max_conns's default: 4096, or half the agent's
+// open-file limit if that is less, so that connections alone never take
+// the descriptors the store and the plugins need.
+func DefaultMaxConns() int {
+	n, ok := netlimit.FileLimit()
+	if !ok || n/2 >= 4096 {
+		return 4096
+	}
+	return max(int(n/2), 16)
 }
 
 // LoadFile overlays a strict JSON config file on c.
@@ -264,6 +306,19 @@ func (c *Config) Validate() error {
 		if _, _, err := sandbox.ParseUIDRange(c.PluginUIDRange); err != nil {
 			errs = append(errs, err)
 		}
+	}
+	if c.MaxConns < 0 || c.MaxConnsPerClient < 0 {
+		errs = append(errs, fmt.Errorf("max_conns %d and max_conns_per_client %d must be 0 (unlimited) or more", c.MaxConns, c.MaxConnsPerClient))
+	}
+	if c.FirstCallTimeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("first_call_timeout %v must be positive", c.FirstCallTimeout.Duration))
+	}
+	if c.MaxTxnBytes < c.MaxValueBytes || c.MaxTxnBytes > store.MaxMaxTxnBytes {
+		errs = append(errs, fmt.Errorf("max_txn_bytes %d must be at least max_value_bytes (%d), so one largest value fits a transaction, and at most %d",
+			c.MaxTxnBytes, c.MaxValueBytes, store.MaxMaxTxnBytes))
+	}
+	if c.MaxWatches < 0 || c.MaxWatchesPerClient < 0 {
+		errs = append(errs, fmt.Errorf("max_watches %d and max_watches_per_client %d must be 0 (unlimited) or more", c.MaxWatches, c.MaxWatchesPerClient))
 	}
 	if c.CrashLoopRestarts <= 0 {
 		errs = append(errs, errors.New("crash_loop_restarts must be positive"))

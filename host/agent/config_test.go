@@ -39,6 +39,11 @@ func TestValidate(t *testing.T) {
 		{"negative stabilization", func(c *Config) { c.ServerStabilization = Duration{-time.Second} }, "-server-stabilization -1s must be positive"},
 		{"zero value limit", func(c *Config) { c.MaxValueBytes = 0 }, "max_value_bytes"},
 		{"zero crash loop", func(c *Config) { c.CrashLoopRestarts = 0 }, "crash_loop_restarts"},
+		{"negative max conns", func(c *Config) { c.MaxConns = -1 }, "max_conns -1"},
+		{"zero first call timeout", func(c *Config) { c.FirstCallTimeout = Duration{} }, "first_call_timeout 0s must be positive"},
+		{"txn limit below a value", func(c *Config) { c.MaxTxnBytes = c.MaxValueBytes - 1 }, "max_txn_bytes 524287 must be at least max_value_bytes (524288)"},
+		{"txn limit past the wire", func(c *Config) { c.MaxTxnBytes = 65 << 20 }, "at most 67108864"},
+		{"negative watches", func(c *Config) { c.MaxWatchesPerClient = -1 }, "max_watches_per_client -1"},
 		{"gossip key not base64", func(c *Config) { c.Encrypt = "not base64!" }, "-encrypt: a gossip key is base64 of 32 bytes"},
 		{"gossip key too short", func(c *Config) { c.Encrypt = "c2hvcnQ=" }, "this one is 5 bytes"},
 		{"cluster agent without TLS", func(c *Config) { c.CAFile, c.CertFile, c.KeyFile = "", "", "" }, "TLS: -ca-file, -cert-file, -key-file not given"},
@@ -85,6 +90,29 @@ func TestLoadFile(t *testing.T) {
 		if err := c.LoadFile(write(body)); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("LoadFile(%s) = %v, want %q", body, err, want)
 		}
+	}
+}
+
+func TestDefaultLimits(t *testing.T) {
+	c := DefaultConfig()
+	if c.DefaultQuota.MaxBytes != 256<<20 || c.DefaultQuota.MaxKeys != 1_000_000 {
+		t.Errorf("default quota %+v, want 256 MiB and 1,000,000 keys", c.DefaultQuota)
+	}
+	if c.MaxConns <= 0 || c.MaxConns > 4096 || c.MaxConnsPerClient <= 0 || c.MaxTxnBytes != 4<<20 ||
+		c.MaxWatches <= 0 || c.MaxWatchesPerClient <= 0 || c.FirstCallTimeout.Duration <= 0 {
+		t.Errorf("a limit has no default: %+v", c)
+	}
+	// A config file that sets one field of the quota keeps the other's
+	// default.
+	p := filepath.Join(t.TempDir(), "agent.json")
+	if err := os.WriteFile(p, []byte(`{"default_quota": {"max_keys": 10}, "max_conns": 0}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.LoadFile(p); err != nil {
+		t.Fatal(err)
+	}
+	if c.DefaultQuota.MaxKeys != 10 || c.DefaultQuota.MaxBytes != 256<<20 || c.MaxConns != 0 {
+		t.Errorf("after the file: quota %+v, max_conns %d", c.DefaultQuota, c.MaxConns)
 	}
 }
 

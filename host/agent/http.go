@@ -15,7 +15,7 @@ import (
 func (a *Agent) httpHandler() http.Handler {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(&pluginCollector{a: a}, &routerCollector{a: a})
+	reg.MustRegister(&pluginCollector{a: a}, &routerCollector{a: a}, &listenerCollector{a: a})
 	if err := registerLibraryMetrics(reg); err != nil {
 		a.log.Warn("/metrics goes without raft and serf metrics", "error", err)
 	}

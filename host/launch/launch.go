@@ -85,6 +85,11 @@ type Spec struct {
 	// the agent's to clean and no one else's; empty is the system's temp
 	// dir.
 	SocketDir string
+	// StoreMaxMessageBytes, when set, bounds the request messages the
+	// plugin's store connection takes (store.Store.MaxRequestBytes);
+	// otherwise they are bounded by sdk/wire's limit. (Hook of the limits
+	// area.)
+	StoreMaxMessageBytes int
 }
 
 // Sandbox is how a sandboxed plugin is started (host/sandbox.Process).
@@ -353,7 +358,11 @@ func containsInt(xs []int, x int) bool {
 func (i *Instance) ServeStore(srv storev1.StoreServiceServer) uint32 {
 	id := i.broker.NextId()
 	go i.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
-		s := grpc.NewServer(append(opts, wire.ServerOptions()...)...)
+		opts = append(opts, wire.ServerOptions()...)
+		if n := i.Spec.StoreMaxMessageBytes; n > 0 {
+			opts = append(opts, grpc.MaxRecvMsgSize(n))
+		}
+		s := grpc.NewServer(opts...)
 		storev1.RegisterStoreServiceServer(s, srv)
 		return s
 	})

@@ -164,6 +164,8 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		Dir:          dir,
 		DialOptions:  router.BackendDialOptions(),
 		SocketDir:    s.cfg.SocketDir,
+
+		StoreMaxMessageBytes: s.cfg.Store.MaxRequestBytes(),
 	}
 	if s.cfg.Sandbox != nil {
 		p, err := s.cfg.Sandbox.Prepare(e.Name)

@@ -153,6 +153,9 @@ func (l *Listener) Close() error {
 	return l.Listener.Close()
 }
 
+// Name is Config.Name.
+func (l *Listener) Name() string { return l.cfg.Name }
+
 // Stats returns what the listener did so far.
 func (l *Listener) Stats() Stats {
 	l.mu.Lock()
