@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -410,11 +411,16 @@ func (a *Agent) Log() string { return a.log.String() }
 // the agent's management token.
 func (a *Agent) Conn() *grpc.ClientConn {
 	a.t.Helper()
+	return a.dial()
+}
+
+func (a *Agent) dial(opts ...grpc.DialOption) *grpc.ClientConn {
+	a.t.Helper()
 	creds := insecure.NewCredentials()
 	if a.clientTLS != nil {
 		creds = credentials.NewTLS(a.clientTLS)
 	}
-	conn, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(creds), a.TokenOption())
+	conn, err := grpc.NewClient(a.API, append([]grpc.DialOption{grpc.WithTransportCredentials(creds), a.TokenOption()}, opts...)...)
 	if err != nil {
 		a.t.Fatal(err)
 	}
@@ -438,10 +444,34 @@ func (a *Agent) BareConn() *grpc.ClientConn {
 	return conn
 }
 
-// Operator is the agent's operator API.
+// Operator is the agent's operator API, on one connection per agent (area:
+// limits: a connection per poll, held open until the test's end, counted
+// against the agent's max_conns_per_client). It reconnects within a second
+// of an agent's restart.
 func (a *Agent) Operator() operatorv1.OperatorServiceClient {
-	return operatorv1.NewOperatorServiceClient(a.Conn())
+	opConns.Lock()
+	defer opConns.Unlock()
+	conn := opConns.m[a]
+	if conn == nil {
+		conn = a.dial(grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, MaxDelay: time.Second},
+			MinConnectTimeout: time.Second,
+		}))
+		opConns.m[a] = conn
+		a.t.Cleanup(func() {
+			opConns.Lock()
+			delete(opConns.m, a)
+			opConns.Unlock()
+		})
+	}
+	return operatorv1.NewOperatorServiceClient(conn)
 }
+
+// opConns are the agents' Operator connections.
+var opConns = struct {
+	sync.Mutex
+	m map[*Agent]*grpc.ClientConn
+}{m: map[*Agent]*grpc.ClientConn{}}
 
 // CLI runs the real plughost CLI against the agent with its management
 // token (PLUGHOST_TOKEN).
