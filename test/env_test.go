@@ -392,9 +392,16 @@ func (a *Agent) Stop() {
 	select {
 	case <-a.exited:
 	case <-time.After(30 * time.Second):
-		_ = a.cmd.Process.Kill()
-		<-a.exited
-		a.t.Errorf("agent did not stop within 30s of SIGTERM")
+		// SIGQUIT makes the Go runtime write every goroutine's stack to
+		// the agent's log, which the failure prints: where it hung.
+		_ = a.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-a.exited:
+		case <-time.After(5 * time.Second):
+			_ = a.cmd.Process.Kill()
+			<-a.exited
+		}
+		a.t.Errorf("agent did not stop within 30s of SIGTERM (its goroutines are in its log)")
 	}
 }
 
