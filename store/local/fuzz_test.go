@@ -33,9 +33,15 @@ const (
 // binding to namespace "app" instead of the agent's own store service.
 const fuzzBound = 0x80
 
+// fuzzSequence is the kind bit that makes the message a sequence of
+// requests, each a kind byte, a two-byte length and the request, sent one
+// after the other.
+const fuzzSequence = 0x40
+
 // FuzzRequest sends fuzzed store requests, as they come off the network, to
 // a store that holds data in several namespaces, quotas on, through the
-// agent's StoreService or through a plugin's binding. It checks that:
+// agent's StoreService or through a plugin's binding, one request or a
+// sequence of them. It checks that:
 //   - a refused request gets a status that says what is wrong (never
 //     INTERNAL or UNKNOWN: those would mean the state machine refused what
 //     validation let through, or something broke), with a message;
@@ -43,6 +49,7 @@ const fuzzBound = 0x80
 //   - whatever is accepted leaves only valid namespaces, and namespace usage
 //     (what quotas count) matching the keys held.
 func FuzzRequest(f *testing.F) {
+	var seq []byte // every seed in one sequence
 	for _, s := range requestSeeds() {
 		b, err := proto.Marshal(s.req)
 		if err != nil {
@@ -50,7 +57,13 @@ func FuzzRequest(f *testing.F) {
 		}
 		f.Add(s.kind, b)
 		f.Add(s.kind|fuzzBound, b)
+		if len(b) <= 0xffff {
+			seq = append(seq, s.kind, byte(len(b)>>8), byte(len(b)))
+			seq = append(seq, b...)
+		}
 	}
+	f.Add(uint8(fuzzSequence), seq)
+	f.Add(uint8(fuzzSequence|fuzzBound), seq)
 	f.Fuzz(func(t *testing.T, kind uint8, msg []byte) {
 		m, err := OpenMemory()
 		if err != nil {
@@ -72,15 +85,29 @@ func FuzzRequest(f *testing.F) {
 		if bound {
 			srv = Bind(srv, Binding{Namespace: "app"})
 		}
-		if err := fuzzCall(ctx, srv, int(kind&^fuzzBound)%fuzzKinds, msg, m.Revision()); err != nil {
+		calls := [][]byte{msg}
+		kinds := []uint8{kind}
+		if kind&fuzzSequence != 0 {
+			calls, kinds = nil, nil
+			for len(msg) >= 3 && len(calls) < 16 {
+				n := min(int(msg[1])<<8|int(msg[2]), len(msg)-3)
+				kinds, calls = append(kinds, msg[0]), append(calls, msg[3:3+n])
+				msg = msg[3+n:]
+			}
+		}
+		for i, call := range calls {
+			err := fuzzCall(ctx, srv, int(kinds[i]&^(fuzzBound|fuzzSequence))%fuzzKinds, call, m.Revision())
+			if err == nil {
+				continue
+			}
 			st, ok := status.FromError(err)
 			switch {
 			case !ok:
-				t.Fatalf("refused with %v, which is not a status", err)
+				t.Fatalf("request %d refused with %v, which is not a status", i, err)
 			case st.Code() == codes.Internal || st.Code() == codes.Unknown:
-				t.Fatalf("refused with %v: a request the store cannot serve is the caller's mistake, and its status must say which", err)
+				t.Fatalf("request %d refused with %v: a request the store cannot serve is the caller's mistake, and its status must say which", i, err)
 			case strings.TrimSpace(st.Message()) == "":
-				t.Fatalf("refused with code %v and no message", st.Code())
+				t.Fatalf("request %d refused with code %v and no message", i, st.Code())
 			}
 		}
 		if bound {
