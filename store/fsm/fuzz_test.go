@@ -36,6 +36,11 @@ func FuzzCommand(f *testing.F) {
 	// The state: a mix of every command, then a key with a TTL that holds
 	// a NUL, the byte that ends a namespace in the key space.
 	state := append(randomCommands(f, 30, 5), txnPut("one", "k\x00x", "v", 500))
+	base := newFSM(f)
+	for i, c := range state {
+		base.Apply(logOf(f, uint64(i+1), c))
+	}
+	baseFile := capture(f, base)
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cmd, err := DecodeCommand(data)
 		if err != nil {
@@ -47,8 +52,8 @@ func FuzzCommand(f *testing.F) {
 		}
 
 		fsm := newFSM(t)
-		for i, c := range state {
-			fsm.Apply(logOf(t, uint64(i+1), c))
+		if err := fsm.Restore(io.NopCloser(bytes.NewReader(baseFile))); err != nil {
+			t.Fatal(err)
 		}
 		before := capture(t, fsm)
 		index := uint64(len(state) + 1)
