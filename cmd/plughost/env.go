@@ -1,20 +1,16 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/user"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 
 	"github.com/plughost/plughost/host/agent"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
@@ -51,17 +47,9 @@ func (c *clientFlags) check() error {
 	return nil
 }
 
-// dial connects to the agent. Calls carry the operator's name for history.
-func (c *clientFlags) dial() (*grpc.ClientConn, error) {
-	return c.dialWith(
-		grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
-			return invoker(withActor(ctx), method, req, reply, cc, opts...)
-		}),
-		grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-			return streamer(withActor(ctx), desc, cc, method, opts...)
-		}),
-	)
-}
+// dial connects to the agent. Calls carry the token (see tokenFlags);
+// history records the token's name as who made them.
+func (c *clientFlags) dial() (*grpc.ClientConn, error) { return c.dialWith() }
 
 // dialLoad connects a load generator to the agent: its calls carry nothing
 // but their token and what they are given, as an application's would.
@@ -87,18 +75,6 @@ func (c *clientFlags) dialWith(opts ...grpc.DialOption) (*grpc.ClientConn, error
 		return nil, fmt.Errorf("agent %s: %w", c.addr, err)
 	}
 	return conn, nil
-}
-
-// actor is the name operator calls are recorded under in history.
-var actor = sync.OnceValue(func() string {
-	if u, err := user.Current(); err == nil {
-		return "cli:" + u.Username
-	}
-	return "cli"
-})
-
-func withActor(ctx context.Context) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "plughost-actor", actor())
 }
 
 // parse parses args with fs, taking flags wherever they stand among the

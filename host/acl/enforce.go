@@ -255,6 +255,16 @@ func (e *Enforcer) AuthorizeCall(header, credential, plugin, method string) erro
 	return check(id, pluginLevel(Call), plugin, method)
 }
 
+// Forward returns ctx with the token of the call it serves as outgoing
+// metadata, for a call the agent passes on to another agent on the
+// caller's behalf: that agent decides on the caller's rights.
+func Forward(ctx context.Context) context.Context {
+	if s := secretFrom(ctx); s != "" {
+		return metadata.AppendToOutgoingContext(ctx, HeaderAuthorization, "Bearer "+s)
+	}
+	return ctx
+}
+
 // forwardCreds are the credentials of the store's calls to the leader.
 type forwardCreds struct{ r *Resolver }
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/host/acl"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	"github.com/plughost/plughost/store"
 )
@@ -105,7 +106,8 @@ func (o *operator) removePeerAtLeader(ctx context.Context, req *operatorv1.Remov
 		return nil, status.Errorf(codes.Unavailable, "reaching the leader %s at %s: %v", leader, addr, err)
 	}
 	defer conn.Close()
-	ctx = metadata.AppendToOutgoingContext(ctx, forwardedPeerKey, "1", "plughost-actor", o.actor(ctx, ""))
+	// The leader checks the caller's token again.
+	ctx = metadata.AppendToOutgoingContext(acl.Forward(ctx), forwardedPeerKey, "1")
 	// The leader's answer is a status already; pass it on as it is.
 	return operatorv1.NewOperatorServiceClient(conn).RemoveRaftPeer(ctx, req)
 }
