@@ -10,7 +10,9 @@ package acl
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -27,9 +29,16 @@ import (
 type Resolver struct {
 	st  *store.Store
 	log hclog.Logger
+	// cache, if set, is a file that keeps the last records read, for a
+	// node restarted without a leader: raft applies the log past its last
+	// snapshot only once a leader says what is committed, so its store
+	// may not hold the ACL records yet (see SetCacheFile).
+	cache     string
+	cachedRev int64
 
-	state   atomic.Pointer[state]
-	changed chan struct{} // a reload was asked for
+	reloadMu sync.Mutex // serializes reloads and the cache file
+	state    atomic.Pointer[state]
+	changed  chan struct{} // a reload was asked for
 
 	warnedMu sync.Mutex
 	warned   map[string]bool
@@ -104,14 +113,71 @@ func (r *Resolver) poke() {
 }
 
 func (r *Resolver) reload(ctx context.Context) {
-	s, err := load(ctx, r.st, r.warn)
+	r.reloadMu.Lock()
+	defer r.reloadMu.Unlock()
+	s, kvs, err := load(ctx, r.st, r.warn)
 	if err != nil {
 		if ctx.Err() == nil {
 			r.log.Warn("reading the ACL records; keeping the last copy", "error", err)
 		}
 		return
 	}
+	if s.empty() && r.cache != "" {
+		if c := r.readCache(); c != nil {
+			s = c
+		}
+	} else if r.cache != "" && s.revision != r.cachedRev {
+		r.writeCache(kvs, s.revision)
+	}
 	r.state.Store(s)
+}
+
+// SetCacheFile makes the resolver keep the ACL records it reads in path
+// (mode 0600), and fall back on them while the store holds none. Call it
+// before Run.
+func (r *Resolver) SetCacheFile(path string) { r.cache = path }
+
+type cacheFile struct {
+	Revision int64         `json:"revision"`
+	Records  []cacheRecord `json:"records"`
+}
+
+type cacheRecord struct {
+	Key   []byte `json:"key"`
+	Value []byte `json:"value"`
+}
+
+func (r *Resolver) readCache() *state {
+	b, err := os.ReadFile(r.cache)
+	if err != nil {
+		return nil
+	}
+	var c cacheFile
+	if err := json.Unmarshal(b, &c); err != nil {
+		r.log.Warn("ignoring the ACL cache file", "path", r.cache, "error", err)
+		return nil
+	}
+	kvs := make([]*storev1.KeyValue, len(c.Records))
+	for i, rec := range c.Records {
+		kvs[i] = &storev1.KeyValue{Key: rec.Key, Value: rec.Value}
+	}
+	return build(kvs, c.Revision, r.warn)
+}
+
+func (r *Resolver) writeCache(kvs []*storev1.KeyValue, rev int64) {
+	c := cacheFile{Revision: rev, Records: make([]cacheRecord, len(kvs))}
+	for i, kv := range kvs {
+		c.Records[i] = cacheRecord{Key: kv.GetKey(), Value: kv.GetValue()}
+	}
+	b, err := json.Marshal(c)
+	if err == nil {
+		err = writeFile0600(r.cache, b)
+	}
+	if err != nil {
+		r.log.Warn("writing the ACL cache file", "path", r.cache, "error", err)
+		return
+	}
+	r.cachedRev = rev
 }
 
 // Reload reads the ACL records now, for a caller that just changed them.

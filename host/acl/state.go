@@ -183,11 +183,16 @@ func listSys(ctx context.Context, st *store.Store, prefix string) ([]*storev1.Ke
 
 // load builds a state from the store's ACL records; warn is told about
 // every record it ignores.
-func load(ctx context.Context, st *store.Store, warn func(key string, err error)) (*state, error) {
+func load(ctx context.Context, st *store.Store, warn func(key string, err error)) (*state, []*storev1.KeyValue, error) {
 	kvs, rev, err := listSys(ctx, st, prefixACL)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	return build(kvs, rev, warn), kvs, nil
+}
+
+// build resolves ACL records.
+func build(kvs []*storev1.KeyValue, rev int64, warn func(key string, err error)) *state {
 	s := &state{byHash: map[[32]byte]*Identity{}, tokens: map[string]*Token{}, policies: map[string]*Policy{}, revision: rev}
 	rules := map[string]*Rules{}
 	for _, kv := range kvs {
@@ -251,8 +256,12 @@ func load(ctx context.Context, st *store.Store, warn func(key string, err error)
 	if s.serverSecret != "" {
 		s.byHash[hashSecret(s.serverSecret)] = agentIdentity
 	}
-	return s, nil
+	return s
 }
+
+// empty reports whether s holds no token at all: a store that has not
+// (yet) applied any ACL record.
+func (s *state) empty() bool { return len(s.tokens) == 0 && s.serverSecret == "" && !s.bootstrapped }
 
 // policyNames lists the known policies, built-in ones first.
 func (s *state) policyNames() []string {

@@ -192,6 +192,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// server token. The agent's own PLUGHOST_TOKEN, if any, is no one
 	// else's: plugins inherit the agent's environment.
 	a.acl = acl.NewResolver(a.store, a.log.Named("acl"))
+	a.acl.SetCacheFile(filepath.Join(cfg.DataDir, "acl-cache.json"))
 	a.store.SetForwardCredentials(a.acl.ForwardCredentials())
 	enforcer := acl.NewEnforcer(a.acl)
 	for _, k := range []string{"PLUGHOST_TOKEN", "PLUGHOST_TOKEN_FILE"} {
