@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -29,6 +30,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/plughost/plughost/internal/testenv"
+	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store"
 )
@@ -647,5 +649,45 @@ func BenchmarkIdleConnectionFlood(b *testing.B) {
 		b.ReportMetric(float64(rss0>>20), "agent-RSS-MiB-before")
 		b.ReportMetric(float64(procStatus(b, pid, "VmHWM")>>20), "agent-peak-RSS-MiB")
 		a.Stop()
+	}
+}
+
+// TestPluginStoreConnectionLimits: a plugin's own store connection is held
+// to the same limits: a 63 MiB transaction is refused from its length
+// prefix (it was taken at up to 64 MiB), and its watches past
+// max_watches_per_client are refused, the plugin counting as one client.
+func TestPluginStoreConnectionLimits(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{Config: `{"max_watches_per_client": 4}`})
+	exe := fixture(t, "storehog", "storehog", "1.0.0")
+	out := t.TempDir()
+	if b, err := exec.Command(filepath.Join(binDir, "plughost"), "bundle", "build", "-o", out, exe).CombinedOutput(); err != nil {
+		t.Fatalf("plughost bundle build: %v\n%s", err, b)
+	}
+	a.Drop(filepath.Join(out, "storehog-1.0.0.tar.gz"))
+	a.WaitRunning("storehog", "1.0.0")
+	hog := echov1.NewEchoServiceClient(a.Conn())
+	ctx := testenv.Context(t, 2*time.Minute)
+	ask := func(what string) string {
+		t.Helper()
+		resp, err := hog.Echo(ctx, &echov1.EchoRequest{Message: what})
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		return resp.GetMessage()
+	}
+	pid := a.cmd.Process.Pid
+	before := procStatus(t, pid, "VmRSS")
+	if got := ask("txn 126"); !strings.Contains(got, "larger than max") || !strings.Contains(got, strconv.Itoa(4<<20+64<<10)) {
+		t.Errorf("a plugin's 63 MiB transaction: %q, want refused naming the %d-byte limit", got, 4<<20+64<<10)
+	}
+	if peak := procStatus(t, pid, "VmHWM"); peak > before+128<<20 {
+		t.Errorf("agent peak RSS %d MiB after a plugin's 63 MiB transaction, past %d MiB before plus 128 MiB", peak>>20, before>>20)
+	}
+	if got := ask("txn 8"); got != "ok" {
+		t.Errorf("a plugin's 4 MB transaction: %q", got)
+	}
+	if got := ask("watch 6"); !strings.HasPrefix(got, "2 refused") || !strings.Contains(got, "max_watches_per_client") {
+		t.Errorf("a plugin's 6 watches with max_watches_per_client 4: %q, want 2 refused naming the key", got)
 	}
 }
