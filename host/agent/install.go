@@ -11,6 +11,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 
@@ -126,6 +127,10 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	return &Installed{Manifest: m, Already: already, InstalledHere: true}, nil
 }
 
+// probeKillTimeout bounds the wait for what a probe without a cgroup left
+// to die.
+const probeKillTimeout = 5 * time.Second
+
 // probeGroupID names a probe's cgroup in the agent's own: unique, so that
 // one a probe could not remove never blocks the next.
 func probeGroupID() string {
@@ -149,12 +154,22 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 	spec := in.baseSpec()
 	spec.Plugin, spec.Version, spec.InstanceID = m.Name, m.Version, "probe"
 	spec.Executable, spec.SHA256, spec.Dir = b.Executable, m.SHA256, b.Dir
+	contained := false // a cgroup holds what the probe starts
 	if in.sandbox != nil {
 		p, err := in.sandbox.PrepareProbe()
 		if err != nil {
 			return err
 		}
-		defer p.Release()
+		defer func() {
+			// Without a cgroup, what the probe left is found by its uid,
+			// which no other process has.
+			if !contained {
+				if err := p.KillAll(probeKillTimeout); err != nil {
+					in.log.Warn("what the bundle probe started may still run: it has no cgroup of its own", "plugin", m.Name, "version", m.Version, "error", err)
+				}
+			}
+			p.Release()
+		}()
 		spec.Sandbox = p
 	}
 	if in.gov != nil {
@@ -171,6 +186,7 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 			}
 		}()
 		spec.Place = g.Start
+		contained = g.Path() != ""
 	}
 	inst, err := launch.Start(ctx, spec)
 	if err != nil {

@@ -54,3 +54,26 @@ func ptraceScope() int {
 	}
 	return n
 }
+
+// processesOf lists the live processes whose real, effective or saved uid is
+// uid.
+func processesOf(uid int) []int {
+	var out []int
+	entries, _ := os.ReadDir("/proc")
+	want := strconv.Itoa(uid)
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		v, ok := statusField("/proc/"+e.Name()+"/status", "Uid")
+		if st, _ := statusField("/proc/"+e.Name()+"/status", "State"); !ok || strings.HasPrefix(st, "Z") {
+			continue // gone, or dead and waiting for its parent
+		}
+		f := strings.Fields(v)
+		if len(f) >= 3 && (f[0] == want || f[1] == want || f[2] == want) {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

@@ -31,9 +31,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"github.com/moby/sys/reexec"
+	"golang.org/x/sys/unix"
 )
 
 // DefaultUIDRange is where dynamic plugin uids come from by default: the
@@ -398,4 +400,32 @@ func (p *Process) agentWhy() string {
 		why += " (kernel.yama.ptrace_scope keeps it from reading the agent's memory)"
 	}
 	return why
+}
+
+// ErrNotKillable: the process's user is not its own alone, so what it
+// left cannot be told apart from other processes of that user.
+var ErrNotKillable = errors.New("sandbox: the process's user is shared")
+
+// KillAll SIGKILLs every process of the probe's uid until none is left,
+// within timeout: what a probe left where no cgroup holds it. Only a
+// probe's dynamic uid is its own; for anything else it returns
+// ErrNotKillable.
+func (p *Process) KillAll(timeout time.Duration) error {
+	if !p.temporary || p.uid < 0 || p.sb.fixed != nil || p.uid == p.sb.agentUID {
+		return ErrNotKillable
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		left := processesOf(p.uid)
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("sandbox: uid %d still runs %v after %s", p.uid, left, timeout)
+		}
+		for _, pid := range left {
+			_ = unix.Kill(pid, unix.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

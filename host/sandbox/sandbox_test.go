@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 func TestParseUIDRange(t *testing.T) {
@@ -258,5 +259,53 @@ func TestStatusSaysWhatDoesNotHold(t *testing.T) {
 	}
 	if a := got[PartAgent]; a.Enforced {
 		t.Errorf("agent part without root: %+v", a)
+	}
+}
+
+// TestKillAllEndsWhatAProbeLeft: without a cgroup, what a probe left in a
+// session of its own is found by the probe's uid and killed; a plugin's
+// process, whose uid lives on, is not a probe's to kill.
+func TestKillAllEndsWhatAProbeLeft(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("changing uid needs root")
+	}
+	s := newSandbox(t, Config{Identity: "t"})
+	p, err := s.PrepareProbe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(t.TempDir(), "probe")
+	if err := os.WriteFile(exe, []byte("#!/bin/sh\nsetsid sleep 600 &\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cmd := p.Command(f)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(processesOf(p.UID())) < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("uid %d runs %v, want the probe and its child", p.UID(), processesOf(p.UID()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := p.KillAll(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if left := processesOf(p.UID()); len(left) > 0 {
+		t.Fatalf("uid %d still runs %v", p.UID(), left)
+	}
+	plugin, err := s.Prepare("demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plugin.KillAll(time.Second); !errors.Is(err, ErrNotKillable) {
+		t.Fatalf("KillAll of a plugin's process: %v, want ErrNotKillable", err)
 	}
 }
