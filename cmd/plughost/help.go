@@ -100,7 +100,7 @@ with make generate, go mod tidy and make test in the new directory.`,
 	},
 	"plugin status": {
 		args:    "NAME",
-		about:   "Show a plugin's state and its instances: limits enforced or not (and why), usage.",
+		about:   "Show a plugin's state and its instances: limits and sandbox enforced or not (and why), usage.",
 		example: "plughost plugin status greeter",
 	},
 	"plugin versions": {

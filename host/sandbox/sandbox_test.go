@@ -309,3 +309,33 @@ func TestKillAllEndsWhatAProbeLeft(t *testing.T) {
 		t.Fatalf("KillAll of a plugin's process: %v, want ErrNotKillable", err)
 	}
 }
+
+// TestTrampolineWithoutRoot: where the agent cannot change uids (it is not
+// root) the process keeps the agent's user but still gets no_new_privs,
+// /dev/null as stdin and a clean environment, and status says the user
+// part does not hold.
+func TestTrampolineWithoutRoot(t *testing.T) {
+	s := newSandbox(t, Config{Identity: "t"})
+	s.asRoot = false // as for an agent that is not root
+	p, err := s.Prepare("demo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := runSandboxed(t, p, self, reportEnv+"=1")
+	id := strconv.Itoa(os.Getuid())
+	for _, want := range []string{"Uid: " + id + " ", "NoNewPrivs: 1", "stdin: /dev/null", "cwd: " + p.Dir(),
+		"env: PATH=" + Path + " HOME=" + p.Dir() + " TMPDIR=" + filepath.Join(p.Dir(), "tmp") + " " + reportEnv + "=1\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("sandboxed process reported no %q:\n%s", want, out)
+		}
+	}
+	for _, part := range p.Status("/x", "") {
+		if part.Part == PartUser && (part.Enforced || !strings.Contains(part.Reason, "not root")) {
+			t.Errorf("user part: %+v", part)
+		}
+	}
+}
