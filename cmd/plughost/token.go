@@ -52,15 +52,16 @@ func (t *tokenFlags) dialOption(addr string) (grpc.DialOption, error) {
 	if err != nil || s == "" {
 		return nil, err
 	}
-	return grpc.WithPerRPCCredentials(bearer(s)), nil
+	return grpc.WithPerRPCCredentials(bearer{"authorization": "Bearer " + s}), nil
 }
 
-// bearer sends a token as "authorization: Bearer SECRET". The API port is
-// plaintext unless TLS is set up: the token is not refused for that.
-type bearer string
+// bearer sends a token as "authorization: Bearer SECRET", the same map
+// for every call (gRPC only reads it). The API port is plaintext unless
+// TLS is set up: the token is not refused for that.
+type bearer map[string]string
 
 func (b bearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
-	return map[string]string{"authorization": "Bearer " + string(b)}, nil
+	return b, nil
 }
 
 func (bearer) RequireTransportSecurity() bool { return false }
