@@ -517,6 +517,7 @@ func (c *Cluster) Shutdown() error {
 	c.once.Do(func() {
 		c.cancel()
 		c.wg.Wait()
+		c.verified.wg.Wait() // identity checks end with the context
 		err = c.serf.Shutdown()
 	})
 	return err

@@ -35,6 +35,15 @@ const (
 // handshakeTimeout bounds TLS and the first byte of an incoming connection.
 const handshakeTimeout = 10 * time.Second
 
+// Connections the port holds open at once, in all and from one IP address.
+// A node holds a few to each other (raft's pool of 3, a pipeline, a
+// snapshot, one gRPC connection); several agents on one host share an
+// address. A flood of handshakes past these is closed at once.
+const (
+	maxConns          = 2048
+	maxConnsPerClient = 256
+)
+
 // ErrClosed is returned by the listeners of a closed Mux.
 var ErrClosed = errors.New("clusterrpc: closed")
 
@@ -65,7 +74,9 @@ func Listen(addr string, tc *tlsutil.Config, log hclog.Logger) (*Mux, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
-	return newMux(netlimit.Wrap(ln, netlimit.Config{Name: "rpc", Logger: log}), tc, log), nil
+	limited := netlimit.Wrap(ln, netlimit.Config{Name: "rpc", Logger: log,
+		MaxConns: maxConns, MaxConnsPerClient: maxConnsPerClient})
+	return newMux(limited, tc, log), nil
 }
 
 // newMux serves the cluster RPC port on ln.
