@@ -366,3 +366,35 @@ func TestACLHostilePluginIsRefused(t *testing.T) {
 	}
 	t.Logf("the hostile plugin's attempts: %v", report)
 }
+
+// TestACLClusterTokensReplicate: a token made through one node works on
+// another, for writes forwarded to the leader too, within its policy; once
+// deleted through a third node it is refused everywhere within seconds.
+func TestACLClusterTokensReplicate(t *testing.T) {
+	agents := NewCluster(t, 3)
+	createPolicy(t, agents[0].Agent, "app-writer", `namespace "app" { policy = "write" }`)
+	secret, accessor := createToken(t, agents[0].Agent, "app writer", "app-writer")
+	for _, a := range agents {
+		testenv.WaitFor(t, 10*time.Second, "the token to work on "+a.Node, func() error {
+			if _, errOut, code := asToken(a.Agent, secret, "store", "put", "-ns", "app", "k", a.Node); code != 0 {
+				return status.Errorf(codes.Unknown, "store put on %s: %s", a.Node, errOut)
+			}
+			return nil
+		})
+		if _, errOut, code := asToken(a.Agent, secret, "store", "put", "-ns", "other", "k", "v"); code != 1 || !strings.Contains(errOut, "(PermissionDenied)") {
+			t.Fatalf("store put -ns other on %s: exit %d, %s", a.Node, code, errOut)
+		}
+	}
+	if _, errOut, code := agents[1].CLI("acl", "token", "delete", accessor); code != 0 {
+		t.Fatalf("acl token delete: %s", errOut)
+	}
+	for _, a := range agents {
+		testenv.WaitFor(t, 5*time.Second, "the deleted token to be refused on "+a.Node, func() error {
+			_, errOut, code := asToken(a.Agent, secret, "store", "get", "-ns", "app", "k")
+			if code == 1 && strings.Contains(errOut, "ACL token not found") {
+				return nil
+			}
+			return status.Errorf(codes.Unknown, "store get on %s: exit %d %s", a.Node, code, errOut)
+		})
+	}
+}
