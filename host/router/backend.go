@@ -33,8 +33,12 @@ type Backend struct {
 
 	inflight atomic.Int64
 	waiters  atomic.Int32
-	mu       sync.Mutex    // guards idle
-	idle     chan struct{} // closed when in-flight drops to zero while someone waits
+	// cutting is set by Cut: from then on, a call that ends without the
+	// plugin's answer counts in cut.
+	cutting atomic.Bool
+	cut     atomic.Int64
+	mu      sync.Mutex    // guards idle
+	idle    chan struct{} // closed when in-flight drops to zero while someone waits
 
 	rcMu sync.Mutex // guards rc
 	rc   *h2conn    // the relay's connection, opened by the first call
@@ -77,11 +81,33 @@ func (b *Backend) Wait(ctx context.Context) (cut int64) {
 	}
 }
 
+// Cut marks the calls still in flight on b as being cut off: stop the
+// instance after it, then CutOff counts those that ended without the
+// plugin's answer. A call that the plugin finishes in the meantime is not
+// one of them, so the count is what callers saw.
+func (b *Backend) Cut() { b.cutting.Store(true) }
+
+// CutOff waits until no call is in flight on b or ctx is done, and returns
+// how many calls ended without the plugin's answer since Cut, plus those
+// still in flight then.
+func (b *Backend) CutOff(ctx context.Context) int64 {
+	left := b.Wait(ctx)
+	return b.cut.Load() + left
+}
+
 // acquire counts a call in flight on b.
 func (b *Backend) acquire() { b.inflight.Add(1) }
 
-// release ends a call counted by acquire.
-func (b *Backend) release() {
+// release ends a call counted by acquire that ended without the plugin's
+// answer (or whose end the router does not see: proxied calls).
+func (b *Backend) release() { b.releaseAs(false) }
+
+// releaseAs ends a call counted by acquire; answered says the plugin
+// sent the call's closing status.
+func (b *Backend) releaseAs(answered bool) {
+	if !answered && b.cutting.Load() {
+		b.cut.Add(1)
+	}
 	if b.inflight.Add(-1) == 0 && b.waiters.Load() > 0 {
 		b.mu.Lock()
 		if b.idle != nil {

@@ -33,6 +33,9 @@ type rstream struct {
 	// attached is set once the backend half is open and any data held for
 	// it passed on; before, the caller's data collects in heldData.
 	attached atomic.Bool
+	// answered is set when the backend's closing trailers arrived: the
+	// plugin finished the call.
+	answered atomic.Bool
 
 	mu       sync.Mutex // guards the fields below, and the backend half's opening
 	b        *Backend   // counted in flight from open to finish
@@ -168,6 +171,7 @@ func (st *rstream) forwardHeaders(t *touched, from *half, fields []hpack.HeaderF
 		return
 	}
 	if end {
+		st.answered.Store(true)
 		st.code.CompareAndSwap(-1, int32(statusCode(fields)))
 		if st.held > 0 {
 			fields = append(fields, heldField(st.held))
@@ -336,7 +340,7 @@ func (st *rstream) finish(t *touched) {
 		}
 	}
 	if b != nil {
-		b.release()
+		b.releaseAs(st.answered.Load())
 	}
 	if st.p != nil {
 		code := codes.Code(st.code.Load())

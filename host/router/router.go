@@ -405,8 +405,12 @@ func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
 	if err != nil {
 		return err
 	}
-	defer b.release()
-	return r.proxy(ss, b, method)
+	err = r.proxy(ss, b, method)
+	// A call cut off by the instance's stop ends Unavailable or Canceled;
+	// any other end is the plugin's answer.
+	c := status.Code(err)
+	b.releaseAs(c != codes.Unavailable && c != codes.Canceled)
+	return err
 }
 
 // HeldTrailer is the trailer the router adds to a call it held while the

@@ -365,6 +365,16 @@ func (s *Supervisor) drainAndStop(ctx context.Context, in *instance, progress fu
 	if dctx.Err() == nil {
 		_, _ = in.Lifecycle.Drain(dctx, &pluginv1.DrainRequest{TimeoutMs: time.Until(deadlineOf(dctx)).Milliseconds()})
 	}
+	if cut > 0 && in.backend != nil {
+		// Calls the plugin finishes between the timeout and its stop were
+		// not cut: count those that end without its answer.
+		in.backend.Cut()
+		in.stop(ctx)
+		cctx, ccancel := context.WithTimeout(ctx, 5*time.Second)
+		cut = in.backend.CutOff(cctx)
+		ccancel()
+		return cut
+	}
 	in.stop(ctx)
 	return cut
 }
