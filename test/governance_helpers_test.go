@@ -269,7 +269,7 @@ func agentHealthy(t *testing.T, a *Agent) {
 		t.Fatalf("agent exited: %v", a.exitErr)
 	default:
 	}
-	resp, err := http.Get("http://" + a.HTTP + "/v1/health")
+	resp, err := a.HTTPGet("/v1/health")
 	if err != nil {
 		t.Fatalf("agent /v1/health: %v", err)
 	}
@@ -461,7 +461,7 @@ func logLineHas(log string, parts ...string) bool {
 
 // scrape reads the agent's /metrics into series → value.
 func scrape(a *Agent) (map[string]float64, error) {
-	resp, err := http.Get("http://" + a.HTTP + "/metrics")
+	resp, err := a.HTTPGet("/metrics")
 	if err != nil {
 		return nil, err
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/http"
 	"regexp"
 	"slices"
 	"strconv"
@@ -80,7 +79,7 @@ func TestRelayFlowControl(t *testing.T) {
 		}
 
 		testenv.WaitFor(t, time.Minute, "the 32 stalled streams to be reset", func() error {
-			f, err := failures(a.HTTP, "echo")
+			f, err := failures(a, "echo")
 			if err == nil && f["ResourceExhausted"] < 32 {
 				err = fmt.Errorf("failed calls by code: %v", f)
 			}
@@ -106,8 +105,8 @@ func callEcho(t testing.TB, echo echov1.EchoServiceClient) {
 
 // failures reads from the agent's /metrics how many of plugin's calls
 // ended with each status code other than OK.
-func failures(httpAddr, plugin string) (map[string]int, error) {
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
+func failures(a *Agent, plugin string) (map[string]int, error) {
+	resp, err := a.HTTPGet("/metrics")
 	if err != nil {
 		return nil, err
 	}
