@@ -30,7 +30,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	dataDir := fs.String("data-dir", "", "data directory (default ./plughost-data)")
 	node := fs.String("node", "", "node name (default the host name)")
 	api := fs.String("api", "", "gRPC API address (default "+agent.DefaultAPIAddr+")")
-	httpAddr := fs.String("http", "", "HTTP health and metrics address (default "+agent.DefaultHTTPAddr+")")
+	httpAddr := fs.String("http", "", "HTTP address of /v1/health and /metrics, which need a token whose policy gives operator = \"read\" (default "+agent.DefaultHTTPAddr+")")
 	rpc := fs.String("rpc", "", "cluster RPC and raft address (default "+agent.DefaultRPCAddr+")")
 	serfAddr := fs.String("serf", "", "serf gossip address (default "+agent.DefaultSerfAddr+")")
 	bootstrapExpect := fs.Int("bootstrap-expect", -1, "servers to wait for before bootstrapping the cluster")
