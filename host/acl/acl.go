@@ -42,7 +42,15 @@ type Resolver struct {
 
 	warnedMu sync.Mutex
 	warned   map[string]bool
+
+	// missReload is when a secret the copy did not know last made it read
+	// the records again (unix nanoseconds): see Resolve.
+	missReload atomic.Int64
 }
+
+// missReloadEvery bounds how often secrets the copy does not know make it
+// read the records again, so unknown tokens cost little.
+const missReloadEvery = 250 * time.Millisecond
 
 // NewResolver returns a resolver for st. It knows no token until Run has
 // loaded the store's records.
@@ -207,8 +215,23 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 	if secret == "" {
 		return nil, ErrNoToken
 	}
-	if id := r.state.Load().byHash[hashSecret(secret)]; id != nil {
+	h := hashSecret(secret)
+	if id := r.state.Load().byHash[h]; id != nil {
 		return id, nil
+	}
+	// A token made a moment ago (`acl bootstrap` and then a command, on a
+	// node the write was forwarded from) may be in the store before the
+	// watch has brought it into the copy: read the records once more, at
+	// most every missReloadEvery.
+	now := time.Now().UnixNano()
+	last := r.missReload.Load()
+	if now-last >= int64(missReloadEvery) && r.missReload.CompareAndSwap(last, now) {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		r.reload(ctx)
+		cancel()
+		if id := r.state.Load().byHash[h]; id != nil {
+			return id, nil
+		}
 	}
 	return nil, ErrTokenNotFound
 }

@@ -167,3 +167,23 @@ func TestCacheFileStandsInForAnEmptyStore(t *testing.T) {
 		t.Fatalf("from the cache: %v", err)
 	}
 }
+
+// A token the store holds but the copy has not caught up with yet (no
+// watch event, no Reload) resolves: the miss reads the records again.
+func TestNewTokenResolvesBeforeTheWatchBringsIt(t *testing.T) {
+	ctx := context.Background()
+	st := memStore(t)
+	r := NewResolver(st, nil)
+	r.Reload(ctx)
+	tok, secret, err := Bootstrap(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id, err := r.Resolve(secret)
+	if err != nil || id.AccessorID != tok.AccessorID {
+		t.Fatalf("a token made a moment ago resolves to %+v, %v", id, err)
+	}
+	if _, err := r.Resolve("not-a-token"); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("unknown token: %v", err)
+	}
+}
