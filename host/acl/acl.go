@@ -236,6 +236,10 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 	return nil, ErrTokenNotFound
 }
 
+// Bootstrapped says whether the copy holds the cluster's ACL bootstrap
+// record: until it does, anyone may run `acl bootstrap`.
+func (r *Resolver) Bootstrapped() bool { return r.state.Load().bootstrapped }
+
 // ServerSecret is the cluster's server token, which agents present to
 // each other, or "" while this node has not learnt it.
 func (r *Resolver) ServerSecret() string { return r.state.Load().serverSecret }

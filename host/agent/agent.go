@@ -337,6 +337,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 				return
 			}
 		}
+		if err := a.waitForACLBootstrap(runCtx); err != nil {
+			return
+		}
 		wg.Add(2) // this goroutine's count keeps wg above zero meanwhile
 		go func() {
 			defer wg.Done()
@@ -455,6 +458,27 @@ func (a *Agent) waitForLeader(ctx context.Context) error {
 	defer cancel()
 	if err := a.store.WaitForLeader(wctx); err != nil {
 		return fmt.Errorf("agent: store has no leader: %w", err)
+	}
+	return nil
+}
+
+// waitForACLBootstrap holds plugins and bundle intake until the cluster's
+// ACLs are bootstrapped: until then `acl bootstrap` answers anyone without
+// a token, and the operator, not a plugin that started first, must be the
+// one who gets the management token. It returns ctx's error if ctx ends
+// first.
+func (a *Agent) waitForACLBootstrap(ctx context.Context) error {
+	told := false
+	for !a.acl.Bootstrapped() {
+		if !told {
+			a.log.Info("plugins and bundle intake start once the cluster's ACLs are bootstrapped: run 'plughost acl bootstrap' against any node")
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	return nil
 }
