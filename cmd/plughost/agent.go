@@ -42,7 +42,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	minQuorum := fs.Int("min-quorum", -1, "fewest voters the removal of dead servers leaves, so the servers that come back make a quorum (default the -bootstrap-expect count)")
 	// sandbox
 	pluginUser := fs.String("plugin-user", "", "user every plugin runs as (default: a uid of its own per plugin, from plugin_uid_range)")
-	pluginUIDRange := fs.String("plugin-uid-range", "", "uids LOW-HIGH given to plugins one per plugin, when -plugin-user is not set (default "+sandbox.DefaultUIDRange+")")
+	pluginUIDRange := fs.String("plugin-uid-range", "", "uids LOW-HIGH given to plugins one per plugin, when -plugin-user is not set (default "+sandbox.DefaultUIDRange+": 65536 uids from 0x70000000, outside systemd's DynamicUser= pool 61184-65519 and container ranges, useradd's /etc/subuid ranges 100000-600165535 and nobody; a uid a process runs with, systemd gave a service, /etc/subuid or /etc/subgid include or the user database has is skipped)")
 	logLevel := fs.String("log-level", "", "trace, debug, info, warn or error")
 	logJSON := fs.Bool("log-json", false, "log as JSON")
 	// Gossip encryption (gossip area).

@@ -74,8 +74,9 @@ type Config struct {
 
 	// Sandbox (area: sandbox). PluginUser is the user every plugin runs
 	// as; empty gives each plugin a uid of its own from PluginUIDRange
-	// ("LOW-HIGH", default sandbox.DefaultUIDRange). Either needs a root
-	// agent; plugin status says what holds.
+	// ("LOW-HIGH", default sandbox.DefaultUIDRange, a block no common
+	// allocator uses: not systemd's DynamicUser= pool nor /etc/subuid
+	// ranges). Either needs a root agent; plugin status says what holds.
 	PluginUser     string `json:"plugin_user"`
 	PluginUIDRange string `json:"plugin_uid_range"`
 

@@ -77,3 +77,31 @@ func processesOf(uid int) []int {
 	}
 	return out
 }
+
+// idsInUse is the set of every uid and gid (real, effective, saved and
+// filesystem) and supplementary group of the processes running now.
+func idsInUse() map[uint32]bool {
+	ids := map[uint32]bool{}
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/status")
+		if err != nil {
+			continue // gone
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			k, v, ok := strings.Cut(line, ":")
+			if !ok || (k != "Uid" && k != "Gid" && k != "Groups") {
+				continue
+			}
+			for _, f := range strings.Fields(v) {
+				if n, err := strconv.ParseUint(f, 10, 32); err == nil {
+					ids[uint32(n)] = true
+				}
+			}
+		}
+	}
+	return ids
+}

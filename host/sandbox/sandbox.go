@@ -39,9 +39,22 @@ import (
 )
 
 // DefaultUIDRange is where dynamic plugin uids come from by default: the
-// range systemd reserves for DynamicUser= services, which no distribution
-// gives to ordinary users.
-const DefaultUIDRange = "61184-65519"
+// 65536 uids from 0x70000000, which no common allocator hands out. Not
+// systemd's DynamicUser= pool (61184-65519), which systemd fills without
+// knowing plughost's uids; not the /etc/subuid container ranges useradd
+// gives (blocks of 65536 from 100000 up to 600100000); not systemd's
+// container ranges (524288-1879048191); not nobody (65534); and below
+// 2^31, where some tools misbehave.
+const DefaultUIDRange = "1879048192-1879113727"
+
+// DefaultSubIDFiles are the files whose subordinate id ranges (given to
+// users for their containers) no plugin gets a uid from.
+var DefaultSubIDFiles = []string{"/etc/subuid", "/etc/subgid"}
+
+// DefaultDynamicUIDDir is where systemd keeps an entry per uid it gave a
+// DynamicUser= service: a lock file named by the number, and a symlink
+// "direct:<uid>".
+const DefaultDynamicUIDDir = "/run/systemd/dynamic-uid"
 
 // Parts of the sandbox that Status reports on.
 const (
@@ -78,6 +91,14 @@ type Config struct {
 	// agents on a machine so that two never give one uid to their
 	// plugins. "" locks only within this agent.
 	LockDir string
+	// SubIDFiles are /etc/subuid-style files ("user:start:count" lines):
+	// no plugin gets a uid inside one of their ranges. nil means
+	// DefaultSubIDFiles; a file that does not exist is skipped.
+	SubIDFiles []string
+	// DynamicUIDDir is where systemd records the DynamicUser= uids it
+	// gave: no plugin gets one named there. "" means
+	// DefaultDynamicUIDDir.
+	DynamicUIDDir string
 	// DataDir is the agent's data dir, which plugins must not read.
 	DataDir string
 	Logger  hclog.Logger
@@ -119,6 +140,12 @@ func New(cfg Config) (*Sandbox, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.SubIDFiles == nil {
+		cfg.SubIDFiles = DefaultSubIDFiles
+	}
+	if cfg.DynamicUIDDir == "" {
+		cfg.DynamicUIDDir = DefaultDynamicUIDDir
 	}
 	lo, hi, err := ParseUIDRange(cfg.UIDRange)
 	if err != nil {
