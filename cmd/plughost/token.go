@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
+	"io"
 	"os"
 
 	"google.golang.org/grpc"
@@ -13,9 +15,13 @@ import (
 // tokenFlags are the ACL token flags of every command that talks to an
 // agent. The token is the first of: -token, -token-file, PLUGHOST_TOKEN,
 // PLUGHOST_TOKEN_FILE, and the token a dev agent at -addr recorded for
-// this user on this host.
+// this user on this host (loopback addresses only, and only while that
+// agent is the one listening there: see acl.FindToken).
 type tokenFlags struct {
 	token, file string
+	// warn receives why a dev agent's record was not used (os.Stderr
+	// when nil).
+	warn io.Writer
 }
 
 func (t *tokenFlags) register(fs *flag.FlagSet) {
@@ -43,7 +49,15 @@ func (t *tokenFlags) secret(addr string) (string, error) {
 		}
 		return s, nil
 	}
-	return acl.FindToken(addr), nil
+	s, why := acl.FindToken(addr)
+	if why != nil {
+		w := t.warn
+		if w == nil {
+			w = os.Stderr
+		}
+		fmt.Fprintf(w, "plughost: warning: no token sent: %v\n", why)
+	}
+	return s, nil
 }
 
 // dialOption makes every call carry the token, if there is one.
