@@ -36,17 +36,19 @@ const TokenFileName = "acl-token"
 // one listening there: records outlive an agent killed with -9, and
 // anyone on the host may bind a port it freed.
 
-// RegistryDir is the directory of the current user's dev agent records:
-// $XDG_RUNTIME_DIR/plughost, else /run/plughost for root, else
-// plughost-UID in the temp dir.
+// RegistryDir is the directory of the current user's dev agent records
+// (mode 0700): dev-tokens in $XDG_RUNTIME_DIR/plughost, else in
+// /run/plughost for root, else in plughost-UID in the temp dir. Not the
+// parent itself: root's agents share /run/plughost (0711) with their
+// plugins' socket dirs.
 func RegistryDir() string {
+	base := filepath.Join(os.TempDir(), fmt.Sprintf("plughost-%d", os.Geteuid()))
 	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "plughost")
+		base = filepath.Join(d, "plughost")
+	} else if os.Geteuid() == 0 {
+		base = "/run/plughost"
 	}
-	if os.Geteuid() == 0 {
-		return "/run/plughost"
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("plughost-%d", os.Geteuid()))
+	return filepath.Join(base, "dev-tokens")
 }
 
 // devRecord is what a dev agent records for the CLI.
@@ -108,12 +110,19 @@ func agentKeys(apiAddr string) ([]string, error) {
 }
 
 // ownDir checks that dir is a directory of the current user's that no one
-// else may use (mode 0700), making it if it is missing.
+// else may use (mode 0700), in a parent no one else may write in, making
+// it if it is missing.
 func ownDir(dir string, make bool) error {
 	if make {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return err
 		}
+	}
+	parent := filepath.Dir(dir)
+	if fi, err := os.Lstat(parent); err != nil {
+		return err
+	} else if st, ok := fi.Sys().(*syscall.Stat_t); !fi.IsDir() || !ok || (int(st.Uid) != os.Geteuid() && st.Uid != 0) || fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("%s is not a directory of this user's that only it may write in", parent)
 	}
 	fi, err := os.Lstat(dir)
 	if err != nil {

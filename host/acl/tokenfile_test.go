@@ -212,11 +212,14 @@ func TestFindTokenSymlinkRecordIgnored(t *testing.T) {
 	if err := os.Chmod(RegistryDir(), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	link := filepath.Join(t.TempDir(), "plughost")
-	if err := os.Symlink(RegistryDir(), link); err != nil {
+	runtimeDir := t.TempDir()
+	if err := os.Mkdir(filepath.Join(runtimeDir, "plughost"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("XDG_RUNTIME_DIR", filepath.Dir(link))
+	if err := os.Symlink(RegistryDir(), filepath.Join(runtimeDir, "plughost", "dev-tokens")); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("XDG_RUNTIME_DIR", runtimeDir)
 	if s, warn := FindToken("127.0.0.1:" + port); s != "" || warn == nil {
 		t.Errorf("symlinked locator dir: FindToken = %q, %v; want no token and a warning", s, warn)
 	}
