@@ -41,10 +41,17 @@ func (s *Sandbox) allocate(key string) (uint32, error) {
 	}
 	running := idsInUse()
 	subIDs := s.subIDRanges()
+	// Hashed candidates first, so that a plugin keeps its uid; then every
+	// uid of the range in turn, so that a range with few free uids left
+	// still gives them.
 	size := int(s.hi - s.lo + 1)
-	tries := min(size*2, 4096)
+	hashed := min(size*2, 4096)
+	tries := hashed + min(size, 1<<16)
 	for i := range tries {
 		uid := candidate(s.cfg.Identity, key, i, s.lo, s.hi)
+		if i >= hashed {
+			uid = s.lo + uint32(i-hashed)
+		}
 		id := strconv.FormatUint(uint64(uid), 10)
 		if other, taken := s.byUID[uid]; taken {
 			s.log.Debug("plugin uid taken within the agent; trying another", "uid", uid, "for", key, "held_by", other)

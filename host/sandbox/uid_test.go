@@ -124,3 +124,17 @@ func TestDefaultUIDRangeAvoidsOtherAllocators(t *testing.T) {
 		t.Errorf("default plugin_uid_range %s has %d uids, want 65536", DefaultUIDRange, hi-lo+1)
 	}
 }
+
+// TestUIDsFindTheLastFree: when a single uid of the range is free, a
+// plugin gets it, though the hashed candidates may all miss it.
+func TestUIDsFindTheLastFree(t *testing.T) {
+	subuid := filepath.Join(t.TempDir(), "subuid")
+	if err := os.WriteFile(subuid, []byte("alice:"+strconv.Itoa(testUID)+":65535\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	last := uint32(testUID + 65535)
+	s := newSandbox(t, Config{Identity: "a", UIDRange: strconv.Itoa(testUID) + "-" + strconv.Itoa(int(last)), SubIDFiles: []string{subuid}, DynamicUIDDir: t.TempDir()})
+	if uid, err := s.allocate("echo"); err != nil || uid != last {
+		t.Fatalf("got uid %d, %v; want %d, the one free", uid, err, last)
+	}
+}
