@@ -919,8 +919,8 @@ type SandboxPart struct {
 	// part is "user", "capabilities", "no_new_privs", "files", "agent" or
 	// "cgroup".
 	Part string `protobuf:"bytes,1,opt,name=part,proto3" json:"part,omitempty"`
-	// setting is what the process gets, in words ("dynamic uid 61234 gid
-	// 61234 (plugin_uid_range 61184-65519)").
+	// setting is what the process gets, in words ("dynamic uid 1879050000 gid
+	// 1879050000 (plugin_uid_range 1879048192-1879113727)").
 	Setting  string `protobuf:"bytes,2,opt,name=setting,proto3" json:"setting,omitempty"`
 	Enforced bool   `protobuf:"varint,3,opt,name=enforced,proto3" json:"enforced,omitempty"`
 	// reason explains a part that is not enforced, and what to do.
