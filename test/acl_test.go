@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -396,5 +397,105 @@ func TestACLClusterTokensReplicate(t *testing.T) {
 			}
 			return status.Errorf(codes.Unknown, "store get on %s: exit %d %s", a.Node, code, errOut)
 		})
+	}
+}
+
+// TestACLFollowerTokens: on a follower, tokens that do not grant _sys
+// make the calls their policy allows, though the agent serves them with
+// reads and writes of its own in _sys (catalog, history, ACL records)
+// that it forwards to the leader: a read-only token lists plugins, a
+// plugin's token pins it, an acl = "write" token makes a token. The
+// cluster's server token, which a management token can read in _sys, is
+// refused on the API and the HTTP endpoints as an unknown token, while
+// the agents' forwarded writes go on.
+func TestACLFollowerTokens(t *testing.T) {
+	agents := NewCluster(t, 3)
+	leader := leaderOf(t, agents)
+	var follower *ClusterAgent
+	for _, a := range agents {
+		if a != leader {
+			follower = a
+			break
+		}
+	}
+	follower.Drop(bundlePath("echo", "1.0.0"))
+	follower.Drop(bundlePath("echo", "1.1.0"))
+	follower.WaitRunning("echo", "1.1.0")
+
+	createPolicy(t, leader.Agent, "echo-ops", `plugin "echo" { policy = "write" }`)
+	createPolicy(t, leader.Agent, "acl-admin", `acl = "write"`)
+	reader, _ := createToken(t, leader.Agent, "dashboards", "read-only")
+	echoOps, _ := createToken(t, leader.Agent, "echo deployer", "echo-ops")
+	aclAdmin, _ := createToken(t, leader.Agent, "acl admin", "acl-admin")
+	testenv.WaitFor(t, 10*time.Second, "the tokens to resolve on "+follower.Node, func() error {
+		for _, s := range []string{reader, echoOps, aclAdmin} {
+			// members needs operator = "read": refused or not, the token is known.
+			if _, errOut, _ := asToken(follower.Agent, s, "members"); strings.Contains(errOut, "ACL token not found") {
+				return status.Errorf(codes.Unknown, "members on %s: %s", follower.Node, errOut)
+			}
+		}
+		return nil
+	})
+
+	// Within moments of the cluster's start the follower may not know the
+	// server token yet; then it forwards with the caller's token, which
+	// the leader refuses for _sys.
+	testenv.WaitFor(t, 10*time.Second, "plugin list with read-only on follower "+follower.Node, func() error {
+		if out, errOut, code := asToken(follower.Agent, reader, "plugin", "list"); code != 0 || !strings.Contains(out, "echo") {
+			return status.Errorf(codes.Unknown, "exit %d %s%s", code, out, errOut)
+		}
+		return nil
+	})
+	if _, errOut, code := asToken(follower.Agent, echoOps, "plugin", "pin", "echo", "1.0.0"); code != 0 {
+		t.Errorf("pin echo with its own token on follower %s: %s", follower.Node, errOut)
+	}
+	if out, errOut, code := asToken(follower.Agent, echoOps, "plugin", "history", "echo"); code != 0 || !strings.Contains(out, "echo deployer") {
+		t.Errorf("plugin history with echo's token on follower %s: exit %d %s%s", follower.Node, code, out, errOut)
+	}
+	if _, errOut, code := asToken(follower.Agent, aclAdmin, "acl", "token", "create", "-description", "made on a follower", "-policy", "read-only"); code != 0 {
+		t.Errorf("acl token create with acl = \"write\" on follower %s: %s", follower.Node, errOut)
+	}
+	// The tokens are still held to their policies there.
+	if _, errOut, code := asToken(follower.Agent, reader, "store", "get", "-ns", "_sys", "acl/server-token"); code != 1 || !strings.Contains(errOut, "(PermissionDenied)") {
+		t.Errorf("store get -ns _sys with read-only on follower %s: exit %d, %s", follower.Node, code, errOut)
+	}
+	if _, errOut, code := asToken(follower.Agent, echoOps, "acl", "token", "create", "-policy", "global-management"); code != 1 || !strings.Contains(errOut, "(PermissionDenied)") {
+		t.Errorf("acl token create with echo's token on follower %s: exit %d, %s", follower.Node, code, errOut)
+	}
+
+	// A management token reads the server token; the API refuses it.
+	out, errOut, code := leader.CLI("store", "get", "-ns", "_sys", "acl/server-token")
+	if code != 0 {
+		t.Fatalf("store get _sys acl/server-token: %s", errOut)
+	}
+	start, end := strings.Index(out, "{"), strings.LastIndex(out, "}")
+	var st struct {
+		SecretID string `json:"secret_id"`
+	}
+	if start < 0 || end < start || json.Unmarshal([]byte(out[start:end+1]), &st) != nil || st.SecretID == "" {
+		t.Fatalf("no server token in:\n%s", out)
+	}
+	for _, a := range agents {
+		for _, args := range [][]string{
+			{"plugin", "list"},
+			{"store", "get", "-ns", "_sys", "acl/server-token"},
+			{"acl", "token", "create", "-policy", "global-management"},
+		} {
+			if _, errOut, code := asToken(a.Agent, st.SecretID, args...); code != 1 || !strings.Contains(errOut, "ACL token not found") {
+				t.Errorf("%v with the server token on %s: exit %d, %s", args, a.Node, code, errOut)
+			}
+		}
+		resp, err := httpGet(a.HTTP, "/v1/health", st.SecretID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("/v1/health with the server token on %s: %s", a.Node, resp.Status)
+		}
+	}
+	// Writes the followers forward with it still work.
+	if _, errOut, code := asToken(follower.Agent, echoOps, "plugin", "unpin", "echo"); code != 0 {
+		t.Errorf("unpin echo with its own token on follower %s: %s", follower.Node, errOut)
 	}
 }

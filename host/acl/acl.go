@@ -210,13 +210,23 @@ var (
 	ErrTokenNotFound = errors.New("ACL token not found")
 )
 
-// Resolve returns the identity of secret.
+// Resolve returns the identity of secret, as the API and HTTP endpoints
+// know it: the cluster's server token is not a token there (it resolves
+// as one that does not exist).
 func (r *Resolver) Resolve(secret string) (*Identity, error) {
+	return r.resolve(secret, false)
+}
+
+// resolve returns the identity of secret; the server token resolves only
+// with server, for calls on the cluster RPC port.
+func (r *Resolver) resolve(secret string, server bool) (*Identity, error) {
 	if secret == "" {
 		return nil, ErrNoToken
 	}
 	h := hashSecret(secret)
-	if id := r.state.Load().byHash[h]; id != nil {
+	if id := r.state.Load().byHash[h]; id == agentIdentity && !server {
+		return nil, ErrTokenNotFound
+	} else if id != nil {
 		return id, nil
 	}
 	// A token made a moment ago (`acl bootstrap` and then a command, on a
@@ -229,7 +239,7 @@ func (r *Resolver) Resolve(secret string) (*Identity, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		r.reload(ctx)
 		cancel()
-		if id := r.state.Load().byHash[h]; id != nil {
+		if id := r.state.Load().byHash[h]; id != nil && (server || id != agentIdentity) {
 			return id, nil
 		}
 	}

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
 // Credential headers: a call's token is "authorization: Bearer SECRET" or
@@ -75,6 +77,9 @@ const howToGetToken = "give one with -token, -token-file or PLUGHOST_TOKEN (a ne
 // Enforcer authorizes calls to the agent's API.
 type Enforcer struct {
 	r *Resolver
+	// cluster is set for the cluster RPC port's enforcer: only there does
+	// the cluster's server token resolve.
+	cluster bool
 
 	// own are the services registered on the agent's server, learnt at its
 	// first call (services cannot be registered once it serves): a method
@@ -86,7 +91,14 @@ type Enforcer struct {
 }
 
 // NewEnforcer returns an enforcer that resolves tokens with r.
+// The cluster's server token is refused as unknown.
 func NewEnforcer(r *Resolver) *Enforcer { return &Enforcer{r: r} }
+
+// NewClusterEnforcer returns the enforcer of the cluster RPC port, where
+// other agents forward calls: it also takes the cluster's server token,
+// which only agents present (on that port, with TLS, over a connection
+// whose client certificate the cluster's CA signed as a server's).
+func NewClusterEnforcer(r *Resolver) *Enforcer { return &Enforcer{r: r, cluster: true} }
 
 // SetServer names the server the enforcer's interceptors run in.
 func (e *Enforcer) SetServer(s *grpc.Server) { e.srv = s }
@@ -120,7 +132,7 @@ func (e *Enforcer) permission(method string) (Permission, bool) {
 
 // identify resolves the secret a call carries.
 func (e *Enforcer) identify(secret, method string) (*Identity, error) {
-	id, err := e.r.Resolve(secret)
+	id, err := e.r.resolve(secret, e.cluster)
 	switch err {
 	case nil:
 		return id, nil
@@ -184,14 +196,15 @@ func (e *Enforcer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if p.kind == kindNone {
 		return handler(ctx, req)
 	}
-	id, err := e.identify(secretFrom(ctx), info.FullMethod)
+	secret := secretFrom(ctx)
+	id, err := e.identify(secret, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
 	if err := check(id, p, targetOf(p, req), info.FullMethod); err != nil {
 		return nil, err
 	}
-	resp, err := handler(context.WithValue(ctx, identityKey{}, id), req)
+	resp, err := handler(withCaller(context.WithValue(ctx, identityKey{}, id), secret, info.FullMethod), req)
 	if err == nil && p.filter != nil {
 		p.filter(id.Authz, resp)
 	}
@@ -206,11 +219,13 @@ func (e *Enforcer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if !ok || p.kind == kindNone {
 		return handler(srv, ss)
 	}
-	id, err := e.identify(secretFrom(ss.Context()), info.FullMethod)
+	secret := secretFrom(ss.Context())
+	id, err := e.identify(secret, info.FullMethod)
 	if err != nil {
 		return err
 	}
-	w := &stream{ServerStream: ss, ctx: context.WithValue(ss.Context(), identityKey{}, id), id: id, p: p, method: info.FullMethod}
+	ctx := withCaller(context.WithValue(ss.Context(), identityKey{}, id), secret, info.FullMethod)
+	w := &stream{ServerStream: ss, ctx: ctx, id: id, p: p, method: info.FullMethod}
 	if p.kind == kindPlugin || p.kind == kindNamespace {
 		// The target is in the request, the stream's first message.
 		w.pending = true
@@ -265,13 +280,35 @@ func Forward(ctx context.Context) context.Context {
 	return ctx
 }
 
+// storeCallerKey holds, in the context of a call to the store's own API
+// (StoreService, StoreAdminService), the secret of its caller.
+type storeCallerKey struct{}
+
+// withCaller marks ctx, of a call to method made with secret, as a
+// client's own store call when method is one: the store passes that
+// caller's token on with it if it forwards it to the leader.
+func withCaller(ctx context.Context, secret, method string) context.Context {
+	service := strings.TrimPrefix(method, "/")
+	if i := strings.LastIndexByte(service, '/'); i >= 0 {
+		service = service[:i]
+	}
+	if service == storev1.StoreService_ServiceDesc.ServiceName || service == storev1.StoreAdminService_ServiceDesc.ServiceName {
+		return context.WithValue(ctx, storeCallerKey{}, secret)
+	}
+	return ctx
+}
+
 // forwardCreds are the credentials of the store's calls to the leader.
 type forwardCreds struct{ r *Resolver }
 
 // ForwardCredentials are the credentials a follower's store presents to
-// the leader: the forwarded call's own token, so that the leader decides
-// on the caller's rights as they stand there, else (the agent's own
-// writes, a plugin's store) the cluster's server token.
+// the leader. A client's own call to the store's API carries the client's
+// token, so that the leader decides on the caller's rights as they stand
+// there. Every other store call is the agent's own (its catalog, history
+// and ACL records, written once the API has authorized the call that
+// needs them, a plugin's store): it carries the cluster's server token,
+// never the token of the call being served, which need not grant _sys,
+// unless this node does not know the server token yet.
 func (r *Resolver) ForwardCredentials() interface {
 	GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error)
 	RequireTransportSecurity() bool
@@ -280,9 +317,15 @@ func (r *Resolver) ForwardCredentials() interface {
 }
 
 func (f forwardCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
-	s := secretFrom(ctx)
+	s, _ := ctx.Value(storeCallerKey{}).(string)
 	if s == "" {
 		s = f.r.ServerSecret()
+	}
+	if s == "" {
+		// This node has not learnt the server token yet (a new cluster's
+		// leader makes it within a second of its election): the call it
+		// serves goes on with its caller's token, which the leader checks.
+		s = secretFrom(ctx)
 	}
 	if s == "" {
 		return nil, nil

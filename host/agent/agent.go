@@ -276,10 +276,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.router.RegisterReflection(a.grpc)
 	// The cluster gRPC server, on the cluster RPC port, takes what other
 	// nodes send: requests forwarded to the leader.
-	// Calls forwarded to the leader carry a token too (the caller's, else
-	// the cluster's server token): the cluster RPC port is checked as the
-	// API is, with or without TLS.
-	clusterEnforcer := acl.NewEnforcer(a.acl)
+	// Calls forwarded to the leader carry a token too (a client's own
+	// store call its caller's, else the cluster's server token): the
+	// cluster RPC port is checked as the API is, and is the only place
+	// the server token is taken (its mutual TLS admits servers only).
+	clusterEnforcer := acl.NewClusterEnforcer(a.acl)
 	a.clusterGRPC = grpc.NewServer(append(a.store.ServerOptions(), grpc.MaxSendMsgSize(64<<20),
 		grpc.ChainUnaryInterceptor(clusterEnforcer.Unary), grpc.ChainStreamInterceptor(clusterEnforcer.Stream))...)
 	clusterEnforcer.SetServer(a.clusterGRPC)
