@@ -3,7 +3,9 @@
 // cluster CA: see host/tlsutil) when TLS is configured, then its first
 // byte says what it carries: a raft stream or the cluster gRPC server
 // (store forwarding; later node-to-node calls). A dial names the node it
-// expects, and the peer's certificate must name that node.
+// expects, and the peer's certificate must name that node; each request
+// on an incoming raft stream must come from the node its certificate names
+// (raftid.go).
 package clusterrpc
 
 import (
@@ -54,6 +56,8 @@ type Mux struct {
 	log  hclog.Logger
 	raft *chanListener
 	grpc *chanListener
+
+	refused sync.Map // raft sender mismatches logged (see raftid.go)
 
 	done chan struct{}
 	once sync.Once
@@ -156,6 +160,11 @@ func (m *Mux) handle(conn net.Conn) {
 	conn.SetDeadline(time.Time{})
 	switch Kind(b[0]) {
 	case KindRaft:
+		if tc, ok := conn.(*tls.Conn); ok {
+			// The handshake checked that the certificate names a node.
+			node, _ := tlsutil.NodeOf(tc.ConnectionState().PeerCertificates[0])
+			conn = bindRaftID(conn, node, m.log, &m.refused)
+		}
 		m.raft.hand(conn)
 	case KindGRPC:
 		m.grpc.hand(conn)
