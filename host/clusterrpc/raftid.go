@@ -72,6 +72,23 @@ func (r recorder) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadByte and UnreadByte spare the decoder a Read for each byte.
+func (r recorder) ReadByte() (byte, error) {
+	b, err := r.c.br.ReadByte()
+	if err == nil {
+		r.c.rec = append(r.c.rec, b)
+	}
+	return b, err
+}
+
+func (r recorder) UnreadByte() error {
+	if err := r.c.br.UnreadByte(); err != nil {
+		return err
+	}
+	r.c.rec = r.c.rec[:len(r.c.rec)-1]
+	return nil
+}
+
 func (c *raftIDConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
