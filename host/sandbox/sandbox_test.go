@@ -3,6 +3,7 @@ package sandbox
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
@@ -12,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/plughost/plughost/internal/testenv"
 )
 
 func TestParseUIDRange(t *testing.T) {
@@ -288,13 +291,12 @@ func TestKillAllEndsWhatAProbeLeft(t *testing.T) {
 		t.Fatal(err)
 	}
 	go func() { _ = cmd.Wait() }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(processesOf(p.UID())) < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("uid %d runs %v, want the probe and its child", p.UID(), processesOf(p.UID()))
+	testenv.WaitFor(t, 10*time.Second, "the probe and its child", func() error {
+		if ps := processesOf(p.UID()); len(ps) < 2 {
+			return fmt.Errorf("uid %d runs %v", p.UID(), ps)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 	if err := p.KillAll(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
