@@ -46,7 +46,7 @@ func (s *Store) startLeading() (stop func()) {
 }
 
 // lead is the leader's work for one term: establish the term in the state
-// machine, then expire keys until ctx ends.
+// machine, then run the OnLead tasks and expire keys until ctx ends.
 func (s *Store) lead(ctx context.Context) {
 	if !s.establish(ctx) {
 		return
@@ -54,6 +54,8 @@ func (s *Store) lead(ctx context.Context) {
 	if err := s.node.fixSelfAddress(raft.ServerID(s.cfg.NodeID), s.await); err != nil {
 		s.logger.Warn("could not update this node's raft address", "error", err)
 	}
+	end := s.beginTerm(ctx)
+	defer end()
 	s.expireLoop(ctx)
 }
 

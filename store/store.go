@@ -35,6 +35,8 @@ type Store struct {
 	fwd    forwarder
 	// watches counts the watches open, in all and by client.
 	watches watchLimiter
+	// tasks run while this node leads (OnLead).
+	tasks leadTasks
 
 	closed    atomic.Bool
 	closeOnce sync.Once
