@@ -14,6 +14,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 
 	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/intent"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -96,6 +97,31 @@ func (m *managed) setState(st operatorv1.InstanceState, lastErr string) {
 		}
 		m.s.cfg.Router.SetState(m.name, state)
 	}
+	m.publishLocked()
+}
+
+// publishLocked hands the plugin's state to the observer, which writes it
+// to the store when it can. m.mu is held.
+func (m *managed) publishLocked() {
+	obs := intent.Observation{
+		Plugin:    m.name,
+		Version:   m.desired,
+		State:     stateWord(m.state),
+		Since:     m.since.UTC(),
+		Restarts:  m.restarts,
+		LastError: m.lastErr,
+		Services:  slices.Clone(m.services),
+	}
+	if m.cur != nil {
+		obs.Version = m.cur.entry.Version
+		if st, since := m.cur.getState(); st == operatorv1.InstanceState_INSTANCE_STATE_RUNNING && m.state == st {
+			obs.Healthy = true
+			if since.After(m.since) {
+				obs.Since = since.UTC()
+			}
+		}
+	}
+	m.s.obs.set(obs)
 }
 
 func (m *managed) current() *instance {
@@ -332,6 +358,7 @@ func (m *managed) reconcile(ctx context.Context) error {
 		why := fmt.Sprintf("%s %s is registered in the cluster but its bundle is not on this node: add it here ('plughost bundle add' to this node, or drop it into its bundles dir)", m.name, e.Version)
 		m.mu.Lock()
 		m.lastErr = why
+		m.publishLocked()
 		m.mu.Unlock()
 		if m.current() == nil {
 			m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, why)

@@ -94,6 +94,7 @@ type Supervisor struct {
 	cfg    Config
 	log    hclog.Logger
 	events *Events
+	obs    *observer
 
 	mu      sync.Mutex
 	plugins map[string]*managed
@@ -108,6 +109,7 @@ func New(cfg Config) *Supervisor {
 		cfg:     cfg,
 		log:     cfg.Logger.Named("supervisor"),
 		events:  &Events{st: cfg.Store, node: cfg.Node.GetName()},
+		obs:     newObserver(cfg.Store, cfg.Node.GetName(), cfg.Logger),
 		plugins: map[string]*managed{},
 	}
 }
@@ -132,8 +134,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		defer close(watchDone)
 		s.watchCatalog(ctx, from)
 	}()
+	obsDone := make(chan struct{})
+	go func() {
+		defer close(obsDone)
+		s.obs.run(ctx, s.known)
+	}()
 	<-ctx.Done()
 	<-watchDone
+	<-obsDone
 	s.wg.Wait()
 	return nil
 }
@@ -222,6 +230,14 @@ func (s *Supervisor) Reconcile(name string) {
 		}()
 	}
 	m.nudge()
+}
+
+// known reports whether the plugin is supervised on this node.
+func (s *Supervisor) known(name string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.plugins[name]
+	return ok
 }
 
 // Restart clears a failed plugin and starts it again.

@@ -120,6 +120,7 @@ func (r *swapRun) restart(ctx context.Context) error {
 func (m *managed) markFailed(ctx context.Context, version string, err error) {
 	m.mu.Lock()
 	m.lastErr = fmt.Sprintf("%v (%s is marked failed on this node)", err, version)
+	m.publishLocked()
 	m.mu.Unlock()
 	if perr := m.s.cfg.Catalog.MarkFailed(context.WithoutCancel(ctx), m.s.cfg.Node.GetName(), m.name, version, err.Error()); perr != nil {
 		m.log.Warn("recording the failed version failed", "version", version, "error", perr)
