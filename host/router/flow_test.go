@@ -89,10 +89,14 @@ func TestUnreadDataBounded(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	streams := h2test.OpenStreams(t, ctx, slow, 32, h2test.BigStream)
-	// A stream holds at most its window (1 MiB), so 16 or 17 stay.
-	testenv.WaitFor(t, 20*time.Second, "the streams past the bound to be reset", func() error {
+	// A stream holds at most its window (1 MiB), so 16 or 17 stay, and
+	// those fill the relay up to the bound before the others call.
+	testenv.WaitFor(t, 20*time.Second, "the streams past the bound to be reset and the rest to fill", func() error {
 		if n := e.r.Stats().Plugins[0].Failures[codes.ResourceExhausted]; n < 32-17 {
 			return fmt.Errorf("%d reset", n)
+		}
+		if q := e.r.relay.Load().queued.Load(); q < bound-relayStreamWindow {
+			return fmt.Errorf("the relay holds %d bytes", q)
 		}
 		return nil
 	})

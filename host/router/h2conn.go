@@ -662,7 +662,6 @@ func (c *h2conn) drainLocked(t *touched) (m moved) {
 		return m
 	}
 	keep := c.blocked[:0]
-	var sent int64
 	var now time.Time
 	for _, h := range c.blocked {
 		if h.closed {
@@ -679,7 +678,10 @@ func (c *h2conn) drainLocked(t *touched) (m moved) {
 					now = time.Now()
 				}
 				h.since = now
-				sent += int64(n)
+				// Counted off at once, not after the loop: the relay
+				// sheds calls by this count, and a drain of many
+				// halves would otherwise hold it high meanwhile.
+				c.rl.queued.Add(-int64(n))
 			}
 			if n < len(chunk) {
 				h.pending[0] = chunk[n:]
@@ -709,9 +711,6 @@ func (c *h2conn) drainLocked(t *touched) (m moved) {
 		c.blocked[i] = nil
 	}
 	c.blocked = keep
-	if sent > 0 {
-		c.rl.queued.Add(-sent)
-	}
 	t.add(c)
 	return m
 }
