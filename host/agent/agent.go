@@ -26,6 +26,7 @@ import (
 	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
+	"github.com/plughost/plughost/host/leader"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/supervisor"
 	"github.com/plughost/plughost/host/tlsutil"
@@ -202,6 +203,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// leader removes this node at once.
 	defer a.leaveCluster()
 	a.catalog = catalog.New(a.store)
+	// core: the leader-only tasks, run while this node leads.
+	leader.Run(a.store, "intents", leader.TaskFunc(func(ctx context.Context) error {
+		return a.catalog.KeepIntents(ctx, a.log.Named("intents"))
+	}), a.log.Named("leader"))
 
 	stopGovernance, err := a.startGovernance(ctx)
 	if err != nil {

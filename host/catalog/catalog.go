@@ -98,11 +98,13 @@ func (c *Catalog) Register(ctx context.Context, m *bundle.Manifest, actor string
 		return false, err
 	}
 	key := catalogKey(m.Name, m.Version)
-	resp, err := c.st.Txn(ctx, &storev1.TxnRequest{
-		Namespace: store.SystemNamespace,
-		Compares:  []*storev1.Compare{{Key: key, Target: &storev1.Compare_Exists{Exists: false}}},
-		Success:   []*storev1.TxnOp{{Op: &storev1.TxnOp_Put{Put: &storev1.TxnPut{Key: key, Value: val}}}},
-		Failure:   []*storev1.TxnOp{{Op: &storev1.TxnOp_Get{Get: &storev1.TxnGet{Key: key}}}},
+	resp, err := c.commitWithIntent(ctx, m.Name, change{
+		cmps:    []*storev1.Compare{{Key: key, Target: &storev1.Compare_Exists{Exists: false}}},
+		ops:     []*storev1.TxnOp{{Op: &storev1.TxnOp_Put{Put: &storev1.TxnPut{Key: key, Value: val}}}},
+		failure: []*storev1.TxnOp{{Op: &storev1.TxnOp_Get{Get: &storev1.TxnGet{Key: key}}}},
+		after: func(vs []*Entry, pin *Pin) ([]*Entry, *Pin) {
+			return append(vs, &Entry{Name: m.Name, Version: m.Version, SHA256: m.SHA256, Manifest: m}), pin
+		},
 	})
 	if err != nil {
 		return false, fmt.Errorf("catalog: registering %s %s: %w", m.Name, m.Version, err)
@@ -253,19 +255,35 @@ func (c *Catalog) GetPin(ctx context.Context, name string) (*Pin, error) {
 	return &p, nil
 }
 
-// SetPin pins a registered version.
+// SetPin pins a registered version, and makes it the plugin's intent.
 func (c *Catalog) SetPin(ctx context.Context, name, version, actor string) error {
 	if _, err := c.Get(ctx, name, version); err != nil {
 		return err
 	}
-	val, _ := json.Marshal(Pin{Version: version, Actor: actor, At: time.Now().UTC()})
-	_, err := c.st.Put(ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name), Value: val})
+	pin := Pin{Version: version, Actor: actor, At: time.Now().UTC()}
+	val, _ := json.Marshal(pin)
+	resp, err := c.commitWithIntent(ctx, name, change{
+		cmps: []*storev1.Compare{{Key: catalogKey(name, version), Target: &storev1.Compare_Exists{Exists: true}}},
+		ops:  []*storev1.TxnOp{{Op: &storev1.TxnOp_Put{Put: &storev1.TxnPut{Key: []byte(prefixPin + name), Value: val}}}},
+		after: func(vs []*Entry, _ *Pin) ([]*Entry, *Pin) {
+			return vs, &pin
+		},
+	})
+	if err == nil && !resp.GetSucceeded() {
+		return fmt.Errorf("plugin %q has no version %q: %w (see 'plughost plugin versions %s')", name, version, ErrUnknownVersion, name)
+	}
 	return err
 }
 
-// ClearPin removes a pin; it is not an error when there is none.
+// ClearPin removes a pin, and makes the plugin's highest version its
+// intent; it is not an error when there is no pin.
 func (c *Catalog) ClearPin(ctx context.Context, name string) error {
-	_, err := c.st.Delete(ctx, &storev1.DeleteRequest{Namespace: store.SystemNamespace, Key: []byte(prefixPin + name)})
+	_, err := c.commitWithIntent(ctx, name, change{
+		ops: []*storev1.TxnOp{{Op: &storev1.TxnOp_Delete{Delete: &storev1.TxnDelete{Key: []byte(prefixPin + name)}}}},
+		after: func(vs []*Entry, _ *Pin) ([]*Entry, *Pin) {
+			return vs, nil
+		},
+	})
 	return err
 }
 
