@@ -104,6 +104,8 @@ type Cluster struct {
 	serf   *serf.Serf
 	events chan serf.Event
 	kick   chan struct{}
+	// changes tells MemberChanges's subscribers of member events.
+	changes memberChanges
 
 	contact *raftContact
 	ap      *autopilot.Autopilot
@@ -339,6 +341,7 @@ func (c *Cluster) run(ctx context.Context) {
 		case e := <-c.events:
 			if me, ok := e.(serf.MemberEvent); ok {
 				c.log.Debug("member event", "type", me.EventType().String(), "members", len(me.Members))
+				c.changes.notify()
 			}
 		case <-c.kick:
 		case <-tick.C:
