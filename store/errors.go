@@ -25,6 +25,10 @@ var (
 	// ErrInvalidRequest means a request is malformed: an empty key, a bad
 	// transaction, an unknown consistency.
 	ErrInvalidRequest = local.ErrInvalidRequest
+	// ErrStaleEpoch means a plugin instance's write to its singleton's
+	// namespace carried an epoch other than the singleton's current one,
+	// or none: the instance is not the active. Nothing was changed.
+	ErrStaleEpoch = local.ErrStaleEpoch
 	// ErrCASFailed means a conditional Put or Delete found the key at
 	// another mod revision; nothing was changed.
 	ErrCASFailed = local.ErrCASFailed

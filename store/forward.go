@@ -454,6 +454,10 @@ func fromStatus(err error) error {
 	switch st.Code() {
 	case codes.FailedPrecondition:
 		sentinel = ErrCASFailed
+		switch storev1.ErrorReason(err) {
+		case storev1.ReasonStaleEpoch, storev1.ReasonUnknownEpoch:
+			sentinel = ErrStaleEpoch
+		}
 	case codes.ResourceExhausted:
 		switch storev1.ErrorReason(err) {
 		case storev1.ReasonValueTooLarge:

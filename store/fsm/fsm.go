@@ -35,8 +35,8 @@ type Result struct {
 	// Keys counts the keys restored by an OpRestore, or expired by an
 	// OpExpire.
 	Keys int64
-	// Err is a deterministic refusal (a quota) or a malformed command. The
-	// state is unchanged when it is set.
+	// Err is a deterministic refusal (a quota, a fenced write: EpochError)
+	// or a malformed command. The state is unchanged when it is set.
 	Err error
 }
 

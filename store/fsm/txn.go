@@ -167,6 +167,9 @@ func (f *FSM) applyTxn(index int64, cmd *Command) (*storev1.TxnResponse, []watch
 	var cs *changeSet
 	err := f.db.Update(func(tx *buntdb.Tx) error {
 		cs = newChangeSet(tx, index, cmd.NowMs)
+		if err := cs.checkFence(ns, req.GetFence()); err != nil {
+			return err
+		}
 		ok := true
 		for _, cmp := range req.GetCompares() {
 			held, err := cs.compare(ns, cmp)

@@ -37,6 +37,11 @@ var (
 	// ErrInvalidRequest means a request is malformed: an empty key, a bad
 	// transaction, an unknown consistency.
 	ErrInvalidRequest = errors.New("store: invalid request")
+	// ErrStaleEpoch means a plugin instance's write to its singleton's
+	// namespace carried an epoch other than the singleton's current one,
+	// or none: the instance is not the active. Nothing was changed. The
+	// error is a *fsm.EpochError naming both epochs.
+	ErrStaleEpoch = fsm.ErrStaleEpoch
 	// ErrCASFailed means a conditional Put or Delete found the key at
 	// another mod revision; nothing was changed.
 	ErrCASFailed = errors.New("store: compare-and-set failed")

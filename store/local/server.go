@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strconv"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -85,7 +86,9 @@ func (srv *Server) Watch(req *storev1.WatchRequest, stream grpc.ServerStreamingS
 // message. An UNAVAILABLE error carries a google.rpc.ErrorInfo reason
 // (storev1.ReasonNotLeader, ReasonClosed, ReasonNoSpace,
 // ReasonOutcomeUnknown) that says
-// whether sending the request again is safe. Errors that already carry a
+// whether sending the request again is safe; a fenced write's
+// FAILED_PRECONDITION carries ReasonStaleEpoch or ReasonUnknownEpoch and
+// both epochs. Errors that already carry a
 // status pass through.
 func ToStatus(err error) error {
 	if err == nil {
@@ -99,6 +102,13 @@ func ToStatus(err error) error {
 		info := &errdetails.ErrorInfo{Reason: reason, Domain: storev1.ErrorDomain}
 		if limit := limitOf(err); limit != "" {
 			info.Metadata = map[string]string{storev1.MetadataLimit: limit}
+		}
+		var ee *fsm.EpochError
+		if errors.As(err, &ee) {
+			info.Metadata = map[string]string{
+				storev1.MetadataEpoch:        strconv.FormatInt(ee.Epoch, 10),
+				storev1.MetadataCurrentEpoch: strconv.FormatInt(ee.Current, 10),
+			}
 		}
 		if d, derr := st.WithDetails(info); derr == nil {
 			st = d
@@ -115,7 +125,7 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrTxnTooLarge), errors.Is(err, ErrTooManyWatches):
 		return codes.ResourceExhausted
-	case errors.Is(err, ErrCASFailed), errors.Is(err, ErrNotEmpty):
+	case errors.Is(err, ErrCASFailed), errors.Is(err, ErrNotEmpty), errors.Is(err, ErrStaleEpoch):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCompacted):
 		return codes.OutOfRange
@@ -133,10 +143,13 @@ func codeOf(err error) codes.Code {
 	return codes.Internal
 }
 
-// reasonOf is the ErrorInfo reason of an UNAVAILABLE or RESOURCE_EXHAUSTED
-// error.
+// reasonOf is the ErrorInfo reason of an UNAVAILABLE, RESOURCE_EXHAUSTED
+// or fenced FAILED_PRECONDITION error.
 func reasonOf(err error) string {
+	var ee *fsm.EpochError
 	switch {
+	case errors.As(err, &ee):
+		return ee.Reason()
 	case errors.Is(err, ErrOutcomeUnknown):
 		return storev1.ReasonOutcomeUnknown
 	case errors.Is(err, ErrQuotaExceeded):

@@ -67,6 +67,15 @@ func validPrefix(what string, prefix []byte) error {
 	return nil
 }
 
+// validFence checks a write's fence: an epoch is a revision, never
+// negative.
+func validFence(what string, f *storev1.Fence) error {
+	if f.GetEpoch() < 0 {
+		return invalid("%s: fence epoch %d is negative", what, f.GetEpoch())
+	}
+	return nil
+}
+
 // validTxn checks a transaction before it is proposed, so that the state
 // machine only ever sees well-formed ones.
 func (e *Engine) validTxn(req *storev1.TxnRequest) error {
@@ -74,6 +83,9 @@ func (e *Engine) validTxn(req *storev1.TxnRequest) error {
 	if size := proto.Size(req); size > e.cfg.MaxTxnBytes {
 		return limitErrorf(ErrTxnTooLarge, "max_txn_bytes", "namespace %q: transaction is %d bytes > max %d bytes (split it, or raise max_txn_bytes in the agent config)",
 			ns, size, e.cfg.MaxTxnBytes)
+	}
+	if err := validFence("txn", req.GetFence()); err != nil {
+		return err
 	}
 	if len(req.GetCompares()) > MaxTxnOps || len(req.GetSuccess()) > MaxTxnOps || len(req.GetFailure()) > MaxTxnOps {
 		return invalid("txn: more than %d compares or operations in a branch", MaxTxnOps)

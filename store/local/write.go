@@ -25,11 +25,15 @@ func (e *Engine) Put(ctx context.Context, req *storev1.PutRequest) (*storev1.Put
 	if err := validTTL("put", req.GetTtlMs()); err != nil {
 		return nil, err
 	}
+	if err := validFence("put", req.GetFence()); err != nil {
+		return nil, err
+	}
 	txn := &storev1.TxnRequest{
 		Namespace: ns,
 		Success: []*storev1.TxnOp{{Op: &storev1.TxnOp_Put{Put: &storev1.TxnPut{
 			Key: key, Value: req.GetValue(), TtlMs: req.GetTtlMs(),
 		}}}},
+		Fence: req.GetFence(),
 	}
 	if req.ExpectedModRevision != nil {
 		txn.Compares = casCompare(key, req.GetExpectedModRevision())
@@ -56,9 +60,13 @@ func (e *Engine) Delete(ctx context.Context, req *storev1.DeleteRequest) (*store
 	if err := validKey("delete", key); err != nil {
 		return nil, err
 	}
+	if err := validFence("delete", req.GetFence()); err != nil {
+		return nil, err
+	}
 	txn := &storev1.TxnRequest{
 		Namespace: ns,
 		Success:   []*storev1.TxnOp{{Op: &storev1.TxnOp_Delete{Delete: &storev1.TxnDelete{Key: key}}}},
+		Fence:     req.GetFence(),
 	}
 	if req.ExpectedModRevision != nil {
 		txn.Compares = casCompare(key, req.GetExpectedModRevision())
@@ -84,9 +92,13 @@ func (e *Engine) DeleteRange(ctx context.Context, req *storev1.DeleteRangeReques
 	if err := validPrefix("delete_range", req.GetPrefix()); err != nil {
 		return nil, err
 	}
+	if err := validFence("delete_range", req.GetFence()); err != nil {
+		return nil, err
+	}
 	resp, err := e.txn(ctx, &storev1.TxnRequest{
 		Namespace: ns,
 		Success:   []*storev1.TxnOp{{Op: &storev1.TxnOp_DeleteRange{DeleteRange: &storev1.TxnDeleteRange{Prefix: req.GetPrefix()}}}},
+		Fence:     req.GetFence(),
 	})
 	if err != nil {
 		return nil, err

@@ -53,21 +53,52 @@ const (
 	ReasonMessageTooLarge = "MESSAGE_TOO_LARGE"
 )
 
+// Reasons the store attaches to a FAILED_PRECONDITION error that fenced a
+// write (see Fence): nothing of it was applied, and sending it again fails
+// the same way. The instance that sent it is not its singleton's active, or
+// no longer: it should stop changing the singleton's state. The metadata
+// holds the write's epoch under MetadataEpoch and the singleton's current
+// one under MetadataCurrentEpoch (both decimal; the epoch is "0" for a
+// write that carried none).
+const (
+	// ReasonStaleEpoch: the write's epoch is older than the singleton's
+	// current one, or it carried none.
+	ReasonStaleEpoch = "STALE_EPOCH"
+	// ReasonUnknownEpoch: the write's epoch is newer than the singleton's
+	// current one, which no instance was ever given.
+	ReasonUnknownEpoch = "UNKNOWN_EPOCH"
+	// ReasonNotActive: the agent refused the write before it reached the
+	// store, because the agent holds the instance to be no singleton's
+	// active: a warm standby, or an active its node stopped after losing
+	// the raft leader for longer than singleton_lease.
+	ReasonNotActive = "NOT_ACTIVE"
+)
+
+// ErrorInfo metadata keys of a fenced write's error.
+const (
+	MetadataEpoch        = "epoch"
+	MetadataCurrentEpoch = "current_epoch"
+)
+
 // MetadataLimit is the ErrorInfo metadata key naming the agent config key
 // of the limit a RESOURCE_EXHAUSTED error crossed.
 const MetadataLimit = "limit"
 
 // ErrorReason is the ErrorInfo reason, in ErrorDomain, of the gRPC status
 // err carries, or "" when it carries none.
-func ErrorReason(err error) string {
+func ErrorReason(err error) string { return ErrorInfo(err).GetReason() }
+
+// ErrorInfo is the google.rpc.ErrorInfo, in ErrorDomain, of the gRPC status
+// err carries, or nil when it carries none.
+func ErrorInfo(err error) *errdetails.ErrorInfo {
 	var se interface{ GRPCStatus() *status.Status }
 	if !errors.As(err, &se) {
-		return ""
+		return nil
 	}
 	for _, d := range se.GRPCStatus().Details() {
 		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
-			return info.GetReason()
+			return info
 		}
 	}
-	return ""
+	return nil
 }

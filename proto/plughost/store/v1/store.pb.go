@@ -418,8 +418,10 @@ type PutRequest struct {
 	// expected_mod_revision makes the put conditional: it succeeds only when
 	// the key's mod revision equals this value (0: the key must not exist).
 	ExpectedModRevision *int64 `protobuf:"varint,5,opt,name=expected_mod_revision,json=expectedModRevision,proto3,oneof" json:"expected_mod_revision,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// fence carries the writer's singleton epoch; see Fence.
+	Fence         *Fence `protobuf:"bytes,6,opt,name=fence,proto3" json:"fence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PutRequest) Reset() {
@@ -487,6 +489,13 @@ func (x *PutRequest) GetExpectedModRevision() int64 {
 	return 0
 }
 
+func (x *PutRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
 type PutResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// revision is the revision of this write.
@@ -547,8 +556,10 @@ type DeleteRequest struct {
 	Key       []byte                 `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
 	// expected_mod_revision makes the delete conditional.
 	ExpectedModRevision *int64 `protobuf:"varint,3,opt,name=expected_mod_revision,json=expectedModRevision,proto3,oneof" json:"expected_mod_revision,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// fence carries the writer's singleton epoch; see Fence.
+	Fence         *Fence `protobuf:"bytes,4,opt,name=fence,proto3" json:"fence,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteRequest) Reset() {
@@ -600,6 +611,13 @@ func (x *DeleteRequest) GetExpectedModRevision() int64 {
 		return *x.ExpectedModRevision
 	}
 	return 0
+}
+
+func (x *DeleteRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
 }
 
 type DeleteResponse struct {
@@ -659,7 +677,9 @@ type DeleteRangeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
 	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// prefix selects the keys to delete; it must not be empty.
-	Prefix        []byte `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	Prefix []byte `protobuf:"bytes,2,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// fence carries the writer's singleton epoch; see Fence.
+	Fence         *Fence `protobuf:"bytes,3,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -704,6 +724,13 @@ func (x *DeleteRangeRequest) GetNamespace() string {
 func (x *DeleteRangeRequest) GetPrefix() []byte {
 	if x != nil {
 		return x.Prefix
+	}
+	return nil
+}
+
+func (x *DeleteRangeRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
 	}
 	return nil
 }
@@ -1438,11 +1465,13 @@ func (x *TxnOpResult) GetDeleted() int64 {
 }
 
 type TxnRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
-	Compares      []*Compare             `protobuf:"bytes,2,rep,name=compares,proto3" json:"compares,omitempty"`
-	Success       []*TxnOp               `protobuf:"bytes,3,rep,name=success,proto3" json:"success,omitempty"`
-	Failure       []*TxnOp               `protobuf:"bytes,4,rep,name=failure,proto3" json:"failure,omitempty"`
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Namespace string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Compares  []*Compare             `protobuf:"bytes,2,rep,name=compares,proto3" json:"compares,omitempty"`
+	Success   []*TxnOp               `protobuf:"bytes,3,rep,name=success,proto3" json:"success,omitempty"`
+	Failure   []*TxnOp               `protobuf:"bytes,4,rep,name=failure,proto3" json:"failure,omitempty"`
+	// fence carries the writer's singleton epoch; see Fence.
+	Fence         *Fence `protobuf:"bytes,5,opt,name=fence,proto3" json:"fence,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1505,6 +1534,73 @@ func (x *TxnRequest) GetFailure() []*TxnOp {
 	return nil
 }
 
+func (x *TxnRequest) GetFence() *Fence {
+	if x != nil {
+		return x.Fence
+	}
+	return nil
+}
+
+// Fence marks a write made by a plugin instance, with the singleton epoch
+// the instance holds, so that an instance that is no longer its singleton's
+// active cannot change the singleton's state (fencing). The agent sets it
+// on every write a plugin makes through its store connection; the SDK fills
+// in the epoch the agent gave the instance. Writes without a fence (an
+// operator's, the agent's own) are never fenced.
+//
+// A singleton's current epoch is the mod revision of the agent's _sys key
+// singleton/<plugin>: the revision at which its active instance last
+// changed. A fenced write to the namespace of a singleton is applied only
+// when its epoch is that one; any other, 0 included, fails with
+// FAILED_PRECONDITION and a google.rpc.ErrorInfo (reason STALE_EPOCH, or
+// UNKNOWN_EPOCH for an epoch newer than the current one; metadata "epoch"
+// and "current_epoch") whose message names both. Writes to other
+// namespaces are not affected.
+type Fence struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// epoch is the singleton epoch the writing instance holds; 0 for none.
+	Epoch         int64 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Fence) Reset() {
+	*x = Fence{}
+	mi := &file_plughost_store_v1_store_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Fence) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Fence) ProtoMessage() {}
+
+func (x *Fence) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_store_v1_store_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Fence.ProtoReflect.Descriptor instead.
+func (*Fence) Descriptor() ([]byte, []int) {
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *Fence) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 type TxnResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// succeeded is true when every compare held and the success branch ran.
@@ -1517,7 +1613,7 @@ type TxnResponse struct {
 
 func (x *TxnResponse) Reset() {
 	*x = TxnResponse{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[19]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1529,7 +1625,7 @@ func (x *TxnResponse) String() string {
 func (*TxnResponse) ProtoMessage() {}
 
 func (x *TxnResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[19]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1542,7 +1638,7 @@ func (x *TxnResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TxnResponse.ProtoReflect.Descriptor instead.
 func (*TxnResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{19}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TxnResponse) GetSucceeded() bool {
@@ -1578,7 +1674,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[20]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1590,7 +1686,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[20]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1603,7 +1699,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{20}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *WatchRequest) GetNamespace() string {
@@ -1639,7 +1735,7 @@ type Event struct {
 
 func (x *Event) Reset() {
 	*x = Event{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[21]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1651,7 +1747,7 @@ func (x *Event) String() string {
 func (*Event) ProtoMessage() {}
 
 func (x *Event) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[21]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1664,7 +1760,7 @@ func (x *Event) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Event.ProtoReflect.Descriptor instead.
 func (*Event) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{21}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Event) GetType() EventType {
@@ -1692,7 +1788,7 @@ type WatchResponse struct {
 
 func (x *WatchResponse) Reset() {
 	*x = WatchResponse{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[22]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1704,7 +1800,7 @@ func (x *WatchResponse) String() string {
 func (*WatchResponse) ProtoMessage() {}
 
 func (x *WatchResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[22]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1717,7 +1813,7 @@ func (x *WatchResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchResponse.ProtoReflect.Descriptor instead.
 func (*WatchResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{22}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *WatchResponse) GetEvents() []*Event {
@@ -1742,7 +1838,7 @@ type BackupRequest struct {
 
 func (x *BackupRequest) Reset() {
 	*x = BackupRequest{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[23]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1754,7 +1850,7 @@ func (x *BackupRequest) String() string {
 func (*BackupRequest) ProtoMessage() {}
 
 func (x *BackupRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[23]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1767,7 +1863,7 @@ func (x *BackupRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupRequest.ProtoReflect.Descriptor instead.
 func (*BackupRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{23}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{24}
 }
 
 type BackupResponse struct {
@@ -1780,7 +1876,7 @@ type BackupResponse struct {
 
 func (x *BackupResponse) Reset() {
 	*x = BackupResponse{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[24]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +1888,7 @@ func (x *BackupResponse) String() string {
 func (*BackupResponse) ProtoMessage() {}
 
 func (x *BackupResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[24]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +1901,7 @@ func (x *BackupResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackupResponse.ProtoReflect.Descriptor instead.
 func (*BackupResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{24}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *BackupResponse) GetChunk() []byte {
@@ -1830,7 +1926,7 @@ type RestoreRequest struct {
 
 func (x *RestoreRequest) Reset() {
 	*x = RestoreRequest{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[25]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1842,7 +1938,7 @@ func (x *RestoreRequest) String() string {
 func (*RestoreRequest) ProtoMessage() {}
 
 func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[25]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1855,7 +1951,7 @@ func (x *RestoreRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreRequest.ProtoReflect.Descriptor instead.
 func (*RestoreRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{25}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RestoreRequest) GetChunk() []byte {
@@ -1884,7 +1980,7 @@ type RestoreResponse struct {
 
 func (x *RestoreResponse) Reset() {
 	*x = RestoreResponse{}
-	mi := &file_plughost_store_v1_store_proto_msgTypes[26]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1896,7 +1992,7 @@ func (x *RestoreResponse) String() string {
 func (*RestoreResponse) ProtoMessage() {}
 
 func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_store_v1_store_proto_msgTypes[26]
+	mi := &file_plughost_store_v1_store_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1909,7 +2005,7 @@ func (x *RestoreResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestoreResponse.ProtoReflect.Descriptor instead.
 func (*RestoreResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{26}
+	return file_plughost_store_v1_store_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RestoreResponse) GetRevision() int64 {
@@ -1946,29 +2042,32 @@ const file_plughost_store_v1_store_proto_rawDesc = "" +
 	"\fmin_revision\x18\x04 \x01(\x03R\vminRevision\"V\n" +
 	"\vGetResponse\x12+\n" +
 	"\x02kv\x18\x01 \x01(\v2\x1b.plughost.store.v1.KeyValueR\x02kv\x12\x1a\n" +
-	"\brevision\x18\x02 \x01(\x03R\brevision\"\xbc\x01\n" +
+	"\brevision\x18\x02 \x01(\x03R\brevision\"\xec\x01\n" +
 	"\n" +
 	"PutRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x12\x14\n" +
 	"\x05value\x18\x03 \x01(\fR\x05value\x12\x15\n" +
 	"\x06ttl_ms\x18\x04 \x01(\x03R\x05ttlMs\x127\n" +
-	"\x15expected_mod_revision\x18\x05 \x01(\x03H\x00R\x13expectedModRevision\x88\x01\x01B\x18\n" +
+	"\x15expected_mod_revision\x18\x05 \x01(\x03H\x00R\x13expectedModRevision\x88\x01\x01\x12.\n" +
+	"\x05fence\x18\x06 \x01(\v2\x18.plughost.store.v1.FenceR\x05fenceB\x18\n" +
 	"\x16_expected_mod_revision\"V\n" +
 	"\vPutResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12+\n" +
-	"\x02kv\x18\x02 \x01(\v2\x1b.plughost.store.v1.KeyValueR\x02kv\"\x92\x01\n" +
+	"\x02kv\x18\x02 \x01(\v2\x1b.plughost.store.v1.KeyValueR\x02kv\"\xc2\x01\n" +
 	"\rDeleteRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x10\n" +
 	"\x03key\x18\x02 \x01(\fR\x03key\x127\n" +
-	"\x15expected_mod_revision\x18\x03 \x01(\x03H\x00R\x13expectedModRevision\x88\x01\x01B\x18\n" +
+	"\x15expected_mod_revision\x18\x03 \x01(\x03H\x00R\x13expectedModRevision\x88\x01\x01\x12.\n" +
+	"\x05fence\x18\x04 \x01(\v2\x18.plughost.store.v1.FenceR\x05fenceB\x18\n" +
 	"\x16_expected_mod_revision\"F\n" +
 	"\x0eDeleteResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x18\n" +
-	"\adeleted\x18\x02 \x01(\bR\adeleted\"J\n" +
+	"\adeleted\x18\x02 \x01(\bR\adeleted\"z\n" +
 	"\x12DeleteRangeRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x16\n" +
-	"\x06prefix\x18\x02 \x01(\fR\x06prefix\"K\n" +
+	"\x06prefix\x18\x02 \x01(\fR\x06prefix\x12.\n" +
+	"\x05fence\x18\x03 \x01(\v2\x18.plughost.store.v1.FenceR\x05fence\"K\n" +
 	"\x13DeleteRangeResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x18\n" +
 	"\adeleted\x18\x02 \x01(\x03R\adeleted\"\xa2\x02\n" +
@@ -2013,13 +2112,16 @@ const file_plughost_store_v1_store_proto_rawDesc = "" +
 	"\x02op\"T\n" +
 	"\vTxnOpResult\x12+\n" +
 	"\x02kv\x18\x01 \x01(\v2\x1b.plughost.store.v1.KeyValueR\x02kv\x12\x18\n" +
-	"\adeleted\x18\x02 \x01(\x03R\adeleted\"\xca\x01\n" +
+	"\adeleted\x18\x02 \x01(\x03R\adeleted\"\xfa\x01\n" +
 	"\n" +
 	"TxnRequest\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x126\n" +
 	"\bcompares\x18\x02 \x03(\v2\x1a.plughost.store.v1.CompareR\bcompares\x122\n" +
 	"\asuccess\x18\x03 \x03(\v2\x18.plughost.store.v1.TxnOpR\asuccess\x122\n" +
-	"\afailure\x18\x04 \x03(\v2\x18.plughost.store.v1.TxnOpR\afailure\"\x81\x01\n" +
+	"\afailure\x18\x04 \x03(\v2\x18.plughost.store.v1.TxnOpR\afailure\x12.\n" +
+	"\x05fence\x18\x05 \x01(\v2\x18.plughost.store.v1.FenceR\x05fence\"\x1d\n" +
+	"\x05Fence\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x03R\x05epoch\"\x81\x01\n" +
 	"\vTxnResponse\x12\x1c\n" +
 	"\tsucceeded\x18\x01 \x01(\bR\tsucceeded\x12\x1a\n" +
 	"\brevision\x18\x02 \x01(\x03R\brevision\x128\n" +
@@ -2084,7 +2186,7 @@ func file_plughost_store_v1_store_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_store_v1_store_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_plughost_store_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_plughost_store_v1_store_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_plughost_store_v1_store_proto_goTypes = []any{
 	(Consistency)(0),            // 0: plughost.store.v1.Consistency
 	(CompareOperator)(0),        // 1: plughost.store.v1.CompareOperator
@@ -2108,57 +2210,62 @@ var file_plughost_store_v1_store_proto_goTypes = []any{
 	(*TxnOp)(nil),               // 19: plughost.store.v1.TxnOp
 	(*TxnOpResult)(nil),         // 20: plughost.store.v1.TxnOpResult
 	(*TxnRequest)(nil),          // 21: plughost.store.v1.TxnRequest
-	(*TxnResponse)(nil),         // 22: plughost.store.v1.TxnResponse
-	(*WatchRequest)(nil),        // 23: plughost.store.v1.WatchRequest
-	(*Event)(nil),               // 24: plughost.store.v1.Event
-	(*WatchResponse)(nil),       // 25: plughost.store.v1.WatchResponse
-	(*BackupRequest)(nil),       // 26: plughost.store.v1.BackupRequest
-	(*BackupResponse)(nil),      // 27: plughost.store.v1.BackupResponse
-	(*RestoreRequest)(nil),      // 28: plughost.store.v1.RestoreRequest
-	(*RestoreResponse)(nil),     // 29: plughost.store.v1.RestoreResponse
+	(*Fence)(nil),               // 22: plughost.store.v1.Fence
+	(*TxnResponse)(nil),         // 23: plughost.store.v1.TxnResponse
+	(*WatchRequest)(nil),        // 24: plughost.store.v1.WatchRequest
+	(*Event)(nil),               // 25: plughost.store.v1.Event
+	(*WatchResponse)(nil),       // 26: plughost.store.v1.WatchResponse
+	(*BackupRequest)(nil),       // 27: plughost.store.v1.BackupRequest
+	(*BackupResponse)(nil),      // 28: plughost.store.v1.BackupResponse
+	(*RestoreRequest)(nil),      // 29: plughost.store.v1.RestoreRequest
+	(*RestoreResponse)(nil),     // 30: plughost.store.v1.RestoreResponse
 }
 var file_plughost_store_v1_store_proto_depIdxs = []int32{
 	0,  // 0: plughost.store.v1.GetRequest.consistency:type_name -> plughost.store.v1.Consistency
 	3,  // 1: plughost.store.v1.GetResponse.kv:type_name -> plughost.store.v1.KeyValue
-	3,  // 2: plughost.store.v1.PutResponse.kv:type_name -> plughost.store.v1.KeyValue
-	0,  // 3: plughost.store.v1.ListRequest.consistency:type_name -> plughost.store.v1.Consistency
-	3,  // 4: plughost.store.v1.ListResponse.kvs:type_name -> plughost.store.v1.KeyValue
-	1,  // 5: plughost.store.v1.Compare.operator:type_name -> plughost.store.v1.CompareOperator
-	15, // 6: plughost.store.v1.TxnOp.put:type_name -> plughost.store.v1.TxnPut
-	16, // 7: plughost.store.v1.TxnOp.delete:type_name -> plughost.store.v1.TxnDelete
-	17, // 8: plughost.store.v1.TxnOp.get:type_name -> plughost.store.v1.TxnGet
-	18, // 9: plughost.store.v1.TxnOp.delete_range:type_name -> plughost.store.v1.TxnDeleteRange
-	3,  // 10: plughost.store.v1.TxnOpResult.kv:type_name -> plughost.store.v1.KeyValue
-	14, // 11: plughost.store.v1.TxnRequest.compares:type_name -> plughost.store.v1.Compare
-	19, // 12: plughost.store.v1.TxnRequest.success:type_name -> plughost.store.v1.TxnOp
-	19, // 13: plughost.store.v1.TxnRequest.failure:type_name -> plughost.store.v1.TxnOp
-	20, // 14: plughost.store.v1.TxnResponse.results:type_name -> plughost.store.v1.TxnOpResult
-	2,  // 15: plughost.store.v1.Event.type:type_name -> plughost.store.v1.EventType
-	3,  // 16: plughost.store.v1.Event.kv:type_name -> plughost.store.v1.KeyValue
-	24, // 17: plughost.store.v1.WatchResponse.events:type_name -> plughost.store.v1.Event
-	4,  // 18: plughost.store.v1.StoreService.Get:input_type -> plughost.store.v1.GetRequest
-	6,  // 19: plughost.store.v1.StoreService.Put:input_type -> plughost.store.v1.PutRequest
-	8,  // 20: plughost.store.v1.StoreService.Delete:input_type -> plughost.store.v1.DeleteRequest
-	10, // 21: plughost.store.v1.StoreService.DeleteRange:input_type -> plughost.store.v1.DeleteRangeRequest
-	12, // 22: plughost.store.v1.StoreService.List:input_type -> plughost.store.v1.ListRequest
-	21, // 23: plughost.store.v1.StoreService.Txn:input_type -> plughost.store.v1.TxnRequest
-	23, // 24: plughost.store.v1.StoreService.Watch:input_type -> plughost.store.v1.WatchRequest
-	26, // 25: plughost.store.v1.StoreAdminService.Backup:input_type -> plughost.store.v1.BackupRequest
-	28, // 26: plughost.store.v1.StoreAdminService.Restore:input_type -> plughost.store.v1.RestoreRequest
-	5,  // 27: plughost.store.v1.StoreService.Get:output_type -> plughost.store.v1.GetResponse
-	7,  // 28: plughost.store.v1.StoreService.Put:output_type -> plughost.store.v1.PutResponse
-	9,  // 29: plughost.store.v1.StoreService.Delete:output_type -> plughost.store.v1.DeleteResponse
-	11, // 30: plughost.store.v1.StoreService.DeleteRange:output_type -> plughost.store.v1.DeleteRangeResponse
-	13, // 31: plughost.store.v1.StoreService.List:output_type -> plughost.store.v1.ListResponse
-	22, // 32: plughost.store.v1.StoreService.Txn:output_type -> plughost.store.v1.TxnResponse
-	25, // 33: plughost.store.v1.StoreService.Watch:output_type -> plughost.store.v1.WatchResponse
-	27, // 34: plughost.store.v1.StoreAdminService.Backup:output_type -> plughost.store.v1.BackupResponse
-	29, // 35: plughost.store.v1.StoreAdminService.Restore:output_type -> plughost.store.v1.RestoreResponse
-	27, // [27:36] is the sub-list for method output_type
-	18, // [18:27] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	22, // 2: plughost.store.v1.PutRequest.fence:type_name -> plughost.store.v1.Fence
+	3,  // 3: plughost.store.v1.PutResponse.kv:type_name -> plughost.store.v1.KeyValue
+	22, // 4: plughost.store.v1.DeleteRequest.fence:type_name -> plughost.store.v1.Fence
+	22, // 5: plughost.store.v1.DeleteRangeRequest.fence:type_name -> plughost.store.v1.Fence
+	0,  // 6: plughost.store.v1.ListRequest.consistency:type_name -> plughost.store.v1.Consistency
+	3,  // 7: plughost.store.v1.ListResponse.kvs:type_name -> plughost.store.v1.KeyValue
+	1,  // 8: plughost.store.v1.Compare.operator:type_name -> plughost.store.v1.CompareOperator
+	15, // 9: plughost.store.v1.TxnOp.put:type_name -> plughost.store.v1.TxnPut
+	16, // 10: plughost.store.v1.TxnOp.delete:type_name -> plughost.store.v1.TxnDelete
+	17, // 11: plughost.store.v1.TxnOp.get:type_name -> plughost.store.v1.TxnGet
+	18, // 12: plughost.store.v1.TxnOp.delete_range:type_name -> plughost.store.v1.TxnDeleteRange
+	3,  // 13: plughost.store.v1.TxnOpResult.kv:type_name -> plughost.store.v1.KeyValue
+	14, // 14: plughost.store.v1.TxnRequest.compares:type_name -> plughost.store.v1.Compare
+	19, // 15: plughost.store.v1.TxnRequest.success:type_name -> plughost.store.v1.TxnOp
+	19, // 16: plughost.store.v1.TxnRequest.failure:type_name -> plughost.store.v1.TxnOp
+	22, // 17: plughost.store.v1.TxnRequest.fence:type_name -> plughost.store.v1.Fence
+	20, // 18: plughost.store.v1.TxnResponse.results:type_name -> plughost.store.v1.TxnOpResult
+	2,  // 19: plughost.store.v1.Event.type:type_name -> plughost.store.v1.EventType
+	3,  // 20: plughost.store.v1.Event.kv:type_name -> plughost.store.v1.KeyValue
+	25, // 21: plughost.store.v1.WatchResponse.events:type_name -> plughost.store.v1.Event
+	4,  // 22: plughost.store.v1.StoreService.Get:input_type -> plughost.store.v1.GetRequest
+	6,  // 23: plughost.store.v1.StoreService.Put:input_type -> plughost.store.v1.PutRequest
+	8,  // 24: plughost.store.v1.StoreService.Delete:input_type -> plughost.store.v1.DeleteRequest
+	10, // 25: plughost.store.v1.StoreService.DeleteRange:input_type -> plughost.store.v1.DeleteRangeRequest
+	12, // 26: plughost.store.v1.StoreService.List:input_type -> plughost.store.v1.ListRequest
+	21, // 27: plughost.store.v1.StoreService.Txn:input_type -> plughost.store.v1.TxnRequest
+	24, // 28: plughost.store.v1.StoreService.Watch:input_type -> plughost.store.v1.WatchRequest
+	27, // 29: plughost.store.v1.StoreAdminService.Backup:input_type -> plughost.store.v1.BackupRequest
+	29, // 30: plughost.store.v1.StoreAdminService.Restore:input_type -> plughost.store.v1.RestoreRequest
+	5,  // 31: plughost.store.v1.StoreService.Get:output_type -> plughost.store.v1.GetResponse
+	7,  // 32: plughost.store.v1.StoreService.Put:output_type -> plughost.store.v1.PutResponse
+	9,  // 33: plughost.store.v1.StoreService.Delete:output_type -> plughost.store.v1.DeleteResponse
+	11, // 34: plughost.store.v1.StoreService.DeleteRange:output_type -> plughost.store.v1.DeleteRangeResponse
+	13, // 35: plughost.store.v1.StoreService.List:output_type -> plughost.store.v1.ListResponse
+	23, // 36: plughost.store.v1.StoreService.Txn:output_type -> plughost.store.v1.TxnResponse
+	26, // 37: plughost.store.v1.StoreService.Watch:output_type -> plughost.store.v1.WatchResponse
+	28, // 38: plughost.store.v1.StoreAdminService.Backup:output_type -> plughost.store.v1.BackupResponse
+	30, // 39: plughost.store.v1.StoreAdminService.Restore:output_type -> plughost.store.v1.RestoreResponse
+	31, // [31:40] is the sub-list for method output_type
+	22, // [22:31] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_plughost_store_v1_store_proto_init() }
@@ -2186,7 +2293,7 @@ func file_plughost_store_v1_store_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_store_v1_store_proto_rawDesc), len(file_plughost_store_v1_store_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   27,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
