@@ -234,7 +234,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 
 	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration,
-		Authorize: enforcer.AuthorizeCall, FirstCallTimeout: cfg.FirstCallTimeout.Duration})
+		Authorize: enforcer.AuthorizeCall, FirstCallTimeout: cfg.FirstCallTimeout.Duration,
+		// remote: calls that find no local instance go to another node's
+		// over the cluster RPC port (mutual TLS).
+		Node: cfg.Node, DialPeer: a.rpc.DialRelay})
 	node := &pluginv1.NodeInfo{Name: cfg.Node, ApiAddress: a.apiLn.Addr().String(), Tags: cfg.Tags}
 	a.super = supervisor.New(supervisor.Config{
 		Node:              node,
@@ -296,11 +299,19 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errc := make(chan error, 5)
+	errc := make(chan error, 6)
 	// The API and /v1/health answer from here on, with a leader or not:
 	// members, raft peers and this node's plugins are what an operator
 	// needs to see in a cluster that has none.
-	wg.Add(5)
+	wg.Add(6)
+	go func() {
+		defer wg.Done()
+		// remote: calls other nodes relay to this node's plugins, on the
+		// cluster RPC port; stopServers closes its listener.
+		if err := a.router.ServeRelayed(a.rpc.Relay()); err != nil && !errors.Is(err, clusterrpc.ErrClosed) && runCtx.Err() == nil {
+			errc <- fmt.Errorf("agent: relayed calls: %w", err)
+		}
+	}()
 	go func() {
 		defer wg.Done()
 		if err := a.clusterGRPC.Serve(a.rpc.GRPC()); err != nil && !errors.Is(err, grpc.ErrServerStopped) && runCtx.Err() == nil {
@@ -384,6 +395,7 @@ func (a *Agent) stopServers() {
 	rctx, rcancel := context.WithTimeout(context.Background(), 5*time.Second)
 	a.router.Stop(rctx)
 	rcancel()
+	_ = a.rpc.Relay().Close() // remote: ServeRelayed returns
 	done := make(chan struct{})
 	go func() {
 		a.grpc.GracefulStop()

@@ -1,8 +1,9 @@
 // Package clusterrpc is a node's cluster RPC port (-rpc): the one address
 // other nodes reach it at. A connection is TLS first (mutual, with the
 // cluster CA: see host/tlsutil) when TLS is configured, then its first
-// byte says what it carries: a raft stream or the cluster gRPC server
-// (store forwarding; later node-to-node calls). A dial names the node it
+// byte says what it carries: a raft stream, the cluster gRPC server
+// (store forwarding) or calls relayed from another node to a plugin
+// instance on this one (HTTP/2, served by host/router). A dial names the node it
 // expects, and the peer's certificate must name that node; each request
 // on an incoming raft stream must come from the node its certificate names
 // (raftid.go).
@@ -32,6 +33,9 @@ const (
 	KindRaft   Kind = 1
 	KindGRPC   Kind = 2
 	KindVerify Kind = 3 // a handshake that only proves the peer's identity
+	// KindRelay carries HTTP/2 calls another node relays to this node's
+	// local plugin instances (host/router serves it).
+	KindRelay Kind = 4
 )
 
 // handshakeTimeout bounds TLS and the first byte of an incoming connection.
@@ -56,6 +60,9 @@ type Mux struct {
 	log  hclog.Logger
 	raft *chanListener
 	grpc *chanListener
+	// relay takes KindRelay connections; they are closed at once when
+	// the agent serves none (see Relay).
+	relay *chanListener
 
 	refused sync.Map // raft sender mismatches logged (see raftid.go)
 
@@ -88,6 +95,7 @@ func newMux(ln net.Listener, tc *tlsutil.Config, log hclog.Logger) *Mux {
 	m := &Mux{ln: ln, tls: tc, log: log, done: make(chan struct{})}
 	m.raft = newChanListener(ln.Addr(), m.done)
 	m.grpc = newChanListener(ln.Addr(), m.done)
+	m.relay = newChanListener(ln.Addr(), m.done)
 	m.wg.Add(1)
 	go m.serve()
 	return m
@@ -104,6 +112,10 @@ func (m *Mux) Raft() net.Listener { return m.raft }
 
 // GRPC is the listener of incoming cluster gRPC connections.
 func (m *Mux) GRPC() net.Listener { return m.grpc }
+
+// Relay is the listener of incoming relayed calls: HTTP/2 connections on
+// which another node sends calls to this node's plugin instances.
+func (m *Mux) Relay() net.Listener { return m.relay }
 
 // Close stops accepting and closes the listeners; connections handed out
 // are their owners' to close.
@@ -168,6 +180,8 @@ func (m *Mux) handle(conn net.Conn) {
 		m.raft.hand(conn)
 	case KindGRPC:
 		m.grpc.hand(conn)
+	case KindRelay:
+		m.relay.hand(conn)
 	case KindVerify:
 		conn.Close()
 	default:
@@ -215,6 +229,11 @@ func (m *Mux) DialRaft(ctx context.Context, addr, node string) (net.Conn, error)
 // DialGRPC is Dial for the cluster gRPC server.
 func (m *Mux) DialGRPC(ctx context.Context, addr, node string) (net.Conn, error) {
 	return m.Dial(ctx, addr, node, KindGRPC)
+}
+
+// DialRelay is Dial for calls relayed to node's plugin instances.
+func (m *Mux) DialRelay(ctx context.Context, addr, node string) (net.Conn, error) {
+	return m.Dial(ctx, addr, node, KindRelay)
 }
 
 // Verify proves that the node at addr holds a certificate from the CA

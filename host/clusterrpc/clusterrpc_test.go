@@ -109,11 +109,11 @@ func TestDialExpectsTheNode(t *testing.T) {
 		c.Close()
 	}
 
-	// What reaches n2's raft and gRPC listeners is only n1's.
+	// What reaches n2's raft, gRPC and relay listeners is only n1's.
 	for _, k := range []struct {
 		dial func(context.Context, string, string) (net.Conn, error)
 		ln   net.Listener
-	}{{n1.DialRaft, n2.Raft()}, {n1.DialGRPC, n2.GRPC()}} {
+	}{{n1.DialRaft, n2.Raft()}, {n1.DialGRPC, n2.GRPC()}, {n1.DialRelay, n2.Relay()}} {
 		c, err := k.dial(ctx, addr, "n2")
 		if err != nil {
 			t.Fatal(err)

@@ -30,9 +30,15 @@ type Backend struct {
 	// router's relay opens its own connection with it; calls it cannot
 	// reach this way fail with Unavailable.
 	Dial func(ctx context.Context) (net.Conn, error)
+	// Node is the node the instance runs on when it is another node's
+	// (built by SetRemote); "" for this node's own instances.
+	Node string
 
-	inflight atomic.Int64
-	waiters  atomic.Int32
+	// downUntil (unix ns) is set when the relay could not connect to a
+	// remote instance: until then pick passes it over while others are up.
+	downUntil atomic.Int64
+	inflight  atomic.Int64
+	waiters   atomic.Int32
 	// cutting is set by Cut: from then on, a call that ends without the
 	// plugin's answer counts in cut.
 	cutting atomic.Bool

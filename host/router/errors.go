@@ -4,12 +4,58 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of the reasons the router
+// attaches to the errors it answers calls with.
+const ErrorDomain = "plughost.router"
+
+// Reasons (google.rpc.ErrorInfo.reason, in ErrorDomain) of an UNAVAILABLE
+// call to a plugin. The ErrorInfo's metadata names the plugin under
+// "plugin" and, where one is involved, the node under "node".
+const (
+	// ReasonNoInstance: no instance of the plugin serves, on this node or
+	// any other it knows of. Nothing of the call reached a plugin.
+	ReasonNoInstance = "NO_HEALTHY_INSTANCE"
+	// ReasonNoLocalInstance: another node relayed the call here, and this
+	// node has no serving instance of the plugin. Nothing of it reached a
+	// plugin.
+	ReasonNoLocalInstance = "NO_LOCAL_INSTANCE"
+	// ReasonUnreachable: the instance chosen could not be reached (its
+	// node's relay or its socket); nothing of the call reached it.
+	ReasonUnreachable = "INSTANCE_UNREACHABLE"
+	// ReasonNotRelayable: another node relayed a call here for something
+	// that is not a plugin's service; only plugin calls are relayed.
+	ReasonNotRelayable = "NOT_RELAYABLE"
+)
+
+// withInfo returns a status error with code and msg and an ErrorInfo of
+// reason in ErrorDomain.
+func withInfo(code codes.Code, reason, msg string, meta map[string]string) error {
+	st := status.New(code, msg)
+	if d, err := st.WithDetails(&errdetails.ErrorInfo{Domain: ErrorDomain, Reason: reason, Metadata: meta}); err == nil {
+		st = d
+	}
+	return st.Err()
+}
+
+// ErrorReason is the ErrorInfo reason, in ErrorDomain, of the gRPC status
+// err carries, or "".
+func ErrorReason(err error) string {
+	for _, d := range status.Convert(err).Details() {
+		if info, ok := d.(*errdetails.ErrorInfo); ok && info.GetDomain() == ErrorDomain {
+			return info.GetReason()
+		}
+	}
+	return ""
+}
 
 // Errors returned by the router's management methods and LoadDescriptors.
 // They are wrapped with the names involved; test for them with errors.Is.
@@ -35,12 +81,49 @@ func errUnknownService(service string) error {
 }
 
 func errNoInstance(plugin, state string) error {
-	return status.Errorf(codes.Unavailable, "plugin %q has no serving instance (state: %s)%s", plugin, state, whatToDo(plugin, state))
+	return withInfo(codes.Unavailable, ReasonNoInstance,
+		fmt.Sprintf("plugin %q has no serving instance (state: %s)%s", plugin, state, whatToDo(plugin, state)),
+		map[string]string{"plugin": plugin})
 }
 
 func errHeldTooLong(plugin, state string, held time.Duration) error {
-	return status.Errorf(codes.Unavailable,
-		"plugin %q has no serving instance (state: %s): no instance came up within %s%s", plugin, state, held, whatToDo(plugin, state))
+	return withInfo(codes.Unavailable, ReasonNoInstance,
+		fmt.Sprintf("plugin %q has no serving instance (state: %s): no instance came up within %s%s", plugin, state, held, whatToDo(plugin, state)),
+		map[string]string{"plugin": plugin})
+}
+
+// errNoRoute is the status of a call to p that finds no instance to go
+// to. On a node that knows of p's instances elsewhere it says what each
+// is; a call relayed from another node (localOnly) says this node has
+// none.
+func (r *Router) errNoRoute(p *plugin, localOnly bool) error {
+	if localOnly {
+		here := "this node"
+		if r.cfg.Node != "" {
+			here = "node " + r.cfg.Node
+		}
+		return withInfo(codes.Unavailable, ReasonNoLocalInstance,
+			fmt.Sprintf("%s has no serving instance of plugin %q (state: %s); the node that relayed the call here saw one: retry, it routes by the newest observations", here, p.name, p.stateText()),
+			map[string]string{"plugin": p.name, "node": r.cfg.Node})
+	}
+	r.mu.Lock()
+	var others []string
+	for _, e := range p.remotes {
+		what := "not healthy"
+		if e.Healthy {
+			what = "unreachable"
+		}
+		others = append(others, e.Node+": "+what)
+	}
+	r.mu.Unlock()
+	if len(others) == 0 {
+		return errNoInstance(p.name, p.stateText())
+	}
+	slices.Sort(others)
+	state := p.stateText()
+	return withInfo(codes.Unavailable, ReasonNoInstance,
+		fmt.Sprintf("no healthy instance of plugin %q on any node (here: %s; %s)%s", p.name, state, strings.Join(others, "; "), whatToDo(p.name, state)),
+		map[string]string{"plugin": p.name})
 }
 
 // whatToDo is the advice for a caller of a plugin with no serving
@@ -66,7 +149,14 @@ func errBackendConn(b *Backend, err error) error {
 	case codes.Canceled, codes.DeadlineExceeded:
 		return err
 	}
-	return status.Errorf(codes.Unavailable, "plugin %q version %s is unreachable: %s", b.Plugin, b.Version, st.Message())
+	meta := map[string]string{"plugin": b.Plugin}
+	where := ""
+	if b.Node != "" {
+		meta["node"] = b.Node
+		where = " on node " + b.Node
+	}
+	return withInfo(codes.Unavailable, ReasonUnreachable,
+		fmt.Sprintf("plugin %q version %s%s is unreachable: %s", b.Plugin, b.Version, where, st.Message()), meta)
 }
 
 // errFromContext is the status of a call whose context ended.

@@ -1,6 +1,7 @@
 package router
 
 import (
+	"encoding/base64"
 	"strconv"
 	"strings"
 	"time"
@@ -8,6 +9,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // What the relay reads and writes of gRPC's HTTP/2 mapping
@@ -96,6 +98,13 @@ func statusFields(err error, headersSent bool, extra []hpack.HeaderField) []hpac
 	fields = append(fields, hpack.HeaderField{Name: "grpc-status", Value: strconv.Itoa(int(st.Code()))})
 	if m := st.Message(); m != "" {
 		fields = append(fields, hpack.HeaderField{Name: "grpc-message", Value: encodeGRPCMessage(m)})
+	}
+	if len(st.Proto().GetDetails()) > 0 {
+		// The details (an ErrorInfo's reason) travel as gRPC's servers send
+		// them: the google.rpc.Status, binary, base64 without padding.
+		if b, err := proto.Marshal(st.Proto()); err == nil {
+			fields = append(fields, hpack.HeaderField{Name: "grpc-status-details-bin", Value: base64.RawStdEncoding.EncodeToString(b)})
+		}
 	}
 	return append(fields, extra...)
 }

@@ -89,6 +89,9 @@ type h2conn struct {
 	// server" or the caller's address.
 	what    string
 	backend *Backend // backendSide to a plugin: the instance
+	// fromPeer marks a callerSide connection from another node's relay
+	// (ServeRelayed): its calls go to local instances only.
+	fromPeer bool
 
 	wake chan struct{} // kicks the writer; capacity 1
 	done chan struct{} // closed by close

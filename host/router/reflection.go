@@ -42,7 +42,7 @@ func (r *Router) unserved(symbol string) *status.Status {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.plugins {
-		if p.backend.Load() != nil || p.files.Load() != nil {
+		if p.backend.Load() != nil || p.files.Load() != nil || p.hasRemotes() {
 			continue
 		}
 		for _, svc := range p.services {
@@ -116,20 +116,22 @@ type servedPlugin struct {
 // services in reflection, so that a call is made and answered with why it
 // cannot be served.
 func (r *Router) served() []servedPlugin {
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	// The route table has every plugin's services, those only other
+	// nodes' instances serve included.
+	bySvc := make(map[*plugin][]string)
+	for svc, p := range *r.routes.Load() {
+		bySvc[p] = append(bySvc[p], svc)
+	}
 	var out []servedPlugin
-	for _, p := range r.plugins {
-		if len(p.services) == 0 {
-			continue
-		}
+	for p, svcs := range bySvc {
 		files := p.files.Load()
 		if b := p.backend.Load(); b != nil && b.Files != nil {
 			files = b.Files
-		} else if b == nil && files == nil {
+		} else if b == nil && files == nil && !p.hasRemotes() {
 			continue
 		}
-		out = append(out, servedPlugin{name: p.name, services: p.services, files: files})
+		slices.Sort(svcs)
+		out = append(out, servedPlugin{name: p.name, services: svcs, files: files})
 	}
 	slices.SortFunc(out, func(a, b servedPlugin) int { return strings.Compare(a.name, b.name) })
 	return out

@@ -505,39 +505,59 @@ func (rl *relay) newStream(t *touched, c *h2conn, f *http2.MetaHeadersFrame) {
 	}
 	st := newRstream(c, id, f.StreamEnded())
 	// The plugin is set before the stream is visible: finish reads it.
-	if service := serviceOf(f.PseudoValue("path")); !rl.ownServices[service] {
+	var refuse error
+	switch service := serviceOf(f.PseudoValue("path")); {
+	case c.fromPeer:
+		st.p, refuse = rl.peerTarget(service, f.Fields)
+	case !rl.ownServices[service]:
 		st.p = (*rl.r.routes.Load())[service]
 	}
 	c.streams[id] = st
 	c.mu.Unlock()
+	if refuse != nil {
+		st.fail(t, refuse)
+		return
+	}
 	rl.route(t, st, f.Fields, f.StreamEnded())
 }
 
-// route sends a new call to the plugin that serves its service (st.p), or
-// to the agent's own server: for the agent's services and for unknown ones,
-// which its unknown-service handler answers.
+// route sends a new call to an instance of the plugin that serves its
+// service (st.p), or to the agent's own server: for the agent's services
+// and for unknown ones, which its unknown-service handler answers.
 func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end bool) {
 	if p := st.p; p != nil {
-		// Calls to the agent's own services are authorized by its server.
-		if err := rl.r.authorizeFields(fields, p, pathOf(fields)); err != nil {
-			st.fail(t, err)
-			return
-		}
-		if b := p.backend.Load(); b != nil {
-			b.acquire()
-			// Switched away before the count went up: the old backend may
-			// be drained already (see Router.acquire).
-			if p.backend.Load() == b {
-				rl.attach(t, st, b, st.caller.c.hr.cache.backendFieldsOf(fields), end)
+		// Calls to the agent's own services are authorized by its server;
+		// a call another node relayed was authorized there.
+		peer := st.caller.c.fromPeer
+		if !peer {
+			if err := rl.r.authorizeFields(fields, p, pathOf(fields)); err != nil {
+				st.fail(t, err)
 				return
 			}
-			b.release()
 		}
-		if !p.holding.Load() {
-			st.fail(t, errNoInstance(p.name, p.stateText()))
-			return
+		bf := st.caller.c.hr.cache.backendFieldsOf(fields)
+		var b *Backend
+		if peer {
+			b = p.pickLocal()
+		} else {
+			b = p.pick(nil)
 		}
-		go rl.hold(st, p, st.caller.c.hr.cache.backendFieldsOf(fields), end)
+		switch {
+		case b != nil && (b.Node == "" || b.connReady()):
+			rl.attach(t, st, p, b, bf, end)
+		case b != nil:
+			// Connecting to another node takes a round trip or more: not
+			// on the reader of the caller's connection.
+			go func() {
+				var t touched
+				defer t.flush()
+				rl.attach(&t, st, p, b, bf, end)
+			}()
+		case !p.holding.Load():
+			st.fail(t, rl.r.errNoRoute(p, peer))
+		default:
+			go rl.hold(st, p, bf, end)
+		}
 		return
 	}
 	c, err := rl.localConn()
@@ -583,7 +603,7 @@ func (rl *relay) hold(st *rstream, p *plugin, fields []hpack.HeaderField, end bo
 	st.cancel = cancel
 	st.mu.Unlock()
 
-	b, held, err := rl.r.acquire(ctx, p)
+	b, held, err := rl.r.acquire(ctx, p, st.caller.c.fromPeer)
 	if held > 0 {
 		p.stats.recordHeld(held)
 		st.held = held
@@ -598,7 +618,7 @@ func (rl *relay) hold(st *rstream, p *plugin, fields []hpack.HeaderField, end bo
 		// The backend gets what is left of the caller's deadline.
 		fields = withField(fields, "grpc-timeout", formatTimeout(time.Until(dl)))
 	}
-	rl.attach(&t, st, b, fields, end)
+	rl.attach(&t, st, p, b, fields, end)
 }
 
 // backendFields are the header fields of a call as a plugin gets them:
@@ -660,16 +680,38 @@ func withField(fields []hpack.HeaderField, name, value string) []hpack.HeaderFie
 	return out
 }
 
-// attach opens the call on backend b, which has it counted in flight.
-func (rl *relay) attach(t *touched, st *rstream, b *Backend, fields []hpack.HeaderField, end bool) {
-	c, err := rl.backendConn(b)
-	if err != nil {
+// attach opens the call on backend b, an instance of p, which has it
+// counted in flight. When b cannot be reached nothing of the call reached
+// it, so it goes to another instance (pick), up to maxAttempts in all.
+func (rl *relay) attach(t *touched, st *rstream, p *plugin, b *Backend, fields []hpack.HeaderField, end bool) {
+	for attempt := 1; ; attempt++ {
+		c, err := rl.backendConn(b)
+		if err == nil {
+			rl.open(t, st, c, b, fields, end)
+			return
+		}
 		b.release()
-		st.fail(t, errBackendConn(b, err))
-		return
+		var next *Backend
+		if b.Node != "" {
+			b.downUntil.Store(time.Now().Add(peerDownFor).UnixNano())
+			if attempt < maxAttempts && p != nil && !st.caller.c.fromPeer {
+				next = p.pick(b)
+			}
+		}
+		if next == nil || next == b {
+			if next != nil {
+				next.release()
+			}
+			st.fail(t, errBackendConn(b, err))
+			return
+		}
+		rl.r.log.Debug("instance unreachable; the call goes to another", "plugin", b.Plugin, "node", b.Node, "to", next.Node, "error", err)
+		b = next
 	}
-	rl.open(t, st, c, b, fields, end)
 }
+
+// maxAttempts bounds the instances a call tries to reach.
+const maxAttempts = 3
 
 // open opens st's backend half on connection c, passes on the data held
 // for it, and marks it attached. b, if not nil, is released when the call
@@ -739,7 +781,9 @@ const dialTimeout = 5 * time.Second
 func (rl *relay) backendConn(b *Backend) (*h2conn, error) {
 	b.rcMu.Lock()
 	defer b.rcMu.Unlock()
-	if c := b.rc; c != nil && c.usable() {
+	// A connection to another node that has as many calls as the peer
+	// takes at once retires: the next opens beside it.
+	if c := b.rc; c != nil && c.usable() && (b.Node == "" || !c.retireIfFull()) {
 		return c, nil
 	}
 	if b.Dial == nil {
@@ -751,8 +795,26 @@ func (rl *relay) backendConn(b *Backend) (*h2conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	b.rc = rl.newBackendConn(nc, b, "plugin "+b.Plugin+" "+b.Version)
+	what := "plugin " + b.Plugin + " " + b.Version
+	if b.Node != "" {
+		what += " on node " + b.Node
+	}
+	b.rc = rl.newBackendConn(nc, b, what)
 	return b.rc, nil
+}
+
+// connReady reports whether the relay has a connection to b that takes a
+// new call now, so that attaching to it does not wait for a dial.
+func (b *Backend) connReady() bool {
+	b.rcMu.Lock()
+	c := b.rc
+	b.rcMu.Unlock()
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return !c.closed && !c.goAway && uint32(len(c.streams)) < c.peerMaxStreams
 }
 
 // localConn returns the relay's in-memory connection to the agent's own

@@ -13,11 +13,18 @@
 // (proxy.go). The supervisor steers the table: Declare and Undeclare say
 // which plugin serves which services, SetBackend switches where a plugin's
 // calls go, SetState and SetHolding say what happens while none serves.
+//
+// The route table also holds other nodes' instances (SetRemote and
+// RemoveRemote, fed from their observations; routes.go): a call that finds
+// no local instance goes to a healthy remote one through the node-to-node
+// relay on the cluster RPC port (peer.go), and reflection describes the
+// plugins that run elsewhere only with descriptors loaded from a peer.
 package router
 
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -74,6 +81,14 @@ type Config struct {
 	// credential its value, both "" when it carries none. A non-nil error
 	// (a gRPC status) ends the call with it.
 	Authorize func(header, credential, plugin, method string) error
+
+	// Node is this node's name, for messages.
+	Node string
+	// DialPeer, if set, opens a connection to the cluster RPC port at
+	// rpcAddr, where node must answer, for relayed calls (mutual TLS, clusterrpc.KindRelay): how
+	// calls reach the instances SetRemote records. Without it they fail
+	// with Unavailable.
+	DialPeer func(ctx context.Context, rpcAddr, node string) (net.Conn, error)
 }
 
 // CredentialHeaders are the headers that carry a caller's credentials,
@@ -102,6 +117,7 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = hclog.NewNullLogger()
 	}
+
 	if c.HoldTimeout <= 0 {
 		c.HoldTimeout = DefaultHoldTimeout
 	}
@@ -161,6 +177,13 @@ type plugin struct {
 	changed chan struct{} // closed when backend or holding changes; made by a waiter
 
 	services []string // declared services, sorted; guarded by Router.mu
+
+	// remotes are the plugin's instances on other nodes by node name
+	// (see SetRemote); guarded by Router.mu. routable holds the Backends
+	// of the healthy ones, sorted by node; turn rotates among equals.
+	remotes  map[string]*remoteEntry
+	routable atomic.Pointer[[]*Backend]
+	turn     atomic.Uint32
 }
 
 // New returns a Router with no plugins.
@@ -313,6 +336,19 @@ func (r *Router) publishLocked() {
 			routes[s] = p
 		}
 	}
+	// Services only other nodes' instances serve: a service declared here
+	// stays its plugin's.
+	for _, p := range r.plugins {
+		for _, e := range p.remotes {
+			for _, s := range e.Services {
+				if owner, ok := routes[s]; ok && owner != p {
+					r.log.Warn("a remote instance's service is served by another plugin here; calls to it stay there", "service", s, "remote_plugin", p.name, "node", e.Node, "plugin", owner.name)
+					continue
+				}
+				routes[s] = p
+			}
+		}
+	}
 	r.routes.Store(&routes)
 }
 
@@ -397,7 +433,7 @@ func (r *Router) authorizeFields(fields []hpack.HeaderField, p *plugin, method s
 
 // route proxies one call to p's backend.
 func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
-	b, held, err := r.acquire(ss.Context(), p)
+	b, held, err := r.acquire(ss.Context(), p, false)
 	if held > 0 {
 		p.stats.recordHeld(held)
 		ss.SetTrailer(metadata.Pairs(HeldTrailer, strconv.FormatInt(held.Milliseconds(), 10)))
@@ -417,37 +453,37 @@ func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
 // plugin had no serving instance: how long it waited, in milliseconds.
 const HeldTrailer = "plughost-held-ms"
 
-// acquire returns p's backend with the call counted in flight on it,
-// holding the call if p holds and has none; held is how long it waited.
-func (r *Router) acquire(ctx context.Context, p *plugin) (b *Backend, held time.Duration, err error) {
+// acquire returns the instance a call to p goes to (see pick), counted in
+// flight, holding the call while p holds and has none; held is how long it
+// waited. With localOnly, only this node's own instance will do: a call
+// another node relayed here goes no further.
+func (r *Router) acquire(ctx context.Context, p *plugin, localOnly bool) (b *Backend, held time.Duration, err error) {
 	var start time.Time
 	for {
-		b = p.backend.Load()
-		if b == nil {
-			if start.IsZero() {
-				start = time.Now()
-			}
-			if b, err = r.hold(ctx, p); err != nil {
-				return nil, time.Since(start), err
-			}
+		if localOnly {
+			b = p.pickLocal()
+		} else {
+			b = p.pick(nil)
 		}
-		b.acquire()
-		// A backend switched away before the count went up may already be
-		// drained and stopped: check that b still serves, else retry.
-		if p.backend.Load() == b {
+		if b != nil {
 			if !start.IsZero() {
 				held = time.Since(start)
 			}
 			return b, held, nil
 		}
-		b.release()
+		if start.IsZero() {
+			start = time.Now()
+		}
+		if err = r.hold(ctx, p, localOnly); err != nil {
+			return nil, time.Since(start), err
+		}
 	}
 }
 
-// hold waits for p to get a backend while p holds.
-func (r *Router) hold(ctx context.Context, p *plugin) (*Backend, error) {
+// hold waits while p holds until it may have an instance to pick.
+func (r *Router) hold(ctx context.Context, p *plugin, localOnly bool) error {
 	if !p.holding.Load() {
-		return nil, errNoInstance(p.name, p.stateText())
+		return r.errNoRoute(p, localOnly)
 	}
 	p.held.Add(1)
 	defer p.held.Add(-1)
@@ -455,18 +491,18 @@ func (r *Router) hold(ctx context.Context, p *plugin) (*Backend, error) {
 	defer timer.Stop()
 	for {
 		changed := p.changes()
-		if b := p.backend.Load(); b != nil {
-			return b, nil
+		if p.backend.Load() != nil || !localOnly && p.hasRemotes() {
+			return nil
 		}
 		if !p.holding.Load() {
-			return nil, errNoInstance(p.name, p.stateText())
+			return r.errNoRoute(p, localOnly)
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
-			return nil, errHeldTooLong(p.name, p.stateText(), r.cfg.HoldTimeout)
+			return errHeldTooLong(p.name, p.stateText(), r.cfg.HoldTimeout)
 		case <-ctx.Done():
-			return nil, errFromContext(ctx)
+			return errFromContext(ctx)
 		}
 	}
 }
