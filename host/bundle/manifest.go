@@ -22,12 +22,6 @@ const ManifestFile = "plugin.json"
 // MaxManifestSize is the largest plugin.json accepted, config included.
 const MaxManifestSize = 1 << 20
 
-// Placement modes.
-const (
-	PlacementEveryNode = "every-node" // one instance on every node
-	PlacementSingleton = "singleton"  // one instance in the cluster
-)
-
 // Upgrade strategies.
 const (
 	StrategyOverlap = "overlap" // start the new version beside the old, then switch
@@ -48,11 +42,6 @@ type Manifest struct {
 	Health      Health          `json:"health"`
 	Upgrade     Upgrade         `json:"upgrade"`
 	Config      json.RawMessage `json:"config"` // passed to the plugin verbatim
-}
-
-// Placement says where instances of the plugin run.
-type Placement struct {
-	Mode string `json:"mode"` // PlacementEveryNode or PlacementSingleton
 }
 
 // Resources are the limits of one instance. Zero means the agent's default.
@@ -117,9 +106,7 @@ func parseDuration(s string) (time.Duration, error) {
 // SetDefaults fills every field left out of plugin.json (or zero) with its
 // default. It is the only place defaults are decided.
 func (m *Manifest) SetDefaults() {
-	if m.Placement.Mode == "" {
-		m.Placement.Mode = PlacementEveryNode
-	}
+	m.Placement.setDefaults()
 	h := &m.Health
 	setDuration(&h.Interval, 2*time.Second)
 	setDuration(&h.Timeout, time.Second)

@@ -22,7 +22,7 @@ func TestParseManifestDefaults(t *testing.T) {
 		Executable:  "echo",
 		SHA256:      sha(exeBody),
 		Services:    []string{"echo.v1.EchoService"},
-		Placement:   Placement{Mode: PlacementEveryNode},
+		Placement:   Placement{Mode: PlacementEveryNode, Spread: SpreadFaultDomain},
 		Health: Health{
 			Interval:         Dur(2 * time.Second),
 			Timeout:          Dur(time.Second),
@@ -141,7 +141,22 @@ func TestParseManifestErrors(t *testing.T) {
 		{"service reserved stdio", set("services", []any{"plugin.GRPCStdio"}), nil, `services: "plugin.GRPCStdio" is reserved: go-plugin serves it`},
 
 		// Placement and resources.
-		{"placement mode", set("placement", map[string]any{"mode": "everywhere"}), nil, `placement.mode "everywhere" is not one of "every-node", "singleton"`},
+		{"placement mode", set("placement", map[string]any{"mode": "everywhere"}), nil, `placement.mode "everywhere" is not one of "every-node", "singleton", "count"`},
+		{"placement count missing", set("placement", map[string]any{"mode": "count"}), nil, `placement.count 0 must be at least 1 with mode "count"`},
+		{"placement count negative", set("placement", map[string]any{"mode": "count", "count": -2}), nil, `placement.count -2 must be at least 1 with mode "count"`},
+		{"placement count huge", set("placement", map[string]any{"mode": "count", "count": 1001}), nil, `placement.count 1001 must be at most 1000`},
+		{"placement count without mode", set("placement", map[string]any{"count": 3}), nil, `placement.count is only for mode "count", not "every-node": remove it or set "mode": "count"`},
+		{"placement count on singleton", set("placement", map[string]any{"mode": "singleton", "count": 2}), nil, `placement.count is only for mode "count", not "singleton"`},
+		{"placement count not integer", set("placement", map[string]any{"mode": "count", "count": "3"}), nil, `plugin.json: placement.count: want an integer, got string`},
+		{"placement standby two", set("placement", map[string]any{"mode": "singleton", "standby": 2}), nil, `placement.standby 2 must be 0 (no standby) or 1 (one warm standby)`},
+		{"placement standby negative", set("placement", map[string]any{"mode": "singleton", "standby": -1}), nil, `placement.standby -1 must be 0 (no standby) or 1 (one warm standby)`},
+		{"placement standby on count", set("placement", map[string]any{"mode": "count", "count": 2, "standby": 1}), nil, `placement.standby is only for mode "singleton", not "count": remove it`},
+		{"placement standby on every-node", set("placement", map[string]any{"standby": 1}), nil, `placement.standby is only for mode "singleton", not "every-node": remove it`},
+		{"placement spread", set("placement", map[string]any{"spread": "upgrade_domain"}), nil, `placement.spread "upgrade_domain" is not "fault_domain" (the only spread rule)`},
+		{"placement constraint syntax", set("placement", map[string]any{"constraint": "role = edge"}), nil, `placement.constraint "role = edge" is not a valid go-bexpr expression (1:6 (5): no match found, expected: "!=", "==", "contains", "in", "is", "matches", "not" or [ \t\r\n]): write it like role == "edge" and disk == "ssd"`},
+		{"placement constraint unfinished", set("placement", map[string]any{"constraint": `role == "edge" and`}), nil, `placement.constraint "role == \"edge\" and" is not a valid go-bexpr expression (1:19 (18): no match found`},
+		{"placement constraint too long", set("placement", map[string]any{"constraint": strings.Repeat(`a == "b" or `, 100) + `a == "b"`}), nil, `placement.constraint is longer than 1024 bytes: shorten it`},
+		{"placement constraint not a string", set("placement", map[string]any{"constraint": true}), nil, `plugin.json: placement.constraint: want a string, got bool`},
 		{"memory negative", set("resources", map[string]any{"memory_mb": -1}), nil, "resources.memory_mb -1 must be between 0 and 16777216 (0 means the agent's default)"},
 		{"memory huge", set("resources", map[string]any{"memory_mb": 1 << 40}), nil, "resources.memory_mb 1099511627776 must be between 0 and 16777216"},
 		{"cpu negative", set("resources", map[string]any{"cpu": -0.5}), nil, "resources.cpu -0.5 must be between 0 and 1024 cores (0 means the agent's default)"},
@@ -359,7 +374,8 @@ func TestMarshalRoundTrip(t *testing.T) {
     "echo.v1.EchoService"
   ],
   "placement": {
-    "mode": "every-node"
+    "mode": "every-node",
+    "spread": "fault_domain"
   },
   "resources": {
     "memory_mb": 128,

@@ -158,13 +158,7 @@ func (m *Manifest) validateContents() error {
 	return nil
 }
 
-func (m *Manifest) validatePlacement() error {
-	switch m.Placement.Mode {
-	case PlacementEveryNode, PlacementSingleton:
-		return nil
-	}
-	return manifestError(nil, fmt.Sprintf("placement.mode %q is not one of %q, %q", m.Placement.Mode, PlacementEveryNode, PlacementSingleton))
-}
+func (m *Manifest) validatePlacement() error { return m.Placement.Validate() }
 
 func (m *Manifest) validateResources() error {
 	r := m.Resources

@@ -1,0 +1,102 @@
+package bundle
+
+import (
+	"errors"
+	"testing"
+)
+
+func TestParseManifestPlacement(t *testing.T) {
+	tests := []struct {
+		name string
+		in   map[string]any
+		want Placement
+	}{
+		{"absent", nil, Placement{Mode: PlacementEveryNode, Spread: SpreadFaultDomain}},
+		{"every-node with constraint", map[string]any{"mode": "every-node", "constraint": `role == "edge"`},
+			Placement{Mode: PlacementEveryNode, Constraint: `role == "edge"`, Spread: SpreadFaultDomain}},
+		{"singleton", map[string]any{"mode": "singleton"}, Placement{Mode: PlacementSingleton, Spread: SpreadFaultDomain}},
+		{"singleton with standby", map[string]any{"mode": "singleton", "standby": 1}, Placement{Mode: PlacementSingleton, Standby: 1, Spread: SpreadFaultDomain}},
+		{"singleton standby 0", map[string]any{"mode": "singleton", "standby": 0}, Placement{Mode: PlacementSingleton, Spread: SpreadFaultDomain}},
+		{"count", map[string]any{"mode": "count", "count": 3, "constraint": `role == "edge" and disk == "ssd"`, "spread": "fault_domain"},
+			Placement{Mode: PlacementCount, Count: 3, Constraint: `role == "edge" and disk == "ssd"`, Spread: SpreadFaultDomain}},
+		{"count of one", map[string]any{"mode": "count", "count": 1}, Placement{Mode: PlacementCount, Count: 1, Spread: SpreadFaultDomain}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := ParseManifest(manifestJSON(t, func(m map[string]any) {
+				if tt.in != nil {
+					m["placement"] = tt.in
+				}
+			}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.Placement != tt.want {
+				t.Errorf("placement = %+v, want %+v", m.Placement, tt.want)
+			}
+			// Marshal writes it back so that it parses the same.
+			out, err := m.Marshal()
+			if err != nil {
+				t.Fatal(err)
+			}
+			again, err := ParseManifest(out)
+			if err != nil {
+				t.Fatalf("%v\n%s", err, out)
+			}
+			if again.Placement != tt.want {
+				t.Errorf("after Marshal: placement = %+v, want %+v", again.Placement, tt.want)
+			}
+		})
+	}
+}
+
+func TestConstraintMatch(t *testing.T) {
+	edge := map[string]string{"role": "edge", "disk": "ssd", "rack": "r12"}
+	core := map[string]string{"role": "core", "disk": "hdd"}
+	bare := map[string]string{}
+	tests := []struct {
+		expr             string
+		edge, core, bare bool
+	}{
+		{"", true, true, true},
+		{`role == "edge"`, true, false, false}, // a missing tag does not match ==
+		{`role != "edge"`, false, true, true},  // and does match !=
+		{`role == "edge" and disk == "ssd"`, true, false, false},
+		{`role == "edge" or disk == "hdd"`, true, true, false},
+		{`not (role == "edge")`, false, true, true},
+		{`rack is empty`, false, true, true},
+		{`rack is not empty`, true, false, false},
+		{`rack matches "^r1[0-9]$"`, true, false, false},
+		{`"ss" in disk`, true, false, false},
+		{`"/role" == "core"`, false, true, false}, // JSON pointer selector
+		{`role.sub == "x"`, false, false, false},  // a tag's value has no fields: no match, not an error
+	}
+	for _, tt := range tests {
+		c, err := CompileConstraint(tt.expr)
+		if err != nil {
+			t.Errorf("%q: %v", tt.expr, err)
+			continue
+		}
+		if c.String() != tt.expr {
+			t.Errorf("String() = %q, want %q", c.String(), tt.expr)
+		}
+		for _, n := range []struct {
+			name string
+			tags map[string]string
+			want bool
+		}{{"edge", edge, tt.edge}, {"core", core, tt.core}, {"bare", bare, tt.bare}, {"nil", nil, tt.bare}} {
+			if got := c.Match(n.tags); got != n.want {
+				t.Errorf("%q on %s node = %v, want %v", tt.expr, n.name, got, n.want)
+			}
+		}
+	}
+}
+
+func TestCompileConstraintRefuses(t *testing.T) {
+	for _, expr := range []string{`role = "edge"`, `role ==`, `(role == "a"`, `role in ["a"]`, `n > 3`} {
+		_, err := CompileConstraint(expr)
+		if !errors.Is(err, ErrManifestInvalid) {
+			t.Errorf("%q: error %v, want ErrManifestInvalid", expr, err)
+		}
+	}
+}
