@@ -106,7 +106,7 @@ func parseDuration(s string) (time.Duration, error) {
 // SetDefaults fills every field left out of plugin.json (or zero) with its
 // default. It is the only place defaults are decided.
 func (m *Manifest) SetDefaults() {
-	m.Placement.setDefaults()
+	m.Placement.SetDefaults()
 	h := &m.Health
 	setDuration(&h.Interval, 2*time.Second)
 	setDuration(&h.Timeout, time.Second)

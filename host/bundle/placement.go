@@ -47,8 +47,8 @@ type Placement struct {
 	Spread string `json:"spread,omitempty"`
 }
 
-// setDefaults fills the fields of p left out of plugin.json.
-func (p *Placement) setDefaults() {
+// SetDefaults fills the fields of p left out of plugin.json (or empty).
+func (p *Placement) SetDefaults() {
 	if p.Mode == "" {
 		p.Mode = PlacementEveryNode
 	}
