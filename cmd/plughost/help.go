@@ -95,12 +95,16 @@ with make generate, go mod tidy and make test in the new directory.`,
 		example: "plughost plugin init -module github.com/acme/greeter greeter",
 	},
 	"plugin list": {
-		about:   "List the plugins with their running, desired and pinned versions.",
+		about: `List the plugins with their desired and pinned versions and their instances
+on every node of the cluster (node, version, role, state, health, since),
+as each node reports them.`,
 		example: "plughost plugin list -format json",
 	},
 	"plugin status": {
-		args:    "NAME",
-		about:   "Show a plugin's state and its instances: limits and sandbox enforced or not (and why), usage.",
+		args: "NAME",
+		about: `Show a plugin's state: its instances on every node of the cluster, what
+placement could not place (and why), and this node's instance in detail:
+limits and sandbox enforced or not (and why), usage.`,
 		example: "plughost plugin status greeter",
 	},
 	"plugin versions": {

@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -122,18 +124,60 @@ func (p *pluginCmd) list(ctx context.Context) error {
 		}
 		return printJSON(p.env.stdout, out)
 	}
+	// One row per instance in the cluster; a plugin no node reports has a
+	// row of its own.
 	var rows [][]string
 	for _, ps := range resp.GetPlugins() {
-		rows = append(rows, []string{ps.GetName(), orDash(ps.GetRunningVersion()), orDash(ps.GetDesiredVersion()), orDash(ps.GetPinnedVersion()), state(ps.GetState()), strings.Join(ps.GetServices(), ",")})
+		head := []string{ps.GetName(), orDash(ps.GetDesiredVersion()), orDash(ps.GetPinnedVersion())}
+		if len(ps.GetCluster()) == 0 {
+			rows = append(rows, append(head, "-", "-", "-", "-", "-", "-"))
+		}
+		for _, in := range ps.GetCluster() {
+			rows = append(rows, append(slices.Clone(head), instanceCols(in)...))
+		}
 	}
-	return table(p.env.stdout, []string{"NAME", "RUNNING", "DESIRED", "PINNED", "STATE", "SERVICES"}, rows)
+	return table(p.env.stdout, []string{"NAME", "DESIRED", "PINNED", "NODE", "VERSION", "ROLE", "STATE", "HEALTH", "SINCE"}, rows)
 }
 
+// instanceCols are the NODE VERSION ROLE STATE HEALTH SINCE columns of an
+// instance.
+func instanceCols(in *operatorv1.NodeInstance) []string {
+	return []string{in.GetNode(), orDash(in.GetVersion()), orDash(in.GetRole()), state(in.GetState()), health(in), ts(in.GetSince())}
+}
+
+// health is healthy or unhealthy as the node reports it, unless gossip says
+// the node is not alive: then its report may be old, and that is said.
+func health(in *operatorv1.NodeInstance) string {
+	switch {
+	case in.GetNodeStatus() != "alive":
+		return "node " + orDash(in.GetNodeStatus())
+	case in.GetHealthy():
+		return "healthy"
+	}
+	return "unhealthy"
+}
+
+// summaryJSON is a plugin's summary for -format json: running_version,
+// state and last_error are the answering node's, cluster has every node's
+// instance.
 func summaryJSON(ps *operatorv1.PluginSummary) map[string]any {
-	return map[string]any{
+	cluster := []map[string]any{}
+	for _, in := range ps.GetCluster() {
+		cluster = append(cluster, map[string]any{
+			"node": in.GetNode(), "version": in.GetVersion(), "role": in.GetRole(), "epoch": in.GetEpoch(), "state": state(in.GetState()),
+			"healthy": in.GetHealthy(), "since": ts(in.GetSince()), "restarts": in.GetRestarts(), "last_error": in.GetLastError(),
+			"node_status": in.GetNodeStatus(),
+		})
+	}
+	out := map[string]any{
 		"name": ps.GetName(), "running_version": ps.GetRunningVersion(), "desired_version": ps.GetDesiredVersion(),
 		"pinned_version": ps.GetPinnedVersion(), "state": state(ps.GetState()), "services": ps.GetServices(), "last_error": ps.GetLastError(),
+		"cluster": cluster,
 	}
+	if d := ps.GetPlacement(); d != nil {
+		out["placement"] = map[string]any{"severity": d.GetSeverity(), "wanted": d.GetWanted(), "placed": d.GetPlaced(), "message": d.GetMessage(), "since": ts(d.GetSince())}
+	}
+	return out
 }
 
 func (p *pluginCmd) status(ctx context.Context, name string) error {
@@ -170,6 +214,21 @@ func (p *pluginCmd) status(ctx context.Context, name string) error {
 		ps.GetName(), state(ps.GetState()), orDash(ps.GetRunningVersion()), orDash(ps.GetDesiredVersion()), orDash(ps.GetPinnedVersion()), strings.Join(ps.GetServices(), ", "))
 	if ps.GetLastError() != "" {
 		fmt.Fprintf(w, "Error:     %s\n", ps.GetLastError())
+	}
+	if d := ps.GetPlacement(); d != nil {
+		fmt.Fprintf(w, "Placement: %s: %s\n", d.GetSeverity(), d.GetMessage())
+	}
+	fmt.Fprintf(w, "\nInstances in the cluster:\n")
+	if len(ps.GetCluster()) == 0 {
+		fmt.Fprintf(w, "  none reported by any node\n")
+	} else {
+		var rows [][]string
+		for _, in := range ps.GetCluster() {
+			rows = append(rows, append(instanceCols(in), strconv.Itoa(int(in.GetRestarts())), orDash(in.GetLastError())))
+		}
+		if err := table(w, []string{"NODE", "VERSION", "ROLE", "STATE", "HEALTH", "SINCE", "RESTARTS", "ERROR"}, rows); err != nil {
+			return err
+		}
 	}
 	for _, in := range resp.GetInstances() {
 		fmt.Fprintf(w, "\nInstance %s on %s\n  version %s, %s since %s, pid %d, restarts %d\n",

@@ -17,6 +17,7 @@ import (
 	"github.com/plughost/plughost/host/acl"
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/supervisor"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
@@ -159,23 +160,31 @@ func (o *operator) summary(ctx context.Context, cat *catalog.Catalog, name strin
 // runs here and what it last knew still help an operator. A node that
 // restarted without a leader has applied only its last snapshot: raft
 // applies the rest of its log once a leader says what is committed.
-func (o *operator) readCatalog(ctx context.Context, read func(*catalog.Catalog) error) (stale string, err error) {
+//
+// read gets the cluster-wide records (intent.DB) with the catalog's
+// consistency.
+func (o *operator) readCatalog(ctx context.Context, read func(*catalog.Catalog, *intent.DB) error) (stale string, err error) {
+	db := intent.New(o.a.store)
 	if leader, _ := o.a.store.Leader(); leader != "" {
-		err := read(o.a.catalog)
+		err := read(o.a.catalog, db)
 		if !errors.Is(err, store.ErrNotLeader) {
 			return "", err
 		}
 	}
 	stale = fmt.Sprintf("the cluster has no raft leader, so this is this node's copy of the catalog as of revision %d, which may lag; see 'plughost operator raft list-peers'",
 		o.a.store.Revision())
-	return stale, read(o.a.catalog.Local())
+	return stale, read(o.a.catalog.Local(), db.Local())
 }
 
 func (o *operator) ListPlugins(ctx context.Context, _ *operatorv1.ListPluginsRequest) (*operatorv1.ListPluginsResponse, error) {
 	resp := &operatorv1.ListPluginsResponse{}
-	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog) error {
+	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog, db *intent.DB) error {
 		resp.Plugins = nil
 		all, err := cat.All(ctx)
+		if err != nil {
+			return err
+		}
+		view, err := o.readClusterView(ctx, db)
 		if err != nil {
 			return err
 		}
@@ -189,6 +198,7 @@ func (o *operator) ListPlugins(ctx context.Context, _ *operatorv1.ListPluginsReq
 			if err != nil {
 				return err
 			}
+			ps.Cluster, ps.Placement = view.instances[n], view.placement[n]
 			resp.Plugins = append(resp.Plugins, ps)
 		}
 		return nil
@@ -224,13 +234,21 @@ func (o *operator) knownIn(ctx context.Context, cat *catalog.Catalog, name strin
 
 func (o *operator) GetPluginStatus(ctx context.Context, req *operatorv1.GetPluginStatusRequest) (*operatorv1.GetPluginStatusResponse, error) {
 	resp := &operatorv1.GetPluginStatusResponse{}
-	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog) error {
+	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog, db *intent.DB) error {
 		vs, err := o.knownIn(ctx, cat, req.GetName())
 		if err != nil {
 			return err
 		}
+		view, err := o.readClusterView(ctx, db)
+		if err != nil {
+			return err
+		}
 		resp.Plugin, err = o.summary(ctx, cat, req.GetName(), vs)
-		return err
+		if err != nil {
+			return err
+		}
+		resp.Plugin.Cluster, resp.Plugin.Placement = view.instances[req.GetName()], view.placement[req.GetName()]
+		return nil
 	})
 	if err != nil {
 		return nil, toStatus(err)
@@ -270,7 +288,7 @@ func (o *operator) ListVersions(ctx context.Context, req *operatorv1.ListVersion
 		desired *catalog.Entry
 		pin     *catalog.Pin
 	)
-	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog) (err error) {
+	stale, err := o.readCatalog(ctx, func(cat *catalog.Catalog, _ *intent.DB) (err error) {
 		if vs, err = o.knownIn(ctx, cat, req.GetName()); err != nil {
 			return err
 		}

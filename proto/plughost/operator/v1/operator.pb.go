@@ -453,7 +453,13 @@ type PluginSummary struct {
 	State          InstanceState `protobuf:"varint,5,opt,name=state,proto3,enum=plughost.operator.v1.InstanceState" json:"state,omitempty"`
 	Services       []string      `protobuf:"bytes,6,rep,name=services,proto3" json:"services,omitempty"`
 	// last_error is the last failure of the plugin on the answering node.
-	LastError     string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	LastError string `protobuf:"bytes,7,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// cluster is the plugin's instance on every node that reports one (its
+	// observe/<node>/<plugin> record), sorted by node.
+	Cluster []*NodeInstance `protobuf:"bytes,8,rep,name=cluster,proto3" json:"cluster,omitempty"`
+	// placement says what the placement controller could not place; unset
+	// when everything wanted is placed.
+	Placement     *PlacementDiagnostic `protobuf:"bytes,9,opt,name=placement,proto3" json:"placement,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -537,6 +543,227 @@ func (x *PluginSummary) GetLastError() string {
 	return ""
 }
 
+func (x *PluginSummary) GetCluster() []*NodeInstance {
+	if x != nil {
+		return x.Cluster
+	}
+	return nil
+}
+
+func (x *PluginSummary) GetPlacement() *PlacementDiagnostic {
+	if x != nil {
+		return x.Placement
+	}
+	return nil
+}
+
+// NodeInstance is a plugin's instance on one node, as that node reports it.
+type NodeInstance struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Node    string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// role is "active" or "standby" for a singleton's instances; empty for
+	// others.
+	Role string `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	// epoch is an active singleton instance's epoch; 0 for others.
+	Epoch int64         `protobuf:"varint,4,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	State InstanceState `protobuf:"varint,5,opt,name=state,proto3,enum=plughost.operator.v1.InstanceState" json:"state,omitempty"`
+	// healthy is true when the instance passed its health gate and serves.
+	Healthy bool `protobuf:"varint,6,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	// since is when the instance entered its state (or, running, its
+	// version).
+	Since     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=since,proto3" json:"since,omitempty"`
+	Restarts  int32                  `protobuf:"varint,8,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	LastError string                 `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// node_status is what gossip says of the node as the answering node sees
+	// it (alive, leaving, left, failed; empty when gossip does not know it):
+	// a node that is not alive reports nothing, so its record may be old.
+	NodeStatus    string `protobuf:"bytes,10,opt,name=node_status,json=nodeStatus,proto3" json:"node_status,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodeInstance) Reset() {
+	*x = NodeInstance{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodeInstance) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodeInstance) ProtoMessage() {}
+
+func (x *NodeInstance) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodeInstance.ProtoReflect.Descriptor instead.
+func (*NodeInstance) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *NodeInstance) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *NodeInstance) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NodeInstance) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *NodeInstance) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *NodeInstance) GetState() InstanceState {
+	if x != nil {
+		return x.State
+	}
+	return InstanceState_INSTANCE_STATE_UNSPECIFIED
+}
+
+func (x *NodeInstance) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *NodeInstance) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *NodeInstance) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *NodeInstance) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *NodeInstance) GetNodeStatus() string {
+	if x != nil {
+		return x.NodeStatus
+	}
+	return ""
+}
+
+// PlacementDiagnostic is the placement controller's word on a plugin it
+// could not place as its manifest wants.
+type PlacementDiagnostic struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// severity is "error" when nothing could be placed, "warning" when less
+	// than wanted.
+	Severity string `protobuf:"bytes,1,opt,name=severity,proto3" json:"severity,omitempty"`
+	Wanted   int32  `protobuf:"varint,2,opt,name=wanted,proto3" json:"wanted,omitempty"`
+	Placed   int32  `protobuf:"varint,3,opt,name=placed,proto3" json:"placed,omitempty"`
+	// message says why, in words ("count 3 wanted, 2 placed: ...").
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PlacementDiagnostic) Reset() {
+	*x = PlacementDiagnostic{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PlacementDiagnostic) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PlacementDiagnostic) ProtoMessage() {}
+
+func (x *PlacementDiagnostic) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PlacementDiagnostic.ProtoReflect.Descriptor instead.
+func (*PlacementDiagnostic) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *PlacementDiagnostic) GetSeverity() string {
+	if x != nil {
+		return x.Severity
+	}
+	return ""
+}
+
+func (x *PlacementDiagnostic) GetWanted() int32 {
+	if x != nil {
+		return x.Wanted
+	}
+	return 0
+}
+
+func (x *PlacementDiagnostic) GetPlaced() int32 {
+	if x != nil {
+		return x.Placed
+	}
+	return 0
+}
+
+func (x *PlacementDiagnostic) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+func (x *PlacementDiagnostic) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
 type ListPluginsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -545,7 +772,7 @@ type ListPluginsRequest struct {
 
 func (x *ListPluginsRequest) Reset() {
 	*x = ListPluginsRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[5]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -557,7 +784,7 @@ func (x *ListPluginsRequest) String() string {
 func (*ListPluginsRequest) ProtoMessage() {}
 
 func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[5]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -570,7 +797,7 @@ func (x *ListPluginsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsRequest.ProtoReflect.Descriptor instead.
 func (*ListPluginsRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{5}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{7}
 }
 
 type ListPluginsResponse struct {
@@ -585,7 +812,7 @@ type ListPluginsResponse struct {
 
 func (x *ListPluginsResponse) Reset() {
 	*x = ListPluginsResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[6]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -597,7 +824,7 @@ func (x *ListPluginsResponse) String() string {
 func (*ListPluginsResponse) ProtoMessage() {}
 
 func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[6]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -610,7 +837,7 @@ func (x *ListPluginsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListPluginsResponse.ProtoReflect.Descriptor instead.
 func (*ListPluginsResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{6}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListPluginsResponse) GetPlugins() []*PluginSummary {
@@ -646,7 +873,7 @@ type LimitStatus struct {
 
 func (x *LimitStatus) Reset() {
 	*x = LimitStatus{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[7]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +885,7 @@ func (x *LimitStatus) String() string {
 func (*LimitStatus) ProtoMessage() {}
 
 func (x *LimitStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[7]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +898,7 @@ func (x *LimitStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LimitStatus.ProtoReflect.Descriptor instead.
 func (*LimitStatus) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{7}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *LimitStatus) GetResource() string {
@@ -723,7 +950,7 @@ type ResourceUsage struct {
 
 func (x *ResourceUsage) Reset() {
 	*x = ResourceUsage{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[8]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +962,7 @@ func (x *ResourceUsage) String() string {
 func (*ResourceUsage) ProtoMessage() {}
 
 func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[8]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +975,7 @@ func (x *ResourceUsage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ResourceUsage.ProtoReflect.Descriptor instead.
 func (*ResourceUsage) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{8}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ResourceUsage) GetMemoryBytes() uint64 {
@@ -808,7 +1035,7 @@ type InstanceStatus struct {
 
 func (x *InstanceStatus) Reset() {
 	*x = InstanceStatus{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[9]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -820,7 +1047,7 @@ func (x *InstanceStatus) String() string {
 func (*InstanceStatus) ProtoMessage() {}
 
 func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[9]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -833,7 +1060,7 @@ func (x *InstanceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstanceStatus.ProtoReflect.Descriptor instead.
 func (*InstanceStatus) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{9}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InstanceStatus) GetNode() string {
@@ -931,7 +1158,7 @@ type SandboxPart struct {
 
 func (x *SandboxPart) Reset() {
 	*x = SandboxPart{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -943,7 +1170,7 @@ func (x *SandboxPart) String() string {
 func (*SandboxPart) ProtoMessage() {}
 
 func (x *SandboxPart) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[10]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -956,7 +1183,7 @@ func (x *SandboxPart) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SandboxPart.ProtoReflect.Descriptor instead.
 func (*SandboxPart) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{10}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SandboxPart) GetPart() string {
@@ -996,7 +1223,7 @@ type GetPluginStatusRequest struct {
 
 func (x *GetPluginStatusRequest) Reset() {
 	*x = GetPluginStatusRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1008,7 +1235,7 @@ func (x *GetPluginStatusRequest) String() string {
 func (*GetPluginStatusRequest) ProtoMessage() {}
 
 func (x *GetPluginStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[11]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1021,7 +1248,7 @@ func (x *GetPluginStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetPluginStatusRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{11}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetPluginStatusRequest) GetName() string {
@@ -1044,7 +1271,7 @@ type GetPluginStatusResponse struct {
 
 func (x *GetPluginStatusResponse) Reset() {
 	*x = GetPluginStatusResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1056,7 +1283,7 @@ func (x *GetPluginStatusResponse) String() string {
 func (*GetPluginStatusResponse) ProtoMessage() {}
 
 func (x *GetPluginStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[12]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1069,7 +1296,7 @@ func (x *GetPluginStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPluginStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetPluginStatusResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{12}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetPluginStatusResponse) GetPlugin() *PluginSummary {
@@ -1109,7 +1336,7 @@ type VersionInfo struct {
 
 func (x *VersionInfo) Reset() {
 	*x = VersionInfo{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1121,7 +1348,7 @@ func (x *VersionInfo) String() string {
 func (*VersionInfo) ProtoMessage() {}
 
 func (x *VersionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[13]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1134,7 +1361,7 @@ func (x *VersionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use VersionInfo.ProtoReflect.Descriptor instead.
 func (*VersionInfo) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{13}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *VersionInfo) GetVersion() string {
@@ -1195,7 +1422,7 @@ type ListVersionsRequest struct {
 
 func (x *ListVersionsRequest) Reset() {
 	*x = ListVersionsRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1207,7 +1434,7 @@ func (x *ListVersionsRequest) String() string {
 func (*ListVersionsRequest) ProtoMessage() {}
 
 func (x *ListVersionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[14]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1220,7 +1447,7 @@ func (x *ListVersionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVersionsRequest.ProtoReflect.Descriptor instead.
 func (*ListVersionsRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{14}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ListVersionsRequest) GetName() string {
@@ -1242,7 +1469,7 @@ type ListVersionsResponse struct {
 
 func (x *ListVersionsResponse) Reset() {
 	*x = ListVersionsResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1254,7 +1481,7 @@ func (x *ListVersionsResponse) String() string {
 func (*ListVersionsResponse) ProtoMessage() {}
 
 func (x *ListVersionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[15]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1267,7 +1494,7 @@ func (x *ListVersionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListVersionsResponse.ProtoReflect.Descriptor instead.
 func (*ListVersionsResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{15}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListVersionsResponse) GetVersions() []*VersionInfo {
@@ -1298,7 +1525,7 @@ type PinVersionRequest struct {
 
 func (x *PinVersionRequest) Reset() {
 	*x = PinVersionRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1537,7 @@ func (x *PinVersionRequest) String() string {
 func (*PinVersionRequest) ProtoMessage() {}
 
 func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[16]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1550,7 @@ func (x *PinVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinVersionRequest.ProtoReflect.Descriptor instead.
 func (*PinVersionRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{16}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *PinVersionRequest) GetName() string {
@@ -1363,7 +1590,7 @@ type PinVersionResponse struct {
 
 func (x *PinVersionResponse) Reset() {
 	*x = PinVersionResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1375,7 +1602,7 @@ func (x *PinVersionResponse) String() string {
 func (*PinVersionResponse) ProtoMessage() {}
 
 func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[17]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1388,7 +1615,7 @@ func (x *PinVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PinVersionResponse.ProtoReflect.Descriptor instead.
 func (*PinVersionResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{17}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PinVersionResponse) GetProgress() *SwapProgress {
@@ -1409,7 +1636,7 @@ type UnpinVersionRequest struct {
 
 func (x *UnpinVersionRequest) Reset() {
 	*x = UnpinVersionRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1421,7 +1648,7 @@ func (x *UnpinVersionRequest) String() string {
 func (*UnpinVersionRequest) ProtoMessage() {}
 
 func (x *UnpinVersionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[18]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1434,7 +1661,7 @@ func (x *UnpinVersionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinVersionRequest.ProtoReflect.Descriptor instead.
 func (*UnpinVersionRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{18}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *UnpinVersionRequest) GetName() string {
@@ -1467,7 +1694,7 @@ type UnpinVersionResponse struct {
 
 func (x *UnpinVersionResponse) Reset() {
 	*x = UnpinVersionResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1479,7 +1706,7 @@ func (x *UnpinVersionResponse) String() string {
 func (*UnpinVersionResponse) ProtoMessage() {}
 
 func (x *UnpinVersionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[19]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1492,7 +1719,7 @@ func (x *UnpinVersionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnpinVersionResponse.ProtoReflect.Descriptor instead.
 func (*UnpinVersionResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{19}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *UnpinVersionResponse) GetProgress() *SwapProgress {
@@ -1513,7 +1740,7 @@ type RollbackPluginRequest struct {
 
 func (x *RollbackPluginRequest) Reset() {
 	*x = RollbackPluginRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1525,7 +1752,7 @@ func (x *RollbackPluginRequest) String() string {
 func (*RollbackPluginRequest) ProtoMessage() {}
 
 func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[20]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1538,7 +1765,7 @@ func (x *RollbackPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginRequest.ProtoReflect.Descriptor instead.
 func (*RollbackPluginRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{20}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RollbackPluginRequest) GetName() string {
@@ -1571,7 +1798,7 @@ type RollbackPluginResponse struct {
 
 func (x *RollbackPluginResponse) Reset() {
 	*x = RollbackPluginResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1583,7 +1810,7 @@ func (x *RollbackPluginResponse) String() string {
 func (*RollbackPluginResponse) ProtoMessage() {}
 
 func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[21]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1596,7 +1823,7 @@ func (x *RollbackPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RollbackPluginResponse.ProtoReflect.Descriptor instead.
 func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{21}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *RollbackPluginResponse) GetProgress() *SwapProgress {
@@ -1629,7 +1856,7 @@ type SwapProgress struct {
 
 func (x *SwapProgress) Reset() {
 	*x = SwapProgress{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1641,7 +1868,7 @@ func (x *SwapProgress) String() string {
 func (*SwapProgress) ProtoMessage() {}
 
 func (x *SwapProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[22]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1654,7 +1881,7 @@ func (x *SwapProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwapProgress.ProtoReflect.Descriptor instead.
 func (*SwapProgress) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{22}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SwapProgress) GetPhase() SwapPhase {
@@ -1730,7 +1957,7 @@ type RestartPluginRequest struct {
 
 func (x *RestartPluginRequest) Reset() {
 	*x = RestartPluginRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1742,7 +1969,7 @@ func (x *RestartPluginRequest) String() string {
 func (*RestartPluginRequest) ProtoMessage() {}
 
 func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[23]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1755,7 +1982,7 @@ func (x *RestartPluginRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginRequest.ProtoReflect.Descriptor instead.
 func (*RestartPluginRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{23}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RestartPluginRequest) GetName() string {
@@ -1780,7 +2007,7 @@ type RestartPluginResponse struct {
 
 func (x *RestartPluginResponse) Reset() {
 	*x = RestartPluginResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1792,7 +2019,7 @@ func (x *RestartPluginResponse) String() string {
 func (*RestartPluginResponse) ProtoMessage() {}
 
 func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[24]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1805,7 +2032,7 @@ func (x *RestartPluginResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RestartPluginResponse.ProtoReflect.Descriptor instead.
 func (*RestartPluginResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{24}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
 }
 
 // PluginEvent is one state transition of a plugin on a node.
@@ -1825,7 +2052,7 @@ type PluginEvent struct {
 
 func (x *PluginEvent) Reset() {
 	*x = PluginEvent{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1837,7 +2064,7 @@ func (x *PluginEvent) String() string {
 func (*PluginEvent) ProtoMessage() {}
 
 func (x *PluginEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[25]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1850,7 +2077,7 @@ func (x *PluginEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginEvent.ProtoReflect.Descriptor instead.
 func (*PluginEvent) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{25}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *PluginEvent) GetTime() *timestamppb.Timestamp {
@@ -1906,7 +2133,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1918,7 +2145,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[26]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1931,7 +2158,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{26}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListEventsRequest) GetName() string {
@@ -1957,7 +2184,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2196,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[27]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2209,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{27}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListEventsResponse) GetEvents() []*PluginEvent {
@@ -2011,7 +2238,7 @@ type HistoryRecord struct {
 
 func (x *HistoryRecord) Reset() {
 	*x = HistoryRecord{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2023,7 +2250,7 @@ func (x *HistoryRecord) String() string {
 func (*HistoryRecord) ProtoMessage() {}
 
 func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[28]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2036,7 +2263,7 @@ func (x *HistoryRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryRecord.ProtoReflect.Descriptor instead.
 func (*HistoryRecord) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{28}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *HistoryRecord) GetTime() *timestamppb.Timestamp {
@@ -2111,7 +2338,7 @@ type GetHistoryRequest struct {
 
 func (x *GetHistoryRequest) Reset() {
 	*x = GetHistoryRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2123,7 +2350,7 @@ func (x *GetHistoryRequest) String() string {
 func (*GetHistoryRequest) ProtoMessage() {}
 
 func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[29]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2136,7 +2363,7 @@ func (x *GetHistoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryRequest.ProtoReflect.Descriptor instead.
 func (*GetHistoryRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{29}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *GetHistoryRequest) GetName() string {
@@ -2155,7 +2382,7 @@ type GetHistoryResponse struct {
 
 func (x *GetHistoryResponse) Reset() {
 	*x = GetHistoryResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2167,7 +2394,7 @@ func (x *GetHistoryResponse) String() string {
 func (*GetHistoryResponse) ProtoMessage() {}
 
 func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[30]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2180,7 +2407,7 @@ func (x *GetHistoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetHistoryResponse.ProtoReflect.Descriptor instead.
 func (*GetHistoryResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{30}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *GetHistoryResponse) GetRecords() []*HistoryRecord {
@@ -2198,7 +2425,7 @@ type ListMembersRequest struct {
 
 func (x *ListMembersRequest) Reset() {
 	*x = ListMembersRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2210,7 +2437,7 @@ func (x *ListMembersRequest) String() string {
 func (*ListMembersRequest) ProtoMessage() {}
 
 func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[31]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2223,7 +2450,7 @@ func (x *ListMembersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersRequest.ProtoReflect.Descriptor instead.
 func (*ListMembersRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{31}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{33}
 }
 
 type ListMembersResponse struct {
@@ -2237,7 +2464,7 @@ type ListMembersResponse struct {
 
 func (x *ListMembersResponse) Reset() {
 	*x = ListMembersResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2249,7 +2476,7 @@ func (x *ListMembersResponse) String() string {
 func (*ListMembersResponse) ProtoMessage() {}
 
 func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[32]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2262,7 +2489,7 @@ func (x *ListMembersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListMembersResponse.ProtoReflect.Descriptor instead.
 func (*ListMembersResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{32}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ListMembersResponse) GetMembers() []*Member {
@@ -2300,7 +2527,7 @@ type Member struct {
 
 func (x *Member) Reset() {
 	*x = Member{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2312,7 +2539,7 @@ func (x *Member) String() string {
 func (*Member) ProtoMessage() {}
 
 func (x *Member) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[33]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2325,7 +2552,7 @@ func (x *Member) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Member.ProtoReflect.Descriptor instead.
 func (*Member) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{33}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Member) GetName() string {
@@ -2385,7 +2612,7 @@ type ListRaftPeersRequest struct {
 
 func (x *ListRaftPeersRequest) Reset() {
 	*x = ListRaftPeersRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2397,7 +2624,7 @@ func (x *ListRaftPeersRequest) String() string {
 func (*ListRaftPeersRequest) ProtoMessage() {}
 
 func (x *ListRaftPeersRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[34]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2410,7 +2637,7 @@ func (x *ListRaftPeersRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRaftPeersRequest.ProtoReflect.Descriptor instead.
 func (*ListRaftPeersRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{34}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{36}
 }
 
 type ListRaftPeersResponse struct {
@@ -2424,7 +2651,7 @@ type ListRaftPeersResponse struct {
 
 func (x *ListRaftPeersResponse) Reset() {
 	*x = ListRaftPeersResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2436,7 +2663,7 @@ func (x *ListRaftPeersResponse) String() string {
 func (*ListRaftPeersResponse) ProtoMessage() {}
 
 func (x *ListRaftPeersResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[35]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2449,7 +2676,7 @@ func (x *ListRaftPeersResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRaftPeersResponse.ProtoReflect.Descriptor instead.
 func (*ListRaftPeersResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{35}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ListRaftPeersResponse) GetPeers() []*RaftPeer {
@@ -2486,7 +2713,7 @@ type RaftPeer struct {
 
 func (x *RaftPeer) Reset() {
 	*x = RaftPeer{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2498,7 +2725,7 @@ func (x *RaftPeer) String() string {
 func (*RaftPeer) ProtoMessage() {}
 
 func (x *RaftPeer) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[36]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2511,7 +2738,7 @@ func (x *RaftPeer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RaftPeer.ProtoReflect.Descriptor instead.
 func (*RaftPeer) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{36}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RaftPeer) GetId() string {
@@ -2561,7 +2788,7 @@ type RemoveRaftPeerRequest struct {
 
 func (x *RemoveRaftPeerRequest) Reset() {
 	*x = RemoveRaftPeerRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2573,7 +2800,7 @@ func (x *RemoveRaftPeerRequest) String() string {
 func (*RemoveRaftPeerRequest) ProtoMessage() {}
 
 func (x *RemoveRaftPeerRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[37]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2586,7 +2813,7 @@ func (x *RemoveRaftPeerRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRaftPeerRequest.ProtoReflect.Descriptor instead.
 func (*RemoveRaftPeerRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{37}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RemoveRaftPeerRequest) GetId() string {
@@ -2613,7 +2840,7 @@ type RemoveRaftPeerResponse struct {
 
 func (x *RemoveRaftPeerResponse) Reset() {
 	*x = RemoveRaftPeerResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2625,7 +2852,7 @@ func (x *RemoveRaftPeerResponse) String() string {
 func (*RemoveRaftPeerResponse) ProtoMessage() {}
 
 func (x *RemoveRaftPeerResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[38]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2638,7 +2865,7 @@ func (x *RemoveRaftPeerResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveRaftPeerResponse.ProtoReflect.Descriptor instead.
 func (*RemoveRaftPeerResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{38}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RemoveRaftPeerResponse) GetPeers() []*RaftPeer {
@@ -2656,7 +2883,7 @@ type ListGossipKeysRequest struct {
 
 func (x *ListGossipKeysRequest) Reset() {
 	*x = ListGossipKeysRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2668,7 +2895,7 @@ func (x *ListGossipKeysRequest) String() string {
 func (*ListGossipKeysRequest) ProtoMessage() {}
 
 func (x *ListGossipKeysRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[39]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2681,7 +2908,7 @@ func (x *ListGossipKeysRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGossipKeysRequest.ProtoReflect.Descriptor instead.
 func (*ListGossipKeysRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{39}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{41}
 }
 
 type ListGossipKeysResponse struct {
@@ -2693,7 +2920,7 @@ type ListGossipKeysResponse struct {
 
 func (x *ListGossipKeysResponse) Reset() {
 	*x = ListGossipKeysResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2705,7 +2932,7 @@ func (x *ListGossipKeysResponse) String() string {
 func (*ListGossipKeysResponse) ProtoMessage() {}
 
 func (x *ListGossipKeysResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[40]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2718,7 +2945,7 @@ func (x *ListGossipKeysResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListGossipKeysResponse.ProtoReflect.Descriptor instead.
 func (*ListGossipKeysResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{40}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListGossipKeysResponse) GetReport() *GossipKeyringReport {
@@ -2738,7 +2965,7 @@ type InstallGossipKeyRequest struct {
 
 func (x *InstallGossipKeyRequest) Reset() {
 	*x = InstallGossipKeyRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2750,7 +2977,7 @@ func (x *InstallGossipKeyRequest) String() string {
 func (*InstallGossipKeyRequest) ProtoMessage() {}
 
 func (x *InstallGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[41]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2763,7 +2990,7 @@ func (x *InstallGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*InstallGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{41}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *InstallGossipKeyRequest) GetKey() string {
@@ -2782,7 +3009,7 @@ type InstallGossipKeyResponse struct {
 
 func (x *InstallGossipKeyResponse) Reset() {
 	*x = InstallGossipKeyResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2794,7 +3021,7 @@ func (x *InstallGossipKeyResponse) String() string {
 func (*InstallGossipKeyResponse) ProtoMessage() {}
 
 func (x *InstallGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[42]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2807,7 +3034,7 @@ func (x *InstallGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InstallGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*InstallGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{42}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *InstallGossipKeyResponse) GetReport() *GossipKeyringReport {
@@ -2826,7 +3053,7 @@ type UseGossipKeyRequest struct {
 
 func (x *UseGossipKeyRequest) Reset() {
 	*x = UseGossipKeyRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2838,7 +3065,7 @@ func (x *UseGossipKeyRequest) String() string {
 func (*UseGossipKeyRequest) ProtoMessage() {}
 
 func (x *UseGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[43]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2851,7 +3078,7 @@ func (x *UseGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UseGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*UseGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{43}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *UseGossipKeyRequest) GetKey() string {
@@ -2870,7 +3097,7 @@ type UseGossipKeyResponse struct {
 
 func (x *UseGossipKeyResponse) Reset() {
 	*x = UseGossipKeyResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2882,7 +3109,7 @@ func (x *UseGossipKeyResponse) String() string {
 func (*UseGossipKeyResponse) ProtoMessage() {}
 
 func (x *UseGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[44]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2895,7 +3122,7 @@ func (x *UseGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UseGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*UseGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{44}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *UseGossipKeyResponse) GetReport() *GossipKeyringReport {
@@ -2914,7 +3141,7 @@ type RemoveGossipKeyRequest struct {
 
 func (x *RemoveGossipKeyRequest) Reset() {
 	*x = RemoveGossipKeyRequest{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3153,7 @@ func (x *RemoveGossipKeyRequest) String() string {
 func (*RemoveGossipKeyRequest) ProtoMessage() {}
 
 func (x *RemoveGossipKeyRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[45]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3166,7 @@ func (x *RemoveGossipKeyRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGossipKeyRequest.ProtoReflect.Descriptor instead.
 func (*RemoveGossipKeyRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{45}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *RemoveGossipKeyRequest) GetKey() string {
@@ -2958,7 +3185,7 @@ type RemoveGossipKeyResponse struct {
 
 func (x *RemoveGossipKeyResponse) Reset() {
 	*x = RemoveGossipKeyResponse{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2970,7 +3197,7 @@ func (x *RemoveGossipKeyResponse) String() string {
 func (*RemoveGossipKeyResponse) ProtoMessage() {}
 
 func (x *RemoveGossipKeyResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[46]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2983,7 +3210,7 @@ func (x *RemoveGossipKeyResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveGossipKeyResponse.ProtoReflect.Descriptor instead.
 func (*RemoveGossipKeyResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{46}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *RemoveGossipKeyResponse) GetReport() *GossipKeyringReport {
@@ -3014,7 +3241,7 @@ type GossipKeyringReport struct {
 
 func (x *GossipKeyringReport) Reset() {
 	*x = GossipKeyringReport{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3026,7 +3253,7 @@ func (x *GossipKeyringReport) String() string {
 func (*GossipKeyringReport) ProtoMessage() {}
 
 func (x *GossipKeyringReport) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[47]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3039,7 +3266,7 @@ func (x *GossipKeyringReport) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKeyringReport.ProtoReflect.Descriptor instead.
 func (*GossipKeyringReport) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{47}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *GossipKeyringReport) GetNodes() int32 {
@@ -3088,7 +3315,7 @@ type GossipKeyringNodeMessage struct {
 
 func (x *GossipKeyringNodeMessage) Reset() {
 	*x = GossipKeyringNodeMessage{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3100,7 +3327,7 @@ func (x *GossipKeyringNodeMessage) String() string {
 func (*GossipKeyringNodeMessage) ProtoMessage() {}
 
 func (x *GossipKeyringNodeMessage) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[48]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3113,7 +3340,7 @@ func (x *GossipKeyringNodeMessage) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKeyringNodeMessage.ProtoReflect.Descriptor instead.
 func (*GossipKeyringNodeMessage) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{48}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *GossipKeyringNodeMessage) GetNode() string {
@@ -3145,7 +3372,7 @@ type GossipKey struct {
 
 func (x *GossipKey) Reset() {
 	*x = GossipKey{}
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[49]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3157,7 +3384,7 @@ func (x *GossipKey) String() string {
 func (*GossipKey) ProtoMessage() {}
 
 func (x *GossipKey) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_operator_v1_operator_proto_msgTypes[49]
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3170,7 +3397,7 @@ func (x *GossipKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GossipKey.ProtoReflect.Descriptor instead.
 func (*GossipKey) Descriptor() ([]byte, []int) {
-	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{49}
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *GossipKey) GetKey() string {
@@ -3215,7 +3442,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
 	"\x06sha256\x18\x03 \x01(\tR\x06sha256\x12-\n" +
 	"\x12already_registered\x18\x04 \x01(\bR\x11alreadyRegistered\x12%\n" +
-	"\x0einstalled_here\x18\x05 \x01(\bR\rinstalledHere\"\x92\x02\n" +
+	"\x0einstalled_here\x18\x05 \x01(\bR\rinstalledHere\"\x99\x03\n" +
 	"\rPluginSummary\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12'\n" +
 	"\x0fdesired_version\x18\x02 \x01(\tR\x0edesiredVersion\x12%\n" +
@@ -3224,7 +3451,29 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x05state\x18\x05 \x01(\x0e2#.plughost.operator.v1.InstanceStateR\x05state\x12\x1a\n" +
 	"\bservices\x18\x06 \x03(\tR\bservices\x12\x1d\n" +
 	"\n" +
-	"last_error\x18\a \x01(\tR\tlastError\"\x14\n" +
+	"last_error\x18\a \x01(\tR\tlastError\x12<\n" +
+	"\acluster\x18\b \x03(\v2\".plughost.operator.v1.NodeInstanceR\acluster\x12G\n" +
+	"\tplacement\x18\t \x01(\v2).plughost.operator.v1.PlacementDiagnosticR\tplacement\"\xc9\x02\n" +
+	"\fNodeInstance\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x12\x14\n" +
+	"\x05epoch\x18\x04 \x01(\x03R\x05epoch\x129\n" +
+	"\x05state\x18\x05 \x01(\x0e2#.plughost.operator.v1.InstanceStateR\x05state\x12\x18\n" +
+	"\ahealthy\x18\x06 \x01(\bR\ahealthy\x120\n" +
+	"\x05since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x1a\n" +
+	"\brestarts\x18\b \x01(\x05R\brestarts\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x12\x1f\n" +
+	"\vnode_status\x18\n" +
+	" \x01(\tR\n" +
+	"nodeStatus\"\xad\x01\n" +
+	"\x13PlacementDiagnostic\x12\x1a\n" +
+	"\bseverity\x18\x01 \x01(\tR\bseverity\x12\x16\n" +
+	"\x06wanted\x18\x02 \x01(\x05R\x06wanted\x12\x16\n" +
+	"\x06placed\x18\x03 \x01(\x05R\x06placed\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\x120\n" +
+	"\x05since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"\x14\n" +
 	"\x12ListPluginsRequest\"j\n" +
 	"\x13ListPluginsResponse\x12=\n" +
 	"\aplugins\x18\x01 \x03(\v2#.plughost.operator.v1.PluginSummaryR\aplugins\x12\x14\n" +
@@ -3460,7 +3709,7 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 51)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),               // 0: plughost.operator.v1.InstanceState
 	(SwapPhase)(0),                   // 1: plughost.operator.v1.SwapPhase
@@ -3469,126 +3718,133 @@ var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(*AddBundleRequest)(nil),         // 4: plughost.operator.v1.AddBundleRequest
 	(*AddBundleResponse)(nil),        // 5: plughost.operator.v1.AddBundleResponse
 	(*PluginSummary)(nil),            // 6: plughost.operator.v1.PluginSummary
-	(*ListPluginsRequest)(nil),       // 7: plughost.operator.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),      // 8: plughost.operator.v1.ListPluginsResponse
-	(*LimitStatus)(nil),              // 9: plughost.operator.v1.LimitStatus
-	(*ResourceUsage)(nil),            // 10: plughost.operator.v1.ResourceUsage
-	(*InstanceStatus)(nil),           // 11: plughost.operator.v1.InstanceStatus
-	(*SandboxPart)(nil),              // 12: plughost.operator.v1.SandboxPart
-	(*GetPluginStatusRequest)(nil),   // 13: plughost.operator.v1.GetPluginStatusRequest
-	(*GetPluginStatusResponse)(nil),  // 14: plughost.operator.v1.GetPluginStatusResponse
-	(*VersionInfo)(nil),              // 15: plughost.operator.v1.VersionInfo
-	(*ListVersionsRequest)(nil),      // 16: plughost.operator.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),     // 17: plughost.operator.v1.ListVersionsResponse
-	(*PinVersionRequest)(nil),        // 18: plughost.operator.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),       // 19: plughost.operator.v1.PinVersionResponse
-	(*UnpinVersionRequest)(nil),      // 20: plughost.operator.v1.UnpinVersionRequest
-	(*UnpinVersionResponse)(nil),     // 21: plughost.operator.v1.UnpinVersionResponse
-	(*RollbackPluginRequest)(nil),    // 22: plughost.operator.v1.RollbackPluginRequest
-	(*RollbackPluginResponse)(nil),   // 23: plughost.operator.v1.RollbackPluginResponse
-	(*SwapProgress)(nil),             // 24: plughost.operator.v1.SwapProgress
-	(*RestartPluginRequest)(nil),     // 25: plughost.operator.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),    // 26: plughost.operator.v1.RestartPluginResponse
-	(*PluginEvent)(nil),              // 27: plughost.operator.v1.PluginEvent
-	(*ListEventsRequest)(nil),        // 28: plughost.operator.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 29: plughost.operator.v1.ListEventsResponse
-	(*HistoryRecord)(nil),            // 30: plughost.operator.v1.HistoryRecord
-	(*GetHistoryRequest)(nil),        // 31: plughost.operator.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),       // 32: plughost.operator.v1.GetHistoryResponse
-	(*ListMembersRequest)(nil),       // 33: plughost.operator.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 34: plughost.operator.v1.ListMembersResponse
-	(*Member)(nil),                   // 35: plughost.operator.v1.Member
-	(*ListRaftPeersRequest)(nil),     // 36: plughost.operator.v1.ListRaftPeersRequest
-	(*ListRaftPeersResponse)(nil),    // 37: plughost.operator.v1.ListRaftPeersResponse
-	(*RaftPeer)(nil),                 // 38: plughost.operator.v1.RaftPeer
-	(*RemoveRaftPeerRequest)(nil),    // 39: plughost.operator.v1.RemoveRaftPeerRequest
-	(*RemoveRaftPeerResponse)(nil),   // 40: plughost.operator.v1.RemoveRaftPeerResponse
-	(*ListGossipKeysRequest)(nil),    // 41: plughost.operator.v1.ListGossipKeysRequest
-	(*ListGossipKeysResponse)(nil),   // 42: plughost.operator.v1.ListGossipKeysResponse
-	(*InstallGossipKeyRequest)(nil),  // 43: plughost.operator.v1.InstallGossipKeyRequest
-	(*InstallGossipKeyResponse)(nil), // 44: plughost.operator.v1.InstallGossipKeyResponse
-	(*UseGossipKeyRequest)(nil),      // 45: plughost.operator.v1.UseGossipKeyRequest
-	(*UseGossipKeyResponse)(nil),     // 46: plughost.operator.v1.UseGossipKeyResponse
-	(*RemoveGossipKeyRequest)(nil),   // 47: plughost.operator.v1.RemoveGossipKeyRequest
-	(*RemoveGossipKeyResponse)(nil),  // 48: plughost.operator.v1.RemoveGossipKeyResponse
-	(*GossipKeyringReport)(nil),      // 49: plughost.operator.v1.GossipKeyringReport
-	(*GossipKeyringNodeMessage)(nil), // 50: plughost.operator.v1.GossipKeyringNodeMessage
-	(*GossipKey)(nil),                // 51: plughost.operator.v1.GossipKey
-	nil,                              // 52: plughost.operator.v1.Member.TagsEntry
-	(*timestamppb.Timestamp)(nil),    // 53: google.protobuf.Timestamp
+	(*NodeInstance)(nil),             // 7: plughost.operator.v1.NodeInstance
+	(*PlacementDiagnostic)(nil),      // 8: plughost.operator.v1.PlacementDiagnostic
+	(*ListPluginsRequest)(nil),       // 9: plughost.operator.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),      // 10: plughost.operator.v1.ListPluginsResponse
+	(*LimitStatus)(nil),              // 11: plughost.operator.v1.LimitStatus
+	(*ResourceUsage)(nil),            // 12: plughost.operator.v1.ResourceUsage
+	(*InstanceStatus)(nil),           // 13: plughost.operator.v1.InstanceStatus
+	(*SandboxPart)(nil),              // 14: plughost.operator.v1.SandboxPart
+	(*GetPluginStatusRequest)(nil),   // 15: plughost.operator.v1.GetPluginStatusRequest
+	(*GetPluginStatusResponse)(nil),  // 16: plughost.operator.v1.GetPluginStatusResponse
+	(*VersionInfo)(nil),              // 17: plughost.operator.v1.VersionInfo
+	(*ListVersionsRequest)(nil),      // 18: plughost.operator.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),     // 19: plughost.operator.v1.ListVersionsResponse
+	(*PinVersionRequest)(nil),        // 20: plughost.operator.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),       // 21: plughost.operator.v1.PinVersionResponse
+	(*UnpinVersionRequest)(nil),      // 22: plughost.operator.v1.UnpinVersionRequest
+	(*UnpinVersionResponse)(nil),     // 23: plughost.operator.v1.UnpinVersionResponse
+	(*RollbackPluginRequest)(nil),    // 24: plughost.operator.v1.RollbackPluginRequest
+	(*RollbackPluginResponse)(nil),   // 25: plughost.operator.v1.RollbackPluginResponse
+	(*SwapProgress)(nil),             // 26: plughost.operator.v1.SwapProgress
+	(*RestartPluginRequest)(nil),     // 27: plughost.operator.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),    // 28: plughost.operator.v1.RestartPluginResponse
+	(*PluginEvent)(nil),              // 29: plughost.operator.v1.PluginEvent
+	(*ListEventsRequest)(nil),        // 30: plughost.operator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),       // 31: plughost.operator.v1.ListEventsResponse
+	(*HistoryRecord)(nil),            // 32: plughost.operator.v1.HistoryRecord
+	(*GetHistoryRequest)(nil),        // 33: plughost.operator.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),       // 34: plughost.operator.v1.GetHistoryResponse
+	(*ListMembersRequest)(nil),       // 35: plughost.operator.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),      // 36: plughost.operator.v1.ListMembersResponse
+	(*Member)(nil),                   // 37: plughost.operator.v1.Member
+	(*ListRaftPeersRequest)(nil),     // 38: plughost.operator.v1.ListRaftPeersRequest
+	(*ListRaftPeersResponse)(nil),    // 39: plughost.operator.v1.ListRaftPeersResponse
+	(*RaftPeer)(nil),                 // 40: plughost.operator.v1.RaftPeer
+	(*RemoveRaftPeerRequest)(nil),    // 41: plughost.operator.v1.RemoveRaftPeerRequest
+	(*RemoveRaftPeerResponse)(nil),   // 42: plughost.operator.v1.RemoveRaftPeerResponse
+	(*ListGossipKeysRequest)(nil),    // 43: plughost.operator.v1.ListGossipKeysRequest
+	(*ListGossipKeysResponse)(nil),   // 44: plughost.operator.v1.ListGossipKeysResponse
+	(*InstallGossipKeyRequest)(nil),  // 45: plughost.operator.v1.InstallGossipKeyRequest
+	(*InstallGossipKeyResponse)(nil), // 46: plughost.operator.v1.InstallGossipKeyResponse
+	(*UseGossipKeyRequest)(nil),      // 47: plughost.operator.v1.UseGossipKeyRequest
+	(*UseGossipKeyResponse)(nil),     // 48: plughost.operator.v1.UseGossipKeyResponse
+	(*RemoveGossipKeyRequest)(nil),   // 49: plughost.operator.v1.RemoveGossipKeyRequest
+	(*RemoveGossipKeyResponse)(nil),  // 50: plughost.operator.v1.RemoveGossipKeyResponse
+	(*GossipKeyringReport)(nil),      // 51: plughost.operator.v1.GossipKeyringReport
+	(*GossipKeyringNodeMessage)(nil), // 52: plughost.operator.v1.GossipKeyringNodeMessage
+	(*GossipKey)(nil),                // 53: plughost.operator.v1.GossipKey
+	nil,                              // 54: plughost.operator.v1.Member.TagsEntry
+	(*timestamppb.Timestamp)(nil),    // 55: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
-	6,  // 1: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
-	0,  // 2: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	53, // 3: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
-	9,  // 4: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
-	10, // 5: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
-	12, // 6: plughost.operator.v1.InstanceStatus.sandbox:type_name -> plughost.operator.v1.SandboxPart
-	6,  // 7: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
-	11, // 8: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	53, // 9: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
-	15, // 10: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
-	24, // 11: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	24, // 12: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	24, // 13: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	1,  // 14: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	53, // 15: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
-	27, // 16: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	53, // 17: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
-	30, // 18: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
-	35, // 19: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
-	52, // 20: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
-	38, // 21: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	38, // 22: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	49, // 23: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	49, // 24: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	49, // 25: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	49, // 26: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	50, // 27: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
-	50, // 28: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
-	51, // 29: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
-	2,  // 30: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 31: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	7,  // 32: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	13, // 33: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	16, // 34: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	18, // 35: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	20, // 36: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	22, // 37: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	25, // 38: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	28, // 39: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	31, // 40: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	33, // 41: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
-	36, // 42: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
-	39, // 43: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
-	41, // 44: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
-	43, // 45: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
-	45, // 46: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
-	47, // 47: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
-	3,  // 48: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 49: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	8,  // 50: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	14, // 51: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	17, // 52: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	19, // 53: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	21, // 54: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	23, // 55: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	26, // 56: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	29, // 57: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	32, // 58: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	34, // 59: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
-	37, // 60: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
-	40, // 61: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
-	42, // 62: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
-	44, // 63: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
-	46, // 64: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
-	48, // 65: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
-	48, // [48:66] is the sub-list for method output_type
-	30, // [30:48] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	7,  // 1: plughost.operator.v1.PluginSummary.cluster:type_name -> plughost.operator.v1.NodeInstance
+	8,  // 2: plughost.operator.v1.PluginSummary.placement:type_name -> plughost.operator.v1.PlacementDiagnostic
+	0,  // 3: plughost.operator.v1.NodeInstance.state:type_name -> plughost.operator.v1.InstanceState
+	55, // 4: plughost.operator.v1.NodeInstance.since:type_name -> google.protobuf.Timestamp
+	55, // 5: plughost.operator.v1.PlacementDiagnostic.since:type_name -> google.protobuf.Timestamp
+	6,  // 6: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
+	0,  // 7: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
+	55, // 8: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	11, // 9: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
+	12, // 10: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
+	14, // 11: plughost.operator.v1.InstanceStatus.sandbox:type_name -> plughost.operator.v1.SandboxPart
+	6,  // 12: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
+	13, // 13: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
+	55, // 14: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	17, // 15: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
+	26, // 16: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	26, // 17: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	26, // 18: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	1,  // 19: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
+	55, // 20: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	29, // 21: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
+	55, // 22: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	32, // 23: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
+	37, // 24: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
+	54, // 25: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	40, // 26: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	40, // 27: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	51, // 28: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	51, // 29: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	51, // 30: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	51, // 31: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	52, // 32: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	52, // 33: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	53, // 34: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
+	2,  // 35: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 36: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	9,  // 37: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	15, // 38: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	18, // 39: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	20, // 40: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	22, // 41: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	24, // 42: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	27, // 43: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	30, // 44: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	33, // 45: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	35, // 46: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	38, // 47: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
+	41, // 48: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
+	43, // 49: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
+	45, // 50: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
+	47, // 51: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
+	49, // 52: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
+	3,  // 53: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 54: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	10, // 55: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	16, // 56: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	19, // 57: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	21, // 58: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	23, // 59: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	25, // 60: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	28, // 61: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	31, // 62: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	34, // 63: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	36, // 64: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	39, // 65: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
+	42, // 66: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
+	44, // 67: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
+	46, // 68: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
+	48, // 69: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
+	50, // 70: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
+	53, // [53:71] is the sub-list for method output_type
+	35, // [35:53] is the sub-list for method input_type
+	35, // [35:35] is the sub-list for extension type_name
+	35, // [35:35] is the sub-list for extension extendee
+	0,  // [0:35] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -3606,7 +3862,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   51,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

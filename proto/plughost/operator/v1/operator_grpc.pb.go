@@ -52,10 +52,13 @@ type OperatorServiceClient interface {
 	GetAgentInfo(ctx context.Context, in *GetAgentInfoRequest, opts ...grpc.CallOption) (*GetAgentInfoResponse, error)
 	// AddBundle uploads a bundle tarball, verifies it and registers it.
 	AddBundle(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AddBundleRequest, AddBundleResponse], error)
-	// ListPlugins lists every registered plugin with its desired and running
-	// versions.
+	// ListPlugins lists every registered plugin with its desired version,
+	// the version running on the answering node, and its instances on every
+	// node of the cluster.
 	ListPlugins(ctx context.Context, in *ListPluginsRequest, opts ...grpc.CallOption) (*ListPluginsResponse, error)
-	// GetPluginStatus reports one plugin's instances in detail.
+	// GetPluginStatus reports one plugin: its instances on every node, the
+	// placement controller's diagnostic, and its instance on the answering
+	// node in detail.
 	GetPluginStatus(ctx context.Context, in *GetPluginStatusRequest, opts ...grpc.CallOption) (*GetPluginStatusResponse, error)
 	// ListVersions lists the registered versions of one plugin.
 	ListVersions(ctx context.Context, in *ListVersionsRequest, opts ...grpc.CallOption) (*ListVersionsResponse, error)
@@ -327,10 +330,13 @@ type OperatorServiceServer interface {
 	GetAgentInfo(context.Context, *GetAgentInfoRequest) (*GetAgentInfoResponse, error)
 	// AddBundle uploads a bundle tarball, verifies it and registers it.
 	AddBundle(grpc.ClientStreamingServer[AddBundleRequest, AddBundleResponse]) error
-	// ListPlugins lists every registered plugin with its desired and running
-	// versions.
+	// ListPlugins lists every registered plugin with its desired version,
+	// the version running on the answering node, and its instances on every
+	// node of the cluster.
 	ListPlugins(context.Context, *ListPluginsRequest) (*ListPluginsResponse, error)
-	// GetPluginStatus reports one plugin's instances in detail.
+	// GetPluginStatus reports one plugin: its instances on every node, the
+	// placement controller's diagnostic, and its instance on the answering
+	// node in detail.
 	GetPluginStatus(context.Context, *GetPluginStatusRequest) (*GetPluginStatusResponse, error)
 	// ListVersions lists the registered versions of one plugin.
 	ListVersions(context.Context, *ListVersionsRequest) (*ListVersionsResponse, error)

@@ -1,0 +1,154 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/plughost/plughost/internal/testenv"
+)
+
+// clusterInstanceJSON is one node's instance in 'plugin list|status
+// -format json'.
+type clusterInstanceJSON struct {
+	Node       string `json:"node"`
+	Version    string `json:"version"`
+	Role       string `json:"role"`
+	State      string `json:"state"`
+	Healthy    bool   `json:"healthy"`
+	Since      string `json:"since"`
+	NodeStatus string `json:"node_status"`
+}
+
+type pluginListJSON struct {
+	Name    string                `json:"name"`
+	Cluster []clusterInstanceJSON `json:"cluster"`
+}
+
+// clusterInstances runs 'plugin list -format json' on a and returns the
+// instances of plugin it shows, by node.
+func clusterInstances(a *Agent, plugin string) (map[string]clusterInstanceJSON, error) {
+	out, errOut, code := a.CLI("plugin", "list", "-format", "json")
+	if code != 0 {
+		return nil, fmt.Errorf("plugin list on %s: exit %d: %s", a.Node, code, errOut)
+	}
+	var list []pluginListJSON
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		return nil, fmt.Errorf("plugin list on %s printed %q: %v", a.Node, out, err)
+	}
+	for _, p := range list {
+		if p.Name == plugin {
+			byNode := map[string]clusterInstanceJSON{}
+			for _, in := range p.Cluster {
+				byNode[in.Node] = in
+			}
+			return byNode, nil
+		}
+	}
+	return nil, fmt.Errorf("plugin list on %s has no %s:\n%s", a.Node, plugin, out)
+}
+
+// wantInstances checks that instances are exactly nodes, each running
+// version, healthy, on a node gossip sees alive.
+func wantInstances(instances map[string]clusterInstanceJSON, version string, nodes ...string) error {
+	var have []string
+	for n := range instances {
+		have = append(have, n)
+	}
+	slices.Sort(have)
+	if !slices.Equal(have, nodes) {
+		return fmt.Errorf("instances on %v, want on %v", have, nodes)
+	}
+	for _, in := range instances {
+		if in.Version != version || in.State != "running" || !in.Healthy || in.NodeStatus != "alive" || in.Since == "-" {
+			return fmt.Errorf("instance %+v, want %s running, healthy, on an alive node, with a since", in, version)
+		}
+	}
+	return nil
+}
+
+// TestClusterStatusShowsEveryNode: 'plugin list' and 'plugin status' on
+// every node show the plugin's instances on all three nodes, from the
+// nodes' observations; a node whose plugin stops (the agent is stopped)
+// disappears from them, and a node that starts again removes its records
+// of plugins it no longer runs.
+func TestClusterStatusShowsEveryNode(t *testing.T) {
+	agents := NewCluster(t, 3)
+	for _, a := range agents {
+		a.Drop(bundlePath("echo", "1.0.0"))
+	}
+	for _, a := range agents {
+		a.WaitRunning("echo", "1.0.0")
+	}
+	for _, a := range agents {
+		testenv.WaitFor(t, 20*time.Second, "plugin list on "+a.Node+" to show echo on n1, n2 and n3", func() error {
+			ins, err := clusterInstances(a.Agent, "echo")
+			if err != nil {
+				return err
+			}
+			return wantInstances(ins, "1.0.0", "n1", "n2", "n3")
+		})
+		out, errOut, code := a.CLI("plugin", "status", "echo")
+		if code != 0 {
+			t.Fatalf("plugin status echo on %s: exit %d: %s", a.Node, code, errOut)
+		}
+		t.Logf("plugin status echo on %s:\n%s", a.Node, out)
+		_, table, ok := strings.Cut(out, "Instances in the cluster:\n")
+		if !ok {
+			t.Fatalf("plugin status on %s has no cluster instances:\n%s", a.Node, out)
+		}
+		for _, n := range []string{"n1", "n2", "n3"} {
+			if !slices.ContainsFunc(strings.Split(table, "\n"), func(line string) bool {
+				f := strings.Fields(line)
+				return len(f) >= 5 && f[0] == n && f[1] == "1.0.0" && f[3] == "running" && f[4] == "healthy"
+			}) {
+				t.Fatalf("plugin status on %s lacks a line 'n%s 1.0.0 - running healthy':\n%s", a.Node, n, out)
+			}
+		}
+		// This node's own instance is still shown in detail.
+		if !strings.Contains(out, "Instance echo-1_0_0-") || !strings.Contains(out, " on "+a.Node+"\n") {
+			t.Fatalf("plugin status on %s lacks its own instance's detail:\n%s", a.Node, out)
+		}
+		text, _, _ := a.CLI("plugin", "list")
+		for _, col := range []string{"NODE", "VERSION", "ROLE", "STATE", "HEALTH", "SINCE", "n1", "n2", "n3"} {
+			if !strings.Contains(text, col) {
+				t.Fatalf("plugin list on %s lacks %q:\n%s", a.Node, col, text)
+			}
+		}
+	}
+
+	// n3 stops: its plugin stops with it, and its record goes.
+	n3 := agents[2]
+	n3.Stop()
+	for _, a := range agents[:2] {
+		testenv.WaitFor(t, 20*time.Second, "plugin list on "+a.Node+" to show echo on n1 and n2 only", func() error {
+			ins, err := clusterInstances(a.Agent, "echo")
+			if err != nil {
+				return err
+			}
+			return wantInstances(ins, "1.0.0", "n1", "n2")
+		})
+	}
+
+	// A record of n3 for a plugin it does not run (left by a crash, say)
+	// is removed when n3 starts again; its echo comes back.
+	const stale = `{"node":"n3","plugin":"gone","version":"1.0.0","state":"running","healthy":true,"since":"2026-01-01T00:00:00Z","restarts":0}`
+	if out, errOut, code := agents[0].CLI("store", "put", "-ns", "_sys", "observe/n3/gone", stale); code != 0 {
+		t.Fatalf("store put: exit %d: %s%s", code, out, errOut)
+	}
+	n3.Start()
+	n3.WaitRunning("echo", "1.0.0")
+	testenv.WaitFor(t, 30*time.Second, "n3's stale record to be removed and its echo to be back", func() error {
+		if out, _, code := agents[0].CLI("store", "get", "-ns", "_sys", "observe/n3/gone"); code == 0 {
+			return fmt.Errorf("observe/n3/gone is still there: %s", out)
+		}
+		ins, err := clusterInstances(agents[0].Agent, "echo")
+		if err != nil {
+			return err
+		}
+		return wantInstances(ins, "1.0.0", "n1", "n2", "n3")
+	})
+}
