@@ -77,19 +77,23 @@ type Spec struct {
 }
 
 // Instance is a plugin instance assigned to a node. In the current
-// assignment given to Schedule, Healthy is what the node last observed. In
-// a Result it is copied from the current instance kept (false for a new one
-// and for one on a dead node).
+// assignment given to Schedule, Healthy says that the node observes the
+// instance serving, healthy, at the assigned version and role: pass false
+// for an observation older than the assignment or from a node that was
+// dead since. In a Result, Healthy is copied from the current instance kept
+// (false for a new one and for one on a dead node).
 type Instance struct {
 	Node, Plugin, Version string
 	Role                  string // RoleActive, RoleStandby or "" (not a singleton)
 	Healthy               bool
-	// Draining is set in a Result on an instance kept on a node that should
-	// no longer run it (drained, or its constraint no longer matches) until
-	// its replacement is healthy. It should get new calls only when no
-	// other instance can take them; the Schedule that sees the replacement
-	// healthy drops it. A draining singleton active stays the active (and
-	// keeps its epoch) until the standby replacing it is promoted.
+	// Draining is set in a Result on an instance that is to go but is kept
+	// until its replacement is healthy: on a node drained or no longer
+	// matching the constraint, or one too many after a lost node came
+	// back. It should get new calls only when no other instance can take
+	// them; the first Schedule that sees the replacement healthy drops it,
+	// so a controller just writes the Result. A draining singleton active
+	// stays the active (and keeps its epoch) until the standby replacing it
+	// is promoted.
 	Draining bool
 }
 

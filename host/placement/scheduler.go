@@ -16,6 +16,12 @@ type scheduler struct {
 	load  map[string]int                 // node -> instances assigned to it, all plugins
 	out   []Instance
 	diags []Diagnostic
+	match map[string]matchResult // constraint -> which nodes (by index in names) it matches
+}
+
+type matchResult struct {
+	nodes []bool
+	err   error
 }
 
 func newScheduler(nodes []Node, current []Instance) *scheduler {
@@ -23,6 +29,7 @@ func newScheduler(nodes []Node, current []Instance) *scheduler {
 		nodes: make(map[string]*Node, len(nodes)),
 		cur:   make(map[string]map[string]Instance),
 		load:  make(map[string]int, len(nodes)),
+		match: make(map[string]matchResult),
 	}
 	// Names are unique; should one repeat, the same entry wins whatever
 	// the input order.
@@ -125,7 +132,6 @@ const (
 // view is one plugin's current instances classified against its spec.
 type view struct {
 	spec     Spec
-	match    *bundle.Constraint
 	usable   []*Node         // alive, eligible, matching nodes, by name
 	isUsable map[string]bool // by node name
 	live     []Instance      // current instances on usable nodes, by node
@@ -138,7 +144,15 @@ func (s *scheduler) schedule(sp Spec) {
 		s.diags = append(s.diags, Diagnostic{Severity: SeverityError, Message: "a spec without a plugin name: skipped"})
 		return
 	}
-	if err := sp.Placement.Validate(); err != nil {
+	// The shape is checked without the constraint, which is compiled (and
+	// checked) once per expression.
+	shape := sp.Placement
+	shape.Constraint = ""
+	err := shape.Validate()
+	if err == nil {
+		_, err = s.matches(sp.Placement.Constraint)
+	}
+	if err != nil {
 		s.keepAsIs(sp.Plugin, fmt.Sprintf("placement of %s is invalid, its instances are left as they are: %v", sp.Plugin, err))
 		return
 	}
@@ -146,11 +160,11 @@ func (s *scheduler) schedule(sp Spec) {
 		s.keepAsIs(sp.Plugin, fmt.Sprintf("no version to run for %s, its instances are left as they are", sp.Plugin))
 		return
 	}
-	match, _ := bundle.CompileConstraint(sp.Placement.Constraint) // Validate compiled it
-	v := &view{spec: sp, match: match, isUsable: make(map[string]bool)}
-	for _, name := range s.names {
+	match, _ := s.matches(sp.Placement.Constraint)
+	v := &view{spec: sp, isUsable: make(map[string]bool)}
+	for i, name := range s.names {
 		n := s.nodes[name]
-		if n.Alive && n.Eligible && match.Match(n.Tags) {
+		if n.Alive && n.Eligible && match[i] {
 			v.usable = append(v.usable, n)
 			v.isUsable[name] = true
 		}
@@ -178,6 +192,26 @@ func (s *scheduler) schedule(sp Spec) {
 		s.singleton(v)
 	}
 	delete(s.cur, sp.Plugin)
+}
+
+// matches compiles a constraint once and tells which nodes, by their index
+// in s.names, it matches.
+func (s *scheduler) matches(expr string) ([]bool, error) {
+	if r, ok := s.match[expr]; ok {
+		return r.nodes, r.err
+	}
+	var r matchResult
+	c, err := bundle.CompileConstraint(expr)
+	if err != nil {
+		r.err = err
+	} else {
+		r.nodes = make([]bool, len(s.names))
+		for i, name := range s.names {
+			r.nodes[i] = c.Match(s.nodes[name].Tags)
+		}
+	}
+	s.match[expr] = r
+	return r.nodes, r.err
 }
 
 // keepAsIs keeps a plugin's current instances on known nodes unchanged and
