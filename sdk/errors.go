@@ -39,6 +39,13 @@ var (
 	// conditional (IfModRevision, a Txn compare) so that a second attempt
 	// cannot apply twice.
 	ErrOutcomeUnknown = errors.New("outcome unknown")
+	// ErrFenced is returned by a write (Put, Delete, DeleteRange, Txn) to
+	// a singleton plugin's namespace from an instance that is not its
+	// active: a standby, or an active that was replaced while it was cut off
+	// from the cluster. Nothing was written, and writing again fails the same
+	// way: stop changing state until RoleChanged makes the instance active.
+	// The message names the write's epoch and the singleton's current one.
+	ErrFenced = errors.New("fenced: this instance is not the singleton's active")
 	// ErrPermission is returned when the plugin asked for something outside
 	// its namespace or rights.
 	ErrPermission = errors.New("permission denied")
@@ -80,6 +87,10 @@ func fromRPC(op string, err error) error {
 	switch st.Code() {
 	case codes.FailedPrecondition:
 		sentinel = ErrConflict
+		switch storev1.ErrorReason(err) {
+		case storev1.ReasonStaleEpoch, storev1.ReasonUnknownEpoch, storev1.ReasonNotActive:
+			sentinel = ErrFenced
+		}
 	case codes.ResourceExhausted:
 		sentinel = ErrLimit
 	case codes.OutOfRange:

@@ -16,6 +16,8 @@
 //     the plugin's config, its node and its Store.
 //  3. Health (HealthChecker) runs on the manifest's interval for as long as
 //     the instance lives, while calls are routed to the plugin's services.
+//     For a singleton plugin, RoleChanged (RoleChanger) runs whenever the
+//     agent changes the instance's role; Env.Role holds the current one.
 //  4. Drain (Drainer) says no new calls will come: finish background work
 //     before the deadline.
 //  5. Stop (Stopper) asks the plugin to release what it holds; the process
@@ -122,6 +124,8 @@ type Env struct {
 	InstanceID string
 	// Logger writes to the agent's log under plugin=<name> version=<v>.
 	Logger hclog.Logger
+
+	role *roleState // see Role
 }
 
 // Node describes the node an instance runs on.

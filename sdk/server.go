@@ -70,6 +70,7 @@ type runtime struct {
 	own    map[string]bool // services the plugin registered; read-only once serving
 
 	configured atomic.Bool // Configure succeeded: calls may reach the plugin
+	role       roleState   // the instance's standing in its singleton
 
 	mu      sync.Mutex // serialises Configure and Stop
 	conn    *grpc.ClientConn
@@ -176,17 +177,25 @@ func (r *runtime) Configure(ctx context.Context, req *pluginv1.ConfigureRequest)
 	case req.GetStoreBrokerId() == 0:
 		return nil, status.Errorf(codes.InvalidArgument, "plugin %s: configure without a store broker id", r.info.Name)
 	}
+	role, err := checkRole(req.GetRole(), req.GetEpoch())
+	if err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "plugin %s: configure: %v", r.info.Name, err)
+	}
 	conn, err := r.dialStore(ctx, req.GetStoreBrokerId())
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "plugin %s: dial the store on broker id %d: %v", r.info.Name, req.GetStoreBrokerId(), err)
 	}
+	r.role.mu.Lock()
+	r.role.set(role, req.GetEpoch())
+	r.role.mu.Unlock()
 	node := req.GetNode()
 	env := &Env{
 		Config:     req.GetConfigJson(),
 		Node:       Node{Name: node.GetName(), APIAddress: node.GetApiAddress(), Tags: node.GetTags()},
-		Store:      newStoreClient(conn),
+		Store:      newStoreClient(conn, &r.role),
 		InstanceID: req.GetInstanceId(),
 		Logger:     r.logger,
+		role:       &r.role,
 	}
 	if c, ok := r.plugin.(Configurer); ok {
 		if err := c.Configure(ctx, env); err != nil {

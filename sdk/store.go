@@ -18,10 +18,11 @@ import (
 // writes, even on a follower.
 //
 // Errors are the package's sentinels (ErrNotFound, ErrConflict, ErrLimit,
-// ErrCompacted, ErrUnavailable, ErrOutcomeUnknown, ErrPermission) or the
-// context's; test for them with errors.Is. The Store sends each request
-// once: a write that fails with ErrOutcomeUnknown may have been applied. A
-// Store is safe for concurrent use.
+// ErrCompacted, ErrUnavailable, ErrOutcomeUnknown, ErrFenced,
+// ErrPermission) or the context's; test for them with errors.Is. The Store
+// sends each request once: a write that fails with ErrOutcomeUnknown may
+// have been applied. Every write carries the instance's singleton epoch
+// (see Role). A Store is safe for concurrent use.
 type Store interface {
 	// Get reads key. It returns ErrNotFound, and a zero KV, when the key does
 	// not exist.

@@ -24,13 +24,27 @@ type storeClient struct {
 	// written is the highest revision this instance has written; shared by
 	// every view of the same store.
 	written *atomic.Int64
+	// role is the instance's standing in its singleton, whose epoch every
+	// write carries; nil carries none.
+	role *roleState
 }
 
 var _ Store = (*storeClient)(nil)
 
-// newStoreClient returns the Store over conn.
-func newStoreClient(conn grpc.ClientConnInterface) *storeClient {
-	return &storeClient{rpc: storev1.NewStoreServiceClient(conn), written: new(atomic.Int64)}
+// newStoreClient returns the Store over conn, whose writes carry role's
+// epoch.
+func newStoreClient(conn grpc.ClientConnInterface, role *roleState) *storeClient {
+	return &storeClient{rpc: storev1.NewStoreServiceClient(conn), written: new(atomic.Int64), role: role}
+}
+
+// fence is what a write carries: the epoch the agent gave this instance as
+// its singleton's active, or none. It is always set, which tells the agent
+// this SDK sends its epoch (the agent stamps writes of older SDKs itself).
+func (s *storeClient) fence() *storev1.Fence {
+	if s.role == nil {
+		return &storev1.Fence{}
+	}
+	return &storev1.Fence{Epoch: s.role.writeEpoch()}
 }
 
 // wrote records the revision of a write for read-your-writes.
@@ -80,7 +94,7 @@ func (s *storeClient) Put(ctx context.Context, key string, value []byte, opts Pu
 	}
 	var p peer.Peer
 	resp, err := s.rpc.Put(ctx, &storev1.PutRequest{
-		Key: []byte(key), Value: value, TtlMs: ttl, ExpectedModRevision: opts.IfModRevision,
+		Key: []byte(key), Value: value, TtlMs: ttl, ExpectedModRevision: opts.IfModRevision, Fence: s.fence(),
 	}, grpc.Peer(&p))
 	if err != nil {
 		return KV{}, fromWrite("put "+key, err, &p)
@@ -91,7 +105,7 @@ func (s *storeClient) Put(ctx context.Context, key string, value []byte, opts Pu
 
 func (s *storeClient) Delete(ctx context.Context, key string, opts DeleteOptions) (bool, error) {
 	var p peer.Peer
-	resp, err := s.rpc.Delete(ctx, &storev1.DeleteRequest{Key: []byte(key), ExpectedModRevision: opts.IfModRevision}, grpc.Peer(&p))
+	resp, err := s.rpc.Delete(ctx, &storev1.DeleteRequest{Key: []byte(key), ExpectedModRevision: opts.IfModRevision, Fence: s.fence()}, grpc.Peer(&p))
 	if err != nil {
 		return false, fromWrite("delete "+key, err, &p)
 	}
@@ -104,7 +118,7 @@ func (s *storeClient) DeleteRange(ctx context.Context, prefix string) (int64, er
 		return 0, errors.New("store delete range: the prefix must not be empty")
 	}
 	var p peer.Peer
-	resp, err := s.rpc.DeleteRange(ctx, &storev1.DeleteRangeRequest{Prefix: []byte(prefix)}, grpc.Peer(&p))
+	resp, err := s.rpc.DeleteRange(ctx, &storev1.DeleteRangeRequest{Prefix: []byte(prefix), Fence: s.fence()}, grpc.Peer(&p))
 	if err != nil {
 		return 0, fromWrite("delete range "+prefix, err, &p)
 	}
@@ -143,6 +157,7 @@ func (s *storeClient) Txn(ctx context.Context, t Txn) (TxnResult, error) {
 	if err != nil {
 		return TxnResult{}, fmt.Errorf("store txn: %w", err)
 	}
+	req.Fence = s.fence()
 	var p peer.Peer
 	resp, err := s.rpc.Txn(ctx, req, grpc.Peer(&p))
 	if err != nil {

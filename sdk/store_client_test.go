@@ -51,7 +51,7 @@ func (c *recordingClient) List(_ context.Context, req *storev1.ListRequest, _ ..
 func TestReadYourWrites(t *testing.T) {
 	ctx := context.Background()
 	rpc := &recordingClient{}
-	base := newStoreClient(nil)
+	base := newStoreClient(nil, nil)
 	base.rpc = rpc
 	session := base.WithConsistency(Session)
 
@@ -146,7 +146,7 @@ func storeAt(t *testing.T, addr string) *storeClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return newStoreClient(conn)
+	return newStoreClient(conn, nil)
 }
 
 func storeStatus(code codes.Code, msg, reason string) error {

@@ -13,3 +13,18 @@ type Binding = local.Binding
 func Bind(srv storev1.StoreServiceServer, b Binding) storev1.StoreServiceServer {
 	return local.Bind(srv, b)
 }
+
+// Role is what the agent holds a plugin instance to be in its singleton;
+// see local.Role.
+type Role = local.Role
+
+// RoleKind is a plugin instance's part in its singleton.
+type RoleKind = local.RoleKind
+
+// The kinds of Role.
+const (
+	RoleNone    = local.RoleNone
+	RoleActive  = local.RoleActive
+	RoleStandby = local.RoleStandby
+	RoleFenced  = local.RoleFenced
+)

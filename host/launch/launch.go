@@ -21,6 +21,7 @@ import (
 	hclog "github.com/hashicorp/go-hclog"
 	plugin "github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
@@ -403,6 +404,20 @@ func (i *Instance) said(err error) string {
 		}
 	}
 	return msg
+}
+
+// SetRole tells the plugin its singleton role and epoch. A plugin whose
+// SDK predates the call answers UNIMPLEMENTED: SetRole returns nil for it,
+// since the agent stamps that plugin's writes with the epoch itself.
+func (i *Instance) SetRole(ctx context.Context, role pluginv1.Role, epoch int64) error {
+	_, err := i.Lifecycle.SetRole(ctx, &pluginv1.SetRoleRequest{Role: role, Epoch: epoch})
+	if status.Code(err) == codes.Unimplemented {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("plugin %s %s: set role %s at epoch %d: %s", i.Spec.Plugin, i.Spec.Version, role, epoch, i.said(err))
+	}
+	return nil
 }
 
 // Ping checks the go-plugin connection itself.

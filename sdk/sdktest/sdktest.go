@@ -60,6 +60,10 @@ type Options struct {
 	// Unconfigured leaves Configure to the test (Harness.Configure), for
 	// testing configuration errors.
 	Unconfigured bool
+	// Role and Epoch are the singleton role the plugin is configured with
+	// (RoleActive needs an epoch); Harness.SetRole changes them.
+	Role  sdk.Role
+	Epoch int64
 }
 
 // Harness is a plugin running in-process.
@@ -171,8 +175,29 @@ func (h *Harness) Configure(ctx context.Context, config any) error {
 		StoreBrokerId: storeBrokerID,
 		Namespace:     h.info.Name,
 		InstanceId:    h.info.Name + "-" + h.info.Version + "-test",
+		Role:          roleToProto(h.opts.Role),
+		Epoch:         h.opts.Epoch,
 	})
 	return err
+}
+
+// SetRole tells the plugin its singleton role changed, as the agent does;
+// the plugin's RoleChanged runs before it returns.
+func (h *Harness) SetRole(ctx context.Context, role sdk.Role, epoch int64) error {
+	_, err := h.life.SetRole(ctx, &pluginv1.SetRoleRequest{Role: roleToProto(role), Epoch: epoch})
+	return err
+}
+
+func roleToProto(r sdk.Role) pluginv1.Role {
+	switch r {
+	case sdk.RoleActive:
+		return pluginv1.Role_ROLE_ACTIVE
+	case sdk.RoleStandby:
+		return pluginv1.Role_ROLE_STANDBY
+	case sdk.RoleFenced:
+		return pluginv1.Role_ROLE_FENCED
+	}
+	return pluginv1.Role_ROLE_UNSPECIFIED
 }
 
 func encodeConfig(config any) ([]byte, error) {
@@ -291,6 +316,7 @@ var (
 	_ sdk.HealthChecker = (*trackingPlugin)(nil)
 	_ sdk.Drainer       = (*trackingPlugin)(nil)
 	_ sdk.Stopper       = (*trackingPlugin)(nil)
+	_ sdk.RoleChanger   = (*trackingPlugin)(nil)
 )
 
 func (p *trackingPlugin) store() sdk.Store {
@@ -321,6 +347,13 @@ func (p *trackingPlugin) Health(ctx context.Context) error {
 func (p *trackingPlugin) Drain(ctx context.Context) error {
 	if c, ok := p.Plugin.(sdk.Drainer); ok {
 		return c.Drain(ctx)
+	}
+	return nil
+}
+
+func (p *trackingPlugin) RoleChanged(ctx context.Context, role sdk.Role, epoch int64) error {
+	if c, ok := p.Plugin.(sdk.RoleChanger); ok {
+		return c.RoleChanged(ctx, role, epoch)
 	}
 	return nil
 }

@@ -19,13 +19,17 @@ type Binding struct {
 	Namespace string
 	Rate      float64
 	Burst     int
+	// Role is what the agent holds the instance to be in its singleton,
+	// asked at each write to fence it. With it every write of the plugin
+	// carries a fence; nil fences nothing.
+	Role func() Role
 }
 
 // Bind returns srv restricted to b: every request runs in b.Namespace. A
 // request that names another namespace, the agent's included, is refused
 // with PermissionDenied; an empty namespace means the bound one (Bind sets
 // it on the request). Requests over the rate are refused with
-// ResourceExhausted. A Binding whose namespace is not a valid plugin
+// ResourceExhausted. Every write is fenced by b.Role (see fence.go). A Binding whose namespace is not a valid plugin
 // namespace refuses everything.
 func Bind(srv storev1.StoreServiceServer, b Binding) storev1.StoreServiceServer {
 	bs := &boundServer{srv: srv, b: b}
@@ -85,6 +89,9 @@ func (bs *boundServer) Put(ctx context.Context, req *storev1.PutRequest) (*store
 		return nil, err
 	}
 	req.Namespace = ns
+	if req.Fence, err = bs.fence(req.GetFence()); err != nil {
+		return nil, err
+	}
 	return bs.srv.Put(ctx, req)
 }
 
@@ -94,6 +101,9 @@ func (bs *boundServer) Delete(ctx context.Context, req *storev1.DeleteRequest) (
 		return nil, err
 	}
 	req.Namespace = ns
+	if req.Fence, err = bs.fence(req.GetFence()); err != nil {
+		return nil, err
+	}
 	return bs.srv.Delete(ctx, req)
 }
 
@@ -103,6 +113,9 @@ func (bs *boundServer) DeleteRange(ctx context.Context, req *storev1.DeleteRange
 		return nil, err
 	}
 	req.Namespace = ns
+	if req.Fence, err = bs.fence(req.GetFence()); err != nil {
+		return nil, err
+	}
 	return bs.srv.DeleteRange(ctx, req)
 }
 
@@ -121,6 +134,9 @@ func (bs *boundServer) Txn(ctx context.Context, req *storev1.TxnRequest) (*store
 		return nil, err
 	}
 	req.Namespace = ns
+	if req.Fence, err = bs.fence(req.GetFence()); err != nil {
+		return nil, err
+	}
 	return bs.srv.Txn(ctx, req)
 }
 

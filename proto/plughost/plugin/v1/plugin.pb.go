@@ -25,6 +25,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// Role is an instance's part in its singleton plugin.
+type Role int32
+
+const (
+	// ROLE_UNSPECIFIED: the plugin is not a singleton; every instance may
+	// write its namespace.
+	Role_ROLE_UNSPECIFIED Role = 0
+	// ROLE_ACTIVE: the one instance that serves and writes, at its epoch.
+	Role_ROLE_ACTIVE Role = 1
+	// ROLE_STANDBY: an instance that is not the active; its writes are
+	// refused until it is made active.
+	Role_ROLE_STANDBY Role = 2
+	// ROLE_FENCED: a former active whose node lost the raft leader for longer
+	// than the agent's singleton_lease; its writes are refused and it is
+	// being stopped.
+	Role_ROLE_FENCED Role = 3
+)
+
+// Enum value maps for Role.
+var (
+	Role_name = map[int32]string{
+		0: "ROLE_UNSPECIFIED",
+		1: "ROLE_ACTIVE",
+		2: "ROLE_STANDBY",
+		3: "ROLE_FENCED",
+	}
+	Role_value = map[string]int32{
+		"ROLE_UNSPECIFIED": 0,
+		"ROLE_ACTIVE":      1,
+		"ROLE_STANDBY":     2,
+		"ROLE_FENCED":      3,
+	}
+)
+
+func (x Role) Enum() *Role {
+	p := new(Role)
+	*p = x
+	return p
+}
+
+func (x Role) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Role) Descriptor() protoreflect.EnumDescriptor {
+	return file_plughost_plugin_v1_plugin_proto_enumTypes[0].Descriptor()
+}
+
+func (Role) Type() protoreflect.EnumType {
+	return &file_plughost_plugin_v1_plugin_proto_enumTypes[0]
+}
+
+func (x Role) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Role.Descriptor instead.
+func (Role) EnumDescriptor() ([]byte, []int) {
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+}
+
 // HealthStatus is a plugin's answer to a health check.
 type HealthStatus int32
 
@@ -59,11 +120,11 @@ func (x HealthStatus) String() string {
 }
 
 func (HealthStatus) Descriptor() protoreflect.EnumDescriptor {
-	return file_plughost_plugin_v1_plugin_proto_enumTypes[0].Descriptor()
+	return file_plughost_plugin_v1_plugin_proto_enumTypes[1].Descriptor()
 }
 
 func (HealthStatus) Type() protoreflect.EnumType {
-	return &file_plughost_plugin_v1_plugin_proto_enumTypes[0]
+	return &file_plughost_plugin_v1_plugin_proto_enumTypes[1]
 }
 
 func (x HealthStatus) Number() protoreflect.EnumNumber {
@@ -72,7 +133,99 @@ func (x HealthStatus) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use HealthStatus.Descriptor instead.
 func (HealthStatus) EnumDescriptor() ([]byte, []int) {
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+}
+
+// SetRoleRequest is an instance's new role.
+type SetRoleRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Role  Role                   `protobuf:"varint,1,opt,name=role,proto3,enum=plughost.plugin.v1.Role" json:"role,omitempty"`
+	// epoch is the singleton epoch of an active instance (the mod revision
+	// of the agent's _sys key singleton/<plugin>); 0 otherwise.
+	Epoch         int64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRoleRequest) Reset() {
+	*x = SetRoleRequest{}
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRoleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRoleRequest) ProtoMessage() {}
+
+func (x *SetRoleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRoleRequest.ProtoReflect.Descriptor instead.
+func (*SetRoleRequest) Descriptor() ([]byte, []int) {
 	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *SetRoleRequest) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *SetRoleRequest) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+// SetRoleResponse acknowledges a role.
+type SetRoleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetRoleResponse) Reset() {
+	*x = SetRoleResponse{}
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetRoleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetRoleResponse) ProtoMessage() {}
+
+func (x *SetRoleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetRoleResponse.ProtoReflect.Descriptor instead.
+func (*SetRoleResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
 }
 
 // DescribeRequest asks a plugin to describe itself.
@@ -84,7 +237,7 @@ type DescribeRequest struct {
 
 func (x *DescribeRequest) Reset() {
 	*x = DescribeRequest{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -96,7 +249,7 @@ func (x *DescribeRequest) String() string {
 func (*DescribeRequest) ProtoMessage() {}
 
 func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[0]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -109,7 +262,7 @@ func (x *DescribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeRequest.ProtoReflect.Descriptor instead.
 func (*DescribeRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{0}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
 }
 
 // DescribeResponse is a plugin's own account of itself.
@@ -138,7 +291,7 @@ type DescribeResponse struct {
 
 func (x *DescribeResponse) Reset() {
 	*x = DescribeResponse{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -150,7 +303,7 @@ func (x *DescribeResponse) String() string {
 func (*DescribeResponse) ProtoMessage() {}
 
 func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[1]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -163,7 +316,7 @@ func (x *DescribeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DescribeResponse.ProtoReflect.Descriptor instead.
 func (*DescribeResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{1}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *DescribeResponse) GetName() string {
@@ -223,7 +376,7 @@ type NodeInfo struct {
 
 func (x *NodeInfo) Reset() {
 	*x = NodeInfo{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -235,7 +388,7 @@ func (x *NodeInfo) String() string {
 func (*NodeInfo) ProtoMessage() {}
 
 func (x *NodeInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[2]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -248,7 +401,7 @@ func (x *NodeInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeInfo.ProtoReflect.Descriptor instead.
 func (*NodeInfo) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{2}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *NodeInfo) GetName() string {
@@ -285,14 +438,18 @@ type ConfigureRequest struct {
 	// namespace is the store namespace the plugin's store calls are bound to.
 	Namespace string `protobuf:"bytes,4,opt,name=namespace,proto3" json:"namespace,omitempty"`
 	// instance_id names this instance uniquely on its node.
-	InstanceId    string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	InstanceId string `protobuf:"bytes,5,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
+	// role and epoch are the instance's part in its singleton plugin when it
+	// starts; SetRole changes them later.
+	Role          Role  `protobuf:"varint,6,opt,name=role,proto3,enum=plughost.plugin.v1.Role" json:"role,omitempty"`
+	Epoch         int64 `protobuf:"varint,7,opt,name=epoch,proto3" json:"epoch,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ConfigureRequest) Reset() {
 	*x = ConfigureRequest{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +461,7 @@ func (x *ConfigureRequest) String() string {
 func (*ConfigureRequest) ProtoMessage() {}
 
 func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[3]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +474,7 @@ func (x *ConfigureRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureRequest.ProtoReflect.Descriptor instead.
 func (*ConfigureRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{3}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ConfigureRequest) GetConfigJson() []byte {
@@ -355,6 +512,20 @@ func (x *ConfigureRequest) GetInstanceId() string {
 	return ""
 }
 
+func (x *ConfigureRequest) GetRole() Role {
+	if x != nil {
+		return x.Role
+	}
+	return Role_ROLE_UNSPECIFIED
+}
+
+func (x *ConfigureRequest) GetEpoch() int64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 // ConfigureResponse acknowledges a configuration.
 type ConfigureResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -364,7 +535,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +547,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[4]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +560,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{4}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 // HealthRequest asks a plugin for its health.
@@ -401,7 +572,7 @@ type HealthRequest struct {
 
 func (x *HealthRequest) Reset() {
 	*x = HealthRequest{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +584,7 @@ func (x *HealthRequest) String() string {
 func (*HealthRequest) ProtoMessage() {}
 
 func (x *HealthRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[5]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +597,7 @@ func (x *HealthRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthRequest.ProtoReflect.Descriptor instead.
 func (*HealthRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{5}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 // HealthResponse is the result of a health check.
@@ -442,7 +613,7 @@ type HealthResponse struct {
 
 func (x *HealthResponse) Reset() {
 	*x = HealthResponse{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -454,7 +625,7 @@ func (x *HealthResponse) String() string {
 func (*HealthResponse) ProtoMessage() {}
 
 func (x *HealthResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[6]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -467,7 +638,7 @@ func (x *HealthResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthResponse.ProtoReflect.Descriptor instead.
 func (*HealthResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{6}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HealthResponse) GetStatus() HealthStatus {
@@ -495,7 +666,7 @@ type DrainRequest struct {
 
 func (x *DrainRequest) Reset() {
 	*x = DrainRequest{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -507,7 +678,7 @@ func (x *DrainRequest) String() string {
 func (*DrainRequest) ProtoMessage() {}
 
 func (x *DrainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[7]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -520,7 +691,7 @@ func (x *DrainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainRequest.ProtoReflect.Descriptor instead.
 func (*DrainRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{7}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DrainRequest) GetTimeoutMs() int64 {
@@ -539,7 +710,7 @@ type DrainResponse struct {
 
 func (x *DrainResponse) Reset() {
 	*x = DrainResponse{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -551,7 +722,7 @@ func (x *DrainResponse) String() string {
 func (*DrainResponse) ProtoMessage() {}
 
 func (x *DrainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[8]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -564,7 +735,7 @@ func (x *DrainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DrainResponse.ProtoReflect.Descriptor instead.
 func (*DrainResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{8}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 // StopRequest asks the plugin to release its resources.
@@ -576,7 +747,7 @@ type StopRequest struct {
 
 func (x *StopRequest) Reset() {
 	*x = StopRequest{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -588,7 +759,7 @@ func (x *StopRequest) String() string {
 func (*StopRequest) ProtoMessage() {}
 
 func (x *StopRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[9]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -601,7 +772,7 @@ func (x *StopRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopRequest.ProtoReflect.Descriptor instead.
 func (*StopRequest) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{9}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 // StopResponse acknowledges a stop.
@@ -613,7 +784,7 @@ type StopResponse struct {
 
 func (x *StopResponse) Reset() {
 	*x = StopResponse{}
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +796,7 @@ func (x *StopResponse) String() string {
 func (*StopResponse) ProtoMessage() {}
 
 func (x *StopResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[10]
+	mi := &file_plughost_plugin_v1_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,14 +809,18 @@ func (x *StopResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StopResponse.ProtoReflect.Descriptor instead.
 func (*StopResponse) Descriptor() ([]byte, []int) {
-	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{10}
+	return file_plughost_plugin_v1_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 var File_plughost_plugin_v1_plugin_proto protoreflect.FileDescriptor
 
 const file_plughost_plugin_v1_plugin_proto_rawDesc = "" +
 	"\n" +
-	"\x1fplughost/plugin/v1/plugin.proto\x12\x12plughost.plugin.v1\"\x11\n" +
+	"\x1fplughost/plugin/v1/plugin.proto\x12\x12plughost.plugin.v1\"T\n" +
+	"\x0eSetRoleRequest\x12,\n" +
+	"\x04role\x18\x01 \x01(\x0e2\x18.plughost.plugin.v1.RoleR\x04role\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x03R\x05epoch\"\x11\n" +
+	"\x0fSetRoleResponse\"\x11\n" +
 	"\x0fDescribeRequest\"\xbf\x01\n" +
 	"\x10DescribeResponse\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
@@ -664,7 +839,7 @@ const file_plughost_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x04tags\x18\x03 \x03(\v2&.plughost.plugin.v1.NodeInfo.TagsEntryR\x04tags\x1a7\n" +
 	"\tTagsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xcc\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x90\x02\n" +
 	"\x10ConfigureRequest\x12\x1f\n" +
 	"\vconfig_json\x18\x01 \x01(\fR\n" +
 	"configJson\x120\n" +
@@ -672,7 +847,9 @@ const file_plughost_plugin_v1_plugin_proto_rawDesc = "" +
 	"\x0fstore_broker_id\x18\x03 \x01(\rR\rstoreBrokerId\x12\x1c\n" +
 	"\tnamespace\x18\x04 \x01(\tR\tnamespace\x12\x1f\n" +
 	"\vinstance_id\x18\x05 \x01(\tR\n" +
-	"instanceId\"\x13\n" +
+	"instanceId\x12,\n" +
+	"\x04role\x18\x06 \x01(\x0e2\x18.plughost.plugin.v1.RoleR\x04role\x12\x14\n" +
+	"\x05epoch\x18\a \x01(\x03R\x05epoch\"\x13\n" +
 	"\x11ConfigureResponse\"\x0f\n" +
 	"\rHealthRequest\"d\n" +
 	"\x0eHealthResponse\x128\n" +
@@ -683,17 +860,23 @@ const file_plughost_plugin_v1_plugin_proto_rawDesc = "" +
 	"timeout_ms\x18\x01 \x01(\x03R\ttimeoutMs\"\x0f\n" +
 	"\rDrainResponse\"\r\n" +
 	"\vStopRequest\"\x0e\n" +
-	"\fStopResponse*g\n" +
+	"\fStopResponse*P\n" +
+	"\x04Role\x12\x14\n" +
+	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n" +
+	"\vROLE_ACTIVE\x10\x01\x12\x10\n" +
+	"\fROLE_STANDBY\x10\x02\x12\x0f\n" +
+	"\vROLE_FENCED\x10\x03*g\n" +
 	"\fHealthStatus\x12\x1d\n" +
 	"\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1d\n" +
-	"\x19HEALTH_STATUS_NOT_SERVING\x10\x022\xaa\x03\n" +
+	"\x19HEALTH_STATUS_NOT_SERVING\x10\x022\xfe\x03\n" +
 	"\rPluginService\x12U\n" +
 	"\bDescribe\x12#.plughost.plugin.v1.DescribeRequest\x1a$.plughost.plugin.v1.DescribeResponse\x12X\n" +
 	"\tConfigure\x12$.plughost.plugin.v1.ConfigureRequest\x1a%.plughost.plugin.v1.ConfigureResponse\x12O\n" +
 	"\x06Health\x12!.plughost.plugin.v1.HealthRequest\x1a\".plughost.plugin.v1.HealthResponse\x12L\n" +
 	"\x05Drain\x12 .plughost.plugin.v1.DrainRequest\x1a!.plughost.plugin.v1.DrainResponse\x12I\n" +
-	"\x04Stop\x12\x1f.plughost.plugin.v1.StopRequest\x1a .plughost.plugin.v1.StopResponseB@Z>github.com/plughost/plughost/proto/plughost/plugin/v1;pluginv1b\x06proto3"
+	"\x04Stop\x12\x1f.plughost.plugin.v1.StopRequest\x1a .plughost.plugin.v1.StopResponse\x12R\n" +
+	"\aSetRole\x12\".plughost.plugin.v1.SetRoleRequest\x1a#.plughost.plugin.v1.SetRoleResponseB@Z>github.com/plughost/plughost/proto/plughost/plugin/v1;pluginv1b\x06proto3"
 
 var (
 	file_plughost_plugin_v1_plugin_proto_rawDescOnce sync.Once
@@ -707,42 +890,49 @@ func file_plughost_plugin_v1_plugin_proto_rawDescGZIP() []byte {
 	return file_plughost_plugin_v1_plugin_proto_rawDescData
 }
 
-var file_plughost_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_plughost_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_plughost_plugin_v1_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_plughost_plugin_v1_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_plughost_plugin_v1_plugin_proto_goTypes = []any{
-	(HealthStatus)(0),         // 0: plughost.plugin.v1.HealthStatus
-	(*DescribeRequest)(nil),   // 1: plughost.plugin.v1.DescribeRequest
-	(*DescribeResponse)(nil),  // 2: plughost.plugin.v1.DescribeResponse
-	(*NodeInfo)(nil),          // 3: plughost.plugin.v1.NodeInfo
-	(*ConfigureRequest)(nil),  // 4: plughost.plugin.v1.ConfigureRequest
-	(*ConfigureResponse)(nil), // 5: plughost.plugin.v1.ConfigureResponse
-	(*HealthRequest)(nil),     // 6: plughost.plugin.v1.HealthRequest
-	(*HealthResponse)(nil),    // 7: plughost.plugin.v1.HealthResponse
-	(*DrainRequest)(nil),      // 8: plughost.plugin.v1.DrainRequest
-	(*DrainResponse)(nil),     // 9: plughost.plugin.v1.DrainResponse
-	(*StopRequest)(nil),       // 10: plughost.plugin.v1.StopRequest
-	(*StopResponse)(nil),      // 11: plughost.plugin.v1.StopResponse
-	nil,                       // 12: plughost.plugin.v1.NodeInfo.TagsEntry
+	(Role)(0),                 // 0: plughost.plugin.v1.Role
+	(HealthStatus)(0),         // 1: plughost.plugin.v1.HealthStatus
+	(*SetRoleRequest)(nil),    // 2: plughost.plugin.v1.SetRoleRequest
+	(*SetRoleResponse)(nil),   // 3: plughost.plugin.v1.SetRoleResponse
+	(*DescribeRequest)(nil),   // 4: plughost.plugin.v1.DescribeRequest
+	(*DescribeResponse)(nil),  // 5: plughost.plugin.v1.DescribeResponse
+	(*NodeInfo)(nil),          // 6: plughost.plugin.v1.NodeInfo
+	(*ConfigureRequest)(nil),  // 7: plughost.plugin.v1.ConfigureRequest
+	(*ConfigureResponse)(nil), // 8: plughost.plugin.v1.ConfigureResponse
+	(*HealthRequest)(nil),     // 9: plughost.plugin.v1.HealthRequest
+	(*HealthResponse)(nil),    // 10: plughost.plugin.v1.HealthResponse
+	(*DrainRequest)(nil),      // 11: plughost.plugin.v1.DrainRequest
+	(*DrainResponse)(nil),     // 12: plughost.plugin.v1.DrainResponse
+	(*StopRequest)(nil),       // 13: plughost.plugin.v1.StopRequest
+	(*StopResponse)(nil),      // 14: plughost.plugin.v1.StopResponse
+	nil,                       // 15: plughost.plugin.v1.NodeInfo.TagsEntry
 }
 var file_plughost_plugin_v1_plugin_proto_depIdxs = []int32{
-	12, // 0: plughost.plugin.v1.NodeInfo.tags:type_name -> plughost.plugin.v1.NodeInfo.TagsEntry
-	3,  // 1: plughost.plugin.v1.ConfigureRequest.node:type_name -> plughost.plugin.v1.NodeInfo
-	0,  // 2: plughost.plugin.v1.HealthResponse.status:type_name -> plughost.plugin.v1.HealthStatus
-	1,  // 3: plughost.plugin.v1.PluginService.Describe:input_type -> plughost.plugin.v1.DescribeRequest
-	4,  // 4: plughost.plugin.v1.PluginService.Configure:input_type -> plughost.plugin.v1.ConfigureRequest
-	6,  // 5: plughost.plugin.v1.PluginService.Health:input_type -> plughost.plugin.v1.HealthRequest
-	8,  // 6: plughost.plugin.v1.PluginService.Drain:input_type -> plughost.plugin.v1.DrainRequest
-	10, // 7: plughost.plugin.v1.PluginService.Stop:input_type -> plughost.plugin.v1.StopRequest
-	2,  // 8: plughost.plugin.v1.PluginService.Describe:output_type -> plughost.plugin.v1.DescribeResponse
-	5,  // 9: plughost.plugin.v1.PluginService.Configure:output_type -> plughost.plugin.v1.ConfigureResponse
-	7,  // 10: plughost.plugin.v1.PluginService.Health:output_type -> plughost.plugin.v1.HealthResponse
-	9,  // 11: plughost.plugin.v1.PluginService.Drain:output_type -> plughost.plugin.v1.DrainResponse
-	11, // 12: plughost.plugin.v1.PluginService.Stop:output_type -> plughost.plugin.v1.StopResponse
-	8,  // [8:13] is the sub-list for method output_type
-	3,  // [3:8] is the sub-list for method input_type
-	3,  // [3:3] is the sub-list for extension type_name
-	3,  // [3:3] is the sub-list for extension extendee
-	0,  // [0:3] is the sub-list for field type_name
+	0,  // 0: plughost.plugin.v1.SetRoleRequest.role:type_name -> plughost.plugin.v1.Role
+	15, // 1: plughost.plugin.v1.NodeInfo.tags:type_name -> plughost.plugin.v1.NodeInfo.TagsEntry
+	6,  // 2: plughost.plugin.v1.ConfigureRequest.node:type_name -> plughost.plugin.v1.NodeInfo
+	0,  // 3: plughost.plugin.v1.ConfigureRequest.role:type_name -> plughost.plugin.v1.Role
+	1,  // 4: plughost.plugin.v1.HealthResponse.status:type_name -> plughost.plugin.v1.HealthStatus
+	4,  // 5: plughost.plugin.v1.PluginService.Describe:input_type -> plughost.plugin.v1.DescribeRequest
+	7,  // 6: plughost.plugin.v1.PluginService.Configure:input_type -> plughost.plugin.v1.ConfigureRequest
+	9,  // 7: plughost.plugin.v1.PluginService.Health:input_type -> plughost.plugin.v1.HealthRequest
+	11, // 8: plughost.plugin.v1.PluginService.Drain:input_type -> plughost.plugin.v1.DrainRequest
+	13, // 9: plughost.plugin.v1.PluginService.Stop:input_type -> plughost.plugin.v1.StopRequest
+	2,  // 10: plughost.plugin.v1.PluginService.SetRole:input_type -> plughost.plugin.v1.SetRoleRequest
+	5,  // 11: plughost.plugin.v1.PluginService.Describe:output_type -> plughost.plugin.v1.DescribeResponse
+	8,  // 12: plughost.plugin.v1.PluginService.Configure:output_type -> plughost.plugin.v1.ConfigureResponse
+	10, // 13: plughost.plugin.v1.PluginService.Health:output_type -> plughost.plugin.v1.HealthResponse
+	12, // 14: plughost.plugin.v1.PluginService.Drain:output_type -> plughost.plugin.v1.DrainResponse
+	14, // 15: plughost.plugin.v1.PluginService.Stop:output_type -> plughost.plugin.v1.StopResponse
+	3,  // 16: plughost.plugin.v1.PluginService.SetRole:output_type -> plughost.plugin.v1.SetRoleResponse
+	11, // [11:17] is the sub-list for method output_type
+	5,  // [5:11] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_plughost_plugin_v1_plugin_proto_init() }
@@ -755,8 +945,8 @@ func file_plughost_plugin_v1_plugin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_plugin_v1_plugin_proto_rawDesc), len(file_plughost_plugin_v1_plugin_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   12,
+			NumEnums:      2,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	PluginService_Health_FullMethodName    = "/plughost.plugin.v1.PluginService/Health"
 	PluginService_Drain_FullMethodName     = "/plughost.plugin.v1.PluginService/Drain"
 	PluginService_Stop_FullMethodName      = "/plughost.plugin.v1.PluginService/Stop"
+	PluginService_SetRole_FullMethodName   = "/plughost.plugin.v1.PluginService/SetRole"
 )
 
 // PluginServiceClient is the client API for PluginService service.
@@ -36,7 +37,8 @@ const (
 //
 // PluginService is the lifecycle every plugin serves. The agent calls
 // Describe once after the handshake, then Configure, then Health on the
-// manifest's interval, and Drain then Stop when it retires the instance.
+// manifest's interval (and SetRole when a singleton's role changes), and
+// Drain then Stop when it retires the instance.
 type PluginServiceClient interface {
 	// Describe reports who the plugin is and which gRPC services it serves.
 	Describe(ctx context.Context, in *DescribeRequest, opts ...grpc.CallOption) (*DescribeResponse, error)
@@ -50,6 +52,11 @@ type PluginServiceClient interface {
 	Drain(ctx context.Context, in *DrainRequest, opts ...grpc.CallOption) (*DrainResponse, error)
 	// Stop asks the plugin to release what it holds; the process exits after.
 	Stop(ctx context.Context, in *StopRequest, opts ...grpc.CallOption) (*StopResponse, error)
+	// SetRole tells an instance of a singleton plugin its new role and epoch,
+	// after Configure gave the first. The SDK sends the epoch with every
+	// store write. A plugin whose SDK answers UNIMPLEMENTED is older than
+	// this call: the agent then stamps its writes with the epoch itself.
+	SetRole(ctx context.Context, in *SetRoleRequest, opts ...grpc.CallOption) (*SetRoleResponse, error)
 }
 
 type pluginServiceClient struct {
@@ -110,13 +117,24 @@ func (c *pluginServiceClient) Stop(ctx context.Context, in *StopRequest, opts ..
 	return out, nil
 }
 
+func (c *pluginServiceClient) SetRole(ctx context.Context, in *SetRoleRequest, opts ...grpc.CallOption) (*SetRoleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetRoleResponse)
+	err := c.cc.Invoke(ctx, PluginService_SetRole_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PluginServiceServer is the server API for PluginService service.
 // All implementations must embed UnimplementedPluginServiceServer
 // for forward compatibility.
 //
 // PluginService is the lifecycle every plugin serves. The agent calls
 // Describe once after the handshake, then Configure, then Health on the
-// manifest's interval, and Drain then Stop when it retires the instance.
+// manifest's interval (and SetRole when a singleton's role changes), and
+// Drain then Stop when it retires the instance.
 type PluginServiceServer interface {
 	// Describe reports who the plugin is and which gRPC services it serves.
 	Describe(context.Context, *DescribeRequest) (*DescribeResponse, error)
@@ -130,6 +148,11 @@ type PluginServiceServer interface {
 	Drain(context.Context, *DrainRequest) (*DrainResponse, error)
 	// Stop asks the plugin to release what it holds; the process exits after.
 	Stop(context.Context, *StopRequest) (*StopResponse, error)
+	// SetRole tells an instance of a singleton plugin its new role and epoch,
+	// after Configure gave the first. The SDK sends the epoch with every
+	// store write. A plugin whose SDK answers UNIMPLEMENTED is older than
+	// this call: the agent then stamps its writes with the epoch itself.
+	SetRole(context.Context, *SetRoleRequest) (*SetRoleResponse, error)
 	mustEmbedUnimplementedPluginServiceServer()
 }
 
@@ -154,6 +177,9 @@ func (UnimplementedPluginServiceServer) Drain(context.Context, *DrainRequest) (*
 }
 func (UnimplementedPluginServiceServer) Stop(context.Context, *StopRequest) (*StopResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Stop not implemented")
+}
+func (UnimplementedPluginServiceServer) SetRole(context.Context, *SetRoleRequest) (*SetRoleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetRole not implemented")
 }
 func (UnimplementedPluginServiceServer) mustEmbedUnimplementedPluginServiceServer() {}
 func (UnimplementedPluginServiceServer) testEmbeddedByValue()                       {}
@@ -266,6 +292,24 @@ func _PluginService_Stop_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PluginService_SetRole_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetRoleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PluginServiceServer).SetRole(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PluginService_SetRole_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PluginServiceServer).SetRole(ctx, req.(*SetRoleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PluginService_ServiceDesc is the grpc.ServiceDesc for PluginService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -292,6 +336,10 @@ var PluginService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Stop",
 			Handler:    _PluginService_Stop_Handler,
+		},
+		{
+			MethodName: "SetRole",
+			Handler:    _PluginService_SetRole_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
