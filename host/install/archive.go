@@ -1,0 +1,141 @@
+package install
+
+import (
+	"archive/tar"
+	"bufio"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/plughost/plughost/host/bundle"
+)
+
+// archive is a bundle archive built from an installed copy, in a private
+// temporary file.
+type archive struct {
+	path   string
+	size   int64
+	sha256 string
+}
+
+// buildArchive writes the bundle installed in dir (plugin.json, plugin.sig
+// when there is one, and the executable, as bundle.InstallTo left them)
+// as a .tar.gz into a new file in tmpDir, the form 'plughost bundle build'
+// makes: entries sorted by name, zero times and owners, so that every node
+// holding the same files serves the same bytes and a fetch can resume on
+// another peer. The files are sent as they are on disk: the receiver
+// verifies them against the catalog.
+func buildArchive(dir, tmpDir string) (*archive, error) {
+	b, err := bundle.ReadInstalled(dir)
+	if err != nil {
+		return nil, err
+	}
+	exe, err := os.OpenFile(b.Executable, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer exe.Close()
+	fi, err := exe.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("executable %s is not a regular file", b.Executable)
+	}
+	type entry struct {
+		name string
+		mode int64
+		size int64
+		r    io.Reader
+	}
+	entries := []entry{
+		{bundle.ManifestFile, 0o644, int64(len(b.ManifestJSON)), strings.NewReader(string(b.ManifestJSON))},
+		{b.Manifest.Executable, 0o755, fi.Size(), exe},
+	}
+	if b.Signature != nil {
+		entries = append(entries, entry{bundle.SignatureFile, 0o644, int64(len(b.Signature)), strings.NewReader(string(b.Signature))})
+	}
+	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
+
+	f, err := os.CreateTemp(tmpDir, "serve-*.tar.gz")
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	h := sha256.New()
+	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 256<<10)
+	zw, _ := gzip.NewWriterLevel(bw, gzip.BestSpeed) // zero header: no name, no time
+	tw := tar.NewWriter(zw)
+	for _, e := range entries {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Mode: e.mode, Size: e.size, ModTime: time.Unix(0, 0)}); err != nil {
+			return nil, err
+		}
+		if _, err := io.CopyN(tw, e.r, e.size); err != nil {
+			return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, e.name), err)
+		}
+	}
+	for _, c := range []io.Closer{tw, zw} {
+		if err := c.Close(); err != nil {
+			return nil, err
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return nil, err
+	}
+	size, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		return nil, err
+	}
+	ok = true
+	return &archive{path: f.Name(), size: size, sha256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+// executableDigest reads the archive at path, as a peer served it, and
+// returns the SHA-256 of its entry named exe ("" when it has none). It
+// reads at most MaxArchive bytes out of the gzip stream.
+func executableDigest(path, exe string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	zr, err := gzip.NewReader(bufio.NewReader(f))
+	if err != nil {
+		return "", err
+	}
+	tr := tar.NewReader(io.LimitReader(zr, MaxArchive))
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			return "", nil
+		}
+		if err != nil {
+			return "", err
+		}
+		if hdr.Typeflag != tar.TypeReg || filepath.Clean(hdr.Name) != exe {
+			continue
+		}
+		h := sha256.New()
+		if _, err := io.Copy(h, tr); err != nil {
+			return "", err
+		}
+		return hex.EncodeToString(h.Sum(nil)), nil
+	}
+}

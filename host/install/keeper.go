@@ -1,0 +1,186 @@
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"time"
+
+	hclog "github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/store"
+)
+
+// KeeperConfig is what a Keeper needs.
+type KeeperConfig struct {
+	Node       string
+	PluginsDir string
+	Store      *store.Store
+	// Catalog is read from this node's copy of the store.
+	Catalog *catalog.Catalog
+	// Keep is how many installed versions of each plugin stay on disk,
+	// newest first (agent config bundle_keep); 0 takes DefaultKeep.
+	// Versions in use stay besides them.
+	Keep int
+	// InUse lists, as intent.HeldRef, the versions that must stay on disk
+	// whatever their age: running on this node, desired, pinned, assigned.
+	// An error skips the removal of old versions this time.
+	InUse  func(ctx context.Context) (map[string]bool, error)
+	Event  func(plugin, version, kind, reason string)
+	Logger hclog.Logger
+	// Every is how often the keeper looks again without being told
+	// (default 1 minute).
+	Every time.Duration
+}
+
+// Keeper removes the installed versions no longer wanted (GC) and keeps
+// this node's bundles/<node> record, which says what it holds, up to date.
+type Keeper struct {
+	cfg     KeeperConfig
+	trigger chan struct{}
+	written []string // the record last written; nil before the first
+}
+
+// NewKeeper returns a Keeper; Run runs it.
+func NewKeeper(cfg KeeperConfig) *Keeper {
+	if cfg.Keep <= 0 {
+		cfg.Keep = DefaultKeep
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.Every <= 0 {
+		cfg.Every = time.Minute
+	}
+	if cfg.Event == nil {
+		cfg.Event = func(string, string, string, string) {}
+	}
+	return &Keeper{cfg: cfg, trigger: make(chan struct{}, 1)}
+}
+
+// Changed tells the keeper that installed bundles or what runs changed.
+func (k *Keeper) Changed() {
+	select {
+	case k.trigger <- struct{}{}:
+	default:
+	}
+}
+
+// Run removes old versions and writes the record at once, then whenever
+// Changed is called and every cfg.Every, until ctx ends.
+func (k *Keeper) Run(ctx context.Context) {
+	tick := time.NewTicker(k.cfg.Every)
+	defer tick.Stop()
+	for {
+		if err := k.collect(ctx); err != nil && ctx.Err() == nil {
+			k.cfg.Logger.Warn("old bundle versions not removed this time", "error", err)
+		}
+		retry := (<-chan time.Time)(nil)
+		if err := k.publish(ctx); err != nil && ctx.Err() == nil {
+			k.cfg.Logger.Warn("cannot record the bundles this node holds yet; other nodes may not fetch from it meanwhile", "error", err)
+			retry = time.After(2 * time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-k.trigger:
+		case <-tick.C:
+		case <-retry:
+		}
+	}
+}
+
+// installed lists the registered versions installed on this node, by
+// plugin, newest first.
+func (k *Keeper) installed(ctx context.Context) (map[string][]*catalog.Entry, error) {
+	all, err := k.cfg.Catalog.All(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]*catalog.Entry{}
+	for name, vs := range all {
+		for i := len(vs) - 1; i >= 0; i-- {
+			if _, err := vs[i].ExecutableIn(k.cfg.PluginsDir); err == nil {
+				out[name] = append(out[name], vs[i])
+			}
+		}
+	}
+	return out, nil
+}
+
+// publish writes bundles/<node> when what this node holds changed since
+// it last wrote it.
+func (k *Keeper) publish(ctx context.Context) error {
+	inst, err := k.installed(ctx)
+	if err != nil {
+		return err
+	}
+	refs := []string{}
+	for name, vs := range inst {
+		for _, e := range vs {
+			refs = append(refs, intent.HeldRef(name, e.Version))
+		}
+	}
+	sort.Strings(refs)
+	if k.written != nil && slices.Equal(refs, k.written) {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := intent.PutHeld(wctx, k.cfg.Store, &intent.Held{Node: k.cfg.Node, Bundles: refs}); err != nil {
+		return err
+	}
+	k.written = refs
+	return nil
+}
+
+// collect removes, of each plugin's installed versions, those past the
+// newest Keep that are not in use. Catalog records stay.
+func (k *Keeper) collect(ctx context.Context) error {
+	if k.cfg.InUse == nil {
+		return errors.New("no way to tell which versions are in use")
+	}
+	inst, err := k.installed(ctx)
+	if err != nil {
+		return err
+	}
+	var old []*catalog.Entry
+	for _, vs := range inst {
+		if len(vs) > k.cfg.Keep {
+			old = append(old, vs[k.cfg.Keep:]...)
+		}
+	}
+	if len(old) == 0 {
+		return nil
+	}
+	inUse, err := k.cfg.InUse(ctx)
+	if err != nil {
+		return err
+	}
+	removed := false
+	for _, e := range old {
+		if inUse[intent.HeldRef(e.Name, e.Version)] || !bundle.ValidName(e.Name) || !bundle.ValidVersion(e.Version) {
+			continue
+		}
+		dir := filepath.Join(k.cfg.PluginsDir, e.Name, e.Version)
+		if err := os.RemoveAll(dir); err != nil {
+			k.cfg.Logger.Warn("cannot remove an old bundle version", "plugin", e.Name, "version", e.Version, "dir", dir, "error", err)
+			continue
+		}
+		removed = true
+		why := fmt.Sprintf("removed from this node's disk: older than the newest %d installed versions and not running, desired, pinned or assigned (bundle_keep); still registered, and fetched again from a peer if it is needed", k.cfg.Keep)
+		k.cfg.Logger.Info("old bundle version removed from disk", "plugin", e.Name, "version", e.Version, "keep", k.cfg.Keep)
+		k.cfg.Event(e.Name, e.Version, "bundle-removed", why)
+	}
+	if removed {
+		k.Changed()
+	}
+	return nil
+}

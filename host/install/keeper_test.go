@@ -1,0 +1,88 @@
+package install
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/plughost/plughost/host/intent"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store"
+)
+
+func TestKeeperRemovesOldUnusedVersionsAndRecordsWhatStays(t *testing.T) {
+	w := newWorld(t)
+	n := w.node("n1", 1)
+	versions := []string{"1.0.0", "1.1.0", "1.2.0", "1.10.0", "2.0.0", "2.1.0"}
+	for _, v := range versions {
+		w.installOn(n, "greeter", v)
+	}
+	w.installOn(n, "other", "0.1.0")
+	var events []string
+	k := NewKeeper(KeeperConfig{
+		Node: "n1", PluginsDir: n.plugins, Store: w.st, Catalog: w.cat, Keep: 3,
+		// 1.0.0 runs (or is pinned): it stays, old as it is.
+		InUse: func(context.Context) (map[string]bool, error) {
+			return map[string]bool{"greeter@1.0.0": true}, nil
+		},
+		Event: func(plugin, version, kind, reason string) { events = append(events, plugin+" "+version+" "+kind) },
+	})
+	ctx := context.Background()
+	if err := k.collect(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for _, v := range versions {
+		if _, err := os.Stat(filepath.Join(n.plugins, "greeter", v)); err == nil {
+			left = append(left, v)
+		}
+	}
+	// Newest three by semver (2.1.0, 2.0.0, 1.10.0) and the one in use.
+	if want := []string{"1.0.0", "1.10.0", "2.0.0", "2.1.0"}; !slices.Equal(left, want) {
+		t.Fatalf("left on disk %v, want %v", left, want)
+	}
+	if !slices.Equal(events, []string{"greeter 1.2.0 bundle-removed", "greeter 1.1.0 bundle-removed"}) {
+		t.Fatalf("events %q", events)
+	}
+	// Catalog records stay.
+	if vs, err := w.cat.Versions(ctx, "greeter"); err != nil || len(vs) != len(versions) {
+		t.Fatalf("catalog has %d versions (%v), want %d", len(vs), err, len(versions))
+	}
+	resp, err := w.st.Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: []byte(intent.HeldKey("n1"))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h intent.Held
+	if err := json.Unmarshal(resp.GetKv().GetValue(), &h); err != nil {
+		t.Fatal(err)
+	}
+	want := "greeter@1.0.0 greeter@1.10.0 greeter@2.0.0 greeter@2.1.0 other@0.1.0"
+	if got := strings.Join(h.Bundles, " "); got != want || h.Node != "n1" {
+		t.Fatalf("bundles/n1 = %+v, want %s", h, want)
+	}
+}
+
+func TestDecodeHeldRefusesWhatItCannotTrust(t *testing.T) {
+	for _, tc := range []struct{ key, value string }{
+		{"bundles/n1", `{"node":"n2","bundles":[]}`},
+		{"bundles/n1", `{"node":"n1","bundles":["../x@1.0.0"]}`},
+		{"bundles/n1", `{"node":"n1","bundles":["a@1.0.0","a@1.0.0"]}`},
+		{"bundles/n1", `{"node":"n1","bundles":["b@1.0.0","a@1.0.0"]}`},
+		{"bundles/n1", `{"node":"n1","bundles":[],"extra":1}`},
+	} {
+		if _, err := intent.DecodeHeld([]byte(tc.key), []byte(tc.value)); err == nil {
+			t.Errorf("%s = %s accepted", tc.key, tc.value)
+		}
+	}
+	h, err := intent.DecodeHeld([]byte("bundles/n1"), []byte(`{"node":"n1","bundles":["a@1.0.0","b@2.0.0-rc.1"]}`))
+	if err != nil || !h.Has("b", "2.0.0-rc.1") || h.Has("a", "2.0.0") {
+		t.Fatalf("valid record: %+v %v", h, err)
+	}
+}
