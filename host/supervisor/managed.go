@@ -51,6 +51,11 @@ type managed struct {
 	// refusals already recorded as events: catalog records and installed
 	// files refused on read, by message.
 	refusals map[string]bool
+
+	// fetching is the version whose bundle is being fetched from a peer;
+	// fetchErr the last failure recorded as an event.
+	fetching string
+	fetchErr string
 }
 
 func newManaged(s *Supervisor, name string) *managed {
@@ -352,6 +357,11 @@ func (m *managed) reconcile(ctx context.Context) error {
 			m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, err.Error())
 		}
 		return nil
+	} else if err != nil && m.s.cfg.Fetch != nil {
+		// The catalog is shared by the cluster, the files are per node:
+		// fetch them from a peer; the install reconciles again.
+		m.fetch(ctx, e)
+		return nil
 	} else if err != nil {
 		// The catalog is shared by the cluster, the files are per node:
 		// wait for the bundle to be added here, which reconciles again.
@@ -375,6 +385,64 @@ func (m *managed) reconcile(ctx context.Context) error {
 		return m.startFresh(ctx, e)
 	}
 	return m.swap(ctx, cur, e, actorOf(pin))
+}
+
+// fetch starts fetching e's bundle from a peer, unless it is being
+// fetched already. While nothing of the plugin runs, its state is
+// starting and its last error says how far the fetch got. A failed fetch
+// is recorded and tried again after FetchRetry.
+func (m *managed) fetch(ctx context.Context, e *catalog.Entry) {
+	m.mu.Lock()
+	if m.fetching == e.Version {
+		m.mu.Unlock()
+		return
+	}
+	m.fetching = e.Version
+	m.mu.Unlock()
+	progress := func(msg string) {
+		if m.current() == nil {
+			m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, msg)
+		} else {
+			m.mu.Lock()
+			m.lastErr = msg
+			m.mu.Unlock()
+		}
+	}
+	progress(fmt.Sprintf("%s %s is registered in the cluster but its bundle is not on this node: fetching it from a peer", m.name, e.Version))
+	m.s.wg.Add(1)
+	go func() {
+		defer m.s.wg.Done()
+		err := m.s.cfg.Fetch(ctx, e, progress)
+		m.mu.Lock()
+		m.fetching = ""
+		repeated := err != nil && m.fetchErr == err.Error()
+		if err == nil {
+			m.fetchErr = ""
+		} else {
+			m.fetchErr = err.Error()
+		}
+		m.mu.Unlock()
+		if err == nil {
+			m.nudge()
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		why := fmt.Sprintf("%v; trying again in %s (or 'plughost bundle add' it on this node)", err, m.s.cfg.FetchRetry)
+		progress(why)
+		if !repeated {
+			// Once per reason: a fetch that keeps failing the same way
+			// does not fill the events.
+			m.log.Warn("bundle fetch failed", "version", e.Version, "error", err)
+			m.s.events.Record(m.name, e.Version, "", "fetch-failed", err.Error())
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(m.s.cfg.FetchRetry):
+			m.nudge()
+		}
+	}()
 }
 
 // refuse records, once per reason, that something of the plugin was
