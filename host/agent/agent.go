@@ -238,6 +238,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		// remote: calls that find no local instance go to another node's
 		// over the cluster RPC port (mutual TLS).
 		Node: cfg.Node, DialPeer: a.rpc.DialRelay})
+	// Bundles that travel (area: fetch; see bundles.go).
+	fetcher := a.newFetcher()
+	defer fetcher.Close()
 	node := &pluginv1.NodeInfo{Name: cfg.Node, ApiAddress: a.apiLn.Addr().String(), Tags: cfg.Tags}
 	a.super = supervisor.New(supervisor.Config{
 		Node:              node,
@@ -259,11 +262,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		CrashLoopRestarts: cfg.CrashLoopRestarts,
 		CrashLoopWindow:   cfg.CrashLoopWindow.Duration,
 		CheckInstalled:    a.checkInstalled(),
+		Fetch:             fetcher.Fetch,
 	})
+	keeper := a.newKeeper()
 	a.installer = &installer{cfg: cfg, cat: a.catalog, trusted: a.trusted, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
 	}, sandbox: sb, gov: a.gov, probeLimits: limits(cfg.DefaultResources),
-		installed: func(name string) { a.super.Reconcile(name) }}
+		installed: func(name string) { a.super.Reconcile(name); keeper.Changed() }}
 
 	// Stream workers keep their grown stacks across calls: small unary
 	// calls (store reads) otherwise pay a stack growth each. The agent's
@@ -294,6 +299,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	clusterEnforcer.SetServer(a.clusterGRPC)
 	storev1.RegisterStoreServiceServer(a.clusterGRPC, storeSrv)
 	storev1.RegisterStoreAdminServiceServer(a.clusterGRPC, storeSrv)
+	a.registerBundleService()
 	a.http = newHTTPServer(a.httpHandler())
 
 	runCtx, cancel := context.WithCancel(ctx)
@@ -357,10 +363,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		if err := a.waitForACLBootstrap(runCtx); err != nil {
 			return
 		}
-		wg.Add(2) // this goroutine's count keeps wg above zero meanwhile
+		wg.Add(3) // this goroutine's count keeps wg above zero meanwhile
 		go func() {
 			defer wg.Done()
 			errc <- a.super.Run(runCtx)
+		}()
+		go func() {
+			defer wg.Done()
+			keeper.Run(runCtx)
 		}()
 		go func() {
 			defer wg.Done()

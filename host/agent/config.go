@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/sandbox"
 	"github.com/plughost/plughost/host/tlsutil"
@@ -143,6 +144,14 @@ type Config struct {
 	MaxTxnBytes         int      `json:"max_txn_bytes"`
 	MaxWatches          int      `json:"max_watches"`
 	MaxWatchesPerClient int      `json:"max_watches_per_client"`
+
+	// Bundles that travel (area: fetch). BundleKeep is how many installed
+	// versions of each plugin stay on this node's disk, newest first,
+	// besides those running, desired, pinned or assigned: older ones are
+	// removed (their catalog records stay). BundleServeConcurrency is how
+	// many bundle fetches from peers this node serves at once.
+	BundleKeep             int `json:"bundle_keep"`
+	BundleServeConcurrency int `json:"bundle_serve_concurrency"`
 }
 
 // Resources are per-instance limits in the agent config.
@@ -223,6 +232,10 @@ func DefaultConfig() Config {
 		MaxTxnBytes:         store.DefaultMaxTxnBytes,
 		MaxWatches:          store.DefaultMaxWatches,
 		MaxWatchesPerClient: store.DefaultMaxWatchesPerClient,
+
+		// Bundles that travel (area: fetch).
+		BundleKeep:             install.DefaultKeep,
+		BundleServeConcurrency: install.DefaultServeConcurrency,
 	}
 }
 
@@ -323,6 +336,9 @@ func (c *Config) Validate() error {
 	}
 	if c.CrashLoopRestarts <= 0 {
 		errs = append(errs, errors.New("crash_loop_restarts must be positive"))
+	}
+	if c.BundleKeep < 1 || c.BundleServeConcurrency < 1 {
+		errs = append(errs, fmt.Errorf("bundle_keep %d and bundle_serve_concurrency %d must be 1 or more", c.BundleKeep, c.BundleServeConcurrency))
 	}
 	errs = append(errs, c.validateTLS()...)
 	return errors.Join(errs...)

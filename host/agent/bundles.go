@@ -1,0 +1,111 @@
+package agent
+
+import (
+	"context"
+	"path/filepath"
+
+	"github.com/plughost/plughost/host/install"
+	"github.com/plughost/plughost/host/intent"
+	clusterv1 "github.com/plughost/plughost/proto/plughost/cluster/v1"
+)
+
+// Bundles that travel (area: fetch): this node serves its installed
+// bundles to its peers on the cluster gRPC server, fetches a version it
+// must run but lacks from them, records what it holds in bundles/<node>
+// and removes versions no longer wanted.
+
+// fetchTempDir holds the archives served to peers and received from them:
+// inside the staging dir, which only the agent may enter and which is
+// emptied at every start.
+func (c *Config) fetchTempDir() string { return filepath.Join(c.stagingDir(), "peers") }
+
+// registerBundleService serves this node's bundles on the cluster gRPC
+// server. Its mutual TLS admits only nodes with the cluster's server
+// certificates, and the cluster enforcer asks for a management token
+// (the cluster's server token, which only agents present) for a service
+// that host/acl's table does not list.
+func (a *Agent) registerBundleService() {
+	cfg := &a.cfg
+	clusterv1.RegisterBundleServiceServer(a.clusterGRPC, install.NewServer(install.ServerConfig{
+		Node: cfg.Node, PluginsDir: cfg.pluginsDir(), TempDir: cfg.fetchTempDir(),
+		Catalog: a.catalog.Local(), Concurrency: cfg.BundleServeConcurrency, Logger: a.log.Named("bundles"),
+	}))
+}
+
+// newFetcher returns the fetcher the supervisor asks for a missing bundle.
+func (a *Agent) newFetcher() *install.Fetcher {
+	cfg := &a.cfg
+	return install.NewFetcher(install.FetcherConfig{
+		Node: cfg.Node,
+		Peers: func() []install.Peer {
+			var out []install.Peer
+			for _, m := range a.cluster.Members() {
+				out = append(out, install.Peer{Node: m.Name, RPCAddr: m.RPCAddr, Alive: m.Status == "alive"})
+			}
+			return out
+		},
+		Held: func(ctx context.Context) ([]*intent.Held, error) {
+			held, _, err := intent.ListHeld(ctx, a.store)
+			return held, err
+		},
+		Dial:        a.rpc.DialGRPC,
+		Credentials: a.acl.ForwardCredentials(),
+		Intake: func(ctx context.Context, path, actor string) error {
+			_, err := a.installer.Install(ctx, path, actor)
+			return err
+		},
+		TempDir: cfg.fetchTempDir(),
+		Event: func(plugin, version, kind, reason string) {
+			a.super.Events().Record(plugin, version, "", kind, reason)
+		},
+		Logger: a.log.Named("bundles"),
+	})
+}
+
+// newKeeper returns the keeper of this node's installed versions.
+func (a *Agent) newKeeper() *install.Keeper {
+	cfg := &a.cfg
+	return install.NewKeeper(install.KeeperConfig{
+		Node: cfg.Node, PluginsDir: cfg.pluginsDir(), Store: a.store, Catalog: a.catalog.Local(), Keep: cfg.BundleKeep,
+		InUse: a.bundlesInUse,
+		Event: func(plugin, version, kind, reason string) {
+			a.super.Events().Record(plugin, version, "", kind, reason)
+		},
+		Logger: a.log.Named("bundles"),
+	})
+}
+
+// bundlesInUse lists the versions whose bundles must stay on this node:
+// what runs here and what this node wants to run, every plugin's desired
+// version (its pin, else its highest) and every pinned one.
+func (a *Agent) bundlesInUse(ctx context.Context) (map[string]bool, error) {
+	use := map[string]bool{}
+	add := func(name, version string) {
+		if version != "" {
+			use[intent.HeldRef(name, version)] = true
+		}
+	}
+	for _, st := range a.super.List() {
+		add(st.Name, st.Running)
+		add(st.Name, st.Desired)
+		add(st.Name, st.Pinned)
+		for _, in := range st.Instances {
+			add(st.Name, in.Version)
+		}
+	}
+	names, err := a.catalog.Names(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, name := range names {
+		e, pin, err := a.catalog.Desired(ctx, name)
+		if err != nil {
+			return nil, err
+		}
+		add(name, e.Version)
+		if pin != nil {
+			add(name, pin.Version)
+		}
+	}
+	return use, nil
+}

@@ -1,0 +1,183 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/install"
+	"github.com/plughost/plughost/internal/testenv"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+)
+
+// joinLater starts one more agent that joins agents' cluster.
+func joinLater(t *testing.T, agents []*ClusterAgent, name string) *ClusterAgent {
+	t.Helper()
+	first := agents[0]
+	a := &ClusterAgent{
+		Agent: &Agent{t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
+			Node: name, acl: first.acl},
+		Expect: first.Expect, Join: []string{first.Serf}, Encrypt: first.Encrypt,
+	}
+	t.Cleanup(func() {
+		if a.cmd != nil && a.cmd.Process != nil {
+			_ = a.cmd.Process.Signal(syscall.SIGCONT)
+		}
+		a.Stop()
+		removeClusterCgroup(a)
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", a.Node, a.Log())
+		}
+	})
+	a.Start()
+	return a
+}
+
+// heldBy reads bundles/<node> through a.
+func heldBy(t *testing.T, a *ClusterAgent, node string) ([]string, error) {
+	t.Helper()
+	out, errOut, code := a.CLI("store", "get", "-ns", "_sys", "bundles/"+node)
+	if code != 0 {
+		return nil, fmt.Errorf("store get bundles/%s: %s", node, errOut)
+	}
+	var h struct {
+		Node    string   `json:"node"`
+		Bundles []string `json:"bundles"`
+	}
+	if err := json.Unmarshal([]byte(out), &h); err != nil {
+		return nil, fmt.Errorf("bundles/%s = %q: %v", node, out, err)
+	}
+	return h.Bundles, nil
+}
+
+// installedExecutable is the path of name's version's executable in a's
+// plugins dir.
+func installedExecutable(t *testing.T, a *ClusterAgent, name, version string) string {
+	t.Helper()
+	b, err := bundle.ReadInstalled(filepath.Join(a.DataDir, "plugins", name, version))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.Executable
+}
+
+// TestBundleAddOnOneNodeReachesTheCluster: a bundle added on one node of
+// three runs on all three, fetched over the cluster RPC port; a node that
+// joins later fetches it and serves it; a node that lost its copy fetches
+// it again, refusing the corrupt copy of the first peer it asks.
+func TestBundleAddOnOneNodeReachesTheCluster(t *testing.T) {
+	agents := NewCluster(t, 3)
+	if out, errOut, code := agents[0].CLI("bundle", "add", bundlePath("counter", "1.0.0")); code != 0 {
+		t.Fatalf("bundle add on n1: %s %s", out, errOut)
+	}
+	for _, a := range agents {
+		a.WaitRunning("counter", "1.0.0")
+	}
+	catalogSHA, err := bundle.Digest(installedExecutable(t, agents[0], "counter", "1.0.0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range agents[1:] {
+		if got, err := bundle.Digest(installedExecutable(t, a, "counter", "1.0.0")); err != nil || got != catalogSHA {
+			t.Fatalf("%s installed sha256 %s (%v), want %s", a.Node, got, err, catalogSHA)
+		}
+		if !strings.Contains(a.Log(), "bundle fetched from a peer and installed") {
+			t.Fatalf("%s does not log a fetch", a.Node)
+		}
+	}
+	for _, a := range agents {
+		testenv.WaitFor(t, 20*time.Second, "bundles/"+a.Node+" to list counter@1.0.0", func() error {
+			held, err := heldBy(t, agents[0], a.Node)
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(held, "counter@1.0.0") {
+				return fmt.Errorf("bundles/%s = %v", a.Node, held)
+			}
+			return nil
+		})
+	}
+
+	// A node that joins later fetches the bundle and serves it.
+	started := time.Now()
+	n4 := joinLater(t, agents, "n4")
+	joined := time.Now()
+	var sawFetch string
+	testenv.WaitFor(t, 30*time.Second, "counter 1.0.0 to serve on n4", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := n4.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: "counter"})
+		if err != nil {
+			return err
+		}
+		p := resp.GetPlugin()
+		if strings.HasPrefix(p.GetLastError(), "fetching counter 1.0.0 from ") {
+			sawFetch = p.GetLastError()
+		}
+		if p.GetRunningVersion() != "1.0.0" || p.GetState() != operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
+			return fmt.Errorf("running %q state %s (last error %q)", p.GetRunningVersion(), p.GetState(), p.GetLastError())
+		}
+		return nil
+	})
+	t.Logf("FIGURE n4 serves counter 1.0.0 %s after its API answered with a leader (joined), %s after its process started; progress seen: %q",
+		time.Since(joined).Round(time.Millisecond), time.Since(started).Round(time.Millisecond), sawFetch)
+
+	testenv.WaitFor(t, 20*time.Second, "bundles/n4 to list counter@1.0.0", func() error {
+		held, err := heldBy(t, agents[0], "n4")
+		if err == nil && !slices.Contains(held, "counter@1.0.0") {
+			err = fmt.Errorf("bundles/n4 = %v", held)
+		}
+		return err
+	})
+
+	// n3 loses its copy; the first peer it asks serves a corrupt one.
+	n3 := agents[2]
+	n3.Stop()
+	if err := os.RemoveAll(filepath.Join(n3.DataDir, "plugins", "counter")); err != nil {
+		t.Fatal(err)
+	}
+	first := install.PeerOrder(n3.Node, []string{"n1", "n2", "n4"})[0]
+	var bad *ClusterAgent
+	for _, a := range append(slices.Clone(agents), n4) {
+		if a.Node == first {
+			bad = a
+		}
+	}
+	exe := installedExecutable(t, bad, "counter", "1.0.0")
+	// Root rewrites the installed file (the running instance keeps the
+	// old one open: the new file takes its name).
+	if err := os.WriteFile(exe+".new", []byte("#!/bin/sh\necho altered\n"), 0o500); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(exe+".new", exe); err != nil {
+		t.Fatal(err)
+	}
+	badSHA, _ := bundle.Digest(exe)
+	n3.Start()
+	n3.WaitRunning("counter", "1.0.0")
+	if got, err := bundle.Digest(installedExecutable(t, n3, "counter", "1.0.0")); err != nil || got != catalogSHA {
+		t.Fatalf("n3 installed sha256 %s (%v), want %s", got, err, catalogSHA)
+	}
+	testenv.WaitFor(t, 10*time.Second, "a fetch-refused event naming "+first, func() error {
+		evs, err := pluginEvents(t, n3.Agent, "counter")
+		if err != nil {
+			return err
+		}
+		for _, i := range ofType(evs, "fetch-refused") {
+			r := evs[i].Reason
+			if strings.Contains(r, "node "+first+" served counter 1.0.0") && strings.Contains(r, badSHA) && strings.Contains(r, catalogSHA) {
+				t.Logf("refusal: %s", r)
+				return nil
+			}
+		}
+		return fmt.Errorf("no fetch-refused event naming %s, %s and %s in %+v", first, badSHA, catalogSHA, evs)
+	})
+}
