@@ -76,9 +76,11 @@ func (a *Agent) newKeeper() *install.Keeper {
 }
 
 // bundlesInUse lists the versions whose bundles must stay on this node:
-// what runs here and what this node wants to run, every plugin's desired
-// version (its pin, else its highest) and every pinned one.
+// what runs here and what this node wants to run (its fallback from a
+// version that failed here included), every plugin's desired version (its
+// pin, else its highest) and every pinned one.
 func (a *Agent) bundlesInUse(ctx context.Context) (map[string]bool, error) {
+	cfg := &a.cfg
 	use := map[string]bool{}
 	add := func(name, version string) {
 		if version != "" {
@@ -105,6 +107,15 @@ func (a *Agent) bundlesInUse(ctx context.Context) (map[string]bool, error) {
 		add(name, e.Version)
 		if pin != nil {
 			add(name, pin.Version)
+		}
+		// What this node falls back to when the desired version failed
+		// here, before its supervisor has started it.
+		running := ""
+		if st, ok := a.super.Status(name); ok {
+			running = st.Running
+		}
+		if e, _, err := a.catalog.Effective(ctx, cfg.Node, name, running); err == nil {
+			add(name, e.Version)
 		}
 	}
 	return use, nil
