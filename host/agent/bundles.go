@@ -45,7 +45,11 @@ func (a *Agent) newFetcher() *install.Fetcher {
 			return out
 		},
 		Held: func(ctx context.Context) ([]*intent.Held, error) {
-			held, _, err := intent.ListHeld(ctx, a.store)
+			items, _, err := intent.New(a.store).Local().Held(ctx)
+			held := make([]*intent.Held, len(items))
+			for i := range items {
+				held[i] = &items[i].Value
+			}
 			return held, err
 		},
 		Dial:        a.rpc.DialGRPC,
@@ -66,7 +70,7 @@ func (a *Agent) newFetcher() *install.Fetcher {
 func (a *Agent) newKeeper() *install.Keeper {
 	cfg := &a.cfg
 	return install.NewKeeper(install.KeeperConfig{
-		Node: cfg.Node, PluginsDir: cfg.pluginsDir(), Store: a.store, Catalog: a.catalog.Local(), Keep: cfg.BundleKeep,
+		Node: cfg.Node, PluginsDir: cfg.pluginsDir(), DB: intent.New(a.store), Catalog: a.catalog.Local(), Keep: cfg.BundleKeep,
 		InUse: a.bundlesInUse,
 		Event: func(plugin, version, kind, reason string) {
 			a.super.Events().Record(plugin, version, "", kind, reason)

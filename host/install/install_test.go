@@ -370,16 +370,21 @@ func TestFetchUsesHeldRecordsAndFetchesOnce(t *testing.T) {
 	plugins := filepath.Join(t.TempDir(), "plugins")
 	f := w.fetcher("n3", plugins, &events)
 	f.cfg.Held = func(ctx context.Context) ([]*intent.Held, error) {
-		held, _, err := intent.ListHeld(ctx, w.st)
+		items, _, err := intent.New(w.st).Local().Held(ctx)
+		var held []*intent.Held
+		for i := range items {
+			held = append(held, &items[i].Value)
+		}
 		return held, err
 	}
 	f.cfg.Rounds = 1
 	defer f.Close()
 	ctx := context.Background()
-	if err := intent.PutHeld(ctx, w.st, &intent.Held{Node: "n2", Bundles: []string{"greeter@1.2.0"}}); err != nil {
+	db := intent.New(w.st)
+	if err := db.PutHeld(ctx, &intent.Held{Node: "n2", Bundles: []string{"greeter@1.2.0"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := intent.PutHeld(ctx, w.st, &intent.Held{Node: "n1", Bundles: []string{}}); err != nil {
+	if err := db.PutHeld(ctx, &intent.Held{Node: "n1", Bundles: []string{}}); err != nil {
 		t.Fatal(err)
 	}
 	e := w.entry("greeter", "1.2.0")

@@ -15,14 +15,13 @@ import (
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
-	"github.com/plughost/plughost/store"
 )
 
 // KeeperConfig is what a Keeper needs.
 type KeeperConfig struct {
 	Node       string
 	PluginsDir string
-	Store      *store.Store
+	DB         *intent.DB // where bundles/<node> is written
 	// Catalog is read from this node's copy of the store.
 	Catalog *catalog.Catalog
 	// Keep is how many installed versions of each plugin stay on disk,
@@ -134,7 +133,7 @@ func (k *Keeper) publish(ctx context.Context) error {
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := intent.PutHeld(wctx, k.cfg.Store, &intent.Held{Node: k.cfg.Node, Bundles: refs}); err != nil {
+	if err := k.cfg.DB.PutHeld(wctx, &intent.Held{Node: k.cfg.Node, Bundles: refs}); err != nil {
 		return err
 	}
 	k.written = refs

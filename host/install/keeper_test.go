@@ -24,7 +24,7 @@ func TestKeeperRemovesOldUnusedVersionsAndRecordsWhatStays(t *testing.T) {
 	w.installOn(n, "other", "0.1.0")
 	var events []string
 	k := NewKeeper(KeeperConfig{
-		Node: "n1", PluginsDir: n.plugins, Store: w.st, Catalog: w.cat, Keep: 3,
+		Node: "n1", PluginsDir: n.plugins, DB: intent.New(w.st), Catalog: w.cat, Keep: 3,
 		// 1.0.0 runs (or is pinned): it stays, old as it is.
 		InUse: func(context.Context) (map[string]bool, error) {
 			return map[string]bool{"greeter@1.0.0": true}, nil
@@ -69,20 +69,23 @@ func TestKeeperRemovesOldUnusedVersionsAndRecordsWhatStays(t *testing.T) {
 	}
 }
 
-func TestDecodeHeldRefusesWhatItCannotTrust(t *testing.T) {
+func TestHeldRecordsAreChecked(t *testing.T) {
+	decode := func(key, value string) (intent.Item[intent.Held], error) {
+		return intent.Decode[intent.Held](&storev1.KeyValue{Key: []byte(key), Value: []byte(value)})
+	}
 	for _, tc := range []struct{ key, value string }{
 		{"bundles/n1", `{"node":"n2","bundles":[]}`},
 		{"bundles/n1", `{"node":"n1","bundles":["../x@1.0.0"]}`},
+		{"bundles/n1", `{"node":"n1","bundles":["a@1.2"]}`},
 		{"bundles/n1", `{"node":"n1","bundles":["a@1.0.0","a@1.0.0"]}`},
 		{"bundles/n1", `{"node":"n1","bundles":["b@1.0.0","a@1.0.0"]}`},
-		{"bundles/n1", `{"node":"n1","bundles":[],"extra":1}`},
 	} {
-		if _, err := intent.DecodeHeld([]byte(tc.key), []byte(tc.value)); err == nil {
+		if _, err := decode(tc.key, tc.value); err == nil {
 			t.Errorf("%s = %s accepted", tc.key, tc.value)
 		}
 	}
-	h, err := intent.DecodeHeld([]byte("bundles/n1"), []byte(`{"node":"n1","bundles":["a@1.0.0","b@2.0.0-rc.1"]}`))
-	if err != nil || !h.Has("b", "2.0.0-rc.1") || h.Has("a", "2.0.0") {
-		t.Fatalf("valid record: %+v %v", h, err)
+	it, err := decode("bundles/n1", `{"node":"n1","bundles":["a@1.0.0","b@2.0.0-rc.1"]}`)
+	if err != nil || !it.Value.Has("b", "2.0.0-rc.1") || it.Value.Has("a", "2.0.0") {
+		t.Fatalf("valid record: %+v %v", it, err)
 	}
 }
