@@ -71,7 +71,7 @@ func Decode[T any, P RecordPtr[T]](kv *storev1.KeyValue) (Item[T], error) {
 	var it Item[T]
 	key := string(kv.GetKey())
 	refuse := func(format string, args ...any) error {
-		return &RecordError{Key: key, Reason: fmt.Sprintf(format, args...)}
+		return &RecordError{Key: key, ModRevision: kv.GetModRevision(), Reason: fmt.Sprintf(format, args...)}
 	}
 	p := P(&it.Value)
 	if err := json.Unmarshal(kv.GetValue(), p); err != nil {
@@ -194,6 +194,16 @@ func (t *Txn) IfModRevision(key string, rev int64) *Txn {
 	t.cmps = append(t.cmps, &storev1.Compare{Key: []byte(key), Operator: storev1.CompareOperator_COMPARE_OPERATOR_EQUAL,
 		Target: &storev1.Compare_ModRevision{ModRevision: rev}})
 	return t
+}
+
+// Split returns t's writes in txns of at most n writes each, without t's
+// conditions: for writes that need not happen together.
+func (t *Txn) Split(n int) []*Txn {
+	var out []*Txn
+	for i := 0; i < len(t.ops); i += n {
+		out = append(out, &Txn{ops: t.ops[i:min(i+n, len(t.ops))], err: t.err})
+	}
+	return out
 }
 
 // Len is the number of writes in t.

@@ -71,17 +71,23 @@ type Intent struct {
 
 // Assignment is one plugin version a node must run. For a singleton Role is
 // active or standby, and an active's Epoch is the singleton's epoch (see the
-// package doc); 0 elsewhere.
+// package doc); 0 elsewhere. Draining marks an instance kept only until its
+// replacement elsewhere is healthy (the node is drained, or no longer
+// matches the constraint): it should get calls only when no other instance
+// can take them, and it is removed once the replacement serves.
 type Assignment struct {
-	Node    string `json:"node"`
-	Plugin  string `json:"plugin"`
-	Version string `json:"version"`
-	Role    string `json:"role,omitempty"`
-	Epoch   int64  `json:"epoch,omitempty"`
+	Node     string `json:"node"`
+	Plugin   string `json:"plugin"`
+	Version  string `json:"version"`
+	Role     string `json:"role,omitempty"`
+	Epoch    int64  `json:"epoch,omitempty"`
+	Draining bool   `json:"draining,omitempty"`
 }
 
 // Singleton names the nodes of a singleton plugin's active instance and, when
-// it has one, its warm standby. Its key's mod revision is the epoch.
+// it has one, its warm standby. Its key's mod revision is the epoch. Active
+// is empty while no node can take the singleton: the epoch still grows, so
+// the last active's writes are refused.
 type Singleton struct {
 	Plugin  string `json:"plugin"`
 	Active  string `json:"active"`

@@ -161,7 +161,7 @@ func TestPutRefusesAnInvalidRecord(t *testing.T) {
 		t.Error("an assignment with an invalid plugin name was written")
 	}
 	var txn intent.Txn
-	txn.Put(&intent.Singleton{Plugin: "s", Active: ""})
+	txn.Put(&intent.Singleton{Plugin: "s", Active: "n1", Standby: "n1"})
 	if _, _, err := db.Commit(ctx, &txn); err == nil {
 		t.Error("a txn holding an invalid record was committed")
 	}

@@ -13,10 +13,12 @@ import (
 // node acts on it.
 var ErrInvalidRecord = errors.New("invalid _sys record")
 
-// RecordError is a refused record: its key and what is wrong.
+// RecordError is a refused record: its key, its mod revision and what is
+// wrong.
 type RecordError struct {
-	Key    string
-	Reason string
+	Key         string
+	ModRevision int64
+	Reason      string
 }
 
 func (e *RecordError) Error() string {
@@ -94,7 +96,10 @@ func (r *Assignment) Validate() error {
 
 // Validate checks the singleton record.
 func (r *Singleton) Validate() error {
-	errs := []error{checkPlugin(r.Plugin), checkNode(r.Active)}
+	errs := []error{checkPlugin(r.Plugin)}
+	if r.Active != "" {
+		errs = append(errs, checkNode(r.Active))
+	}
 	if r.Standby != "" {
 		errs = append(errs, checkNode(r.Standby))
 		if r.Standby == r.Active {
