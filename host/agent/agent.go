@@ -24,6 +24,7 @@ import (
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/clusterrpc"
+	"github.com/plughost/plughost/host/controller"
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/leader"
@@ -207,6 +208,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	leader.Run(a.store, "intents", leader.TaskFunc(func(ctx context.Context) error {
 		return a.catalog.KeepIntents(ctx, a.log.Named("intents"))
 	}), a.log.Named("leader"))
+	placer := controller.New(controller.Config{Store: a.store, Members: placementMembers{a.cluster}, Logger: a.log.Named("placement")})
+	leader.Run(a.store, "placement", leader.TaskFunc(placer.Run), a.log.Named("leader"))
 
 	stopGovernance, err := a.startGovernance(ctx)
 	if err != nil {

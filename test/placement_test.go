@@ -1,0 +1,225 @@
+package test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/internal/testenv"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+)
+
+// withPlacement repacks the built bundle name@version with the given
+// placement in its manifest (the executable is the same, and so its
+// digest).
+func withPlacement(t *testing.T, name, version string, placement map[string]any) string {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), name+"-"+version)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("tar", "-xzf", bundlePath(name, version), "-C", dir).CombinedOutput(); err != nil {
+		t.Fatalf("unpacking %s: %v\n%s", name, err, out)
+	}
+	path := filepath.Join(dir, "plugin.json")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	m["placement"] = placement
+	if raw, err = json.Marshal(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), name+"-"+version+".tar.gz")
+	if b, err := exec.Command("tar", "-czf", out, "-C", dir, name, "plugin.json").CombinedOutput(); err != nil {
+		t.Fatalf("packing %s: %v\n%s", name, err, b)
+	}
+	return out
+}
+
+// sysRecords lists the _sys records under prefix through a's API.
+func sysRecords[T any, P intent.RecordPtr[T]](t *testing.T, a *ClusterAgent, prefix string) (map[string]intent.Item[T], error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := a.Store().List(ctx, &storev1.ListRequest{Namespace: "_sys", Prefix: []byte(prefix)})
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]intent.Item[T]{}
+	for _, kv := range resp.GetKvs() {
+		it, err := intent.Decode[T, P](kv)
+		if err != nil {
+			return nil, err
+		}
+		out[string(kv.GetKey())] = it
+	}
+	return out, nil
+}
+
+// activeOf waits for counter's singleton record to name an active node
+// other than those in not, whose assignment carries the record's epoch.
+func activeOf(t *testing.T, via *ClusterAgent, within time.Duration, not ...string) intent.Item[intent.Singleton] {
+	t.Helper()
+	var s intent.Item[intent.Singleton]
+	testenv.WaitFor(t, within, "counter's active assigned and stamped", func() error {
+		ss, err := sysRecords[intent.Singleton](t, via, intent.SingletonKey("counter"))
+		if err != nil {
+			return err
+		}
+		var ok bool
+		if s, ok = ss[intent.SingletonKey("counter")]; !ok || s.Value.Active == "" {
+			return fmt.Errorf("no active: %+v", ss)
+		}
+		for _, n := range not {
+			if s.Value.Active == n {
+				return fmt.Errorf("active still %s", n)
+			}
+		}
+		as, err := sysRecords[intent.Assignment](t, via, intent.PrefixAssign)
+		if err != nil {
+			return err
+		}
+		a, ok := as[intent.AssignKey(s.Value.Active, "counter")]
+		if !ok || a.Value.Role != intent.RoleActive || a.Value.Epoch != s.ModRevision {
+			return fmt.Errorf("active %s at epoch %d, its assignment %+v", s.Value.Active, s.ModRevision, a.Value)
+		}
+		n := 0
+		for _, a := range as {
+			if a.Value.Plugin == "counter" {
+				n++
+			}
+		}
+		if n != 1 {
+			return fmt.Errorf("counter assigned %d times: %+v", n, as)
+		}
+		return nil
+	})
+	return s
+}
+
+// The leader's placement controller turns intents into assignments: a
+// bundle added on one node is assigned to every node; a singleton moves,
+// at a higher epoch, when its node is killed; a new leader resumes from
+// the store and leaves alone what did not change.
+func TestClusterPlacementController(t *testing.T) {
+	agents := NewCluster(t, 3)
+	byName := map[string]*ClusterAgent{}
+	for _, a := range agents {
+		byName[a.Node] = a
+	}
+	if _, errOut, code := agents[0].CLI("bundle", "add", bundlePath("echo", "1.0.0")); code != 0 {
+		t.Fatalf("bundle add echo: %s", errOut)
+	}
+	counter := withPlacement(t, "counter", "1.0.0", map[string]any{"mode": "singleton"})
+	if _, errOut, code := agents[1].CLI("bundle", "add", counter); code != 0 {
+		t.Fatalf("bundle add counter: %s", errOut)
+	}
+	var echo map[string]intent.Item[intent.Assignment]
+	testenv.WaitFor(t, 30*time.Second, "echo assigned to every node", func() error {
+		as, err := sysRecords[intent.Assignment](t, agents[2], intent.PrefixAssign)
+		if err != nil {
+			return err
+		}
+		echo = map[string]intent.Item[intent.Assignment]{}
+		for _, a := range agents {
+			it, ok := as[intent.AssignKey(a.Node, "echo")]
+			if !ok || it.Value.Version != "1.0.0" {
+				return fmt.Errorf("%s: %+v", a.Node, as)
+			}
+			echo[a.Node] = it
+		}
+		return nil
+	})
+	first := activeOf(t, agents[0], 30*time.Second)
+	t.Logf("counter active on %s at epoch %d", first.Value.Active, first.ModRevision)
+
+	// kill -9 the active's node: the singleton moves at a higher epoch.
+	victim := byName[first.Value.Active]
+	rest := []*ClusterAgent{}
+	for _, a := range agents {
+		if a != victim {
+			rest = append(rest, a)
+		}
+	}
+	killed := time.Now()
+	victim.Kill9()
+	moved := activeOf(t, rest[0], 60*time.Second, victim.Node)
+	t.Logf("counter moved from %s to %s at epoch %d, %v after the kill", victim.Node, moved.Value.Active, moved.ModRevision, time.Since(killed).Round(time.Millisecond))
+	if moved.ModRevision <= first.ModRevision {
+		t.Errorf("epoch went from %d to %d", first.ModRevision, moved.ModRevision)
+	}
+
+	// The node comes back: the singleton stays where it is.
+	victim.Start()
+	testenv.WaitFor(t, 30*time.Second, victim.Node+" alive again in the membership", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		resp, err := rest[0].Operator().ListMembers(ctx, &operatorv1.ListMembersRequest{})
+		if err != nil {
+			return err
+		}
+		for _, m := range resp.GetMembers() {
+			if m.GetName() == victim.Node && m.GetStatus() == "alive" && m.GetRaftRole() != "none" {
+				return nil
+			}
+		}
+		return fmt.Errorf("members %v", resp.GetMembers())
+	})
+	if s := activeOf(t, rest[0], 30*time.Second); s.ModRevision != moved.ModRevision {
+		t.Errorf("the singleton moved when %s came back: %+v at %d", victim.Node, s.Value, s.ModRevision)
+	}
+	// The leader is killed: the new leader's controller resumes from the
+	// store. The survivors' assignments stay as they were.
+	leader := leaderOf(t, agents)
+	var survivors []*ClusterAgent
+	for _, a := range agents {
+		if a != leader {
+			survivors = append(survivors, a)
+		}
+	}
+	before, err := sysRecords[intent.Assignment](t, survivors[0], intent.PrefixAssign)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leader.Kill9()
+	newLeader := leaderOf(t, survivors)
+	t.Logf("leader %s killed; %s leads", leader.Node, newLeader.Node)
+	if moved.Value.Active == leader.Node {
+		activeOf(t, newLeader, 60*time.Second, leader.Node)
+	} else {
+		// A pass of the new leader happens at once; give it its debounce
+		// and a write's time, then compare.
+		s := activeOf(t, newLeader, 30*time.Second)
+		if s.ModRevision != moved.ModRevision || s.Value.Active != moved.Value.Active {
+			t.Errorf("the singleton moved with a new leader though its node lives: %+v at %d, was %+v at %d",
+				s.Value, s.ModRevision, moved.Value, moved.ModRevision)
+		}
+	}
+	testenv.WaitFor(t, 30*time.Second, "the survivors' echo assignments unchanged", func() error {
+		after, err := sysRecords[intent.Assignment](t, newLeader, intent.PrefixAssign)
+		if err != nil {
+			return err
+		}
+		for _, a := range survivors {
+			k := intent.AssignKey(a.Node, "echo")
+			if after[k].ModRevision != before[k].ModRevision || after[k].Value != before[k].Value {
+				t.Errorf("%s rewritten by the new leader: %+v at %d, was %+v at %d", k, after[k].Value, after[k].ModRevision, before[k].Value, before[k].ModRevision)
+			}
+		}
+		return nil
+	})
+}
