@@ -51,7 +51,7 @@ func TestParseManifestPlacement(t *testing.T) {
 }
 
 func TestConstraintMatch(t *testing.T) {
-	edge := map[string]string{"role": "edge", "disk": "ssd", "rack": "r12"}
+	edge := map[string]string{"role": "edge", "disk": "ssd", "rack": "r12", "features": "gpu,nvme"}
 	core := map[string]string{"role": "core", "disk": "hdd"}
 	bare := map[string]string{}
 	tests := []struct {
@@ -68,6 +68,8 @@ func TestConstraintMatch(t *testing.T) {
 		{`rack is not empty`, true, false, false},
 		{`rack matches "^r1[0-9]$"`, true, false, false},
 		{`"ss" in disk`, true, false, false},
+		{`"gpu" in features`, true, false, false},
+		{`features contains "nvme"`, true, false, false},
 		{`"/role" == "core"`, false, true, false}, // JSON pointer selector
 		{`role.sub == "x"`, false, false, false},  // a tag's value has no fields: no match, not an error
 	}

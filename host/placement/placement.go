@@ -17,27 +17,36 @@
 //     Diagnostic says why.
 //   - singleton: one instance with Role RoleActive and, with standby 1, one
 //     with Role RoleStandby on another node (in another fault domain when
-//     there is one). When the active's node is lost, a healthy standby on a
-//     usable node is promoted; else the standby's node (or a new one) takes
-//     the active role. Never two actives.
+//     there is one). When the active's node is lost, a healthy standby on an
+//     alive node is promoted (one on a draining node is then replaced as in
+//     a drain); else a new node takes the active role, and a standby still
+//     starting stays the standby. An unhealthy active on a usable node is
+//     left to its node's supervisor. Never two actives.
 //
 // Drain (Node.Eligible false), and a constraint that no longer matches, move
 // instances off an alive node, gated on health: the old instance stays in
 // the result with Draining set until its replacement is Healthy, and the
 // first Schedule after that drops it. A drained singleton's replacement
 // first runs as a standby and is promoted once healthy, so there is never
-// a second active. An instance that has nowhere to go stays where it is,
-// Draining, and the Diagnostic says so.
+// a second active. When no other node can run the plugin, its instances
+// stay where they are, Draining, and the Diagnostic says so: a drain does
+// not take the last instances of a plugin down.
 //
-// Dead nodes (Node.Alive false) get nothing new. Like Nomad's lost
-// allocations, an every-node or count instance on a dead node stays
-// assigned, so the node resumes it when it comes back, but it does not
-// count: a count plugin's instance is replaced on a live node. When the
-// node returns, the extra instance is removed (an unhealthy one first, then
-// from the fullest fault domain, then by node name). A singleton instance
-// on a dead node is dropped at once: the node's epoch is then stale. An
-// instance on a node missing from the input (it left the cluster), or of a
-// plugin without a Spec, is dropped.
+// Dead nodes (Node.Alive false) get nothing new. By default Nomad marks
+// the allocations of a node that misses its heartbeats lost and replaces
+// them for good; a disconnect block (lost_after, replace = true, reconcile
+// = "best_score") keeps the original as "unknown" beside its replacement
+// and picks one when the node reconnects. This scheduler does the latter,
+// since serf's failure detector also fires for a short partition: an
+// every-node or count instance on a dead node stays assigned, so the node
+// resumes it when it comes back, but it does not count, and a count
+// plugin's instance is replaced on a live node. When the node returns, the
+// instance too many is removed from the fullest fault domain (an unhealthy
+// one first, then by upgrade domain and node name), kept Draining while a
+// kept one is not yet healthy. A singleton instance on a dead node is
+// dropped at once: its epoch is stale and fencing refuses its writes. An
+// instance on a node missing from the input (it left the cluster, or serf
+// reaped it), or of a plugin without a Spec, is dropped.
 package placement
 
 import (
