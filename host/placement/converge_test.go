@@ -153,6 +153,9 @@ func TestConverge(t *testing.T) {
 		ns, specs := randomCluster(r, 12)
 		cur := converge(t, ns, specs, nil)
 		checkSettled(t, ns, specs, cur, true)
+		if i%10 == 0 {
+			checkShuffled(t, ns, specs, cur, Schedule(ns, specs, cur))
+		}
 
 		victim := r.IntN(len(ns))
 		if r.IntN(2) == 0 {

@@ -66,24 +66,25 @@ func (s *scheduler) count(v *view) {
 		}
 	}
 	// An unhealthy instance in a fault domain two or more above another
-	// that has room is moved there; healthy ones stay.
+	// that has room is moved there (from the fullest domain, the last by
+	// name); healthy ones stay.
 	for {
 		to, ok := sp.emptiest()
 		if !ok {
 			break
 		}
-		var from *Instance
-		for i := range sp.live {
-			in := &sp.live[i]
-			if !in.Healthy && sp.fd[s.fdOf(in.Node)] >= sp.fd[to]+2 &&
-				(from == nil || sp.fd[s.fdOf(in.Node)] > sp.fd[s.fdOf(from.Node)] || sp.fd[s.fdOf(in.Node)] == sp.fd[s.fdOf(from.Node)] && in.Node > from.Node) {
-				from = in
+		var movable []Instance
+		for _, in := range sp.live {
+			if !in.Healthy && sp.fd[s.fdOf(in.Node)] >= sp.fd[to]+2 {
+				movable = append(movable, in)
 			}
 		}
-		if from == nil {
+		if len(movable) == 0 {
 			break
 		}
-		sp.remove(*from, true)
+		sp.remove(slices.MaxFunc(movable, func(a, b Instance) int {
+			return cmp.Or(cmp.Compare(sp.fd[s.fdOf(a.Node)], sp.fd[s.fdOf(b.Node)]), cmp.Compare(a.Node, b.Node))
+		}), true)
 	}
 	// Fill the emptiest fault domain while Service Fabric's rule allows.
 	for len(sp.live) < want {
@@ -202,12 +203,15 @@ func (s *scheduler) singleton(v *view) {
 		// No active, and no healthy standby to promote: a new node (the
 		// standby, still starting, stays the standby).
 		avoid := map[string]bool{}
+		var avoidFD *string
 		if sb != nil {
 			avoid[sb.in.Node] = true
+			fd := s.fdOf(sb.in.Node)
+			avoidFD = &fd
 		}
 		if o := first(others, func(c cand) bool { return c.class == usable && !avoid[c.in.Node] }); o != nil {
 			active, keptActive = o.in, true
-		} else if n := s.leastLoaded(v, nil, avoid); n != "" {
+		} else if n := s.leastLoaded(v, avoidFD, avoid); n != "" {
 			active, placedActive = s.place(v, n, RoleActive), true
 		}
 	}

@@ -236,6 +236,9 @@ func TestSchedule(t *testing.T) {
 		{name: "singleton active lost, standby not healthy: a new node, the standby stays", nodes: []string{"n1 fd1 dead", "n2 fd1", "n3 fd2"},
 			specs: []Spec{single("s", 1, "")}, current: []string{"s@n1,active,healthy", "s@n3,standby"},
 			want: []string{"s@n2,active", "s@n3,standby"}},
+		{name: "singleton new active away from the standby's fault domain", nodes: []string{"n1 fd1 dead", "n2 fd2", "n3 fd2", "n4 fd3"},
+			specs: []Spec{single("s", 1, "")}, current: []string{"s@n1,active,healthy", "s@n2,standby"},
+			want: []string{"s@n2,standby", "s@n4,active"}},
 		{name: "singleton standby on a dead node is replaced", nodes: []string{"n1 fd1", "n2 fd1", "n3 fd2 dead"},
 			specs: []Spec{single("s", 1, "")}, current: []string{"s@n1,active,healthy", "s@n3,standby,healthy"},
 			want: []string{"s@n1,active,healthy", "s@n2,standby"}},
@@ -298,7 +301,11 @@ func TestSchedule(t *testing.T) {
 func (tt scheduleCase) run(t *testing.T) {
 	t.Helper()
 	ns, cur := nodes(tt.nodes...), insts(tt.current...)
+	before := fmt.Sprintf("%#v %#v %#v", ns, tt.specs, cur)
 	res := Schedule(ns, tt.specs, cur)
+	if after := fmt.Sprintf("%#v %#v %#v", ns, tt.specs, cur); after != before {
+		t.Errorf("Schedule modified its arguments:\n%s\n%s", before, after)
+	}
 	var got []string
 	for _, in := range res.Assign {
 		got = append(got, show(in))
