@@ -82,7 +82,8 @@ func (a *Agent) newKeeper() *install.Keeper {
 // bundlesInUse lists the versions whose bundles must stay on this node:
 // what runs here and what this node wants to run (its fallback from a
 // version that failed here included), every plugin's desired version (its
-// pin, else its highest) and every pinned one.
+// pin, else its highest), every pinned one, and every version assigned to
+// or observed running on any node.
 func (a *Agent) bundlesInUse(ctx context.Context) (map[string]bool, error) {
 	cfg := &a.cfg
 	use := map[string]bool{}
@@ -121,6 +122,22 @@ func (a *Agent) bundlesInUse(ctx context.Context) (map[string]bool, error) {
 		if e, _, err := a.catalog.Effective(ctx, cfg.Node, name, running); err == nil {
 			add(name, e.Version)
 		}
+	}
+	// Assigned anywhere, and running anywhere (observed), as intent says.
+	db := intent.New(a.store).Local()
+	assigned, _, err := db.Assignments(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range assigned {
+		add(it.Value.Plugin, it.Value.Version)
+	}
+	observed, _, err := db.Observations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range observed {
+		add(it.Value.Plugin, it.Value.Version)
 	}
 	return use, nil
 }

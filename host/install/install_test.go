@@ -409,3 +409,71 @@ func TestFetchUsesHeldRecordsAndFetchesOnce(t *testing.T) {
 		t.Fatalf("events %q, want none (n1, which holds nothing, is never asked)", events)
 	}
 }
+
+// countingConn counts the bytes read from a connection and, past limit
+// (when set), breaks it.
+type countingConn struct {
+	net.Conn
+	mu    *sync.Mutex
+	n     *int64
+	limit int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	*c.n += int64(n)
+	broken := c.limit > 0 && *c.n > c.limit
+	c.mu.Unlock()
+	if broken {
+		c.Conn.Close()
+		return n, errors.New("connection broken by the test")
+	}
+	return n, err
+}
+
+func TestFetchResumesOnTheNextPeer(t *testing.T) {
+	w := newWorld(t)
+	w.size = 2 << 20
+	n1, n2 := w.node("n1", 2), w.node("n2", 2)
+	w.installOn(n1, "greeter", "1.2.0")
+	w.installOn(n2, "greeter", "1.2.0")
+	_, size, _, err := readAll(t, w.client(n1), "greeter", "1.2.0", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := "n3"
+	order := PeerOrder(self, []string{"n1", "n2"})
+	var events []string
+	plugins := filepath.Join(t.TempDir(), "plugins")
+	f := w.fetcher(self, plugins, &events)
+	defer f.Close()
+	var mu sync.Mutex
+	read := map[string]*int64{order[0]: new(int64), order[1]: new(int64)}
+	f.cfg.Dial = func(ctx context.Context, _, node string) (net.Conn, error) {
+		c, err := w.nodes[node].ln.DialContext(ctx)
+		if err != nil {
+			return nil, err
+		}
+		limit := int64(0)
+		if node == order[0] {
+			limit = size / 2 // the first peer breaks halfway
+		}
+		return &countingConn{Conn: c, mu: &mu, n: read[node], limit: limit}, nil
+	}
+	e := w.entry("greeter", "1.2.0")
+	if err := f.Fetch(context.Background(), e, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := bundle.Digest(filepath.Join(plugins, "greeter", "1.2.0", e.Manifest.Executable)); err != nil || got != e.SHA256 {
+		t.Fatalf("installed executable sha256 %s (%v), want %s", got, err, e.SHA256)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// The second peer sent only what the first had not: it was asked from
+	// an offset, not from 0.
+	if *read[order[0]] < size/2 || *read[order[1]] >= size-ChunkSize {
+		t.Fatalf("%s sent %d bytes, %s %d, of an archive of %d: want the second to resume where the first broke", order[0], *read[order[0]], order[1], *read[order[1]], size)
+	}
+	t.Logf("%s sent %d bytes before it broke, %s %d, archive %d", order[0], *read[order[0]], order[1], *read[order[1]], size)
+}
