@@ -208,7 +208,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	leader.Run(a.store, "intents", leader.TaskFunc(func(ctx context.Context) error {
 		return a.catalog.KeepIntents(ctx, a.log.Named("intents"))
 	}), a.log.Named("leader"))
-	placer := controller.New(controller.Config{Store: a.store, Members: placementMembers{a.cluster}, Logger: a.log.Named("placement")})
+	placer := controller.New(controller.Config{Store: a.store, Members: placementMembers{a.cluster, a.store}, Logger: a.log.Named("placement")})
 	leader.Run(a.store, "placement", leader.TaskFunc(placer.Run), a.log.Named("leader"))
 
 	stopGovernance, err := a.startGovernance(ctx)

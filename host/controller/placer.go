@@ -212,9 +212,8 @@ func (p *Placer) Pass(ctx context.Context) (Writes, error) {
 			continue
 		}
 		for node, a := range byNode {
-			o, ok := s.observed[intent.ObserveKey(node, plugin)]
 			current = append(current, placement.Instance{Node: node, Plugin: plugin, Version: a.Value.Version, Role: a.Value.Role,
-				Healthy: ok && o.Healthy && o.Version == a.Value.Version})
+				Healthy: serving(s.observed[intent.ObserveKey(node, plugin)], a.Value)})
 		}
 	}
 	res := placement.Schedule(nodes, specs, current)
@@ -259,6 +258,13 @@ func (p *Placer) Pass(ctx context.Context) (Writes, error) {
 		p.log.Debug("placement pass", "assigned", w.Assigned, "removed", w.Removed, "singletons", w.Singletons, "stamped", w.Stamped, "diagnostics", w.Diagnostics)
 	}
 	return w, errors.Join(errs...)
+}
+
+// serving reports whether o, a node's observation, shows the assigned
+// instance serving: healthy, at the assigned version, in the assigned role
+// (an observation without a role is of a node that does not report roles).
+func serving(o intent.Observation, a intent.Assignment) bool {
+	return o.Healthy && o.Version == a.Version && (o.Role == "" || o.Role == a.Role)
 }
 
 // read reads the records a pass needs, linearizably.
