@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/hashicorp/go-bexpr"
 )
@@ -24,7 +25,13 @@ const (
 const (
 	MaxPlacementCount   = 1000 // instances of a count plugin
 	MaxConstraintLength = 1024 // bytes of a constraint expression
-	maxConstraintExprs  = 10000
+	MaxConstraintDepth  = 3    // nested parentheses in a constraint
+	// go-bexpr's parser backtracks, about four times more per level of
+	// parentheses: the depth and a step budget (go-bexpr's default) keep a
+	// hostile constraint to tens of milliseconds, paid once per expression
+	// thanks to the cache.
+	maxConstraintSteps   = 2_000_000
+	maxCachedConstraints = 512
 )
 
 // Placement says where instances of the plugin run. The zero value, after
@@ -88,12 +95,24 @@ func (p Placement) Validate() error {
 	return nil
 }
 
-// Constraint is a compiled placement constraint. Match is not safe for
-// concurrent use (go-bexpr caches compiled regular expressions in the
-// expression tree): compile one per goroutine.
+// Constraint is a compiled placement constraint, safe for concurrent use.
 type Constraint struct {
 	expr string
+	mu   sync.Mutex       // go-bexpr caches compiled regular expressions in the expression tree
 	eval *bexpr.Evaluator // nil: matches every node
+}
+
+// constraints caches CompileConstraint's results by expression: catalog
+// records are validated at every read and the scheduler compiles every
+// plugin's constraint at every decision.
+var constraints struct {
+	sync.Mutex
+	m map[string]compiled
+}
+
+type compiled struct {
+	c   *Constraint
+	err error
 }
 
 // CompileConstraint parses expr, a go-bexpr boolean expression over node
@@ -104,19 +123,67 @@ func CompileConstraint(expr string) (*Constraint, error) {
 	if expr == "" {
 		return &Constraint{}, nil
 	}
+	constraints.Lock()
+	r, ok := constraints.m[expr]
+	constraints.Unlock()
+	if ok {
+		return r.c, r.err
+	}
+	r.c, r.err = compileConstraint(expr)
+	constraints.Lock()
+	if len(constraints.m) >= maxCachedConstraints || constraints.m == nil {
+		constraints.m = make(map[string]compiled)
+	}
+	constraints.m[expr] = r
+	constraints.Unlock()
+	return r.c, r.err
+}
+
+func compileConstraint(expr string) (*Constraint, error) {
 	if len(expr) > MaxConstraintLength {
 		return nil, manifestError(nil, fmt.Sprintf("placement.constraint is longer than %d bytes: shorten it", MaxConstraintLength))
+	}
+	if d := parenDepth(expr); d > MaxConstraintDepth {
+		return nil, manifestError(nil, fmt.Sprintf("placement.constraint nests parentheses %d deep: use at most %d levels", d, MaxConstraintDepth))
 	}
 	// A tag the node lacks reads as the empty string, as go-bexpr treats a
 	// key missing from a nested map: `role == "edge"` does not match a node
 	// without a role tag, `role != "edge"` and `role is empty` do.
-	eval, err := bexpr.CreateEvaluator(expr, bexpr.WithUnknownValue(""), bexpr.WithMaxExpressions(maxConstraintExprs))
+	eval, err := bexpr.CreateEvaluator(expr, bexpr.WithUnknownValue(""), bexpr.WithMaxExpressions(maxConstraintSteps))
 	if err != nil {
 		e := manifestError(nil, fmt.Sprintf("placement.constraint %q is not a valid go-bexpr expression (%v): write it like role == \"edge\" and disk == \"ssd\"", expr, err))
 		e.cause = err
 		return nil, e
 	}
 	return &Constraint{expr: expr, eval: eval}, nil
+}
+
+// parenDepth returns how deep parentheses nest in expr outside string
+// literals ("..." with backslash escapes, and `...`).
+func parenDepth(expr string) int {
+	depth, deepest := 0, 0
+	var quote rune
+	escaped := false
+	for _, r := range expr {
+		switch {
+		case escaped:
+			escaped = false
+		case quote == '"' && r == '\\':
+			escaped = true
+		case quote != 0:
+			if r == quote {
+				quote = 0
+			}
+		case r == '"' || r == '`':
+			quote = r
+		case r == '(':
+			depth++
+			deepest = max(deepest, depth)
+		case r == ')':
+			depth--
+		}
+	}
+	return deepest
 }
 
 // String returns the expression c was compiled from ("" for none).
@@ -133,6 +200,8 @@ func (c *Constraint) Match(tags map[string]string) bool {
 	if tags == nil {
 		tags = map[string]string{}
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	ok, err := c.eval.Evaluate(tags)
 	return err == nil && ok
 }

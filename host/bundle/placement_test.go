@@ -2,6 +2,7 @@ package bundle
 
 import (
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -94,11 +95,78 @@ func TestConstraintMatch(t *testing.T) {
 	}
 }
 
+func TestCompileConstraintDepth(t *testing.T) {
+	// Parentheses inside string literals do not count.
+	for _, expr := range []string{
+		`(((a == "b")))`,
+		`not (a == "b" and (c == "d" or (e matches "((((x))))")))`,
+		`a == "((((" or b == ")"`,
+		"a matches `(((((`",
+	} {
+		if _, err := CompileConstraint(expr); err != nil {
+			t.Errorf("%s: %v", expr, err)
+		}
+	}
+	_, err := CompileConstraint(`((((a == "b"))))`)
+	checkErr(t, err, ErrManifestInvalid, "placement.constraint nests parentheses 4 deep: use at most 3 levels")
+	// A second compile answers from the cache, the same.
+	_, again := CompileConstraint(`((((a == "b"))))`)
+	if again == nil || again.Error() != err.Error() {
+		t.Errorf("second compile: %v, want %v", again, err)
+	}
+}
+
+// TestCompileConstraintHostile: the longest constraints the parser
+// backtracks most on compile or are refused, none hangs (speed is for
+// benchmarks; this only checks that each returns).
+func TestCompileConstraintHostile(t *testing.T) {
+	body := strings.TrimSuffix(strings.Repeat(`a == "b" and `, 78), " and ")
+	for _, expr := range []string{
+		strings.Repeat("(", 1020) + "a",
+		strings.Repeat("not ", 250) + `a == "b"`,
+		body,
+		`not (not (not (` + body[:len(body)-100] + `)))`,
+		`a matches "` + strings.Repeat("(a*)*", 180) + `"`,
+	} {
+		if c, err := CompileConstraint(expr); err == nil {
+			c.Match(map[string]string{"a": strings.Repeat("a", 100)})
+		}
+	}
+	if _, err := CompileConstraint(body); err != nil {
+		t.Errorf("a 78-term constraint of %d bytes: %v", len(body), err)
+	}
+}
+
 func TestCompileConstraintRefuses(t *testing.T) {
 	for _, expr := range []string{`role = "edge"`, `role ==`, `(role == "a"`, `role in ["a"]`, `n > 3`} {
 		_, err := CompileConstraint(expr)
 		if !errors.Is(err, ErrManifestInvalid) {
 			t.Errorf("%q: error %v, want ErrManifestInvalid", expr, err)
+		}
+	}
+}
+
+// TestConstraintConcurrent: a compiled constraint (shared through the
+// cache) may be matched from several goroutines; go-bexpr compiles a
+// regular expression into the tree at its first use (run with -race).
+func TestConstraintConcurrent(t *testing.T) {
+	c, err := CompileConstraint(`rack matches "^r1[0-9]$" and role == "edge"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan bool)
+	for range 4 {
+		go func() {
+			ok := true
+			for range 50 {
+				ok = ok && c.Match(map[string]string{"rack": "r12", "role": "edge"})
+			}
+			done <- ok
+		}()
+	}
+	for range 4 {
+		if !<-done {
+			t.Error("a concurrent match failed")
 		}
 	}
 }
