@@ -267,7 +267,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		CheckInstalled:    a.checkInstalled(),
 		Fetch:             fetcher.Fetch,
 	})
-	keeper := a.newKeeper()
+	keeper := a.newKeeper(fetcher)
 	a.installer = &installer{cfg: cfg, cat: a.catalog, trusted: a.trusted, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
 		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
 	}, sandbox: sb, gov: a.gov, probeLimits: limits(cfg.DefaultResources),

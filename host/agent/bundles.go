@@ -4,6 +4,7 @@ import (
 	"context"
 	"path/filepath"
 
+	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/intent"
 	clusterv1 "github.com/plughost/plughost/proto/plughost/cluster/v1"
@@ -66,12 +67,14 @@ func (a *Agent) newFetcher() *install.Fetcher {
 	})
 }
 
-// newKeeper returns the keeper of this node's installed versions.
-func (a *Agent) newKeeper() *install.Keeper {
+// newKeeper returns the keeper of this node's installed versions, which
+// fetches the target versions this node lacks with fetcher.
+func (a *Agent) newKeeper(fetcher *install.Fetcher) *install.Keeper {
 	cfg := &a.cfg
 	return install.NewKeeper(install.KeeperConfig{
 		Node: cfg.Node, PluginsDir: cfg.pluginsDir(), DB: intent.New(a.store), Catalog: a.catalog.Local(), Keep: cfg.BundleKeep,
 		InUse: a.bundlesInUse,
+		Fetch: func(ctx context.Context, e *catalog.Entry) error { return fetcher.Fetch(ctx, e, nil) },
 		Event: func(plugin, version, kind, reason string) {
 			a.super.Events().Record(plugin, version, "", kind, reason)
 		},

@@ -72,6 +72,9 @@ type Fetcher struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	// watchers are told the progress of the fetch of a version, by
+	// intent.HeldRef: every caller that waits for it.
+	watchers map[string]map[*func(string)]bool
 }
 
 // NewFetcher returns a Fetcher; Close closes its connections.
@@ -88,7 +91,7 @@ func NewFetcher(cfg FetcherConfig) *Fetcher {
 	if cfg.Event == nil {
 		cfg.Event = func(string, string, string, string) {}
 	}
-	return &Fetcher{cfg: cfg, conns: map[string]*grpc.ClientConn{}}
+	return &Fetcher{cfg: cfg, conns: map[string]*grpc.ClientConn{}, watchers: map[string]map[*func(string)]bool{}}
 }
 
 // Close closes the connections to peers.
@@ -104,20 +107,48 @@ func (f *Fetcher) Close() error {
 
 // Fetch fetches e's bundle from the peers that hold it and installs it
 // through the intake. progress is told how far it got ("fetching greeter
-// 1.2.0 from n2: 40%"). Concurrent calls for one version share one fetch;
-// each gets its outcome.
+// 1.2.0 from n2: 40%"). Concurrent calls for one version share one fetch
+// (the first caller's ctx bounds it); each is told its progress and gets
+// its outcome.
 func (f *Fetcher) Fetch(ctx context.Context, e *catalog.Entry, progress func(string)) error {
-	if progress == nil {
-		progress = func(string) {}
+	ref := intent.HeldRef(e.Name, e.Version)
+	if progress != nil {
+		f.mu.Lock()
+		if f.watchers[ref] == nil {
+			f.watchers[ref] = map[*func(string)]bool{}
+		}
+		f.watchers[ref][&progress] = true
+		f.mu.Unlock()
+		defer func() {
+			f.mu.Lock()
+			delete(f.watchers[ref], &progress)
+			if len(f.watchers[ref]) == 0 {
+				delete(f.watchers, ref)
+			}
+			f.mu.Unlock()
+		}()
 	}
-	ch := f.flight.DoChan(intent.HeldRef(e.Name, e.Version), func() (any, error) {
-		return nil, f.fetch(ctx, e, progress)
+	ch := f.flight.DoChan(ref, func() (any, error) {
+		return nil, f.fetch(ctx, e, func(msg string) { f.tell(ref, msg) })
 	})
 	select {
 	case r := <-ch:
 		return r.Err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// tell passes a fetch's progress to every caller waiting for it.
+func (f *Fetcher) tell(ref, msg string) {
+	f.mu.Lock()
+	fns := make([]func(string), 0, len(f.watchers[ref]))
+	for fn := range f.watchers[ref] {
+		fns = append(fns, *fn)
+	}
+	f.mu.Unlock()
+	for _, fn := range fns {
+		fn(msg)
 	}
 }
 

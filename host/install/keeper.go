@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -31,7 +32,13 @@ type KeeperConfig struct {
 	// InUse lists, as intent.HeldRef, the versions that must stay on disk
 	// whatever their age: running on this node, desired, pinned, assigned.
 	// An error skips the removal of old versions this time.
-	InUse  func(ctx context.Context) (map[string]bool, error)
+	InUse func(ctx context.Context) (map[string]bool, error)
+	// Fetch, when set, fetches a version's bundle from a peer and installs
+	// it (Fetcher.Fetch): the keeper fetches every plugin's target version
+	// (its intent's) that another node holds and this one lacks, so that a
+	// bundle added on one node survives that node's loss and a node
+	// assigned the version later has it at once.
+	Fetch  func(ctx context.Context, e *catalog.Entry) error
 	Event  func(plugin, version, kind, reason string)
 	Logger hclog.Logger
 	// Every is how often the keeper looks again without being told
@@ -72,11 +79,22 @@ func (k *Keeper) Changed() {
 	}
 }
 
-// Run removes old versions and writes the record at once, then whenever
-// Changed is called and every cfg.Every, until ctx ends.
+// Run removes old versions, writes the record and fetches missing target
+// versions at once, then whenever Changed is called, an intent changes, and
+// every cfg.Every, until ctx ends.
 func (k *Keeper) Run(ctx context.Context) {
 	tick := time.NewTicker(k.cfg.Every)
 	defer tick.Stop()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		_ = k.cfg.DB.Local().Watch(watchCtx, 0, []string{intent.PrefixIntent}, k.cfg.Logger, func(intent.Change) { k.Changed() })
+	}()
+	defer func() {
+		stopWatch()
+		<-watched
+	}()
 	for {
 		if err := k.collect(ctx); err != nil && ctx.Err() == nil {
 			k.cfg.Logger.Warn("old bundle versions not removed this time", "error", err)
@@ -86,6 +104,7 @@ func (k *Keeper) Run(ctx context.Context) {
 			k.cfg.Logger.Warn("cannot record the bundles this node holds yet; other nodes may not fetch from it meanwhile", "error", err)
 			retry = time.After(2 * time.Second)
 		}
+		k.prefetch(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -182,4 +201,44 @@ func (k *Keeper) collect(ctx context.Context) error {
 		k.Changed()
 	}
 	return nil
+}
+
+// prefetch fetches, one at a time, each plugin's target version that this
+// node has not installed and that another node's record says it holds.
+// A failure is logged; the next round tries again.
+func (k *Keeper) prefetch(ctx context.Context) {
+	if k.cfg.Fetch == nil {
+		return
+	}
+	db := k.cfg.DB.Local()
+	intents, _, err := db.Intents(ctx)
+	if err != nil {
+		return
+	}
+	held, _, err := db.Held(ctx)
+	if err != nil {
+		return
+	}
+	for _, it := range intents {
+		name, version := it.Value.Plugin, it.Value.Version
+		elsewhere := false
+		for _, h := range held {
+			if h.Value.Node != k.cfg.Node && h.Value.Has(name, version) {
+				elsewhere = true
+			}
+		}
+		if !elsewhere {
+			continue
+		}
+		e, err := k.cfg.Catalog.Get(ctx, name, version)
+		if err != nil {
+			continue
+		}
+		if _, err := e.ExecutableIn(k.cfg.PluginsDir); !errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err := k.cfg.Fetch(ctx, e); err != nil && ctx.Err() == nil {
+			k.cfg.Logger.Warn("could not fetch a plugin's target version ahead of need; trying again later", "plugin", name, "version", version, "error", err)
+		}
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store"
@@ -87,5 +88,45 @@ func TestHeldRecordsAreChecked(t *testing.T) {
 	it, err := decode("bundles/n1", `{"node":"n1","bundles":["a@1.0.0","b@2.0.0-rc.1"]}`)
 	if err != nil || !it.Value.Has("b", "2.0.0-rc.1") || it.Value.Has("a", "2.0.0") {
 		t.Fatalf("valid record: %+v %v", it, err)
+	}
+}
+
+func TestKeeperFetchesTargetVersionsOtherNodesHold(t *testing.T) {
+	w := newWorld(t)
+	n1 := w.node("n1", 2)
+	w.installOn(n1, "greeter", "1.2.0")
+	w.bundle("lonely", "1.0.0") // held by no node: not asked for
+	ctx := context.Background()
+	db := intent.New(w.st)
+	for _, it := range []*intent.Intent{{Plugin: "greeter", Version: "1.2.0"}, {Plugin: "lonely", Version: "1.0.0"}} {
+		it.Placement.Mode = "every-node"
+		if _, err := db.Put(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.PutHeld(ctx, &intent.Held{Node: "n1", Bundles: []string{"greeter@1.2.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	plugins := filepath.Join(t.TempDir(), "plugins")
+	f := w.fetcher("n3", plugins, &events)
+	defer f.Close()
+	var asked []string
+	k := NewKeeper(KeeperConfig{Node: "n3", PluginsDir: plugins, DB: db, Catalog: w.cat,
+		Fetch: func(ctx context.Context, e *catalog.Entry) error {
+			asked = append(asked, intent.HeldRef(e.Name, e.Version))
+			return f.Fetch(ctx, e, nil)
+		}})
+	k.prefetch(ctx)
+	if _, err := w.entry("greeter", "1.2.0").ExecutableIn(plugins); err != nil {
+		t.Fatalf("greeter 1.2.0 not fetched ahead of need: %v", err)
+	}
+	if !slices.Equal(asked, []string{"greeter@1.2.0"}) {
+		t.Fatalf("fetched %v, want only greeter@1.2.0", asked)
+	}
+	// Installed now: not fetched again.
+	k.prefetch(ctx)
+	if len(asked) != 1 {
+		t.Fatalf("fetched %v after it was installed", asked)
 	}
 }
