@@ -83,6 +83,7 @@ test:
 FUZZTIME ?= 10s
 FUZZ_TARGETS := \
 	./host/bundle:FuzzParseManifest \
+	./host/bundle:FuzzCompileConstraint \
 	./host/bundle:FuzzOpenTarball \
 	./host/bundle:FuzzOpenDir \
 	./host/router:FuzzHeaderBlocks \

@@ -19,6 +19,12 @@ func FuzzParseManifest(f *testing.F) {
 		m["config"] = map[string]any{"a": []any{1, nil, "x"}}
 	}))
 	f.Add(builtManifest(f))
+	f.Add(manifestJSON(f, func(m map[string]any) {
+		m["placement"] = map[string]any{"mode": "count", "count": 3, "constraint": `role == "edge" and (disk == "ssd" or rack matches "^r1")`}
+	}))
+	f.Add(manifestJSON(f, func(m map[string]any) {
+		m["placement"] = map[string]any{"mode": "singleton", "standby": 1, "spread": "fault_domain"}
+	}))
 	f.Add([]byte(`{"name":"a","name":"b"}`))
 	f.Add([]byte(`{"Name":"a"}`))
 	f.Add([]byte(`{"health":{"interval":5}}`))
@@ -45,6 +51,35 @@ func FuzzParseManifest(f *testing.F) {
 		out2, err := again.Marshal()
 		if err != nil || !bytes.Equal(out, out2) {
 			t.Fatalf("Marshal is not stable:\n%s\n%s", out, out2)
+		}
+	})
+}
+
+// FuzzCompileConstraint compiles fuzzed placement constraints and matches
+// what compiles against a few nodes' tags: no panic, and a refusal wraps
+// ErrManifestInvalid.
+func FuzzCompileConstraint(f *testing.F) {
+	for _, s := range []string{
+		`role == "edge"`, `role != "edge" and disk == "ssd"`, `not (a == "b" or (c is empty))`,
+		`rack matches "^r1[0-9]$"`, `"gpu" in features`, `features contains "nvme"`, `"/role" == "core"`,
+		`role.sub == "x"`, `n == 3`, "a == `raw`", `all tags as k { k != "x" }`, `role = edge`, `((((a == "b"))))`,
+	} {
+		f.Add(s)
+	}
+	tags := []map[string]string{nil, {}, {"role": "edge", "disk": "ssd", "rack": "r12", "features": "gpu,nvme", "n": "3"}}
+	f.Fuzz(func(t *testing.T, expr string) {
+		c, err := CompileConstraint(expr)
+		if err != nil {
+			if !errors.Is(err, ErrManifestInvalid) {
+				t.Fatalf("error %q does not wrap ErrManifestInvalid", err)
+			}
+			return
+		}
+		if c.String() != expr {
+			t.Fatalf("String() = %q, want %q", c.String(), expr)
+		}
+		for _, tg := range tags {
+			c.Match(tg)
 		}
 	})
 }
