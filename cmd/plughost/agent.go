@@ -55,7 +55,10 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	apiVerifyClient := fs.Bool("api-verify-client", false, "with -api-tls, require a client certificate from the CA (plughost tls cert create -client)")
 	var joins, tags multiFlag
 	fs.Var(&joins, "join", "serf address of a node to join (repeatable)")
-	fs.Var(&tags, "tag", "node tag k=v (repeatable)")
+	fs.Var(&tags, "tag", "node tag `KEY=VALUE` for placement constraints (repeatable; wins over the config file's tags); keys "+strings.Join(cluster.ReservedTags(), ", ")+" are plughost's own")
+	// Node identity (area: nodes).
+	faultDomain := fs.String("fault-domain", "", "the node's fault domain `NAME`, such as a rack or zone: instances of a plugin are spread over fault domains (default the node name: a domain of its own)")
+	upgradeDomain := fs.String("upgrade-domain", "", "the node's upgrade domain `NAME`: rollouts upgrade one upgrade domain at a time (default the node name)")
 	// bundle
 	var trustedKeys multiFlag
 	fs.Var(&trustedKeys, "trusted-key", "public key file of a bundle publisher (repeatable); with any, only bundles signed by one of them are accepted")
@@ -92,6 +95,8 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	set(&cfg.CAFile, *caFile)
 	set(&cfg.CertFile, *certFile)
 	set(&cfg.KeyFile, *keyFile)
+	set(&cfg.FaultDomain, *faultDomain)
+	set(&cfg.UpgradeDomain, *upgradeDomain)
 	if *apiTLS {
 		cfg.APITLS = true
 	}

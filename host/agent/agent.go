@@ -464,6 +464,11 @@ func (a *Agent) openStore() error {
 
 		EncryptKey:        cfg.Encrypt,
 		RequireEncryption: !cfg.Dev,
+
+		// Node identity (area: nodes).
+		FaultDomain:      cfg.FaultDomain,
+		UpgradeDomain:    cfg.UpgradeDomain,
+		FailureDetection: cfg.FailureDetection.cluster(),
 	}
 	ccfg.VerifyServer = a.rpc.Verify
 	c, err := cluster.Start(ccfg)

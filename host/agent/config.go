@@ -152,6 +152,34 @@ type Config struct {
 	// many bundle fetches from peers this node serves at once.
 	BundleKeep             int `json:"bundle_keep"`
 	BundleServeConcurrency int `json:"bundle_serve_concurrency"`
+
+	// Node identity (area: nodes; README "Node identity"). FaultDomain and
+	// UpgradeDomain ("" = the node's name: a node of its own) and Tags are
+	// gossiped to every member for placement; -fault-domain,
+	// -upgrade-domain and -tag win over the file. FailureDetection tunes
+	// how soon gossip declares a silent member failed.
+	FaultDomain      string           `json:"fault_domain"`
+	UpgradeDomain    string           `json:"upgrade_domain"`
+	FailureDetection FailureDetection `json:"failure_detection"`
+}
+
+// FailureDetection is cluster.FailureDetection in the config file; zero
+// fields take cluster.DefaultFailureDetection's.
+type FailureDetection struct {
+	ProbeInterval           Duration `json:"probe_interval"`
+	ProbeTimeout            Duration `json:"probe_timeout"`
+	SuspicionMult           int      `json:"suspicion_mult"`
+	SuspicionMaxTimeoutMult int      `json:"suspicion_max_timeout_mult"`
+	GossipInterval          Duration `json:"gossip_interval"`
+}
+
+// cluster is f as the cluster package takes it.
+func (f FailureDetection) cluster() cluster.FailureDetection {
+	return cluster.FailureDetection{
+		ProbeInterval: f.ProbeInterval.Duration, ProbeTimeout: f.ProbeTimeout.Duration,
+		SuspicionMult: f.SuspicionMult, SuspicionMaxTimeoutMult: f.SuspicionMaxTimeoutMult,
+		GossipInterval: f.GossipInterval.Duration,
+	}
 }
 
 // Resources are per-instance limits in the agent config.
@@ -341,7 +369,23 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("bundle_keep %d and bundle_serve_concurrency %d must be 1 or more", c.BundleKeep, c.BundleServeConcurrency))
 	}
 	errs = append(errs, c.validateTLS()...)
+	errs = append(errs, c.validateIdentity()...)
 	return errors.Join(errs...)
+}
+
+// validateIdentity checks the node's domains, tags and failure detection
+// (area: nodes).
+func (c *Config) validateIdentity() []error {
+	var errs []error
+	if c.FaultDomain != "" {
+		errs = append(errs, cluster.ValidateDomain("-fault-domain", c.FaultDomain))
+	}
+	if c.UpgradeDomain != "" {
+		errs = append(errs, cluster.ValidateDomain("-upgrade-domain", c.UpgradeDomain))
+	}
+	errs = append(errs, cluster.ValidateTags(c.Tags))
+	errs = append(errs, c.FailureDetection.cluster().WithDefaults().Validate())
+	return errs
 }
 
 // checkGossipKey refuses an agent outside -dev that has neither -encrypt

@@ -51,6 +51,13 @@ func TestValidate(t *testing.T) {
 		{"dev agent with part of TLS", func(c *Config) { c.Dev, c.CAFile = true, "" }, "TLS: -ca-file not given"},
 		{"API TLS without files", func(c *Config) { c.Dev, c.CAFile, c.CertFile, c.KeyFile, c.APITLS = true, "", "", "", true }, "-api-tls needs"},
 		{"client verification without API TLS", func(c *Config) { c.APIVerifyClient = true }, "-api-verify-client needs -api-tls"},
+		// Node identity (area: nodes).
+		{"reserved tag", func(c *Config) { c.Tags = map[string]string{"rpc": "x"} }, `tag "rpc" is reserved for plughost`},
+		{"bad tag value", func(c *Config) { c.Tags = map[string]string{"disk": "a b"} }, `tag disk="a b"`},
+		{"bad fault domain", func(c *Config) { c.FaultDomain = "rack 1" }, `-fault-domain "rack 1"`},
+		{"bad upgrade domain", func(c *Config) { c.UpgradeDomain = "-ud" }, `-upgrade-domain "-ud"`},
+		{"probe timeout past interval", func(c *Config) { c.FailureDetection.ProbeTimeout = Duration{time.Second} }, "failure_detection.probe_timeout 1s must be positive and less than probe_interval 500ms"},
+		{"negative suspicion", func(c *Config) { c.FailureDetection.SuspicionMult = -1 }, "failure_detection.suspicion_mult -1"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -79,6 +86,17 @@ func TestLoadFile(t *testing.T) {
 	}
 	if c.Node != "edge-1" || c.StartTimeout.Duration != 3*time.Second || c.Overrides["echo"].MemoryMB != 64 || c.APIAddr != DefaultAPIAddr {
 		t.Fatalf("loaded %+v", c)
+	}
+	// Node identity (area: nodes).
+	c = DefaultConfig()
+	if err := c.LoadFile(write(`{"fault_domain": "fd:/dc1/r1", "upgrade_domain": "ud2", "tags": {"disk": "ssd"},
+		"failure_detection": {"probe_interval": "1s", "suspicion_mult": 4}}`)); err != nil {
+		t.Fatal(err)
+	}
+	fd := c.FailureDetection.cluster().WithDefaults()
+	if c.FaultDomain != "fd:/dc1/r1" || c.UpgradeDomain != "ud2" || c.Tags["disk"] != "ssd" ||
+		fd.ProbeInterval != time.Second || fd.SuspicionMult != 4 || fd.ProbeTimeout != 250*time.Millisecond {
+		t.Fatalf("loaded %+v, failure detection %+v", c, fd)
 	}
 	for body, want := range map[string]string{
 		`{"nodes": "x"}`:           `unknown field "nodes"`,

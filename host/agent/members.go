@@ -27,11 +27,9 @@ func (o *operator) ListMembers(context.Context, *operatorv1.ListMembersRequest) 
 func operatorTags(tags map[string]string) map[string]string {
 	out := make(map[string]string, len(tags))
 	for k, v := range tags {
-		switch k {
-		case cluster.TagRole, cluster.TagAPI, cluster.TagRPC, cluster.TagRaftState:
-			continue
+		if !cluster.ReservedTag(k) {
+			out[k] = v
 		}
-		out[k] = v
 	}
 	return out
 }

@@ -56,7 +56,7 @@ type Config struct {
 	NodeName        string
 	BindAddr        string            // serf host:port
 	APIAddr         string            // advertised in the "api" tag
-	Tags            map[string]string // operator tags (fault/upgrade domain...)
+	Tags            map[string]string // operator tags (ValidateTags)
 	Join            []string          // serf addresses, retried until one answers
 	BootstrapExpect int               // servers to wait for before bootstrapping; <= 1: none
 	DataDir         string            // serf snapshot for rejoining after a restart; "" none
@@ -84,6 +84,15 @@ type Config struct {
 	// votes on gossip alone. Nil (a -dev agent, tests without TLS) checks
 	// nothing.
 	VerifyServer func(ctx context.Context, node, rpcAddr string) error
+
+	// Node identity (area: nodes), gossiped in the fault_domain and
+	// upgrade_domain tags; empty is the node's own name, so a node given
+	// none is a domain of its own.
+	FaultDomain   string
+	UpgradeDomain string
+	// FailureDetection tunes how fast gossip declares a silent member
+	// failed; zero fields take DefaultFailureDetection's.
+	FailureDetection FailureDetection
 }
 
 // Member is one node as membership knows it.
@@ -143,11 +152,18 @@ func (c *Config) Validate() error {
 	if c.MinQuorum < 0 {
 		errs = append(errs, fmt.Errorf("cluster: MinQuorum %d must be 0 (BootstrapExpect) or more", c.MinQuorum))
 	}
-	for k := range c.Tags {
-		switch k {
-		case TagRole, TagAPI, TagRPC, TagRaftState:
-			errs = append(errs, fmt.Errorf("cluster: tag %q is reserved for plughost", k))
+	for _, d := range []struct{ what, v string }{{"fault domain", c.FaultDomain}, {"upgrade domain", c.UpgradeDomain}} {
+		if d.v != "" {
+			if err := ValidateDomain(d.what, d.v); err != nil {
+				errs = append(errs, fmt.Errorf("cluster: %w", err))
+			}
 		}
+	}
+	if err := ValidateTags(c.Tags); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: %w", err))
+	}
+	if err := c.FailureDetection.WithDefaults().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("cluster: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -173,6 +189,13 @@ func Start(cfg Config) (*Cluster, error) {
 	if cfg.ReconcileInterval <= 0 {
 		cfg.ReconcileInterval = DefaultReconcileInterval
 	}
+	if cfg.FaultDomain == "" {
+		cfg.FaultDomain = cfg.NodeName
+	}
+	if cfg.UpgradeDomain == "" {
+		cfg.UpgradeDomain = cfg.NodeName
+	}
+	cfg.FailureDetection = cfg.FailureDetection.WithDefaults()
 	if cfg.MinQuorum == 0 && cfg.BootstrapExpect > 1 {
 		cfg.MinQuorum = cfg.BootstrapExpect
 	}
@@ -216,11 +239,8 @@ func Start(cfg Config) (*Cluster, error) {
 	ml.Name = cfg.NodeName
 	ml.BindAddr, ml.BindPort = host, port
 	ml.AdvertiseAddr, ml.AdvertisePort = host, port
-	ml.ProbeInterval = 500 * time.Millisecond
-	ml.ProbeTimeout = 250 * time.Millisecond
-	ml.GossipInterval = 100 * time.Millisecond
+	cfg.FailureDetection.apply(ml)
 	ml.PushPullInterval = 10 * time.Second
-	ml.SuspicionMult = 3
 	ml.TCPTimeout = 2 * time.Second
 	ml.Logger = stdlog
 	ml.LogOutput = nil
@@ -268,10 +288,12 @@ func Start(cfg Config) (*Cluster, error) {
 
 // tags are this node's serf tags.
 func (c *Cluster) tags() map[string]string {
-	t := make(map[string]string, len(c.cfg.Tags)+4)
+	t := make(map[string]string, len(c.cfg.Tags)+6)
 	for k, v := range c.cfg.Tags {
 		t[k] = v
 	}
+	t[TagFaultDomain] = c.cfg.FaultDomain
+	t[TagUpgradeDomain] = c.cfg.UpgradeDomain
 	t[TagRole] = RoleServer
 	t[TagAPI] = c.cfg.APIAddr
 	t[TagRPC] = c.cfg.Store.RaftAddr()

@@ -47,6 +47,9 @@ type nodeOptions struct {
 	MinQuorum          int
 	// VerifyServer is Config.VerifyServer (area: tls).
 	VerifyServer func(ctx context.Context, node, rpcAddr string) error
+	// Node identity (area: nodes).
+	FaultDomain, UpgradeDomain string
+	Tags                       map[string]string
 }
 
 func testLogger(t testing.TB, name string) hclog.Logger {
@@ -102,6 +105,9 @@ func startNode(t testing.TB, name, dir string, o nodeOptions) *testNode {
 		DeadServerGrace:     time.Second,
 		ReconcileInterval:   50 * time.Millisecond,
 		VerifyServer:        o.VerifyServer,
+		FaultDomain:         o.FaultDomain,
+		UpgradeDomain:       o.UpgradeDomain,
+		Tags:                o.Tags,
 	})
 	if err != nil {
 		srv.Stop()
