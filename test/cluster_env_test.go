@@ -47,6 +47,13 @@ func NewCluster(t testing.TB, size int) []*ClusterAgent {
 // NewClusterArgs is NewCluster with more flags for every agent.
 func NewClusterArgs(t testing.TB, size int, args ...string) []*ClusterAgent {
 	t.Helper()
+	return NewClusterEach(t, size, func(int) []string { return args })
+}
+
+// NewClusterEach is NewCluster with more flags for agent i (0-based) from
+// argsOf(i) (area: nodes, for per-node domains and tags).
+func NewClusterEach(t testing.TB, size int, argsOf func(i int) []string) []*ClusterAgent {
+	t.Helper()
 	buildAll(t)
 	key, err := cluster.GenerateKey()
 	if err != nil {
@@ -59,7 +66,7 @@ func NewClusterArgs(t testing.TB, size int, args ...string) []*ClusterAgent {
 			Agent: &Agent{t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 				Node: fmt.Sprint("n", i+1), acl: token},
 			Expect:  size,
-			Args:    append([]string(nil), args...),
+			Args:    append([]string(nil), argsOf(i)...),
 			Encrypt: key,
 		}
 	}

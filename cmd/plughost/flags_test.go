@@ -106,6 +106,9 @@ func TestFlagsAfterArguments(t *testing.T) {
 		{[]string{"bench", "upgrade", "extra", "-rate", "fast"}, 2, "-rate"},
 		{[]string{"bench", "store", "put", "-clients", "0"}, 2, "-clients"},
 		{[]string{"members", "extra", "-format", "yaml"}, 2, "-format"},
+		{[]string{"nodes", "extra", "-format", "yaml"}, 2, "-format"},
+		{[]string{"node", "drain", "n2", "-addr", nowhere}, 1, nowhere},
+		{[]string{"node", "eligible", "n2", "-addr", nowhere}, 1, nowhere},
 		{[]string{"version", "extra", "-nope"}, 2, "-nope"},
 		{[]string{"reaper", "extra", "-nope"}, 2, "-nope"},
 	}

@@ -24,6 +24,7 @@ var groups = map[string][]string{
 	"store":         {"get", "put", "delete", "list", "backup", "restore"},
 	"bench":         {"call", "upgrade", "store"},
 	"operator":      {"raft"},
+	"node":          {"drain", "eligible"},
 	"operator raft": {"list-peers", "remove-peer"},
 	"tls":           {"ca", "cert"},
 	"tls ca":        {"create"},
@@ -341,6 +342,29 @@ policies wins. Bundles and store backup and restore need global-management.`,
 	"members": {
 		about:   "List the cluster's members with their serf status, raft role and tags.",
 		example: "plughost members -format json",
+	},
+	"nodes": {
+		about: `List every node with its gossip status, fault and upgrade domain, tags,
+eligibility for placement (drained or not) and the plugin instances it runs
+(plugin@version, with /active or /standby for a singleton).`,
+		example: "plughost nodes -format json",
+	},
+	"node": {
+		about:   "Drain a node for maintenance, or make it eligible for placement again.",
+		example: "plughost node drain n2",
+	},
+	"node drain": {
+		args: "NODE",
+		about: `Drain a node: it gets no new instances, and the placement controller moves
+those it runs to other eligible nodes, each new instance serving before the
+old one stops. The node stays a member (raft, gossip); watch the move with
+plughost nodes, and bring the node back with plughost node eligible.`,
+		example: "plughost node drain n2",
+	},
+	"node eligible": {
+		args:    "NODE",
+		about:   "Make a drained node eligible for placement again.",
+		example: "plughost node eligible n2",
 	},
 	"version": {
 		about:   "Print the version of plughost and the plugin API versions it speaks.",

@@ -74,6 +74,8 @@ Usage: plughost <command> [flags] [args]
   store        get, put, delete, list, backup, restore keys (-ns NAMESPACE)
   bench        load generators: call, upgrade, store
   members      list the cluster's members with their raft roles
+  nodes        list nodes with their domains, tags, eligibility and what they run
+  node         drain, eligible: take a node out of placement and back
   operator     raft list-peers, remove-peer: repair a cluster's raft configuration
   keygen       make a new gossip encryption key (for agent -encrypt)
   keyring      list, install, use or remove gossip keys on every member
@@ -143,6 +145,10 @@ func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error
 		return runBench(ctx, env, rest)
 	case "members":
 		return runMembers(ctx, env, rest)
+	case "nodes":
+		return runNodes(ctx, env, rest)
+	case "node":
+		return runNode(ctx, env, rest)
 	case "operator":
 		return runOperator(ctx, env, rest)
 	case "keygen":

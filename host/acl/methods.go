@@ -58,6 +58,9 @@ var methods = map[string]Permission{
 	operatorv1.OperatorService_ListMembers_FullMethodName:     operator(Read),
 	operatorv1.OperatorService_ListRaftPeers_FullMethodName:   operator(Read),
 	operatorv1.OperatorService_RemoveRaftPeer_FullMethodName:  operator(Write),
+	// Nodes (area: nodes).
+	operatorv1.OperatorService_ListNodes_FullMethodName:          operator(Read),
+	operatorv1.OperatorService_SetNodeEligibility_FullMethodName: operator(Write),
 	// The keyring's listing holds the gossip keys themselves: whoever reads
 	// them can join the gossip, so it needs what changing them needs.
 	operatorv1.OperatorService_ListGossipKeys_FullMethodName:   operator(Write),

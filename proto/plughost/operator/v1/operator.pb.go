@@ -3421,6 +3421,439 @@ func (x *GossipKey) GetPrimaryNodes() int32 {
 	return 0
 }
 
+type ListNodesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesRequest) Reset() {
+	*x = ListNodesRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesRequest) ProtoMessage() {}
+
+func (x *ListNodesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesRequest.ProtoReflect.Descriptor instead.
+func (*ListNodesRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{52}
+}
+
+type ListNodesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Nodes []*Node                `protobuf:"bytes,1,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// stale is set when the cluster has no raft leader: eligibility and what
+	// runs are this node's copy of the records, which may lag; it says so.
+	Stale         string `protobuf:"bytes,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListNodesResponse) Reset() {
+	*x = ListNodesResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListNodesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListNodesResponse) ProtoMessage() {}
+
+func (x *ListNodesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListNodesResponse.ProtoReflect.Descriptor instead.
+func (*ListNodesResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *ListNodesResponse) GetNodes() []*Node {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *ListNodesResponse) GetStale() string {
+	if x != nil {
+		return x.Stale
+	}
+	return ""
+}
+
+// Node is one node of the cluster as placement sees it.
+type Node struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// status is the serf status: alive, leaving, left or failed.
+	Status        string `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`
+	FaultDomain   string `protobuf:"bytes,3,opt,name=fault_domain,json=faultDomain,proto3" json:"fault_domain,omitempty"`
+	UpgradeDomain string `protobuf:"bytes,4,opt,name=upgrade_domain,json=upgradeDomain,proto3" json:"upgrade_domain,omitempty"`
+	// tags are the operator's (-tag k=v).
+	Tags map[string]string `protobuf:"bytes,5,rep,name=tags,proto3" json:"tags,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// eligible is false once the node is drained (plughost node drain).
+	Eligible bool `protobuf:"varint,6,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	// eligibility_since and eligibility_actor say when and by whom
+	// eligibility was last set; unset when it never was.
+	EligibilitySince *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=eligibility_since,json=eligibilitySince,proto3" json:"eligibility_since,omitempty"`
+	EligibilityActor string                 `protobuf:"bytes,8,opt,name=eligibility_actor,json=eligibilityActor,proto3" json:"eligibility_actor,omitempty"`
+	ApiAddress       string                 `protobuf:"bytes,9,opt,name=api_address,json=apiAddress,proto3" json:"api_address,omitempty"`
+	RpcAddress       string                 `protobuf:"bytes,10,opt,name=rpc_address,json=rpcAddress,proto3" json:"rpc_address,omitempty"`
+	// plugins are what the node reports running (its observations), sorted
+	// by plugin.
+	Plugins []*NodePlugin `protobuf:"bytes,11,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	// invalid says why the identity the node gossips was refused (domains or
+	// tags breaking the rules); such a node is given no instances.
+	Invalid       string `protobuf:"bytes,12,opt,name=invalid,proto3" json:"invalid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Node) Reset() {
+	*x = Node{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Node) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Node) ProtoMessage() {}
+
+func (x *Node) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Node.ProtoReflect.Descriptor instead.
+func (*Node) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *Node) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *Node) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *Node) GetFaultDomain() string {
+	if x != nil {
+		return x.FaultDomain
+	}
+	return ""
+}
+
+func (x *Node) GetUpgradeDomain() string {
+	if x != nil {
+		return x.UpgradeDomain
+	}
+	return ""
+}
+
+func (x *Node) GetTags() map[string]string {
+	if x != nil {
+		return x.Tags
+	}
+	return nil
+}
+
+func (x *Node) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
+func (x *Node) GetEligibilitySince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.EligibilitySince
+	}
+	return nil
+}
+
+func (x *Node) GetEligibilityActor() string {
+	if x != nil {
+		return x.EligibilityActor
+	}
+	return ""
+}
+
+func (x *Node) GetApiAddress() string {
+	if x != nil {
+		return x.ApiAddress
+	}
+	return ""
+}
+
+func (x *Node) GetRpcAddress() string {
+	if x != nil {
+		return x.RpcAddress
+	}
+	return ""
+}
+
+func (x *Node) GetPlugins() []*NodePlugin {
+	if x != nil {
+		return x.Plugins
+	}
+	return nil
+}
+
+func (x *Node) GetInvalid() string {
+	if x != nil {
+		return x.Invalid
+	}
+	return ""
+}
+
+// NodePlugin is one plugin instance a node reports running (its
+// observe/<node>/<plugin> record).
+type NodePlugin struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Plugin  string                 `protobuf:"bytes,1,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	Version string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	// role is "", "active" or "standby".
+	Role          string                 `protobuf:"bytes,3,opt,name=role,proto3" json:"role,omitempty"`
+	State         InstanceState          `protobuf:"varint,4,opt,name=state,proto3,enum=plughost.operator.v1.InstanceState" json:"state,omitempty"`
+	Healthy       bool                   `protobuf:"varint,5,opt,name=healthy,proto3" json:"healthy,omitempty"`
+	Since         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NodePlugin) Reset() {
+	*x = NodePlugin{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NodePlugin) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NodePlugin) ProtoMessage() {}
+
+func (x *NodePlugin) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NodePlugin.ProtoReflect.Descriptor instead.
+func (*NodePlugin) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *NodePlugin) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *NodePlugin) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *NodePlugin) GetRole() string {
+	if x != nil {
+		return x.Role
+	}
+	return ""
+}
+
+func (x *NodePlugin) GetState() InstanceState {
+	if x != nil {
+		return x.State
+	}
+	return InstanceState_INSTANCE_STATE_UNSPECIFIED
+}
+
+func (x *NodePlugin) GetHealthy() bool {
+	if x != nil {
+		return x.Healthy
+	}
+	return false
+}
+
+func (x *NodePlugin) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+type SetNodeEligibilityRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Node          string                 `protobuf:"bytes,1,opt,name=node,proto3" json:"node,omitempty"`
+	Eligible      bool                   `protobuf:"varint,2,opt,name=eligible,proto3" json:"eligible,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeEligibilityRequest) Reset() {
+	*x = SetNodeEligibilityRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeEligibilityRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeEligibilityRequest) ProtoMessage() {}
+
+func (x *SetNodeEligibilityRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeEligibilityRequest.ProtoReflect.Descriptor instead.
+func (*SetNodeEligibilityRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{56}
+}
+
+func (x *SetNodeEligibilityRequest) GetNode() string {
+	if x != nil {
+		return x.Node
+	}
+	return ""
+}
+
+func (x *SetNodeEligibilityRequest) GetEligible() bool {
+	if x != nil {
+		return x.Eligible
+	}
+	return false
+}
+
+type SetNodeEligibilityResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// changed is false when the node already was as asked.
+	Changed bool `protobuf:"varint,1,opt,name=changed,proto3" json:"changed,omitempty"`
+	// since and actor are the node record's, after the call.
+	Since         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=since,proto3" json:"since,omitempty"`
+	Actor         string                 `protobuf:"bytes,3,opt,name=actor,proto3" json:"actor,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetNodeEligibilityResponse) Reset() {
+	*x = SetNodeEligibilityResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[57]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetNodeEligibilityResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetNodeEligibilityResponse) ProtoMessage() {}
+
+func (x *SetNodeEligibilityResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[57]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetNodeEligibilityResponse.ProtoReflect.Descriptor instead.
+func (*SetNodeEligibilityResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{57}
+}
+
+func (x *SetNodeEligibilityResponse) GetChanged() bool {
+	if x != nil {
+		return x.Changed
+	}
+	return false
+}
+
+func (x *SetNodeEligibilityResponse) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *SetNodeEligibilityResponse) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
 var File_plughost_operator_v1_operator_proto protoreflect.FileDescriptor
 
 const file_plughost_operator_v1_operator_proto_rawDesc = "" +
@@ -3654,7 +4087,45 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\tGossipKey\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05nodes\x18\x02 \x01(\x05R\x05nodes\x12#\n" +
-	"\rprimary_nodes\x18\x03 \x01(\x05R\fprimaryNodes*\xf6\x01\n" +
+	"\rprimary_nodes\x18\x03 \x01(\x05R\fprimaryNodes\"\x12\n" +
+	"\x10ListNodesRequest\"[\n" +
+	"\x11ListNodesResponse\x120\n" +
+	"\x05nodes\x18\x01 \x03(\v2\x1a.plughost.operator.v1.NodeR\x05nodes\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\tR\x05stale\"\x99\x04\n" +
+	"\x04Node\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12!\n" +
+	"\ffault_domain\x18\x03 \x01(\tR\vfaultDomain\x12%\n" +
+	"\x0eupgrade_domain\x18\x04 \x01(\tR\rupgradeDomain\x128\n" +
+	"\x04tags\x18\x05 \x03(\v2$.plughost.operator.v1.Node.TagsEntryR\x04tags\x12\x1a\n" +
+	"\beligible\x18\x06 \x01(\bR\beligible\x12G\n" +
+	"\x11eligibility_since\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\x10eligibilitySince\x12+\n" +
+	"\x11eligibility_actor\x18\b \x01(\tR\x10eligibilityActor\x12\x1f\n" +
+	"\vapi_address\x18\t \x01(\tR\n" +
+	"apiAddress\x12\x1f\n" +
+	"\vrpc_address\x18\n" +
+	" \x01(\tR\n" +
+	"rpcAddress\x12:\n" +
+	"\aplugins\x18\v \x03(\v2 .plughost.operator.v1.NodePluginR\aplugins\x12\x18\n" +
+	"\ainvalid\x18\f \x01(\tR\ainvalid\x1a7\n" +
+	"\tTagsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd9\x01\n" +
+	"\n" +
+	"NodePlugin\x12\x16\n" +
+	"\x06plugin\x18\x01 \x01(\tR\x06plugin\x12\x18\n" +
+	"\aversion\x18\x02 \x01(\tR\aversion\x12\x12\n" +
+	"\x04role\x18\x03 \x01(\tR\x04role\x129\n" +
+	"\x05state\x18\x04 \x01(\x0e2#.plughost.operator.v1.InstanceStateR\x05state\x12\x18\n" +
+	"\ahealthy\x18\x05 \x01(\bR\ahealthy\x120\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\"K\n" +
+	"\x19SetNodeEligibilityRequest\x12\x12\n" +
+	"\x04node\x18\x01 \x01(\tR\x04node\x12\x1a\n" +
+	"\beligible\x18\x02 \x01(\bR\beligible\"~\n" +
+	"\x1aSetNodeEligibilityResponse\x12\x18\n" +
+	"\achanged\x18\x01 \x01(\bR\achanged\x120\n" +
+	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor*\xf6\x01\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATE_STARTING\x10\x01\x12\x1a\n" +
@@ -3672,7 +4143,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x14SWAP_PHASE_SWITCHING\x10\x04\x12\x17\n" +
 	"\x13SWAP_PHASE_DRAINING\x10\x05\x12\x13\n" +
 	"\x0fSWAP_PHASE_DONE\x10\x06\x12\x18\n" +
-	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xec\x0e\n" +
+	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xc3\x10\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
@@ -3694,7 +4165,9 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x0eListGossipKeys\x12+.plughost.operator.v1.ListGossipKeysRequest\x1a,.plughost.operator.v1.ListGossipKeysResponse\x12q\n" +
 	"\x10InstallGossipKey\x12-.plughost.operator.v1.InstallGossipKeyRequest\x1a..plughost.operator.v1.InstallGossipKeyResponse\x12e\n" +
 	"\fUseGossipKey\x12).plughost.operator.v1.UseGossipKeyRequest\x1a*.plughost.operator.v1.UseGossipKeyResponse\x12n\n" +
-	"\x0fRemoveGossipKey\x12,.plughost.operator.v1.RemoveGossipKeyRequest\x1a-.plughost.operator.v1.RemoveGossipKeyResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
+	"\x0fRemoveGossipKey\x12,.plughost.operator.v1.RemoveGossipKeyRequest\x1a-.plughost.operator.v1.RemoveGossipKeyResponse\x12\\\n" +
+	"\tListNodes\x12&.plughost.operator.v1.ListNodesRequest\x1a'.plughost.operator.v1.ListNodesResponse\x12w\n" +
+	"\x12SetNodeEligibility\x12/.plughost.operator.v1.SetNodeEligibilityRequest\x1a0.plughost.operator.v1.SetNodeEligibilityResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
 
 var (
 	file_plughost_operator_v1_operator_proto_rawDescOnce sync.Once
@@ -3709,92 +4182,99 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
-	(InstanceState)(0),               // 0: plughost.operator.v1.InstanceState
-	(SwapPhase)(0),                   // 1: plughost.operator.v1.SwapPhase
-	(*GetAgentInfoRequest)(nil),      // 2: plughost.operator.v1.GetAgentInfoRequest
-	(*GetAgentInfoResponse)(nil),     // 3: plughost.operator.v1.GetAgentInfoResponse
-	(*AddBundleRequest)(nil),         // 4: plughost.operator.v1.AddBundleRequest
-	(*AddBundleResponse)(nil),        // 5: plughost.operator.v1.AddBundleResponse
-	(*PluginSummary)(nil),            // 6: plughost.operator.v1.PluginSummary
-	(*NodeInstance)(nil),             // 7: plughost.operator.v1.NodeInstance
-	(*PlacementDiagnostic)(nil),      // 8: plughost.operator.v1.PlacementDiagnostic
-	(*ListPluginsRequest)(nil),       // 9: plughost.operator.v1.ListPluginsRequest
-	(*ListPluginsResponse)(nil),      // 10: plughost.operator.v1.ListPluginsResponse
-	(*LimitStatus)(nil),              // 11: plughost.operator.v1.LimitStatus
-	(*ResourceUsage)(nil),            // 12: plughost.operator.v1.ResourceUsage
-	(*InstanceStatus)(nil),           // 13: plughost.operator.v1.InstanceStatus
-	(*SandboxPart)(nil),              // 14: plughost.operator.v1.SandboxPart
-	(*GetPluginStatusRequest)(nil),   // 15: plughost.operator.v1.GetPluginStatusRequest
-	(*GetPluginStatusResponse)(nil),  // 16: plughost.operator.v1.GetPluginStatusResponse
-	(*VersionInfo)(nil),              // 17: plughost.operator.v1.VersionInfo
-	(*ListVersionsRequest)(nil),      // 18: plughost.operator.v1.ListVersionsRequest
-	(*ListVersionsResponse)(nil),     // 19: plughost.operator.v1.ListVersionsResponse
-	(*PinVersionRequest)(nil),        // 20: plughost.operator.v1.PinVersionRequest
-	(*PinVersionResponse)(nil),       // 21: plughost.operator.v1.PinVersionResponse
-	(*UnpinVersionRequest)(nil),      // 22: plughost.operator.v1.UnpinVersionRequest
-	(*UnpinVersionResponse)(nil),     // 23: plughost.operator.v1.UnpinVersionResponse
-	(*RollbackPluginRequest)(nil),    // 24: plughost.operator.v1.RollbackPluginRequest
-	(*RollbackPluginResponse)(nil),   // 25: plughost.operator.v1.RollbackPluginResponse
-	(*SwapProgress)(nil),             // 26: plughost.operator.v1.SwapProgress
-	(*RestartPluginRequest)(nil),     // 27: plughost.operator.v1.RestartPluginRequest
-	(*RestartPluginResponse)(nil),    // 28: plughost.operator.v1.RestartPluginResponse
-	(*PluginEvent)(nil),              // 29: plughost.operator.v1.PluginEvent
-	(*ListEventsRequest)(nil),        // 30: plughost.operator.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),       // 31: plughost.operator.v1.ListEventsResponse
-	(*HistoryRecord)(nil),            // 32: plughost.operator.v1.HistoryRecord
-	(*GetHistoryRequest)(nil),        // 33: plughost.operator.v1.GetHistoryRequest
-	(*GetHistoryResponse)(nil),       // 34: plughost.operator.v1.GetHistoryResponse
-	(*ListMembersRequest)(nil),       // 35: plughost.operator.v1.ListMembersRequest
-	(*ListMembersResponse)(nil),      // 36: plughost.operator.v1.ListMembersResponse
-	(*Member)(nil),                   // 37: plughost.operator.v1.Member
-	(*ListRaftPeersRequest)(nil),     // 38: plughost.operator.v1.ListRaftPeersRequest
-	(*ListRaftPeersResponse)(nil),    // 39: plughost.operator.v1.ListRaftPeersResponse
-	(*RaftPeer)(nil),                 // 40: plughost.operator.v1.RaftPeer
-	(*RemoveRaftPeerRequest)(nil),    // 41: plughost.operator.v1.RemoveRaftPeerRequest
-	(*RemoveRaftPeerResponse)(nil),   // 42: plughost.operator.v1.RemoveRaftPeerResponse
-	(*ListGossipKeysRequest)(nil),    // 43: plughost.operator.v1.ListGossipKeysRequest
-	(*ListGossipKeysResponse)(nil),   // 44: plughost.operator.v1.ListGossipKeysResponse
-	(*InstallGossipKeyRequest)(nil),  // 45: plughost.operator.v1.InstallGossipKeyRequest
-	(*InstallGossipKeyResponse)(nil), // 46: plughost.operator.v1.InstallGossipKeyResponse
-	(*UseGossipKeyRequest)(nil),      // 47: plughost.operator.v1.UseGossipKeyRequest
-	(*UseGossipKeyResponse)(nil),     // 48: plughost.operator.v1.UseGossipKeyResponse
-	(*RemoveGossipKeyRequest)(nil),   // 49: plughost.operator.v1.RemoveGossipKeyRequest
-	(*RemoveGossipKeyResponse)(nil),  // 50: plughost.operator.v1.RemoveGossipKeyResponse
-	(*GossipKeyringReport)(nil),      // 51: plughost.operator.v1.GossipKeyringReport
-	(*GossipKeyringNodeMessage)(nil), // 52: plughost.operator.v1.GossipKeyringNodeMessage
-	(*GossipKey)(nil),                // 53: plughost.operator.v1.GossipKey
-	nil,                              // 54: plughost.operator.v1.Member.TagsEntry
-	(*timestamppb.Timestamp)(nil),    // 55: google.protobuf.Timestamp
+	(InstanceState)(0),                 // 0: plughost.operator.v1.InstanceState
+	(SwapPhase)(0),                     // 1: plughost.operator.v1.SwapPhase
+	(*GetAgentInfoRequest)(nil),        // 2: plughost.operator.v1.GetAgentInfoRequest
+	(*GetAgentInfoResponse)(nil),       // 3: plughost.operator.v1.GetAgentInfoResponse
+	(*AddBundleRequest)(nil),           // 4: plughost.operator.v1.AddBundleRequest
+	(*AddBundleResponse)(nil),          // 5: plughost.operator.v1.AddBundleResponse
+	(*PluginSummary)(nil),              // 6: plughost.operator.v1.PluginSummary
+	(*NodeInstance)(nil),               // 7: plughost.operator.v1.NodeInstance
+	(*PlacementDiagnostic)(nil),        // 8: plughost.operator.v1.PlacementDiagnostic
+	(*ListPluginsRequest)(nil),         // 9: plughost.operator.v1.ListPluginsRequest
+	(*ListPluginsResponse)(nil),        // 10: plughost.operator.v1.ListPluginsResponse
+	(*LimitStatus)(nil),                // 11: plughost.operator.v1.LimitStatus
+	(*ResourceUsage)(nil),              // 12: plughost.operator.v1.ResourceUsage
+	(*InstanceStatus)(nil),             // 13: plughost.operator.v1.InstanceStatus
+	(*SandboxPart)(nil),                // 14: plughost.operator.v1.SandboxPart
+	(*GetPluginStatusRequest)(nil),     // 15: plughost.operator.v1.GetPluginStatusRequest
+	(*GetPluginStatusResponse)(nil),    // 16: plughost.operator.v1.GetPluginStatusResponse
+	(*VersionInfo)(nil),                // 17: plughost.operator.v1.VersionInfo
+	(*ListVersionsRequest)(nil),        // 18: plughost.operator.v1.ListVersionsRequest
+	(*ListVersionsResponse)(nil),       // 19: plughost.operator.v1.ListVersionsResponse
+	(*PinVersionRequest)(nil),          // 20: plughost.operator.v1.PinVersionRequest
+	(*PinVersionResponse)(nil),         // 21: plughost.operator.v1.PinVersionResponse
+	(*UnpinVersionRequest)(nil),        // 22: plughost.operator.v1.UnpinVersionRequest
+	(*UnpinVersionResponse)(nil),       // 23: plughost.operator.v1.UnpinVersionResponse
+	(*RollbackPluginRequest)(nil),      // 24: plughost.operator.v1.RollbackPluginRequest
+	(*RollbackPluginResponse)(nil),     // 25: plughost.operator.v1.RollbackPluginResponse
+	(*SwapProgress)(nil),               // 26: plughost.operator.v1.SwapProgress
+	(*RestartPluginRequest)(nil),       // 27: plughost.operator.v1.RestartPluginRequest
+	(*RestartPluginResponse)(nil),      // 28: plughost.operator.v1.RestartPluginResponse
+	(*PluginEvent)(nil),                // 29: plughost.operator.v1.PluginEvent
+	(*ListEventsRequest)(nil),          // 30: plughost.operator.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),         // 31: plughost.operator.v1.ListEventsResponse
+	(*HistoryRecord)(nil),              // 32: plughost.operator.v1.HistoryRecord
+	(*GetHistoryRequest)(nil),          // 33: plughost.operator.v1.GetHistoryRequest
+	(*GetHistoryResponse)(nil),         // 34: plughost.operator.v1.GetHistoryResponse
+	(*ListMembersRequest)(nil),         // 35: plughost.operator.v1.ListMembersRequest
+	(*ListMembersResponse)(nil),        // 36: plughost.operator.v1.ListMembersResponse
+	(*Member)(nil),                     // 37: plughost.operator.v1.Member
+	(*ListRaftPeersRequest)(nil),       // 38: plughost.operator.v1.ListRaftPeersRequest
+	(*ListRaftPeersResponse)(nil),      // 39: plughost.operator.v1.ListRaftPeersResponse
+	(*RaftPeer)(nil),                   // 40: plughost.operator.v1.RaftPeer
+	(*RemoveRaftPeerRequest)(nil),      // 41: plughost.operator.v1.RemoveRaftPeerRequest
+	(*RemoveRaftPeerResponse)(nil),     // 42: plughost.operator.v1.RemoveRaftPeerResponse
+	(*ListGossipKeysRequest)(nil),      // 43: plughost.operator.v1.ListGossipKeysRequest
+	(*ListGossipKeysResponse)(nil),     // 44: plughost.operator.v1.ListGossipKeysResponse
+	(*InstallGossipKeyRequest)(nil),    // 45: plughost.operator.v1.InstallGossipKeyRequest
+	(*InstallGossipKeyResponse)(nil),   // 46: plughost.operator.v1.InstallGossipKeyResponse
+	(*UseGossipKeyRequest)(nil),        // 47: plughost.operator.v1.UseGossipKeyRequest
+	(*UseGossipKeyResponse)(nil),       // 48: plughost.operator.v1.UseGossipKeyResponse
+	(*RemoveGossipKeyRequest)(nil),     // 49: plughost.operator.v1.RemoveGossipKeyRequest
+	(*RemoveGossipKeyResponse)(nil),    // 50: plughost.operator.v1.RemoveGossipKeyResponse
+	(*GossipKeyringReport)(nil),        // 51: plughost.operator.v1.GossipKeyringReport
+	(*GossipKeyringNodeMessage)(nil),   // 52: plughost.operator.v1.GossipKeyringNodeMessage
+	(*GossipKey)(nil),                  // 53: plughost.operator.v1.GossipKey
+	(*ListNodesRequest)(nil),           // 54: plughost.operator.v1.ListNodesRequest
+	(*ListNodesResponse)(nil),          // 55: plughost.operator.v1.ListNodesResponse
+	(*Node)(nil),                       // 56: plughost.operator.v1.Node
+	(*NodePlugin)(nil),                 // 57: plughost.operator.v1.NodePlugin
+	(*SetNodeEligibilityRequest)(nil),  // 58: plughost.operator.v1.SetNodeEligibilityRequest
+	(*SetNodeEligibilityResponse)(nil), // 59: plughost.operator.v1.SetNodeEligibilityResponse
+	nil,                                // 60: plughost.operator.v1.Member.TagsEntry
+	nil,                                // 61: plughost.operator.v1.Node.TagsEntry
+	(*timestamppb.Timestamp)(nil),      // 62: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	7,  // 1: plughost.operator.v1.PluginSummary.cluster:type_name -> plughost.operator.v1.NodeInstance
 	8,  // 2: plughost.operator.v1.PluginSummary.placement:type_name -> plughost.operator.v1.PlacementDiagnostic
 	0,  // 3: plughost.operator.v1.NodeInstance.state:type_name -> plughost.operator.v1.InstanceState
-	55, // 4: plughost.operator.v1.NodeInstance.since:type_name -> google.protobuf.Timestamp
-	55, // 5: plughost.operator.v1.PlacementDiagnostic.since:type_name -> google.protobuf.Timestamp
+	62, // 4: plughost.operator.v1.NodeInstance.since:type_name -> google.protobuf.Timestamp
+	62, // 5: plughost.operator.v1.PlacementDiagnostic.since:type_name -> google.protobuf.Timestamp
 	6,  // 6: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 7: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	55, // 8: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	62, // 8: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	11, // 9: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	12, // 10: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
 	14, // 11: plughost.operator.v1.InstanceStatus.sandbox:type_name -> plughost.operator.v1.SandboxPart
 	6,  // 12: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
 	13, // 13: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	55, // 14: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	62, // 14: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
 	17, // 15: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
 	26, // 16: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	26, // 17: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	26, // 18: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
 	1,  // 19: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	55, // 20: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	62, // 20: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
 	29, // 21: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	55, // 22: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	62, // 22: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
 	32, // 23: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
 	37, // 24: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
-	54, // 25: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	60, // 25: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
 	40, // 26: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
 	40, // 27: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
 	51, // 28: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
@@ -3804,47 +4284,58 @@ var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	52, // 32: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
 	52, // 33: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
 	53, // 34: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
-	2,  // 35: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 36: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	9,  // 37: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	15, // 38: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	18, // 39: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	20, // 40: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	22, // 41: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	24, // 42: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	27, // 43: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	30, // 44: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	33, // 45: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	35, // 46: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
-	38, // 47: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
-	41, // 48: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
-	43, // 49: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
-	45, // 50: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
-	47, // 51: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
-	49, // 52: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
-	3,  // 53: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 54: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	10, // 55: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	16, // 56: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	19, // 57: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	21, // 58: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	23, // 59: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	25, // 60: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	28, // 61: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	31, // 62: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	34, // 63: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	36, // 64: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
-	39, // 65: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
-	42, // 66: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
-	44, // 67: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
-	46, // 68: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
-	48, // 69: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
-	50, // 70: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
-	53, // [53:71] is the sub-list for method output_type
-	35, // [35:53] is the sub-list for method input_type
-	35, // [35:35] is the sub-list for extension type_name
-	35, // [35:35] is the sub-list for extension extendee
-	0,  // [0:35] is the sub-list for field type_name
+	56, // 35: plughost.operator.v1.ListNodesResponse.nodes:type_name -> plughost.operator.v1.Node
+	61, // 36: plughost.operator.v1.Node.tags:type_name -> plughost.operator.v1.Node.TagsEntry
+	62, // 37: plughost.operator.v1.Node.eligibility_since:type_name -> google.protobuf.Timestamp
+	57, // 38: plughost.operator.v1.Node.plugins:type_name -> plughost.operator.v1.NodePlugin
+	0,  // 39: plughost.operator.v1.NodePlugin.state:type_name -> plughost.operator.v1.InstanceState
+	62, // 40: plughost.operator.v1.NodePlugin.since:type_name -> google.protobuf.Timestamp
+	62, // 41: plughost.operator.v1.SetNodeEligibilityResponse.since:type_name -> google.protobuf.Timestamp
+	2,  // 42: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 43: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	9,  // 44: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	15, // 45: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	18, // 46: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	20, // 47: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	22, // 48: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	24, // 49: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	27, // 50: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	30, // 51: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	33, // 52: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	35, // 53: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	38, // 54: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
+	41, // 55: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
+	43, // 56: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
+	45, // 57: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
+	47, // 58: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
+	49, // 59: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
+	54, // 60: plughost.operator.v1.OperatorService.ListNodes:input_type -> plughost.operator.v1.ListNodesRequest
+	58, // 61: plughost.operator.v1.OperatorService.SetNodeEligibility:input_type -> plughost.operator.v1.SetNodeEligibilityRequest
+	3,  // 62: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 63: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	10, // 64: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	16, // 65: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	19, // 66: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	21, // 67: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	23, // 68: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	25, // 69: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	28, // 70: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	31, // 71: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	34, // 72: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	36, // 73: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	39, // 74: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
+	42, // 75: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
+	44, // 76: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
+	46, // 77: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
+	48, // 78: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
+	50, // 79: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
+	55, // 80: plughost.operator.v1.OperatorService.ListNodes:output_type -> plughost.operator.v1.ListNodesResponse
+	59, // 81: plughost.operator.v1.OperatorService.SetNodeEligibility:output_type -> plughost.operator.v1.SetNodeEligibilityResponse
+	62, // [62:82] is the sub-list for method output_type
+	42, // [42:62] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -3862,7 +4353,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   53,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

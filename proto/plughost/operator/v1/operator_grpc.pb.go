@@ -22,24 +22,26 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	OperatorService_GetAgentInfo_FullMethodName     = "/plughost.operator.v1.OperatorService/GetAgentInfo"
-	OperatorService_AddBundle_FullMethodName        = "/plughost.operator.v1.OperatorService/AddBundle"
-	OperatorService_ListPlugins_FullMethodName      = "/plughost.operator.v1.OperatorService/ListPlugins"
-	OperatorService_GetPluginStatus_FullMethodName  = "/plughost.operator.v1.OperatorService/GetPluginStatus"
-	OperatorService_ListVersions_FullMethodName     = "/plughost.operator.v1.OperatorService/ListVersions"
-	OperatorService_PinVersion_FullMethodName       = "/plughost.operator.v1.OperatorService/PinVersion"
-	OperatorService_UnpinVersion_FullMethodName     = "/plughost.operator.v1.OperatorService/UnpinVersion"
-	OperatorService_RollbackPlugin_FullMethodName   = "/plughost.operator.v1.OperatorService/RollbackPlugin"
-	OperatorService_RestartPlugin_FullMethodName    = "/plughost.operator.v1.OperatorService/RestartPlugin"
-	OperatorService_ListEvents_FullMethodName       = "/plughost.operator.v1.OperatorService/ListEvents"
-	OperatorService_GetHistory_FullMethodName       = "/plughost.operator.v1.OperatorService/GetHistory"
-	OperatorService_ListMembers_FullMethodName      = "/plughost.operator.v1.OperatorService/ListMembers"
-	OperatorService_ListRaftPeers_FullMethodName    = "/plughost.operator.v1.OperatorService/ListRaftPeers"
-	OperatorService_RemoveRaftPeer_FullMethodName   = "/plughost.operator.v1.OperatorService/RemoveRaftPeer"
-	OperatorService_ListGossipKeys_FullMethodName   = "/plughost.operator.v1.OperatorService/ListGossipKeys"
-	OperatorService_InstallGossipKey_FullMethodName = "/plughost.operator.v1.OperatorService/InstallGossipKey"
-	OperatorService_UseGossipKey_FullMethodName     = "/plughost.operator.v1.OperatorService/UseGossipKey"
-	OperatorService_RemoveGossipKey_FullMethodName  = "/plughost.operator.v1.OperatorService/RemoveGossipKey"
+	OperatorService_GetAgentInfo_FullMethodName       = "/plughost.operator.v1.OperatorService/GetAgentInfo"
+	OperatorService_AddBundle_FullMethodName          = "/plughost.operator.v1.OperatorService/AddBundle"
+	OperatorService_ListPlugins_FullMethodName        = "/plughost.operator.v1.OperatorService/ListPlugins"
+	OperatorService_GetPluginStatus_FullMethodName    = "/plughost.operator.v1.OperatorService/GetPluginStatus"
+	OperatorService_ListVersions_FullMethodName       = "/plughost.operator.v1.OperatorService/ListVersions"
+	OperatorService_PinVersion_FullMethodName         = "/plughost.operator.v1.OperatorService/PinVersion"
+	OperatorService_UnpinVersion_FullMethodName       = "/plughost.operator.v1.OperatorService/UnpinVersion"
+	OperatorService_RollbackPlugin_FullMethodName     = "/plughost.operator.v1.OperatorService/RollbackPlugin"
+	OperatorService_RestartPlugin_FullMethodName      = "/plughost.operator.v1.OperatorService/RestartPlugin"
+	OperatorService_ListEvents_FullMethodName         = "/plughost.operator.v1.OperatorService/ListEvents"
+	OperatorService_GetHistory_FullMethodName         = "/plughost.operator.v1.OperatorService/GetHistory"
+	OperatorService_ListMembers_FullMethodName        = "/plughost.operator.v1.OperatorService/ListMembers"
+	OperatorService_ListRaftPeers_FullMethodName      = "/plughost.operator.v1.OperatorService/ListRaftPeers"
+	OperatorService_RemoveRaftPeer_FullMethodName     = "/plughost.operator.v1.OperatorService/RemoveRaftPeer"
+	OperatorService_ListGossipKeys_FullMethodName     = "/plughost.operator.v1.OperatorService/ListGossipKeys"
+	OperatorService_InstallGossipKey_FullMethodName   = "/plughost.operator.v1.OperatorService/InstallGossipKey"
+	OperatorService_UseGossipKey_FullMethodName       = "/plughost.operator.v1.OperatorService/UseGossipKey"
+	OperatorService_RemoveGossipKey_FullMethodName    = "/plughost.operator.v1.OperatorService/RemoveGossipKey"
+	OperatorService_ListNodes_FullMethodName          = "/plughost.operator.v1.OperatorService/ListNodes"
+	OperatorService_SetNodeEligibility_FullMethodName = "/plughost.operator.v1.OperatorService/SetNodeEligibility"
 )
 
 // OperatorServiceClient is the client API for OperatorService service.
@@ -100,6 +102,13 @@ type OperatorServiceClient interface {
 	// RemoveGossipKey removes a key from every member's keyring; a member
 	// refuses to remove its primary key.
 	RemoveGossipKey(ctx context.Context, in *RemoveGossipKeyRequest, opts ...grpc.CallOption) (*RemoveGossipKeyResponse, error)
+	// ListNodes lists every node with its identity (fault and upgrade domain,
+	// tags), gossip status, eligibility for placement and what it runs.
+	ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error)
+	// SetNodeEligibility drains a node (eligible false: the placement
+	// controller gives it no instances and moves those it runs elsewhere) or
+	// makes it eligible again. A node gossip does not know is NOT_FOUND.
+	SetNodeEligibility(ctx context.Context, in *SetNodeEligibilityRequest, opts ...grpc.CallOption) (*SetNodeEligibilityResponse, error)
 }
 
 type operatorServiceClient struct {
@@ -320,6 +329,26 @@ func (c *operatorServiceClient) RemoveGossipKey(ctx context.Context, in *RemoveG
 	return out, nil
 }
 
+func (c *operatorServiceClient) ListNodes(ctx context.Context, in *ListNodesRequest, opts ...grpc.CallOption) (*ListNodesResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListNodesResponse)
+	err := c.cc.Invoke(ctx, OperatorService_ListNodes_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *operatorServiceClient) SetNodeEligibility(ctx context.Context, in *SetNodeEligibilityRequest, opts ...grpc.CallOption) (*SetNodeEligibilityResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetNodeEligibilityResponse)
+	err := c.cc.Invoke(ctx, OperatorService_SetNodeEligibility_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // OperatorServiceServer is the server API for OperatorService service.
 // All implementations must embed UnimplementedOperatorServiceServer
 // for forward compatibility.
@@ -378,6 +407,13 @@ type OperatorServiceServer interface {
 	// RemoveGossipKey removes a key from every member's keyring; a member
 	// refuses to remove its primary key.
 	RemoveGossipKey(context.Context, *RemoveGossipKeyRequest) (*RemoveGossipKeyResponse, error)
+	// ListNodes lists every node with its identity (fault and upgrade domain,
+	// tags), gossip status, eligibility for placement and what it runs.
+	ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error)
+	// SetNodeEligibility drains a node (eligible false: the placement
+	// controller gives it no instances and moves those it runs elsewhere) or
+	// makes it eligible again. A node gossip does not know is NOT_FOUND.
+	SetNodeEligibility(context.Context, *SetNodeEligibilityRequest) (*SetNodeEligibilityResponse, error)
 	mustEmbedUnimplementedOperatorServiceServer()
 }
 
@@ -441,6 +477,12 @@ func (UnimplementedOperatorServiceServer) UseGossipKey(context.Context, *UseGoss
 }
 func (UnimplementedOperatorServiceServer) RemoveGossipKey(context.Context, *RemoveGossipKeyRequest) (*RemoveGossipKeyResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveGossipKey not implemented")
+}
+func (UnimplementedOperatorServiceServer) ListNodes(context.Context, *ListNodesRequest) (*ListNodesResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListNodes not implemented")
+}
+func (UnimplementedOperatorServiceServer) SetNodeEligibility(context.Context, *SetNodeEligibilityRequest) (*SetNodeEligibilityResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method SetNodeEligibility not implemented")
 }
 func (UnimplementedOperatorServiceServer) mustEmbedUnimplementedOperatorServiceServer() {}
 func (UnimplementedOperatorServiceServer) testEmbeddedByValue()                         {}
@@ -755,6 +797,42 @@ func _OperatorService_RemoveGossipKey_Handler(srv interface{}, ctx context.Conte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _OperatorService_ListNodes_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListNodesRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).ListNodes(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_ListNodes_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).ListNodes(ctx, req.(*ListNodesRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _OperatorService_SetNodeEligibility_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetNodeEligibilityRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(OperatorServiceServer).SetNodeEligibility(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: OperatorService_SetNodeEligibility_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(OperatorServiceServer).SetNodeEligibility(ctx, req.(*SetNodeEligibilityRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // OperatorService_ServiceDesc is the grpc.ServiceDesc for OperatorService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -817,6 +895,14 @@ var OperatorService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveGossipKey",
 			Handler:    _OperatorService_RemoveGossipKey_Handler,
+		},
+		{
+			MethodName: "ListNodes",
+			Handler:    _OperatorService_ListNodes_Handler,
+		},
+		{
+			MethodName: "SetNodeEligibility",
+			Handler:    _OperatorService_SetNodeEligibility_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
