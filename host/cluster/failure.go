@@ -17,9 +17,10 @@ import (
 // SuspicionMult x max(1, log10(members)) x ProbeInterval, or up to
 // SuspicionMaxTimeoutMult times that while no other member confirms it.
 //
-// memberlist's LAN defaults (1 s, 500 ms, 4, 6) take 5 to 25 s on a
-// small cluster; plughost's defaults, for a LAN or loopback, take a few
-// seconds (measured in test/cluster_nodes_test.go). Raise them on a
+// With memberlist's LAN defaults (1 s, 500 ms, 4, 6) the suspicion alone
+// lasts 4 to 24 s on a small cluster; plughost's defaults, for a LAN or
+// loopback, declare a killed member failed in 2 to 4 s (measured by
+// TestNodeFailureDetection in test/cluster_nodes_test.go). Raise them on a
 // network whose round trips approach ProbeTimeout, or on machines so
 // loaded that an agent may not answer for a second: a member declared
 // failed that is not rejoins, but its singletons fail over meanwhile.
