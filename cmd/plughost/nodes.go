@@ -13,18 +13,18 @@ import (
 
 // nodeJSON is one node in `plughost nodes -format json`.
 type nodeJSON struct {
-	Name             string             `json:"name"`
-	Status           string             `json:"status"`
-	FaultDomain      string             `json:"fault_domain"`
-	UpgradeDomain    string             `json:"upgrade_domain"`
-	Tags             map[string]string  `json:"tags"`
-	Eligible         bool               `json:"eligible"`
-	EligibilitySince *time.Time         `json:"eligibility_since,omitempty"`
-	EligibilityActor string             `json:"eligibility_actor,omitempty"`
-	APIAddress       string             `json:"api_address"`
-	RPCAddress       string             `json:"rpc_address"`
-	Plugins          []nodePluginJSON   `json:"plugins"`
-	Invalid          string             `json:"invalid,omitempty"`
+	Name             string            `json:"name"`
+	Status           string            `json:"status"`
+	FaultDomain      string            `json:"fault_domain"`
+	UpgradeDomain    string            `json:"upgrade_domain"`
+	Tags             map[string]string `json:"tags"`
+	Eligible         bool              `json:"eligible"`
+	EligibilitySince *time.Time        `json:"eligibility_since,omitempty"`
+	EligibilityActor string            `json:"eligibility_actor,omitempty"`
+	APIAddress       string            `json:"api_address"`
+	RPCAddress       string            `json:"rpc_address"`
+	Plugins          []nodePluginJSON  `json:"plugins"`
+	Invalid          string            `json:"invalid,omitempty"`
 }
 
 // nodePluginJSON is one plugin instance a node runs.
