@@ -15,25 +15,20 @@ type placementMembers struct {
 	st *store.Store
 }
 
-// Nodes lists the members that have not left, alive or not.
+// Nodes lists the members that have not left, alive or not, with the
+// identity they gossip (cluster.Nodes: validated, a domain not given is the
+// node's name). A node whose gossiped identity was refused is left out, so
+// it is given no instances (`plughost nodes` shows it invalid, and why).
 func (m placementMembers) Nodes() []placement.Node {
 	var out []placement.Node
 	known := map[string]bool{}
-	for _, mb := range m.c.Members() {
-		known[mb.Name] = true
-		if mb.Status == "left" {
+	for _, n := range m.c.Nodes() {
+		known[n.Name] = true
+		if n.Status == "left" || n.Invalid != "" {
 			continue
 		}
-		tags := map[string]string{}
-		for k, v := range mb.Tags {
-			switch k {
-			case cluster.TagRole, cluster.TagAPI, cluster.TagRPC, cluster.TagRaftState, "fault_domain", "upgrade_domain":
-			default:
-				tags[k] = v
-			}
-		}
-		out = append(out, placement.Node{Name: mb.Name, FaultDomain: mb.Tags["fault_domain"], UpgradeDomain: mb.Tags["upgrade_domain"],
-			Tags: tags, Alive: mb.Status == "alive"})
+		out = append(out, placement.Node{Name: n.Name, FaultDomain: n.FaultDomain, UpgradeDomain: n.UpgradeDomain,
+			Tags: n.Tags, Alive: n.Alive()})
 	}
 	if servers, err := m.st.Configuration(); err == nil {
 		for _, s := range servers {
