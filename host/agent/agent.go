@@ -26,8 +26,10 @@ import (
 	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/controller"
 	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/leader"
+	"github.com/plughost/plughost/host/routefeed"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/supervisor"
 	"github.com/plughost/plughost/host/tlsutil"
@@ -366,7 +368,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		if err := a.waitForACLBootstrap(runCtx); err != nil {
 			return
 		}
-		wg.Add(3) // this goroutine's count keeps wg above zero meanwhile
+		wg.Add(4) // this goroutine's count keeps wg above zero meanwhile
 		go func() {
 			defer wg.Done()
 			errc <- a.super.Run(runCtx)
@@ -374,6 +376,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		go func() {
 			defer wg.Done()
 			keeper.Run(runCtx)
+		}()
+		go func() {
+			defer wg.Done()
+			// remote: other nodes' instances, from their observations and
+			// membership, into the router's table.
+			_ = routefeed.Run(runCtx, routefeed.Config{Node: cfg.Node, DB: intent.New(a.store),
+				Members: a.cluster, Table: a.router, Logger: a.log.Named("routes")})
 		}()
 		go func() {
 			defer wg.Done()

@@ -1,0 +1,176 @@
+// Package routefeed keeps a node's route table of other nodes' plugin
+// instances in step with the cluster: each node's observations of what it
+// runs (observe/<node>/<plugin> in _sys) and the membership that says
+// which nodes are alive and where their cluster RPC port is.
+//
+// It is level-triggered: on any change of an observation or a member, and
+// every ResyncInterval, it reads all observations from this node's copy
+// of the store and sets the route table to match. An instance is routable
+// when its node observes it healthy, it is not a singleton's standby, and
+// gossip knows its node alive with an RPC address; the others stay in the
+// table, not routable, so that an UNAVAILABLE names them.
+package routefeed
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/host/router"
+)
+
+// Table is the route table the feed sets; *router.Router has it.
+type Table interface {
+	SetRemote(router.Remote) error
+	RemoveRemote(node, plugin string)
+}
+
+// Members is the membership the feed reads; *cluster.Cluster has it.
+type Members interface {
+	Members() []cluster.Member
+	MemberChanges() (changes <-chan struct{}, stop func())
+}
+
+// Config configures Run.
+type Config struct {
+	// Node is this node's name: its own observations are the supervisor's
+	// business (it sets the local backend), not the feed's.
+	Node    string
+	DB      *intent.DB
+	Members Members
+	Table   Table
+	Logger  hclog.Logger
+	// ResyncInterval is how often the table is set from a full read even
+	// without a change seen. Default 30s.
+	ResyncInterval time.Duration
+}
+
+// DefaultResyncInterval is Config.ResyncInterval's default.
+const DefaultResyncInterval = 30 * time.Second
+
+// settle is how long the feed waits after a change for more to come, so
+// that a burst of observation writes makes one pass.
+const settle = 20 * time.Millisecond
+
+// Run keeps cfg.Table in step until ctx ends, then returns ctx's error.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	if cfg.ResyncInterval <= 0 {
+		cfg.ResyncInterval = DefaultResyncInterval
+	}
+	f := &feed{cfg: cfg, set: map[key]router.Remote{}}
+	kick := make(chan struct{}, 1)
+	poke := func() {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
+	changes, stop := cfg.Members.MemberChanges()
+	defer stop()
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		_ = cfg.DB.Watch(ctx, 0, []string{intent.PrefixObserve}, cfg.Logger, func(intent.Change) { poke() })
+	}()
+	defer func() { <-watchDone }()
+
+	tick := time.NewTicker(cfg.ResyncInterval)
+	defer tick.Stop()
+	for {
+		f.pass(ctx)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-kick:
+		case <-changes:
+		case <-tick.C:
+		}
+		// Let a burst of changes arrive before reading.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(settle):
+		}
+	}
+}
+
+// key is one instance: a plugin on a node.
+type key struct{ node, plugin string }
+
+// feed is Run's state: what it last set in the table.
+type feed struct {
+	cfg Config
+	set map[key]router.Remote
+}
+
+// pass reads observations and members and sets the table to match.
+func (f *feed) pass(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	obs, refused, err := f.cfg.DB.Local().Observations(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			f.cfg.Logger.Warn("could not read the cluster's observations; routes to other nodes stay as they were", "error", err)
+		}
+		return
+	}
+	for _, err := range refused {
+		f.cfg.Logger.Warn("an observation record is malformed; its instance is not routed to", "error", err)
+	}
+	want := remotes(f.cfg.Node, obs, f.cfg.Members.Members())
+	for k, rem := range want {
+		if old, ok := f.set[k]; ok && equal(old, rem) {
+			continue
+		}
+		if err := f.cfg.Table.SetRemote(rem); err != nil {
+			f.cfg.Logger.Warn("an observed instance cannot be routed to", "plugin", rem.Plugin, "node", rem.Node, "error", err)
+			delete(want, k)
+			continue
+		}
+		f.set[k] = rem
+	}
+	for k := range f.set {
+		if _, ok := want[k]; !ok {
+			f.cfg.Table.RemoveRemote(k.node, k.plugin)
+			delete(f.set, k)
+		}
+	}
+}
+
+// remotes is the route table's view of the other nodes' instances, from
+// their observations and the members: see the package doc for which are
+// routable. Observations of self, and of nodes gossip does not know, are
+// left out.
+func remotes(self string, obs []intent.Item[intent.Observation], members []cluster.Member) map[key]router.Remote {
+	byName := make(map[string]cluster.Member, len(members))
+	for _, m := range members {
+		byName[m.Name] = m
+	}
+	out := make(map[key]router.Remote)
+	for _, it := range obs {
+		o := it.Value
+		m, known := byName[o.Node]
+		if o.Node == self || !known || m.Status == "left" || len(o.Services) == 0 {
+			continue
+		}
+		out[key{o.Node, o.Plugin}] = router.Remote{
+			Node: o.Node, RPCAddr: m.RPCAddr, Plugin: o.Plugin, Version: o.Version,
+			Services: o.Services,
+			Healthy:  o.Healthy && o.Role != intent.RoleStandby && m.Status == "alive" && m.RPCAddr != "",
+		}
+	}
+	return out
+}
+
+// equal reports whether two Remotes set the same route.
+func equal(a, b router.Remote) bool {
+	return a.Node == b.Node && a.RPCAddr == b.RPCAddr && a.Plugin == b.Plugin && a.Version == b.Version &&
+		a.Healthy == b.Healthy && slices.Equal(a.Services, b.Services)
+}
