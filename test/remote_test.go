@@ -3,6 +3,8 @@ package test
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -18,32 +20,47 @@ import (
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
-// TestCallsReachAPluginRunningOnAnotherNode: echo's bundle is on n2 only,
-// so n2 alone runs it; plain gRPC clients of n1 and n3 reach it all the
-// same (their nodes relay the calls to n2 over the cluster RPC port), and
+// TestCallsReachAPluginRunningOnAnotherNode: echo cannot start on n1 and
+// n3 (a memory override starves it), so n2 alone runs it; plain gRPC
+// clients of n1 and n3 reach it all the same (their nodes relay the calls to n2 over the cluster RPC port), and
 // reflection on every node describes it. Once n2 is gone, calls fail
 // UNAVAILABLE naming the plugin, with the router's ErrorInfo reason.
 func TestCallsReachAPluginRunningOnAnotherNode(t *testing.T) {
-	agents := NewCluster(t, 3)
+	// Every node runs every registered plugin until the supervisor runs
+	// its assignment; a memory limit echo cannot start under keeps n1 and
+	// n3 without an instance of their own.
+	starve := filepath.Join(t.TempDir(), "starve.json")
+	if err := os.WriteFile(starve, []byte(`{"overrides": {"echo": {"memory_mb": 2}}}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	agents := NewClusterArgs(t, 3)
 	n1, n2, n3 := agents[0], agents[1], agents[2]
+	for _, a := range []*ClusterAgent{n1, n3} {
+		a.Stop()
+		a.Args = append(a.Args, "-config", starve)
+	}
+	StartAll(n1, n3)
 	n2.Drop(bundlePath("echo", "1.0.0"))
 	n2.WaitRunning("echo", "1.0.0")
 
-	// n1 and n3 have no instance of their own: the bundle's files are not
-	// there to start one.
-	for _, a := range []*ClusterAgent{n1, n3} {
-		testenv.WaitFor(t, 30*time.Second, a.Node+" to know of echo without running it", func() error {
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			defer cancel()
-			resp, err := a.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: "echo"})
-			if err != nil {
-				return err
-			}
-			if st := resp.GetPlugin().GetState(); st == operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
-				return fmt.Errorf("echo runs on %s itself (state %s): the test needs a node without an instance", a.Node, st)
-			}
+	// n1 and n3 have no instance of their own: echo fails to start there
+	// (backing off, or failed after a crash loop), and never runs.
+	notRunning := func(a *ClusterAgent) error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		resp, err := a.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: "echo"})
+		if err != nil {
+			return err
+		}
+		switch st := resp.GetPlugin().GetState(); st {
+		case operatorv1.InstanceState_INSTANCE_STATE_BACKOFF, operatorv1.InstanceState_INSTANCE_STATE_FAILED:
 			return nil
-		})
+		default:
+			return fmt.Errorf("echo on %s is %s (%s); the test needs it failing there", a.Node, st, resp.GetPlugin().GetLastError())
+		}
+	}
+	for _, a := range []*ClusterAgent{n1, n3} {
+		testenv.WaitFor(t, 60*time.Second, "echo to fail on "+a.Node, func() error { return notRunning(a) })
 	}
 
 	for _, a := range agents {
@@ -97,6 +114,18 @@ func TestCallsReachAPluginRunningOnAnotherNode(t *testing.T) {
 			}
 			return nil
 		})
+	}
+	// Meanwhile echo never ran on n1 or n3: what answered was n2's.
+	for _, a := range []*ClusterAgent{n1, n3} {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := a.Operator().GetPluginStatus(ctx, &operatorv1.GetPluginStatusRequest{Name: "echo"})
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p := resp.GetPlugin(); p.GetState() == operatorv1.InstanceState_INSTANCE_STATE_RUNNING || p.GetRunningVersion() != "" {
+			t.Fatalf("echo came up on %s (%s, running %q): the calls may not have crossed nodes", a.Node, p.GetState(), p.GetRunningVersion())
+		}
 	}
 	// 'plughost call' works through reflection, on a node without echo.
 	if out, errOut, code := n1.CLI("call", "echo.v1.EchoService/Echo", "-d", `{"message":"via n1"}`); code != 0 || !strings.Contains(out, "via n1") {
