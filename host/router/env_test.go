@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/plughost/plughost/internal/testenv"
 	echov1 "github.com/plughost/plughost/plugins/echo/proto/echo/v1"
 	"github.com/plughost/plughost/sdk/wire"
 )
@@ -364,6 +365,8 @@ func startRouter(t testing.TB, cfg Config) *testRouter {
 	tr.srv.RegisterService(&agentInfoDesc, nil)
 	tr.r.RegisterReflection(tr.srv)
 	go func() { _ = tr.r.Serve(lis, tr.srv) }()
+	// Tests look at the relay's books (relayedConns) from the start.
+	testenv.Eventually(t, 10*time.Second, "the router to serve", func() bool { return tr.r.relay.Load() != nil })
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
