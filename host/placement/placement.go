@@ -128,7 +128,9 @@ type Diagnostic struct {
 // as little as it can from current. It does not modify its arguments.
 func Schedule(nodes []Node, specs []Spec, current []Instance) Result {
 	s := newScheduler(nodes, current)
-	for _, sp := range sortedSpecs(specs, s) {
+	sorted := sortedSpecs(specs, s)
+	s.dropUnspecified(sorted)
+	for _, sp := range sorted {
 		s.schedule(sp)
 	}
 	slices.SortFunc(s.out, func(a, b Instance) int {

@@ -120,6 +120,24 @@ func sortedSpecs(specs []Spec, s *scheduler) []Spec {
 	return uniq
 }
 
+// dropUnspecified drops the instances of plugins without a spec before
+// any is placed, so that they do not count in the nodes' load.
+func (s *scheduler) dropUnspecified(specs []Spec) {
+	has := make(map[string]bool, len(specs))
+	for _, sp := range specs {
+		has[sp.Plugin] = true
+	}
+	for plugin, byNode := range s.cur {
+		if has[plugin] {
+			continue
+		}
+		for _, in := range byNode {
+			s.drop(in)
+		}
+		delete(s.cur, plugin)
+	}
+}
+
 // class says where a current instance is.
 type class int
 
