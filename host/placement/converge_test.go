@@ -144,6 +144,30 @@ func minLo(lo, v int) int {
 	return v
 }
 
+// TestConvergeFromJunk: whatever the current assignment holds (unknown
+// nodes and plugins, duplicates, stray roles, draining flags), Schedule
+// settles in a few rounds into one that meets the specs.
+func TestConvergeFromJunk(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 15))
+	roles := []string{"", "", RoleActive, RoleStandby, "bogus"}
+	for i := range 100 {
+		ns, specs := randomCluster(r, 8)
+		var cur []Instance
+		for range r.IntN(60) {
+			node := fmt.Sprintf("n%02d", r.IntN(len(ns)+2)) // some unknown
+			plugin := fmt.Sprintf("p%03d", r.IntN(len(specs)+2)) // some without a spec
+			cur = append(cur, Instance{Node: node, Plugin: plugin, Version: []string{"1.0.0", "0.9.0", ""}[r.IntN(3)],
+				Role: roles[r.IntN(len(roles))], Healthy: r.IntN(2) == 0, Draining: r.IntN(4) == 0})
+		}
+		checkShuffled(t, ns, specs, cur, Schedule(ns, specs, cur))
+		settled := converge(t, ns, specs, cur)
+		checkSettled(t, ns, specs, settled, false)
+		if t.Failed() {
+			t.Fatalf("cluster %d: nodes %+v\ncurrent %+v", i, ns, cur)
+		}
+	}
+}
+
 // TestConverge: random clusters settle in a few rounds into an assignment
 // that meets the specs; after a node is drained or dies they settle again
 // without moving a healthy instance off a node that can still run it.
