@@ -154,7 +154,7 @@ func TestConvergeFromJunk(t *testing.T) {
 		ns, specs := randomCluster(r, 8)
 		var cur []Instance
 		for range r.IntN(60) {
-			node := fmt.Sprintf("n%02d", r.IntN(len(ns)+2)) // some unknown
+			node := fmt.Sprintf("n%02d", r.IntN(len(ns)+2))      // some unknown
 			plugin := fmt.Sprintf("p%03d", r.IntN(len(specs)+2)) // some without a spec
 			cur = append(cur, Instance{Node: node, Plugin: plugin, Version: []string{"1.0.0", "0.9.0", ""}[r.IntN(3)],
 				Role: roles[r.IntN(len(roles))], Healthy: r.IntN(2) == 0, Draining: r.IntN(4) == 0})
