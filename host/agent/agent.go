@@ -26,6 +26,7 @@ import (
 	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/controller"
 	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/leader"
@@ -56,7 +57,7 @@ type Agent struct {
 	router    *router.Router
 	super     *supervisor.Supervisor
 	gov       *governance.Manager
-	installer *installer
+	installer *install.Intake
 	trusted   *bundle.TrustedKeys // publisher keys bundles must be signed by; nil: any bundle
 	acl       *acl.Resolver
 
@@ -270,10 +271,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		Fetch:             fetcher.Fetch,
 	})
 	keeper := a.newKeeper(fetcher)
-	a.installer = &installer{cfg: cfg, cat: a.catalog, trusted: a.trusted, log: a.log.Named("bundles"), baseSpec: func() launch.Spec {
-		return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
-	}, sandbox: sb, gov: a.gov, probeLimits: limits(cfg.DefaultResources),
-		installed: func(name string) { a.super.Reconcile(name); keeper.Changed() }}
+	a.installer = install.NewIntake(install.IntakeConfig{
+		PluginsDir: cfg.pluginsDir(), StagingDir: cfg.stagingDir(), Catalog: a.catalog, Trusted: a.trusted, Logger: a.log.Named("bundles"),
+		BaseSpec: func() launch.Spec {
+			return launch.Spec{StartTimeout: cfg.StartTimeout.Duration, Logger: a.log.Named("probe"), SocketDir: sockets}
+		},
+		Sandbox: sb, Governance: a.gov, ProbeLimits: limits(cfg.DefaultResources),
+		Installed: func(name string) { a.super.Reconcile(name); keeper.Changed() },
+	})
 
 	// Stream workers keep their grown stacks across calls: small unary
 	// calls (store reads) otherwise pay a stack growth each. The agent's

@@ -144,3 +144,13 @@ func (a *Agent) bundlesInUse(ctx context.Context) (map[string]bool, error) {
 	}
 	return use, nil
 }
+
+// checkInstalled returns the supervisor's check of installed files before
+// every start: with trusted keys, the installed bundle must be signed by
+// one of them (install.CheckInstalled). Without trusted keys it is nil.
+func (a *Agent) checkInstalled() func(e *catalog.Entry, dir string) error {
+	if a.trusted == nil {
+		return nil
+	}
+	return func(e *catalog.Entry, dir string) error { return install.CheckInstalled(a.trusted, e, dir) }
+}

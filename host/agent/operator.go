@@ -17,6 +17,7 @@ import (
 	"github.com/plughost/plughost/host/acl"
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/supervisor"
@@ -65,7 +66,7 @@ func isBundleError(err error) bool {
 	for _, e := range []error{
 		bundle.ErrInvalid,
 		launch.ErrNotPlugin, launch.ErrStartTimeout, launch.ErrExited, launch.ErrChecksum,
-		launch.ErrIdentity, launch.ErrAPIVersion, ErrServices,
+		launch.ErrIdentity, launch.ErrAPIVersion, install.ErrServices,
 	} {
 		if errors.Is(err, e) {
 			return true

@@ -1,9 +1,11 @@
-// Package install moves bundles between the nodes of a cluster: a node
+// Package install puts bundles on a node and moves them between nodes:
+// the intake verifies, probes, installs and registers a bundle (Intake:
+// 'plughost bundle add', a drop into the bundles dir, a fetch); a node
 // serves the bundles installed in its plugins dir to its peers over the
 // cluster RPC port (Server), fetches a version it must run but lacks from
-// the peers that hold it (Fetcher) and hands what it received to the same
-// intake as 'plughost bundle add', records which bundles it holds
-// (bundles/<node> in _sys), and removes versions no longer wanted (GC).
+// the peers that hold it (Fetcher) and hands what it received to the
+// intake, records which bundles it holds (bundles/<node> in _sys), and
+// removes versions no longer wanted (Keeper).
 package install
 
 import (

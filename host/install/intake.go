@@ -1,4 +1,4 @@
-package agent
+package install
 
 import (
 	"context"
@@ -26,22 +26,40 @@ import (
 // ErrServices means a plugin serves other services than its manifest says.
 var ErrServices = errors.New("services differ from the manifest")
 
-// installer verifies bundles, probes their executables and registers them.
-type installer struct {
-	cfg      *Config
-	cat      *catalog.Catalog
-	trusted  *bundle.TrustedKeys // nil: unsigned bundles are accepted
-	log      hclog.Logger
-	baseSpec func() launch.Spec
-	// sandbox and gov confine the probe: a uid of its own and a cgroup
-	// of its own, limited to probeLimits, killed when the probe is done.
-	sandbox     *sandbox.Sandbox
-	gov         *governance.Manager
-	probeLimits governance.Limits
-	// installed is told the name of every plugin whose files were installed
-	// here, so the supervisor starts a version it was waiting for.
-	installed func(name string)
-	mu        sync.Mutex // one install at a time: the catalog check and the move must not interleave
+// IntakeConfig is what an Intake needs.
+type IntakeConfig struct {
+	PluginsDir string // installed bundles: <PluginsDir>/<name>/<version>/ (0700)
+	StagingDir string // private copies being verified (0700)
+	Catalog    *catalog.Catalog
+	Trusted    *bundle.TrustedKeys // nil: unsigned bundles are accepted
+	Logger     hclog.Logger
+	// BaseSpec is the launch spec the probe starts from.
+	BaseSpec func() launch.Spec
+	// Sandbox and Governance confine the probe: a uid of its own and a
+	// cgroup of its own, limited to ProbeLimits, killed when the probe is
+	// done. Either may be nil.
+	Sandbox     *sandbox.Sandbox
+	Governance  *governance.Manager
+	ProbeLimits governance.Limits
+	// Installed is told the name of every plugin whose files were
+	// installed here, so the supervisor starts a version it was waiting for.
+	Installed func(name string)
+}
+
+// Intake verifies bundles, probes their executables, installs them into
+// the plugins dir and registers them: what 'plughost bundle add', a drop
+// into the bundles dir and a fetch from a peer all go through.
+type Intake struct {
+	cfg IntakeConfig
+	mu  sync.Mutex // one install at a time: the catalog check and the move must not interleave
+}
+
+// NewIntake returns an Intake.
+func NewIntake(cfg IntakeConfig) *Intake {
+	if cfg.Logger == nil {
+		cfg.Logger = hclog.NewNullLogger()
+	}
+	return &Intake{cfg: cfg}
 }
 
 // Installed is the outcome of an accepted bundle.
@@ -64,14 +82,14 @@ type Installed struct {
 // the plugins dir, which only the agent can write: the file that runs, now
 // and at every start, is the file whose digest was checked. With trusted
 // keys, the bundle's signature is checked before anything of it runs.
-func (in *installer) Install(ctx context.Context, path, actor string) (*Installed, error) {
+func (in *Intake) Install(ctx context.Context, path, actor string) (*Installed, error) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 
-	if err := os.MkdirAll(in.cfg.stagingDir(), 0o700); err != nil {
+	if err := os.MkdirAll(in.cfg.StagingDir, 0o700); err != nil {
 		return nil, err
 	}
-	staging, err := os.MkdirTemp(in.cfg.stagingDir(), "bundle-")
+	staging, err := os.MkdirTemp(in.cfg.StagingDir, "bundle-")
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +99,7 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	if err != nil {
 		return nil, err
 	}
-	signer, err := in.trusted.Check(b)
+	signer, err := in.cfg.Trusted.Check(b)
 	if err != nil {
 		return nil, err
 	}
@@ -90,17 +108,17 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	if err := bundle.CheckAPIVersions(m, wire.SupportedAPIVersions); err != nil {
 		return nil, err
 	}
-	if old, err := in.cat.Get(ctx, m.Name, m.Version); err == nil {
+	if old, err := in.cfg.Catalog.Get(ctx, m.Name, m.Version); err == nil {
 		if old.SHA256 != m.SHA256 {
 			return nil, fmt.Errorf("%s: %s %s is already registered with sha256 %s, this bundle has %s: %w (give the new build a new version)",
 				what, m.Name, m.Version, old.SHA256[:12], m.SHA256[:12], catalog.ErrImmutable)
 		}
-		dir := filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version)
+		dir := filepath.Join(in.cfg.PluginsDir, m.Name, m.Version)
 		_, err := os.Stat(filepath.Join(dir, m.Executable))
-		if err == nil && in.trusted != nil {
+		if err == nil && in.cfg.Trusted != nil {
 			// Installed before trusted keys were set: this signed bundle
 			// replaces it.
-			err = checkInstalled(in.trusted, old, dir)
+			err = CheckInstalled(in.cfg.Trusted, old, dir)
 		}
 		if err == nil {
 			in.notify(m.Name)
@@ -110,18 +128,18 @@ func (in *installer) Install(ctx context.Context, path, actor string) (*Installe
 	if err := in.probe(ctx, b); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	dest := filepath.Join(in.cfg.pluginsDir(), m.Name, m.Version)
+	dest := filepath.Join(in.cfg.PluginsDir, m.Name, m.Version)
 	if err := b.InstallTo(dest); err != nil {
 		return nil, fmt.Errorf("%s: installing into %s: %w", what, dest, err)
 	}
-	already, err := in.cat.Register(ctx, m, actor)
+	already, err := in.cfg.Catalog.Register(ctx, m, actor)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	if signer != "" {
-		in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor, "signed_by", signer)
+		in.cfg.Logger.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor, "signed_by", signer)
 	} else {
-		in.log.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
+		in.cfg.Logger.Info("bundle registered", "plugin", m.Name, "version", m.Version, "sha256", m.SHA256, "actor", actor)
 	}
 	in.notify(m.Name)
 	return &Installed{Manifest: m, Already: already, InstalledHere: true}, nil
@@ -139,9 +157,9 @@ func probeGroupID() string {
 	return "probe-" + hex.EncodeToString(b[:])
 }
 
-func (in *installer) notify(name string) {
-	if in.installed != nil {
-		in.installed(name)
+func (in *Intake) notify(name string) {
+	if in.cfg.Installed != nil {
+		in.cfg.Installed(name)
 	}
 }
 
@@ -149,14 +167,14 @@ func (in *installer) notify(name string) {
 // executable is not trusted yet: it runs sandboxed, as a user no plugin
 // has, in a cgroup of its own with the default limits, and everything it
 // started is killed once it is done.
-func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
+func (in *Intake) probe(ctx context.Context, b *bundle.Bundle) error {
 	m := b.Manifest
-	spec := in.baseSpec()
+	spec := in.cfg.BaseSpec()
 	spec.Plugin, spec.Version, spec.InstanceID = m.Name, m.Version, "probe"
 	spec.Executable, spec.SHA256, spec.Dir = b.Executable, m.SHA256, b.Dir
 	contained := false // a cgroup holds what the probe starts
-	if in.sandbox != nil {
-		p, err := in.sandbox.PrepareProbe()
+	if in.cfg.Sandbox != nil {
+		p, err := in.cfg.Sandbox.PrepareProbe()
 		if err != nil {
 			return err
 		}
@@ -165,15 +183,15 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 			// which no other process has.
 			if !contained {
 				if err := p.KillAll(probeKillTimeout); err != nil {
-					in.log.Warn("what the bundle probe started may still run: it has no cgroup of its own", "plugin", m.Name, "version", m.Version, "error", err)
+					in.cfg.Logger.Warn("what the bundle probe started may still run: it has no cgroup of its own", "plugin", m.Name, "version", m.Version, "error", err)
 				}
 			}
 			p.Release()
 		}()
 		spec.Sandbox = p
 	}
-	if in.gov != nil {
-		g, err := in.gov.New(probeGroupID(), in.probeLimits)
+	if in.cfg.Governance != nil {
+		g, err := in.cfg.Governance.New(probeGroupID(), in.cfg.ProbeLimits)
 		if err != nil {
 			return fmt.Errorf("probe cgroup: %w", err)
 		}
@@ -182,7 +200,7 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 		// until empty.
 		defer func() {
 			if err := g.Delete(); err != nil {
-				in.log.Error("could not kill what the bundle probe left running", "plugin", m.Name, "version", m.Version, "error", err)
+				in.cfg.Logger.Error("could not kill what the bundle probe left running", "plugin", m.Name, "version", m.Version, "error", err)
 			}
 		}()
 		spec.Place = g.Start
@@ -205,20 +223,11 @@ func (in *installer) probe(ctx context.Context, b *bundle.Bundle) error {
 	return nil
 }
 
-// checkInstalled returns the supervisor's check of installed files before
-// every start: with trusted keys, the installed bundle must be signed by
-// one of them, so that turning trusted_keys on also stops what was
-// installed unsigned before. Without trusted keys it is nil.
-func (a *Agent) checkInstalled() func(e *catalog.Entry, dir string) error {
-	if a.trusted == nil {
-		return nil
-	}
-	return func(e *catalog.Entry, dir string) error { return checkInstalled(a.trusted, e, dir) }
-}
-
-// checkInstalled checks that the bundle installed in dir is e's and signed
-// by a trusted key.
-func checkInstalled(trusted *bundle.TrustedKeys, e *catalog.Entry, dir string) error {
+// CheckInstalled checks that the bundle installed in dir is e's and signed
+// by a trusted key: what the supervisor asks before every start when
+// trusted keys are set, so that turning trusted_keys on also stops what
+// was installed unsigned before.
+func CheckInstalled(trusted *bundle.TrustedKeys, e *catalog.Entry, dir string) error {
 	b, err := bundle.ReadInstalled(dir)
 	if err != nil {
 		return err
