@@ -151,7 +151,8 @@ func (o *operator) summary(ctx context.Context, cat *catalog.Catalog, name strin
 	if st, ok := o.a.super.Status(name); ok {
 		ps.RunningVersion, ps.State, ps.LastError = st.Running, st.State, st.LastError
 	} else {
-		ps.State = operatorv1.InstanceState_INSTANCE_STATE_STARTING
+		// Not assigned to this node: nothing of it runs here.
+		ps.State = operatorv1.InstanceState_INSTANCE_STATE_STOPPED
 	}
 	return ps, nil
 }

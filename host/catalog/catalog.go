@@ -401,6 +401,27 @@ func (c *Catalog) Effective(ctx context.Context, node, name, running string) (*E
 	if err != nil {
 		return nil, nil, err
 	}
+	return c.unlessFailed(ctx, node, name, e, pin, running)
+}
+
+// Assigned returns the version node runs when it is assigned version: that
+// version, unless it failed on node since the plugin was last pinned; then
+// as Effective, the version running, else the highest version that has
+// not failed on node, else the assigned version after all.
+func (c *Catalog) Assigned(ctx context.Context, node, name, version, running string) (*Entry, *Pin, error) {
+	e, err := c.Get(ctx, name, version)
+	if err != nil {
+		return nil, nil, err
+	}
+	pin, err := c.GetPin(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	return c.unlessFailed(ctx, node, name, e, pin, running)
+}
+
+// unlessFailed is e, unless e failed on node since pin; see Effective.
+func (c *Catalog) unlessFailed(ctx context.Context, node, name string, e *Entry, pin *Pin, running string) (*Entry, *Pin, error) {
 	failed, err := c.Failures(ctx, node, name)
 	if err != nil || len(failed) == 0 {
 		return e, pin, err

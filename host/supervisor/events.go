@@ -21,9 +21,9 @@ type Event struct {
 	Version  string    `json:"version,omitempty"`
 	Instance string    `json:"instance,omitempty"`
 	// Type is started, exited, oom-killed, unhealthy, start-failed, backoff,
-	// failed, restart, stopped, swap-started, swapped or fell-back; and
-	// of bundles that travel (area fetch): fetch-failed, fetch-refused,
-	// bundle-removed.
+	// failed, restart, stopped, swap-started, swapped, fell-back or role (a
+	// singleton instance became active or standby); and of bundles that
+	// travel (area fetch): fetch-failed, fetch-refused, bundle-removed.
 	Type   string `json:"type"`
 	Reason string `json:"reason"`
 }

@@ -36,8 +36,14 @@ type managed struct {
 	restartTimes []time.Time
 	desired      string
 	pinned       string
-	services     []string
-	declared     []string
+	// assign is this node's assignment of the plugin; nil when it has none
+	// (the plugin then stops here). role and epoch are those the running
+	// instance was given: from the assignment, once it is applied.
+	assign   *intent.Assignment
+	role     string
+	epoch    int64
+	services []string
+	declared []string
 	// failed is the version that will not be started again on this node
 	// until an operator acts (restart, a new pin) or a newer version arrives.
 	failed      string
@@ -93,9 +99,12 @@ func (m *managed) setState(st operatorv1.InstanceState, lastErr string) {
 	if lastErr != "" {
 		m.lastErr = lastErr
 	}
-	if st == operatorv1.InstanceState_INSTANCE_STATE_RUNNING {
+	switch {
+	case st == operatorv1.InstanceState_INSTANCE_STATE_RUNNING && m.role == intent.RoleStandby:
+		m.s.cfg.Router.SetState(m.name, "standby: the active instance runs on another node")
+	case st == operatorv1.InstanceState_INSTANCE_STATE_RUNNING:
 		m.s.cfg.Router.SetState(m.name, "running")
-	} else {
+	default:
 		state := stateWord(st)
 		if m.lastErr != "" && st != operatorv1.InstanceState_INSTANCE_STATE_STARTING {
 			state += ": " + m.lastErr
@@ -108,9 +117,16 @@ func (m *managed) setState(st operatorv1.InstanceState, lastErr string) {
 // publishLocked hands the plugin's state to the observer, which writes it
 // to the store when it can. m.mu is held.
 func (m *managed) publishLocked() {
+	if m.assign == nil && m.cur == nil {
+		// Not assigned here and nothing runs: no record.
+		m.s.obs.remove(m.name)
+		return
+	}
 	obs := intent.Observation{
 		Plugin:    m.name,
 		Version:   m.desired,
+		Role:      m.role,
+		Epoch:     m.epoch,
 		State:     stateWord(m.state),
 		Since:     m.since.UTC(),
 		Restarts:  m.restarts,
@@ -133,6 +149,22 @@ func (m *managed) current() *instance {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.cur
+}
+
+func (m *managed) assignment() *intent.Assignment {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.assign
+}
+
+func (m *managed) setAssignment(a *intent.Assignment) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if a != nil {
+		c := *a
+		a = &c
+	}
+	m.assign = a
 }
 
 func (m *managed) setCurrent(in *instance) {
@@ -267,7 +299,11 @@ func backoff(initial, max time.Duration, attempt int) time.Duration {
 // newVersionArrived reports whether the desired version moved away from the
 // version that is backing off or failed, which ends the wait.
 func (m *managed) newVersionArrived(ctx context.Context) bool {
-	e, pin, err := m.s.cfg.Catalog.Effective(ctx, m.s.cfg.Node.GetName(), m.name, m.runningVersion())
+	a := m.assignment()
+	if a == nil {
+		return true // not assigned here any more: stop waiting, stop
+	}
+	e, pin, err := m.s.cfg.Catalog.Assigned(ctx, m.s.cfg.Node.GetName(), m.name, a.Version, m.runningVersion())
 	if err != nil {
 		return false
 	}
@@ -294,15 +330,41 @@ func (m *managed) desiredVersion() string {
 	return m.desired
 }
 
-// reconcile makes what runs match what is desired.
+// reconcile makes what runs match this node's assignment.
 func (m *managed) reconcile(ctx context.Context) error {
+	a := m.assignment()
+	if a == nil {
+		m.unassigned()
+		return nil
+	}
+	if a.Role == intent.RoleActive && a.Epoch == 0 {
+		// The controller stamps the active's epoch right after choosing
+		// it: until then it must not start as active.
+		if m.current() == nil {
+			m.mu.Lock()
+			m.lastErr = "assigned as the active instance; waiting for the placement controller to give it its epoch"
+			m.mu.Unlock()
+			m.setState(operatorv1.InstanceState_INSTANCE_STATE_STARTING, "")
+		}
+		return nil
+	}
 	refused, _ := m.s.cfg.Catalog.Refused(ctx, m.name)
 	for _, r := range refused {
 		m.refuse("", r.Error())
 	}
-	e, pin, err := m.s.cfg.Catalog.Effective(ctx, m.s.cfg.Node.GetName(), m.name, m.runningVersion())
+	e, pin, err := m.s.cfg.Catalog.Assigned(ctx, m.s.cfg.Node.GetName(), m.name, a.Version, m.runningVersion())
 	if err != nil {
 		switch {
+		case errors.Is(err, catalog.ErrUnknownVersion):
+			// The catalog is read linearizably; a version the controller
+			// assigned and the catalog lacks was removed meanwhile: the
+			// next assignment replaces this one.
+			why := fmt.Sprintf("%s %s is assigned to this node but not registered", m.name, a.Version)
+			m.refuse(a.Version, why)
+			if m.current() == nil {
+				m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, why)
+			}
+			return nil
 		case errors.Is(err, catalog.ErrUnknownPlugin):
 			if len(refused) > 0 && m.current() == nil {
 				m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, refused[0].Error())
@@ -377,8 +439,12 @@ func (m *managed) reconcile(ctx context.Context) error {
 	}
 	cur := m.current()
 	if cur != nil && cur.entry.Version == e.Version {
+		m.applyRole(cur, a)
 		return nil
 	}
+	m.mu.Lock()
+	m.role, m.epoch = a.Role, a.Epoch
+	m.mu.Unlock()
 	m.setSwapping(true)
 	defer m.setSwapping(false)
 	if cur == nil {
@@ -519,8 +585,66 @@ func (m *managed) serve(in *instance) {
 	m.cur = in
 	m.lastErr = ""
 	m.mu.Unlock()
-	m.s.cfg.Router.SetBackend(m.name, in.backend)
+	if m.routed() {
+		m.s.cfg.Router.SetBackend(m.name, in.backend)
+	} else if m.s.cfg.Router.Backend(m.name) != nil {
+		m.s.cfg.Router.SetBackend(m.name, nil)
+	}
 	m.setState(operatorv1.InstanceState_INSTANCE_STATE_RUNNING, "")
+}
+
+// routed reports whether calls go to the plugin's instance here: not to a
+// singleton's standby.
+func (m *managed) routed() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.role != intent.RoleStandby
+}
+
+// applyRole gives the running instance the role and epoch of its
+// assignment: a standby is not routed to, an active (or any other) is.
+func (m *managed) applyRole(cur *instance, a *intent.Assignment) {
+	m.mu.Lock()
+	changed := m.role != a.Role || m.epoch != a.Epoch
+	from := m.role
+	m.role, m.epoch = a.Role, a.Epoch
+	m.mu.Unlock()
+	if !changed {
+		return
+	}
+	if m.routed() {
+		m.s.cfg.Router.SetBackend(m.name, cur.backend)
+	} else {
+		m.s.cfg.Router.SetBackend(m.name, nil)
+	}
+	m.s.events.Record(m.name, cur.entry.Version, cur.Spec.InstanceID, "role",
+		fmt.Sprintf("%s → %s (epoch %d)", orNone(from), orNone(a.Role), a.Epoch))
+	st, _ := cur.getState()
+	m.setState(st, "")
+}
+
+func orNone(role string) string {
+	if role == "" {
+		return "none"
+	}
+	return role
+}
+
+// unassigned stops the plugin on this node, draining calls in flight: the
+// node has no assignment of it any more.
+func (m *managed) unassigned() {
+	m.mu.Lock()
+	m.failed, m.restartTimes, m.desired = "", nil, ""
+	m.mu.Unlock()
+	if cur := m.current(); cur != nil {
+		m.setSwapping(true)
+		m.retire(cur, "no longer assigned to this node")
+		m.setSwapping(false)
+	}
+	m.mu.Lock()
+	m.role, m.epoch, m.lastErr = "", 0, ""
+	m.mu.Unlock()
+	m.setState(operatorv1.InstanceState_INSTANCE_STATE_STOPPED, "")
 }
 
 // retire stops routing to in, drains and stops it, and returns how many

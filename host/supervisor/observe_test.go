@@ -3,13 +3,19 @@ package supervisor
 import (
 	"context"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/internal/testenv"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store"
 )
@@ -203,4 +209,62 @@ func TestObserverRetriesWithTheLatestState(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestAssignmentDrivesSupervision: the supervisor supervises what this
+// node's assignment names and nothing else, reports it, and stops it
+// (removing its observation) when the assignment goes.
+func TestAssignmentDrivesSupervision(t *testing.T) {
+	st := memStore(t)
+	ctx := context.Background()
+	cat := catalog.New(st)
+	m := &bundle.Manifest{Name: "echo", Version: "1.0.0", APIVersions: []int{1}, Executable: "echo",
+		SHA256: strings.Repeat("ab", 32), Services: []string{"echo.v1.EchoService"}}
+	m.SetDefaults()
+	if _, err := cat.Register(ctx, m, "test"); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{Node: &pluginv1.NodeInfo{Name: "n1"}, PluginsDir: t.TempDir(), Catalog: cat, Store: st, Router: router.New(router.Config{})})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- s.Run(rctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+
+	db := intent.New(st)
+	// Another node's assignment is not this node's business.
+	if _, err := db.Put(ctx, &intent.Assignment{Node: "n2", Plugin: "echo", Version: "1.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Put(ctx, &intent.Assignment{Node: "n1", Plugin: "echo", Version: "1.0.0"}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "echo to be supervised on n1 and observed", func() error {
+		stat, ok := s.Status("echo")
+		if !ok || stat.Desired != "1.0.0" || !strings.Contains(stat.LastError, "not on this node") {
+			return fmt.Errorf("status %v %+v", ok, stat)
+		}
+		ob, found, err := tryObs(st, "n1", "echo")
+		if err != nil || !found || ob.Version != "1.0.0" || ob.State != "starting" || ob.Healthy {
+			return fmt.Errorf("observation %v %+v %v", found, ob, err)
+		}
+		return nil
+	})
+	if _, err := db.Delete(ctx, intent.AssignKey("n1", "echo")); err != nil {
+		t.Fatal(err)
+	}
+	testenv.WaitFor(t, 10*time.Second, "echo to stop on n1 and its observation to go", func() error {
+		if stat, _ := s.Status("echo"); stat.State != operatorv1.InstanceState_INSTANCE_STATE_STOPPED {
+			return fmt.Errorf("state %s", stat.State)
+		}
+		if _, found, err := tryObs(st, "n1", "echo"); err != nil || found {
+			return fmt.Errorf("observation still there (%v)", err)
+		}
+		return nil
+	})
+	if _, found, _ := tryObs(st, "n2", "echo"); found {
+		t.Fatal("n1 wrote an observation for n2")
+	}
 }

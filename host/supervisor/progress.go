@@ -23,14 +23,9 @@ type Progress struct {
 func (s *Supervisor) Subscribe(name string) (<-chan Progress, func()) {
 	s.mu.Lock()
 	m, ok := s.plugins[name]
-	if !ok && s.ctx != nil && s.ctx.Err() == nil {
-		m = newManaged(s, name)
-		s.plugins[name] = m
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			m.run(s.ctx)
-		}()
+	if !ok {
+		// Not assigned here (yet): its assignment may be on the way.
+		m = s.startManaged(name)
 	}
 	s.mu.Unlock()
 	ch := make(chan Progress, 64)

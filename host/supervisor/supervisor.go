@@ -1,6 +1,8 @@
-// Package supervisor runs each registered plugin's desired version on this
-// node: it starts instances, gates them on health before routing to them,
-// restarts them when they fail, and swaps versions with fallback.
+// Package supervisor runs this node's assignment (the plugin versions the
+// placement controller assigned to it, with a singleton's role and epoch):
+// it starts instances, gates them on health before routing to them,
+// restarts them when they fail, swaps versions with a local fallback, stops
+// what is no longer assigned here, and reports what runs as observations.
 package supervisor
 
 import (
@@ -8,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/governance"
+	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/sandbox"
 	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
@@ -108,6 +112,7 @@ type Supervisor struct {
 	log    hclog.Logger
 	events *Events
 	obs    *observer
+	db     *intent.DB
 
 	mu      sync.Mutex
 	plugins map[string]*managed
@@ -123,6 +128,7 @@ func New(cfg Config) *Supervisor {
 		log:     cfg.Logger.Named("supervisor"),
 		events:  &Events{st: cfg.Store, node: cfg.Node.GetName()},
 		obs:     newObserver(cfg.Store, cfg.Node.GetName(), cfg.Logger),
+		db:      intent.New(cfg.Store),
 		plugins: map[string]*managed{},
 	}
 }
@@ -130,22 +136,26 @@ func New(cfg Config) *Supervisor {
 // Events returns the supervisor's event log.
 func (s *Supervisor) Events() *Events { return s.events }
 
-// Run starts every registered plugin and follows catalog changes until ctx
-// ends; then it stops every instance and returns.
+// Run runs this node's assignment (the _sys records assign/<node>/) and
+// follows its changes, and those of the catalog, until ctx ends; then it
+// stops every instance and returns.
 func (s *Supervisor) Run(ctx context.Context) error {
 	s.mu.Lock()
 	s.ctx = ctx
 	s.mu.Unlock()
 
-	// Watch from before the first read, so no registration falls between.
+	// Watch from before the first read, so no change falls between.
 	from := s.cfg.Store.Revision() + 1
-	for _, n := range s.readCatalog(ctx) {
-		s.Reconcile(n)
-	}
+	s.applyAssignments(s.readAssignments(ctx))
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
 		s.watchCatalog(ctx, from)
+	}()
+	assignDone := make(chan struct{})
+	go func() {
+		defer close(assignDone)
+		s.watchAssignments(ctx, from)
 	}()
 	obsDone := make(chan struct{})
 	go func() {
@@ -154,44 +164,130 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}()
 	<-ctx.Done()
 	<-watchDone
+	<-assignDone
 	<-obsDone
 	s.wg.Wait()
 	return nil
 }
 
-// catalogRetryMax caps the wait between reads of the catalog while the
-// store cannot answer them (no leader yet, or the leader's address not yet
-// known by gossip).
-const catalogRetryMax = 5 * time.Second
+// storeRetryMax caps the wait between reads of this node's assignment
+// while the store cannot answer them (no leader yet, or the leader's
+// address not yet known by gossip).
+const storeRetryMax = 5 * time.Second
 
-// readCatalog reads the registered plugin names, retrying until the store
+// readAssignments reads this node's assignments, retrying until the store
 // answers or ctx ends: an agent that starts before its cluster has a
-// leader waits for one instead of exiting.
-func (s *Supervisor) readCatalog(ctx context.Context) []string {
+// leader waits for one instead of exiting. Records that fail their checks
+// are logged and left out.
+func (s *Supervisor) readAssignments(ctx context.Context) []intent.Assignment {
 	wait := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
-		names, err := s.cfg.Catalog.Names(ctx)
+		items, refused, err := intent.List[intent.Assignment](ctx, s.db, intent.AssignPrefix(s.node()))
 		if err == nil {
 			if attempt > 1 {
-				s.log.Info("catalog read; starting plugins", "attempts", attempt)
+				s.log.Info("assignments read; starting plugins", "attempts", attempt)
 			}
-			return names
+			for _, r := range refused {
+				s.log.Error("an assignment of this node is not valid; ignored", "error", r)
+			}
+			out := make([]intent.Assignment, 0, len(items))
+			for _, it := range items {
+				out = append(out, it.Value)
+			}
+			return out
 		}
 		if ctx.Err() != nil {
 			return nil
 		}
-		s.log.Warn("cannot read the plugin catalog yet; plugins start once the store answers", "error", err, "retry_in", wait)
+		s.log.Warn("cannot read this node's assignments yet; plugins start once the store answers", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(wait):
 		}
-		wait = min(2*wait, catalogRetryMax)
+		wait = min(2*wait, storeRetryMax)
 	}
 }
 
-// watchCatalog nudges a plugin whenever its catalog entries or pin change,
-// whichever node wrote them.
+// applyAssignments makes all the node's assignments: plugins not among
+// them stop here.
+func (s *Supervisor) applyAssignments(all []intent.Assignment) {
+	want := map[string]bool{}
+	for _, a := range all {
+		want[a.Plugin] = true
+		s.assign(a.Plugin, &a)
+	}
+	s.mu.Lock()
+	var gone []string
+	for name := range s.plugins {
+		if !want[name] {
+			gone = append(gone, name)
+		}
+	}
+	s.mu.Unlock()
+	for _, name := range gone {
+		s.assign(name, nil)
+	}
+}
+
+// watchAssignments follows this node's assignments.
+func (s *Supervisor) watchAssignments(ctx context.Context, from int64) {
+	prefix := intent.AssignPrefix(s.node())
+	_ = s.db.Watch(ctx, from, []string{prefix}, s.log, func(c intent.Change) {
+		switch {
+		case c.Resync:
+			s.applyAssignments(s.readAssignments(ctx))
+		case c.Deleted:
+			s.assign(strings.TrimPrefix(c.Key, prefix), nil)
+		default:
+			it, err := intent.Decode[intent.Assignment](c.KV)
+			if err != nil {
+				s.log.Error("an assignment of this node is not valid; ignored", "error", err)
+				return
+			}
+			s.assign(it.Value.Plugin, &it.Value)
+		}
+	})
+}
+
+// assign gives a plugin its assignment on this node (nil: none, the
+// plugin stops here), starting its supervision if this is its first.
+func (s *Supervisor) assign(name string, a *intent.Assignment) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.plugins[name]
+	if !ok {
+		if a == nil {
+			return
+		}
+		if m = s.startManaged(name); m == nil {
+			return
+		}
+	}
+	m.setAssignment(a)
+	m.nudge()
+}
+
+// startManaged begins supervising a plugin; s.mu is held. nil when the
+// supervisor is not running.
+func (s *Supervisor) startManaged(name string) *managed {
+	if s.ctx == nil || s.ctx.Err() != nil {
+		return nil
+	}
+	m := newManaged(s, name)
+	s.plugins[name] = m
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		m.run(s.ctx)
+	}()
+	return m
+}
+
+func (s *Supervisor) node() string { return s.cfg.Node.GetName() }
+
+// watchCatalog nudges a supervised plugin whenever its catalog entries,
+// pin or failures change, whichever node wrote them.
 func (s *Supervisor) watchCatalog(ctx context.Context, from int64) {
 	for ctx.Err() == nil {
 		err := s.cfg.Store.Watch(ctx, &storev1.WatchRequest{Namespace: store.SystemNamespace, StartRevision: from},
@@ -210,10 +306,11 @@ func (s *Supervisor) watchCatalog(ctx context.Context, from int64) {
 		if errors.Is(err, store.ErrCompacted) {
 			// Missed changes: look at everything again.
 			from = s.cfg.Store.Revision() + 1
-			names, _ := s.cfg.Catalog.Names(ctx)
-			for _, n := range names {
-				s.Reconcile(n)
+			s.mu.Lock()
+			for _, m := range s.plugins {
+				m.nudge()
 			}
+			s.mu.Unlock()
 			continue
 		}
 		s.log.Warn("catalog watch ended; resuming", "error", err)
@@ -225,32 +322,22 @@ func (s *Supervisor) watchCatalog(ctx context.Context, from int64) {
 }
 
 // Reconcile asks a plugin's supervisor to compare what runs with what is
-// desired, starting it if this is the plugin's first mention.
+// assigned, if the plugin is supervised on this node (the bundle installer
+// calls it once a version's files are in place).
 func (s *Supervisor) Reconcile(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ctx == nil || s.ctx.Err() != nil {
-		return
+	if m, ok := s.plugins[name]; ok {
+		m.nudge()
 	}
-	m, ok := s.plugins[name]
-	if !ok {
-		m = newManaged(s, name)
-		s.plugins[name] = m
-		s.wg.Add(1)
-		go func() {
-			defer s.wg.Done()
-			m.run(s.ctx)
-		}()
-	}
-	m.nudge()
 }
 
-// known reports whether the plugin is supervised on this node.
+// known reports whether the plugin is assigned to this node or runs here.
 func (s *Supervisor) known(name string) bool {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	_, ok := s.plugins[name]
-	return ok
+	m, ok := s.plugins[name]
+	s.mu.Unlock()
+	return ok && (m.assignment() != nil || m.current() != nil)
 }
 
 // Restart clears a failed plugin and starts it again.

@@ -2043,7 +2043,8 @@ type PluginEvent struct {
 	Version    string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
 	InstanceId string                 `protobuf:"bytes,4,opt,name=instance_id,json=instanceId,proto3" json:"instance_id,omitempty"`
 	// type is started, exited, oom-killed, unhealthy, start-failed, backoff,
-	// failed, restart, stopped, swap-started, swapped or fell-back.
+	// failed, restart, stopped, swap-started, swapped, fell-back or role (a
+	// singleton instance became active or standby).
 	Type          string `protobuf:"bytes,5,opt,name=type,proto3" json:"type,omitempty"`
 	Reason        string `protobuf:"bytes,6,opt,name=reason,proto3" json:"reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
