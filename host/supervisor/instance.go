@@ -199,11 +199,14 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 		return nil, reason
 	}
 
-	srv := store.Bind(store.NewServer(s.cfg.Store), store.Binding{Namespace: e.Name, Rate: s.cfg.StoreRate, Burst: s.cfg.StoreBurst})
+	role := s.storeRole(e.Name)
+	srv := store.Bind(store.NewServer(s.cfg.Store), store.Binding{Namespace: e.Name, Rate: s.cfg.StoreRate, Burst: s.cfg.StoreBurst,
+		Role: func() store.Role { return s.storeRole(e.Name) }})
 	cctx, cancel := context.WithTimeout(ctx, m.Health.HealthyDeadline.Duration)
 	defer cancel()
 	if err := inst.Setup(cctx, srv, &pluginv1.ConfigureRequest{
 		ConfigJson: m.Config, Node: s.cfg.Node, Namespace: e.Name, InstanceId: id,
+		Role: storeToPluginRole(role.Kind), Epoch: role.Epoch,
 	}); err != nil {
 		return fail(err)
 	}
@@ -217,6 +220,30 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 	in.backend = &router.Backend{Plugin: e.Name, Version: e.Version, InstanceID: id, Conn: inst.Conn, Files: files, Dial: inst.DialRaw}
 	go s.monitor(in)
 	return in, nil
+}
+
+// storeRole is the role the plugin's instances on this node write to the
+// store with: their assignment's.
+func (s *Supervisor) storeRole(name string) store.Role {
+	s.mu.Lock()
+	m, ok := s.plugins[name]
+	s.mu.Unlock()
+	if !ok {
+		return store.Role{}
+	}
+	return m.storeRole()
+}
+
+func storeToPluginRole(k store.RoleKind) pluginv1.Role {
+	switch k {
+	case store.RoleActive:
+		return pluginv1.Role_ROLE_ACTIVE
+	case store.RoleStandby:
+		return pluginv1.Role_ROLE_STANDBY
+	case store.RoleFenced:
+		return pluginv1.Role_ROLE_FENCED
+	}
+	return pluginv1.Role_ROLE_UNSPECIFIED
 }
 
 // healthGate waits until in has passed every health check for minHealthy.

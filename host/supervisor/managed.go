@@ -16,6 +16,8 @@ import (
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
+	pluginv1 "github.com/plughost/plughost/proto/plughost/plugin/v1"
+	"github.com/plughost/plughost/store"
 )
 
 // managed supervises one plugin on this node. Its run loop is the only
@@ -602,25 +604,61 @@ func (m *managed) routed() bool {
 }
 
 // applyRole gives the running instance the role and epoch of its
-// assignment: a standby is not routed to, an active (or any other) is.
+// assignment: a standby is not routed to, an active (or any other) is; the
+// plugin is told (SetRole) and its store writes are fenced by it.
 func (m *managed) applyRole(cur *instance, a *intent.Assignment) {
 	m.mu.Lock()
 	changed := m.role != a.Role || m.epoch != a.Epoch
 	from := m.role
-	m.role, m.epoch = a.Role, a.Epoch
 	m.mu.Unlock()
 	if !changed {
 		return
 	}
-	if m.routed() {
+	if a.Role == intent.RoleStandby {
+		m.s.cfg.Router.SetBackend(m.name, nil) // no call reaches it once it is standby
+	}
+	m.mu.Lock()
+	m.role, m.epoch = a.Role, a.Epoch
+	m.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), cur.entry.Manifest.Health.Timeout.Duration+5*time.Second)
+	err := cur.SetRole(ctx, pluginRole(a.Role), a.Epoch)
+	cancel()
+	if err != nil {
+		// Its writes are fenced by the agent all the same.
+		m.log.Warn("telling the plugin its role failed", "role", a.Role, "epoch", a.Epoch, "error", err)
+	}
+	if a.Role != intent.RoleStandby {
 		m.s.cfg.Router.SetBackend(m.name, cur.backend)
-	} else {
-		m.s.cfg.Router.SetBackend(m.name, nil)
 	}
 	m.s.events.Record(m.name, cur.entry.Version, cur.Spec.InstanceID, "role",
 		fmt.Sprintf("%s → %s (epoch %d)", orNone(from), orNone(a.Role), a.Epoch))
 	st, _ := cur.getState()
 	m.setState(st, "")
+}
+
+// pluginRole is a role in the plugin protocol's terms.
+func pluginRole(role string) pluginv1.Role {
+	switch role {
+	case intent.RoleActive:
+		return pluginv1.Role_ROLE_ACTIVE
+	case intent.RoleStandby:
+		return pluginv1.Role_ROLE_STANDBY
+	}
+	return pluginv1.Role_ROLE_UNSPECIFIED
+}
+
+// storeRole is the role the agent holds the plugin's instances to when
+// they write to the store (store.Binding.Role).
+func (m *managed) storeRole() store.Role {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch m.role {
+	case intent.RoleActive:
+		return store.Role{Kind: store.RoleActive, Epoch: m.epoch}
+	case intent.RoleStandby:
+		return store.Role{Kind: store.RoleStandby, Why: "this node runs the singleton's standby; the active runs on another node"}
+	}
+	return store.Role{}
 }
 
 func orNone(role string) string {
