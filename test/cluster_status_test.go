@@ -72,9 +72,9 @@ func wantInstances(instances map[string]clusterInstanceJSON, version string, nod
 
 // TestClusterStatusShowsEveryNode: 'plugin list' and 'plugin status' on
 // every node show the plugin's instances on all three nodes, from the
-// nodes' observations; a node whose plugin stops (the agent is stopped)
-// disappears from them, and a node that starts again removes its records
-// of plugins it no longer runs.
+// nodes' observations; a node whose plugin stops (the node is drained, or
+// the agent is stopped) disappears from them, and a node that starts again
+// removes its records of plugins it no longer runs.
 func TestClusterStatusShowsEveryNode(t *testing.T) {
 	agents := NewCluster(t, 3)
 	for _, a := range agents {
@@ -119,6 +119,42 @@ func TestClusterStatusShowsEveryNode(t *testing.T) {
 			}
 		}
 	}
+
+	// n2 is drained (the operator's node/n2 record, as 'plughost node
+	// drain n2' writes it): echo stops there and leaves its observations,
+	// on every node; made eligible again, it comes back.
+	setEligible := func(node string, eligible bool) {
+		t.Helper()
+		rec := fmt.Sprintf(`{"node":%q,"eligible":%t,"since":%q,"actor":"test"}`, node, eligible, time.Now().UTC().Format(time.RFC3339Nano))
+		if out, errOut, code := agents[0].CLI("store", "put", "-ns", "_sys", "node/"+node, rec); code != 0 {
+			t.Fatalf("store put node/%s: exit %d: %s%s", node, code, out, errOut)
+		}
+	}
+	setEligible("n2", false)
+	for _, a := range agents {
+		testenv.WaitFor(t, 30*time.Second, "plugin list on "+a.Node+" to show echo on n1 and n3 only", func() error {
+			ins, err := clusterInstances(a.Agent, "echo")
+			if err != nil {
+				return err
+			}
+			return wantInstances(ins, "1.0.0", "n1", "n3")
+		})
+	}
+	if out, _, _ := agents[1].CLI("plugin", "status", "echo"); !strings.Contains(out, "State:     stopped") {
+		t.Fatalf("plugin status on the drained n2:\n%s", out)
+	}
+	if pids := agents[1].PluginProcesses(); len(pids) != 0 {
+		t.Fatalf("the drained n2 still runs plugin processes %v", pids)
+	}
+	setEligible("n2", true)
+	agents[1].WaitRunning("echo", "1.0.0")
+	testenv.WaitFor(t, 30*time.Second, "echo to be back on n2", func() error {
+		ins, err := clusterInstances(agents[0].Agent, "echo")
+		if err != nil {
+			return err
+		}
+		return wantInstances(ins, "1.0.0", "n1", "n2", "n3")
+	})
 
 	// n3 stops: its plugin stops with it, and its record goes.
 	n3 := agents[2]
