@@ -95,6 +95,10 @@ type h2conn struct {
 
 	wake chan struct{} // kicks the writer; capacity 1
 	done chan struct{} // closed by close
+	// settled is closed when the peer's first SETTINGS arrive: the peer
+	// is serving the connection.
+	settled     chan struct{}
+	settledOnce sync.Once
 
 	// raw is a caller's socket, for writes that must not block; nil if
 	// the connection is not a socket.
@@ -131,8 +135,12 @@ type h2conn struct {
 	// goAway: on backendSide the backend said it goes away (no new streams
 	// here); on callerSide the relay said so.
 	goAway bool
-	closed bool
-	err    error
+	// goAwayAcked is set when the caller answered the PING sent after
+	// the relay's GOAWAY: it has read the GOAWAY, and every call it
+	// opened before has reached the relay.
+	goAwayAcked bool
+	closed      bool
+	err         error
 
 	// resets is how many more streams a caller may reset now, as of
 	// resetAt (see takeReset); owned by the reader goroutine.
@@ -154,6 +162,7 @@ func newH2conn(rl *relay, s side, nc net.Conn, br *bufio.Reader, what string) *h
 		rl: rl, side: s, nc: nc, br: br, what: what,
 		wake:           make(chan struct{}, 1),
 		done:           make(chan struct{}),
+		settled:        make(chan struct{}),
 		sendWin:        initialWindow,
 		peerInitWin:    initialWindow,
 		peerMaxFrame:   maxFrameBytes,
@@ -172,6 +181,9 @@ func newH2conn(rl *relay, s side, nc net.Conn, br *bufio.Reader, what string) *h
 	}
 	return c
 }
+
+// goAwayPing is the PING the relay sends a caller after its GOAWAY.
+var goAwayPing = [8]byte{'g', 'o', 'i', 'n', 'g', 'a', 'w', 'y'}
 
 // initialWindow is HTTP/2's window before any setting or update.
 const initialWindow = 65535
@@ -383,6 +395,10 @@ func (c *h2conn) handle(t *touched, f http2.Frame) {
 			_ = c.wfr.WritePing(true, f.Data)
 			c.mu.Unlock()
 			t.add(c)
+		} else if f.Data == goAwayPing {
+			c.mu.Lock()
+			c.goAwayAcked = true
+			c.mu.Unlock()
 		}
 	case *http2.GoAwayFrame:
 		c.onGoAway(t, f)
@@ -504,6 +520,7 @@ func (c *h2conn) onSettings(t *touched, f *http2.SettingsFrame) {
 	c.mu.Unlock()
 	t.add(c)
 	moved.apply(t)
+	c.settledOnce.Do(func() { close(c.settled) })
 }
 
 // applySettingsLocked takes in the peer's settings, c.mu held.

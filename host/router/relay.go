@@ -156,6 +156,11 @@ func (r *Router) Stop(ctx context.Context) {
 		if !c.closed {
 			c.goAway = true
 			_ = c.wfr.WriteGoAway(c.lastID, http2.ErrCodeNo, nil)
+			// Its answer says the caller read the GOAWAY: calls it opened
+			// before have arrived, and are served or refused, not cut
+			// off by the close (another node's relay then sends them
+			// elsewhere).
+			_ = c.wfr.WritePing(false, goAwayPing)
 		}
 		c.mu.Unlock()
 		c.kick()
@@ -167,7 +172,7 @@ func (r *Router) Stop(ctx context.Context) {
 		for _, c := range conns {
 			if c != nil {
 				c.mu.Lock()
-				busy = busy || (!c.closed && len(c.streams) > 0)
+				busy = busy || (!c.closed && (len(c.streams) > 0 || !c.goAwayAcked))
 				c.mu.Unlock()
 			}
 		}
@@ -565,7 +570,9 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 		st.fail(t, status.Errorf(codes.Unavailable, "the agent's own server is unavailable: %v", err))
 		return
 	}
-	rl.open(t, st, c, nil, withCaller(fields, st.caller.c.nc.RemoteAddr()), end)
+	if err := rl.open(t, st, c, nil, withCaller(fields, st.caller.c.nc.RemoteAddr()), end); err != nil {
+		st.fail(t, err)
+	}
 }
 
 // withCaller returns fields with storev1.CallerAddrHeader set to addr, the
@@ -687,8 +694,17 @@ func (rl *relay) attach(t *touched, st *rstream, p *plugin, b *Backend, fields [
 	for attempt := 1; ; attempt++ {
 		c, err := rl.backendConn(b)
 		if err == nil {
-			rl.open(t, st, c, b, fields, end)
-			return
+			if err = rl.open(t, st, c, b, fields, end); err == nil {
+				return
+			}
+			if b.Node == "" {
+				b.release()
+				st.fail(t, err)
+				return
+			}
+			// The peer's connection went away or is full: nothing of the
+			// call went out on it, and the next dials anew.
+			rl.forgetBackendConn(c)
 		}
 		b.release()
 		var next *Backend
@@ -715,15 +731,16 @@ const maxAttempts = 3
 
 // open opens st's backend half on connection c, passes on the data held
 // for it, and marks it attached. b, if not nil, is released when the call
-// ends (or now, if it cannot open).
-func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []hpack.HeaderField, end bool) {
+// ends. It returns an Unavailable error, having sent nothing and released
+// nothing, when c takes no new call; a call that ended meanwhile is let be.
+func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []hpack.HeaderField, end bool) error {
 	st.mu.Lock()
 	if st.finished {
 		st.mu.Unlock()
 		if b != nil {
 			b.release()
 		}
-		return
+		return nil
 	}
 	c.mu.Lock()
 	var refuse error
@@ -736,11 +753,7 @@ func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []h
 	if refuse != nil {
 		c.mu.Unlock()
 		st.mu.Unlock()
-		if b != nil {
-			b.release()
-		}
-		st.fail(t, status.Error(codes.Unavailable, refuse.Error()))
-		return
+		return status.Error(codes.Unavailable, refuse.Error())
 	}
 	id := uint32(1)
 	if c.lastID > 0 {
@@ -772,6 +785,7 @@ func (rl *relay) open(t *touched, st *rstream, c *h2conn, b *Backend, fields []h
 	if ended {
 		st.sentEnd(t, h)
 	}
+	return nil
 }
 
 // dialTimeout bounds opening a relay connection to a plugin instance.
@@ -796,10 +810,24 @@ func (rl *relay) backendConn(b *Backend) (*h2conn, error) {
 		return nil, err
 	}
 	what := "plugin " + b.Plugin + " " + b.Version
-	if b.Node != "" {
-		what += " on node " + b.Node
+	if b.Node == "" {
+		b.rc = rl.newBackendConn(nc, b, what)
+		return b.rc, nil
 	}
-	b.rc = rl.newBackendConn(nc, b, what)
+	// Another node's relay: no call goes out before the peer has shown it
+	// serves the connection (its SETTINGS), so that a peer that closes it
+	// at once, stopping, has processed nothing and the call can go to
+	// another instance.
+	c := rl.newBackendConn(nc, b, what+" on node "+b.Node)
+	select {
+	case <-c.settled:
+	case <-c.done:
+		return nil, fmt.Errorf("node %s closed the connection before serving it", b.Node)
+	case <-ctx.Done():
+		c.close(nil)
+		return nil, fmt.Errorf("node %s did not serve the connection within %v", b.Node, dialTimeout)
+	}
+	b.rc = c
 	return b.rc, nil
 }
 

@@ -363,3 +363,51 @@ func TestPickRemote(t *testing.T) {
 		})
 	}
 }
+
+func TestRemoteNodeStoppingLosesNoCall(t *testing.T) {
+	nodes := startCluster(t, "n1", "n2", "n3")
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	n2.runEcho(t, "2.0.0")
+	n3.runEcho(t, "3.0.0")
+	for _, n := range []*clusterNode{n2, n3} {
+		if err := n1.r.SetRemote(n.remote("x", true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	echo := echov1.NewEchoServiceClient(n1.conn)
+	var ok, failed atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"}); err != nil {
+					failed.Add(1)
+					t.Errorf("a call failed while n2 stopped: %v", err)
+				} else {
+					ok.Add(1)
+				}
+			}
+		}()
+	}
+	testenv.Eventually(t, 10*time.Second, "calls to flow", func() bool { return ok.Load() > 100 })
+	// n2 stops as an agent does: its relay says GOAWAY to n1, finishes the
+	// calls it has, closes; its observation goes a moment later.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	n2.r.Stop(ctx)
+	cancel()
+	before := ok.Load()
+	testenv.Eventually(t, 10*time.Second, "calls to go on through n3", func() bool { return ok.Load() > before+100 })
+	n1.r.RemoveRemote("n2", "")
+	close(stop)
+	for range 4 {
+		<-done
+	}
+	t.Logf("%d calls answered, %d failed", ok.Load(), failed.Load())
+}
