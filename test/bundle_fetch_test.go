@@ -181,3 +181,50 @@ func TestBundleAddOnOneNodeReachesTheCluster(t *testing.T) {
 		return fmt.Errorf("no fetch-refused event naming %s, %s and %s in %+v", first, badSHA, catalogSHA, evs)
 	})
 }
+
+// TestOldBundleVersionsAreRemoved: with bundle_keep 1, the version a swap
+// replaced leaves the disk; its catalog record stays.
+func TestOldBundleVersionsAreRemoved(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{Config: `{"bundle_keep": 1}`})
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		if out, errOut, code := a.CLI("bundle", "add", bundlePath("echo", v)); code != 0 {
+			t.Fatalf("bundle add echo %s: %s %s", v, out, errOut)
+		}
+		a.WaitRunning("echo", v)
+	}
+	old := filepath.Join(a.DataDir, "plugins", "echo", "1.0.0")
+	testenv.WaitFor(t, 20*time.Second, "echo 1.0.0 to leave the disk", func() error {
+		if _, err := os.Stat(old); err == nil {
+			return fmt.Errorf("%s is still there", old)
+		}
+		return nil
+	})
+	if _, err := os.Stat(filepath.Join(a.DataDir, "plugins", "echo", "1.1.0")); err != nil {
+		t.Fatalf("the running version left the disk: %v", err)
+	}
+	out, errOut, code := a.CLI("plugin", "versions", "echo")
+	if code != 0 || !strings.Contains(out, "1.0.0") || !strings.Contains(out, "1.1.0") {
+		t.Fatalf("plugin versions echo: both versions should stay registered:\n%s%s", out, errOut)
+	}
+	testenv.WaitFor(t, 10*time.Second, "a bundle-removed event for echo 1.0.0", func() error {
+		evs, err := pluginEvents(t, a, "echo")
+		if err != nil {
+			return err
+		}
+		if idx := ofType(evs, "bundle-removed"); len(idx) != 1 || evs[idx[0]].Version != "1.0.0" {
+			return fmt.Errorf("bundle-removed events %v in %+v, want one for 1.0.0", idx, evs)
+		}
+		return nil
+	})
+	testenv.WaitFor(t, 10*time.Second, "bundles/n1 to list only echo 1.1.0", func() error {
+		out, errOut, code := a.CLI("store", "get", "-ns", "_sys", "bundles/n1")
+		if code != 0 {
+			return fmt.Errorf("%s", errOut)
+		}
+		if !strings.Contains(out, `"echo@1.1.0"`) || strings.Contains(out, "echo@1.0.0") {
+			return fmt.Errorf("bundles/n1 = %s", out)
+		}
+		return nil
+	})
+}

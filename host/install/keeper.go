@@ -80,8 +80,8 @@ func (k *Keeper) Changed() {
 }
 
 // Run removes old versions, writes the record and fetches missing target
-// versions at once, then whenever Changed is called, an intent changes, and
-// every cfg.Every, until ctx ends.
+// versions at once, then whenever Changed is called, an intent, assignment
+// or observation changes, and every cfg.Every, until ctx ends.
 func (k *Keeper) Run(ctx context.Context) {
 	tick := time.NewTicker(k.cfg.Every)
 	defer tick.Stop()
@@ -89,7 +89,10 @@ func (k *Keeper) Run(ctx context.Context) {
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		_ = k.cfg.DB.Local().Watch(watchCtx, 0, []string{intent.PrefixIntent}, k.cfg.Logger, func(intent.Change) { k.Changed() })
+		// A new target, an assignment, or a change of what some node runs
+		// (a swap that ended) can each make a version wanted or garbage.
+		prefixes := []string{intent.PrefixIntent, intent.PrefixAssign, intent.PrefixObserve}
+		_ = k.cfg.DB.Local().Watch(watchCtx, 0, prefixes, k.cfg.Logger, func(intent.Change) { k.Changed() })
 	}()
 	defer func() {
 		stopWatch()
