@@ -92,7 +92,7 @@ func New(cfg Config) *Placer {
 // watched are the _sys prefixes whose changes start a pass. The
 // controller's own records (assign/, singleton/, placement/) are not: a
 // change to them made by another hand is undone by the next resync.
-var watched = []string{intent.PrefixIntent, prefixNode, intent.PrefixObserve}
+var watched = []string{intent.PrefixIntent, intent.PrefixNode, intent.PrefixObserve}
 
 // Run runs passes until ctx ends, then returns ctx's error. It is a
 // leader-only task (host/leader).

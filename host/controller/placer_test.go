@@ -280,10 +280,7 @@ func TestDrainIsHealthGated(t *testing.T) {
 	}
 	to = map[string]string{"n1": "n2", "n2": "n1"}[from]
 	f.healthy(from, "web", "1.0.0", true)
-	if _, err := f.st.Put(f.ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: []byte("node/" + from),
-		Value: []byte(`{"node":"` + from + `","eligible":false,"since":"2026-01-01T00:00:00Z","actor":"op"}`)}); err != nil {
-		t.Fatal(err)
-	}
+	f.put(&intent.NodeState{Node: from, Eligible: false, Since: time.Now(), Actor: "op"})
 	f.pass()
 	got = f.assigned("web")
 	if !got[from].Draining || got[to].Node != to || got[to].Draining {
