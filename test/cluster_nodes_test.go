@@ -90,6 +90,15 @@ func TestNodesIdentityAndDrain(t *testing.T) {
 			return nil
 		})
 	}
+	// drain -wait returns once the node runs nothing: n3 runs nothing yet.
+	out, errOut, code := n1.CLI("node", "drain", "-wait", "-timeout", "30s", "n3")
+	if code != 0 || !strings.Contains(out, "Node n3 drained") || !strings.Contains(out, "Node n3 runs nothing now.") {
+		t.Fatalf("node drain -wait n3: exit %d\n%s%s", code, out, errOut)
+	}
+	if out, errOut, code := n1.CLI("node", "eligible", "n3"); code != 0 || !strings.Contains(out, "Node n3 is eligible again") {
+		t.Fatalf("node eligible n3: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// What a node runs comes from its observations.
 	n1.Drop(bundlePath("echo", "1.0.0"))
 	n1.WaitRunning("echo", "1.0.0")
@@ -103,7 +112,7 @@ func TestNodesIdentityAndDrain(t *testing.T) {
 		}
 		return nil
 	})
-	out, errOut, code := n1.CLI("nodes")
+	out, errOut, code = n1.CLI("nodes")
 	if code != 0 || !strings.Contains(out, "FAULT DOMAIN") || !strings.Contains(out, "fd:/dc1/r3") || !strings.Contains(out, "disk=ssd,gpu=a100,zone=n3") ||
 		!strings.Contains(out, "echo@1.0.0") {
 		t.Fatalf("nodes: exit %d\n%s%s", code, out, errOut)

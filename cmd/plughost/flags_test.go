@@ -108,6 +108,7 @@ func TestFlagsAfterArguments(t *testing.T) {
 		{[]string{"members", "extra", "-format", "yaml"}, 2, "-format"},
 		{[]string{"nodes", "extra", "-format", "yaml"}, 2, "-format"},
 		{[]string{"node", "drain", "n2", "-addr", nowhere}, 1, nowhere},
+		{[]string{"node", "drain", "n2", "-wait", "-timeout", "soon"}, 2, "-timeout"},
 		{[]string{"node", "eligible", "n2", "-addr", nowhere}, 1, nowhere},
 		{[]string{"version", "extra", "-nope"}, 2, "-nope"},
 		{[]string{"reaper", "extra", "-nope"}, 2, "-nope"},

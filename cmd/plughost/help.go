@@ -358,8 +358,9 @@ eligibility for placement (drained or not) and the plugin instances it runs
 		about: `Drain a node: it gets no new instances, and the placement controller moves
 those it runs to other eligible nodes, each new instance serving before the
 old one stops. The node stays a member (raft, gossip); watch the move with
-plughost nodes, and bring the node back with plughost node eligible.`,
-		example: "plughost node drain n2",
+plughost nodes, or give -wait to wait until the node runs nothing. Bring the
+node back with plughost node eligible.`,
+		example: "plughost node drain -wait n2",
 	},
 	"node eligible": {
 		args:    "NODE",

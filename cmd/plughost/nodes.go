@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"time"
@@ -148,7 +149,7 @@ func runs(plugins []*operatorv1.NodePlugin) string {
 
 // runNode is `plughost node drain|eligible NODE`: the operator's word on
 // whether placement may give a node instances.
-func runNode(ctx context.Context, env *cliEnv, args []string) error {
+func runNode(ctx context.Context, env *cliEnv, args []string) (err error) {
 	sub, rest, err := subcommand("node", args)
 	if err != nil {
 		return err
@@ -156,8 +157,16 @@ func runNode(ctx context.Context, env *cliEnv, args []string) error {
 	fs := flag.NewFlagSet("node "+sub, flag.ContinueOnError)
 	var cf clientFlags
 	cf.register(fs)
+	wait, timeout := new(bool), new(time.Duration)
+	if sub == "drain" {
+		fs.BoolVar(wait, "wait", false, "wait until the node runs nothing (every plugin it reports is stopped or failed), printing what it still runs as that changes")
+		fs.DurationVar(timeout, "timeout", 10*time.Minute, "with -wait, give up after this long (exit 1)")
+	}
 	if err := parse(fs, rest); err != nil {
 		return err
+	}
+	if sub == "drain" && *timeout <= 0 {
+		return usagef("-timeout %v must be positive", *timeout)
 	}
 	if err := cf.check(); err != nil {
 		return err
@@ -172,9 +181,21 @@ func runNode(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer conn.Close()
 	eligible := sub == "eligible"
-	resp, err := operatorv1.NewOperatorServiceClient(conn).SetNodeEligibility(ctx, &operatorv1.SetNodeEligibilityRequest{Node: name, Eligible: eligible})
+	c := operatorv1.NewOperatorServiceClient(conn)
+	resp, err := c.SetNodeEligibility(ctx, &operatorv1.SetNodeEligibilityRequest{Node: name, Eligible: eligible})
 	if err != nil {
 		return err
+	}
+	if *wait {
+		defer func() {
+			if err == nil {
+				out := env.stdout
+				if cf.format == "json" {
+					out = env.stderr // stdout holds the JSON alone
+				}
+				err = waitDrained(ctx, out, c, name, *timeout)
+			}
+		}()
 	}
 	if cf.format == "json" {
 		out := struct {
@@ -191,6 +212,8 @@ func runNode(ctx context.Context, env *cliEnv, args []string) error {
 		return printJSON(env.stdout, out)
 	}
 	switch {
+	case !eligible && resp.GetChanged() && *wait:
+		fmt.Fprintf(env.stdout, "Node %s drained: it gets no new instances, and the placement controller moves those it runs to other eligible nodes, each new one serving before the old one stops.\n", name)
 	case !eligible && resp.GetChanged():
 		fmt.Fprintf(env.stdout, "Node %s drained: it gets no new instances, and the placement controller moves those it runs to other eligible nodes, each new one serving before the old one stops.\nWatch with `plughost nodes`; `plughost node eligible %s` brings it back.\n", name, name)
 	case !eligible:
@@ -201,4 +224,57 @@ func runNode(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stdout, "Node %s is eligible already; nothing changed.\n", name)
 	}
 	return nil
+}
+
+// waitDrained polls the node's listing until it runs nothing: every plugin
+// it reports is stopped or failed. It prints what the node still runs each
+// time that changes. A node gossip does not see alive reports nothing new,
+// so the wait ends there, saying so.
+func waitDrained(ctx context.Context, out io.Writer, c operatorv1.OperatorServiceClient, name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	last := ""
+	for {
+		resp, err := c.ListNodes(ctx, &operatorv1.ListNodesRequest{})
+		if err != nil {
+			return err
+		}
+		var node *operatorv1.Node
+		for _, n := range resp.GetNodes() {
+			if n.GetName() == name {
+				node = n
+			}
+		}
+		if node == nil {
+			return fmt.Errorf("node %s is no longer a member; `plughost nodes` lists those that are", name)
+		}
+		var running []*operatorv1.NodePlugin
+		for _, p := range node.GetPlugins() {
+			switch p.GetState() {
+			case operatorv1.InstanceState_INSTANCE_STATE_STOPPED, operatorv1.InstanceState_INSTANCE_STATE_FAILED:
+			default:
+				running = append(running, p)
+			}
+		}
+		switch {
+		case len(running) == 0:
+			fmt.Fprintf(out, "Node %s runs nothing now.\n", name)
+			return nil
+		case node.GetStatus() != "alive":
+			fmt.Fprintf(out, "Node %s is %s: it reports nothing more (its last report: %s). Its instances are placed elsewhere as for any lost node.\n",
+				name, node.GetStatus(), runs(running))
+			return nil
+		}
+		if now := runs(running); now != last {
+			fmt.Fprintf(out, "Waiting: %s still runs %s\n", name, now)
+			last = now
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("node %s still runs %s after %v; the drain stands (see `plughost nodes` and `plughost plugin status NAME` for why an instance is not moved)", name, last, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
