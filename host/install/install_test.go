@@ -30,7 +30,7 @@ import (
 // world is a catalog shared by test nodes, each with a plugins dir of its
 // own and a BundleService on an in-memory listener.
 type world struct {
-	t     *testing.T
+	t     testing.TB
 	st    *store.Store
 	cat   *catalog.Catalog
 	nodes map[string]*node
@@ -45,7 +45,7 @@ type node struct {
 	ln      *bufconn.Listener
 }
 
-func newWorld(t *testing.T) *world {
+func newWorld(t testing.TB) *world {
 	st, err := store.OpenMemory()
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +98,7 @@ func (w *world) bundle(name, version string) string {
 
 // install installs the bundle at path into dir's plugins dir, as the
 // agent's intake does after its checks.
-func install(t *testing.T, path, plugins string) (*bundle.Manifest, error) {
+func install(t testing.TB, path, plugins string) (*bundle.Manifest, error) {
 	t.Helper()
 	b, err := bundle.Open(path, filepath.Join(t.TempDir(), "unpacked"))
 	if err != nil {
