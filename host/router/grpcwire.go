@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"golang.org/x/net/http2/hpack"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
@@ -107,6 +108,27 @@ func statusFields(err error, headersSent bool, extra []hpack.HeaderField) []hpac
 		}
 	}
 	return append(fields, extra...)
+}
+
+// statusReason reads the router's ErrorInfo reason (see ErrorReason) from
+// the grpc-status-details-bin of a call's closing header fields, or "".
+func statusReason(fields []hpack.HeaderField) string {
+	for _, f := range fields {
+		if f.Name != "grpc-status-details-bin" {
+			continue
+		}
+		// gRPC sends it without padding; decoders take either.
+		b, err := base64.RawStdEncoding.DecodeString(strings.TrimRight(f.Value, "="))
+		if err != nil {
+			return ""
+		}
+		st := new(spb.Status)
+		if proto.Unmarshal(b, st) != nil {
+			return ""
+		}
+		return ErrorReason(status.FromProto(st).Err())
+	}
+	return ""
 }
 
 // statusCode reads the grpc-status of a call's closing header fields; a

@@ -466,6 +466,10 @@ func (c *h2conn) onHeaders(t *touched, f *http2.MetaHeadersFrame) {
 		// A backend's frames for a stream already finished are dropped.
 		return
 	}
+	if c.side == backendSide && f.StreamEnded() && st.refusedByPeer(f.Fields) {
+		st.reset(t, st.halfOn(c), http2.ErrCodeRefusedStream)
+		return
+	}
 	st.forwardHeaders(t, st.halfOn(c), f.Fields, f.StreamEnded())
 }
 

@@ -244,6 +244,37 @@ func (st *rstream) reset(t *touched, from *half, code http2.ErrCode) {
 	st.finish(t)
 }
 
+// refusedByPeer reports whether fields, a trailers-only answer to st from
+// another node's relay, says that node has no instance of the plugin
+// (ReasonNoLocalInstance: it stopped one this node still routes to), so
+// that nothing of the call reached an instance, while the plugin has
+// another instance up. That node is then passed over for peerDownFor, and
+// the relay refuses the call to its caller (REFUSED_STREAM), whose gRPC
+// client retries it transparently: the retry goes to the other instance.
+// Without another instance the node's status goes to the caller as it is.
+func (st *rstream) refusedByPeer(fields []hpack.HeaderField) bool {
+	st.mu.Lock()
+	b := st.b
+	st.mu.Unlock()
+	if b == nil || b.Node == "" || st.p == nil || !isResponseHeaders(fields) ||
+		statusCode(fields) != codes.Unavailable || statusReason(fields) != ReasonNoLocalInstance || !st.p.upBesides(b) {
+		return false
+	}
+	b.downUntil.Store(time.Now().Add(peerDownFor).UnixNano())
+	return true
+}
+
+// isResponseHeaders reports whether fields are a response's first header
+// block (they carry :status), not trailers after headers.
+func isResponseHeaders(fields []hpack.HeaderField) bool {
+	for _, f := range fields {
+		if f.Name == ":status" {
+			return true
+		}
+	}
+	return false
+}
+
 // resetHalf sends RST_STREAM on h if the stream is still open there.
 func (st *rstream) resetHalf(t *touched, h *half, code http2.ErrCode) {
 	st.mu.Lock()

@@ -299,6 +299,25 @@ func (p *plugin) pickRemote(skip *Backend) *Backend {
 	return best
 }
 
+// upBesides reports whether p has a local instance, or a remote one other
+// than b that was not unreachable recently.
+func (p *plugin) upBesides(b *Backend) bool {
+	if p.backend.Load() != nil {
+		return true
+	}
+	bs := p.routable.Load()
+	if bs == nil {
+		return false
+	}
+	now := time.Now().UnixNano()
+	for _, o := range *bs {
+		if o != b && o.downUntil.Load() <= now {
+			return true
+		}
+	}
+	return false
+}
+
 // hasRemotes reports whether p has routable instances on other nodes.
 func (p *plugin) hasRemotes() bool {
 	bs := p.routable.Load()
