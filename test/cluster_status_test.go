@@ -17,6 +17,7 @@ type clusterInstanceJSON struct {
 	Node       string `json:"node"`
 	Version    string `json:"version"`
 	Role       string `json:"role"`
+	Epoch      int64  `json:"epoch"`
 	State      string `json:"state"`
 	Healthy    bool   `json:"healthy"`
 	Since      string `json:"since"`
@@ -187,4 +188,75 @@ func TestClusterStatusShowsEveryNode(t *testing.T) {
 		}
 		return wantInstances(ins, "1.0.0", "n1", "n2", "n3")
 	})
+}
+
+// TestClusterPinFromANodeWithoutTheInstance: a singleton runs on one node
+// of three; every node's 'plugin list' shows that one active instance with
+// its epoch, and a pin and a rollback made through a node that does not
+// run it wait for the swap on the node that does.
+func TestClusterPinFromANodeWithoutTheInstance(t *testing.T) {
+	agents := NewCluster(t, 3)
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		b := withPlacement(t, "echo", v, map[string]any{"mode": "singleton"})
+		if _, errOut, code := agents[0].CLI("bundle", "add", b); code != 0 {
+			t.Fatalf("bundle add echo %s: %s", v, errOut)
+		}
+	}
+	// one waits until every node's list shows echo's single instance at
+	// version, active with an epoch, and returns its node.
+	one := func(version string) string {
+		t.Helper()
+		var node string
+		for _, a := range agents {
+			testenv.WaitFor(t, 60*time.Second, "plugin list on "+a.Node+" to show one active echo "+version, func() error {
+				ins, err := clusterInstances(a.Agent, "echo")
+				if err != nil {
+					return err
+				}
+				if len(ins) != 1 {
+					return fmt.Errorf("%d instances: %+v", len(ins), ins)
+				}
+				for n, in := range ins {
+					if err := wantInstances(ins, version, n); err != nil {
+						return err
+					}
+					if in.Role != "active" || in.Epoch <= 0 {
+						return fmt.Errorf("instance %+v, want active with an epoch", in)
+					}
+					if node != "" && n != node {
+						return fmt.Errorf("echo on %s, %s said %s", n, agents[0].Node, node)
+					}
+					node = n
+				}
+				return nil
+			})
+		}
+		return node
+	}
+	active := one("1.1.0")
+	var other *ClusterAgent
+	for _, a := range agents {
+		if a.Node != active {
+			other = a
+			break
+		}
+	}
+	out, _, _ := other.CLI("plugin", "status", "echo")
+	t.Logf("plugin status echo on %s:\n%s", other.Node, out)
+	if !strings.Contains(out, "State:     stopped") || !strings.Contains(out, active+" ") {
+		t.Fatalf("plugin status on %s, which does not run echo:\n%s", other.Node, out)
+	}
+
+	out, errOut, code := other.CLI("plugin", "pin", "echo", "1.0.0")
+	if code != 0 || !strings.Contains(out, "1.0.0 serves on "+active) {
+		t.Fatalf("pin through %s: exit %d\n%s%s", other.Node, code, out, errOut)
+	}
+	if got := one("1.0.0"); got != active {
+		t.Fatalf("echo moved from %s to %s on a pin", active, got)
+	}
+	out, errOut, code = other.CLI("plugin", "rollback", "echo")
+	if code != 0 || !strings.Contains(out, "1.1.0 serves on "+active) {
+		t.Fatalf("rollback through %s: exit %d\n%s%s", other.Node, code, out, errOut)
+	}
+	one("1.1.0")
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -378,7 +379,14 @@ func (o *operator) followSwap(ctx context.Context, name string, target *catalog.
 			}
 		case <-tick.C:
 			st, ok := o.a.super.Status(name)
-			if !ok {
+			if !ok || !st.Assigned {
+				// Not run here: the swap happens on the nodes that run
+				// it; done once one of them reports the target serving.
+				if nodes := o.servingOn(ctx, name, target.Version); len(nodes) > 0 {
+					return send(&operatorv1.SwapProgress{Phase: operatorv1.SwapPhase_SWAP_PHASE_DONE, Node: nodes[0], ToVersion: target.Version,
+						Message:   fmt.Sprintf("%s serves on %s (%s is not assigned to node %s; see 'plughost plugin status %s')", target.Version, strings.Join(nodes, ", "), name, node, name),
+						ElapsedMs: time.Since(began).Milliseconds()})
+				}
 				continue
 			}
 			if st.Running == target.Version && st.State == operatorv1.InstanceState_INSTANCE_STATE_RUNNING && !st.Swapping && len(ch) == 0 {
@@ -395,6 +403,39 @@ func (o *operator) followSwap(ctx context.Context, name string, target *catalog.
 			return ctx.Err()
 		}
 	}
+}
+
+// servingOn lists the nodes whose observations say version of plugin
+// runs there, healthy, read from this node's copy of the store.
+func (o *operator) servingOn(ctx context.Context, plugin, version string) []string {
+	obs, _, err := intent.List[intent.Observation](ctx, intent.New(o.a.store).Local(), intent.PrefixObserve)
+	if err != nil {
+		return nil
+	}
+	var nodes []string
+	for _, it := range obs {
+		if ob := it.Value; ob.Plugin == plugin && ob.Version == version && ob.Healthy && ob.Role != intent.RoleStandby {
+			nodes = append(nodes, ob.Node)
+		}
+	}
+	return nodes
+}
+
+// servingVersion is the highest version of plugin its nodes report
+// serving (healthy, not a standby); "" when none does.
+func (o *operator) servingVersion(ctx context.Context, plugin string) string {
+	obs, _, err := intent.List[intent.Observation](ctx, intent.New(o.a.store).Local(), intent.PrefixObserve)
+	if err != nil {
+		return ""
+	}
+	best := ""
+	for _, it := range obs {
+		ob := it.Value
+		if ob.Plugin == plugin && ob.Healthy && ob.Role != intent.RoleStandby && ob.Version != "" && (best == "" || catalog.Less(best, ob.Version)) {
+			best = ob.Version
+		}
+	}
+	return best
 }
 
 func (o *operator) running(name string) string {
@@ -489,7 +530,11 @@ func (o *operator) RollbackPlugin(req *operatorv1.RollbackPluginRequest, stream 
 	}
 	cur := o.running(name)
 	if cur == "" {
-		return status.Errorf(codes.FailedPrecondition, "plugin %s serves no version on this node to roll back from (see 'plughost plugin status %s')", name, name)
+		// Not run here: roll back from what serves on the nodes that run it.
+		cur = o.servingVersion(ctx, name)
+	}
+	if cur == "" {
+		return status.Errorf(codes.FailedPrecondition, "plugin %s serves no version on any node to roll back from (see 'plughost plugin status %s')", name, name)
 	}
 	prev, err := o.a.catalog.LastHealthyBefore(ctx, name, cur)
 	if err != nil {

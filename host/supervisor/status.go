@@ -20,7 +20,12 @@ type Status struct {
 	LastError     string
 	FailedVersion string
 	// Swapping is true while a version swap (or first start) is under way.
-	Swapping  bool
+	Swapping bool
+	// Assigned is true when this node is assigned the plugin; Role and
+	// Epoch are those of its instance here.
+	Assigned  bool
+	Role      string
+	Epoch     int64
 	Services  []string
 	Instances []InstanceStatus
 }
@@ -51,6 +56,9 @@ func (m *managed) status() Status {
 		LastError:     m.lastErr,
 		FailedVersion: m.failed,
 		Swapping:      m.swapping,
+		Assigned:      m.assign != nil,
+		Role:          m.role,
+		Epoch:         m.epoch,
 		Services:      append([]string(nil), m.services...),
 	}
 	cur := m.cur
