@@ -102,16 +102,22 @@ func TestNodesIdentityAndDrain(t *testing.T) {
 	// What a node runs comes from its observations.
 	n1.Drop(bundlePath("echo", "1.0.0"))
 	n1.WaitRunning("echo", "1.0.0")
-	testenv.WaitFor(t, 20*time.Second, "nodes on n3 to show echo running on n1", func() error {
-		got, err := listNodes(n3)
-		if err != nil {
-			return err
+	// echo runs on every node (it is every-node, and its bundle travels).
+	runsEcho := func(on *ClusterAgent, nodes ...string) func() error {
+		return func() error {
+			got, err := listNodes(on)
+			if err != nil {
+				return err
+			}
+			for _, n := range nodes {
+				if want := []listedPlugin{{"echo", "1.0.0", "running", true}}; !reflect.DeepEqual(got[n].Plugins, want) {
+					return fmt.Errorf("%s runs %+v, want %+v", n, got[n].Plugins, want)
+				}
+			}
+			return nil
 		}
-		if want := []listedPlugin{{"echo", "1.0.0", "running", true}}; !reflect.DeepEqual(got["n1"].Plugins, want) {
-			return fmt.Errorf("n1 runs %+v, want %+v", got["n1"].Plugins, want)
-		}
-		return nil
-	})
+	}
+	testenv.WaitFor(t, 60*time.Second, "nodes on n3 to show echo running on every node", runsEcho(n3, "n1", "n2", "n3"))
 	out, errOut, code = n1.CLI("nodes")
 	if code != 0 || !strings.Contains(out, "FAULT DOMAIN") || !strings.Contains(out, "fd:/dc1/r3") || !strings.Contains(out, "disk=ssd,gpu=a100,zone=n3") ||
 		!strings.Contains(out, "echo@1.0.0") {
@@ -121,10 +127,11 @@ func TestNodesIdentityAndDrain(t *testing.T) {
 
 	// Drain n2 through n3; n1 sees it, with who and when.
 	before := time.Now()
-	out, errOut, code = n3.CLI("node", "drain", "n2")
-	if code != 0 || !strings.Contains(out, "Node n2 drained") || !strings.Contains(out, "plughost nodes") {
-		t.Fatalf("node drain n2: exit %d\n%s%s", code, out, errOut)
+	out, errOut, code = n3.CLI("node", "drain", "-wait", "-timeout", "60s", "n2")
+	if code != 0 || !strings.Contains(out, "Node n2 drained") || !strings.Contains(out, "Node n2 runs nothing now.") {
+		t.Fatalf("node drain -wait n2: exit %d\n%s%s", code, out, errOut)
 	}
+	t.Logf("node drain -wait n2:\n%s", out)
 	testenv.WaitFor(t, 10*time.Second, "n1 to list n2 drained", func() error {
 		got, err := listNodes(n1)
 		if err != nil {
@@ -185,6 +192,7 @@ func TestNodesIdentityAndDrain(t *testing.T) {
 		}
 		return nil
 	})
+	testenv.WaitFor(t, 60*time.Second, "n2 to run echo again", runsEcho(n1, "n1", "n2", "n3"))
 }
 
 // reason is the ErrorInfo reason st carries, or "".
