@@ -7,11 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/internal/testenv"
+	counterv1 "github.com/plughost/plughost/plugins/counter/proto/counter/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
@@ -71,7 +73,8 @@ func sysRecords[T any, P intent.RecordPtr[T]](t *testing.T, a *ClusterAgent, pre
 }
 
 // activeOf waits for counter's singleton record to name an active node
-// other than those in not, whose assignment carries the record's epoch.
+// other than those in not, whose assignment carries the record's epoch,
+// and for it to be the only active assignment of counter.
 func activeOf(t *testing.T, via *ClusterAgent, within time.Duration, not ...string) intent.Item[intent.Singleton] {
 	t.Helper()
 	var s intent.Item[intent.Singleton]
@@ -99,12 +102,12 @@ func activeOf(t *testing.T, via *ClusterAgent, within time.Duration, not ...stri
 		}
 		n := 0
 		for _, a := range as {
-			if a.Value.Plugin == "counter" {
+			if a.Value.Plugin == "counter" && a.Value.Role == intent.RoleActive {
 				n++
 			}
 		}
 		if n != 1 {
-			return fmt.Errorf("counter assigned %d times: %+v", n, as)
+			return fmt.Errorf("counter has %d active assignments: %+v", n, as)
 		}
 		return nil
 	})
@@ -222,4 +225,94 @@ func TestClusterPlacementController(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// A singleton serves again from another node after kill -9 of the node
+// running its active, while clients keep calling it through the other
+// nodes; with a warm standby too. The time from the kill to the first call
+// that succeeds again is logged (the figure; no assertion on it).
+func TestClusterSingletonFailoverServes(t *testing.T) {
+	for _, standby := range []int{0, 1} {
+		t.Run(fmt.Sprint("standby=", standby), func(t *testing.T) {
+			agents := NewCluster(t, 3)
+			counter := withPlacement(t, "counter", "1.0.0", map[string]any{"mode": "singleton", "standby": standby})
+			if _, errOut, code := agents[0].CLI("bundle", "add", counter); code != 0 {
+				t.Fatalf("bundle add counter: %s", errOut)
+			}
+			first := activeOf(t, agents[0], 60*time.Second)
+			var victim *ClusterAgent
+			var callers []*ClusterAgent
+			for _, a := range agents {
+				if a.Node == first.Value.Active {
+					victim = a
+				} else {
+					callers = append(callers, a)
+				}
+			}
+			increment := func(a *ClusterAgent) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				_, err := counterv1.NewCounterServiceClient(a.Conn()).Increment(ctx, &counterv1.IncrementRequest{Name: "failover", Delta: 1})
+				return err
+			}
+			for _, a := range callers {
+				testenv.WaitFor(t, 60*time.Second, "counter served through "+a.Node, func() error { return increment(a) })
+			}
+
+			var mu sync.Mutex
+			var killed time.Time
+			firstOK := map[string]time.Duration{}
+			failed := 0
+			ctx, cancel := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			for _, a := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for ctx.Err() == nil {
+						err := increment(a)
+						mu.Lock()
+						switch {
+						case killed.IsZero():
+						case err != nil:
+							failed++
+						default:
+							if _, ok := firstOK[a.Node]; !ok {
+								firstOK[a.Node] = time.Since(killed)
+							}
+						}
+						mu.Unlock()
+						time.Sleep(20 * time.Millisecond)
+					}
+				}()
+			}
+			time.Sleep(200 * time.Millisecond) // calls under way
+			mu.Lock()
+			killed = time.Now()
+			mu.Unlock()
+			victim.Kill9()
+			testenv.WaitFor(t, 90*time.Second, "calls through every other node succeed again", func() error {
+				mu.Lock()
+				defer mu.Unlock()
+				if len(firstOK) < len(callers) {
+					return fmt.Errorf("succeeded again through %v", firstOK)
+				}
+				return nil
+			})
+			cancel()
+			wg.Wait()
+			moved := activeOf(t, callers[0], 30*time.Second, victim.Node)
+			if moved.ModRevision <= first.ModRevision {
+				t.Errorf("epoch went from %d to %d", first.ModRevision, moved.ModRevision)
+			}
+			var fastest time.Duration
+			for _, d := range firstOK {
+				if fastest == 0 || d < fastest {
+					fastest = d
+				}
+			}
+			t.Logf("standby %d: active %s killed -9; %s active at epoch %d; first successful call %v after the kill (per node %v), %d calls failed",
+				standby, victim.Node, moved.Value.Active, moved.ModRevision, fastest.Round(time.Millisecond), firstOK, failed)
+		})
+	}
 }
