@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/internal/testenv"
+	counterv1 "github.com/plughost/plughost/plugins/counter/proto/counter/v1"
 )
 
 // clusterInstanceJSON is one node's instance in 'plugin list|status
@@ -259,4 +261,66 @@ func TestClusterPinFromANodeWithoutTheInstance(t *testing.T) {
 		t.Fatalf("rollback through %s: exit %d\n%s%s", other.Node, code, out, errOut)
 	}
 	one("1.1.0")
+}
+
+// TestClusterSingletonStandbyIsNotRouted: a singleton with a warm standby
+// shows as one active (with its epoch) and one standby in every node's
+// 'plugin list'; the standby is healthy but gets no calls: increments
+// through its node (which reach the store only from the active, the
+// standby's writes being refused) all succeed, and all count.
+func TestClusterSingletonStandbyIsNotRouted(t *testing.T) {
+	agents := NewCluster(t, 3)
+	counter := withPlacement(t, "counter", "1.0.0", map[string]any{"mode": "singleton", "standby": 1})
+	if _, errOut, code := agents[0].CLI("bundle", "add", counter); code != 0 {
+		t.Fatalf("bundle add counter: %s", errOut)
+	}
+	var active, standby string
+	for _, a := range agents {
+		testenv.WaitFor(t, 60*time.Second, "plugin list on "+a.Node+" to show counter's active and standby", func() error {
+			ins, err := clusterInstances(a.Agent, "counter")
+			if err != nil {
+				return err
+			}
+			active, standby = "", ""
+			for n, in := range ins {
+				if in.Version != "1.0.0" || in.State != "running" || !in.Healthy {
+					return fmt.Errorf("instance %+v", in)
+				}
+				switch {
+				case in.Role == "active" && in.Epoch > 0:
+					active = n
+				case in.Role == "standby" && in.Epoch == 0:
+					standby = n
+				default:
+					return fmt.Errorf("instance %+v", in)
+				}
+			}
+			if len(ins) != 2 || active == "" || standby == "" {
+				return fmt.Errorf("instances %+v, want one active and one standby", ins)
+			}
+			return nil
+		})
+	}
+	t.Logf("counter active on %s, standby on %s", active, standby)
+	var through *ClusterAgent
+	for _, a := range agents {
+		if a.Node == standby {
+			through = a
+		}
+	}
+	const n = 20
+	for i := range n {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := counterv1.NewCounterServiceClient(through.Conn()).Increment(ctx, &counterv1.IncrementRequest{Name: "standby", Delta: 1})
+		cancel()
+		if err != nil {
+			t.Fatalf("increment %d through the standby's node %s: %v", i, standby, err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := counterv1.NewCounterServiceClient(agents[0].Conn()).Get(ctx, &counterv1.GetRequest{Name: "standby"})
+	if err != nil || resp.GetValue() != n {
+		t.Fatalf("counter = %d (%v), want %d", resp.GetValue(), err, n)
+	}
 }
