@@ -107,35 +107,46 @@ func buildArchive(dir, tmpDir string) (*archive, error) {
 	return &archive{path: f.Name(), size: size, sha256: hex.EncodeToString(h.Sum(nil))}, nil
 }
 
-// executableDigest reads the archive at path, as a peer served it, and
-// returns the SHA-256 of its entry named exe ("" when it has none). It
-// reads at most MaxArchive bytes out of the gzip stream.
-func executableDigest(path, exe string) (string, error) {
+// maxManifest bounds the plugin.json read out of a peer's archive.
+const maxManifest = 1 << 20
+
+// inspectArchive reads the archive at path, as a peer served it, and
+// returns the SHA-256 of its entry named exe ("" when it has none) and its
+// plugin.json (nil when it has none). It reads at most MaxArchive bytes
+// out of the gzip stream.
+func inspectArchive(path, exe string) (exeSHA string, manifest []byte, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	defer f.Close()
 	zr, err := gzip.NewReader(bufio.NewReader(f))
 	if err != nil {
-		return "", err
+		return "", nil, err
 	}
 	tr := tar.NewReader(io.LimitReader(zr, MaxArchive))
 	for {
 		hdr, err := tr.Next()
 		if err == io.EOF {
-			return "", nil
+			return exeSHA, manifest, nil
 		}
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
-		if hdr.Typeflag != tar.TypeReg || filepath.Clean(hdr.Name) != exe {
+		if hdr.Typeflag != tar.TypeReg {
 			continue
 		}
-		h := sha256.New()
-		if _, err := io.Copy(h, tr); err != nil {
-			return "", err
+		switch filepath.Clean(hdr.Name) {
+		case exe:
+			h := sha256.New()
+			if _, err := io.Copy(h, tr); err != nil {
+				return "", nil, err
+			}
+			exeSHA = hex.EncodeToString(h.Sum(nil))
+		case bundle.ManifestFile:
+			if manifest, err = io.ReadAll(io.LimitReader(tr, maxManifest)); err != nil {
+				return "", nil, err
+			}
 		}
-		return hex.EncodeToString(h.Sum(nil)), nil
 	}
 }

@@ -1,6 +1,7 @@
 package install
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -263,6 +264,10 @@ func (f *Fetcher) fetch(ctx context.Context, e *catalog.Entry, progress func(str
 			err := f.receive(ctx, peer, e, p, progress)
 			if err == nil {
 				err = f.verify(ctx, peer, e, p)
+				var refused intakeError
+				if errors.As(err, &refused) {
+					return err
+				}
 				if err == nil {
 					f.cfg.Logger.Info("bundle fetched from a peer and installed", "plugin", e.Name, "version", e.Version, "peer", peer.Node, "bytes", p.size)
 					return nil
@@ -288,7 +293,7 @@ func (f *Fetcher) fetch(ctx context.Context, e *catalog.Entry, progress func(str
 // to the intake, which checks it again as it checks any bundle.
 func (f *Fetcher) verify(ctx context.Context, peer Peer, e *catalog.Entry, p *partial) error {
 	what := e.Name + " " + e.Version
-	got, err := executableDigest(p.path, e.Manifest.Executable)
+	got, manifest, err := inspectArchive(p.path, e.Manifest.Executable)
 	switch {
 	case err != nil:
 		err = fmt.Errorf("node %s served %s as an archive that cannot be read (%v): %w", peer.Node, what, err, ErrCorrupt)
@@ -297,11 +302,16 @@ func (f *Fetcher) verify(ctx context.Context, peer Peer, e *catalog.Entry, p *pa
 	case got != e.SHA256:
 		err = fmt.Errorf("node %s served %s whose executable has sha256 %s, but the catalog says %s: %w (its installed copy is damaged or altered: remove %s on %s and add the bundle again there)",
 			peer.Node, what, got, e.SHA256, ErrCorrupt, filepath.Join("plugins", e.Name, e.Version), peer.Node)
+	case !sameManifest(manifest, e.Manifest):
+		err = fmt.Errorf("node %s served %s with a %s that is not the catalog's: %w (its installed copy is damaged or altered: remove %s on %s and add the bundle again there)",
+			peer.Node, what, bundle.ManifestFile, ErrCorrupt, filepath.Join("plugins", e.Name, e.Version), peer.Node)
 	default:
-		err = f.cfg.Intake(ctx, p.path, "fetched from "+peer.Node)
-		if err != nil && ctx.Err() == nil {
-			err = fmt.Errorf("node %s served %s, refused by the bundle intake: %v: %w", peer.Node, what, err, ErrCorrupt)
+		// The catalog's bytes, whoever served them: a refusal here would
+		// be the same from every peer.
+		if err := f.cfg.Intake(ctx, p.path, "fetched from "+peer.Node); err != nil {
+			return fmt.Errorf("%s, fetched from %s, is refused by this node's bundle intake: %w", what, peer.Node, intakeError{err})
 		}
+		return nil
 	}
 	if err != nil && errors.Is(err, ErrCorrupt) {
 		f.cfg.Logger.Error("refused the bundle a peer served; fetching it from the next", "plugin", e.Name, "version", e.Version, "peer", peer.Node,
@@ -310,6 +320,26 @@ func (f *Fetcher) verify(ctx context.Context, peer Peer, e *catalog.Entry, p *pa
 	}
 	return err
 }
+
+// sameManifest reports whether the plugin.json a peer served says what the
+// catalog's manifest says.
+func sameManifest(raw []byte, want *bundle.Manifest) bool {
+	if raw == nil {
+		return false
+	}
+	m, err := bundle.ParseManifest(raw)
+	if err != nil {
+		return false
+	}
+	a, errA := m.Marshal()
+	b, errB := want.Marshal()
+	return errA == nil && errB == nil && bytes.Equal(a, b)
+}
+
+// intakeError is a refusal of the intake: no other peer is asked.
+type intakeError struct{ error }
+
+func (e intakeError) Unwrap() error { return e.error }
 
 // conn returns the connection to a peer's cluster gRPC server.
 func (f *Fetcher) conn(peer Peer) (*grpc.ClientConn, error) {

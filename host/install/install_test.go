@@ -477,3 +477,70 @@ func TestFetchResumesOnTheNextPeer(t *testing.T) {
 	}
 	t.Logf("%s sent %d bytes before it broke, %s %d, archive %d", order[0], *read[order[0]], order[1], *read[order[1]], size)
 }
+
+func TestFetchRefusesAnAlteredManifest(t *testing.T) {
+	w := newWorld(t)
+	n1, n2 := w.node("n1", 2), w.node("n2", 2)
+	w.installOn(n1, "greeter", "1.2.0")
+	w.installOn(n2, "greeter", "1.2.0")
+	self := "n3"
+	first := PeerOrder(self, []string{"n1", "n2"})[0]
+	// The first peer's plugin.json asks for more memory; its executable
+	// is the catalog's.
+	dir := filepath.Join(w.nodes[first].plugins, "greeter", "1.2.0")
+	b, err := bundle.ReadInstalled(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := *b.Manifest
+	m.Resources.MemoryMB = 4096
+	raw, err := m.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, bundle.ManifestFile+".new"), raw, 0o400); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, bundle.ManifestFile+".new"), filepath.Join(dir, bundle.ManifestFile)); err != nil {
+		t.Fatal(err)
+	}
+	var events []string
+	plugins := filepath.Join(t.TempDir(), "plugins")
+	f := w.fetcher(self, plugins, &events)
+	defer f.Close()
+	e := w.entry("greeter", "1.2.0")
+	if err := f.Fetch(context.Background(), e, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(events) != 1 || !strings.Contains(events[0], "node "+first+" served greeter 1.2.0 with a plugin.json that is not the catalog's") {
+		t.Fatalf("events %q, want one refusal of %s's plugin.json", events, first)
+	}
+	got, err := bundle.ReadInstalled(filepath.Join(plugins, "greeter", "1.2.0"))
+	if err != nil || got.Manifest.Resources.MemoryMB == 4096 {
+		t.Fatalf("installed manifest %+v (%v), want the catalog's", got.Manifest, err)
+	}
+}
+
+func TestFetchStopsAtAnIntakeRefusal(t *testing.T) {
+	w := newWorld(t)
+	n1, n2 := w.node("n1", 2), w.node("n2", 2)
+	w.installOn(n1, "greeter", "1.2.0")
+	w.installOn(n2, "greeter", "1.2.0")
+	var events []string
+	f := w.fetcher("n3", t.TempDir(), &events)
+	defer f.Close()
+	intakes := 0
+	refusal := errors.New("bundle is not signed")
+	f.cfg.Intake = func(context.Context, string, string) error {
+		intakes++
+		return refusal
+	}
+	err := f.Fetch(context.Background(), w.entry("greeter", "1.2.0"), nil)
+	if !errors.Is(err, refusal) || errors.Is(err, ErrCorrupt) {
+		t.Fatalf("fetch: %v, want the intake's refusal, not the peer's fault", err)
+	}
+	// The bytes were the catalog's: another peer would serve the same.
+	if intakes != 1 || len(events) != 0 {
+		t.Fatalf("%d intakes, events %q; want 1 and none", intakes, events)
+	}
+}

@@ -61,9 +61,11 @@ type managed struct {
 	refusals map[string]bool
 
 	// fetching is the version whose bundle is being fetched from a peer;
-	// fetchErr the last failure recorded as an event.
-	fetching string
-	fetchErr string
+	// fetchErr the last failure recorded as an event, and fetchWait the
+	// wait before the next try, doubled while the failure repeats.
+	fetching  string
+	fetchErr  string
+	fetchWait time.Duration
 }
 
 func newManaged(s *Supervisor, name string) *managed {
@@ -455,10 +457,15 @@ func (m *managed) reconcile(ctx context.Context) error {
 	return m.swap(ctx, cur, e, actorOf(pin))
 }
 
+// fetchRetryMax caps the wait between tries of a fetch that keeps failing
+// the same way.
+const fetchRetryMax = time.Minute
+
 // fetch starts fetching e's bundle from a peer, unless it is being
 // fetched already. While nothing of the plugin runs, its state is
 // starting and its last error says how far the fetch got. A failed fetch
-// is recorded and tried again after FetchRetry.
+// is recorded and tried again after FetchRetry, twice as long each time
+// it fails the same way (at most fetchRetryMax).
 func (m *managed) fetch(ctx context.Context, e *catalog.Entry) {
 	m.mu.Lock()
 	if m.fetching == e.Version {
@@ -484,11 +491,15 @@ func (m *managed) fetch(ctx context.Context, e *catalog.Entry) {
 		m.mu.Lock()
 		m.fetching = ""
 		repeated := err != nil && m.fetchErr == err.Error()
-		if err == nil {
-			m.fetchErr = ""
-		} else {
-			m.fetchErr = err.Error()
+		switch {
+		case err == nil:
+			m.fetchErr, m.fetchWait = "", 0
+		case repeated:
+			m.fetchWait = min(2*m.fetchWait, fetchRetryMax)
+		default:
+			m.fetchErr, m.fetchWait = err.Error(), m.s.cfg.FetchRetry
 		}
+		wait := m.fetchWait
 		m.mu.Unlock()
 		if err == nil {
 			m.nudge()
@@ -497,7 +508,7 @@ func (m *managed) fetch(ctx context.Context, e *catalog.Entry) {
 		if ctx.Err() != nil {
 			return
 		}
-		why := fmt.Sprintf("%v; trying again in %s (or 'plughost bundle add' it on this node)", err, m.s.cfg.FetchRetry)
+		why := fmt.Sprintf("%v; trying again in %s (or 'plughost bundle add' it on this node)", err, wait)
 		progress(why)
 		if !repeated {
 			// Once per reason: a fetch that keeps failing the same way
@@ -507,7 +518,7 @@ func (m *managed) fetch(ctx context.Context, e *catalog.Entry) {
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(m.s.cfg.FetchRetry):
+		case <-time.After(wait):
 			m.nudge()
 		}
 	}()

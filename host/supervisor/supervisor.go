@@ -62,7 +62,7 @@ type Config struct {
 	// fetch: host/install.Fetcher.)
 	Fetch func(ctx context.Context, e *catalog.Entry, progress func(string)) error
 	// FetchRetry is the wait before a failed fetch is tried again
-	// (default 5 s).
+	// (default 5 s), doubled while it fails the same way, up to a minute.
 	FetchRetry time.Duration
 }
 
