@@ -13,6 +13,8 @@ package routefeed
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -108,6 +110,18 @@ type key struct{ node, plugin string }
 type feed struct {
 	cfg Config
 	set map[key]router.Remote
+	// warned is what the last pass warned about, by record key: a
+	// refusal is warned about once, not at every pass (one follows every
+	// observation write in the cluster), and again if it changes.
+	warned map[string]string
+}
+
+// warn logs msg about the record at k unless the last pass did.
+func (f *feed) warn(seen map[string]string, k, msg string, args ...any) {
+	seen[k] = msg + fmt.Sprint(args...)
+	if f.warned[k] != seen[k] {
+		f.cfg.Logger.Warn(msg, args...)
+	}
 }
 
 // pass reads observations and members and sets the table to match.
@@ -121,8 +135,15 @@ func (f *feed) pass(ctx context.Context) {
 		}
 		return
 	}
+	seen := map[string]string{}
+	defer func() { f.warned = seen }()
 	for _, err := range refused {
-		f.cfg.Logger.Warn("an observation record is malformed; its instance is not routed to", "error", err)
+		k := err.Error()
+		var re *intent.RecordError
+		if errors.As(err, &re) {
+			k = re.Key
+		}
+		f.warn(seen, k, "an observation record is malformed; its instance is not routed to", "error", err)
 	}
 	want := remotes(f.cfg.Node, obs, f.cfg.Members.Members())
 	for k, rem := range want {
@@ -130,7 +151,7 @@ func (f *feed) pass(ctx context.Context) {
 			continue
 		}
 		if err := f.cfg.Table.SetRemote(rem); err != nil {
-			f.cfg.Logger.Warn("an observed instance cannot be routed to", "plugin", rem.Plugin, "node", rem.Node, "error", err)
+			f.warn(seen, intent.ObserveKey(rem.Node, rem.Plugin), "an observed instance cannot be routed to", "plugin", rem.Plugin, "node", rem.Node, "error", err)
 			delete(want, k)
 			continue
 		}

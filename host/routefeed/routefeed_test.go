@@ -1,11 +1,19 @@
 package routefeed
 
 import (
+	"errors"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/router"
+	"github.com/plughost/plughost/internal/testenv"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store"
 )
 
 func TestRemotes(t *testing.T) {
@@ -52,5 +60,63 @@ func TestRemotes(t *testing.T) {
 				t.Fatalf("got %+v, want %+v", rem, *tc.want)
 			}
 		})
+	}
+}
+
+// fakeTable is a route table that refuses nothing and keeps what it is set.
+type fakeTable struct{ set map[key]router.Remote }
+
+func (t *fakeTable) SetRemote(r router.Remote) error {
+	if r.Services[0] == "not a service" {
+		return errors.New("service is not a full protobuf name")
+	}
+	t.set[key{r.Node, r.Plugin}] = r
+	return nil
+}
+func (t *fakeTable) RemoveRemote(node, plugin string) { delete(t.set, key{node, plugin}) }
+
+type fakeMembers []cluster.Member
+
+func (m fakeMembers) Members() []cluster.Member { return m }
+func (m fakeMembers) MemberChanges() (<-chan struct{}, func()) {
+	return make(chan struct{}), func() {}
+}
+
+// TestRefusalsWarnedOnce: a malformed observation, and one the table
+// refuses, are warned about once, not at every pass (a pass follows every
+// observation write in the cluster).
+func TestRefusalsWarnedOnce(t *testing.T) {
+	st, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := testenv.Context(t, 30*time.Second)
+	db := intent.New(st)
+	if _, err := st.Put(ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: []byte(intent.ObserveKey("n2", "junk")),
+		Value: []byte(`{"node":"n3","plugin":"junk"}`)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Put(ctx, &intent.Observation{Node: "n2", Plugin: "odd", Version: "1.0.0", Healthy: true, Services: []string{"not a service"}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Put(ctx, &intent.Observation{Node: "n2", Plugin: "echo", Version: "1.0.0", Healthy: true, Services: []string{"e.v1.S"}}); err != nil {
+		t.Fatal(err)
+	}
+	var logs testenv.SyncBuffer
+	tbl := &fakeTable{set: map[key]router.Remote{}}
+	f := &feed{cfg: Config{Node: "n1", DB: db, Table: tbl, Logger: hclog.New(&hclog.LoggerOptions{Output: &logs}),
+		Members: fakeMembers{{Name: "n1", Status: "alive", RPCAddr: "10.0.0.1:7401"}, {Name: "n2", Status: "alive", RPCAddr: "10.0.0.2:7401"}}},
+		set: map[key]router.Remote{}}
+	for range 5 {
+		f.pass(ctx)
+	}
+	if _, ok := tbl.set[key{"n2", "echo"}]; !ok {
+		t.Fatalf("the valid observation was not routed: %+v", tbl.set)
+	}
+	for _, what := range []string{"malformed", "cannot be routed"} {
+		if n := strings.Count(logs.String(), what); n != 1 {
+			t.Errorf("%q warned %d times over 5 passes, want once:\n%s", what, n, logs.String())
+		}
 	}
 }
