@@ -140,11 +140,13 @@ func TestHostileRecordsAreRefused(t *testing.T) {
 
 	putRaw(t, st, "singleton/s", `{"plugin":"s","active":"n1","standby":"n1"}`)
 	putRaw(t, st, "observe/n1/p", `{"node":"n1","plugin":"p","version":"1.0.0","state":"running","restarts":-3}`)
+	putRaw(t, st, "observe/n1/q", `{"node":"n1","plugin":"q","version":"1.0.0","state":"running","services":["echo.v1.Echo","../../agent"]}`)
 	putRaw(t, st, "placement/p", `{"plugin":"p","severity":"fatal","wanted":1}`)
 	putRaw(t, st, "intent/p", `{"plugin":"p","version":"1.0.0"}`)
 	for _, f := range []func() error{
 		func() error { _, _, err := db.Singleton(ctx, "s"); return err },
 		func() error { _, _, err := intent.Get[intent.Observation](ctx, db, "observe/n1/p"); return err },
+		func() error { _, _, err := intent.Get[intent.Observation](ctx, db, "observe/n1/q"); return err },
 		func() error { _, _, err := db.Placement(ctx, "p"); return err },
 		func() error { _, _, err := db.Intent(ctx, "p"); return err },
 	} {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"regexp"
 
+	"google.golang.org/protobuf/reflect/protoreflect"
+
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/store"
 )
@@ -140,8 +142,9 @@ func (r *Observation) Validate() error {
 		errs = append(errs, fmt.Errorf("%d services listed, more than %d", len(r.Services), maxServices))
 	}
 	for _, s := range r.Services {
-		if err := checkText("service name", s); err != nil || s == "" {
-			errs = append(errs, fmt.Errorf("service name %.64q is empty or too long", s))
+		// Each becomes a route of every node's router.
+		if len(s) > maxText || !protoreflect.FullName(s).IsValid() {
+			errs = append(errs, fmt.Errorf("service name %.64q is not a full protobuf name", s))
 			break
 		}
 	}

@@ -67,8 +67,8 @@ func TestRemotes(t *testing.T) {
 type fakeTable struct{ set map[key]router.Remote }
 
 func (t *fakeTable) SetRemote(r router.Remote) error {
-	if r.Services[0] == "not a service" {
-		return errors.New("service is not a full protobuf name")
+	if r.Plugin == "odd" {
+		return errors.New("the table refuses it")
 	}
 	t.set[key{r.Node, r.Plugin}] = r
 	return nil
@@ -97,7 +97,7 @@ func TestRefusalsWarnedOnce(t *testing.T) {
 		Value: []byte(`{"node":"n3","plugin":"junk"}`)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Put(ctx, &intent.Observation{Node: "n2", Plugin: "odd", Version: "1.0.0", Healthy: true, Services: []string{"not a service"}}); err != nil {
+	if _, err := db.Put(ctx, &intent.Observation{Node: "n2", Plugin: "odd", Version: "1.0.0", Healthy: true, Services: []string{"o.v1.S"}}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.Put(ctx, &intent.Observation{Node: "n2", Plugin: "echo", Version: "1.0.0", Healthy: true, Services: []string{"e.v1.S"}}); err != nil {
