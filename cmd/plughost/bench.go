@@ -28,6 +28,8 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return benchCall(ctx, env, rest)
 	case "upgrade":
 		return benchUpgrade(ctx, env, rest)
+	case "failover":
+		return benchFailover(ctx, env, rest)
 	}
 	return benchStore(ctx, env, rest)
 }

@@ -22,7 +22,7 @@ var groups = map[string][]string{
 	"bundle":        {"build", "verify", "add", "keygen", "sign"},
 	"plugin":        {"init", "list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
 	"store":         {"get", "put", "delete", "list", "backup", "restore"},
-	"bench":         {"call", "upgrade", "store"},
+	"bench":         {"call", "upgrade", "store", "failover"},
 	"operator":      {"raft"},
 	"node":          {"drain", "eligible"},
 	"operator raft": {"list-peers", "remove-peer"},
@@ -190,7 +190,7 @@ the agent refuses, naming what the restore would replace.`,
 		example: "plughost store restore -force store.bak",
 	},
 	"bench": {
-		about:   "Load generators: routed calls, an upgrade under load, the store.",
+		about:   "Load generators: routed calls, an upgrade under load, the store, a singleton's failover.",
 		example: "plughost bench call -clients 1,64",
 	},
 	"bench call": {
@@ -204,6 +204,16 @@ the two paths take turns. Needs the echo plugin running on the agent.`,
 swap cost the callers. Without -method the load calls the plugin's first
 unary method, found through the agent's reflection, and says which.`,
 		example: "plughost bench upgrade -plugin greeter -to 1.1.0 -rate 200",
+	},
+	"bench failover": {
+		about: `Start a cluster of -nodes agents on loopback (its own CA, gossip key, ACLs and
+data under a temporary directory), run -exe as a singleton on it, call it
+steadily through every node but the one running the active instance, kill
+that node's agent and its plugins with SIGKILL, and report the time from the
+kill to the first successful call, the calls that failed and those the
+routers held meanwhile, and how many active instances there are afterwards.
+One run without a standby and one with a warm standby (-standby).`,
+		example: "plughost bench failover -exe .dev/exe/counter -d '{\"name\": \"visits\"}'",
 	},
 	"bench store": {
 		args:    "put|get",
