@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -47,6 +48,50 @@ type failoverRun struct {
 	Held            int     `json:"held"`
 	MaxHeldMs       int64   `json:"max_held_ms"`
 	FirstError      string  `json:"first_error,omitempty"`
+	// Failures groups the failed calls by gRPC code and ErrorInfo reason,
+	// most frequent first, each with one of its messages.
+	Failures []failureGroup `json:"failures,omitempty"`
+}
+
+// failureGroup is the failed calls of one gRPC code and ErrorInfo reason.
+type failureGroup struct {
+	Code    string `json:"code"`
+	Reason  string `json:"reason,omitempty"`
+	Calls   int    `json:"calls"`
+	Example string `json:"example"`
+}
+
+// groupFailures groups failed calls by code and reason.
+func groupFailures(calls []failoverCall) []failureGroup {
+	byKey := map[[2]string]*failureGroup{}
+	var groups []*failureGroup
+	for _, fc := range calls {
+		if fc.err == nil {
+			continue
+		}
+		st := status.Convert(fc.err)
+		reason := ""
+		for _, d := range st.Details() {
+			if info, ok := d.(*errdetails.ErrorInfo); ok {
+				reason = info.GetReason()
+				break
+			}
+		}
+		k := [2]string{st.Code().String(), reason}
+		g := byKey[k]
+		if g == nil {
+			g = &failureGroup{Code: k[0], Reason: reason, Example: st.Message()}
+			byKey[k] = g
+			groups = append(groups, g)
+		}
+		g.Calls++
+	}
+	sort.SliceStable(groups, func(i, j int) bool { return groups[i].Calls > groups[j].Calls })
+	out := make([]failureGroup, len(groups))
+	for i, g := range groups {
+		out[i] = *g
+	}
+	return out
 }
 
 // failoverCall is one call of the load.
@@ -134,6 +179,9 @@ func benchFailover(ctx context.Context, env *cliEnv, args []string) error {
 	for _, r := range results {
 		if r.FirstError != "" {
 			fmt.Fprintf(env.stdout, "standby %d: first failed call: %s\n", r.Standby, r.FirstError)
+		}
+		for _, g := range r.Failures {
+			fmt.Fprintf(env.stdout, "standby %d: %d failed %s %s, e.g. %s\n", r.Standby, g.Calls, g.Code, orDash(g.Reason), g.Example)
 		}
 	}
 	return nil
@@ -288,6 +336,7 @@ wait:
 			res.MaxHeldMs = max(res.MaxHeldMs, fc.held.Milliseconds())
 		}
 	}
+	res.Failures = groupFailures(calls)
 	// The calls succeed again: say which node serves them, and whether
 	// one active instance is all there is.
 	res.NewActive, err = waitSingleton(ctx, callers[0].conn, name, 0, map[string]bool{active: true}, 30*time.Second)
