@@ -52,7 +52,23 @@ type Keeper struct {
 	cfg     KeeperConfig
 	trigger chan struct{}
 	written []string // the record last written; nil before the first
+	// failed are the target versions whose prefetch failed, by
+	// intent.HeldRef: not tried again before next (Run's goroutine only).
+	failed map[string]*backoff
 }
+
+// backoff is when a failed prefetch is tried again.
+type backoff struct {
+	next time.Time
+	wait time.Duration
+}
+
+// Waits between tries of a prefetch that keeps failing: the keeper looks
+// at every observation change in the cluster, several a second.
+const (
+	prefetchRetryFirst = 10 * time.Second
+	prefetchRetryMax   = 10 * time.Minute
+)
 
 // NewKeeper returns a Keeper; Run runs it.
 func NewKeeper(cfg KeeperConfig) *Keeper {
@@ -68,7 +84,7 @@ func NewKeeper(cfg KeeperConfig) *Keeper {
 	if cfg.Event == nil {
 		cfg.Event = func(string, string, string, string) {}
 	}
-	return &Keeper{cfg: cfg, trigger: make(chan struct{}, 1)}
+	return &Keeper{cfg: cfg, trigger: make(chan struct{}, 1), failed: map[string]*backoff{}}
 }
 
 // Changed tells the keeper that installed bundles or what runs changed.
@@ -222,6 +238,15 @@ func (k *Keeper) prefetch(ctx context.Context) {
 	if err != nil {
 		return
 	}
+	targets := map[string]bool{}
+	for _, it := range intents {
+		targets[intent.HeldRef(it.Value.Plugin, it.Value.Version)] = true
+	}
+	for ref := range k.failed {
+		if !targets[ref] {
+			delete(k.failed, ref) // no longer a target
+		}
+	}
 	for _, it := range intents {
 		name, version := it.Value.Plugin, it.Value.Version
 		elsewhere := false
@@ -240,8 +265,24 @@ func (k *Keeper) prefetch(ctx context.Context) {
 		if _, err := e.ExecutableIn(k.cfg.PluginsDir); !errors.Is(err, fs.ErrNotExist) {
 			continue
 		}
-		if err := k.cfg.Fetch(ctx, e); err != nil && ctx.Err() == nil {
-			k.cfg.Logger.Warn("could not fetch a plugin's target version ahead of need; trying again later", "plugin", name, "version", version, "error", err)
+		ref := intent.HeldRef(name, version)
+		b := k.failed[ref]
+		if b != nil && time.Now().Before(b.next) {
+			continue
+		}
+		err = k.cfg.Fetch(ctx, e)
+		switch {
+		case err == nil:
+			delete(k.failed, ref)
+		case ctx.Err() == nil:
+			if b == nil {
+				b = &backoff{wait: prefetchRetryFirst}
+				k.failed[ref] = b
+			} else {
+				b.wait = min(2*b.wait, prefetchRetryMax)
+			}
+			b.next = time.Now().Add(b.wait)
+			k.cfg.Logger.Warn("could not fetch a plugin's target version ahead of need; trying again later", "plugin", name, "version", version, "error", err, "retry_in", b.wait)
 		}
 	}
 }

@@ -3,11 +3,13 @@ package install
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
@@ -128,5 +130,44 @@ func TestKeeperFetchesTargetVersionsOtherNodesHold(t *testing.T) {
 	k.prefetch(ctx)
 	if len(asked) != 1 {
 		t.Fatalf("fetched %v after it was installed", asked)
+	}
+}
+
+// TestKeeperBacksOffAFailingPrefetch: the keeper looks again at every
+// observation change in the cluster (several a second); a target version
+// it cannot fetch is not asked for again at each look, but after a
+// doubling wait.
+func TestKeeperBacksOffAFailingPrefetch(t *testing.T) {
+	w := newWorld(t)
+	w.bundle("greeter", "1.2.0")
+	ctx := context.Background()
+	db := intent.New(w.st)
+	in := &intent.Intent{Plugin: "greeter", Version: "1.2.0"}
+	in.Placement.Mode = "every-node"
+	if _, err := db.Put(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.PutHeld(ctx, &intent.Held{Node: "n1", Bundles: []string{"greeter@1.2.0"}}); err != nil {
+		t.Fatal(err)
+	}
+	asked := 0
+	k := NewKeeper(KeeperConfig{Node: "n3", PluginsDir: filepath.Join(t.TempDir(), "plugins"), DB: db, Catalog: w.cat,
+		Fetch: func(ctx context.Context, e *catalog.Entry) error {
+			asked++
+			return errors.New("every peer served a corrupted copy")
+		}})
+	for range 10 {
+		k.prefetch(ctx)
+	}
+	if asked != 1 {
+		t.Fatalf("a failing fetch was tried %d times in 10 looks in a row, want 1 (then again after a wait)", asked)
+	}
+	// Due again: tried once more, and the wait doubles.
+	ref := intent.HeldRef("greeter", "1.2.0")
+	first := k.failed[ref].wait
+	k.failed[ref].next = time.Now()
+	k.prefetch(ctx)
+	if asked != 2 || k.failed[ref].wait != 2*first {
+		t.Fatalf("once due: tried %d times, wait %v (was %v)", asked, k.failed[ref].wait, first)
 	}
 }
