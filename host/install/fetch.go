@@ -17,7 +17,6 @@ import (
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
-	"golang.org/x/sync/singleflight"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -68,11 +67,12 @@ type FetcherConfig struct {
 
 // Fetcher fetches the bundles this node lacks from its peers.
 type Fetcher struct {
-	cfg    FetcherConfig
-	flight singleflight.Group
+	cfg FetcherConfig
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
+	// calls are the fetches under way, by intent.HeldRef.
+	calls map[string]*call
 	// watchers are told the progress of the fetch of a version, by
 	// intent.HeldRef: every caller that waits for it.
 	watchers map[string]map[*func(string)]bool
@@ -92,7 +92,7 @@ func NewFetcher(cfg FetcherConfig) *Fetcher {
 	if cfg.Event == nil {
 		cfg.Event = func(string, string, string, string) {}
 	}
-	return &Fetcher{cfg: cfg, conns: map[string]*grpc.ClientConn{}, watchers: map[string]map[*func(string)]bool{}}
+	return &Fetcher{cfg: cfg, conns: map[string]*grpc.ClientConn{}, calls: map[string]*call{}, watchers: map[string]map[*func(string)]bool{}}
 }
 
 // Close closes the connections to peers.
@@ -108,9 +108,10 @@ func (f *Fetcher) Close() error {
 
 // Fetch fetches e's bundle from the peers that hold it and installs it
 // through the intake. progress is told how far it got ("fetching greeter
-// 1.2.0 from n2: 40%"). Concurrent calls for one version share one fetch
-// (the first caller's ctx bounds it); each is told its progress and gets
-// its outcome.
+// 1.2.0 from n2: 40%"). Concurrent calls for one version share one fetch,
+// which runs while any of them waits for it (a caller that gives up does
+// not end it for the others); each is told its progress and gets its
+// outcome.
 func (f *Fetcher) Fetch(ctx context.Context, e *catalog.Entry, progress func(string)) error {
 	ref := intent.HeldRef(e.Name, e.Version)
 	if progress != nil {
@@ -129,14 +130,59 @@ func (f *Fetcher) Fetch(ctx context.Context, e *catalog.Entry, progress func(str
 			f.mu.Unlock()
 		}()
 	}
-	ch := f.flight.DoChan(ref, func() (any, error) {
-		return nil, f.fetch(ctx, e, func(msg string) { f.tell(ref, msg) })
-	})
+	c := f.join(ref, e)
+	defer f.leave(ref, c)
 	select {
-	case r := <-ch:
-		return r.Err
+	case <-c.done:
+		return c.err
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// call is a fetch under way and the callers waiting for it.
+type call struct {
+	done    chan struct{} // closed once err is set
+	err     error
+	cancel  context.CancelFunc
+	waiters int
+}
+
+// join returns the fetch of ref under way, starting it if there is none.
+func (f *Fetcher) join(ref string, e *catalog.Entry) *call {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if c := f.calls[ref]; c != nil {
+		c.waiters++
+		return c
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c := &call{done: make(chan struct{}), cancel: cancel, waiters: 1}
+	f.calls[ref] = c
+	go func() {
+		c.err = f.fetch(ctx, e, func(msg string) { f.tell(ref, msg) })
+		cancel()
+		f.mu.Lock()
+		if f.calls[ref] == c {
+			delete(f.calls, ref)
+		}
+		f.mu.Unlock()
+		close(c.done)
+	}()
+	return c
+}
+
+// leave ends a caller's wait for c; the last one to leave a fetch under
+// way cancels it.
+func (f *Fetcher) leave(ref string, c *call) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c.waiters--
+	if c.waiters == 0 {
+		c.cancel()
+		if f.calls[ref] == c {
+			delete(f.calls, ref) // a caller that comes now starts afresh
+		}
 	}
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/internal/testenv"
 	clusterv1 "github.com/plughost/plughost/proto/plughost/cluster/v1"
 	"github.com/plughost/plughost/store"
 )
@@ -542,5 +543,53 @@ func TestFetchStopsAtAnIntakeRefusal(t *testing.T) {
 	// The bytes were the catalog's: another peer would serve the same.
 	if intakes != 1 || len(events) != 0 {
 		t.Fatalf("%d intakes, events %q; want 1 and none", intakes, events)
+	}
+}
+
+// TestSharedFetchOutlivesTheCallerThatStartedIt: callers of one version
+// share one fetch; the caller that started it giving up (its plugin
+// unassigned, its agent's keeper stopped) does not end it for the others.
+func TestSharedFetchOutlivesTheCallerThatStartedIt(t *testing.T) {
+	w := newWorld(t)
+	n1 := w.node("n1", 2)
+	w.installOn(n1, "greeter", "1.2.0")
+	var events []string
+	plugins := filepath.Join(t.TempDir(), "plugins")
+	f := w.fetcher("n3", plugins, &events)
+	defer f.Close()
+	gate := make(chan struct{})
+	dial := f.cfg.Dial
+	f.cfg.Dial = func(ctx context.Context, addr, node string) (net.Conn, error) {
+		select {
+		case <-gate:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		return dial(ctx, addr, node)
+	}
+	e := w.entry("greeter", "1.2.0")
+	ref := intent.HeldRef(e.Name, e.Version)
+	waiters := func() int {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.watchers[ref])
+	}
+	first, cancelFirst := context.WithCancel(context.Background())
+	firstErr := make(chan error, 1)
+	go func() { firstErr <- f.Fetch(first, e, func(string) {}) }()
+	testenv.Eventually(t, 10*time.Second, "the first caller waiting", func() bool { return waiters() == 1 })
+	secondErr := make(chan error, 1)
+	go func() { secondErr <- f.Fetch(context.Background(), e, func(string) {}) }()
+	testenv.Eventually(t, 10*time.Second, "the second caller waiting", func() bool { return waiters() == 2 })
+	cancelFirst()
+	if err := <-firstErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the caller that gave up got %v", err)
+	}
+	close(gate)
+	if err := <-secondErr; err != nil {
+		t.Fatalf("the caller still waiting got %v, want the bundle fetched", err)
+	}
+	if _, err := e.ExecutableIn(plugins); err != nil {
+		t.Fatal(err)
 	}
 }
