@@ -69,8 +69,17 @@ func (bs *boundServer) fence(sent *storev1.Fence) (*storev1.Fence, error) {
 		case sent == nil || e == 0:
 			return &storev1.Fence{Epoch: r.Epoch}, nil
 		case e > r.Epoch:
-			return nil, status.Errorf(codes.PermissionDenied,
-				"store: write refused by the agent: epoch %d was never given to this instance of singleton %s (its epoch is %d)", e, bs.b.Namespace, r.Epoch)
+			// Fenced like a write the store refuses (the SDK's ErrFenced):
+			// the agent holds the instance to an older epoch, or to none yet
+			// (0: the singleton moved away and back, its epoch not stamped).
+			st := status.New(codes.FailedPrecondition, fmt.Sprintf(
+				"store: write refused by the agent: epoch %d was never given to this instance of singleton %s (its epoch is %d); only writes at the instance's epoch apply",
+				e, bs.b.Namespace, r.Epoch))
+			if d, err := st.WithDetails(&errdetails.ErrorInfo{Reason: storev1.ReasonUnknownEpoch, Domain: storev1.ErrorDomain,
+				Metadata: map[string]string{storev1.MetadataEpoch: fmt.Sprint(e), storev1.MetadataCurrentEpoch: fmt.Sprint(r.Epoch)}}); err == nil {
+				st = d
+			}
+			return nil, st.Err()
 		}
 		return &storev1.Fence{Epoch: sent.GetEpoch()}, nil
 	}

@@ -64,7 +64,14 @@ func TestBindingFencesWrites(t *testing.T) {
 	if err := put(&storev1.Fence{Epoch: epoch}); err != nil {
 		t.Errorf("the active's write at its epoch: %v", err)
 	}
-	want(put(&storev1.Fence{Epoch: epoch + 100}), codes.PermissionDenied, "", "epoch "+itoa(epoch+100)+" was never given to this instance")
+	// An epoch newer than the agent's is fenced like the store fences one
+	// (the SDK's ErrFenced): the agent may hold the instance to an epoch
+	// not stamped yet (0) after the singleton moved away and back.
+	never := put(&storev1.Fence{Epoch: epoch + 100})
+	want(never, codes.FailedPrecondition, storev1.ReasonUnknownEpoch, "epoch "+itoa(epoch+100)+" was never given to this instance")
+	if md := storev1.ErrorInfo(never).GetMetadata(); md[storev1.MetadataEpoch] != itoa(epoch+100) || md[storev1.MetadataCurrentEpoch] != itoa(epoch) {
+		t.Errorf("metadata %v, want both epochs", md)
+	}
 
 	// The singleton moves to n2: the agent has not heard yet, the store
 	// refuses the old epoch all the same, old SDK or new.
