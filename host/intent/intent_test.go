@@ -264,3 +264,24 @@ func TestWatchSeesChangesUnderItsPrefixesOnly(t *testing.T) {
 		t.Errorf("changes %+v", seen)
 	}
 }
+
+// An intent's placement is checked as a manifest's is: a hostile one
+// (a count out of range, a constraint that does not compile) is refused.
+func TestIntentPlacementIsChecked(t *testing.T) {
+	for _, p := range []bundle.Placement{
+		{Mode: bundle.PlacementCount, Count: 0},
+		{Mode: bundle.PlacementCount, Count: 1 << 30},
+		{Mode: bundle.PlacementEveryNode, Standby: 1},
+		{Mode: bundle.PlacementSingleton, Constraint: `role ==`},
+		{Mode: "everywhere"},
+	} {
+		in := intent.Intent{Plugin: "p", Version: "1.0.0", Placement: p}
+		if err := in.Validate(); err == nil {
+			t.Errorf("placement %+v accepted", p)
+		}
+	}
+	ok := intent.Intent{Plugin: "p", Version: "1.0.0", Placement: bundle.Placement{Mode: bundle.PlacementCount, Count: 3, Constraint: `role == "edge"`}}
+	if err := ok.Validate(); err != nil {
+		t.Errorf("a valid placement refused: %v", err)
+	}
+}

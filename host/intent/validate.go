@@ -76,12 +76,19 @@ func checkText(what, s string) error {
 	return nil
 }
 
-// Validate checks the intent.
+// Validate checks the intent. Its placement must name a mode and pass the
+// checks of a manifest's (bundle.Placement.Validate: counts in range, a
+// constraint that compiles within its limits); a spread left out is the
+// default one.
 func (r *Intent) Validate() error {
 	if r.Placement.Mode == "" {
 		return errors.Join(checkPlugin(r.Plugin), checkVersion(r.Version), errors.New("placement mode is empty"))
 	}
-	return errors.Join(checkPlugin(r.Plugin), checkVersion(r.Version), checkText("placement mode", r.Placement.Mode))
+	p := r.Placement
+	if p.Spread == "" {
+		p.SetDefaults()
+	}
+	return errors.Join(checkPlugin(r.Plugin), checkVersion(r.Version), p.Validate())
 }
 
 // Validate checks the assignment.
