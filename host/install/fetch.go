@@ -71,8 +71,10 @@ type Fetcher struct {
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
-	// calls are the fetches under way, by intent.HeldRef.
-	calls map[string]*call
+	// calls are the fetches under way, by intent.HeldRef; running counts
+	// their goroutines.
+	calls   map[string]*call
+	running sync.WaitGroup
 	// watchers are told the progress of the fetch of a version, by
 	// intent.HeldRef: every caller that waits for it.
 	watchers map[string]map[*func(string)]bool
@@ -95,8 +97,15 @@ func NewFetcher(cfg FetcherConfig) *Fetcher {
 	return &Fetcher{cfg: cfg, conns: map[string]*grpc.ClientConn{}, calls: map[string]*call{}, watchers: map[string]map[*func(string)]bool{}}
 }
 
-// Close closes the connections to peers.
+// Close ends the fetches under way, waits for them, and closes the
+// connections to peers.
 func (f *Fetcher) Close() error {
+	f.mu.Lock()
+	for _, c := range f.calls {
+		c.cancel()
+	}
+	f.mu.Unlock()
+	f.running.Wait()
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for k, c := range f.conns {
@@ -159,7 +168,9 @@ func (f *Fetcher) join(ref string, e *catalog.Entry) *call {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &call{done: make(chan struct{}), cancel: cancel, waiters: 1}
 	f.calls[ref] = c
+	f.running.Add(1)
 	go func() {
+		defer f.running.Done()
 		c.err = f.fetch(ctx, e, func(msg string) { f.tell(ref, msg) })
 		cancel()
 		f.mu.Lock()

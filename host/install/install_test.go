@@ -593,3 +593,34 @@ func TestSharedFetchOutlivesTheCallerThatStartedIt(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloseEndsFetchesUnderWay: an agent stopping closes its fetcher; the
+// fetches under way end with it, and their callers are answered.
+func TestCloseEndsFetchesUnderWay(t *testing.T) {
+	w := newWorld(t)
+	n1 := w.node("n1", 2)
+	w.installOn(n1, "greeter", "1.2.0")
+	var events []string
+	f := w.fetcher("n3", filepath.Join(t.TempDir(), "plugins"), &events)
+	f.cfg.Dial = func(ctx context.Context, addr, node string) (net.Conn, error) {
+		<-ctx.Done() // a peer that never answers
+		return nil, ctx.Err()
+	}
+	e := w.entry("greeter", "1.2.0")
+	errc := make(chan error, 1)
+	go func() { errc <- f.Fetch(context.Background(), e, func(string) {}) }()
+	testenv.Eventually(t, 10*time.Second, "the fetch to start", func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.calls) == 1
+	})
+	f.Close()
+	select {
+	case err := <-errc:
+		if err == nil {
+			t.Fatal("a fetch Close ended succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close returned, the fetch under way still runs and its caller waits")
+	}
+}
