@@ -387,7 +387,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 			// remote: other nodes' instances, from their observations and
 			// membership, into the router's table.
 			_ = routefeed.Run(runCtx, routefeed.Config{Node: cfg.Node, DB: intent.New(a.store),
-				Members: a.cluster, Table: a.router, Logger: a.log.Named("routes")})
+				Members: a.cluster, Catalog: a.catalog.Local(), Table: a.router, Logger: a.log.Named("routes")})
 		}()
 		go func() {
 			defer wg.Done()

@@ -15,11 +15,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/router"
@@ -29,6 +31,13 @@ import (
 type Table interface {
 	SetRemote(router.Remote) error
 	RemoveRemote(node, plugin string)
+	SetRegistered(plugins map[string][]string)
+}
+
+// Catalog lists the registered plugins; *catalog.Catalog (its Local view)
+// has it.
+type Catalog interface {
+	All(ctx context.Context) (map[string][]*catalog.Entry, error)
 }
 
 // Members is the membership the feed reads; *cluster.Cluster has it.
@@ -44,6 +53,9 @@ type Config struct {
 	Node    string
 	DB      *intent.DB
 	Members Members
+	// Catalog gives every registered plugin's services, so that a call to
+	// a plugin no node runs is answered naming it.
+	Catalog Catalog
 	Table   Table
 	Logger  hclog.Logger
 	// ResyncInterval is how often the table is set from a full read even
@@ -79,7 +91,8 @@ func Run(ctx context.Context, cfg Config) error {
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
-		_ = cfg.DB.Watch(ctx, 0, []string{intent.PrefixObserve}, cfg.Logger, func(intent.Change) { poke() })
+		// A catalog change rewrites the plugin's intent in the same txn.
+		_ = cfg.DB.Watch(ctx, 0, []string{intent.PrefixObserve, intent.PrefixIntent}, cfg.Logger, func(intent.Change) { poke() })
 	}()
 	defer func() { <-watchDone }()
 
@@ -108,8 +121,9 @@ type key struct{ node, plugin string }
 
 // feed is Run's state: what it last set in the table.
 type feed struct {
-	cfg Config
-	set map[key]router.Remote
+	cfg        Config
+	set        map[key]router.Remote
+	registered map[string][]string
 	// warned is what the last pass warned about, by record key: a
 	// refusal is warned about once, not at every pass (one follows every
 	// observation write in the cluster), and again if it changes.
@@ -124,10 +138,21 @@ func (f *feed) warn(seen map[string]string, k, msg string, args ...any) {
 	}
 }
 
-// pass reads observations and members and sets the table to match.
+// pass reads observations, members and the catalog and sets the table to
+// match.
 func (f *feed) pass(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if f.cfg.Catalog != nil {
+		if all, err := f.cfg.Catalog.All(ctx); err != nil {
+			if ctx.Err() == nil {
+				f.cfg.Logger.Warn("could not read the catalog; the registered plugins known to routing stay as they were", "error", err)
+			}
+		} else if reg := registered(all); !maps.EqualFunc(reg, f.registered, slices.Equal) {
+			f.cfg.Table.SetRegistered(reg)
+			f.registered = reg
+		}
+	}
 	obs, refused, err := f.cfg.DB.Local().Observations(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -185,6 +210,18 @@ func remotes(self string, obs []intent.Item[intent.Observation], members []clust
 			Node: o.Node, RPCAddr: m.RPCAddr, Plugin: o.Plugin, Version: o.Version,
 			Services: o.Services,
 			Healthy:  o.Healthy && o.Role != intent.RoleStandby && m.Status == "alive" && m.RPCAddr != "",
+		}
+	}
+	return out
+}
+
+// registered maps each registered plugin to the services of its newest
+// version.
+func registered(all map[string][]*catalog.Entry) map[string][]string {
+	out := make(map[string][]string, len(all))
+	for name, versions := range all {
+		if n := len(versions); n > 0 && versions[n-1].Manifest != nil {
+			out[name] = versions[n-1].Manifest.Services
 		}
 	}
 	return out

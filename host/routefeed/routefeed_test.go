@@ -1,13 +1,18 @@
 package routefeed
 
 import (
+	"context"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/router"
@@ -63,8 +68,13 @@ func TestRemotes(t *testing.T) {
 	}
 }
 
-// fakeTable is a route table that refuses nothing and keeps what it is set.
-type fakeTable struct{ set map[key]router.Remote }
+// fakeTable is a route table that keeps what it is set.
+type fakeTable struct {
+	set        map[key]router.Remote
+	registered map[string][]string
+}
+
+func (t *fakeTable) SetRegistered(plugins map[string][]string) { t.registered = plugins }
 
 func (t *fakeTable) SetRemote(r router.Remote) error {
 	if r.Plugin == "odd" {
@@ -118,5 +128,31 @@ func TestRefusalsWarnedOnce(t *testing.T) {
 		if n := strings.Count(logs.String(), what); n != 1 {
 			t.Errorf("%q warned %d times over 5 passes, want once:\n%s", what, n, logs.String())
 		}
+	}
+}
+
+// fakeCatalog lists fixed entries.
+type fakeCatalog map[string][]*catalog.Entry
+
+func (c fakeCatalog) All(context.Context) (map[string][]*catalog.Entry, error) { return c, nil }
+
+// TestRegisteredFromTheCatalog: every registered plugin goes to the table
+// with the services of its newest version, run anywhere or not.
+func TestRegisteredFromTheCatalog(t *testing.T) {
+	st, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	entry := func(version string, svcs ...string) *catalog.Entry {
+		return &catalog.Entry{Name: "echo", Version: version, Manifest: &bundle.Manifest{Name: "echo", Version: version, Services: svcs}}
+	}
+	tbl := &fakeTable{set: map[key]router.Remote{}}
+	f := &feed{cfg: Config{Node: "n1", DB: intent.New(st), Table: tbl, Logger: hclog.NewNullLogger(),
+		Catalog: fakeCatalog{"echo": {entry("1.0.0", "e.v1.Old"), entry("2.0.0", "e.v1.S", "e.v1.T")}, "broken": nil},
+		Members: fakeMembers{{Name: "n1", Status: "alive"}}}, set: map[key]router.Remote{}}
+	f.pass(testenv.Context(t, 10*time.Second))
+	if want := map[string][]string{"echo": {"e.v1.S", "e.v1.T"}}; !maps.EqualFunc(tbl.registered, want, slices.Equal) {
+		t.Fatalf("registered %v, want %v", tbl.registered, want)
 	}
 }

@@ -117,6 +117,15 @@ func (r *Router) errNoRoute(p *plugin, localOnly bool) error {
 	}
 	r.mu.Unlock()
 	if len(others) == 0 {
+		r.mu.Lock()
+		declared := len(p.services) > 0
+		r.mu.Unlock()
+		if !declared && p.backend.Load() == nil {
+			// Registered, but not this node's to run, and no node runs it.
+			return withInfo(codes.Unavailable, ReasonNoInstance,
+				fmt.Sprintf("no node runs plugin %q; see 'plughost plugin status %s' for where it is placed and why", p.name, p.name),
+				map[string]string{"plugin": p.name})
+		}
 		return errNoInstance(p.name, p.stateText())
 	}
 	slices.Sort(others)

@@ -197,11 +197,24 @@ func TestRemoteReflectionDescribesAPluginRunningElsewhere(t *testing.T) {
 func TestRemoteUnavailableNamesThePluginAndWhy(t *testing.T) {
 	nodes := startCluster(t, "n1", "n2", "n3")
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	echo := echov1.NewEchoServiceClient(n1.conn)
+
+	// Registered in the cluster, run nowhere.
+	n1.r.SetRegistered(map[string][]string{"echo": echoServices})
+	_, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "hi"})
+	wantStatus(t, err, codes.Unavailable, `no node runs plugin "echo"; see 'plughost plugin status echo' for where it is placed and why`)
+	if r := ErrorReason(err); r != ReasonNoInstance {
+		t.Fatalf("reason %q, want %s", r, ReasonNoInstance)
+	}
+	// Forgotten by the catalog, it is unknown.
+	n1.r.SetRegistered(nil)
+	_, err = echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "hi"})
+	wantStatus(t, err, codes.Unimplemented, "")
+
 	if err := n1.r.SetRemote(n2.remote("2.0.0", false)); err != nil {
 		t.Fatal(err)
 	}
-	echo := echov1.NewEchoServiceClient(n1.conn)
-	_, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "hi"})
+	_, err = echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "hi"})
 	wantStatus(t, err, codes.Unavailable, "")
 	if msg := status.Convert(err).Message(); !strings.Contains(msg, `no healthy instance of plugin "echo" on any node`) || !strings.Contains(msg, "n2: not healthy") {
 		t.Fatalf("message %q", msg)

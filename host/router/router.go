@@ -184,6 +184,9 @@ type plugin struct {
 	remotes  map[string]*remoteEntry
 	routable atomic.Pointer[[]*Backend]
 	turn     atomic.Uint32
+	// registered are the services of the plugin's newest registered
+	// version (SetRegistered); guarded by Router.mu.
+	registered []string
 }
 
 // New returns a Router with no plugins.
@@ -345,6 +348,15 @@ func (r *Router) publishLocked() {
 					r.log.Warn("a remote instance's service is served by another plugin here; calls to it stay there", "service", s, "remote_plugin", p.name, "node", e.Node, "plugin", owner.name)
 					continue
 				}
+				routes[s] = p
+			}
+		}
+	}
+	// Services of registered plugins no instance declares or serves: a
+	// call to them is answered with why nothing serves.
+	for _, p := range r.plugins {
+		for _, s := range p.registered {
+			if _, ok := routes[s]; !ok {
 				routes[s] = p
 			}
 		}

@@ -132,6 +132,33 @@ func (r *Router) RemoveRemote(node, plugin string) {
 	}
 }
 
+// SetRegistered records every plugin registered in the cluster with the
+// services its newest version declares (from the catalog), replacing what
+// was recorded before. A registered plugin no node runs keeps its services
+// routed here, so that a call to one fails Unavailable naming the plugin
+// rather than Unimplemented. A service another plugin declared or serves
+// stays that plugin's.
+func (r *Router) SetRegistered(plugins map[string][]string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, p := range r.plugins {
+		if _, ok := plugins[p.name]; !ok {
+			p.registered = nil
+		}
+	}
+	for name, svcs := range plugins {
+		valid := make([]string, 0, len(svcs))
+		for _, s := range svcs {
+			if protoreflect.FullName(s).IsValid() {
+				valid = append(valid, s)
+			}
+		}
+		slices.Sort(valid)
+		r.pluginLocked(name).registered = slices.Compact(valid)
+	}
+	r.publishLocked()
+}
+
 // Remotes returns what the router knows of plugin's instances on other
 // nodes, sorted by node.
 func (r *Router) Remotes(plugin string) []Remote {
