@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
+	"unicode"
+	"unicode/utf8"
 
 	"google.golang.org/grpc"
 
@@ -150,7 +153,7 @@ func table(w io.Writer, header []string, rows [][]string) error {
 			if i > 0 {
 				fmt.Fprint(tw, "\t")
 			}
-			fmt.Fprint(tw, c)
+			fmt.Fprint(tw, shown(c))
 		}
 		fmt.Fprintln(tw)
 	}
@@ -159,6 +162,36 @@ func table(w io.Writer, header []string, rows [][]string) error {
 		line(r)
 	}
 	return tw.Flush()
+}
+
+// shown is s as the operator's terminal may show it: text from other
+// nodes, plugins and stored values can hold control characters (escape
+// sequences, new lines, tabs, bidi overrides), which are written escaped
+// as Go writes them ("\x1b", "\n", "\u202e").
+func shown(s string) string {
+	clean := true
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsGraphic(r) {
+			clean = false
+			break
+		}
+	}
+	if clean {
+		return s
+	}
+	var b strings.Builder
+	for i, r := range s {
+		switch {
+		case r == utf8.RuneError:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case unicode.IsGraphic(r):
+			b.WriteRune(r)
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+	}
+	return b.String()
 }
 
 // sendChunks streams r to send in 1 MiB chunks. When send fails the server

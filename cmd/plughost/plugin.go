@@ -213,10 +213,10 @@ func (p *pluginCmd) status(ctx context.Context, name string) error {
 	fmt.Fprintf(w, "Plugin:    %s\nState:     %s\nRunning:   %s\nDesired:   %s\nPinned:    %s\nServices:  %s\n",
 		ps.GetName(), state(ps.GetState()), orDash(ps.GetRunningVersion()), orDash(ps.GetDesiredVersion()), orDash(ps.GetPinnedVersion()), strings.Join(ps.GetServices(), ", "))
 	if ps.GetLastError() != "" {
-		fmt.Fprintf(w, "Error:     %s\n", ps.GetLastError())
+		fmt.Fprintf(w, "Error:     %s\n", shown(ps.GetLastError()))
 	}
 	if d := ps.GetPlacement(); d != nil {
-		fmt.Fprintf(w, "Placement: %s: %s\n", d.GetSeverity(), d.GetMessage())
+		fmt.Fprintf(w, "Placement: %s: %s\n", shown(d.GetSeverity()), shown(d.GetMessage()))
 	}
 	fmt.Fprintf(w, "\nInstances in the cluster:\n")
 	if len(ps.GetCluster()) == 0 {
