@@ -20,8 +20,10 @@ import (
 const (
 	observeInterval   = 250 * time.Millisecond
 	observeTimeout    = 10 * time.Second
-	observeRetryFirst = 500 * time.Millisecond
-	observeRetryMax   = 10 * time.Second
+	// A failed write is retried soon: a new raft leader needs the nodes'
+	// observations to see what runs (a promoted standby, a failover).
+	observeRetryFirst = 250 * time.Millisecond
+	observeRetryMax   = 2 * time.Second
 	// observeFlushTimeout bounds the removal of this node's records when
 	// the agent stops.
 	observeFlushTimeout = 2 * time.Second
