@@ -21,7 +21,7 @@ import (
 // withPlacement repacks the built bundle name@version with the given
 // placement in its manifest (the executable is the same, and so its
 // digest).
-func withPlacement(t *testing.T, name, version string, placement map[string]any) string {
+func withPlacement(t testing.TB, name, version string, placement map[string]any) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name+"-"+version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
