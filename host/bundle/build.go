@@ -83,13 +83,7 @@ func Build(executable string, m *Manifest, outDir string) (string, error) {
 
 // writeArchive writes the bundle's tar.gz to w.
 func writeArchive(w io.Writer, executable string, size int64, m *Manifest, manifest []byte) error {
-	type entry struct {
-		name  string
-		mode  int64
-		size  int64
-		write func(io.Writer) error
-	}
-	entries := []entry{
+	return WriteArchive(w, gzip.DefaultCompression, []ArchiveEntry{
 		{ManifestFile, 0o644, int64(len(manifest)), func(w io.Writer) error {
 			_, err := w.Write(manifest)
 			return err
@@ -97,24 +91,36 @@ func writeArchive(w io.Writer, executable string, size int64, m *Manifest, manif
 		{m.Executable, 0o755, size, func(w io.Writer) error {
 			return copyExecutable(w, executable, size, m.SHA256)
 		}},
-	}
-	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
+	})
+}
 
-	bw := bufio.NewWriter(w)
-	zw := gzip.NewWriter(bw) // zero header: no name, no time
+// ArchiveEntry is a regular file of a bundle archive: Write writes its
+// Size bytes.
+type ArchiveEntry struct {
+	Name  string
+	Mode  int64
+	Size  int64
+	Write func(io.Writer) error
+}
+
+// WriteArchive writes entries to w as a bundle's tar.gz, compressed at
+// gzip level: sorted by name, with zero times and owners and a gzip header
+// without name or time, so that the same files make the same bytes
+// wherever they are written.
+func WriteArchive(w io.Writer, level int, entries []ArchiveEntry) error {
+	entries = slices.Clone(entries)
+	slices.SortFunc(entries, func(a, b ArchiveEntry) int { return strings.Compare(a.Name, b.Name) })
+	bw := bufio.NewWriterSize(w, 256<<10)
+	zw, err := gzip.NewWriterLevel(bw, level)
+	if err != nil {
+		return err
+	}
 	tw := tar.NewWriter(zw)
 	for _, e := range entries {
-		hdr := &tar.Header{
-			Typeflag: tar.TypeReg,
-			Name:     e.name,
-			Mode:     e.mode,
-			Size:     e.size,
-			ModTime:  time.Unix(0, 0),
-		}
-		if err := tw.WriteHeader(hdr); err != nil {
+		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.Name, Mode: e.Mode, Size: e.Size, ModTime: time.Unix(0, 0)}); err != nil {
 			return err
 		}
-		if err := e.write(tw); err != nil {
+		if err := e.Write(tw); err != nil {
 			return err
 		}
 	}

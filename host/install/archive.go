@@ -3,6 +3,7 @@ package install
 import (
 	"archive/tar"
 	"bufio"
+	"bytes"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -10,10 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"slices"
-	"strings"
 	"syscall"
-	"time"
 
 	"github.com/plughost/plughost/host/bundle"
 )
@@ -50,20 +48,22 @@ func buildArchive(dir, tmpDir string) (*archive, error) {
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("executable %s is not a regular file", b.Executable)
 	}
-	type entry struct {
-		name string
-		mode int64
-		size int64
-		r    io.Reader
+	from := func(r io.Reader, name string, size int64) func(io.Writer) error {
+		return func(w io.Writer) error {
+			if _, err := io.CopyN(w, r, size); err != nil {
+				return fmt.Errorf("reading %s: %w", filepath.Join(dir, name), err)
+			}
+			return nil
+		}
 	}
-	entries := []entry{
-		{bundle.ManifestFile, 0o644, int64(len(b.ManifestJSON)), strings.NewReader(string(b.ManifestJSON))},
-		{b.Manifest.Executable, 0o755, fi.Size(), exe},
+	entries := []bundle.ArchiveEntry{
+		{Name: bundle.ManifestFile, Mode: 0o644, Size: int64(len(b.ManifestJSON)), Write: from(bytes.NewReader(b.ManifestJSON), bundle.ManifestFile, int64(len(b.ManifestJSON)))},
+		{Name: b.Manifest.Executable, Mode: 0o755, Size: fi.Size(), Write: from(exe, b.Manifest.Executable, fi.Size())},
 	}
 	if b.Signature != nil {
-		entries = append(entries, entry{bundle.SignatureFile, 0o644, int64(len(b.Signature)), strings.NewReader(string(b.Signature))})
+		entries = append(entries, bundle.ArchiveEntry{Name: bundle.SignatureFile, Mode: 0o644, Size: int64(len(b.Signature)),
+			Write: from(bytes.NewReader(b.Signature), bundle.SignatureFile, int64(len(b.Signature)))})
 	}
-	slices.SortFunc(entries, func(a, b entry) int { return strings.Compare(a.name, b.name) })
 
 	f, err := os.CreateTemp(tmpDir, "serve-*.tar.gz")
 	if err != nil {
@@ -77,23 +77,7 @@ func buildArchive(dir, tmpDir string) (*archive, error) {
 		}
 	}()
 	h := sha256.New()
-	bw := bufio.NewWriterSize(io.MultiWriter(f, h), 256<<10)
-	zw, _ := gzip.NewWriterLevel(bw, gzip.BestSpeed) // zero header: no name, no time
-	tw := tar.NewWriter(zw)
-	for _, e := range entries {
-		if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: e.name, Mode: e.mode, Size: e.size, ModTime: time.Unix(0, 0)}); err != nil {
-			return nil, err
-		}
-		if _, err := io.CopyN(tw, e.r, e.size); err != nil {
-			return nil, fmt.Errorf("reading %s: %w", filepath.Join(dir, e.name), err)
-		}
-	}
-	for _, c := range []io.Closer{tw, zw} {
-		if err := c.Close(); err != nil {
-			return nil, err
-		}
-	}
-	if err := bw.Flush(); err != nil {
+	if err := bundle.WriteArchive(io.MultiWriter(f, h), gzip.BestSpeed, entries); err != nil {
 		return nil, err
 	}
 	size, err := f.Seek(0, io.SeekCurrent)
