@@ -2,8 +2,10 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,9 +14,18 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
 	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/install"
+	"github.com/plughost/plughost/host/tlsutil"
 	"github.com/plughost/plughost/internal/testenv"
+	clusterv1 "github.com/plughost/plughost/proto/plughost/cluster/v1"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -105,6 +116,8 @@ func TestBundleAddOnOneNodeReachesTheCluster(t *testing.T) {
 			return nil
 		})
 	}
+
+	checkBundleServiceNeedsAServer(t, agents[2], agents[1])
 
 	// A node that joins later fetches the bundle and serves it.
 	started := time.Now()
@@ -227,4 +240,60 @@ func TestOldBundleVersionsAreRemoved(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// checkBundleServiceNeedsAServer calls target's BundleService on its
+// cluster RPC port with holder's server certificate: without a token the
+// call is refused; with the cluster's management token it streams the
+// archive, and a name that is a path is refused.
+func checkBundleServiceNeedsAServer(t *testing.T, holder, target *ClusterAgent) {
+	t.Helper()
+	f := nodeTLSArgs(t, holder.Node)
+	tc, err := tlsutil.Load(tlsutil.Files{CA: f[1], Cert: f[3], Key: f[5]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := grpc.NewClient("passthrough:///"+target.RPC, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) {
+			var d net.Dialer
+			raw, err := d.DialContext(ctx, "tcp", addr)
+			if err != nil {
+				return nil, err
+			}
+			c := tls.Client(raw, tc.Outgoing(target.Node))
+			if err := c.HandshakeContext(ctx); err != nil {
+				raw.Close()
+				return nil, err
+			}
+			if _, err := c.Write([]byte{byte(clusterrpc.KindGRPC)}); err != nil {
+				c.Close()
+				return nil, err
+			}
+			return c, nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := clusterv1.NewBundleServiceClient(conn)
+	first := func(ctx context.Context, name string) (*clusterv1.FetchResponse, error) {
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		stream, err := client.Fetch(ctx, &clusterv1.FetchRequest{Name: name, Version: "1.0.0"})
+		if err != nil {
+			return nil, err
+		}
+		return stream.Recv()
+	}
+	if _, err := first(context.Background(), "counter"); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("BundleService.Fetch without a token: %v, want UNAUTHENTICATED", err)
+	}
+	withToken := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+target.Token())
+	msg, err := first(withToken, "counter")
+	if err != nil || msg.GetSize() <= 0 || len(msg.GetData()) == 0 {
+		t.Fatalf("BundleService.Fetch with the management token: %v (%d bytes of %d)", err, len(msg.GetData()), msg.GetSize())
+	}
+	if _, err := first(withToken, "../plugins"); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("BundleService.Fetch of a path: %v, want INVALID_ARGUMENT", err)
+	}
 }
