@@ -115,6 +115,16 @@ func (s *Store) Snapshot() error {
 // leader itself).
 func (s *Store) LastContact() time.Time { return s.node.raft.LastContact() }
 
+// LeaderContact is when this node last heard from a raft leader: now while
+// it leads (raft steps a leader down that loses its quorum), else its last
+// contact with the leader (zero if it never had one).
+func (s *Store) LeaderContact() time.Time {
+	if s.node.raft.State() == raft.Leader {
+		return time.Now()
+	}
+	return s.node.raft.LastContact()
+}
+
 func (s *Store) membership(fut raft.IndexFuture) error {
 	if err := s.await(fut); err != nil {
 		return s.raftError(err)

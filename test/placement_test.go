@@ -23,11 +23,17 @@ import (
 // digest).
 func withPlacement(t testing.TB, name, version string, placement map[string]any) string {
 	t.Helper()
+	return repackWithPlacement(t, bundlePath(name, version), name, version, placement)
+}
+
+// repackWithPlacement is withPlacement for the bundle at src.
+func repackWithPlacement(t *testing.T, src, name, version string, placement map[string]any) string {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), name+"-"+version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("tar", "-xzf", bundlePath(name, version), "-C", dir).CombinedOutput(); err != nil {
+	if out, err := exec.Command("tar", "-xzf", src, "-C", dir).CombinedOutput(); err != nil {
 		t.Fatalf("unpacking %s: %v\n%s", name, err, out)
 	}
 	path := filepath.Join(dir, "plugin.json")

@@ -25,6 +25,7 @@ import (
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/controller"
+	"github.com/plughost/plughost/host/fence"
 	"github.com/plughost/plughost/host/governance"
 	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/intent"
@@ -248,6 +249,11 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	fetcher := a.newFetcher()
 	defer fetcher.Close()
 	node := &pluginv1.NodeInfo{Name: cfg.Node, ApiAddress: a.apiLn.Addr().String(), Tags: cfg.Tags}
+	// Singleton fencing (area: fence): this node's role in each singleton
+	// and its lease.
+	fencer := fence.New(fence.Config{Node: cfg.Node, DB: intent.New(a.store), Contact: a.store.LeaderContact,
+		Lease: cfg.SingletonLease.Duration, Logger: a.log,
+		Events: func(plugin, kind, msg string) { a.super.Events().Record(plugin, "", "", kind, msg) }})
 	a.super = supervisor.New(supervisor.Config{
 		Node:              node,
 		PluginsDir:        cfg.pluginsDir(),
@@ -269,7 +275,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		CrashLoopWindow:   cfg.CrashLoopWindow.Duration,
 		CheckInstalled:    a.checkInstalled(),
 		Fetch:             fetcher.Fetch,
+		Fence:             fencer,
 	})
+	fencer.OnChange(a.super.RoleChanged)
 	keeper := a.newKeeper(fetcher)
 	a.installer = install.NewIntake(install.IntakeConfig{
 		PluginsDir: cfg.pluginsDir(), StagingDir: cfg.stagingDir(), Catalog: a.catalog, Trusted: a.trusted, Logger: a.log.Named("bundles"),
@@ -373,10 +381,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		if err := a.waitForACLBootstrap(runCtx); err != nil {
 			return
 		}
-		wg.Add(4) // this goroutine's count keeps wg above zero meanwhile
+		wg.Add(5) // this goroutine's count keeps wg above zero meanwhile
 		go func() {
 			defer wg.Done()
 			errc <- a.super.Run(runCtx)
+		}()
+		go func() {
+			defer wg.Done()
+			_ = fencer.Run(runCtx)
 		}()
 		go func() {
 			defer wg.Done()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/fence"
 	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/sandbox"
@@ -161,6 +162,15 @@ type Config struct {
 	FaultDomain      string           `json:"fault_domain"`
 	UpgradeDomain    string           `json:"upgrade_domain"`
 	FailureDetection FailureDetection `json:"failure_detection"`
+
+	// Singleton fencing (area: fence). SingletonLease is how long this
+	// node may go without hearing from a raft leader before it stops its
+	// singleton actives by itself (their writes are refused from then on);
+	// it starts them again when the placement controller assigns the
+	// singleton anew (a new epoch).
+	// Keep it above a leader election (about 2 s) and below the time the
+	// cluster takes to fail a singleton over.
+	SingletonLease Duration `json:"singleton_lease"`
 }
 
 // FailureDetection is cluster.FailureDetection in the config file; zero
@@ -264,6 +274,9 @@ func DefaultConfig() Config {
 		// Bundles that travel (area: fetch).
 		BundleKeep:             install.DefaultKeep,
 		BundleServeConcurrency: install.DefaultServeConcurrency,
+
+		// Singleton fencing (area: fence).
+		SingletonLease: Duration{fence.DefaultLease},
 	}
 }
 
@@ -320,6 +333,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StartTimeout.Duration <= 0 {
 		errs = append(errs, errors.New("start_timeout must be positive"))
+	}
+	if c.SingletonLease.Duration < 100*time.Millisecond {
+		errs = append(errs, fmt.Errorf("singleton_lease %v must be at least 100ms (default %v)", c.SingletonLease.Duration, fence.DefaultLease))
 	}
 	if c.DeadServerGrace.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("-dead-server-grace %v must be positive", c.DeadServerGrace.Duration))

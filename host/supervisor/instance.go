@@ -223,8 +223,11 @@ func (s *Supervisor) startInstance(ctx context.Context, e *catalog.Entry, minHea
 }
 
 // storeRole is the role the plugin's instances on this node write to the
-// store with: their assignment's.
+// store with: their assignment's, unless a lost lease fenced it (fence.go).
 func (s *Supervisor) storeRole(name string) store.Role {
+	if r, ok := s.fenced(name); ok {
+		return r
+	}
 	s.mu.Lock()
 	m, ok := s.plugins[name]
 	s.mu.Unlock()

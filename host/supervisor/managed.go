@@ -56,6 +56,10 @@ type managed struct {
 	nextSub  int
 	swapping bool
 
+	// leaseStops is how many of the fence's lease stops of this plugin
+	// the run loop has carried out (fence.go).
+	leaseStops int
+
 	// refusals already recorded as events: catalog records and installed
 	// files refused on read, by message.
 	refusals map[string]bool
@@ -336,6 +340,9 @@ func (m *managed) desiredVersion() string {
 
 // reconcile makes what runs match this node's assignment.
 func (m *managed) reconcile(ctx context.Context) error {
+	if m.holdFenced() {
+		return nil
+	}
 	a := m.assignment()
 	if a == nil {
 		m.unassigned()

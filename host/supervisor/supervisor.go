@@ -64,6 +64,12 @@ type Config struct {
 	// FetchRetry is the wait before a failed fetch is tried again
 	// (default 5 s), doubled while it fails the same way, up to a minute.
 	FetchRetry time.Duration
+	// Fence, when set, is this node's singleton lease: while it holds a
+	// plugin's active here fenced, the instance's writes are refused, the
+	// instance that was the active is stopped, and nothing of the plugin
+	// starts until its singleton is assigned anew (tell the supervisor
+	// with RoleChanged). (Area fence: host/fence.Tracker; see fence.go.)
+	Fence Fencer
 }
 
 // DefaultConfig returns the supervision defaults.
