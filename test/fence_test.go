@@ -34,8 +34,12 @@ func TestSingletonFencing(t *testing.T) {
 		t.Fatalf("plughost bundle build: %v\n%s", err, b)
 	}
 	single := repackWithPlacement(t, filepath.Join(out, "fencer-1.0.0.tar.gz"), "fencer", "1.0.0", map[string]any{"mode": "singleton"})
-	if stdout, stderr, code := agents[0].CLI("bundle", "add", single); code != 0 {
-		t.Fatalf("bundle add: %s %s", stdout, stderr)
+	// Every node holds the bundle: a node that takes the singleton over
+	// must not need to fetch it from the stopped one.
+	for _, a := range agents {
+		if stdout, stderr, code := a.CLI("bundle", "add", single); code != 0 {
+			t.Fatalf("bundle add on %s: %s %s", a.Node, stdout, stderr)
+		}
 	}
 	byName := map[string]*ClusterAgent{}
 	for _, a := range agents {
