@@ -18,8 +18,8 @@ import (
 // Observation writes: how often one plugin's record may be written, how
 // long one write may take, and the waits between failed writes.
 const (
-	observeInterval   = 250 * time.Millisecond
-	observeTimeout    = 10 * time.Second
+	observeInterval = 250 * time.Millisecond
+	observeTimeout  = 10 * time.Second
 	// A failed write is retried soon: a new raft leader needs the nodes'
 	// observations to see what runs (a promoted standby, a failover).
 	observeRetryFirst = 250 * time.Millisecond
