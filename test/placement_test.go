@@ -27,7 +27,7 @@ func withPlacement(t testing.TB, name, version string, placement map[string]any)
 }
 
 // repackWithPlacement is withPlacement for the bundle at src.
-func repackWithPlacement(t *testing.T, src, name, version string, placement map[string]any) string {
+func repackWithPlacement(t testing.TB, src, name, version string, placement map[string]any) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), name+"-"+version)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
