@@ -148,6 +148,44 @@ func TestEffectiveSkipsVersionsThatFailedHere(t *testing.T) {
 	}
 }
 
+// TestAssignedFallsBackLikeEffective: the version a node is assigned runs
+// there unless it failed there; then what runs stays, else the highest
+// version that has not failed there.
+func TestAssignedFallsBackLikeEffective(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name, assigned, running, want string
+		failed                        []string
+	}{
+		{name: "nothing failed: the assigned version, even below the highest", assigned: "1.1.0", want: "1.1.0"},
+		{name: "assigned failed here, something runs: keep it", assigned: "1.2.0", failed: []string{"1.2.0"}, running: "1.0.0", want: "1.0.0"},
+		{name: "assigned failed here, nothing runs: highest not failed", assigned: "1.2.0", failed: []string{"1.2.0"}, want: "1.1.0"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCatalog(t)
+			register(t, c, "1.0.0", "1.1.0", "1.2.0")
+			for _, v := range tc.failed {
+				if err := c.MarkFailed(ctx, "n1", "echo", v, "not healthy"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			e, _, err := c.Assigned(ctx, "n1", "echo", tc.assigned, tc.running)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if e.Version != tc.want {
+				t.Fatalf("assigned %s runs %s, want %s", tc.assigned, e.Version, tc.want)
+			}
+		})
+	}
+	c := newCatalog(t)
+	register(t, c, "1.0.0")
+	if _, _, err := c.Assigned(ctx, "n1", "echo", "9.9.9", ""); !errors.Is(err, ErrUnknownVersion) {
+		t.Fatalf("assigned an unregistered version: %v, want ErrUnknownVersion", err)
+	}
+}
+
 func TestUnpinnedAndRollbackTarget(t *testing.T) {
 	c := newCatalog(t)
 	ctx := context.Background()
