@@ -32,6 +32,7 @@ type Table interface {
 	SetRemote(router.Remote) error
 	RemoveRemote(node, plugin string)
 	SetRegistered(plugins map[string][]string)
+	SetFailover(plugin, note string)
 }
 
 // Catalog lists the registered plugins; *catalog.Catalog (its Local view)
@@ -92,7 +93,7 @@ func Run(ctx context.Context, cfg Config) error {
 	go func() {
 		defer close(watchDone)
 		// A catalog change rewrites the plugin's intent in the same txn.
-		_ = cfg.DB.Watch(ctx, 0, []string{intent.PrefixObserve, intent.PrefixIntent}, cfg.Logger, func(intent.Change) { poke() })
+		_ = cfg.DB.Watch(ctx, 0, []string{intent.PrefixObserve, intent.PrefixIntent, intent.PrefixSingleton}, cfg.Logger, func(intent.Change) { poke() })
 	}()
 	defer func() { <-watchDone }()
 
@@ -124,6 +125,10 @@ type feed struct {
 	cfg        Config
 	set        map[key]router.Remote
 	registered map[string][]string
+	// notes are the failover notes set, by singleton plugin; lastActive
+	// is the node each singleton was last seen serving on.
+	notes      map[string]string
+	lastActive map[string]string
 	// warned is what the last pass warned about, by record key: a
 	// refusal is warned about once, not at every pass (one follows every
 	// observation write in the cluster), and again if it changes.
@@ -188,6 +193,55 @@ func (f *feed) pass(ctx context.Context) {
 			delete(f.set, k)
 		}
 	}
+	f.failovers(ctx, obs)
+}
+
+// failovers tells the table which singletons are between actives: one
+// whose assigned active is not observed serving on an alive node.
+func (f *feed) failovers(ctx context.Context, obs []intent.Item[intent.Observation]) {
+	singletons, _, err := f.cfg.DB.Local().Singletons(ctx)
+	if err != nil {
+		return // the notes stay as they were; the next pass tries again
+	}
+	if f.notes == nil {
+		f.notes, f.lastActive = map[string]string{}, map[string]string{}
+	}
+	alive := map[string]bool{f.cfg.Node: true}
+	for _, m := range f.cfg.Members.Members() {
+		alive[m.Name] = m.Status == "alive"
+	}
+	serving := map[key]bool{}
+	for _, it := range obs {
+		o := it.Value
+		serving[key{o.Node, o.Plugin}] = o.Healthy && o.Role != intent.RoleStandby && alive[o.Node]
+	}
+	notes := map[string]string{}
+	for _, it := range singletons {
+		sg := it.Value
+		note := ""
+		switch from := f.lastActive[sg.Plugin]; {
+		case sg.Active != "" && serving[key{sg.Active, sg.Plugin}]:
+			f.lastActive[sg.Plugin] = sg.Active
+		case sg.Active == "":
+			note = fmt.Sprintf("singleton %s has no node to run on (see 'plughost plugin status %s')", sg.Plugin, sg.Plugin)
+		case from != "" && from != sg.Active:
+			note = fmt.Sprintf("singleton %s is failing over from %s to %s", sg.Plugin, from, sg.Active)
+		default:
+			note = fmt.Sprintf("singleton %s is starting on %s", sg.Plugin, sg.Active)
+		}
+		notes[sg.Plugin] = note
+	}
+	for plugin, old := range f.notes {
+		if _, ok := notes[plugin]; !ok && old != "" {
+			f.cfg.Table.SetFailover(plugin, "")
+		}
+	}
+	for plugin, note := range notes {
+		if f.notes[plugin] != note {
+			f.cfg.Table.SetFailover(plugin, note)
+		}
+	}
+	f.notes = notes
 }
 
 // remotes is the route table's view of the other nodes' instances, from

@@ -72,9 +72,17 @@ func TestRemotes(t *testing.T) {
 type fakeTable struct {
 	set        map[key]router.Remote
 	registered map[string][]string
+	notes      map[string]string
 }
 
 func (t *fakeTable) SetRegistered(plugins map[string][]string) { t.registered = plugins }
+
+func (t *fakeTable) SetFailover(plugin, note string) {
+	if t.notes == nil {
+		t.notes = map[string]string{}
+	}
+	t.notes[plugin] = note
+}
 
 func (t *fakeTable) SetRemote(r router.Remote) error {
 	if r.Plugin == "odd" {
@@ -155,4 +163,42 @@ func TestRegisteredFromTheCatalog(t *testing.T) {
 	if want := map[string][]string{"echo": {"e.v1.S", "e.v1.T"}}; !maps.EqualFunc(tbl.registered, want, slices.Equal) {
 		t.Fatalf("registered %v, want %v", tbl.registered, want)
 	}
+}
+
+// TestFailoverNotes: a singleton whose assigned active does not serve is
+// failing over, from the node it last served on.
+func TestFailoverNotes(t *testing.T) {
+	st, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	ctx := testenv.Context(t, 30*time.Second)
+	db := intent.New(st)
+	members := fakeMembers{{Name: "n1", Status: "alive"}, {Name: "n2", Status: "alive", RPCAddr: "a2"}, {Name: "n3", Status: "alive", RPCAddr: "a3"}}
+	tbl := &fakeTable{set: map[key]router.Remote{}}
+	f := &feed{cfg: Config{Node: "n1", DB: db, Table: tbl, Logger: hclog.NewNullLogger(), Members: members}, set: map[key]router.Remote{}}
+	put := func(r intent.Record) {
+		t.Helper()
+		if _, err := db.Put(ctx, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	step := func(want string) {
+		t.Helper()
+		f.pass(ctx)
+		if got := tbl.notes["counter"]; got != want {
+			t.Fatalf("note %q, want %q", got, want)
+		}
+	}
+	put(&intent.Singleton{Plugin: "counter", Active: "n2"})
+	step("singleton counter is starting on n2")
+	put(&intent.Observation{Node: "n2", Plugin: "counter", Version: "1.0.0", Role: intent.RoleActive, Healthy: true, Services: []string{"c.v1.S"}})
+	step("")
+	// n2 fails; the controller moves the singleton to n3, not serving yet.
+	members[1].Status = "failed"
+	put(&intent.Singleton{Plugin: "counter", Active: "n3"})
+	step("singleton counter is failing over from n2 to n3")
+	put(&intent.Observation{Node: "n3", Plugin: "counter", Version: "1.0.0", Role: intent.RoleActive, Healthy: true, Services: []string{"c.v1.S"}})
+	step("")
 }

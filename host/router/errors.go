@@ -31,6 +31,10 @@ const (
 	// ReasonUnreachable: the instance chosen could not be reached (its
 	// node's relay or its socket); nothing of the call reached it.
 	ReasonUnreachable = "INSTANCE_UNREACHABLE"
+	// ReasonFailingOver: the plugin is a singleton whose active instance
+	// is moving to another node; the call waited for it in vain. Nothing
+	// of it reached a plugin: send it again.
+	ReasonFailingOver = "FAILING_OVER"
 	// ReasonNotRelayable: another node relayed a call here for something
 	// that is not a plugin's service; only plugin calls are relayed.
 	ReasonNotRelayable = "NOT_RELAYABLE"
@@ -89,6 +93,12 @@ func errNoInstance(plugin, state string) error {
 func errHeldTooLong(plugin, state string, held time.Duration) error {
 	return withInfo(codes.Unavailable, ReasonNoInstance,
 		fmt.Sprintf("plugin %q has no serving instance (state: %s): no instance came up within %s%s", plugin, state, held, whatToDo(plugin, state)),
+		map[string]string{"plugin": plugin})
+}
+
+func errFailingOver(plugin, note string, held time.Duration) error {
+	return withInfo(codes.Unavailable, ReasonFailingOver,
+		fmt.Sprintf("plugin %q has no serving instance: %s; no instance came up within %s; retry in a moment", plugin, note, held),
 		map[string]string{"plugin": plugin})
 }
 

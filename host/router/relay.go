@@ -558,7 +558,7 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 				defer t.flush()
 				rl.attach(&t, st, p, b, bf, end)
 			}()
-		case !p.holding.Load():
+		case !p.waits(peer):
 			st.fail(t, rl.r.errNoRoute(p, peer))
 		default:
 			go rl.hold(st, p, bf, end)

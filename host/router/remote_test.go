@@ -424,3 +424,41 @@ func TestRemoteNodeStoppingLosesNoCall(t *testing.T) {
 	}
 	t.Logf("%d calls answered, %d failed", ok.Load(), failed.Load())
 }
+
+func TestFailoverHoldsCallsUntilTheNewActiveServes(t *testing.T) {
+	nodes := startCluster(t, "n1", "n3")
+	n1, n3 := nodes[0], nodes[1]
+	n3.runEcho(t, "3.0.0")
+	n1.r.SetRegistered(map[string][]string{"echo": echoServices})
+	n1.r.SetFailover("echo", "singleton echo is failing over from n2 to n3")
+	echo := echov1.NewEchoServiceClient(n1.conn)
+
+	type result struct {
+		resp *echov1.EchoResponse
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "held"})
+		done <- result{resp, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return n1.r.heldCalls("echo") == 1 })
+	// The new active serves: the held call goes to it.
+	if err := n1.r.SetRemote(n3.remote("3.0.0", true)); err != nil {
+		t.Fatal(err)
+	}
+	n1.r.SetFailover("echo", "")
+	if res := <-done; res.err != nil || res.resp.GetVersion() != "3.0.0" {
+		t.Fatalf("held call: %v %v", res.resp, res.err)
+	}
+
+	// A failover that takes longer than the hold: the call says why.
+	n1.r.RemoveRemote("n3", "")
+	n1.r.cfg.HoldTimeout = 100 * time.Millisecond
+	n1.r.SetFailover("echo", "singleton echo is failing over from n3 to n2")
+	_, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
+	wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance: singleton echo is failing over from n3 to n2; no instance came up within 100ms; retry in a moment`)
+	if r := ErrorReason(err); r != ReasonFailingOver {
+		t.Fatalf("reason %q, want %s", r, ReasonFailingOver)
+	}
+}

@@ -187,6 +187,17 @@ type plugin struct {
 	// registered are the services of the plugin's newest registered
 	// version (SetRegistered); guarded by Router.mu.
 	registered []string
+	// failover, when set, says the plugin is a singleton between actives
+	// (SetFailover): calls wait for the new one.
+	failover atomic.Pointer[string]
+}
+
+// waits reports whether a call to p that finds no instance waits for one:
+// while the supervisor holds it (SetHolding) or a singleton fails over
+// (SetFailover). A call another node relayed (localOnly) waits only for
+// the local instance's swap.
+func (p *plugin) waits(localOnly bool) bool {
+	return p.holding.Load() || !localOnly && p.failover.Load() != nil
 }
 
 // New returns a Router with no plugins.
@@ -494,7 +505,7 @@ func (r *Router) acquire(ctx context.Context, p *plugin, localOnly bool) (b *Bac
 
 // hold waits while p holds until it may have an instance to pick.
 func (r *Router) hold(ctx context.Context, p *plugin, localOnly bool) error {
-	if !p.holding.Load() {
+	if !p.waits(localOnly) {
 		return r.errNoRoute(p, localOnly)
 	}
 	p.held.Add(1)
@@ -506,12 +517,15 @@ func (r *Router) hold(ctx context.Context, p *plugin, localOnly bool) error {
 		if p.backend.Load() != nil || !localOnly && p.hasRemotes() {
 			return nil
 		}
-		if !p.holding.Load() {
+		if !p.waits(localOnly) {
 			return r.errNoRoute(p, localOnly)
 		}
 		select {
 		case <-changed:
 		case <-timer.C:
+			if note := p.failover.Load(); note != nil && !localOnly {
+				return errFailingOver(p.name, *note, r.cfg.HoldTimeout)
+			}
 			return errHeldTooLong(p.name, p.stateText(), r.cfg.HoldTimeout)
 		case <-ctx.Done():
 			return errFromContext(ctx)

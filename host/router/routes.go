@@ -159,6 +159,24 @@ func (r *Router) SetRegistered(plugins map[string][]string) {
 	r.publishLocked()
 }
 
+// SetFailover says that singleton plugin is between actives, in words an
+// operator reads ("singleton counter is failing over from n2 to n3"), or
+// with note "" that it is not. Meanwhile a call that finds no instance
+// waits for one, as while the supervisor holds (up to Config.HoldTimeout
+// or its deadline), then fails Unavailable with reason FAILING_OVER and
+// the note.
+func (r *Router) SetFailover(plugin, note string) {
+	r.mu.Lock()
+	p := r.pluginLocked(plugin)
+	r.mu.Unlock()
+	if note == "" {
+		p.failover.Store(nil)
+	} else {
+		p.failover.Store(&note)
+	}
+	p.notify()
+}
+
 // Remotes returns what the router knows of plugin's instances on other
 // nodes, sorted by node.
 func (r *Router) Remotes(plugin string) []Remote {
