@@ -276,10 +276,12 @@ func TestClusterSingletonFailoverServes(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					for ctx.Err() == nil {
+						start := time.Now()
 						err := increment(a)
 						mu.Lock()
 						switch {
-						case killed.IsZero():
+						case killed.IsZero() || start.Before(killed):
+							// answered, or not, before the kill
 						case err != nil:
 							failed++
 						default:
