@@ -22,10 +22,10 @@ import (
 // its active writes its store every 50 ms. The active's node is stopped
 // (SIGSTOP) and the leader's placement controller fails the singleton over
 // to another node at a new epoch; once the old node runs again (SIGCONT),
-// its instance's writes are refused (by the store, for their old epoch, or
-// by its own agent once its lease fenced them), its agent stops it by
-// itself for its lost lease with an event saying why, it does not become
-// active again, and no write of its is applied at or after the new epoch.
+// its agent stops its instance by itself for its lost lease with an event
+// saying why, it does not become active again, and no write of its is
+// applied at or after the new epoch (a write it makes in between is
+// refused by the store for its old epoch, or by its agent once fenced).
 func TestSingletonFencing(t *testing.T) {
 	agents := NewCluster(t, 3)
 	exe := fixture(t, "fencer", "fencer", "1.0.0")
@@ -102,23 +102,6 @@ func TestSingletonFencing(t *testing.T) {
 	logAt := len(old.Log())
 	old.Signal(syscall.SIGCONT)
 
-	// Its writes are refused: by the store, for the old epoch (its agent
-	// did not know yet), or by its agent once the lease fenced it or it
-	// read the new record.
-	stale := fmt.Sprintf("write from epoch %d refused: singleton fencer's current epoch is %d (active on %s)", e1, e2, next.Node)
-	var refusal string
-	testenv.WaitFor(t, 30*time.Second, "the old active's writes to be refused", func() error {
-		after := old.Log()[logAt:]
-		for _, want := range []string{stale, "is fenced (this node's agent did not run for", "is the standby (the active is " + next.Node + ")"} {
-			if strings.Contains(after, want) {
-				refusal = want
-				return nil
-			}
-		}
-		return fmt.Errorf("no refusal in %s's log since SIGCONT", old.Node)
-	})
-	t.Logf("the old active's writes after SIGCONT were refused with: %s", refusal)
-
 	// It stops itself for its lost lease, with an event saying why.
 	testenv.WaitFor(t, 30*time.Second, "the old active to be stopped by its lease", func() error {
 		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -134,6 +117,22 @@ func TestSingletonFencing(t *testing.T) {
 		}
 		return fmt.Errorf("no stopped event for the lease in %v", resp.GetEvents())
 	})
+	// A write it made after SIGCONT, if it made one before it was killed,
+	// was refused: by the store, for the old epoch (its agent did not know
+	// yet), or by its agent once the lease fenced it. Which comes first is
+	// a race; that none was applied is checked below.
+	stale := fmt.Sprintf("write from epoch %d refused: singleton fencer's current epoch is %d (active on %s)", e1, e2, next.Node)
+	after := old.Log()[logAt:]
+	switch {
+	case strings.Contains(after, stale):
+		t.Logf("the old active's write after SIGCONT was refused by the store: %s", stale)
+	case strings.Contains(after, "write refused: "):
+		i := strings.Index(after, "write refused: ")
+		line, _, _ := strings.Cut(after[i:], "\n")
+		t.Logf("the old active's write after SIGCONT failed: %s", line)
+	default:
+		t.Logf("the old active was stopped before it wrote again")
+	}
 	// It is not the active again: the record names another node.
 	testenv.WaitFor(t, 30*time.Second, "calls through "+old.Node+" to reach no active of its own", func() error {
 		got, err := ask(old, "role")
