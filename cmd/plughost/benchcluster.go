@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/tlsutil"
+	"github.com/plughost/plughost/internal/loopback"
 	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
 )
 
@@ -40,17 +40,6 @@ type benchAgent struct {
 	cmd                  *exec.Cmd
 	exited               chan struct{}
 	conn                 *grpc.ClientConn
-}
-
-// loopbackPort picks a free loopback port. Another process may take it
-// before the agent binds it: the agent then fails to start and says so.
-func loopbackPort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // startBenchCluster starts n agents of this binary, bootstraps their ACLs
@@ -82,7 +71,7 @@ func startBenchCluster(ctx context.Context, dir string, n int, args ...string) (
 	for i := range n {
 		a := &benchAgent{node: "n" + strconv.Itoa(i+1), exited: make(chan struct{})}
 		for _, p := range []*string{&a.api, &a.http, &a.rpc, &a.serf} {
-			if *p, err = loopbackPort(); err != nil {
+			if *p, err = loopback.FreeAddr(); err != nil {
 				return nil, err
 			}
 		}

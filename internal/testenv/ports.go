@@ -1,11 +1,9 @@
 package testenv
 
 import (
-	"math/rand/v2"
-	"net"
-	"strconv"
-	"sync"
 	"testing"
+
+	"github.com/plughost/plughost/internal/loopback"
 )
 
 // FreeAddr returns a loopback address with a free port, TCP and UDP, for a
@@ -16,32 +14,9 @@ import (
 // binary is not handed out again.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 1000 {
-		port := 20000 + rand.IntN(12000)
-		if portsUsed[port] {
-			continue
-		}
-		portsUsed[port] = true
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue // taken by something else
-		}
-		l.Close()
-		u, err := net.ListenPacket("udp", addr) // serf gossips on UDP too
-		if err != nil {
-			continue
-		}
-		u.Close()
-		return addr
+	addr, err := loopback.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free loopback port in 20000-31999")
-	return ""
+	return addr
 }
-
-var (
-	portsMu   sync.Mutex
-	portsUsed = map[int]bool{}
-)
