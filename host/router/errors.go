@@ -96,6 +96,18 @@ func errHeldTooLong(plugin, state string, held time.Duration) error {
 		map[string]string{"plugin": plugin})
 }
 
+// errNoTakeover is the status of a call whose instance on node could not
+// be reached and that no other instance took within held.
+func errNoTakeover(p *plugin, node string, held time.Duration) error {
+	why := ""
+	if note := p.failover.Load(); note != nil {
+		why = " (" + *note + ")"
+	}
+	return withInfo(codes.Unavailable, ReasonUnreachable,
+		fmt.Sprintf("plugin %q on node %s is unreachable, and no other instance took the call within %s%s: retry, or see 'plughost plugin status %s'", p.name, node, held, why, p.name),
+		map[string]string{"plugin": p.name, "node": node})
+}
+
 func errFailingOver(plugin, note string, held time.Duration) error {
 	return withInfo(codes.Unavailable, ReasonFailingOver,
 		fmt.Sprintf("plugin %q has no serving instance: %s; no instance came up within %s; retry in a moment", plugin, note, held),

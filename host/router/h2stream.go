@@ -25,6 +25,9 @@ type rstream struct {
 	// held is how long the call waited for a backend; written before the
 	// backend half opens, read after.
 	held time.Duration
+	// rerouteBy bounds the waits of a call whose instance could not be
+	// reached for another (see mayReroute); set at the first.
+	rerouteBy time.Time
 	// code is the call's status, for the plugin's counters: -1 until known.
 	code atomic.Int32
 	// ends has endCaller once END_STREAM went to the backend (the caller
@@ -394,6 +397,18 @@ func (h *half) dropPendingLocked() {
 		h.c.rl.queued.Add(-int64(n))
 	}
 	h.pending, h.pendingTrailers = nil, nil
+}
+
+// mayReroute reports whether the call, whose instance on another node
+// could not be reached and which found no other, may still wait for one:
+// all such waits of a call together last at most hold.
+func (st *rstream) mayReroute(hold time.Duration) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.rerouteBy.IsZero() {
+		st.rerouteBy = time.Now().Add(hold)
+	}
+	return !st.finished && time.Now().Before(st.rerouteBy)
 }
 
 // overrun ends the call because h's peer does not read what the relay

@@ -20,15 +20,42 @@ import (
 // request (unary, server streaming) runs on the handler's goroutine alone; a
 // client or bidi stream, or a method b has no descriptor for, needs a second
 // goroutine for the client→backend direction. All move raw frames.
-func (r *Router) proxy(ss grpc.ServerStream, b *Backend, method string) error {
+//
+// When no stream reached b, the call may go to another instance: again
+// says which (see Router.route), or nil when there is none to wait for.
+func (r *Router) proxy(ss grpc.ServerStream, b *Backend, method string, again rerouter) error {
 	ctx := outgoingContext(ss.Context())
 	switch desc := b.streamDesc(method); {
 	case desc == unaryDesc:
-		return r.proxyUnary(ctx, ss, b, method)
+		return r.proxyUnary(ctx, ss, b, method, again)
 	case !desc.ClientStreams:
-		return r.proxyOneRequest(ctx, ss, b, method, desc)
+		return r.proxyOneRequest(ctx, ss, b, method, desc, again)
 	default:
-		return r.proxyStreams(ctx, ss, b, method, desc)
+		return r.proxyStreams(ctx, ss, b, method, desc, again)
+	}
+}
+
+// rerouter returns the instance a call goes to that reached nothing of
+// gone, its instance: another one, or nil and the error to end the call
+// with (nil: gone's own).
+type rerouter func(gone *Backend) (*Backend, error)
+
+// newStream opens a stream of method on b or, when none reached b and
+// again gives another instance, on that one.
+func newStream(ctx context.Context, b *Backend, desc *grpc.StreamDesc, method string, opts []grpc.CallOption, again rerouter) (grpc.ClientStream, error) {
+	for {
+		cs, err := b.Conn.NewStream(ctx, desc, method, opts...)
+		if err == nil {
+			return cs, nil
+		}
+		next, aerr := again(b)
+		if next == nil {
+			if aerr != nil {
+				return nil, aerr
+			}
+			return nil, errBackendConn(b, err)
+		}
+		b = next
 	}
 }
 
@@ -67,7 +94,7 @@ func hopByHop(k string) bool {
 // proxyUnary proxies a unary call on the handler's goroutine. It uses
 // ClientConn.Invoke rather than NewStream: gRPC starts a goroutine per
 // stream to watch its context, except for the streams Invoke makes.
-func (r *Router) proxyUnary(ctx context.Context, ss grpc.ServerStream, b *Backend, method string) error {
+func (r *Router) proxyUnary(ctx context.Context, ss grpc.ServerStream, b *Backend, method string, again rerouter) error {
 	c := r.getUnaryCall()
 	defer r.putUnaryCall(c)
 	if err := ss.RecvMsg(&c.req); err != nil {
@@ -80,10 +107,18 @@ func (r *Router) proxyUnary(ctx context.Context, ss grpc.ServerStream, b *Backen
 	// message and status are queued to the client back to back, for gRPC's
 	// writer to batch.
 	err := b.Conn.Invoke(ctx, method, &c.req, &c.resp, c.opts...)
-	if err != nil && c.trl == nil {
+	for err != nil && c.trl == nil {
 		// No stream reached the backend (gRPC sets the trailer of every
-		// stream it opened).
-		return errBackendConn(b, err)
+		// stream it opened): another instance may take the call.
+		next, aerr := again(b)
+		if next == nil {
+			if aerr != nil {
+				return aerr
+			}
+			return errBackendConn(b, err)
+		}
+		b, c.hdr = next, nil
+		err = b.Conn.Invoke(ctx, method, &c.req, &c.resp, c.opts...)
 	}
 	if len(c.hdr) > 0 {
 		// SendHeader takes the map as is; SetHeader would copy it.
@@ -130,12 +165,12 @@ func (r *Router) putUnaryCall(c *unaryCall) {
 // proxyOneRequest proxies a server-streaming call on the handler's
 // goroutine: read the request, send it with the half-close in the same
 // frame, then pass the responses back.
-func (r *Router) proxyOneRequest(ctx context.Context, ss grpc.ServerStream, b *Backend, method string, desc *grpc.StreamDesc) error {
+func (r *Router) proxyOneRequest(ctx context.Context, ss grpc.ServerStream, b *Backend, method string, desc *grpc.StreamDesc, again rerouter) error {
 	// Open the backend stream first: its headers go out while the request
 	// is read.
-	cs, err := b.Conn.NewStream(ctx, desc, method, r.callOpts...)
+	cs, err := newStream(ctx, b, desc, method, r.callOpts, again)
 	if err != nil {
-		return errBackendConn(b, err)
+		return err
 	}
 	var req frame
 	switch err := ss.RecvMsg(&req); err {
@@ -157,12 +192,12 @@ func (r *Router) proxyOneRequest(ctx context.Context, ss grpc.ServerStream, b *B
 
 // proxyStreams proxies a client-streaming or bidi call: requests flow on a
 // second goroutine, responses on the handler's.
-func (r *Router) proxyStreams(ctx context.Context, ss grpc.ServerStream, b *Backend, method string, desc *grpc.StreamDesc) error {
+func (r *Router) proxyStreams(ctx context.Context, ss grpc.ServerStream, b *Backend, method string, desc *grpc.StreamDesc, again rerouter) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cs, err := b.Conn.NewStream(ctx, desc, method, r.callOpts...)
+	cs, err := newStream(ctx, b, desc, method, r.callOpts, again)
 	if err != nil {
-		return errBackendConn(b, err)
+		return err
 	}
 	// The request goroutine ends when the client half-closes, when the
 	// backend call ends, or at the latest when this handler returns and

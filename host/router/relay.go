@@ -561,7 +561,7 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 		case !p.waits(peer):
 			st.fail(t, rl.r.errNoRoute(p, peer))
 		default:
-			go rl.hold(st, p, bf, end)
+			go rl.hold(st, p, bf, end, nil)
 		}
 		return
 	}
@@ -589,9 +589,10 @@ func withCaller(fields []hpack.HeaderField, addr net.Addr) []hpack.HeaderField {
 }
 
 // hold waits, on its own goroutine, for p to get a backend (see
-// SetHolding), then opens the call on it; the caller's deadline and a
-// reset end the wait.
-func (rl *relay) hold(st *rstream, p *plugin, fields []hpack.HeaderField, end bool) {
+// SetHolding and SetFailover) or, when gone is set, for an instance other
+// than gone, which could not be reached (see attach), then opens the call
+// on it; the caller's deadline and a reset end the wait.
+func (rl *relay) hold(st *rstream, p *plugin, fields []hpack.HeaderField, end bool, gone *Backend) {
 	ctx, cancel := context.WithCancel(context.Background())
 	for _, f := range fields {
 		if f.Name == "grpc-timeout" {
@@ -610,10 +611,19 @@ func (rl *relay) hold(st *rstream, p *plugin, fields []hpack.HeaderField, end bo
 	st.cancel = cancel
 	st.mu.Unlock()
 
-	b, held, err := rl.r.acquire(ctx, p, st.caller.c.fromPeer)
+	var (
+		b    *Backend
+		held time.Duration
+		err  error
+	)
+	if gone == nil {
+		b, held, err = rl.r.acquire(ctx, p, st.caller.c.fromPeer)
+	} else {
+		b, held, err = rl.r.reroute(ctx, p, gone, st.rerouteBy)
+	}
 	if held > 0 {
 		p.stats.recordHeld(held)
-		st.held = held
+		st.held += held
 	}
 	var t touched
 	defer t.flush()
@@ -717,6 +727,15 @@ func (rl *relay) attach(t *touched, st *rstream, p *plugin, b *Backend, fields [
 		if next == nil || next == b {
 			if next != nil {
 				next.release()
+			}
+			if b.Node != "" && p != nil && !st.caller.c.fromPeer && st.mayReroute(rl.r.cfg.HoldTimeout) {
+				// Its only instance is on a node that went away (killed,
+				// and gossip has not declared it failed yet): nothing of
+				// the call reached it, so it waits, as a held call does,
+				// for the cluster to route the plugin elsewhere, not on
+				// the caller's reader.
+				go rl.hold(st, p, fields, end, b)
+				return
 			}
 			st.fail(t, errBackendConn(b, err))
 			return

@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
@@ -61,6 +63,13 @@ func nodeTLS(t testing.TB, ca tlsutil.PEM, node string) *tlsutil.Config {
 // startCluster starts nodes named names, sharing one CA.
 func startCluster(t testing.TB, names ...string) []*clusterNode {
 	t.Helper()
+	return startClusterConfig(t, Config{}, names...)
+}
+
+// startClusterConfig is startCluster with cfg for every router (Node,
+// DialPeer and Authorize are set for each).
+func startClusterConfig(t testing.TB, cfg Config, names ...string) []*clusterNode {
+	t.Helper()
 	ca, err := tlsutil.CreateCA(1)
 	if err != nil {
 		t.Fatal(err)
@@ -73,8 +82,10 @@ func startCluster(t testing.TB, names ...string) []*clusterNode {
 		}
 		t.Cleanup(func() { _ = mux.Close() })
 		n := &clusterNode{name: name, mux: mux}
-		n.testRouter = startRouter(t, Config{Node: name, DialPeer: mux.DialRelay,
-			Authorize: func(_, _, _, _ string) error { n.authorized.Add(1); return nil }})
+		c := cfg
+		c.Node, c.DialPeer = name, mux.DialRelay
+		c.Authorize = func(_, _, _, _ string) error { n.authorized.Add(1); return nil }
+		n.testRouter = startRouter(t, c)
 		go func() { _ = n.r.ServeRelayed(mux.Relay()) }()
 		out = append(out, n)
 	}
@@ -279,7 +290,7 @@ func TestRemoteNodeRefusesWhatIsNotAPluginCall(t *testing.T) {
 }
 
 func TestRemoteCallsSpreadAndSkipUnreachableInstances(t *testing.T) {
-	nodes := startCluster(t, "n1", "n2", "n3")
+	nodes := startClusterConfig(t, Config{HoldTimeout: time.Second}, "n1", "n2", "n3")
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
 	n2.runEcho(t, "2.0.0")
 	n3.runEcho(t, "3.0.0")
@@ -317,7 +328,8 @@ func TestRemoteCallsSpreadAndSkipUnreachableInstances(t *testing.T) {
 			t.Fatalf("after n3's removal: %v %v", resp, err)
 		}
 	}
-	// With the unreachable one alone left, the call fails naming it.
+	// With the unreachable one alone left, the call waits for another
+	// (HoldTimeout), then fails naming it.
 	n1.r.RemoveRemote("n2", "echo")
 	_, err = echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
 	wantStatus(t, err, codes.Unavailable, "")
@@ -460,5 +472,74 @@ func TestFailoverHoldsCallsUntilTheNewActiveServes(t *testing.T) {
 	wantStatus(t, err, codes.Unavailable, `plugin "echo" has no serving instance: singleton echo is failing over from n3 to n2; no instance came up within 100ms; retry in a moment`)
 	if r := ErrorReason(err); r != ReasonFailingOver {
 		t.Fatalf("reason %q, want %s", r, ReasonFailingOver)
+	}
+}
+
+// deadRemote is a remote instance of "echo" on node, observed healthy,
+// where nothing listens.
+func deadRemote(t *testing.T, node string) Remote {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	return Remote{Node: node, RPCAddr: addr, Plugin: "echo", Version: "4.0.0", Services: echoServices, Healthy: true}
+}
+
+// TestRemoteCallWaitsForAnotherInstance: a call whose only instance is on
+// a node that cannot be reached (killed, and the cluster has not noticed
+// yet) waits, as a held call does, until another instance is routed to,
+// and goes there: nothing of it reached the first. Both ways a call
+// crosses the agent: the relay, and the agent's own server (a connection
+// whose first call was to one of the agent's services, as grpcurl's
+// reflection is).
+func TestRemoteCallWaitsForAnotherInstance(t *testing.T) {
+	for _, via := range []string{"relay", "server"} {
+		t.Run(via, func(t *testing.T) {
+			nodes := startCluster(t, "n1", "n2")
+			n1, n2 := nodes[0], nodes[1]
+			n2.runEcho(t, "2.0.0")
+			if err := n1.r.SetRemote(deadRemote(t, "n4")); err != nil {
+				t.Fatal(err)
+			}
+			conn := dialClient(t, n1.addr)
+			if via == "server" {
+				if _, err := healthpb.NewHealthClient(conn).Check(testCtx(t), &healthpb.HealthCheckRequest{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			echo := echov1.NewEchoServiceClient(conn)
+			type answer struct {
+				resp    *echov1.EchoResponse
+				trailer metadata.MD
+				err     error
+			}
+			done := make(chan answer, 1)
+			go func() {
+				var a answer
+				a.resp, a.err = echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "x"}, grpc.Trailer(&a.trailer))
+				done <- a
+			}()
+			testenv.WaitFor(t, 10*time.Second, "the call to wait", func() error {
+				if n1.r.heldCalls("echo") == 0 {
+					return errors.New("no call waits")
+				}
+				return nil
+			})
+			// The cluster notices: n4's instance goes, n2's comes.
+			n1.r.RemoveRemote("n4", "echo")
+			if err := n1.r.SetRemote(n2.remote("2.0.0", true)); err != nil {
+				t.Fatal(err)
+			}
+			a := <-done
+			if a.err != nil || a.resp.GetVersion() != "2.0.0" {
+				t.Fatalf("the held call: %v %v", a.resp, a.err)
+			}
+			if v := a.trailer.Get(HeldTrailer); len(v) != 1 {
+				t.Fatalf("the held call's %s trailer: %q, want one value", HeldTrailer, v)
+			}
+		})
 	}
 }

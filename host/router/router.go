@@ -459,12 +459,39 @@ func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
 	b, held, err := r.acquire(ss.Context(), p, false)
 	if held > 0 {
 		p.stats.recordHeld(held)
-		ss.SetTrailer(metadata.Pairs(HeldTrailer, strconv.FormatInt(held.Milliseconds(), 10)))
 	}
+	defer func() {
+		if held > 0 {
+			ss.SetTrailer(metadata.Pairs(HeldTrailer, strconv.FormatInt(held.Milliseconds(), 10)))
+		}
+	}()
 	if err != nil {
 		return err
 	}
-	err = r.proxy(ss, b, method)
+	var by time.Time
+	again := func(gone *Backend) (*Backend, error) {
+		if gone.Node == "" {
+			return nil, nil // this node's own instance: nothing else to try
+		}
+		// Its node went away: nothing of the call reached it, so it waits
+		// for the cluster to route the plugin elsewhere (see reroute).
+		gone.downUntil.Store(time.Now().Add(peerDownFor).UnixNano())
+		if by.IsZero() {
+			by = time.Now().Add(r.cfg.HoldTimeout)
+		}
+		next, waited, err := r.reroute(ss.Context(), p, gone, by)
+		if waited > 0 {
+			p.stats.recordHeld(waited)
+			held += waited
+		}
+		gone.release()
+		b = next
+		return next, err
+	}
+	err = r.proxy(ss, b, method, again)
+	if b == nil {
+		return err // released by again, which found no other instance
+	}
 	// A call cut off by the instance's stop ends Unavailable or Canceled;
 	// any other end is the plugin's answer.
 	c := status.Code(err)
@@ -530,6 +557,45 @@ func (r *Router) hold(ctx context.Context, p *plugin, localOnly bool) error {
 		case <-ctx.Done():
 			return errFromContext(ctx)
 		}
+	}
+}
+
+// reroute waits, for a call whose instance on another node (gone) could
+// not be reached and that found no other, until another may take it: the
+// route table changed (the cluster saw the node fail and another instance
+// serve), or gone's time passed over ended and it may be tried again. by
+// bounds the wait. Nothing of the call reached gone, so it may go
+// anywhere.
+func (r *Router) reroute(ctx context.Context, p *plugin, gone *Backend, by time.Time) (*Backend, time.Duration, error) {
+	start := time.Now()
+	node := gone.Node
+	p.held.Add(1)
+	defer p.held.Add(-1)
+	for {
+		changed := p.changes()
+		if b := p.pick(gone); b != nil {
+			return b, time.Since(start), nil
+		}
+		left := time.Until(by)
+		if left <= 0 {
+			return nil, time.Since(start), errNoTakeover(p, node, r.cfg.HoldTimeout)
+		}
+		wait := left
+		if gone != nil {
+			wait = min(wait, time.Until(time.Unix(0, gone.downUntil.Load())))
+		}
+		timer := time.NewTimer(max(wait, time.Millisecond))
+		select {
+		case <-changed:
+		case <-timer.C:
+			if gone != nil && time.Now().UnixNano() >= gone.downUntil.Load() {
+				gone = nil // its time passed over is up: it may be tried again
+			}
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, time.Since(start), errFromContext(ctx)
+		}
+		timer.Stop()
 	}
 }
 
