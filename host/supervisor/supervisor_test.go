@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/store"
 )
@@ -56,5 +57,23 @@ func TestRunWaitsForTheStore(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("Run did not return after its context ended")
+	}
+}
+
+// TestSingletonsSwapByRestarting: a singleton's instance, active or
+// standby, swaps by the restart strategy whatever its manifest says (two
+// versions overlapping would both hold the active's role and epoch); other
+// plugins swap as their manifest says.
+func TestSingletonsSwapByRestarting(t *testing.T) {
+	for _, tc := range []struct{ role, manifest, want string }{
+		{intent.RoleActive, StrategyOverlap, StrategyRestart},
+		{intent.RoleStandby, StrategyOverlap, StrategyRestart},
+		{intent.RoleActive, StrategyRestart, StrategyRestart},
+		{"", StrategyOverlap, StrategyOverlap},
+		{"", StrategyRestart, StrategyRestart},
+	} {
+		if got := swapStrategy(tc.role, tc.manifest); got != tc.want {
+			t.Errorf("swapStrategy(%q, %q) = %q, want %q", tc.role, tc.manifest, got, tc.want)
+		}
 	}
 }

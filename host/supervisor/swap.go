@@ -33,7 +33,9 @@ func (r *swapRun) emit(phase operatorv1.SwapPhase, msg string, left time.Duratio
 // healthy in time, the previous version keeps serving (overlap) or is
 // brought back (restart), and e is marked failed on this node.
 func (m *managed) swap(ctx context.Context, cur *instance, e *catalog.Entry, actor string) error {
-	strategy := e.Manifest.Upgrade.Strategy
+	m.mu.Lock()
+	strategy := swapStrategy(m.role, e.Manifest.Upgrade.Strategy)
+	m.mu.Unlock()
 	node := m.s.cfg.Node.GetName()
 	rec := catalog.Record{Actor: actor, Action: "swap", From: cur.entry.Version, To: e.Version, Strategy: strategy, Node: node}
 	r := &swapRun{m: m, from: cur, to: e, began: time.Now()}
@@ -65,6 +67,18 @@ func (m *managed) swap(ctx context.Context, cur *instance, e *catalog.Entry, act
 		m.log.Warn("recording history failed", "error", herr)
 	}
 	return nil
+}
+
+// swapStrategy is how an instance of the given singleton role (or none)
+// swaps versions: a singleton's always restarts, whatever its manifest
+// says, since both versions would hold its role (and the active's epoch)
+// while they overlap, and two instances that can both write the
+// singleton's state must never run at once.
+func swapStrategy(role, manifest string) string {
+	if role != "" {
+		return StrategyRestart
+	}
+	return manifest
 }
 
 // gate reports health-gating progress with the time left.
