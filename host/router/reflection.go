@@ -223,6 +223,17 @@ func (d descriptorResolver) FindDescriptorByName(name protoreflect.FullName) (pr
 			return desc, nil
 		}
 	}
+	// A plugin that runs only on other nodes whose descriptors this node
+	// has not loaded yet (or failed to): load them now, from one of them.
+	for _, sp := range served {
+		if sp.files == nil && sp.owns(name) {
+			if files := d.r.remoteFiles(sp.name); files != nil {
+				if desc, err := files.FindDescriptorByName(name); err == nil {
+					return desc, nil
+				}
+			}
+		}
+	}
 	return nil, protoregistry.NotFound
 }
 

@@ -543,3 +543,32 @@ func TestRemoteCallWaitsForAnotherInstance(t *testing.T) {
 		})
 	}
 }
+
+func TestRemoteReflectionLoadsDescriptorsWhenAsked(t *testing.T) {
+	nodes := startCluster(t, "n1", "n2")
+	n1, n2 := nodes[0], nodes[1]
+	rem := n2.remote("2.0.0", true)
+	rem.Services = []string{echoService, dynService}
+	// n2 does not run echo yet: n1's first load of its descriptors fails.
+	if err := n1.r.SetRemote(rem); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, "n1's first load to be done", func() bool {
+		n1.r.mu.Lock()
+		p := n1.r.plugins["echo"]
+		n1.r.mu.Unlock()
+		if !p.loadMu.TryLock() {
+			return false
+		}
+		p.loadMu.Unlock()
+		return true
+	})
+	n2.runEcho(t, "2.0.0")
+	// Asked, n1 loads them then and there.
+	rc := grpcreflect.NewClientAuto(testCtx(t), n1.conn)
+	defer rc.Reset()
+	sd, err := rc.ResolveService(dynService)
+	if err != nil || sd.FindMethodByName("Ping") == nil {
+		t.Fatalf("resolving %s on n1: %v", dynService, err)
+	}
+}

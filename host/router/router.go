@@ -190,6 +190,8 @@ type plugin struct {
 	// failover, when set, says the plugin is a singleton between actives
 	// (SetFailover): calls wait for the new one.
 	failover atomic.Pointer[string]
+	// loadMu serializes loading the plugin's descriptors from a peer.
+	loadMu sync.Mutex
 }
 
 // waits reports whether a call to p that finds no instance waits for one:

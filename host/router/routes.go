@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
 )
 
 // The route table holds, per plugin, the instances a call may go to: the
@@ -256,9 +257,16 @@ const drainRemoteFor = time.Minute
 // instance b, through its node's relay, so that reflection here answers
 // for a plugin that runs elsewhere only. The peer's answer is validated as
 // a plugin's is (LoadDescriptors): it must link and define the services.
-func (r *Router) loadRemoteFiles(p *plugin, b *Backend, services []string) {
+// One load runs at a time per plugin; a plugin that has descriptors by
+// then is left as it is.
+func (r *Router) loadRemoteFiles(p *plugin, b *Backend, services []string) *protoregistry.Files {
 	if b.Conn == nil || len(services) == 0 {
-		return
+		return nil
+	}
+	p.loadMu.Lock()
+	defer p.loadMu.Unlock()
+	if files := p.files.Load(); files != nil {
+		return files
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), loadFilesTimeout)
 	defer cancel()
@@ -266,11 +274,37 @@ func (r *Router) loadRemoteFiles(p *plugin, b *Backend, services []string) {
 	files, err := LoadDescriptors(ctx, b.Conn, services)
 	if err != nil {
 		r.log.Warn("could not load a remote plugin's descriptors; reflection here does not describe its services until it can", "plugin", p.name, "node", b.Node, "error", err)
-		return
+		return nil
 	}
 	// Proxied calls to b stay bidi streams (its Files are fixed once
 	// routed to); relayed calls need no descriptors.
 	p.files.CompareAndSwap(nil, files)
+	return p.files.Load()
+}
+
+// remoteFiles returns the descriptors of plugin, loading them from one of
+// its remote instances if this node has none yet; nil if it cannot.
+func (r *Router) remoteFiles(plugin string) *protoregistry.Files {
+	r.mu.Lock()
+	p := r.plugins[plugin]
+	var services []string
+	var b *Backend
+	if p != nil {
+		if bs := p.routable.Load(); bs != nil && len(*bs) > 0 {
+			b = (*bs)[0]
+			if e := p.remotes[b.Node]; e != nil {
+				services = e.Services
+			}
+		}
+	}
+	r.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	if files := p.files.Load(); files != nil || b == nil {
+		return files
+	}
+	return r.loadRemoteFiles(p, b, services)
 }
 
 // loadFilesTimeout bounds loading a remote plugin's descriptors.
