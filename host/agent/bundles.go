@@ -40,8 +40,10 @@ func (a *Agent) newFetcher() *install.Fetcher {
 		Node: cfg.Node,
 		Peers: func() []install.Peer {
 			var out []install.Peer
-			for _, m := range a.cluster.Members() {
-				out = append(out, install.Peer{Node: m.Name, RPCAddr: m.RPCAddr, Alive: m.Status == "alive"})
+			// Nodes, not Members: names and addresses a peer gossips
+			// are checked before they are dialed.
+			for _, n := range a.cluster.Nodes() {
+				out = append(out, install.Peer{Node: n.Name, RPCAddr: n.RPCAddr, Alive: n.Status == "alive"})
 			}
 			return out
 		},

@@ -485,17 +485,31 @@ func (c *Cluster) Members() []Member {
 		if role == "" {
 			role = RaftNone
 		}
-		tags := make(map[string]string, len(m.Tags))
-		for k, v := range m.Tags {
-			tags[k] = v
-		}
-		out = append(out, Member{
-			Name: m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
-			Status: m.Status.String(), RaftRole: role,
-			APIAddr: m.Tags[TagAPI], RPCAddr: m.Tags[TagRPC], Tags: tags,
-		})
+		out = append(out, memberOf(m, role))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// memberOf is a serf member as Members lists it. Its tags are the peer's
+// word: they are listed as they are, but its API and cluster RPC
+// addresses, which other nodes dial (relayed calls, bundle fetches), are
+// kept only when they are host:port, like Nodes' (nodeOf).
+func memberOf(m serf.Member, role string) Member {
+	tags := make(map[string]string, len(m.Tags))
+	for k, v := range m.Tags {
+		tags[k] = v
+	}
+	out := Member{
+		Name: m.Name, Addr: net.JoinHostPort(m.Addr.String(), strconv.Itoa(int(m.Port))),
+		Status: m.Status.String(), RaftRole: role, Tags: tags,
+	}
+	if a := m.Tags[TagAPI]; validAddr(a) {
+		out.APIAddr = a
+	}
+	if a := m.Tags[TagRPC]; validAddr(a) {
+		out.RPCAddr = a
+	}
 	return out
 }
 

@@ -2,11 +2,14 @@ package cluster
 
 import (
 	"fmt"
+	"net"
 	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/serf/serf"
 
 	"github.com/plughost/plughost/internal/testenv"
 )
@@ -113,5 +116,19 @@ func TestNodesCarryIdentity(t *testing.T) {
 			}
 			return nil
 		})
+	}
+}
+
+// TestMemberOfPeerTags: Members lists a peer's tags as they are, but the
+// API and cluster RPC addresses other nodes dial only when they are
+// host:port.
+func TestMemberOfPeerTags(t *testing.T) {
+	m := memberOf(serf.Member{Name: "n2", Addr: net.IPv4(127, 0, 0, 1), Port: 7402, Status: serf.StatusAlive,
+		Tags: map[string]string{TagAPI: "127.0.0.1:7400", TagRPC: "/etc/passwd", "zone": "a"}}, RaftNone)
+	if m.APIAddr != "127.0.0.1:7400" || m.RPCAddr != "" {
+		t.Fatalf("addresses %q and %q, want the API's kept and the bad RPC address dropped", m.APIAddr, m.RPCAddr)
+	}
+	if m.Tags[TagRPC] != "/etc/passwd" || m.Tags["zone"] != "a" || m.Addr != "127.0.0.1:7402" || m.Status != "alive" {
+		t.Fatalf("member %+v: the tags, gossip address and status must be listed as they are", m)
 	}
 }
