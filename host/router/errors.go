@@ -31,6 +31,10 @@ const (
 	// ReasonUnreachable: the instance chosen could not be reached (its
 	// node's relay or its socket); nothing of the call reached it.
 	ReasonUnreachable = "INSTANCE_UNREACHABLE"
+	// ReasonInstanceLost: the connection to the instance (its socket, or
+	// its node's relay) broke while the call was under way: the plugin may
+	// or may not have processed it.
+	ReasonInstanceLost = "INSTANCE_LOST"
 	// ReasonFailingOver: the plugin is a singleton whose active instance
 	// is moving to another node; the call waited for it in vain. Nothing
 	// of it reached a plugin: send it again.

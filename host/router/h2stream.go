@@ -3,6 +3,7 @@ package router
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -338,7 +339,15 @@ func (st *rstream) connLost(t *touched, c *h2conn, err error) {
 		st.fail(t, status.Error(codes.Unavailable, "the agent's own server is unavailable: "+msg))
 		return
 	}
-	st.fail(t, status.Errorf(codes.Unavailable, "plugin %q version %s: %s", c.backend.Plugin, c.backend.Version, msg))
+	b := c.backend
+	meta := map[string]string{"plugin": b.Plugin}
+	where := ""
+	if b.Node != "" {
+		meta["node"] = b.Node
+		where = " on node " + b.Node
+	}
+	st.fail(t, withInfo(codes.Unavailable, ReasonInstanceLost,
+		fmt.Sprintf("plugin %q version %s%s: %s", b.Plugin, b.Version, where, msg), meta))
 }
 
 // finish removes the call from both connections, once: the backend's
