@@ -57,9 +57,15 @@ func newWorld(t testing.TB) *world {
 
 // node starts a node serving bundles with the given concurrency.
 func (w *world) node(name string, concurrency int) *node {
+	return w.nodeConfig(name, ServerConfig{Concurrency: concurrency})
+}
+
+// nodeConfig is node with more of the server's config.
+func (w *world) nodeConfig(name string, cfg ServerConfig) *node {
 	dir := w.t.TempDir()
 	n := &node{name: name, plugins: filepath.Join(dir, "plugins"), ln: bufconn.Listen(1 << 20)}
-	n.srv = NewServer(ServerConfig{Node: name, PluginsDir: n.plugins, TempDir: filepath.Join(dir, "tmp"), Catalog: w.cat, Concurrency: concurrency})
+	cfg.Node, cfg.PluginsDir, cfg.TempDir, cfg.Catalog = name, n.plugins, filepath.Join(dir, "tmp"), w.cat
+	n.srv = NewServer(cfg)
 	gs := grpc.NewServer()
 	clusterv1.RegisterBundleServiceServer(gs, n.srv)
 	go gs.Serve(n.ln)
@@ -295,6 +301,46 @@ func TestServeConcurrencyLimit(t *testing.T) {
 	}
 	if err != nil {
 		t.Fatalf("the slot was not given back: %v", err)
+	}
+}
+
+// TestServeEndsAStalledFetch: a peer that stops reading a fetch (frozen,
+// or cut off, with its connection open) loses it after the send stall, and
+// its slot serves the next fetch.
+func TestServeEndsAStalledFetch(t *testing.T) {
+	w := newWorld(t)
+	w.size = 4 << 20 // more than flow control and gRPC's write quota hold
+	n1 := w.nodeConfig("n1", ServerConfig{Concurrency: 1, SendStall: 300 * time.Millisecond})
+	w.installOn(n1, "greeter", "1.2.0")
+	slow := w.client(n1, grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	held, err := slow.Fetch(ctx, &clusterv1.FetchRequest{Name: "greeter", Version: "1.2.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := held.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// It reads nothing more; the next fetch gets the slot once the stall
+	// ended the first.
+	c := w.client(n1)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		_, _, _, err = readAll(t, c, "greeter", "1.2.0", 0)
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err != nil {
+		t.Fatalf("the stalled fetch kept the slot: %v", err)
+	}
+	for err == nil {
+		_, err = held.Recv()
+	}
+	if status.Code(err) != codes.DeadlineExceeded || clusterv1.ErrorReason(err) != clusterv1.ReasonSendStalled {
+		t.Fatalf("the stalled fetch ended with %v, want DEADLINE_EXCEEDED %s", err, clusterv1.ReasonSendStalled)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
 	"golang.org/x/sync/semaphore"
@@ -36,8 +37,17 @@ type ServerConfig struct {
 	// Concurrency is how many fetches are served at once (agent config
 	// bundle_serve_concurrency); 0 takes DefaultServeConcurrency.
 	Concurrency int
-	Logger      hclog.Logger
+	// SendStall is how long one chunk may wait for the fetching peer to
+	// take it before the fetch is ended and its slot given back: a peer
+	// frozen (SIGSTOP) or cut off mid-fetch stops reading but keeps its
+	// connection open for as long as TCP does, up to a quarter of an
+	// hour. 0 takes DefaultSendStall.
+	SendStall time.Duration
+	Logger    hclog.Logger
 }
+
+// DefaultSendStall is ServerConfig.SendStall's default.
+const DefaultSendStall = 30 * time.Second
 
 // Server is the BundleService of a node's cluster RPC port. It serves only
 // what the catalog names and this node installed: the request names a
@@ -52,6 +62,9 @@ type Server struct {
 func NewServer(cfg ServerConfig) *Server {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = DefaultServeConcurrency
+	}
+	if cfg.SendStall <= 0 {
+		cfg.SendStall = DefaultSendStall
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = hclog.NewNullLogger()
@@ -125,7 +138,7 @@ func (s *Server) Fetch(req *clusterv1.FetchRequest, stream clusterv1.BundleServi
 	for first := true; ; first = false {
 		n, err := io.ReadFull(f, buf)
 		if n > 0 || first {
-			if serr := stream.Send(&clusterv1.FetchResponse{Size: a.size, ArchiveSha256: a.sha256, Offset: off, Data: buf[:n]}); serr != nil {
+			if serr := s.send(stream, &clusterv1.FetchResponse{Size: a.size, ArchiveSha256: a.sha256, Offset: off, Data: buf[:n]}, name, version); serr != nil {
 				return serr
 			}
 			off += int64(n)
@@ -136,5 +149,24 @@ func (s *Server) Fetch(req *clusterv1.FetchRequest, stream clusterv1.BundleServi
 		if err != nil {
 			return status.Errorf(codes.Internal, "node %s: reading the archive: %v", s.cfg.Node, err)
 		}
+	}
+}
+
+// send sends one chunk, or gives up once the peer has not taken it for
+// SendStall. A gRPC Send cannot be abandoned: it runs on a goroutine of
+// its own, which ends when the handler's return ends the stream (so the
+// chunk's buffer is not reused before then: the handler returns at once).
+func (s *Server) send(stream clusterv1.BundleService_FetchServer, msg *clusterv1.FetchResponse, name, version string) error {
+	done := make(chan error, 1)
+	go func() { done <- stream.Send(msg) }()
+	timer := time.NewTimer(s.cfg.SendStall)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		s.cfg.Logger.Warn("a peer stopped reading a bundle it fetched; the fetch is ended", "plugin", name, "version", version, "stalled", s.cfg.SendStall)
+		return s.fail(codes.DeadlineExceeded, clusterv1.ReasonSendStalled,
+			fmt.Sprintf("node %s ended the fetch of %s %s: the fetching node took nothing for %s", s.cfg.Node, name, version, s.cfg.SendStall), nil)
 	}
 }

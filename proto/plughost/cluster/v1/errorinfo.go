@@ -24,6 +24,10 @@ const (
 	// ReasonBadOffset (OUT_OF_RANGE): the offset is past the archive's end.
 	// Fetch from 0.
 	ReasonBadOffset = "BUNDLE_BAD_OFFSET"
+	// ReasonSendStalled (DEADLINE_EXCEEDED): the fetching node took
+	// nothing for a while (bundle fetches' send stall); fetch again,
+	// from the offset reached.
+	ReasonSendStalled = "BUNDLE_SEND_STALLED"
 )
 
 // ErrorReason is the ErrorInfo reason, in ErrorDomain, of the gRPC status
