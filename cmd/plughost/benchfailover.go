@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -216,7 +217,26 @@ func failoverOnce(ctx context.Context, env *cliEnv, s failoverSetup) (failoverRu
 			callers = append(callers, a)
 		}
 	}
-	full, req, out, err := failoverMethod(ctx, callers[0], name, s.method, s.data)
+	// Reflection on a node without the instance describes it once its
+	// route feed has seen the instance serve, a moment after the active's
+	// own node does.
+	var (
+		full string
+		req  proto.Message
+		out  protoreflect.MessageDescriptor
+	)
+	for start := time.Now(); ; {
+		full, req, out, err = failoverMethod(ctx, callers[0], name, s.method, s.data)
+		var ue *usageError
+		if err == nil || errors.As(err, &ue) || time.Since(start) > 30*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return res, ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return res, err
 	}
