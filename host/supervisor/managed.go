@@ -346,6 +346,14 @@ func (m *managed) reconcile(ctx context.Context) error {
 	a := m.assignment()
 	if a == nil {
 		m.unassigned()
+		// Records that fail their checks are never placed; say why
+		// nothing of them runs.
+		if refused, _ := m.s.cfg.Catalog.Refused(ctx, m.name); len(refused) > 0 {
+			for _, r := range refused {
+				m.refuse("", r.Error())
+			}
+			m.setState(operatorv1.InstanceState_INSTANCE_STATE_FAILED, refused[0].Error())
+		}
 		return nil
 	}
 	if a.Role == intent.RoleActive && a.Epoch == 0 {

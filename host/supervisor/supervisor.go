@@ -153,6 +153,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	// Watch from before the first read, so no change falls between.
 	from := s.cfg.Store.Revision() + 1
 	s.applyAssignments(s.readAssignments(ctx))
+	go func() {
+		// Catalog records refused before this start: say so once more.
+		names, _ := s.cfg.Catalog.Names(ctx)
+		for _, n := range names {
+			s.Reconcile(n)
+		}
+	}()
 	watchDone := make(chan struct{})
 	go func() {
 		defer close(watchDone)
@@ -335,7 +342,32 @@ func (s *Supervisor) Reconcile(name string) {
 	defer s.mu.Unlock()
 	if m, ok := s.plugins[name]; ok {
 		m.nudge()
+		return
 	}
+	if s.ctx != nil && s.ctx.Err() == nil {
+		go s.noticeRefused(s.ctx, name)
+	}
+}
+
+// noticeRefused supervises a plugin that has no assignment here but
+// catalog records that fail their checks (written straight into _sys, or
+// damaged): nothing of it runs, and its events and status say why. No
+// assignment follows from such records: the catalog's valid versions are
+// all the controller places.
+func (s *Supervisor) noticeRefused(ctx context.Context, name string) {
+	refused, err := s.cfg.Catalog.Refused(ctx, name)
+	if err != nil || len(refused) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	m, ok := s.plugins[name]
+	if !ok {
+		if m = s.startManaged(name); m == nil {
+			return
+		}
+	}
+	m.nudge()
 }
 
 // known reports whether the plugin is assigned to this node or runs here.
