@@ -33,7 +33,7 @@ func TestSingletonFencing(t *testing.T) {
 	if b, err := exec.Command(filepath.Join(binDir, "plughost"), "bundle", "build", "-o", out, exe).CombinedOutput(); err != nil {
 		t.Fatalf("plughost bundle build: %v\n%s", err, b)
 	}
-	single := repackWithPlacement(t, filepath.Join(out, "fencer-1.0.0.tar.gz"), "fencer", "1.0.0", map[string]any{"mode": "singleton"})
+	single := placedBundle(t, filepath.Join(out, "fencer-1.0.0.tar.gz"), map[string]any{"mode": "singleton"})
 	// Every node holds the bundle: a node that takes the singleton over
 	// must not need to fetch it from the stopped one.
 	for _, a := range agents {

@@ -114,7 +114,7 @@ func nodesOf(m map[string]placedInstance) []string {
 
 // placedBundle repacks the bundle at src with placement in its manifest
 // (the executable, and so its digest, is the same).
-func placedBundle(t *testing.T, src string, placement map[string]any) string {
+func placedBundle(t testing.TB, src string, placement map[string]any) string {
 	t.Helper()
 	dir := t.TempDir()
 	if out, err := exec.Command("tar", "-xzf", src, "-C", dir).CombinedOutput(); err != nil {

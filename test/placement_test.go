@@ -2,11 +2,7 @@ package test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,45 +14,11 @@ import (
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 )
 
-// withPlacement repacks the built bundle name@version with the given
-// placement in its manifest (the executable is the same, and so its
-// digest).
+// withPlacement is the example bundle name@version with placement in its
+// manifest.
 func withPlacement(t testing.TB, name, version string, placement map[string]any) string {
 	t.Helper()
-	return repackWithPlacement(t, bundlePath(name, version), name, version, placement)
-}
-
-// repackWithPlacement is withPlacement for the bundle at src.
-func repackWithPlacement(t testing.TB, src, name, version string, placement map[string]any) string {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), name+"-"+version)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := exec.Command("tar", "-xzf", src, "-C", dir).CombinedOutput(); err != nil {
-		t.Fatalf("unpacking %s: %v\n%s", name, err, out)
-	}
-	path := filepath.Join(dir, "plugin.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["placement"] = placement
-	if raw, err = json.Marshal(m); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), name+"-"+version+".tar.gz")
-	if b, err := exec.Command("tar", "-czf", out, "-C", dir, name, "plugin.json").CombinedOutput(); err != nil {
-		t.Fatalf("packing %s: %v\n%s", name, err, b)
-	}
-	return out
+	return placedBundle(t, bundlePath(name, version), placement)
 }
 
 // sysRecords lists the _sys records under prefix through a's API.

@@ -291,16 +291,22 @@ func TestServeConcurrencyLimit(t *testing.T) {
 		t.Fatalf("second fetch: %v, want RESOURCE_EXHAUSTED %s", err, clusterv1.ReasonServerBusy)
 	}
 	cancel()
-	deadline := time.Now().Add(10 * time.Second)
+	if err := fetchWithin(t, c, "greeter", "1.2.0", 10*time.Second); err != nil {
+		t.Fatalf("the slot was not given back: %v", err)
+	}
+}
+
+// fetchWithin fetches name@version whole from c, again and again until it
+// succeeds or d has passed, and returns the last error.
+func fetchWithin(t *testing.T, c clusterv1.BundleServiceClient, name, version string, d time.Duration) error {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for {
-		_, _, _, err = readAll(t, c, "greeter", "1.2.0", 0)
+		_, _, _, err := readAll(t, c, name, version, 0)
 		if err == nil || time.Now().After(deadline) {
-			break
+			return err
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		t.Fatalf("the slot was not given back: %v", err)
 	}
 }
 
@@ -324,16 +330,7 @@ func TestServeEndsAStalledFetch(t *testing.T) {
 	}
 	// It reads nothing more; the next fetch gets the slot once the stall
 	// ended the first.
-	c := w.client(n1)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		_, _, _, err = readAll(t, c, "greeter", "1.2.0", 0)
-		if err == nil || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if err != nil {
+	if err := fetchWithin(t, w.client(n1), "greeter", "1.2.0", 10*time.Second); err != nil {
 		t.Fatalf("the stalled fetch kept the slot: %v", err)
 	}
 	for err == nil {
