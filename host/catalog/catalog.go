@@ -51,13 +51,20 @@ type Pin struct {
 	Version string    `json:"version"`
 	Actor   string    `json:"actor"`
 	At      time.Time `json:"at"`
+	// Action is what made the pin: "pin" (or empty), or "rollback" for
+	// 'plugin rollback'; the rollout it starts says so (intent.Trigger*).
+	Action string `json:"action,omitempty"`
+	// RestoreData asks the rollout this pin starts to restore the plugin's
+	// namespace to the snapshot taken before the rollout it undoes
+	// ('plugin rollback -restore-data').
+	RestoreData bool `json:"restore_data,omitempty"`
 }
 
 // Record is one line of a plugin's version history.
 type Record struct {
 	At       time.Time `json:"at"`
 	Actor    string    `json:"actor"`
-	Action   string    `json:"action"` // register, pin, unpin, rollback, swap
+	Action   string    `json:"action"` // register, pin, unpin, rollback, swap, rollout
 	From     string    `json:"from,omitempty"`
 	To       string    `json:"to,omitempty"`
 	Strategy string    `json:"strategy,omitempty"`
