@@ -61,10 +61,34 @@ type Health struct {
 	HealthyDeadline  Duration `json:"healthy_deadline"`
 }
 
-// Upgrade says how the agent swaps one version of the plugin for another.
+// Upgrade rollout policies and failure actions.
+const (
+	UpgradeAuto     = "auto"     // a newer bundle of an unpinned plugin is rolled out by itself
+	UpgradeManual   = "manual"   // only an operator's pin starts a rollout
+	FailureRollback = "rollback" // a failed rollout is rolled back on every node
+	FailurePause    = "pause"    // a failed rollout waits for an operator
+)
+
+// Upgrade says how the agent swaps one version of the plugin for another
+// on a node (Strategy, DrainTimeout), and how the cluster rolls a new
+// version out, one upgrade domain at a time (the rest).
 type Upgrade struct {
 	Strategy     string   `json:"strategy"` // StrategyOverlap or StrategyRestart
 	DrainTimeout Duration `json:"drain_timeout"`
+	// Policy: UpgradeAuto or UpgradeManual.
+	Policy string `json:"policy"`
+	// MaxParallel is how many upgrade domains are updated at once.
+	MaxParallel int `json:"max_parallel"`
+	// MinHealthyTime is how long every up node of a domain must report the
+	// new version healthy, without a break, before the next domain starts;
+	// HealthyDeadline is how long after the domain's start that may take.
+	// Both default to the health block's.
+	MinHealthyTime  Duration `json:"min_healthy_time"`
+	HealthyDeadline Duration `json:"healthy_deadline"`
+	// ProgressDeadline bounds the whole rollout.
+	ProgressDeadline Duration `json:"progress_deadline"`
+	// FailureAction: FailureRollback or FailurePause.
+	FailureAction string `json:"failure_action"`
 }
 
 // Duration is a time.Duration written in JSON as a Go duration string such
@@ -118,7 +142,20 @@ func (m *Manifest) SetDefaults() {
 	if m.Upgrade.Strategy == "" {
 		m.Upgrade.Strategy = StrategyOverlap
 	}
-	setDuration(&m.Upgrade.DrainTimeout, 30*time.Second)
+	u := &m.Upgrade
+	setDuration(&u.DrainTimeout, 30*time.Second)
+	if u.Policy == "" {
+		u.Policy = UpgradeAuto
+	}
+	if u.MaxParallel == 0 {
+		u.MaxParallel = 1
+	}
+	setDuration(&u.MinHealthyTime, h.MinHealthyTime.Duration)
+	setDuration(&u.HealthyDeadline, h.HealthyDeadline.Duration)
+	setDuration(&u.ProgressDeadline, 10*time.Minute)
+	if u.FailureAction == "" {
+		u.FailureAction = FailureRollback
+	}
 	if isNull(m.Config) {
 		m.Config = json.RawMessage("{}")
 	}

@@ -30,8 +30,10 @@ func TestParseManifestDefaults(t *testing.T) {
 			MinHealthyTime:   Dur(5 * time.Second),
 			HealthyDeadline:  Dur(60 * time.Second),
 		},
-		Upgrade: Upgrade{Strategy: StrategyOverlap, DrainTimeout: Dur(30 * time.Second)},
-		Config:  json.RawMessage("{}"),
+		Upgrade: Upgrade{Strategy: StrategyOverlap, DrainTimeout: Dur(30 * time.Second), Policy: UpgradeAuto, MaxParallel: 1,
+			MinHealthyTime: Dur(5 * time.Second), HealthyDeadline: Dur(60 * time.Second), ProgressDeadline: Dur(10 * time.Minute),
+			FailureAction: FailureRollback},
+		Config: json.RawMessage("{}"),
 	}
 	if !reflect.DeepEqual(m, want) {
 		t.Errorf("got  %+v\nwant %+v", m, want)
@@ -57,7 +59,9 @@ func TestParseManifestFull(t *testing.T) {
 	if m.Health != wantHealth {
 		t.Errorf("health = %+v, want %+v", m.Health, wantHealth)
 	}
-	if m.Upgrade != (Upgrade{StrategyRestart, Dur(90 * time.Second)}) {
+	wantUpgrade := Upgrade{Strategy: StrategyRestart, DrainTimeout: Dur(90 * time.Second), Policy: UpgradeAuto, MaxParallel: 1,
+		MinHealthyTime: Dur(time.Minute), HealthyDeadline: Dur(5 * time.Minute), ProgressDeadline: Dur(10 * time.Minute), FailureAction: FailureRollback}
+	if m.Upgrade != wantUpgrade {
 		t.Errorf("upgrade = %+v", m.Upgrade)
 	}
 	// Unknown fields inside config belong to the plugin and are kept.
@@ -174,6 +178,18 @@ func TestParseManifestErrors(t *testing.T) {
 		{"min healthy equals deadline", health("min_healthy_time", "60s"), nil, "health.min_healthy_time 1m0s must be shorter than health.healthy_deadline 1m0s"},
 		{"strategy", set("upgrade", map[string]any{"strategy": "blue-green"}), nil, `upgrade.strategy "blue-green" is not one of "overlap", "restart"`},
 		{"drain negative", set("upgrade", map[string]any{"drain_timeout": "-5s"}), nil, "upgrade.drain_timeout -5s must be positive"},
+		{"upgrade policy", set("upgrade", map[string]any{"policy": "never"}), nil, `upgrade.policy "never" is not one of "auto", "manual"`},
+		{"max parallel negative", set("upgrade", map[string]any{"max_parallel": -1}), nil, "upgrade.max_parallel -1 must be between 1 and 1024"},
+		{"max parallel huge", set("upgrade", map[string]any{"max_parallel": 5000}), nil, "upgrade.max_parallel 5000 must be between 1 and 1024"},
+		{"rollout min healthy negative", set("upgrade", map[string]any{"min_healthy_time": "-1s"}), nil, "upgrade.min_healthy_time -1s must not be negative"},
+		{"rollout deadline negative", set("upgrade", map[string]any{"healthy_deadline": "-1s"}), nil, "upgrade.healthy_deadline -1s must be positive"},
+		{"rollout min healthy over deadline", set("upgrade", map[string]any{"healthy_deadline": "3s"}), nil,
+			"upgrade.min_healthy_time 5s must be shorter than upgrade.healthy_deadline 3s"},
+		{"progress deadline negative", set("upgrade", map[string]any{"progress_deadline": "-1m"}), nil, "upgrade.progress_deadline -1m0s must be positive"},
+		{"progress deadline short", set("upgrade", map[string]any{"progress_deadline": "30s"}), nil,
+			"upgrade.progress_deadline 30s must not be shorter than upgrade.healthy_deadline 1m0s"},
+		{"failure action", set("upgrade", map[string]any{"failure_action": "ignore"}), nil, `upgrade.failure_action "ignore" is not one of "rollback", "pause"`},
+		{"max parallel as string", set("upgrade", map[string]any{"max_parallel": "2"}), nil, "upgrade.max_parallel: want an integer"},
 
 		// Config.
 		{"config array", set("config", []any{1}), nil, "config must be a JSON object, e.g. {}"},
@@ -390,7 +406,13 @@ func TestMarshalRoundTrip(t *testing.T) {
   },
   "upgrade": {
     "strategy": "overlap",
-    "drain_timeout": "30s"
+    "drain_timeout": "30s",
+    "policy": "auto",
+    "max_parallel": 1,
+    "min_healthy_time": "5s",
+    "healthy_deadline": "1m0s",
+    "progress_deadline": "10m0s",
+    "failure_action": "rollback"
   },
   "config": {
     "url": "http://a/?x=1&y=<2>"

@@ -199,13 +199,46 @@ func (m *Manifest) validateHealth() error {
 	return nil
 }
 
+// maxParallel bounds upgrade.max_parallel.
+const maxParallel = 1024
+
 func (m *Manifest) validateUpgrade() error {
-	switch m.Upgrade.Strategy {
+	u := m.Upgrade
+	switch u.Strategy {
 	case StrategyOverlap, StrategyRestart:
 	default:
-		return manifestError(nil, fmt.Sprintf("upgrade.strategy %q is not one of %q, %q", m.Upgrade.Strategy, StrategyOverlap, StrategyRestart))
+		return manifestError(nil, fmt.Sprintf("upgrade.strategy %q is not one of %q, %q", u.Strategy, StrategyOverlap, StrategyRestart))
 	}
-	return positive("upgrade.drain_timeout", m.Upgrade.DrainTimeout)
+	if err := positive("upgrade.drain_timeout", u.DrainTimeout); err != nil {
+		return err
+	}
+	if u.Policy != UpgradeAuto && u.Policy != UpgradeManual {
+		return manifestError(nil, fmt.Sprintf("upgrade.policy %q is not one of %q, %q", u.Policy, UpgradeAuto, UpgradeManual))
+	}
+	if u.MaxParallel < 1 || u.MaxParallel > maxParallel {
+		return manifestError(nil, fmt.Sprintf("upgrade.max_parallel %d must be between 1 and %d (upgrade domains updated at once)", u.MaxParallel, maxParallel))
+	}
+	if u.MinHealthyTime.Duration < 0 {
+		return manifestError(nil, fmt.Sprintf("upgrade.min_healthy_time %v must not be negative", u.MinHealthyTime))
+	}
+	if err := positive("upgrade.healthy_deadline", u.HealthyDeadline); err != nil {
+		return err
+	}
+	if u.MinHealthyTime.Duration >= u.HealthyDeadline.Duration {
+		return manifestError(nil, fmt.Sprintf("upgrade.min_healthy_time %v must be shorter than upgrade.healthy_deadline %v", u.MinHealthyTime, u.HealthyDeadline))
+	}
+	if err := positive("upgrade.progress_deadline", u.ProgressDeadline); err != nil {
+		return err
+	}
+	if u.ProgressDeadline.Duration < u.HealthyDeadline.Duration {
+		return manifestError(nil, fmt.Sprintf("upgrade.progress_deadline %v must not be shorter than upgrade.healthy_deadline %v", u.ProgressDeadline, u.HealthyDeadline))
+	}
+	switch u.FailureAction {
+	case FailureRollback, FailurePause:
+	default:
+		return manifestError(nil, fmt.Sprintf("upgrade.failure_action %q is not one of %q, %q", u.FailureAction, FailureRollback, FailurePause))
+	}
+	return nil
 }
 
 func (m *Manifest) validateConfig() error {
