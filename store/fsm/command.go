@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"strings"
@@ -27,6 +28,9 @@ const (
 	OpExpire Op = 3
 	// OpRestore replaces the whole state with a verified snapshot file.
 	OpRestore Op = 4
+	// OpRestoreNamespace replaces one namespace with a namespace dump
+	// already kept in the store (see NamespaceRestore).
+	OpRestoreNamespace Op = 5
 )
 
 // commandFormat is the first byte of every encoded command.
@@ -48,6 +52,20 @@ type Command struct {
 	Expire []ExpireKey
 	// Snapshot is the snapshot file an OpRestore installs.
 	Snapshot []byte
+	// Restore is what an OpRestoreNamespace restores.
+	Restore *NamespaceRestore
+}
+
+// NamespaceRestore replaces Namespace with the namespace dump kept in
+// chunks under the key prefix Source of SystemNamespace: their values, in
+// key order, joined. The dump must have the checksum SHA256 and be of
+// Namespace, or nothing changes (ErrCorrupt). Every replica reads the same
+// chunks at the same index, so the restore is as deterministic as a
+// transaction, and one entry of the log: no read sees it half done.
+type NamespaceRestore struct {
+	Namespace string
+	Source    []byte
+	SHA256    []byte
 }
 
 // ExpireKey names a key to expire and the mod revision its TTL belongs to.
@@ -66,9 +84,13 @@ const (
 	fieldTxn         = 5
 	fieldExpire      = 6
 	fieldSnapshot    = 7
+	fieldRestore     = 8
 	fieldExpireNS    = 1
 	fieldExpireKey   = 2
 	fieldExpireModRv = 3
+	fieldRestoreNS   = 1
+	fieldRestoreSrc  = 2
+	fieldRestoreSum  = 3
 )
 
 var errBadCommand = errors.New("malformed command")
@@ -114,6 +136,17 @@ func (c *Command) Encode() ([]byte, error) {
 		b = protowire.AppendTag(b, fieldSnapshot, protowire.BytesType)
 		b = protowire.AppendBytes(b, c.Snapshot)
 	}
+	if r := c.Restore; r != nil {
+		var m []byte
+		m = protowire.AppendTag(m, fieldRestoreNS, protowire.BytesType)
+		m = protowire.AppendString(m, r.Namespace)
+		m = protowire.AppendTag(m, fieldRestoreSrc, protowire.BytesType)
+		m = protowire.AppendBytes(m, r.Source)
+		m = protowire.AppendTag(m, fieldRestoreSum, protowire.BytesType)
+		m = protowire.AppendBytes(m, r.SHA256)
+		b = protowire.AppendTag(b, fieldRestore, protowire.BytesType)
+		b = protowire.AppendBytes(b, m)
+	}
 	return b, nil
 }
 
@@ -148,7 +181,7 @@ func DecodeCommand(b []byte) (*Command, error) {
 			case fieldMaxKeys:
 				c.Quota.MaxKeys = int64(v)
 			}
-		case typ == protowire.BytesType && (num == fieldTxn || num == fieldExpire || num == fieldSnapshot):
+		case typ == protowire.BytesType && (num == fieldTxn || num == fieldExpire || num == fieldSnapshot || num == fieldRestore):
 			v, n := protowire.ConsumeBytes(b)
 			if n < 0 {
 				return nil, fmt.Errorf("%w: %v", errBadCommand, protowire.ParseError(n))
@@ -168,6 +201,12 @@ func DecodeCommand(b []byte) (*Command, error) {
 				c.Expire = append(c.Expire, e)
 			case fieldSnapshot:
 				c.Snapshot = v
+			case fieldRestore:
+				r, err := decodeNamespaceRestore(v)
+				if err != nil {
+					return nil, err
+				}
+				c.Restore = r
 			}
 		default:
 			return nil, fmt.Errorf("%w: unknown field %d", errBadCommand, num)
@@ -182,6 +221,10 @@ func DecodeCommand(b []byte) (*Command, error) {
 	case OpRestore:
 		if c.Snapshot == nil {
 			return nil, fmt.Errorf("%w: restore command without a snapshot", errBadCommand)
+		}
+	case OpRestoreNamespace:
+		if c.Restore == nil {
+			return nil, fmt.Errorf("%w: namespace restore command without a restore", errBadCommand)
 		}
 	default:
 		return nil, fmt.Errorf("%w: unknown op %d", errBadCommand, c.Op)
@@ -227,4 +270,47 @@ func decodeExpireKey(b []byte) (ExpireKey, error) {
 		return e, fmt.Errorf("%w: expire: namespace %q", errBadCommand, e.Namespace)
 	}
 	return e, nil
+}
+
+// decodeNamespaceRestore parses the restore of an OpRestoreNamespace. Every
+// field is required, once.
+func decodeNamespaceRestore(b []byte) (*NamespaceRestore, error) {
+	r := &NamespaceRestore{}
+	seen := 0
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return nil, fmt.Errorf("%w: restore: %v", errBadCommand, protowire.ParseError(n))
+		}
+		b = b[n:]
+		if typ != protowire.BytesType || num < fieldRestoreNS || num > fieldRestoreSum || seen&(1<<num) != 0 {
+			return nil, fmt.Errorf("%w: restore: unexpected field %d", errBadCommand, num)
+		}
+		seen |= 1 << num
+		v, n := protowire.ConsumeBytes(b)
+		if n < 0 {
+			return nil, fmt.Errorf("%w: restore: %v", errBadCommand, protowire.ParseError(n))
+		}
+		b = b[n:]
+		switch num {
+		case fieldRestoreNS:
+			r.Namespace = string(v)
+		case fieldRestoreSrc:
+			r.Source = v
+		case fieldRestoreSum:
+			r.SHA256 = v
+		}
+	}
+	// The namespace restored is a plugin's, never the one holding the
+	// chunks; the source is a prefix of keys in it.
+	switch {
+	case r.Namespace == "" || r.Namespace == SingletonNamespace || len(r.Namespace) > maxNamespaceLen ||
+		strings.IndexByte(r.Namespace, nsEnd) >= 0:
+		return nil, fmt.Errorf("%w: restore: namespace %q", errBadCommand, r.Namespace)
+	case len(r.Source) == 0:
+		return nil, fmt.Errorf("%w: restore: no source prefix", errBadCommand)
+	case len(r.SHA256) != sha256.Size:
+		return nil, fmt.Errorf("%w: restore: a checksum of %d bytes, not %d", errBadCommand, len(r.SHA256), sha256.Size)
+	}
+	return r, nil
 }

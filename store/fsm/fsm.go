@@ -32,8 +32,8 @@ type Result struct {
 	Index int64
 	// Txn is the outcome of an OpTxn.
 	Txn *storev1.TxnResponse
-	// Keys counts the keys restored by an OpRestore, or expired by an
-	// OpExpire.
+	// Keys counts the keys restored by an OpRestore or an
+	// OpRestoreNamespace, or expired by an OpExpire.
 	Keys int64
 	// Err is a deterministic refusal (a quota, a fenced write: EpochError)
 	// or a malformed command. The state is unchanged when it is set.
@@ -220,6 +220,8 @@ func (f *FSM) applyCommand(e Entry) (*Result, []watch.Event) {
 		res.Keys, events, res.Err = f.applyExpire(index, cmd.Expire)
 	case OpRestore:
 		res.Keys, res.Err = f.applyRestore(index, cmd.Snapshot)
+	case OpRestoreNamespace:
+		res.Keys, events, res.Err = f.applyRestoreNamespace(index, cmd)
 	}
 	return res, events
 }

@@ -48,6 +48,7 @@ func TestCommandRoundTrip(t *testing.T) {
 		{Op: OpTxn, NowMs: 1234, Quota: Quota{MaxBytes: 10, MaxKeys: 2}, Txn: txnPut("app", "k", "v", 5).Txn},
 		{Op: OpExpire, Expire: []ExpireKey{{Namespace: "a", Key: []byte{0, 1}, ModRevision: 7}, {Namespace: "b", Key: []byte("x"), ModRevision: 9}}},
 		{Op: OpRestore, Snapshot: []byte("file")},
+		restoreOf("app", "rollsnap/app/0000000001/", []byte("dump")),
 	}
 	for _, c := range cmds {
 		data, err := c.Encode()
@@ -59,12 +60,13 @@ func TestCommandRoundTrip(t *testing.T) {
 			t.Fatalf("decode op %d: %v", c.Op, err)
 		}
 		if got.Op != c.Op || got.NowMs != c.NowMs || got.Quota != c.Quota || !proto.Equal(got.Txn, c.Txn) ||
-			!bytes.Equal(got.Snapshot, c.Snapshot) || fmt.Sprint(got.Expire) != fmt.Sprint(c.Expire) {
+			!bytes.Equal(got.Snapshot, c.Snapshot) || fmt.Sprint(got.Expire) != fmt.Sprint(c.Expire) ||
+			fmt.Sprint(got.Restore) != fmt.Sprint(c.Restore) {
 			t.Errorf("round trip of %+v gave %+v", c, got)
 		}
 		// A cut-off command never decodes, or panics, when its last field
 		// is what is cut.
-		if c.Op == OpTxn || c.Op == OpRestore {
+		if c.Op == OpTxn || c.Op == OpRestore || c.Op == OpRestoreNamespace {
 			for i := range len(data) {
 				if _, err := DecodeCommand(data[:i]); err == nil {
 					t.Errorf("op %d cut to %d of %d bytes decoded", c.Op, i, len(data))

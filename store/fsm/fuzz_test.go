@@ -34,8 +34,15 @@ func FuzzCommand(f *testing.F) {
 		f.Add(data)
 	}
 	// The state: a mix of every command, then a key with a TTL that holds
-	// a NUL, the byte that ends a namespace in the key space.
+	// a NUL, the byte that ends a namespace in the key space, and a
+	// namespace snapshot of "two" kept in chunks, which the seeds restore
+	// into "two" (and, refused, into "one").
 	state := append(randomCommands(f, 30, 5), txnPut("one", "k\x00x", "v", 500))
+	dump := EncodeDump("two", []DumpEntry{{Key: []byte("a\x00"), Value: []byte("v1")}, {Key: []byte("b"), Value: []byte("v2"), ExpiresAtMs: 900}})
+	state = append(state, chunkPuts("rollsnap/two/0000000001/", dump, 9))
+	f.Add(encoded(f, restoreOf("two", "rollsnap/two/0000000001/", dump)))
+	f.Add(encoded(f, restoreOf("one", "rollsnap/two/0000000001/", dump)))
+	f.Add(encoded(f, restoreOf("two", "rollsnap/two/", dump)))
 	base := newFSM(f)
 	for i, c := range state {
 		base.Apply(logOf(f, uint64(i+1), c))
@@ -167,7 +174,8 @@ func checkRoundTrip(t *testing.T, cmd *Command) {
 		t.Fatalf("an encoded command does not decode: %v", err)
 	}
 	if again.Op != cmd.Op || again.NowMs != cmd.NowMs || again.Quota != cmd.Quota || !proto.Equal(again.Txn, cmd.Txn) ||
-		!bytes.Equal(again.Snapshot, cmd.Snapshot) || fmt.Sprint(again.Expire) != fmt.Sprint(cmd.Expire) {
+		!bytes.Equal(again.Snapshot, cmd.Snapshot) || fmt.Sprint(again.Expire) != fmt.Sprint(cmd.Expire) ||
+		fmt.Sprint(again.Restore) != fmt.Sprint(cmd.Restore) {
 		t.Fatalf("%+v encodes and decodes as %+v", cmd, again)
 	}
 	if data2, err := again.Encode(); err != nil || !bytes.Equal(data, data2) {

@@ -59,6 +59,15 @@ func (c *changeSet) get(ns string, key []byte) (record, bool, error) {
 
 // put writes key in ns, with a TTL when ttlMs > 0.
 func (c *changeSet) put(f *FSM, ns string, key, value []byte, ttlMs int64) (*storev1.KeyValue, error) {
+	var expiresAt int64
+	if ttlMs > 0 {
+		expiresAt = c.nowMs + ttlMs
+	}
+	return c.putAt(f, ns, key, value, expiresAt)
+}
+
+// putAt writes key in ns, expiring at expiresAt (unix ms) unless it is 0.
+func (c *changeSet) putAt(f *FSM, ns string, key, value []byte, expiresAt int64) (*storev1.KeyValue, error) {
 	old, exists, err := c.get(ns, key)
 	if err != nil {
 		return nil, err
@@ -77,8 +86,8 @@ func (c *changeSet) put(f *FSM, ns string, key, value []byte, ttlMs int64) (*sto
 		u.Keys++
 		u.Bytes += size(string(key), rec.value)
 	}
-	if ttlMs > 0 {
-		rec.expiresAt = c.nowMs + ttlMs
+	if expiresAt != 0 {
+		rec.expiresAt = expiresAt
 		if _, _, err := c.tx.Set(expiryKey(rec.expiresAt, ns, string(key)), "", nil); err != nil {
 			return nil, err
 		}
