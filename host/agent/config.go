@@ -17,6 +17,7 @@ import (
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/fence"
 	"github.com/plughost/plughost/host/install"
+	"github.com/plughost/plughost/host/rollout"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/sandbox"
 	"github.com/plughost/plughost/host/tlsutil"
@@ -171,6 +172,15 @@ type Config struct {
 	// Keep it above a leader election (about 2 s) and below the time the
 	// cluster takes to fail a singleton over.
 	SingletonLease Duration `json:"singleton_lease"`
+
+	// Rollout data safety (area: data; README "Rollouts of stateful
+	// plugins"). Before the first domain of a rollout of a plugin whose
+	// namespace holds data, the leader snapshots the namespace into _sys;
+	// RolloutSnapshotKeep is how many snapshots of each plugin are kept,
+	// newest first, and a namespace holding more than
+	// RolloutSnapshotMaxBytes (keys and values) gets none.
+	RolloutSnapshotKeep     int   `json:"rollout_snapshot_keep"`
+	RolloutSnapshotMaxBytes int64 `json:"rollout_snapshot_max_bytes"`
 }
 
 // FailureDetection is cluster.FailureDetection in the config file; zero
@@ -277,6 +287,10 @@ func DefaultConfig() Config {
 
 		// Singleton fencing (area: fence).
 		SingletonLease: Duration{fence.DefaultLease},
+
+		// Rollout data safety (area: data).
+		RolloutSnapshotKeep:     rollout.DefaultSnapshotKeep,
+		RolloutSnapshotMaxBytes: rollout.DefaultSnapshotMaxBytes,
 	}
 }
 
@@ -384,6 +398,10 @@ func (c *Config) Validate() error {
 	if c.BundleKeep < 1 || c.BundleServeConcurrency < 1 {
 		errs = append(errs, fmt.Errorf("bundle_keep %d and bundle_serve_concurrency %d must be 1 or more", c.BundleKeep, c.BundleServeConcurrency))
 	}
+	if c.RolloutSnapshotKeep < 1 || c.RolloutSnapshotMaxBytes < 1 {
+		errs = append(errs, fmt.Errorf("rollout_snapshot_keep %d and rollout_snapshot_max_bytes %d must be 1 or more (defaults %d and %d)",
+			c.RolloutSnapshotKeep, c.RolloutSnapshotMaxBytes, rollout.DefaultSnapshotKeep, rollout.DefaultSnapshotMaxBytes))
+	}
 	errs = append(errs, c.validateTLS()...)
 	errs = append(errs, c.validateIdentity()...)
 	return errors.Join(errs...)
@@ -452,3 +470,15 @@ func (c *Config) pluginsDir() string { return filepath.Join(c.DataDir, "plugins"
 func (c *Config) stagingDir() string { return filepath.Join(c.DataDir, "staging") }
 func (c *Config) storeDir() string   { return filepath.Join(c.DataDir, "store") }
 func (c *Config) serfDir() string    { return filepath.Join(c.DataDir, "serf") }
+
+// SnapshotConfig is the configuration of the rollout controller's
+// namespace snapshots (area: data): chunks within the store's value and
+// transaction limits.
+func (c *Config) SnapshotConfig() rollout.SnapshotConfig {
+	return rollout.SnapshotConfig{
+		Keep:       c.RolloutSnapshotKeep,
+		MaxBytes:   c.RolloutSnapshotMaxBytes,
+		ChunkBytes: min(rollout.DefaultSnapshotChunkBytes, c.MaxValueBytes),
+		TxnBytes:   c.MaxTxnBytes,
+	}
+}
