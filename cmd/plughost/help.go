@@ -25,6 +25,7 @@ var groups = map[string][]string{
 	"bench":         {"call", "upgrade", "store", "failover"},
 	"operator":      {"raft"},
 	"node":          {"drain", "eligible"},
+	"rollout":       {"list", "status", "pause", "resume", "abort"},
 	"operator raft": {"list-peers", "remove-peer"},
 	"tls":           {"ca", "cert"},
 	"tls ca":        {"create"},
@@ -376,6 +377,48 @@ node back with plughost node eligible.`,
 		args:    "NODE",
 		about:   "Make a drained node eligible for placement again.",
 		example: "plughost node eligible n2",
+	},
+	"rollout": {
+		about: `List and follow rollouts, the cluster-wide version changes of plugins that
+run: the raft leader moves each one upgrade domain at a time, each domain
+gated on its nodes being healthy, and rolls every domain back on failure.
+Pause, resume or abort one.`,
+		example: "plughost rollout status -follow greeter",
+	},
+	"rollout list": {
+		about: `List rollouts, newest first: from and to version, what started them (pin,
+unpin, rollback or a new bundle), their state, how many upgrade domains are
+through, and why one failed or which nodes are pending.`,
+		example: "plughost rollout list -plugin greeter",
+	},
+	"rollout status": {
+		args: "[ID|PLUGIN]",
+		about: `Show a rollout (by ID, or a plugin's newest; without either, the newest of
+any plugin): a line per upgrade domain with a progress bar and its nodes'
+phases, what remains of the health gates, its failure and pending nodes.
+-follow follows it until it is finished: a live view when stdout is a
+terminal, a line a change otherwise.`,
+		example: "plughost rollout status -follow greeter-3",
+	},
+	"rollout pause": {
+		args: "ID|PLUGIN",
+		about: `Pause a running rollout: no further domain moves; what serves keeps
+serving. 'rollout resume' goes on, 'rollout abort' rolls it back.`,
+		example: "plughost rollout pause greeter",
+	},
+	"rollout resume": {
+		args:    "ID|PLUGIN",
+		about:   "Resume a paused rollout, the way it was going (forward, or back).",
+		example: "plughost rollout resume greeter",
+	},
+	"rollout abort": {
+		args: "ID|PLUGIN",
+		about: `Roll a rollout back now: every domain it moved goes back to the version it
+came from, newest first, health-gated as it came. The version is not marked
+failed. With -restore-data, the plugin's namespace is restored to the
+snapshot the rollout took before its first domain, once the old version
+serves again; without it, data is never touched.`,
+		example: "plughost rollout abort -restore-data greeter-3",
 	},
 	"version": {
 		about:   "Print the version of plughost and the plugin API versions it speaks.",

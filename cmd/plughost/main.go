@@ -76,6 +76,7 @@ Usage: plughost <command> [flags] [args]
   members      list the cluster's members with their raft roles
   nodes        list nodes with their domains, tags, eligibility and what they run
   node         drain, eligible: take a node out of placement and back
+  rollout      list, status, pause, resume, abort: cluster-wide version changes
   operator     raft list-peers, remove-peer: repair a cluster's raft configuration
   keygen       make a new gossip encryption key (for agent -encrypt)
   keyring      list, install, use or remove gossip keys on every member
@@ -149,6 +150,8 @@ func dispatch(ctx context.Context, env *cliEnv, cmd string, rest []string) error
 		return runNodes(ctx, env, rest)
 	case "node":
 		return runNode(ctx, env, rest)
+	case "rollout":
+		return runRollout(ctx, env, rest)
 	case "operator":
 		return runOperator(ctx, env, rest)
 	case "keygen":

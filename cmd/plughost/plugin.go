@@ -382,16 +382,31 @@ func (p *pluginCmd) history(ctx context.Context, name string) error {
 		var out []map[string]any
 		for _, r := range resp.GetRecords() {
 			out = append(out, map[string]any{"time": ts(r.GetTime()), "actor": r.GetActor(), "action": r.GetAction(), "from": r.GetFromVersion(),
-				"to": r.GetToVersion(), "strategy": r.GetStrategy(), "outcome": r.GetOutcome(), "reason": r.GetReason(), "node": r.GetNode()})
+				"to": r.GetToVersion(), "strategy": r.GetStrategy(), "outcome": r.GetOutcome(), "reason": r.GetReason(), "node": r.GetNode(),
+				"rollout_id": r.GetRolloutId()})
 		}
 		return printJSON(p.env.stdout, out)
 	}
+	return historyTable(p.env.stdout, resp.GetRecords())
+}
+
+// historyTable is `plugin history`'s table. A rollout's record names the
+// rollout ('plughost rollout status ID' shows it whole) and, when it
+// failed, the node in its reason.
+func historyTable(w io.Writer, recs []*operatorv1.HistoryRecord) error {
 	var rows [][]string
-	for _, r := range resp.GetRecords() {
-		rows = append(rows, []string{ts(r.GetTime()), r.GetActor(), r.GetAction(), orDash(r.GetFromVersion()), orDash(r.GetToVersion()),
-			orDash(r.GetStrategy()), orDash(r.GetOutcome()), orDash(r.GetReason())})
+	for _, r := range recs {
+		action, reason := r.GetAction(), r.GetReason()
+		if r.GetRolloutId() != "" {
+			action += " " + r.GetRolloutId()
+		}
+		if r.GetNode() != "" && r.GetAction() == "rollout" && reason != "" && !strings.Contains(reason, r.GetNode()) {
+			reason = "node " + r.GetNode() + ": " + reason
+		}
+		rows = append(rows, []string{ts(r.GetTime()), r.GetActor(), action, orDash(r.GetFromVersion()), orDash(r.GetToVersion()),
+			orDash(r.GetStrategy()), orDash(r.GetOutcome()), orDash(reason)})
 	}
-	return table(p.env.stdout, []string{"TIME", "ACTOR", "ACTION", "FROM", "TO", "STRATEGY", "OUTCOME", "REASON"}, rows)
+	return table(w, []string{"TIME", "ACTOR", "ACTION", "FROM", "TO", "STRATEGY", "OUTCOME", "REASON"}, rows)
 }
 
 func (p *pluginCmd) events(ctx context.Context, name string, limit int) error {

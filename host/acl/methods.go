@@ -61,6 +61,14 @@ var methods = map[string]Permission{
 	// Nodes (area: nodes).
 	operatorv1.OperatorService_ListNodes_FullMethodName:          operator(Read),
 	operatorv1.OperatorService_SetNodeEligibility_FullMethodName: operator(Write),
+	// Rollouts (area: surface): reading them is the operator's; a request
+	// on one is a change of the plugin's versions, as a pin is.
+	operatorv1.OperatorService_ListRollouts_FullMethodName:  operator(Read),
+	operatorv1.OperatorService_GetRollout_FullMethodName:    operator(Read),
+	operatorv1.OperatorService_WatchRollout_FullMethodName:  operator(Read),
+	operatorv1.OperatorService_PauseRollout_FullMethodName:  pluginLevel(Write),
+	operatorv1.OperatorService_ResumeRollout_FullMethodName: pluginLevel(Write),
+	operatorv1.OperatorService_AbortRollout_FullMethodName:  pluginLevel(Write),
 	// The keyring's listing holds the gossip keys themselves: whoever reads
 	// them can join the gossip, so it needs what changing them needs.
 	operatorv1.OperatorService_ListGossipKeys_FullMethodName:   operator(Write),

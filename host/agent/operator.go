@@ -460,7 +460,7 @@ func (o *operator) PinVersion(req *operatorv1.PinVersionRequest, stream operator
 	}
 	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
 	return o.followSwap(ctx, name, e, req.GetDetach(), func() error {
-		if err := o.a.catalog.SetPin(ctx, name, e.Version, actor); err != nil {
+		if err := o.a.catalog.SetPinAs(ctx, name, catalog.Pin{Version: e.Version, Actor: actor, Action: intent.TriggerPin}); err != nil {
 			return err
 		}
 		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "pin", From: prev, To: e.Version, Node: o.a.cfg.Node})
@@ -546,7 +546,7 @@ func (o *operator) RollbackPlugin(req *operatorv1.RollbackPluginRequest, stream 
 	}
 	actor := o.actor(ctx, req.GetActor())
 	return o.followSwap(ctx, name, e, req.GetDetach(), func() error {
-		if err := o.a.catalog.SetPin(ctx, name, e.Version, actor); err != nil {
+		if err := o.a.catalog.SetPinAs(ctx, name, catalog.Pin{Version: e.Version, Actor: actor, Action: intent.TriggerRollback}); err != nil {
 			return err
 		}
 		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "rollback", From: cur, To: e.Version, Node: o.a.cfg.Node})
@@ -602,7 +602,7 @@ func (o *operator) GetHistory(ctx context.Context, req *operatorv1.GetHistoryReq
 	for _, r := range recs {
 		resp.Records = append(resp.Records, &operatorv1.HistoryRecord{
 			Time: timestamppb.New(r.At), Actor: r.Actor, Action: r.Action, FromVersion: r.From, ToVersion: r.To,
-			Strategy: r.Strategy, Outcome: r.Outcome, Reason: r.Reason, Node: r.Node,
+			Strategy: r.Strategy, Outcome: r.Outcome, Reason: r.Reason, Node: r.Node, RolloutId: r.Rollout,
 		})
 	}
 	return resp, nil

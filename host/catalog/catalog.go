@@ -71,6 +71,8 @@ type Record struct {
 	Outcome  string    `json:"outcome,omitempty"`
 	Reason   string    `json:"reason,omitempty"`
 	Node     string    `json:"node,omitempty"`
+	// Rollout is the ID of the rollout an Action "rollout" record tells of.
+	Rollout string `json:"rollout,omitempty"`
 }
 
 // Catalog reads and writes the catalog in a store.
@@ -264,10 +266,19 @@ func (c *Catalog) GetPin(ctx context.Context, name string) (*Pin, error) {
 
 // SetPin pins a registered version, and makes it the plugin's intent.
 func (c *Catalog) SetPin(ctx context.Context, name, version, actor string) error {
+	return c.SetPinAs(ctx, name, Pin{Version: version, Actor: actor})
+}
+
+// SetPinAs pins a plugin as SetPin does, recording what made the pin
+// (pin.Action: "pin" or "rollback") and, for a rollback, whether the
+// rollout it starts restores the plugin's data (pin.RestoreData). At is
+// set to now.
+func (c *Catalog) SetPinAs(ctx context.Context, name string, pin Pin) error {
+	version := pin.Version
 	if _, err := c.Get(ctx, name, version); err != nil {
 		return err
 	}
-	pin := Pin{Version: version, Actor: actor, At: time.Now().UTC()}
+	pin.At = time.Now().UTC()
 	val, _ := json.Marshal(pin)
 	resp, err := c.commitWithIntent(ctx, name, change{
 		cmps: []*storev1.Compare{{Key: catalogKey(name, version), Target: &storev1.Compare_Exists{Exists: true}}},

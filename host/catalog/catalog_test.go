@@ -240,3 +240,27 @@ func TestPluginOfKey(t *testing.T) {
 		}
 	}
 }
+
+// TestSetPinAsRecordsWhatMadeIt: a rollback's pin says so, and whether its
+// rollout restores data; a plain pin says neither.
+func TestSetPinAsRecordsWhatMadeIt(t *testing.T) {
+	c := newCatalog(t)
+	ctx := context.Background()
+	register(t, c, "1.0.0", "1.1.0")
+	if err := c.SetPinAs(ctx, "echo", Pin{Version: "1.0.0", Actor: "op", Action: "rollback", RestoreData: true}); err != nil {
+		t.Fatal(err)
+	}
+	pin, err := c.GetPin(ctx, "echo")
+	if err != nil || pin == nil || pin.Version != "1.0.0" || pin.Action != "rollback" || !pin.RestoreData || pin.At.IsZero() {
+		t.Fatalf("rollback pin = %+v, %v", pin, err)
+	}
+	if err := c.SetPin(ctx, "echo", "1.1.0", "op"); err != nil {
+		t.Fatal(err)
+	}
+	if pin, _ := c.GetPin(ctx, "echo"); pin.Action != "" || pin.RestoreData {
+		t.Fatalf("plain pin = %+v: it kept the rollback's action or restore_data", pin)
+	}
+	if err := c.SetPinAs(ctx, "echo", Pin{Version: "9.0.0", Action: "rollback"}); !errors.Is(err, ErrUnknownVersion) {
+		t.Fatalf("rollback pin of an unregistered version: %v", err)
+	}
+}

@@ -1582,8 +1582,13 @@ func (x *PinVersionRequest) GetDetach() bool {
 }
 
 type PinVersionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Progress      *SwapProgress          `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// progress is the swap on the answering node, for a plugin assigned
+	// nowhere yet (its first install) or a detached request.
+	Progress *SwapProgress `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	// rollout is the cluster rollout the change started, each time its
+	// record changes, for a plugin that runs somewhere already.
+	Rollout       *Rollout `protobuf:"bytes,2,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1621,6 +1626,13 @@ func (*PinVersionResponse) Descriptor() ([]byte, []int) {
 func (x *PinVersionResponse) GetProgress() *SwapProgress {
 	if x != nil {
 		return x.Progress
+	}
+	return nil
+}
+
+func (x *PinVersionResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
 	}
 	return nil
 }
@@ -1686,8 +1698,13 @@ func (x *UnpinVersionRequest) GetDetach() bool {
 }
 
 type UnpinVersionResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Progress      *SwapProgress          `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// progress is the swap on the answering node, for a plugin assigned
+	// nowhere yet (its first install) or a detached request.
+	Progress *SwapProgress `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	// rollout is the cluster rollout the change started, each time its
+	// record changes, for a plugin that runs somewhere already.
+	Rollout       *Rollout `protobuf:"bytes,2,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1729,11 +1746,22 @@ func (x *UnpinVersionResponse) GetProgress() *SwapProgress {
 	return nil
 }
 
+func (x *UnpinVersionResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
 type RollbackPluginRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	Actor         string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	Detach        bool                   `protobuf:"varint,3,opt,name=detach,proto3" json:"detach,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Name   string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Actor  string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
+	Detach bool                   `protobuf:"varint,3,opt,name=detach,proto3" json:"detach,omitempty"`
+	// restore_data asks the rollout back to restore the plugin's namespace
+	// to the snapshot taken before the rollout it undoes, once the old
+	// version serves again.
+	RestoreData   bool `protobuf:"varint,4,opt,name=restore_data,json=restoreData,proto3" json:"restore_data,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1789,9 +1817,21 @@ func (x *RollbackPluginRequest) GetDetach() bool {
 	return false
 }
 
+func (x *RollbackPluginRequest) GetRestoreData() bool {
+	if x != nil {
+		return x.RestoreData
+	}
+	return false
+}
+
 type RollbackPluginResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Progress      *SwapProgress          `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// progress is the swap on the answering node, for a plugin assigned
+	// nowhere yet (its first install) or a detached request.
+	Progress *SwapProgress `protobuf:"bytes,1,opt,name=progress,proto3" json:"progress,omitempty"`
+	// rollout is the cluster rollout the change started, each time its
+	// record changes, for a plugin that runs somewhere already.
+	Rollout       *Rollout `protobuf:"bytes,2,opt,name=rollout,proto3" json:"rollout,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1829,6 +1869,13 @@ func (*RollbackPluginResponse) Descriptor() ([]byte, []int) {
 func (x *RollbackPluginResponse) GetProgress() *SwapProgress {
 	if x != nil {
 		return x.Progress
+	}
+	return nil
+}
+
+func (x *RollbackPluginResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
 	}
 	return nil
 }
@@ -2225,14 +2272,16 @@ type HistoryRecord struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Time  *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=time,proto3" json:"time,omitempty"`
 	Actor string                 `protobuf:"bytes,2,opt,name=actor,proto3" json:"actor,omitempty"`
-	// action is register, pin, unpin, rollback or swap.
-	Action        string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
-	FromVersion   string `protobuf:"bytes,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
-	ToVersion     string `protobuf:"bytes,5,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
-	Strategy      string `protobuf:"bytes,6,opt,name=strategy,proto3" json:"strategy,omitempty"`
-	Outcome       string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
-	Reason        string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
-	Node          string `protobuf:"bytes,9,opt,name=node,proto3" json:"node,omitempty"`
+	// action is register, pin, unpin, rollback, swap or rollout.
+	Action      string `protobuf:"bytes,3,opt,name=action,proto3" json:"action,omitempty"`
+	FromVersion string `protobuf:"bytes,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string `protobuf:"bytes,5,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	Strategy    string `protobuf:"bytes,6,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	Outcome     string `protobuf:"bytes,7,opt,name=outcome,proto3" json:"outcome,omitempty"`
+	Reason      string `protobuf:"bytes,8,opt,name=reason,proto3" json:"reason,omitempty"`
+	Node        string `protobuf:"bytes,9,opt,name=node,proto3" json:"node,omitempty"`
+	// rollout_id is the rollout a "rollout" record tells of.
+	RolloutId     string `protobuf:"bytes,10,opt,name=rollout_id,json=rolloutId,proto3" json:"rollout_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2326,6 +2375,13 @@ func (x *HistoryRecord) GetReason() string {
 func (x *HistoryRecord) GetNode() string {
 	if x != nil {
 		return x.Node
+	}
+	return ""
+}
+
+func (x *HistoryRecord) GetRolloutId() string {
+	if x != nil {
+		return x.RolloutId
 	}
 	return ""
 }
@@ -3855,6 +3911,1411 @@ func (x *SetNodeEligibilityResponse) GetActor() string {
 	return ""
 }
 
+// Rollout is one cluster-wide version change of a plugin, moved by the
+// leader's rollout controller one upgrade domain at a time.
+type Rollout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is "<plugin>-<seq>".
+	Id          string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Plugin      string `protobuf:"bytes,2,opt,name=plugin,proto3" json:"plugin,omitempty"`
+	Seq         int64  `protobuf:"varint,3,opt,name=seq,proto3" json:"seq,omitempty"`
+	FromVersion string `protobuf:"bytes,4,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	ToVersion   string `protobuf:"bytes,5,opt,name=to_version,json=toVersion,proto3" json:"to_version,omitempty"`
+	// target_version is where every node goes: to_version, or from_version
+	// once the rollout goes back.
+	TargetVersion string `protobuf:"bytes,6,opt,name=target_version,json=targetVersion,proto3" json:"target_version,omitempty"`
+	// trigger is pin, unpin, rollback or bundle.
+	Trigger string         `protobuf:"bytes,7,opt,name=trigger,proto3" json:"trigger,omitempty"`
+	Actor   string         `protobuf:"bytes,8,opt,name=actor,proto3" json:"actor,omitempty"`
+	Reason  string         `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"`
+	Policy  *RolloutPolicy `protobuf:"bytes,10,opt,name=policy,proto3" json:"policy,omitempty"`
+	// state is running, rolling_back, paused, completed, rolled_back or
+	// superseded.
+	State string `protobuf:"bytes,11,opt,name=state,proto3" json:"state,omitempty"`
+	// paused is the state a paused rollout resumes to.
+	Paused string `protobuf:"bytes,12,opt,name=paused,proto3" json:"paused,omitempty"`
+	// domains are the upgrade domains in rollout order.
+	Domains  []*RolloutDomain       `protobuf:"bytes,13,rep,name=domains,proto3" json:"domains,omitempty"`
+	Created  *timestamppb.Timestamp `protobuf:"bytes,14,opt,name=created,proto3" json:"created,omitempty"`
+	Updated  *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=updated,proto3" json:"updated,omitempty"`
+	Finished *timestamppb.Timestamp `protobuf:"bytes,16,opt,name=finished,proto3" json:"finished,omitempty"`
+	// failure says why it rolled back or paused; failed_node names the node.
+	Failure    string `protobuf:"bytes,17,opt,name=failure,proto3" json:"failure,omitempty"`
+	FailedNode string `protobuf:"bytes,18,opt,name=failed_node,json=failedNode,proto3" json:"failed_node,omitempty"`
+	// pending are the nodes that were down when it finished and have not
+	// served its final version since; converged is when the last did.
+	Pending      []string               `protobuf:"bytes,19,rep,name=pending,proto3" json:"pending,omitempty"`
+	Converged    *timestamppb.Timestamp `protobuf:"bytes,20,opt,name=converged,proto3" json:"converged,omitempty"`
+	SupersededBy string                 `protobuf:"bytes,21,opt,name=superseded_by,json=supersededBy,proto3" json:"superseded_by,omitempty"`
+	Snapshot     *RolloutSnapshot       `protobuf:"bytes,22,opt,name=snapshot,proto3" json:"snapshot,omitempty"`
+	RestoreData  bool                   `protobuf:"varint,23,opt,name=restore_data,json=restoreData,proto3" json:"restore_data,omitempty"`
+	Restored     *timestamppb.Timestamp `protobuf:"bytes,24,opt,name=restored,proto3" json:"restored,omitempty"`
+	// revision is the store revision of the record as read.
+	Revision int64 `protobuf:"varint,25,opt,name=revision,proto3" json:"revision,omitempty"`
+	// as_of is when the answering node read it: the time_left fields count
+	// from it.
+	AsOf *timestamppb.Timestamp `protobuf:"bytes,26,opt,name=as_of,json=asOf,proto3" json:"as_of,omitempty"`
+	// control is the latest operator request on the plugin's rollout, when
+	// it is for this one.
+	Control       *RolloutControl `protobuf:"bytes,27,opt,name=control,proto3" json:"control,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rollout) Reset() {
+	*x = Rollout{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[58]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rollout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rollout) ProtoMessage() {}
+
+func (x *Rollout) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[58]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rollout.ProtoReflect.Descriptor instead.
+func (*Rollout) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{58}
+}
+
+func (x *Rollout) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Rollout) GetPlugin() string {
+	if x != nil {
+		return x.Plugin
+	}
+	return ""
+}
+
+func (x *Rollout) GetSeq() int64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+func (x *Rollout) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *Rollout) GetToVersion() string {
+	if x != nil {
+		return x.ToVersion
+	}
+	return ""
+}
+
+func (x *Rollout) GetTargetVersion() string {
+	if x != nil {
+		return x.TargetVersion
+	}
+	return ""
+}
+
+func (x *Rollout) GetTrigger() string {
+	if x != nil {
+		return x.Trigger
+	}
+	return ""
+}
+
+func (x *Rollout) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *Rollout) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Rollout) GetPolicy() *RolloutPolicy {
+	if x != nil {
+		return x.Policy
+	}
+	return nil
+}
+
+func (x *Rollout) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *Rollout) GetPaused() string {
+	if x != nil {
+		return x.Paused
+	}
+	return ""
+}
+
+func (x *Rollout) GetDomains() []*RolloutDomain {
+	if x != nil {
+		return x.Domains
+	}
+	return nil
+}
+
+func (x *Rollout) GetCreated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Created
+	}
+	return nil
+}
+
+func (x *Rollout) GetUpdated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Updated
+	}
+	return nil
+}
+
+func (x *Rollout) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *Rollout) GetFailure() string {
+	if x != nil {
+		return x.Failure
+	}
+	return ""
+}
+
+func (x *Rollout) GetFailedNode() string {
+	if x != nil {
+		return x.FailedNode
+	}
+	return ""
+}
+
+func (x *Rollout) GetPending() []string {
+	if x != nil {
+		return x.Pending
+	}
+	return nil
+}
+
+func (x *Rollout) GetConverged() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Converged
+	}
+	return nil
+}
+
+func (x *Rollout) GetSupersededBy() string {
+	if x != nil {
+		return x.SupersededBy
+	}
+	return ""
+}
+
+func (x *Rollout) GetSnapshot() *RolloutSnapshot {
+	if x != nil {
+		return x.Snapshot
+	}
+	return nil
+}
+
+func (x *Rollout) GetRestoreData() bool {
+	if x != nil {
+		return x.RestoreData
+	}
+	return false
+}
+
+func (x *Rollout) GetRestored() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Restored
+	}
+	return nil
+}
+
+func (x *Rollout) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *Rollout) GetAsOf() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AsOf
+	}
+	return nil
+}
+
+func (x *Rollout) GetControl() *RolloutControl {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+// RolloutPolicy is how a rollout moves (the target's manifest upgrade
+// block, defaults applied).
+type RolloutPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// mode is auto or manual.
+	Mode               string `protobuf:"bytes,1,opt,name=mode,proto3" json:"mode,omitempty"`
+	Strategy           string `protobuf:"bytes,2,opt,name=strategy,proto3" json:"strategy,omitempty"`
+	MaxParallel        int32  `protobuf:"varint,3,opt,name=max_parallel,json=maxParallel,proto3" json:"max_parallel,omitempty"`
+	MinHealthyTimeMs   int64  `protobuf:"varint,4,opt,name=min_healthy_time_ms,json=minHealthyTimeMs,proto3" json:"min_healthy_time_ms,omitempty"`
+	HealthyDeadlineMs  int64  `protobuf:"varint,5,opt,name=healthy_deadline_ms,json=healthyDeadlineMs,proto3" json:"healthy_deadline_ms,omitempty"`
+	ProgressDeadlineMs int64  `protobuf:"varint,6,opt,name=progress_deadline_ms,json=progressDeadlineMs,proto3" json:"progress_deadline_ms,omitempty"`
+	// failure_action is rollback or pause.
+	FailureAction string `protobuf:"bytes,7,opt,name=failure_action,json=failureAction,proto3" json:"failure_action,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutPolicy) Reset() {
+	*x = RolloutPolicy{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[59]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutPolicy) ProtoMessage() {}
+
+func (x *RolloutPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[59]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutPolicy.ProtoReflect.Descriptor instead.
+func (*RolloutPolicy) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{59}
+}
+
+func (x *RolloutPolicy) GetMode() string {
+	if x != nil {
+		return x.Mode
+	}
+	return ""
+}
+
+func (x *RolloutPolicy) GetStrategy() string {
+	if x != nil {
+		return x.Strategy
+	}
+	return ""
+}
+
+func (x *RolloutPolicy) GetMaxParallel() int32 {
+	if x != nil {
+		return x.MaxParallel
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetMinHealthyTimeMs() int64 {
+	if x != nil {
+		return x.MinHealthyTimeMs
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetHealthyDeadlineMs() int64 {
+	if x != nil {
+		return x.HealthyDeadlineMs
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetProgressDeadlineMs() int64 {
+	if x != nil {
+		return x.ProgressDeadlineMs
+	}
+	return 0
+}
+
+func (x *RolloutPolicy) GetFailureAction() string {
+	if x != nil {
+		return x.FailureAction
+	}
+	return ""
+}
+
+// RolloutDomain is one upgrade domain's part in a rollout.
+type RolloutDomain struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// from_version is what the domain ran before; version is what its
+	// nodes are assigned now.
+	FromVersion string `protobuf:"bytes,2,opt,name=from_version,json=fromVersion,proto3" json:"from_version,omitempty"`
+	Version     string `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	// phase is waiting, updating, done, rolling_back or rolled_back.
+	Phase    string                 `protobuf:"bytes,4,opt,name=phase,proto3" json:"phase,omitempty"`
+	Started  *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=started,proto3" json:"started,omitempty"`
+	Finished *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=finished,proto3" json:"finished,omitempty"`
+	Nodes    []*RolloutNode         `protobuf:"bytes,7,rep,name=nodes,proto3" json:"nodes,omitempty"`
+	// deadline_left_ms is what remains of healthy_deadline for a domain
+	// whose gate runs (updating or rolling_back), as of the rollout's as_of.
+	DeadlineLeftMs int64 `protobuf:"varint,8,opt,name=deadline_left_ms,json=deadlineLeftMs,proto3" json:"deadline_left_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *RolloutDomain) Reset() {
+	*x = RolloutDomain{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[60]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutDomain) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutDomain) ProtoMessage() {}
+
+func (x *RolloutDomain) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[60]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutDomain.ProtoReflect.Descriptor instead.
+func (*RolloutDomain) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{60}
+}
+
+func (x *RolloutDomain) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RolloutDomain) GetFromVersion() string {
+	if x != nil {
+		return x.FromVersion
+	}
+	return ""
+}
+
+func (x *RolloutDomain) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RolloutDomain) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RolloutDomain) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *RolloutDomain) GetFinished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Finished
+	}
+	return nil
+}
+
+func (x *RolloutDomain) GetNodes() []*RolloutNode {
+	if x != nil {
+		return x.Nodes
+	}
+	return nil
+}
+
+func (x *RolloutDomain) GetDeadlineLeftMs() int64 {
+	if x != nil {
+		return x.DeadlineLeftMs
+	}
+	return 0
+}
+
+// RolloutNode is one node's part in a rollout.
+type RolloutNode struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Name  string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// phase is waiting, updating, healthy, failed or down.
+	Phase string `protobuf:"bytes,2,opt,name=phase,proto3" json:"phase,omitempty"`
+	// version is what the node last reported serving.
+	Version      string                 `protobuf:"bytes,3,opt,name=version,proto3" json:"version,omitempty"`
+	HealthySince *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=healthy_since,json=healthySince,proto3" json:"healthy_since,omitempty"`
+	DownSince    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=down_since,json=downSince,proto3" json:"down_since,omitempty"`
+	Since        *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=since,proto3" json:"since,omitempty"`
+	Reason       string                 `protobuf:"bytes,7,opt,name=reason,proto3" json:"reason,omitempty"`
+	Restarts     int32                  `protobuf:"varint,8,opt,name=restarts,proto3" json:"restarts,omitempty"`
+	// gate_left_ms is what remains of min_healthy_time for a node healthy
+	// on its domain's version but not yet through the gate, as of the
+	// rollout's as_of.
+	GateLeftMs    int64 `protobuf:"varint,9,opt,name=gate_left_ms,json=gateLeftMs,proto3" json:"gate_left_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutNode) Reset() {
+	*x = RolloutNode{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[61]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutNode) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutNode) ProtoMessage() {}
+
+func (x *RolloutNode) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[61]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutNode.ProtoReflect.Descriptor instead.
+func (*RolloutNode) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{61}
+}
+
+func (x *RolloutNode) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetVersion() string {
+	if x != nil {
+		return x.Version
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetHealthySince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.HealthySince
+	}
+	return nil
+}
+
+func (x *RolloutNode) GetDownSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.DownSince
+	}
+	return nil
+}
+
+func (x *RolloutNode) GetSince() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Since
+	}
+	return nil
+}
+
+func (x *RolloutNode) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetRestarts() int32 {
+	if x != nil {
+		return x.Restarts
+	}
+	return 0
+}
+
+func (x *RolloutNode) GetGateLeftMs() int64 {
+	if x != nil {
+		return x.GateLeftMs
+	}
+	return 0
+}
+
+// RolloutSnapshot is the namespace snapshot a rollout of a stateful plugin
+// took before its first domain, or why it took none.
+type RolloutSnapshot struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Namespace     string                 `protobuf:"bytes,1,opt,name=namespace,proto3" json:"namespace,omitempty"`
+	Keys          int64                  `protobuf:"varint,2,opt,name=keys,proto3" json:"keys,omitempty"`
+	Bytes         int64                  `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	Sha256        string                 `protobuf:"bytes,4,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	Revision      int64                  `protobuf:"varint,5,opt,name=revision,proto3" json:"revision,omitempty"`
+	Taken         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=taken,proto3" json:"taken,omitempty"`
+	Skipped       string                 `protobuf:"bytes,7,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutSnapshot) Reset() {
+	*x = RolloutSnapshot{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[62]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutSnapshot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutSnapshot) ProtoMessage() {}
+
+func (x *RolloutSnapshot) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[62]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutSnapshot.ProtoReflect.Descriptor instead.
+func (*RolloutSnapshot) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{62}
+}
+
+func (x *RolloutSnapshot) GetNamespace() string {
+	if x != nil {
+		return x.Namespace
+	}
+	return ""
+}
+
+func (x *RolloutSnapshot) GetKeys() int64 {
+	if x != nil {
+		return x.Keys
+	}
+	return 0
+}
+
+func (x *RolloutSnapshot) GetBytes() int64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+func (x *RolloutSnapshot) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *RolloutSnapshot) GetRevision() int64 {
+	if x != nil {
+		return x.Revision
+	}
+	return 0
+}
+
+func (x *RolloutSnapshot) GetTaken() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Taken
+	}
+	return nil
+}
+
+func (x *RolloutSnapshot) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
+// RolloutControl is an operator's request on a rollout.
+type RolloutControl struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// action is pause, resume or abort.
+	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	RestoreData   bool                   `protobuf:"varint,3,opt,name=restore_data,json=restoreData,proto3" json:"restore_data,omitempty"`
+	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RolloutControl) Reset() {
+	*x = RolloutControl{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[63]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RolloutControl) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RolloutControl) ProtoMessage() {}
+
+func (x *RolloutControl) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[63]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RolloutControl.ProtoReflect.Descriptor instead.
+func (*RolloutControl) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{63}
+}
+
+func (x *RolloutControl) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *RolloutControl) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
+}
+
+func (x *RolloutControl) GetRestoreData() bool {
+	if x != nil {
+		return x.RestoreData
+	}
+	return false
+}
+
+func (x *RolloutControl) GetActor() string {
+	if x != nil {
+		return x.Actor
+	}
+	return ""
+}
+
+func (x *RolloutControl) GetAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.At
+	}
+	return nil
+}
+
+type ListRolloutsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name keeps one plugin's rollouts; empty lists every plugin's.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// limit keeps the newest only; 0 keeps all.
+	Limit         int32 `protobuf:"varint,2,opt,name=limit,proto3" json:"limit,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsRequest) Reset() {
+	*x = ListRolloutsRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[64]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsRequest) ProtoMessage() {}
+
+func (x *ListRolloutsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[64]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsRequest.ProtoReflect.Descriptor instead.
+func (*ListRolloutsRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{64}
+}
+
+func (x *ListRolloutsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ListRolloutsRequest) GetLimit() int32 {
+	if x != nil {
+		return x.Limit
+	}
+	return 0
+}
+
+type ListRolloutsResponse struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Rollouts []*Rollout             `protobuf:"bytes,1,rep,name=rollouts,proto3" json:"rollouts,omitempty"`
+	// refused says which rollout records failed their checks and were left
+	// out.
+	Refused []string `protobuf:"bytes,2,rep,name=refused,proto3" json:"refused,omitempty"`
+	// stale is set when the cluster has no raft leader: the records are
+	// this node's copy, which may lag; it says so.
+	Stale         string `protobuf:"bytes,3,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRolloutsResponse) Reset() {
+	*x = ListRolloutsResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[65]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRolloutsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRolloutsResponse) ProtoMessage() {}
+
+func (x *ListRolloutsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[65]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRolloutsResponse.ProtoReflect.Descriptor instead.
+func (*ListRolloutsResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{65}
+}
+
+func (x *ListRolloutsResponse) GetRollouts() []*Rollout {
+	if x != nil {
+		return x.Rollouts
+	}
+	return nil
+}
+
+func (x *ListRolloutsResponse) GetRefused() []string {
+	if x != nil {
+		return x.Refused
+	}
+	return nil
+}
+
+func (x *ListRolloutsResponse) GetStale() string {
+	if x != nil {
+		return x.Stale
+	}
+	return ""
+}
+
+type GetRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is a rollout's ID (PLUGIN-N); else name, a plugin, picks its
+	// newest rollout.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutRequest) Reset() {
+	*x = GetRolloutRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[66]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutRequest) ProtoMessage() {}
+
+func (x *GetRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[66]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutRequest.ProtoReflect.Descriptor instead.
+func (*GetRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{66}
+}
+
+func (x *GetRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *GetRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type GetRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Stale         string                 `protobuf:"bytes,2,opt,name=stale,proto3" json:"stale,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetRolloutResponse) Reset() {
+	*x = GetRolloutResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[67]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetRolloutResponse) ProtoMessage() {}
+
+func (x *GetRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[67]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetRolloutResponse.ProtoReflect.Descriptor instead.
+func (*GetRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{67}
+}
+
+func (x *GetRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *GetRolloutResponse) GetStale() string {
+	if x != nil {
+		return x.Stale
+	}
+	return ""
+}
+
+type WatchRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id is a rollout's ID; else name, a plugin, picks its newest rollout.
+	Id            string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutRequest) Reset() {
+	*x = WatchRolloutRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[68]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutRequest) ProtoMessage() {}
+
+func (x *WatchRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[68]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutRequest.ProtoReflect.Descriptor instead.
+func (*WatchRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{68}
+}
+
+func (x *WatchRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WatchRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type WatchRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchRolloutResponse) Reset() {
+	*x = WatchRolloutResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[69]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchRolloutResponse) ProtoMessage() {}
+
+func (x *WatchRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[69]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchRolloutResponse.ProtoReflect.Descriptor instead.
+func (*WatchRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{69}
+}
+
+func (x *WatchRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+type PauseRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the plugin; id, when set, must be its newest rollout's.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRolloutRequest) Reset() {
+	*x = PauseRolloutRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[70]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRolloutRequest) ProtoMessage() {}
+
+func (x *PauseRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[70]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRolloutRequest.ProtoReflect.Descriptor instead.
+func (*PauseRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{70}
+}
+
+func (x *PauseRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *PauseRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type PauseRolloutResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// rollout is the record the request was made on.
+	Rollout       *Rollout        `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Control       *RolloutControl `protobuf:"bytes,2,opt,name=control,proto3" json:"control,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PauseRolloutResponse) Reset() {
+	*x = PauseRolloutResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PauseRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PauseRolloutResponse) ProtoMessage() {}
+
+func (x *PauseRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PauseRolloutResponse.ProtoReflect.Descriptor instead.
+func (*PauseRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *PauseRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *PauseRolloutResponse) GetControl() *RolloutControl {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+type ResumeRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the plugin; id, when set, must be its newest rollout's.
+	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRolloutRequest) Reset() {
+	*x = ResumeRolloutRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRolloutRequest) ProtoMessage() {}
+
+func (x *ResumeRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRolloutRequest.ProtoReflect.Descriptor instead.
+func (*ResumeRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *ResumeRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ResumeRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type ResumeRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Control       *RolloutControl        `protobuf:"bytes,2,opt,name=control,proto3" json:"control,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResumeRolloutResponse) Reset() {
+	*x = ResumeRolloutResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[73]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResumeRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResumeRolloutResponse) ProtoMessage() {}
+
+func (x *ResumeRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[73]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResumeRolloutResponse.ProtoReflect.Descriptor instead.
+func (*ResumeRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{73}
+}
+
+func (x *ResumeRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *ResumeRolloutResponse) GetControl() *RolloutControl {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
+type AbortRolloutRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the plugin; id, when set, must be its newest rollout's.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Id   string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	// restore_data restores the plugin's namespace to the rollout's snapshot
+	// once the old version serves again.
+	RestoreData   bool `protobuf:"varint,3,opt,name=restore_data,json=restoreData,proto3" json:"restore_data,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutRequest) Reset() {
+	*x = AbortRolloutRequest{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[74]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutRequest) ProtoMessage() {}
+
+func (x *AbortRolloutRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[74]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutRequest.ProtoReflect.Descriptor instead.
+func (*AbortRolloutRequest) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{74}
+}
+
+func (x *AbortRolloutRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AbortRolloutRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *AbortRolloutRequest) GetRestoreData() bool {
+	if x != nil {
+		return x.RestoreData
+	}
+	return false
+}
+
+type AbortRolloutResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rollout       *Rollout               `protobuf:"bytes,1,opt,name=rollout,proto3" json:"rollout,omitempty"`
+	Control       *RolloutControl        `protobuf:"bytes,2,opt,name=control,proto3" json:"control,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AbortRolloutResponse) Reset() {
+	*x = AbortRolloutResponse{}
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[75]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AbortRolloutResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AbortRolloutResponse) ProtoMessage() {}
+
+func (x *AbortRolloutResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_plughost_operator_v1_operator_proto_msgTypes[75]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AbortRolloutResponse.ProtoReflect.Descriptor instead.
+func (*AbortRolloutResponse) Descriptor() ([]byte, []int) {
+	return file_plughost_operator_v1_operator_proto_rawDescGZIP(), []int{75}
+}
+
+func (x *AbortRolloutResponse) GetRollout() *Rollout {
+	if x != nil {
+		return x.Rollout
+	}
+	return nil
+}
+
+func (x *AbortRolloutResponse) GetControl() *RolloutControl {
+	if x != nil {
+		return x.Control
+	}
+	return nil
+}
+
 var File_plughost_operator_v1_operator_proto protoreflect.FileDescriptor
 
 const file_plughost_operator_v1_operator_proto_rawDesc = "" +
@@ -3968,21 +5429,25 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x14\n" +
 	"\x05actor\x18\x03 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06detach\x18\x04 \x01(\bR\x06detach\"T\n" +
+	"\x06detach\x18\x04 \x01(\bR\x06detach\"\x8d\x01\n" +
 	"\x12PinVersionResponse\x12>\n" +
-	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\"W\n" +
+	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\x127\n" +
+	"\arollout\x18\x02 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\"W\n" +
 	"\x13UnpinVersionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06detach\x18\x03 \x01(\bR\x06detach\"V\n" +
+	"\x06detach\x18\x03 \x01(\bR\x06detach\"\x8f\x01\n" +
 	"\x14UnpinVersionResponse\x12>\n" +
-	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\"Y\n" +
+	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\x127\n" +
+	"\arollout\x18\x02 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\"|\n" +
 	"\x15RollbackPluginRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
-	"\x06detach\x18\x03 \x01(\bR\x06detach\"X\n" +
+	"\x06detach\x18\x03 \x01(\bR\x06detach\x12!\n" +
+	"\frestore_data\x18\x04 \x01(\bR\vrestoreData\"\x91\x01\n" +
 	"\x16RollbackPluginResponse\x12>\n" +
-	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\"\xac\x02\n" +
+	"\bprogress\x18\x01 \x01(\v2\".plughost.operator.v1.SwapProgressR\bprogress\x127\n" +
+	"\arollout\x18\x02 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\"\xac\x02\n" +
 	"\fSwapProgress\x125\n" +
 	"\x05phase\x18\x01 \x01(\x0e2\x1f.plughost.operator.v1.SwapPhaseR\x05phase\x12\x12\n" +
 	"\x04node\x18\x02 \x01(\tR\x04node\x12!\n" +
@@ -4012,7 +5477,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"O\n" +
 	"\x12ListEventsResponse\x129\n" +
-	"\x06events\x18\x01 \x03(\v2!.plughost.operator.v1.PluginEventR\x06events\"\x91\x02\n" +
+	"\x06events\x18\x01 \x03(\v2!.plughost.operator.v1.PluginEventR\x06events\"\xb0\x02\n" +
 	"\rHistoryRecord\x12.\n" +
 	"\x04time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12\x14\n" +
 	"\x05actor\x18\x02 \x01(\tR\x05actor\x12\x16\n" +
@@ -4023,7 +5488,10 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\bstrategy\x18\x06 \x01(\tR\bstrategy\x12\x18\n" +
 	"\aoutcome\x18\a \x01(\tR\aoutcome\x12\x16\n" +
 	"\x06reason\x18\b \x01(\tR\x06reason\x12\x12\n" +
-	"\x04node\x18\t \x01(\tR\x04node\"'\n" +
+	"\x04node\x18\t \x01(\tR\x04node\x12\x1d\n" +
+	"\n" +
+	"rollout_id\x18\n" +
+	" \x01(\tR\trolloutId\"'\n" +
 	"\x11GetHistoryRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"S\n" +
 	"\x12GetHistoryResponse\x12=\n" +
@@ -4126,7 +5594,118 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x1aSetNodeEligibilityResponse\x12\x18\n" +
 	"\achanged\x18\x01 \x01(\bR\achanged\x120\n" +
 	"\x05since\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x14\n" +
-	"\x05actor\x18\x03 \x01(\tR\x05actor*\xf6\x01\n" +
+	"\x05actor\x18\x03 \x01(\tR\x05actor\"\xa1\b\n" +
+	"\aRollout\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06plugin\x18\x02 \x01(\tR\x06plugin\x12\x10\n" +
+	"\x03seq\x18\x03 \x01(\x03R\x03seq\x12!\n" +
+	"\ffrom_version\x18\x04 \x01(\tR\vfromVersion\x12\x1d\n" +
+	"\n" +
+	"to_version\x18\x05 \x01(\tR\ttoVersion\x12%\n" +
+	"\x0etarget_version\x18\x06 \x01(\tR\rtargetVersion\x12\x18\n" +
+	"\atrigger\x18\a \x01(\tR\atrigger\x12\x14\n" +
+	"\x05actor\x18\b \x01(\tR\x05actor\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\x12;\n" +
+	"\x06policy\x18\n" +
+	" \x01(\v2#.plughost.operator.v1.RolloutPolicyR\x06policy\x12\x14\n" +
+	"\x05state\x18\v \x01(\tR\x05state\x12\x16\n" +
+	"\x06paused\x18\f \x01(\tR\x06paused\x12=\n" +
+	"\adomains\x18\r \x03(\v2#.plughost.operator.v1.RolloutDomainR\adomains\x124\n" +
+	"\acreated\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\acreated\x124\n" +
+	"\aupdated\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\aupdated\x126\n" +
+	"\bfinished\x18\x10 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x12\x18\n" +
+	"\afailure\x18\x11 \x01(\tR\afailure\x12\x1f\n" +
+	"\vfailed_node\x18\x12 \x01(\tR\n" +
+	"failedNode\x12\x18\n" +
+	"\apending\x18\x13 \x03(\tR\apending\x128\n" +
+	"\tconverged\x18\x14 \x01(\v2\x1a.google.protobuf.TimestampR\tconverged\x12#\n" +
+	"\rsuperseded_by\x18\x15 \x01(\tR\fsupersededBy\x12A\n" +
+	"\bsnapshot\x18\x16 \x01(\v2%.plughost.operator.v1.RolloutSnapshotR\bsnapshot\x12!\n" +
+	"\frestore_data\x18\x17 \x01(\bR\vrestoreData\x126\n" +
+	"\brestored\x18\x18 \x01(\v2\x1a.google.protobuf.TimestampR\brestored\x12\x1a\n" +
+	"\brevision\x18\x19 \x01(\x03R\brevision\x12/\n" +
+	"\x05as_of\x18\x1a \x01(\v2\x1a.google.protobuf.TimestampR\x04asOf\x12>\n" +
+	"\acontrol\x18\x1b \x01(\v2$.plughost.operator.v1.RolloutControlR\acontrol\"\x9a\x02\n" +
+	"\rRolloutPolicy\x12\x12\n" +
+	"\x04mode\x18\x01 \x01(\tR\x04mode\x12\x1a\n" +
+	"\bstrategy\x18\x02 \x01(\tR\bstrategy\x12!\n" +
+	"\fmax_parallel\x18\x03 \x01(\x05R\vmaxParallel\x12-\n" +
+	"\x13min_healthy_time_ms\x18\x04 \x01(\x03R\x10minHealthyTimeMs\x12.\n" +
+	"\x13healthy_deadline_ms\x18\x05 \x01(\x03R\x11healthyDeadlineMs\x120\n" +
+	"\x14progress_deadline_ms\x18\x06 \x01(\x03R\x12progressDeadlineMs\x12%\n" +
+	"\x0efailure_action\x18\a \x01(\tR\rfailureAction\"\xc7\x02\n" +
+	"\rRolloutDomain\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\ffrom_version\x18\x02 \x01(\tR\vfromVersion\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12\x14\n" +
+	"\x05phase\x18\x04 \x01(\tR\x05phase\x124\n" +
+	"\astarted\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
+	"\bfinished\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x127\n" +
+	"\x05nodes\x18\a \x03(\v2!.plughost.operator.v1.RolloutNodeR\x05nodes\x12(\n" +
+	"\x10deadline_left_ms\x18\b \x01(\x03R\x0edeadlineLeftMs\"\xd5\x02\n" +
+	"\vRolloutNode\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
+	"\aversion\x18\x03 \x01(\tR\aversion\x12?\n" +
+	"\rhealthy_since\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\fhealthySince\x129\n" +
+	"\n" +
+	"down_since\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tdownSince\x120\n" +
+	"\x05since\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05since\x12\x16\n" +
+	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1a\n" +
+	"\brestarts\x18\b \x01(\x05R\brestarts\x12 \n" +
+	"\fgate_left_ms\x18\t \x01(\x03R\n" +
+	"gateLeftMs\"\xd9\x01\n" +
+	"\x0fRolloutSnapshot\x12\x1c\n" +
+	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
+	"\x04keys\x18\x02 \x01(\x03R\x04keys\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x03R\x05bytes\x12\x16\n" +
+	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x1a\n" +
+	"\brevision\x18\x05 \x01(\x03R\brevision\x120\n" +
+	"\x05taken\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05taken\x12\x18\n" +
+	"\askipped\x18\a \x01(\tR\askipped\"\x9d\x01\n" +
+	"\x0eRolloutControl\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
+	"\x06action\x18\x02 \x01(\tR\x06action\x12!\n" +
+	"\frestore_data\x18\x03 \x01(\bR\vrestoreData\x12\x14\n" +
+	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"?\n" +
+	"\x13ListRolloutsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\x81\x01\n" +
+	"\x14ListRolloutsResponse\x129\n" +
+	"\brollouts\x18\x01 \x03(\v2\x1d.plughost.operator.v1.RolloutR\brollouts\x12\x18\n" +
+	"\arefused\x18\x02 \x03(\tR\arefused\x12\x14\n" +
+	"\x05stale\x18\x03 \x01(\tR\x05stale\"7\n" +
+	"\x11GetRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"c\n" +
+	"\x12GetRolloutResponse\x127\n" +
+	"\arollout\x18\x01 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\x12\x14\n" +
+	"\x05stale\x18\x02 \x01(\tR\x05stale\"9\n" +
+	"\x13WatchRolloutRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\"O\n" +
+	"\x14WatchRolloutResponse\x127\n" +
+	"\arollout\x18\x01 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\"9\n" +
+	"\x13PauseRolloutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x8f\x01\n" +
+	"\x14PauseRolloutResponse\x127\n" +
+	"\arollout\x18\x01 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\x12>\n" +
+	"\acontrol\x18\x02 \x01(\v2$.plughost.operator.v1.RolloutControlR\acontrol\":\n" +
+	"\x14ResumeRolloutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x90\x01\n" +
+	"\x15ResumeRolloutResponse\x127\n" +
+	"\arollout\x18\x01 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\x12>\n" +
+	"\acontrol\x18\x02 \x01(\v2$.plughost.operator.v1.RolloutControlR\acontrol\"\\\n" +
+	"\x13AbortRolloutRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12!\n" +
+	"\frestore_data\x18\x03 \x01(\bR\vrestoreData\"\x8f\x01\n" +
+	"\x14AbortRolloutResponse\x127\n" +
+	"\arollout\x18\x01 \x01(\v2\x1d.plughost.operator.v1.RolloutR\arollout\x12>\n" +
+	"\acontrol\x18\x02 \x01(\v2$.plughost.operator.v1.RolloutControlR\acontrol*\xf6\x01\n" +
 	"\rInstanceState\x12\x1e\n" +
 	"\x1aINSTANCE_STATE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17INSTANCE_STATE_STARTING\x10\x01\x12\x1a\n" +
@@ -4144,7 +5723,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x14SWAP_PHASE_SWITCHING\x10\x04\x12\x17\n" +
 	"\x13SWAP_PHASE_DRAINING\x10\x05\x12\x13\n" +
 	"\x0fSWAP_PHASE_DONE\x10\x06\x12\x18\n" +
-	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xc3\x10\n" +
+	"\x14SWAP_PHASE_FELL_BACK\x10\a2\xac\x15\n" +
 	"\x0fOperatorService\x12e\n" +
 	"\fGetAgentInfo\x12).plughost.operator.v1.GetAgentInfoRequest\x1a*.plughost.operator.v1.GetAgentInfoResponse\x12^\n" +
 	"\tAddBundle\x12&.plughost.operator.v1.AddBundleRequest\x1a'.plughost.operator.v1.AddBundleResponse(\x01\x12b\n" +
@@ -4168,7 +5747,14 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\fUseGossipKey\x12).plughost.operator.v1.UseGossipKeyRequest\x1a*.plughost.operator.v1.UseGossipKeyResponse\x12n\n" +
 	"\x0fRemoveGossipKey\x12,.plughost.operator.v1.RemoveGossipKeyRequest\x1a-.plughost.operator.v1.RemoveGossipKeyResponse\x12\\\n" +
 	"\tListNodes\x12&.plughost.operator.v1.ListNodesRequest\x1a'.plughost.operator.v1.ListNodesResponse\x12w\n" +
-	"\x12SetNodeEligibility\x12/.plughost.operator.v1.SetNodeEligibilityRequest\x1a0.plughost.operator.v1.SetNodeEligibilityResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
+	"\x12SetNodeEligibility\x12/.plughost.operator.v1.SetNodeEligibilityRequest\x1a0.plughost.operator.v1.SetNodeEligibilityResponse\x12e\n" +
+	"\fListRollouts\x12).plughost.operator.v1.ListRolloutsRequest\x1a*.plughost.operator.v1.ListRolloutsResponse\x12_\n" +
+	"\n" +
+	"GetRollout\x12'.plughost.operator.v1.GetRolloutRequest\x1a(.plughost.operator.v1.GetRolloutResponse\x12g\n" +
+	"\fWatchRollout\x12).plughost.operator.v1.WatchRolloutRequest\x1a*.plughost.operator.v1.WatchRolloutResponse0\x01\x12e\n" +
+	"\fPauseRollout\x12).plughost.operator.v1.PauseRolloutRequest\x1a*.plughost.operator.v1.PauseRolloutResponse\x12h\n" +
+	"\rResumeRollout\x12*.plughost.operator.v1.ResumeRolloutRequest\x1a+.plughost.operator.v1.ResumeRolloutResponse\x12e\n" +
+	"\fAbortRollout\x12).plughost.operator.v1.AbortRolloutRequest\x1a*.plughost.operator.v1.AbortRolloutResponseBDZBgithub.com/plughost/plughost/proto/plughost/operator/v1;operatorv1b\x06proto3"
 
 var (
 	file_plughost_operator_v1_operator_proto_rawDescOnce sync.Once
@@ -4183,7 +5769,7 @@ func file_plughost_operator_v1_operator_proto_rawDescGZIP() []byte {
 }
 
 var file_plughost_operator_v1_operator_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
+var file_plughost_operator_v1_operator_proto_msgTypes = make([]protoimpl.MessageInfo, 78)
 var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(InstanceState)(0),                 // 0: plughost.operator.v1.InstanceState
 	(SwapPhase)(0),                     // 1: plughost.operator.v1.SwapPhase
@@ -4245,98 +5831,158 @@ var file_plughost_operator_v1_operator_proto_goTypes = []any{
 	(*NodePlugin)(nil),                 // 57: plughost.operator.v1.NodePlugin
 	(*SetNodeEligibilityRequest)(nil),  // 58: plughost.operator.v1.SetNodeEligibilityRequest
 	(*SetNodeEligibilityResponse)(nil), // 59: plughost.operator.v1.SetNodeEligibilityResponse
-	nil,                                // 60: plughost.operator.v1.Member.TagsEntry
-	nil,                                // 61: plughost.operator.v1.Node.TagsEntry
-	(*timestamppb.Timestamp)(nil),      // 62: google.protobuf.Timestamp
+	(*Rollout)(nil),                    // 60: plughost.operator.v1.Rollout
+	(*RolloutPolicy)(nil),              // 61: plughost.operator.v1.RolloutPolicy
+	(*RolloutDomain)(nil),              // 62: plughost.operator.v1.RolloutDomain
+	(*RolloutNode)(nil),                // 63: plughost.operator.v1.RolloutNode
+	(*RolloutSnapshot)(nil),            // 64: plughost.operator.v1.RolloutSnapshot
+	(*RolloutControl)(nil),             // 65: plughost.operator.v1.RolloutControl
+	(*ListRolloutsRequest)(nil),        // 66: plughost.operator.v1.ListRolloutsRequest
+	(*ListRolloutsResponse)(nil),       // 67: plughost.operator.v1.ListRolloutsResponse
+	(*GetRolloutRequest)(nil),          // 68: plughost.operator.v1.GetRolloutRequest
+	(*GetRolloutResponse)(nil),         // 69: plughost.operator.v1.GetRolloutResponse
+	(*WatchRolloutRequest)(nil),        // 70: plughost.operator.v1.WatchRolloutRequest
+	(*WatchRolloutResponse)(nil),       // 71: plughost.operator.v1.WatchRolloutResponse
+	(*PauseRolloutRequest)(nil),        // 72: plughost.operator.v1.PauseRolloutRequest
+	(*PauseRolloutResponse)(nil),       // 73: plughost.operator.v1.PauseRolloutResponse
+	(*ResumeRolloutRequest)(nil),       // 74: plughost.operator.v1.ResumeRolloutRequest
+	(*ResumeRolloutResponse)(nil),      // 75: plughost.operator.v1.ResumeRolloutResponse
+	(*AbortRolloutRequest)(nil),        // 76: plughost.operator.v1.AbortRolloutRequest
+	(*AbortRolloutResponse)(nil),       // 77: plughost.operator.v1.AbortRolloutResponse
+	nil,                                // 78: plughost.operator.v1.Member.TagsEntry
+	nil,                                // 79: plughost.operator.v1.Node.TagsEntry
+	(*timestamppb.Timestamp)(nil),      // 80: google.protobuf.Timestamp
 }
 var file_plughost_operator_v1_operator_proto_depIdxs = []int32{
 	0,  // 0: plughost.operator.v1.PluginSummary.state:type_name -> plughost.operator.v1.InstanceState
 	7,  // 1: plughost.operator.v1.PluginSummary.cluster:type_name -> plughost.operator.v1.NodeInstance
 	8,  // 2: plughost.operator.v1.PluginSummary.placement:type_name -> plughost.operator.v1.PlacementDiagnostic
 	0,  // 3: plughost.operator.v1.NodeInstance.state:type_name -> plughost.operator.v1.InstanceState
-	62, // 4: plughost.operator.v1.NodeInstance.since:type_name -> google.protobuf.Timestamp
-	62, // 5: plughost.operator.v1.PlacementDiagnostic.since:type_name -> google.protobuf.Timestamp
+	80, // 4: plughost.operator.v1.NodeInstance.since:type_name -> google.protobuf.Timestamp
+	80, // 5: plughost.operator.v1.PlacementDiagnostic.since:type_name -> google.protobuf.Timestamp
 	6,  // 6: plughost.operator.v1.ListPluginsResponse.plugins:type_name -> plughost.operator.v1.PluginSummary
 	0,  // 7: plughost.operator.v1.InstanceStatus.state:type_name -> plughost.operator.v1.InstanceState
-	62, // 8: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
+	80, // 8: plughost.operator.v1.InstanceStatus.since:type_name -> google.protobuf.Timestamp
 	11, // 9: plughost.operator.v1.InstanceStatus.limits:type_name -> plughost.operator.v1.LimitStatus
 	12, // 10: plughost.operator.v1.InstanceStatus.usage:type_name -> plughost.operator.v1.ResourceUsage
 	14, // 11: plughost.operator.v1.InstanceStatus.sandbox:type_name -> plughost.operator.v1.SandboxPart
 	6,  // 12: plughost.operator.v1.GetPluginStatusResponse.plugin:type_name -> plughost.operator.v1.PluginSummary
 	13, // 13: plughost.operator.v1.GetPluginStatusResponse.instances:type_name -> plughost.operator.v1.InstanceStatus
-	62, // 14: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
+	80, // 14: plughost.operator.v1.VersionInfo.registered_at:type_name -> google.protobuf.Timestamp
 	17, // 15: plughost.operator.v1.ListVersionsResponse.versions:type_name -> plughost.operator.v1.VersionInfo
 	26, // 16: plughost.operator.v1.PinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	26, // 17: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	26, // 18: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
-	1,  // 19: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
-	62, // 20: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
-	29, // 21: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
-	62, // 22: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
-	32, // 23: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
-	37, // 24: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
-	60, // 25: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
-	40, // 26: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	40, // 27: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
-	51, // 28: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	51, // 29: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	51, // 30: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	51, // 31: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
-	52, // 32: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
-	52, // 33: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
-	53, // 34: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
-	56, // 35: plughost.operator.v1.ListNodesResponse.nodes:type_name -> plughost.operator.v1.Node
-	61, // 36: plughost.operator.v1.Node.tags:type_name -> plughost.operator.v1.Node.TagsEntry
-	62, // 37: plughost.operator.v1.Node.eligibility_since:type_name -> google.protobuf.Timestamp
-	57, // 38: plughost.operator.v1.Node.plugins:type_name -> plughost.operator.v1.NodePlugin
-	0,  // 39: plughost.operator.v1.NodePlugin.state:type_name -> plughost.operator.v1.InstanceState
-	62, // 40: plughost.operator.v1.NodePlugin.since:type_name -> google.protobuf.Timestamp
-	62, // 41: plughost.operator.v1.SetNodeEligibilityResponse.since:type_name -> google.protobuf.Timestamp
-	2,  // 42: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
-	4,  // 43: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
-	9,  // 44: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
-	15, // 45: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
-	18, // 46: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
-	20, // 47: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
-	22, // 48: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
-	24, // 49: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
-	27, // 50: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
-	30, // 51: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
-	33, // 52: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
-	35, // 53: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
-	38, // 54: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
-	41, // 55: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
-	43, // 56: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
-	45, // 57: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
-	47, // 58: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
-	49, // 59: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
-	54, // 60: plughost.operator.v1.OperatorService.ListNodes:input_type -> plughost.operator.v1.ListNodesRequest
-	58, // 61: plughost.operator.v1.OperatorService.SetNodeEligibility:input_type -> plughost.operator.v1.SetNodeEligibilityRequest
-	3,  // 62: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
-	5,  // 63: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
-	10, // 64: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
-	16, // 65: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
-	19, // 66: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
-	21, // 67: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
-	23, // 68: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
-	25, // 69: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
-	28, // 70: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
-	31, // 71: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
-	34, // 72: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
-	36, // 73: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
-	39, // 74: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
-	42, // 75: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
-	44, // 76: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
-	46, // 77: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
-	48, // 78: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
-	50, // 79: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
-	55, // 80: plughost.operator.v1.OperatorService.ListNodes:output_type -> plughost.operator.v1.ListNodesResponse
-	59, // 81: plughost.operator.v1.OperatorService.SetNodeEligibility:output_type -> plughost.operator.v1.SetNodeEligibilityResponse
-	62, // [62:82] is the sub-list for method output_type
-	42, // [42:62] is the sub-list for method input_type
-	42, // [42:42] is the sub-list for extension type_name
-	42, // [42:42] is the sub-list for extension extendee
-	0,  // [0:42] is the sub-list for field type_name
+	60, // 17: plughost.operator.v1.PinVersionResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	26, // 18: plughost.operator.v1.UnpinVersionResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	60, // 19: plughost.operator.v1.UnpinVersionResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	26, // 20: plughost.operator.v1.RollbackPluginResponse.progress:type_name -> plughost.operator.v1.SwapProgress
+	60, // 21: plughost.operator.v1.RollbackPluginResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	1,  // 22: plughost.operator.v1.SwapProgress.phase:type_name -> plughost.operator.v1.SwapPhase
+	80, // 23: plughost.operator.v1.PluginEvent.time:type_name -> google.protobuf.Timestamp
+	29, // 24: plughost.operator.v1.ListEventsResponse.events:type_name -> plughost.operator.v1.PluginEvent
+	80, // 25: plughost.operator.v1.HistoryRecord.time:type_name -> google.protobuf.Timestamp
+	32, // 26: plughost.operator.v1.GetHistoryResponse.records:type_name -> plughost.operator.v1.HistoryRecord
+	37, // 27: plughost.operator.v1.ListMembersResponse.members:type_name -> plughost.operator.v1.Member
+	78, // 28: plughost.operator.v1.Member.tags:type_name -> plughost.operator.v1.Member.TagsEntry
+	40, // 29: plughost.operator.v1.ListRaftPeersResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	40, // 30: plughost.operator.v1.RemoveRaftPeerResponse.peers:type_name -> plughost.operator.v1.RaftPeer
+	51, // 31: plughost.operator.v1.ListGossipKeysResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	51, // 32: plughost.operator.v1.InstallGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	51, // 33: plughost.operator.v1.UseGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	51, // 34: plughost.operator.v1.RemoveGossipKeyResponse.report:type_name -> plughost.operator.v1.GossipKeyringReport
+	52, // 35: plughost.operator.v1.GossipKeyringReport.failures:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	52, // 36: plughost.operator.v1.GossipKeyringReport.warnings:type_name -> plughost.operator.v1.GossipKeyringNodeMessage
+	53, // 37: plughost.operator.v1.GossipKeyringReport.keys:type_name -> plughost.operator.v1.GossipKey
+	56, // 38: plughost.operator.v1.ListNodesResponse.nodes:type_name -> plughost.operator.v1.Node
+	79, // 39: plughost.operator.v1.Node.tags:type_name -> plughost.operator.v1.Node.TagsEntry
+	80, // 40: plughost.operator.v1.Node.eligibility_since:type_name -> google.protobuf.Timestamp
+	57, // 41: plughost.operator.v1.Node.plugins:type_name -> plughost.operator.v1.NodePlugin
+	0,  // 42: plughost.operator.v1.NodePlugin.state:type_name -> plughost.operator.v1.InstanceState
+	80, // 43: plughost.operator.v1.NodePlugin.since:type_name -> google.protobuf.Timestamp
+	80, // 44: plughost.operator.v1.SetNodeEligibilityResponse.since:type_name -> google.protobuf.Timestamp
+	61, // 45: plughost.operator.v1.Rollout.policy:type_name -> plughost.operator.v1.RolloutPolicy
+	62, // 46: plughost.operator.v1.Rollout.domains:type_name -> plughost.operator.v1.RolloutDomain
+	80, // 47: plughost.operator.v1.Rollout.created:type_name -> google.protobuf.Timestamp
+	80, // 48: plughost.operator.v1.Rollout.updated:type_name -> google.protobuf.Timestamp
+	80, // 49: plughost.operator.v1.Rollout.finished:type_name -> google.protobuf.Timestamp
+	80, // 50: plughost.operator.v1.Rollout.converged:type_name -> google.protobuf.Timestamp
+	64, // 51: plughost.operator.v1.Rollout.snapshot:type_name -> plughost.operator.v1.RolloutSnapshot
+	80, // 52: plughost.operator.v1.Rollout.restored:type_name -> google.protobuf.Timestamp
+	80, // 53: plughost.operator.v1.Rollout.as_of:type_name -> google.protobuf.Timestamp
+	65, // 54: plughost.operator.v1.Rollout.control:type_name -> plughost.operator.v1.RolloutControl
+	80, // 55: plughost.operator.v1.RolloutDomain.started:type_name -> google.protobuf.Timestamp
+	80, // 56: plughost.operator.v1.RolloutDomain.finished:type_name -> google.protobuf.Timestamp
+	63, // 57: plughost.operator.v1.RolloutDomain.nodes:type_name -> plughost.operator.v1.RolloutNode
+	80, // 58: plughost.operator.v1.RolloutNode.healthy_since:type_name -> google.protobuf.Timestamp
+	80, // 59: plughost.operator.v1.RolloutNode.down_since:type_name -> google.protobuf.Timestamp
+	80, // 60: plughost.operator.v1.RolloutNode.since:type_name -> google.protobuf.Timestamp
+	80, // 61: plughost.operator.v1.RolloutSnapshot.taken:type_name -> google.protobuf.Timestamp
+	80, // 62: plughost.operator.v1.RolloutControl.at:type_name -> google.protobuf.Timestamp
+	60, // 63: plughost.operator.v1.ListRolloutsResponse.rollouts:type_name -> plughost.operator.v1.Rollout
+	60, // 64: plughost.operator.v1.GetRolloutResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	60, // 65: plughost.operator.v1.WatchRolloutResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	60, // 66: plughost.operator.v1.PauseRolloutResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	65, // 67: plughost.operator.v1.PauseRolloutResponse.control:type_name -> plughost.operator.v1.RolloutControl
+	60, // 68: plughost.operator.v1.ResumeRolloutResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	65, // 69: plughost.operator.v1.ResumeRolloutResponse.control:type_name -> plughost.operator.v1.RolloutControl
+	60, // 70: plughost.operator.v1.AbortRolloutResponse.rollout:type_name -> plughost.operator.v1.Rollout
+	65, // 71: plughost.operator.v1.AbortRolloutResponse.control:type_name -> plughost.operator.v1.RolloutControl
+	2,  // 72: plughost.operator.v1.OperatorService.GetAgentInfo:input_type -> plughost.operator.v1.GetAgentInfoRequest
+	4,  // 73: plughost.operator.v1.OperatorService.AddBundle:input_type -> plughost.operator.v1.AddBundleRequest
+	9,  // 74: plughost.operator.v1.OperatorService.ListPlugins:input_type -> plughost.operator.v1.ListPluginsRequest
+	15, // 75: plughost.operator.v1.OperatorService.GetPluginStatus:input_type -> plughost.operator.v1.GetPluginStatusRequest
+	18, // 76: plughost.operator.v1.OperatorService.ListVersions:input_type -> plughost.operator.v1.ListVersionsRequest
+	20, // 77: plughost.operator.v1.OperatorService.PinVersion:input_type -> plughost.operator.v1.PinVersionRequest
+	22, // 78: plughost.operator.v1.OperatorService.UnpinVersion:input_type -> plughost.operator.v1.UnpinVersionRequest
+	24, // 79: plughost.operator.v1.OperatorService.RollbackPlugin:input_type -> plughost.operator.v1.RollbackPluginRequest
+	27, // 80: plughost.operator.v1.OperatorService.RestartPlugin:input_type -> plughost.operator.v1.RestartPluginRequest
+	30, // 81: plughost.operator.v1.OperatorService.ListEvents:input_type -> plughost.operator.v1.ListEventsRequest
+	33, // 82: plughost.operator.v1.OperatorService.GetHistory:input_type -> plughost.operator.v1.GetHistoryRequest
+	35, // 83: plughost.operator.v1.OperatorService.ListMembers:input_type -> plughost.operator.v1.ListMembersRequest
+	38, // 84: plughost.operator.v1.OperatorService.ListRaftPeers:input_type -> plughost.operator.v1.ListRaftPeersRequest
+	41, // 85: plughost.operator.v1.OperatorService.RemoveRaftPeer:input_type -> plughost.operator.v1.RemoveRaftPeerRequest
+	43, // 86: plughost.operator.v1.OperatorService.ListGossipKeys:input_type -> plughost.operator.v1.ListGossipKeysRequest
+	45, // 87: plughost.operator.v1.OperatorService.InstallGossipKey:input_type -> plughost.operator.v1.InstallGossipKeyRequest
+	47, // 88: plughost.operator.v1.OperatorService.UseGossipKey:input_type -> plughost.operator.v1.UseGossipKeyRequest
+	49, // 89: plughost.operator.v1.OperatorService.RemoveGossipKey:input_type -> plughost.operator.v1.RemoveGossipKeyRequest
+	54, // 90: plughost.operator.v1.OperatorService.ListNodes:input_type -> plughost.operator.v1.ListNodesRequest
+	58, // 91: plughost.operator.v1.OperatorService.SetNodeEligibility:input_type -> plughost.operator.v1.SetNodeEligibilityRequest
+	66, // 92: plughost.operator.v1.OperatorService.ListRollouts:input_type -> plughost.operator.v1.ListRolloutsRequest
+	68, // 93: plughost.operator.v1.OperatorService.GetRollout:input_type -> plughost.operator.v1.GetRolloutRequest
+	70, // 94: plughost.operator.v1.OperatorService.WatchRollout:input_type -> plughost.operator.v1.WatchRolloutRequest
+	72, // 95: plughost.operator.v1.OperatorService.PauseRollout:input_type -> plughost.operator.v1.PauseRolloutRequest
+	74, // 96: plughost.operator.v1.OperatorService.ResumeRollout:input_type -> plughost.operator.v1.ResumeRolloutRequest
+	76, // 97: plughost.operator.v1.OperatorService.AbortRollout:input_type -> plughost.operator.v1.AbortRolloutRequest
+	3,  // 98: plughost.operator.v1.OperatorService.GetAgentInfo:output_type -> plughost.operator.v1.GetAgentInfoResponse
+	5,  // 99: plughost.operator.v1.OperatorService.AddBundle:output_type -> plughost.operator.v1.AddBundleResponse
+	10, // 100: plughost.operator.v1.OperatorService.ListPlugins:output_type -> plughost.operator.v1.ListPluginsResponse
+	16, // 101: plughost.operator.v1.OperatorService.GetPluginStatus:output_type -> plughost.operator.v1.GetPluginStatusResponse
+	19, // 102: plughost.operator.v1.OperatorService.ListVersions:output_type -> plughost.operator.v1.ListVersionsResponse
+	21, // 103: plughost.operator.v1.OperatorService.PinVersion:output_type -> plughost.operator.v1.PinVersionResponse
+	23, // 104: plughost.operator.v1.OperatorService.UnpinVersion:output_type -> plughost.operator.v1.UnpinVersionResponse
+	25, // 105: plughost.operator.v1.OperatorService.RollbackPlugin:output_type -> plughost.operator.v1.RollbackPluginResponse
+	28, // 106: plughost.operator.v1.OperatorService.RestartPlugin:output_type -> plughost.operator.v1.RestartPluginResponse
+	31, // 107: plughost.operator.v1.OperatorService.ListEvents:output_type -> plughost.operator.v1.ListEventsResponse
+	34, // 108: plughost.operator.v1.OperatorService.GetHistory:output_type -> plughost.operator.v1.GetHistoryResponse
+	36, // 109: plughost.operator.v1.OperatorService.ListMembers:output_type -> plughost.operator.v1.ListMembersResponse
+	39, // 110: plughost.operator.v1.OperatorService.ListRaftPeers:output_type -> plughost.operator.v1.ListRaftPeersResponse
+	42, // 111: plughost.operator.v1.OperatorService.RemoveRaftPeer:output_type -> plughost.operator.v1.RemoveRaftPeerResponse
+	44, // 112: plughost.operator.v1.OperatorService.ListGossipKeys:output_type -> plughost.operator.v1.ListGossipKeysResponse
+	46, // 113: plughost.operator.v1.OperatorService.InstallGossipKey:output_type -> plughost.operator.v1.InstallGossipKeyResponse
+	48, // 114: plughost.operator.v1.OperatorService.UseGossipKey:output_type -> plughost.operator.v1.UseGossipKeyResponse
+	50, // 115: plughost.operator.v1.OperatorService.RemoveGossipKey:output_type -> plughost.operator.v1.RemoveGossipKeyResponse
+	55, // 116: plughost.operator.v1.OperatorService.ListNodes:output_type -> plughost.operator.v1.ListNodesResponse
+	59, // 117: plughost.operator.v1.OperatorService.SetNodeEligibility:output_type -> plughost.operator.v1.SetNodeEligibilityResponse
+	67, // 118: plughost.operator.v1.OperatorService.ListRollouts:output_type -> plughost.operator.v1.ListRolloutsResponse
+	69, // 119: plughost.operator.v1.OperatorService.GetRollout:output_type -> plughost.operator.v1.GetRolloutResponse
+	71, // 120: plughost.operator.v1.OperatorService.WatchRollout:output_type -> plughost.operator.v1.WatchRolloutResponse
+	73, // 121: plughost.operator.v1.OperatorService.PauseRollout:output_type -> plughost.operator.v1.PauseRolloutResponse
+	75, // 122: plughost.operator.v1.OperatorService.ResumeRollout:output_type -> plughost.operator.v1.ResumeRolloutResponse
+	77, // 123: plughost.operator.v1.OperatorService.AbortRollout:output_type -> plughost.operator.v1.AbortRolloutResponse
+	98, // [98:124] is the sub-list for method output_type
+	72, // [72:98] is the sub-list for method input_type
+	72, // [72:72] is the sub-list for extension type_name
+	72, // [72:72] is the sub-list for extension extendee
+	0,  // [0:72] is the sub-list for field type_name
 }
 
 func init() { file_plughost_operator_v1_operator_proto_init() }
@@ -4354,7 +6000,7 @@ func file_plughost_operator_v1_operator_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_plughost_operator_v1_operator_proto_rawDesc), len(file_plughost_operator_v1_operator_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   60,
+			NumMessages:   78,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
