@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -19,6 +21,7 @@ import (
 	"github.com/plughost/plughost/host/tlsutil"
 	"github.com/plughost/plughost/internal/loopback"
 	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
+	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
 // benchCluster is a cluster of real agents on loopback that a bench starts
@@ -26,6 +29,7 @@ import (
 // agent a child process of this one with its log in dir/<node>.log.
 type benchCluster struct {
 	dir    string
+	bin    string // this binary, which the agents run
 	token  string
 	agents []*benchAgent
 	// cgroup is the cgroup parent of the bench's agents, its own: a
@@ -37,20 +41,55 @@ type benchCluster struct {
 type benchAgent struct {
 	node                 string
 	api, http, rpc, serf string
+	args                 []string // the agent's command line, to start it again
 	cmd                  *exec.Cmd
 	exited               chan struct{}
 	conn                 *grpc.ClientConn
 }
 
+// start starts a's agent process, its output appended to its log.
+func (c *benchCluster) start(a *benchAgent) error {
+	log, err := os.OpenFile(c.logOf(a), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer log.Close()
+	a.exited = make(chan struct{})
+	a.cmd = exec.Command(c.bin, a.args...)
+	a.cmd.Stdout, a.cmd.Stderr = log, log
+	// Its own process group: the bench kills a node's agent and
+	// every process it started at once, as a machine's loss would.
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := a.cmd.Start(); err != nil {
+		return fmt.Errorf("starting agent %s: %w", a.node, err)
+	}
+	go func(cmd *exec.Cmd, exited chan struct{}) {
+		_ = cmd.Wait()
+		close(exited)
+	}(a.cmd, a.exited)
+	return nil
+}
+
+// restart starts the agent of a, killed before, again with its data.
+func (c *benchCluster) restart(a *benchAgent) error {
+	select {
+	case <-a.exited:
+	default:
+		return fmt.Errorf("agent %s still runs", a.node)
+	}
+	return c.start(a)
+}
+
 // startBenchCluster starts n agents of this binary, bootstraps their ACLs
 // and waits until every API answers with the management token. args are
-// more agent flags for every agent.
-func startBenchCluster(ctx context.Context, dir string, n int, args ...string) (_ *benchCluster, err error) {
+// more agent flags for every agent; agentArgs, if not nil, gives more for
+// the i'th agent (from 0).
+func startBenchCluster(ctx context.Context, dir string, n int, agentArgs func(i int) []string, args ...string) (_ *benchCluster, err error) {
 	bin, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
-	c := &benchCluster{dir: dir, cgroup: "plughost-bench-" + strconv.Itoa(os.Getpid()) + "-" + filepath.Base(dir)}
+	c := &benchCluster{dir: dir, bin: bin, cgroup: "plughost-bench-" + strconv.Itoa(os.Getpid()) + "-" + filepath.Base(dir)}
 	defer func() {
 		if err != nil {
 			c.stop()
@@ -69,7 +108,7 @@ func startBenchCluster(ctx context.Context, dir string, n int, args ...string) (
 		return nil, err
 	}
 	for i := range n {
-		a := &benchAgent{node: "n" + strconv.Itoa(i+1), exited: make(chan struct{})}
+		a := &benchAgent{node: "n" + strconv.Itoa(i+1)}
 		for _, p := range []*string{&a.api, &a.http, &a.rpc, &a.serf} {
 			if *p, err = loopback.FreeAddr(); err != nil {
 				return nil, err
@@ -77,7 +116,7 @@ func startBenchCluster(ctx context.Context, dir string, n int, args ...string) (
 		}
 		c.agents = append(c.agents, a)
 	}
-	for _, a := range c.agents {
+	for i, a := range c.agents {
 		pem, err := tlsutil.CreateCert(tlsutil.CertRequest{Node: a.node, Days: 1, CA: ca})
 		if err != nil {
 			return nil, err
@@ -86,28 +125,16 @@ func startBenchCluster(ctx context.Context, dir string, n int, args ...string) (
 		if err := tlsutil.WriteFiles(pem, certFile, keyFile); err != nil {
 			return nil, err
 		}
-		agentArgs := append([]string{"agent", "-node", a.node, "-data-dir", filepath.Join(dir, a.node),
+		a.args = append([]string{"agent", "-node", a.node, "-data-dir", filepath.Join(dir, a.node),
 			"-api", a.api, "-http", a.http, "-rpc", a.rpc, "-serf", a.serf,
 			"-bootstrap-expect", strconv.Itoa(min(n, 3)), "-join", c.agents[0].serf, "-encrypt", key,
 			"-ca-file", caFile, "-cert-file", certFile, "-key-file", keyFile, "-cgroup-parent", c.cgroup}, args...)
-		log, err := os.Create(filepath.Join(dir, a.node+".log"))
-		if err != nil {
+		if agentArgs != nil {
+			a.args = append(a.args, agentArgs(i)...)
+		}
+		if err := c.start(a); err != nil {
 			return nil, err
 		}
-		a.cmd = exec.Command(bin, agentArgs...)
-		a.cmd.Stdout, a.cmd.Stderr = log, log
-		// Its own process group: the bench kills a node's agent and
-		// every process it started at once, as a machine's loss would.
-		a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-		err = a.cmd.Start()
-		log.Close()
-		if err != nil {
-			return nil, fmt.Errorf("starting agent %s: %w", a.node, err)
-		}
-		go func(a *benchAgent) {
-			_ = a.cmd.Wait()
-			close(a.exited)
-		}(a)
 	}
 	if err := c.bootstrap(ctx); err != nil {
 		return nil, err
@@ -238,4 +265,51 @@ func removeDirsDeepestFirst(roots []string) (left bool) {
 		}
 	}
 	return left
+}
+
+// addBenchBundle bundles exe with the manifest fields of base (those the
+// binary cannot say: placement, health, upgrade, config) and adds it
+// through agent a. It returns the plugin's name and version.
+func addBenchBundle(ctx context.Context, c *benchCluster, a *benchAgent, exe string, base any) (name, version string, err error) {
+	dir, err := os.MkdirTemp(c.dir, "bundle-")
+	if err != nil {
+		return "", "", err
+	}
+	b, err := json.Marshal(base)
+	if err != nil {
+		return "", "", err
+	}
+	manifest := filepath.Join(dir, "plugin.json")
+	if err := os.WriteFile(manifest, b, 0o600); err != nil {
+		return "", "", err
+	}
+	if msg, err := exec.CommandContext(ctx, c.bin, "bundle", "build", "-manifest", manifest, "-o", dir, exe).CombinedOutput(); err != nil {
+		return "", "", fmt.Errorf("bundle build %s: %v: %s", exe, err, strings.TrimSpace(string(msg)))
+	}
+	found, _ := filepath.Glob(filepath.Join(dir, "*.tar.gz"))
+	if len(found) != 1 {
+		return "", "", fmt.Errorf("bundle build %s wrote %d bundles into %s, want 1", exe, len(found), dir)
+	}
+	f, err := os.Open(found[0])
+	if err != nil {
+		return "", "", err
+	}
+	defer f.Close()
+	stream, err := operatorv1.NewOperatorServiceClient(a.conn).AddBundle(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: filepath.Base(found[0])}}); err != nil {
+		return "", "", err
+	}
+	if err := sendChunks(f, func(b []byte) error {
+		return stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_Chunk{Chunk: b}})
+	}); err != nil {
+		return "", "", err
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return "", "", fmt.Errorf("bundle add: %w", err)
+	}
+	return resp.GetName(), resp.GetVersion(), nil
 }

@@ -2,28 +2,23 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/dynamicpb"
 
-	"github.com/plughost/plughost/host/router"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -63,7 +58,7 @@ type failureGroup struct {
 }
 
 // groupFailures groups failed calls by code and reason.
-func groupFailures(calls []failoverCall) []failureGroup {
+func groupFailures(calls []loadCall) []failureGroup {
 	byKey := map[[2]string]*failureGroup{}
 	var groups []*failureGroup
 	for _, fc := range calls {
@@ -93,14 +88,6 @@ func groupFailures(calls []failoverCall) []failureGroup {
 		out[i] = *g
 	}
 	return out
-}
-
-// failoverCall is one call of the load.
-type failoverCall struct {
-	node       string
-	start, end time.Time
-	held       time.Duration
-	err        error
 }
 
 // benchFailover starts a cluster of its own on loopback, runs a plugin as
@@ -196,7 +183,7 @@ type failoverSetup struct {
 
 func failoverOnce(ctx context.Context, env *cliEnv, s failoverSetup) (failoverRun, error) {
 	res := failoverRun{Standby: s.standby, Nodes: s.nodes}
-	c, err := startBenchCluster(ctx, s.dir, s.nodes)
+	c, err := startBenchCluster(ctx, s.dir, s.nodes, nil)
 	if err != nil {
 		return res, err
 	}
@@ -242,66 +229,27 @@ func failoverOnce(ctx context.Context, env *cliEnv, s failoverSetup) (failoverRu
 	}
 	res.Method = strings.TrimPrefix(full, "/")
 
-	var (
-		mu    sync.Mutex
-		calls []failoverCall
-		wg    sync.WaitGroup
-	)
-	loadCtx, stopLoad := context.WithCancel(ctx)
-	defer stopLoad()
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		tick := time.NewTicker(time.Second / time.Duration(s.rate))
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-loadCtx.Done():
-				return
-			case <-tick.C:
-			}
-			a := callers[i%len(callers)]
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cctx, cancel := context.WithTimeout(ctx, s.timeout)
-				defer cancel()
-				var trailer metadata.MD
-				fc := failoverCall{node: a.node, start: time.Now()}
-				fc.err = a.conn.Invoke(cctx, full, req, dynamicpb.NewMessage(out), grpc.Trailer(&trailer))
-				fc.end = time.Now()
-				if v := trailer.Get(router.HeldTrailer); len(v) > 0 {
-					ms, _ := strconv.ParseInt(v[0], 10, 64)
-					fc.held = time.Duration(ms) * time.Millisecond
-				}
-				mu.Lock()
-				calls = append(calls, fc)
-				mu.Unlock()
-			}()
-		}
-	}()
-	stopAndWait := func() {
-		stopLoad()
-		wg.Wait()
-	}
+	load := startLoad(ctx, s.rate, s.timeout, func(i int) *benchAgent { return callers[i%len(callers)] },
+		func(ctx context.Context, a *benchAgent, opts ...grpc.CallOption) (string, error) {
+			return "", a.conn.Invoke(ctx, full, req, dynamicpb.NewMessage(out), opts...)
+		})
+	defer load.stop()
 
 	select {
 	case <-time.After(s.before):
 	case <-ctx.Done():
-		stopAndWait()
+		load.stop()
 		return res, ctx.Err()
 	}
 	killAt := time.Now()
 	if err := c.agent(active).kill(); err != nil {
-		stopAndWait()
+		load.stop()
 		return res, err
 	}
 	// The first call started after the kill that succeeds ends the wait.
 	recovered := func() (time.Time, bool) {
-		mu.Lock()
-		defer mu.Unlock()
 		var first time.Time
-		for _, fc := range calls {
+		for _, fc := range load.ended() {
 			if fc.err == nil && fc.start.After(killAt) && (first.IsZero() || fc.end.Before(first)) {
 				first = fc.end
 			}
@@ -314,7 +262,7 @@ wait:
 	for {
 		select {
 		case <-ctx.Done():
-			stopAndWait()
+			load.stop()
 			return res, ctx.Err()
 		case <-deadline:
 			break wait
@@ -331,7 +279,7 @@ wait:
 		case <-ctx.Done():
 		}
 	}
-	stopAndWait()
+	load.stop()
 	if t, ok := recovered(); ok { // a call held longer may have ended first
 		firstOK = t
 	}
@@ -339,7 +287,7 @@ wait:
 		return res, fmt.Errorf("no call succeeded within %v of killing %s, the node of the active instance", s.timeout+30*time.Second, active)
 	}
 	res.RecoverySeconds = firstOK.Sub(killAt).Seconds()
-	sort.Slice(calls, func(i, j int) bool { return calls[i].start.Before(calls[j].start) })
+	calls := load.ended()
 	res.Calls = len(calls)
 	for _, fc := range calls {
 		if fc.err != nil {
@@ -370,49 +318,9 @@ wait:
 // addSingleton bundles exe as a singleton with standby instances and adds
 // it through the cluster's first agent. It returns the plugin's name.
 func addSingleton(ctx context.Context, c *benchCluster, exe string, standby int) (string, error) {
-	base := filepath.Join(c.dir, "placement.json")
 	m := map[string]any{"placement": map[string]any{"mode": "singleton", "standby": standby}}
-	b, _ := json.Marshal(m)
-	if err := os.WriteFile(base, b, 0o600); err != nil {
-		return "", err
-	}
-	out := filepath.Join(c.dir, "bundle")
-	if err := os.Mkdir(out, 0o700); err != nil {
-		return "", err
-	}
-	bin, err := os.Executable()
-	if err != nil {
-		return "", err
-	}
-	if msg, err := exec.CommandContext(ctx, bin, "bundle", "build", "-manifest", base, "-o", out, exe).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("bundle build %s: %v: %s", exe, err, strings.TrimSpace(string(msg)))
-	}
-	found, _ := filepath.Glob(filepath.Join(out, "*.tar.gz"))
-	if len(found) != 1 {
-		return "", fmt.Errorf("bundle build %s wrote %d bundles into %s, want 1", exe, len(found), out)
-	}
-	f, err := os.Open(found[0])
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	stream, err := operatorv1.NewOperatorServiceClient(c.agents[0].conn).AddBundle(ctx)
-	if err != nil {
-		return "", err
-	}
-	if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: filepath.Base(found[0])}}); err != nil {
-		return "", err
-	}
-	if err := sendChunks(f, func(b []byte) error {
-		return stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_Chunk{Chunk: b}})
-	}); err != nil {
-		return "", err
-	}
-	resp, err := stream.CloseAndRecv()
-	if err != nil {
-		return "", fmt.Errorf("bundle add: %w", err)
-	}
-	return resp.GetName(), nil
+	name, _, err := addBenchBundle(ctx, c, c.agents[0], exe, m)
+	return name, err
 }
 
 // waitSingleton waits until the plugin has a healthy active instance on a
