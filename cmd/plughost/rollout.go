@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -402,7 +403,9 @@ func nodeLine(d *operatorv1.RolloutDomain, n *operatorv1.RolloutNode, gateLeft t
 		if n.GetDownSince() != nil {
 			l += " since " + ts(n.GetDownSince())
 		}
-		l += ": skipped by the health gate, assigned anyway"
+		if n.GetReason() == "" {
+			l += ": skipped by the health gate, assigned anyway"
+		}
 	}
 	if n.GetReason() != "" {
 		l += ": " + n.GetReason()
@@ -452,18 +455,29 @@ func took(r *operatorv1.Rollout) string {
 }
 
 // pendingWords is ", 1 node pending: n4 (down since …)" for a completed
-// rollout with nodes down.
+// rollout with nodes down, "; n4, down then, converged …" once they all
+// serve its target (the record lists none pending then).
 func pendingWords(r *operatorv1.Rollout) string {
-	if len(r.GetPending()) == 0 {
-		return ""
-	}
 	down := map[string]*timestamppb.Timestamp{}
+	var wasDown []string
 	for _, d := range r.GetDomains() {
 		for _, n := range d.GetNodes() {
 			if n.GetDownSince() != nil {
 				down[n.GetName()] = n.GetDownSince()
 			}
+			if n.GetPhase() == intent.NodeDown && !slices.Contains(wasDown, n.GetName()) {
+				wasDown = append(wasDown, n.GetName())
+			}
 		}
+	}
+	if r.GetConverged() != nil {
+		if len(wasDown) == 0 {
+			wasDown = r.GetPending()
+		}
+		return fmt.Sprintf("; %s, down then, converged %s", strings.Join(wasDown, ", "), ts(r.GetConverged()))
+	}
+	if len(r.GetPending()) == 0 {
+		return ""
 	}
 	var ns []string
 	for _, n := range r.GetPending() {
@@ -475,9 +489,6 @@ func pendingWords(r *operatorv1.Rollout) string {
 	word := "nodes"
 	if len(ns) == 1 {
 		word = "node"
-	}
-	if r.GetConverged() != nil {
-		return fmt.Sprintf("; %s, down then, converged %s", strings.Join(r.GetPending(), ", "), ts(r.GetConverged()))
 	}
 	return fmt.Sprintf(", %d %s pending: %s", len(ns), word, strings.Join(ns, ", "))
 }

@@ -158,6 +158,20 @@ func TestRolloutCompletedPending(t *testing.T) {
 	}
 }
 
+// TestRolloutCompletedConverged: once the node that was down serves the
+// target, the record lists none pending and sets converged: the state
+// line names the node and when (area accept2: the line said nothing).
+func TestRolloutCompletedConverged(t *testing.T) {
+	inUTC(t)
+	r := rolloutSteps()[3]
+	r.State, r.TargetVersion, r.Failure, r.FailedNode = intent.RolloutCompleted, "2.0.0", "", ""
+	r.Pending, r.Converged = nil, r.GetFinished()
+	got := stateLine(r)
+	if want := "completed in 29s; n3, down then, converged 2026-12-02T13:00:29Z"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}
+
 // TestRolloutListTable: newest first as the agent sends them, the domains
 // through, and a note saying why one failed.
 func TestRolloutListTable(t *testing.T) {
