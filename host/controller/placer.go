@@ -92,7 +92,9 @@ func New(cfg Config) *Placer {
 // watched are the _sys prefixes whose changes start a pass. The
 // controller's own records (assign/, singleton/, placement/) are not: a
 // change to them made by another hand is undone by the next resync.
-var watched = []string{intent.PrefixIntent, intent.PrefixNode, intent.PrefixObserve}
+// A rollout record's change (area rollout) makes a pass at once: it says
+// which version each upgrade domain runs.
+var watched = []string{intent.PrefixIntent, intent.PrefixNode, intent.PrefixObserve, intent.PrefixRollout}
 
 // Run runs passes until ctx ends, then returns ctx's error. It is a
 // leader-only task (host/leader).
@@ -184,6 +186,8 @@ type state struct {
 	badSingletons map[string]int64
 	diags         map[string]intent.PlacementStatus
 	badAssigns    []string // keys of refused assign/ records: removed
+	// rollouts are each plugin's newest rollout: the versions it runs.
+	rollouts map[string]intent.Rollout
 }
 
 // Pass reads the store, schedules and writes what differs. It is
@@ -218,12 +222,19 @@ func (p *Placer) Pass(ctx context.Context) (Writes, error) {
 	}
 	res := placement.Schedule(nodes, specs, current)
 
+	// The scheduler places the intent's version; the version each node
+	// runs is the rollouts' to choose.
+	uds := map[string]string{}
+	for _, n := range nodes {
+		uds[n.Name] = UpgradeDomain(n)
+	}
 	want := map[string]map[string]intent.Assignment{}
 	for _, in := range res.Assign {
 		if want[in.Plugin] == nil {
 			want[in.Plugin] = map[string]intent.Assignment{}
 		}
-		want[in.Plugin][in.Node] = intent.Assignment{Node: in.Node, Plugin: in.Plugin, Version: in.Version, Role: in.Role, Draining: in.Draining}
+		v := s.version(in.Plugin, in.Node, uds[in.Node], in.Version)
+		want[in.Plugin][in.Node] = intent.Assignment{Node: in.Node, Plugin: in.Plugin, Version: v, Role: in.Role, Draining: in.Draining}
 	}
 	plugins := map[string]bool{}
 	for _, m := range []map[string]bool{keys(want), keys(s.assigns), keys(s.singletons), keys(s.badSingletons)} {
@@ -260,6 +271,54 @@ func (p *Placer) Pass(ctx context.Context) (Writes, error) {
 	return w, errors.Join(errs...)
 }
 
+// version is the version node, of upgrade domain ud, is assigned of
+// plugin, whose intent's version is target: from the plugin's newest
+// rollout (its domain's version while it runs, its final version once it
+// is finished); without one, the version the node is assigned now, else
+// the version the plugin's other nodes run (SettledVersion); a plugin
+// assigned nowhere gets target (a first install is not a rollout).
+func (s *state) version(plugin, node, ud, target string) string {
+	if r, ok := s.rollouts[plugin]; ok {
+		return r.VersionFor(ud)
+	}
+	cur := s.assigns[plugin]
+	if a, ok := cur[node]; ok {
+		return a.Value.Version
+	}
+	vs := make([]string, 0, len(cur))
+	for _, a := range cur {
+		vs = append(vs, a.Value.Version)
+	}
+	return SettledVersion(vs, target)
+}
+
+// SettledVersion is the version a plugin without a rollout runs, given
+// the versions its nodes are assigned: the one most are, the highest on a
+// tie; fallback when none is.
+func SettledVersion(assigned []string, fallback string) string {
+	count := map[string]int{}
+	best := ""
+	for _, v := range assigned {
+		count[v]++
+		if best == "" || count[v] > count[best] || (count[v] == count[best] && bundle.CompareVersions(v, best) > 0) {
+			best = v
+		}
+	}
+	if best == "" {
+		return fallback
+	}
+	return best
+}
+
+// UpgradeDomain is n's upgrade domain: its own name when it gives none
+// (a raft server gossip does not know yet).
+func UpgradeDomain(n placement.Node) string {
+	if n.UpgradeDomain == "" {
+		return n.Name
+	}
+	return n.UpgradeDomain
+}
+
 // serving reports whether o, a node's observation, shows the assigned
 // instance serving: healthy, at the assigned version, in the assigned role
 // (an observation without a role is of a node that does not report roles).
@@ -270,7 +329,8 @@ func serving(o intent.Observation, a intent.Assignment) bool {
 // read reads the records a pass needs, linearizably.
 func (p *Placer) read(ctx context.Context) (*state, error) {
 	s := &state{intents: map[string]intent.Intent{}, skip: map[string]bool{}, assigns: map[string]map[string]intent.Item[intent.Assignment]{},
-		observed: map[string]intent.Observation{}, singletons: map[string]intent.Item[intent.Singleton]{}, badSingletons: map[string]int64{}, diags: map[string]intent.PlacementStatus{}}
+		observed: map[string]intent.Observation{}, singletons: map[string]intent.Item[intent.Singleton]{}, badSingletons: map[string]int64{}, diags: map[string]intent.PlacementStatus{},
+		rollouts: map[string]intent.Rollout{}}
 	ins, refused, err := p.db.Intents(ctx)
 	if err != nil {
 		return nil, err
@@ -323,6 +383,16 @@ func (p *Placer) read(ctx context.Context) (*state, error) {
 	p.logRefused(refused)
 	for _, it := range ds {
 		s.diags[it.Value.Plugin] = it.Value
+	}
+	rs, refused, err := p.db.AllRollouts(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.logRefused(refused)
+	for _, it := range rs {
+		if r, ok := s.rollouts[it.Value.Plugin]; !ok || it.Value.Seq > r.Seq {
+			s.rollouts[it.Value.Plugin] = it.Value
+		}
 	}
 	return s, nil
 }

@@ -3,6 +3,7 @@ package controller_test
 import (
 	"context"
 	"fmt"
+	"reflect"
 	"sync"
 	"testing"
 	"time"
@@ -146,13 +147,14 @@ func TestEveryNodeAndIdempotentPasses(t *testing.T) {
 		t.Errorf("the store moved from %d to %d on an idempotent pass", rev, f.st.Revision())
 	}
 
-	// A new target version reaches every node; a removed intent empties
-	// the assignments.
+	// A new target version moves no node by itself (the rollout
+	// controller does, through a rollout record); a removed intent
+	// empties the assignments.
 	f.put(every("echo", "1.1.0"))
 	f.pass()
 	for n, a := range f.assigned("echo") {
-		if a.Version != "1.1.0" {
-			t.Errorf("%s runs %s after the intent moved to 1.1.0", n, a.Version)
+		if a.Version != "1.0.0" {
+			t.Errorf("%s runs %s after the intent moved to 1.1.0 without a rollout", n, a.Version)
 		}
 	}
 	if _, err := f.db.Delete(f.ctx, intent.IntentKey("echo")); err != nil {
@@ -349,4 +351,91 @@ func TestRunFollowsChanges(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// rollout is a rollout of plugin from 1.0.0 to 1.1.0 over the upgrade
+// domains uds, the first `moved` of them assigned 1.1.0.
+func rollout(plugin string, seq int64, moved int, uds ...string) *intent.Rollout {
+	r := &intent.Rollout{ID: intent.RolloutID(plugin, seq), Plugin: plugin, Seq: seq, From: "1.0.0", To: "1.1.0", Trigger: intent.TriggerBundle,
+		State: intent.RolloutRunning, Created: time.Now(),
+		Policy: intent.RolloutPolicy{Mode: intent.PolicyAuto, Strategy: bundle.StrategyOverlap, MaxParallel: 1, MinHealthyTime: bundle.Dur(time.Second),
+			HealthyDeadline: bundle.Dur(time.Minute), ProgressDeadline: bundle.Dur(10 * time.Minute), FailureAction: intent.FailureRollback}}
+	for i, ud := range uds {
+		d := intent.RolloutDomain{Name: ud, From: "1.0.0", Version: "1.0.0", Phase: intent.DomainWaiting}
+		if i < moved {
+			d.Version, d.Phase = "1.1.0", intent.DomainUpdating
+		}
+		r.Domains = append(r.Domains, d)
+	}
+	return r
+}
+
+// The version of each assignment comes from the plugin's newest rollout:
+// its upgrade domain's while it runs, its target once it is finished (a
+// node of a domain it does not list gets the target too); a plugin with
+// no rollout keeps what it runs, and a new node gets what the others run.
+func TestVersionsComeFromTheNewestRollout(t *testing.T) {
+	f := newFixture(t, "n1", "n2", "n3")
+	f.m.mu.Lock()
+	f.m.nodes[0].UpgradeDomain = "ud-a" // n2 and n3: their own names
+	f.m.mu.Unlock()
+	f.put(every("echo", "1.0.0"))
+	f.pass()
+	f.put(every("echo", "1.1.0"))
+	f.pass()
+	versions := func() map[string]string {
+		out := map[string]string{}
+		for n, a := range f.assigned("echo") {
+			out[n] = a.Version
+		}
+		return out
+	}
+	check := func(what string, want map[string]string) {
+		t.Helper()
+		if got := versions(); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: assigned %v, want %v", what, got, want)
+		}
+	}
+	check("no rollout", map[string]string{"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"})
+
+	f.put(rollout("echo", 1, 1, "ud-a", "n2", "n3"))
+	f.pass()
+	check("first domain moved", map[string]string{"n1": "1.1.0", "n2": "1.0.0", "n3": "1.0.0"})
+
+	// A newer rollout wins over an older one, whatever the older says.
+	f.put(rollout("echo", 2, 2, "ud-a", "n2", "n3"))
+	f.pass()
+	check("two domains moved", map[string]string{"n1": "1.1.0", "n2": "1.1.0", "n3": "1.0.0"})
+
+	// A node that joins mid-rollout, in a domain the rollout does not
+	// list, gets its target.
+	f.m.mu.Lock()
+	f.m.nodes = append(f.m.nodes, placement.Node{Name: "n4", FaultDomain: "fd0", Alive: true})
+	f.m.mu.Unlock()
+	f.pass()
+	check("n4 joined", map[string]string{"n1": "1.1.0", "n2": "1.1.0", "n3": "1.0.0", "n4": "1.1.0"})
+
+	// Rolled back: every node gets From, the domains' versions aside.
+	r := rollout("echo", 2, 2, "ud-a", "n2", "n3", "n4")
+	r.State = intent.RolloutRolledBack
+	f.put(r)
+	f.pass()
+	check("rolled back", map[string]string{"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0", "n4": "1.0.0"})
+}
+
+func TestSettledVersion(t *testing.T) {
+	for _, tt := range []struct {
+		assigned []string
+		want     string
+	}{
+		{nil, "9.0.0"},
+		{[]string{"1.0.0"}, "1.0.0"},
+		{[]string{"1.0.0", "1.1.0", "1.0.0"}, "1.0.0"},
+		{[]string{"1.1.0", "1.0.0", "1.0.0", "1.1.0"}, "1.1.0"},
+		{[]string{"1.10.0", "1.9.0"}, "1.10.0"},
+	} {
+		if got := controller.SettledVersion(tt.assigned, "9.0.0"); got != tt.want {
+			t.Errorf("SettledVersion(%v) = %s, want %s", tt.assigned, got, tt.want)
+		}
+	}
 }
