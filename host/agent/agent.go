@@ -31,6 +31,7 @@ import (
 	"github.com/plughost/plughost/host/intent"
 	"github.com/plughost/plughost/host/launch"
 	"github.com/plughost/plughost/host/leader"
+	"github.com/plughost/plughost/host/rollout"
 	"github.com/plughost/plughost/host/routefeed"
 	"github.com/plughost/plughost/host/router"
 	"github.com/plughost/plughost/host/supervisor"
@@ -214,6 +215,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}), a.log.Named("leader"))
 	placer := controller.New(controller.Config{Store: a.store, Members: placementMembers{a.cluster, a.store}, Logger: a.log.Named("placement")})
 	leader.Run(a.store, "placement", leader.TaskFunc(placer.Run), a.log.Named("leader"))
+	// rollout: version changes move one upgrade domain at a time (area roll).
+	rollouts := rollout.New(rollout.Config{Store: a.store, Catalog: a.catalog, Members: placementMembers{a.cluster, a.store},
+		Node: cfg.Node, Logger: a.log.Named("rollout")})
+	leader.Run(a.store, "rollout", leader.TaskFunc(rollouts.Run), a.log.Named("leader"))
 
 	stopGovernance, err := a.startGovernance(ctx)
 	if err != nil {

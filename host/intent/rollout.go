@@ -181,6 +181,9 @@ type Rollout struct {
 	// again after a rollback; Restored is when it was.
 	RestoreData bool      `json:"restore_data,omitempty"`
 	Restored    time.Time `json:"restored,omitzero"`
+	// ControlAt is the At of the last operator request (rolloutctl/)
+	// applied to it: each is applied once.
+	ControlAt time.Time `json:"control_at,omitzero"`
 }
 
 // RolloutControl is an operator's latest request on a plugin's rollout.

@@ -37,6 +37,16 @@ type Events struct {
 
 func eventPrefix(plugin string) string { return "events/" + plugin + "/" }
 
+// EventKey is where an event of plugin, at at on node, is kept; keys sort
+// by time. Other writers of plugin events (the rollout controller) use it,
+// with EventTTL.
+func EventKey(plugin string, at time.Time, node string) string {
+	return fmt.Sprintf("%s%020d-%s", eventPrefix(plugin), at.UnixNano(), node)
+}
+
+// EventTTL is how long an event is kept.
+const EventTTL = eventTTL
+
 // Record stores an event without holding up supervision: a store that
 // cannot take the write (no quorum) delays only the record.
 func (e *Events) Record(plugin, version, instance, typ, reason string) {
@@ -45,7 +55,7 @@ func (e *Events) Record(plugin, version, instance, typ, reason string) {
 	if err != nil {
 		return
 	}
-	key := fmt.Sprintf("%s%020d-%s", eventPrefix(plugin), ev.At.UnixNano(), e.node)
+	key := EventKey(plugin, ev.At, e.node)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

@@ -1,0 +1,501 @@
+package rollout_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/plughost/plughost/host/bundle"
+	"github.com/plughost/plughost/host/catalog"
+	"github.com/plughost/plughost/host/controller"
+	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/host/placement"
+	"github.com/plughost/plughost/host/rollout"
+	"github.com/plughost/plughost/host/supervisor"
+	"github.com/plughost/plughost/internal/testenv"
+	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store"
+)
+
+func TestMain(m *testing.M) { testenv.Main(m) }
+
+// members is a membership the test sets.
+type members struct {
+	mu      sync.Mutex
+	nodes   []placement.Node
+	changes chan struct{}
+}
+
+func (m *members) Nodes() []placement.Node {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return append([]placement.Node(nil), m.nodes...)
+}
+
+func (m *members) MemberChanges() (<-chan struct{}, func()) { return m.changes, func() {} }
+
+func (m *members) setAlive(name string, alive bool) {
+	m.mu.Lock()
+	for i := range m.nodes {
+		if m.nodes[i].Name == name {
+			m.nodes[i].Alive = alive
+		}
+	}
+	m.mu.Unlock()
+	select {
+	case m.changes <- struct{}{}:
+	default:
+	}
+}
+
+// clock is the controllers' clock, moved by the test.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// fixture is a cluster in one process: the store, the catalog, the
+// placement and rollout controllers, and nodes simulated from the
+// assignments (each reports its assigned version at once, healthy unless
+// that version is bad on it, nothing while it is down).
+type fixture struct {
+	t     *testing.T
+	ctx   context.Context
+	st    *store.Store
+	db    *intent.DB
+	cat   *catalog.Catalog
+	m     *members
+	clock *clock
+	p     *controller.Placer
+	c     *rollout.Controller
+	bad   map[string]string // node -> version never healthy there
+}
+
+// newFixture starts nodes n1..nn, each in its own upgrade domain ud1..udn.
+func newFixture(t *testing.T, n int) *fixture {
+	st, err := store.OpenMemory()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	m := &members{changes: make(chan struct{}, 1)}
+	for i := 1; i <= n; i++ {
+		m.nodes = append(m.nodes, placement.Node{Name: fmt.Sprint("n", i), FaultDomain: "fd", UpgradeDomain: fmt.Sprint("ud", i), Alive: true})
+	}
+	f := &fixture{t: t, ctx: testenv.Context(t, 60*time.Second), st: st, db: intent.New(st), cat: catalog.New(st), m: m,
+		// A day behind: the pins the catalog stamps with the real clock come
+		// after the records the controllers stamp with this one.
+		clock: &clock{now: time.Now().UTC().Add(-24 * time.Hour)}, bad: map[string]string{}}
+	f.p = controller.New(controller.Config{Store: st, Members: m})
+	f.c = f.newController()
+	return f
+}
+
+func (f *fixture) newController() *rollout.Controller {
+	return rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Now: f.clock.Now})
+}
+
+// register adds version of echo; upgrade may change its manifest's upgrade
+// block.
+func (f *fixture) register(version string, upgrade func(*bundle.Upgrade)) {
+	f.t.Helper()
+	m := &bundle.Manifest{Name: "echo", Version: version, APIVersions: []int{1}, Executable: "echo",
+		SHA256: strings.Repeat("a", 64), Services: []string{"echo.v1.EchoService"}}
+	m.Upgrade.MinHealthyTime = bundle.Dur(time.Second)
+	m.Upgrade.HealthyDeadline = bundle.Dur(5 * time.Second)
+	if upgrade != nil {
+		upgrade(&m.Upgrade)
+	}
+	m.SetDefaults()
+	if _, err := f.cat.Register(f.ctx, m, "ci"); err != nil {
+		f.t.Fatal(err)
+	}
+}
+
+// observe writes each up node's observations as its assignments say.
+func (f *fixture) observe() {
+	f.t.Helper()
+	as, _, err := f.db.Assignments(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	alive := map[string]bool{}
+	for _, n := range f.m.Nodes() {
+		alive[n.Name] = n.Alive
+	}
+	for _, it := range as {
+		a := it.Value
+		if !alive[a.Node] {
+			continue
+		}
+		o := &intent.Observation{Node: a.Node, Plugin: a.Plugin, Version: a.Version, State: "running", Healthy: f.bad[a.Node] != a.Version}
+		cur, found, err := intent.Get[intent.Observation](f.ctx, f.db, o.Key())
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if found && cur.Value.Version == o.Version && cur.Value.Healthy == o.Healthy {
+			continue
+		}
+		if _, err := f.db.Put(f.ctx, o); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+}
+
+// round is one round of the cluster: placement, nodes, rollouts; then
+// the clock moves a tick.
+func (f *fixture) round() {
+	f.t.Helper()
+	if _, err := f.p.Pass(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	f.observe()
+	if _, err := f.c.Pass(f.ctx); err != nil {
+		f.t.Fatal(err)
+	}
+	f.clock.add(250 * time.Millisecond)
+}
+
+// until runs rounds until cond holds, at most a simulated 10 minutes.
+func (f *fixture) until(what string, cond func() bool) {
+	f.t.Helper()
+	for range 2400 {
+		if cond() {
+			return
+		}
+		f.round()
+	}
+	f.t.Fatalf("%s: not after 10 simulated minutes; rollouts: %s", what, f.dump())
+}
+
+func (f *fixture) latest() *intent.Rollout {
+	f.t.Helper()
+	it, found, err := f.db.LatestRollout(f.ctx, "echo")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if !found {
+		return nil
+	}
+	return &it.Value
+}
+
+func (f *fixture) state(seq int64, state string) func() bool {
+	return func() bool {
+		it, found, err := intent.Get[intent.Rollout](f.ctx, f.db, intent.RolloutKey("echo", seq))
+		return err == nil && found && it.Value.State == state
+	}
+}
+
+func (f *fixture) dump() string {
+	rs, _, _ := f.db.Rollouts(f.ctx, "echo")
+	b, _ := json.MarshalIndent(rs, "", " ")
+	return string(b)
+}
+
+func (f *fixture) versions() map[string]string {
+	f.t.Helper()
+	as, _, err := f.db.Assignments(f.ctx)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for _, it := range as {
+		out[it.Value.Node] = it.Value.Version
+	}
+	return out
+}
+
+func (f *fixture) events() []supervisor.Event {
+	f.t.Helper()
+	resp, err := f.st.List(f.ctx, &storev1.ListRequest{Namespace: store.SystemNamespace, Prefix: []byte("events/echo/")})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []supervisor.Event
+	for _, kv := range resp.GetKvs() {
+		var ev supervisor.Event
+		if err := json.Unmarshal(kv.GetValue(), &ev); err != nil {
+			f.t.Fatal(err)
+		}
+		out = append(out, ev)
+	}
+	return out
+}
+
+// domains are the upgrade domains of the events of type typ, in order.
+func (f *fixture) domains(typ string) []string {
+	var out []string
+	for _, ev := range f.events() {
+		if ev.Type == typ {
+			_, rest, _ := strings.Cut(ev.Reason, "upgrade domain ")
+			ud, _, _ := strings.Cut(rest, ":")
+			out = append(out, ud)
+		}
+	}
+	return out
+}
+
+func (f *fixture) history(action string) []catalog.Record {
+	f.t.Helper()
+	hs, err := f.cat.History(f.ctx, "echo")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	var out []catalog.Record
+	for _, h := range hs {
+		if h.Action == action {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func all(v string, n int) map[string]string {
+	out := map[string]string{}
+	for i := 1; i <= n; i++ {
+		out[fmt.Sprint("n", i)] = v
+	}
+	return out
+}
+
+// install registers 1.0.0 and runs it everywhere: a first install is no
+// rollout.
+func (f *fixture) install(n int) {
+	f.t.Helper()
+	f.register("1.0.0", nil)
+	f.until("1.0.0 placed everywhere", func() bool { return reflect.DeepEqual(f.versions(), all("1.0.0", n)) })
+	for range 4 {
+		f.round()
+	}
+	if r := f.latest(); r != nil {
+		f.t.Fatalf("the first install started a rollout: %+v", r)
+	}
+}
+
+func TestHealthyRolloutInDomainOrder(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", nil)
+	f.round()
+	r := f.latest()
+	if r == nil || r.ID != "echo-1" || r.From != "1.0.0" || r.To != "1.1.0" || r.Trigger != intent.TriggerBundle || r.Actor != "ci" {
+		t.Fatalf("rollout %+v", r)
+	}
+	if r.Snapshot == nil || r.Snapshot.Skipped == "" {
+		t.Errorf("snapshot %+v, want one skipped with the reason", r.Snapshot)
+	}
+	// One domain at a time: never two nodes on 1.1.0 while the first is
+	// in its gate.
+	f.until("the rollout completed", func() bool {
+		if r := f.latest(); r.Domains[1].Phase != intent.DomainWaiting && r.Domains[0].Phase != intent.DomainDone {
+			t.Fatalf("ud2 started before ud1 was done: %+v", r.Domains)
+		}
+		return f.latest().State == intent.RolloutCompleted
+	})
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.1.0", 3)) {
+		t.Errorf("assigned %v", got)
+	}
+	r = f.latest()
+	for i := 1; i < len(r.Domains); i++ {
+		if !r.Domains[i].Started.After(r.Domains[i-1].Finished) && !r.Domains[i].Started.Equal(r.Domains[i-1].Finished) {
+			t.Errorf("%s started %v before %s finished %v", r.Domains[i].Name, r.Domains[i].Started, r.Domains[i-1].Name, r.Domains[i-1].Finished)
+		}
+	}
+	if got, want := f.domains(rollout.EventDomainUpdating), []string{"ud1", "ud2", "ud3"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("domain events %v, want %v", got, want)
+	}
+	if hs := f.history("rollout"); len(hs) != 1 || hs[0].Outcome != rollout.OutcomeCompleted || hs[0].From != "1.0.0" || hs[0].To != "1.1.0" {
+		t.Errorf("history %+v", hs)
+	}
+	// Settled: nothing more starts, nothing is written.
+	rev := f.st.Revision()
+	for range 8 {
+		f.round()
+	}
+	if f.st.Revision() != rev {
+		t.Errorf("the store moved from %d to %d with nothing to do", rev, f.st.Revision())
+	}
+}
+
+// A version that never gets healthy on the third domain's node rolls back
+// the third, second and first domains, is marked failed cluster-wide and
+// is not tried again until it is pinned.
+func TestFailureRollsBackEveryDomain(t *testing.T) {
+	f := newFixture(t, 4)
+	f.install(4)
+	f.bad["n3"] = "1.1.0"
+	f.register("1.1.0", nil)
+	f.until("the rollout rolled back", f.state(1, intent.RolloutRolledBack))
+	r := f.latest()
+	if r.FailedNode != "n3" || !strings.Contains(r.Failure, "n3 was not healthy on 1.1.0") {
+		t.Errorf("failure %q on %q", r.Failure, r.FailedNode)
+	}
+	if got, want := f.domains(rollout.EventDomainRollback), []string{"ud3", "ud2", "ud1"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("rollback order %v, want %v", got, want)
+	}
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.0.0", 4)) {
+		t.Errorf("assigned %v after the rollback", got)
+	}
+	vf, found, err := intent.Get[intent.VersionFailure](f.ctx, f.db, intent.VersionFailKey("echo", "1.1.0"))
+	if err != nil || !found || vf.Value.Node != "n3" || vf.Value.Rollout != "echo-1" {
+		t.Fatalf("vfailed: %+v found %v err %v", vf.Value, found, err)
+	}
+	hs := f.history("rollout")
+	if len(hs) != 1 || hs[0].Outcome != rollout.OutcomeRolledBack || !strings.Contains(hs[0].Reason, "n3") {
+		t.Errorf("history %+v", hs)
+	}
+	for range 20 {
+		f.round()
+	}
+	if r := f.latest(); r.Seq != 1 {
+		t.Fatalf("a rollout to the failed version started again: %+v", r)
+	}
+	// An operator's pin after the failure tries it again.
+	delete(f.bad, "n3")
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "ada"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("the pinned rollout completed", f.state(2, intent.RolloutCompleted))
+	if r := f.latest(); r.Trigger != intent.TriggerPin || r.Actor != "ada" {
+		t.Errorf("rollout %+v", r)
+	}
+}
+
+// A node down when its domain's turn comes is skipped, left pending, and
+// converges when it comes back.
+func TestDownNodePendingConverges(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.m.setAlive("n2", false)
+	f.register("1.1.0", nil)
+	f.until("the rollout completed", f.state(1, intent.RolloutCompleted))
+	r := f.latest()
+	if !reflect.DeepEqual(r.Pending, []string{"n2"}) || !r.Converged.IsZero() {
+		t.Fatalf("pending %v converged %v", r.Pending, r.Converged)
+	}
+	if got := f.versions(); got["n2"] != "1.1.0" {
+		t.Errorf("n2, down, is assigned %s", got["n2"])
+	}
+	f.m.setAlive("n2", true)
+	f.until("n2 converged", func() bool { return !f.latest().Converged.IsZero() })
+	if r := f.latest(); len(r.Pending) != 0 {
+		t.Errorf("pending %v", r.Pending)
+	}
+}
+
+// A new target while a rollout runs supersedes it; the new one starts
+// each domain from what it runs.
+func TestSupersede(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", nil)
+	f.until("ud1 done", func() bool { r := f.latest(); return r != nil && r.Domains[0].Phase == intent.DomainDone })
+	f.register("1.2.0", nil)
+	f.round()
+	old, found, err := intent.Get[intent.Rollout](f.ctx, f.db, intent.RolloutKey("echo", 1))
+	if err != nil || !found || old.Value.State != intent.RolloutSuperseded || old.Value.SupersededBy != "echo-2" {
+		t.Fatalf("old rollout: %+v", old.Value)
+	}
+	r := f.latest()
+	if r.ID != "echo-2" || r.From != "1.0.0" || r.To != "1.2.0" || r.Domains[0].From != "1.1.0" || r.Domains[2].From != "1.0.0" {
+		t.Fatalf("new rollout %+v", r)
+	}
+	f.until("the new rollout completed", f.state(2, intent.RolloutCompleted))
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.2.0", 3)) {
+		t.Errorf("assigned %v", got)
+	}
+	if hs := f.history("rollout"); len(hs) != 2 || hs[0].Outcome != rollout.OutcomeSuperseded || hs[1].Outcome != rollout.OutcomeCompleted {
+		t.Errorf("history %+v", hs)
+	}
+}
+
+// A new controller (a new leader) resumes the record: no domain repeated
+// or skipped.
+func TestNewLeaderResumes(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", nil)
+	f.until("ud2 in its gate", func() bool { r := f.latest(); return r != nil && r.Domains[1].Phase == intent.DomainUpdating })
+	f.c = f.newController()
+	f.until("the rollout completed", f.state(1, intent.RolloutCompleted))
+	if got, want := f.domains(rollout.EventDomainUpdating), []string{"ud1", "ud2", "ud3"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("domain events %v, want %v", got, want)
+	}
+}
+
+// Operator requests: pause holds it, resume goes on, abort rolls back.
+func TestOperatorRequests(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", nil)
+	f.until("ud1 in its gate", func() bool { r := f.latest(); return r != nil && r.Domains[0].Phase == intent.DomainUpdating })
+	ctl := &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlPause, Actor: "ada", At: f.clock.Now()}
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("paused", f.state(1, intent.RolloutPaused))
+	for range 40 {
+		f.round()
+	}
+	if r := f.latest(); r.State != intent.RolloutPaused || r.Domains[1].Phase != intent.DomainWaiting {
+		t.Fatalf("a paused rollout moved: %+v", r)
+	}
+	ctl.Action, ctl.At = intent.ControlAbort, f.clock.Now()
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("rolled back", f.state(1, intent.RolloutRolledBack))
+	if r := f.latest(); !strings.Contains(r.Failure, "aborted by ada") {
+		t.Errorf("failure %q", r.Failure)
+	}
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.0.0", 3)) {
+		t.Errorf("assigned %v", got)
+	}
+}
+
+// Run, the leader task, does it all by itself on the real clock.
+func TestRun(t *testing.T) {
+	f := newFixture(t, 2)
+	f.c = rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Tick: 20 * time.Millisecond})
+	ctx, cancel := context.WithCancel(f.ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for _, run := range []func(context.Context) error{f.p.Run, f.c.Run} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = run(ctx)
+		}()
+	}
+	f.register("1.0.0", nil)
+	testenv.Eventually(t, 20*time.Second, "1.0.0 placed", func() bool { f.observe(); return reflect.DeepEqual(f.versions(), all("1.0.0", 2)) })
+	f.register("1.1.0", func(u *bundle.Upgrade) { u.MinHealthyTime = bundle.Dur(100 * time.Millisecond) })
+	testenv.Eventually(t, 20*time.Second, "the rollout completed", func() bool {
+		f.observe()
+		r := f.latest()
+		return r != nil && r.State == intent.RolloutCompleted
+	})
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.1.0", 2)) {
+		t.Errorf("assigned %v", got)
+	}
+}
