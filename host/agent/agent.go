@@ -216,8 +216,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	placer := controller.New(controller.Config{Store: a.store, Members: placementMembers{a.cluster, a.store}, Logger: a.log.Named("placement")})
 	leader.Run(a.store, "placement", leader.TaskFunc(placer.Run), a.log.Named("leader"))
 	// rollout: version changes move one upgrade domain at a time (area roll).
+	snapCfg := cfg.SnapshotConfig()
+	snapCfg.Logger = a.log.Named("rollout")
 	rollouts := rollout.New(rollout.Config{Store: a.store, Catalog: a.catalog, Members: placementMembers{a.cluster, a.store},
-		Node: cfg.Node, Logger: a.log.Named("rollout")})
+		Snapshots: rollout.NewSnapshots(a.store, snapCfg), Node: cfg.Node, Logger: a.log.Named("rollout")})
 	leader.Run(a.store, "rollout", leader.TaskFunc(rollouts.Run), a.log.Named("leader"))
 
 	stopGovernance, err := a.startGovernance(ctx)

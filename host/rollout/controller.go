@@ -37,17 +37,6 @@ type Catalog interface {
 
 var _ Catalog = (*catalog.Catalog)(nil)
 
-// Snapshots keeps a stateful plugin's data safe across a rollout (area
-// data). Take is called once before the first domain of a rollout moves;
-// Restore after the old version serves again, when the rollout asks its
-// data restored (RestoreData).
-type Snapshots interface {
-	// Take snapshots r's plugin's namespace; nil, nil when it has no data.
-	Take(ctx context.Context, r *intent.Rollout) (*intent.RolloutSnapshot, error)
-	// Restore puts the namespace back as r's snapshot holds it.
-	Restore(ctx context.Context, r *intent.Rollout) error
-}
-
 // noSnapshots is the Snapshots of an agent without them.
 type noSnapshots struct{}
 
@@ -309,15 +298,19 @@ func (c *Controller) reconcile(ctx context.Context, w *world, plugin string) (ac
 	if len(list) > 0 {
 		latest = &list[len(list)-1]
 	}
-	if in, ok := w.intents[plugin]; ok {
-		created, err := c.maybeStart(ctx, w, in, latest)
-		if err != nil {
-			return false, err
-		}
-		if created != nil {
-			w.rollouts[plugin] = append(list, *created)
-			latest = created
-		}
+	in, ok := w.intents[plugin]
+	if !ok {
+		// Not registered (any more), or its intent is refused: nothing of
+		// it is assigned by a rollout; its records stay as they are.
+		return false, nil
+	}
+	created, err := c.maybeStart(ctx, w, in, latest)
+	if err != nil {
+		return false, err
+	}
+	if created != nil {
+		w.rollouts[plugin] = append(list, *created)
+		latest = created
 	}
 	if latest == nil {
 		return false, nil
@@ -536,7 +529,7 @@ func (c *Controller) record(ctx context.Context, r *intent.Rollout, notes []Note
 			continue
 		}
 		h := catalog.Record{At: at, Actor: r.Actor, Action: "rollout", From: r.From, To: r.To, Strategy: r.Policy.Strategy,
-			Outcome: n.Outcome, Reason: n.Reason, Node: n.Node}
+			Outcome: n.Outcome, Reason: n.Reason, Node: n.Node, Rollout: r.ID}
 		if err := c.cfg.Catalog.AddHistory(ctx, r.Plugin, h); err != nil && ctx.Err() == nil {
 			c.log.Warn("could not record a rollout in the plugin's history", "plugin", r.Plugin, "error", err)
 		}
