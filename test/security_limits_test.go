@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -58,6 +59,28 @@ func closedByAgent(c net.Conn, within time.Duration) bool {
 		}
 		return err == io.EOF || errors.Is(err, syscall.ECONNRESET)
 	}
+}
+
+// procCPU is the user and system CPU time process pid has used.
+func procCPU(t testing.TB, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command's closing parenthesis; utime and stime are
+	// the 14th and 15th of the line, in clock ticks (100 a second).
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// selfCPU is the user and system CPU time this process has used.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // procStatus reads a field in kB of /proc/<pid>/status, in bytes.
@@ -265,6 +288,7 @@ func flood(t testing.TB, addr string, n int, wait time.Duration, prepare func(i 
 	var lastClose atomic.Int64
 	conns := make(chan net.Conn, n)
 	sem := make(chan struct{}, 64)
+	start := time.Now()
 	for i := range n {
 		sem <- struct{}{}
 		wg.Add(1)
@@ -272,6 +296,11 @@ func flood(t testing.TB, addr string, n int, wait time.Duration, prepare func(i 
 			defer wg.Done()
 			defer func() { <-sem }()
 			c, err := dialFrom(fmt.Sprintf("127.0.0.%d", 2+i%20), addr)
+			if errors.Is(err, syscall.ECONNRESET) {
+				// Refused as soon as accepted, before the dial returned.
+				lastClose.Store(max(lastClose.Load(), int64(time.Since(start))))
+				return
+			}
 			if err != nil {
 				t.Errorf("dial %d: %v", i, err)
 				return
@@ -282,6 +311,7 @@ func flood(t testing.TB, addr string, n int, wait time.Duration, prepare func(i 
 	wg.Wait()
 	close(conns)
 	allOpen := time.Now()
+	lastClose.Store(max(0, lastClose.Load()-int64(allOpen.Sub(start))))
 	var readers sync.WaitGroup
 	for c := range conns {
 		readers.Add(1)
@@ -297,6 +327,48 @@ func flood(t testing.TB, addr string, n int, wait time.Duration, prepare func(i 
 	}
 	readers.Wait()
 	return time.Duration(lastClose.Load()), int(stillOpen.Load())
+}
+
+// TestIdleFloodLeavesRoomForNewClients: 1,000 connections from 20
+// addresses that never make a call, as many as max_conns, used to hold
+// every place until first_call_timeout (here a minute), so no new client
+// got in. Now they hold at most max_pending_conns, a new connection closes
+// the oldest of them, and a new client's calls are answered while the
+// flood stays open; the agent's metrics show the evictions.
+func TestIdleFloodLeavesRoomForNewClients(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{Config: `{"first_call_timeout": "60s", "max_conns": 1000}`})
+	established := startCaller(t, a)
+	var held []net.Conn
+	t.Cleanup(func() {
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	for i := range 1000 {
+		c, err := dialFrom(fmt.Sprintf("127.0.0.%d", 2+i%20), a.API)
+		if err == nil {
+			held = append(held, c)
+		}
+	}
+	client, _ := storeClient(t, a)
+	ctx := testenv.Context(t, 20*time.Second)
+	if _, err := client.Put(ctx, &storev1.PutRequest{Namespace: "caller", Key: []byte("new"), Value: []byte("v")}); err != nil {
+		t.Fatalf("a new client's put while 1000 idle connections were held (max_conns 1000): %v", err)
+	}
+	if _, fails := established.results(); len(fails) > 0 {
+		t.Errorf("the established client's puts failed during the flood: %d, first %v", len(fails), fails[0])
+	}
+	series, err := scrape(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evicted := series[`plughost_listener_pending_evicted_total{limit="max_pending_conns",listener="api"}`]
+	pending := series[`plughost_listener_pending_connections{listener="api"}`]
+	t.Logf("api listener: %v pending, %v evicted", pending, evicted)
+	if evicted < 1000-256 || pending > 256 {
+		t.Errorf("api listener: %v pending, %v evicted; want at most max_pending_conns 256 held and the rest of 1000 evicted", pending, evicted)
+	}
 }
 
 // TestIdleConnectionsAreClosed: 5,000 connections that never make a call
@@ -622,34 +694,61 @@ func TestQuotaAndWatchLimits(t *testing.T) {
 
 // BenchmarkIdleConnectionFlood reports how long an agent takes to close
 // 5,000 connections that never make a call (first_call_timeout 1s), the
-// p50 and p99 of another client's store puts before and during, and the
-// agent's RSS. Run: go test ./test -run '^$' -bench IdleConnectionFlood -benchtime 1x
+// p50 and p99 of another client's store puts before and during, the CPU
+// the agent and the flooding process (this one, with the caller) used,
+// and the agent's RSS: without a budget for connections before their first
+// call, with it alone, and with the defaults (it and the accept rate).
+// Run: go test ./test -run '^$' -bench IdleConnectionFlood -benchtime 1x
 func BenchmarkIdleConnectionFlood(b *testing.B) {
-	for range b.N {
-		a := NewAgent(b, AgentOptions{Config: `{"first_call_timeout": "1s", "max_conns": 8000}`})
-		pid := a.cmd.Process.Pid
-		quiet := startCaller(b, a)
-		time.Sleep(3 * time.Second)
-		qlat, _ := quiet.results()
-		rss0 := procStatus(b, pid, "VmRSS")
-
-		c := startCaller(b, a)
-		start := time.Now()
-		closedAfter, open := idleFlood(b, a.API, 5000, 30*time.Second)
-		total := time.Since(start)
-		lat, fails := c.results()
-		b.ReportMetric(total.Seconds(), "s-open-and-close-5000")
-		b.ReportMetric(closedAfter.Seconds(), "s-closed-after-last-open")
-		b.ReportMetric(float64(open), "left-open")
-		b.ReportMetric(float64(percentile(qlat, .5).Microseconds()), "put-p50-µs-quiet")
-		b.ReportMetric(float64(percentile(qlat, .99).Microseconds()), "put-p99-µs-quiet")
-		b.ReportMetric(float64(percentile(lat, .5).Microseconds()), "put-p50-µs-flood")
-		b.ReportMetric(float64(percentile(lat, .99).Microseconds()), "put-p99-µs-flood")
-		b.ReportMetric(float64(len(fails)), "put-failures")
-		b.ReportMetric(float64(rss0>>20), "agent-RSS-MiB-before")
-		b.ReportMetric(float64(procStatus(b, pid, "VmHWM")>>20), "agent-peak-RSS-MiB")
-		a.Stop()
+	for _, v := range []struct{ name, config string }{
+		// No budget of their own for connections without a first call,
+		// no accept rate: as before them.
+		{"unbounded", `{"first_call_timeout": "1s", "max_conns": 8000, "max_pending_conns": 0, "max_pending_conns_per_client": 0, "accept_rate": 0}`},
+		{"pending-only", `{"first_call_timeout": "1s", "max_conns": 8000, "accept_rate": 0}`},
+		{"rate-only", `{"first_call_timeout": "1s", "max_conns": 8000}`},
+		{"defaults", `{"first_call_timeout": "1s", "max_conns": 8000}`},
+		{"p256-r2000", `{"first_call_timeout": "1s", "max_conns": 8000, "max_pending_conns": 256, "accept_rate": 2000, "accept_burst": 512}`},
+		{"p256-r500", `{"first_call_timeout": "1s", "max_conns": 8000, "max_pending_conns": 256, "accept_rate": 500, "accept_burst": 256}`},
+	} {
+		b.Run(v.name, func(b *testing.B) {
+			for range b.N {
+				idleFloodFigures(b, v.config)
+			}
+		})
 	}
+}
+
+// idleFloodFigures measures a token holder's puts, quiet and while 5,000
+// idle connections are opened to an agent with config, and how the agent
+// closes them.
+func idleFloodFigures(b *testing.B, config string) {
+	a := NewAgent(b, AgentOptions{Config: config})
+	pid := a.cmd.Process.Pid
+	quiet := startCaller(b, a)
+	time.Sleep(3 * time.Second)
+	qlat, _ := quiet.results()
+	rss0 := procStatus(b, pid, "VmRSS")
+
+	c := startCaller(b, a)
+	start := time.Now()
+	cpu0, self0 := procCPU(b, pid), selfCPU()
+	closedAfter, open := idleFlood(b, a.API, 5000, 30*time.Second)
+	total := time.Since(start)
+	lat, fails := c.results()
+	b.ReportMetric(float64((procCPU(b, pid) - cpu0).Milliseconds()), "agent-CPU-ms-flood")
+	b.ReportMetric(float64((selfCPU() - self0).Milliseconds()), "flooder-CPU-ms")
+	b.ReportMetric(total.Seconds(), "s-open-and-close-5000")
+	b.ReportMetric(closedAfter.Seconds(), "s-closed-after-last-open")
+	b.ReportMetric(float64(open), "left-open")
+	b.ReportMetric(float64(percentile(qlat, .5).Microseconds()), "put-p50-µs-quiet")
+	b.ReportMetric(float64(percentile(qlat, .99).Microseconds()), "put-p99-µs-quiet")
+	b.ReportMetric(float64(percentile(lat, .5).Microseconds()), "put-p50-µs-flood")
+	b.ReportMetric(float64(percentile(lat, .99).Microseconds()), "put-p99-µs-flood")
+	b.ReportMetric(float64(len(lat)), "puts-flood")
+	b.ReportMetric(float64(len(fails)), "put-failures")
+	b.ReportMetric(float64(rss0>>20), "agent-RSS-MiB-before")
+	b.ReportMetric(float64(procStatus(b, pid, "VmHWM")>>20), "agent-peak-RSS-MiB")
+	a.Stop()
 }
 
 // TestPluginStoreConnectionLimits: a plugin's own store connection is held

@@ -185,7 +185,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		a.log.Info("dev agent: its cluster RPC port uses a CA made for this run; give -ca-file, -cert-file and -key-file for a cluster")
 	}
 	// The cluster RPC port closes after the store, whose raft uses it.
-	if a.rpc, err = clusterrpc.Listen(cfg.RPCAddr, rpcTLS, a.log.Named("rpc")); err != nil {
+	if a.rpc, err = clusterrpc.Listen(cfg.RPCAddr, rpcTLS, clusterrpc.Limits{
+		MaxHandshakes: cfg.RPCMaxHandshakes, MaxHandshakesPerClient: cfg.RPCMaxHandshakesPerClient,
+		HandshakeTimeout: cfg.RPCHandshakeTimeout.Duration}, a.log.Named("rpc")); err != nil {
 		return fmt.Errorf("agent: -rpc %s: %w", cfg.RPCAddr, err)
 	}
 	defer a.rpc.Close()

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/cluster"
+	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/fence"
 	"github.com/plughost/plughost/host/install"
 	"github.com/plughost/plughost/host/rollout"
@@ -155,6 +156,30 @@ type Config struct {
 	BundleKeep             int `json:"bundle_keep"`
 	BundleServeConcurrency int `json:"bundle_serve_concurrency"`
 
+	// Connections (area: secnet; README "Connections and the store").
+	// MaxPendingConns and MaxPendingConnsPerClient bound the API and HTTP
+	// connections open at once that have not made their first call (or
+	// request), in all and from one client IP address; they are part of
+	// max_conns, and past them a new connection closes the oldest such
+	// one (of the client). AcceptRate bounds the new connections a second
+	// each of those listeners takes, in bursts of AcceptBurst (0:
+	// unbounded); the rest wait in the kernel's queue. So a flood of idle
+	// connections leaves established clients their share, and a new
+	// client has at least max_pending_conns/accept_rate seconds to make
+	// its first call.
+	MaxPendingConns          int     `json:"max_pending_conns"`
+	MaxPendingConnsPerClient int     `json:"max_pending_conns_per_client"`
+	AcceptRate               float64 `json:"accept_rate"`
+	AcceptBurst              int     `json:"accept_burst"`
+	// RPCMaxHandshakes and RPCMaxHandshakesPerClient bound the cluster RPC
+	// port's connections open at once that have not finished their TLS
+	// handshake and first byte, in all and from one IP address, within
+	// its 2,048 connections (256 per address); RPCHandshakeTimeout is how
+	// long one may take.
+	RPCMaxHandshakes          int      `json:"rpc_max_handshakes"`
+	RPCMaxHandshakesPerClient int      `json:"rpc_max_handshakes_per_client"`
+	RPCHandshakeTimeout       Duration `json:"rpc_handshake_timeout"`
+
 	// Node identity (area: nodes; README "Node identity"). FaultDomain and
 	// UpgradeDomain ("" = the node's name: a node of its own) and Tags are
 	// gossiped to every member for placement; -fault-domain,
@@ -291,8 +316,28 @@ func DefaultConfig() Config {
 		// Rollout data safety (area: data).
 		RolloutSnapshotKeep:     rollout.DefaultSnapshotKeep,
 		RolloutSnapshotMaxBytes: rollout.DefaultSnapshotMaxBytes,
+
+		// Connections (area: secnet).
+		MaxPendingConns:           DefaultMaxPendingConns,
+		MaxPendingConnsPerClient:  DefaultMaxPendingConnsPerClient,
+		AcceptRate:                DefaultAcceptRate,
+		AcceptBurst:               DefaultAcceptBurst,
+		RPCMaxHandshakes:          clusterrpc.DefaultMaxHandshakes,
+		RPCMaxHandshakesPerClient: clusterrpc.DefaultMaxHandshakesPerClient,
+		RPCHandshakeTimeout:       Duration{clusterrpc.DefaultHandshakeTimeout},
 	}
 }
+
+// Defaults of the pending-connection budget and the accept rate of the
+// API and HTTP listeners (area: secnet). A gRPC client makes its first call
+// within milliseconds of connecting, so few are pending at once; the rate
+// is well above what clients reconnecting after a restart need.
+const (
+	DefaultMaxPendingConns          = 256
+	DefaultMaxPendingConnsPerClient = 64
+	DefaultAcceptRate               = 1000
+	DefaultAcceptBurst              = 256
+)
 
 // DefaultMaxConnsPerClient is max_conns_per_client's default: local
 // clients all come from one loopback address, so it leaves room for many.
@@ -381,6 +426,14 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxConns < 0 || c.MaxConnsPerClient < 0 {
 		errs = append(errs, fmt.Errorf("max_conns %d and max_conns_per_client %d must be 0 (unlimited) or more", c.MaxConns, c.MaxConnsPerClient))
+	}
+	if c.MaxPendingConns < 0 || c.MaxPendingConnsPerClient < 0 || c.AcceptRate < 0 || c.AcceptBurst < 0 {
+		errs = append(errs, fmt.Errorf("max_pending_conns %d, max_pending_conns_per_client %d, accept_rate %v and accept_burst %d must be 0 (unlimited) or more",
+			c.MaxPendingConns, c.MaxPendingConnsPerClient, c.AcceptRate, c.AcceptBurst))
+	}
+	if c.RPCMaxHandshakes < 1 || c.RPCMaxHandshakesPerClient < 1 || c.RPCHandshakeTimeout.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("rpc_max_handshakes %d and rpc_max_handshakes_per_client %d must be 1 or more, rpc_handshake_timeout %v positive",
+			c.RPCMaxHandshakes, c.RPCMaxHandshakesPerClient, c.RPCHandshakeTimeout.Duration))
 	}
 	if c.FirstCallTimeout.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("first_call_timeout %v must be positive", c.FirstCallTimeout.Duration))

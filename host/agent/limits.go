@@ -11,19 +11,24 @@ import (
 
 // listen opens the listener named by flag ("api", "http") on addr, with
 // the connection limits of the agent's config: past max_conns, or
-// max_conns_per_client from one address, a connection is closed at once,
-// and running out of file descriptors pauses accepting rather than
-// stopping the agent.
+// max_conns_per_client from one address, or max_pending_conns(_per_client)
+// of those without a first call, a connection is closed at once; new ones
+// are taken at most accept_rate a second; and running out of file
+// descriptors pauses accepting rather than stopping the agent.
 func (a *Agent) listen(name, addr string) (*netlimit.Listener, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("agent: -%s %s: %w", name, addr, err)
 	}
 	return netlimit.Wrap(ln, netlimit.Config{
-		Name:              name,
-		MaxConns:          a.cfg.MaxConns,
-		MaxConnsPerClient: a.cfg.MaxConnsPerClient,
-		Logger:            a.log.Named(name),
+		Name:                name,
+		MaxConns:            a.cfg.MaxConns,
+		MaxConnsPerClient:   a.cfg.MaxConnsPerClient,
+		MaxPending:          a.cfg.MaxPendingConns,
+		MaxPendingPerClient: a.cfg.MaxPendingConnsPerClient,
+		AcceptRate:          a.cfg.AcceptRate,
+		AcceptBurst:         a.cfg.AcceptBurst,
+		Logger:              a.log.Named(name),
 	}), nil
 }
 
@@ -41,6 +46,13 @@ const (
 
 func newHTTPServer(h http.Handler) *http.Server {
 	return &http.Server{
+		// A connection's first request takes it out of the listener's
+		// budget of connections without one.
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateActive {
+				netlimit.Established(c)
+			}
+		},
 		Handler:           h,
 		ReadHeaderTimeout: httpReadHeaderTimeout,
 		ReadTimeout:       httpReadTimeout,

@@ -38,8 +38,41 @@ const (
 	KindRelay Kind = 4
 )
 
-// handshakeTimeout bounds TLS and the first byte of an incoming connection.
-const handshakeTimeout = 10 * time.Second
+// Limits bound the port's connections that have not finished their TLS
+// handshake and first byte: a flood of half-done handshakes holds at most
+// MaxHandshakes of the port's connections (MaxHandshakesPerClient from one
+// IP address), each for at most HandshakeTimeout; past them a new
+// connection closes the oldest half-done one, so established nodes keep
+// theirs and new ones get in. Zero fields take the defaults.
+type Limits struct {
+	MaxHandshakes          int
+	MaxHandshakesPerClient int
+	HandshakeTimeout       time.Duration
+}
+
+// Limits' defaults (agent config rpc_max_handshakes,
+// rpc_max_handshakes_per_client and rpc_handshake_timeout). A node opens
+// about eight connections to another when it starts (raft's pool, a
+// pipeline, a snapshot, gRPC, the relay), several agents on one host
+// share an address, and a TLS 1.3 handshake takes one round trip.
+const (
+	DefaultMaxHandshakes          = 256
+	DefaultMaxHandshakesPerClient = 64
+	DefaultHandshakeTimeout       = 5 * time.Second
+)
+
+func (l Limits) withDefaults() Limits {
+	if l.MaxHandshakes <= 0 {
+		l.MaxHandshakes = DefaultMaxHandshakes
+	}
+	if l.MaxHandshakesPerClient <= 0 {
+		l.MaxHandshakesPerClient = DefaultMaxHandshakesPerClient
+	}
+	if l.HandshakeTimeout <= 0 {
+		l.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	return l
+}
 
 // Connections the port holds open at once, in all and from one IP address.
 // A node holds a few to each other (raft's pool of 3, a pipeline, a
@@ -48,6 +81,15 @@ const handshakeTimeout = 10 * time.Second
 const (
 	maxConns          = 2048
 	maxConnsPerClient = 256
+)
+
+// The rate the port takes new connections at, in bursts: with
+// Limits.MaxHandshakes it gives each connection at least a quarter of a
+// second to finish its handshake however fast a flood comes (see
+// netlimit.Config.MaxPending), far more than a node needs.
+const (
+	acceptRate  = 1000
+	acceptBurst = 256
 )
 
 // ErrClosed is returned by the listeners of a closed Mux.
@@ -63,6 +105,9 @@ type Mux struct {
 	// relay takes KindRelay connections; they are closed at once when
 	// the agent serves none (see Relay).
 	relay *chanListener
+	// handshakeTimeout bounds TLS and the first byte of an incoming
+	// connection (Limits.HandshakeTimeout).
+	handshakeTimeout time.Duration
 
 	refused sync.Map // raft sender mismatches logged (see raftid.go)
 
@@ -74,7 +119,8 @@ type Mux struct {
 // Listen opens the cluster RPC port on addr, which must be an address other
 // nodes can dial (not 0.0.0.0): it is advertised to them. With tc nil the
 // port is plaintext; every connection in and out is mutual TLS otherwise.
-func Listen(addr string, tc *tlsutil.Config, log hclog.Logger) (*Mux, error) {
+// lim bounds the connections still in their handshake.
+func Listen(addr string, tc *tlsutil.Config, lim Limits, log hclog.Logger) (*Mux, error) {
 	if tcp, err := net.ResolveTCPAddr("tcp", addr); err == nil && tcp.IP != nil && tcp.IP.IsUnspecified() {
 		return nil, fmt.Errorf("clusterrpc: %s is not an address other nodes can dial; give this node's own IP", addr)
 	}
@@ -85,14 +131,18 @@ func Listen(addr string, tc *tlsutil.Config, log hclog.Logger) (*Mux, error) {
 	if log == nil {
 		log = hclog.NewNullLogger()
 	}
+	lim = lim.withDefaults()
 	limited := netlimit.Wrap(ln, netlimit.Config{Name: "rpc", Logger: log,
-		MaxConns: maxConns, MaxConnsPerClient: maxConnsPerClient})
-	return newMux(limited, tc, log), nil
+		MaxConns: maxConns, MaxConnsPerClient: maxConnsPerClient,
+		MaxPending: lim.MaxHandshakes, MaxPendingPerClient: lim.MaxHandshakesPerClient,
+		MaxPendingKey: "rpc_max_handshakes", MaxPendingPerClientKey: "rpc_max_handshakes_per_client",
+		AcceptRate: acceptRate, AcceptBurst: acceptBurst})
+	return newMux(limited, tc, lim.HandshakeTimeout, log), nil
 }
 
 // newMux serves the cluster RPC port on ln.
-func newMux(ln net.Listener, tc *tlsutil.Config, log hclog.Logger) *Mux {
-	m := &Mux{ln: ln, tls: tc, log: log, done: make(chan struct{})}
+func newMux(ln net.Listener, tc *tlsutil.Config, handshakeTimeout time.Duration, log hclog.Logger) *Mux {
+	m := &Mux{ln: ln, tls: tc, log: log, handshakeTimeout: handshakeTimeout, done: make(chan struct{})}
 	m.raft = newChanListener(ln.Addr(), m.done)
 	m.grpc = newChanListener(ln.Addr(), m.done)
 	m.relay = newChanListener(ln.Addr(), m.done)
@@ -151,10 +201,11 @@ func (m *Mux) serve() {
 	}
 }
 
-// handle runs TLS and reads the first byte, within handshakeTimeout, then
-// hands the connection to its listener.
+// handle runs TLS and reads the first byte, within the handshake timeout,
+// then hands the connection to its listener: from then on it no longer
+// counts as a handshake.
 func (m *Mux) handle(conn net.Conn) {
-	conn.SetDeadline(time.Now().Add(handshakeTimeout))
+	conn.SetDeadline(time.Now().Add(m.handshakeTimeout))
 	if m.tls != nil {
 		tc := tls.Server(conn, m.tls.Incoming())
 		if err := tc.Handshake(); err != nil {
@@ -170,6 +221,7 @@ func (m *Mux) handle(conn net.Conn) {
 		return
 	}
 	conn.SetDeadline(time.Time{})
+	netlimit.Established(conn)
 	switch Kind(b[0]) {
 	case KindRaft:
 		if tc, ok := conn.(*tls.Conn); ok {

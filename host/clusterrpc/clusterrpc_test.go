@@ -6,10 +6,12 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/plughost/plughost/host/tlsutil"
+	"github.com/plughost/plughost/internal/netlimit"
 )
 
 // nodeTLS makes a server certificate for node under ca and loads it.
@@ -36,7 +38,7 @@ func nodeTLS(t *testing.T, ca tlsutil.PEM, node string) *tlsutil.Config {
 
 func listen(t *testing.T, tc *tlsutil.Config) *Mux {
 	t.Helper()
-	m, err := Listen("127.0.0.1:0", tc, nil)
+	m, err := Listen("127.0.0.1:0", tc, Limits{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +129,46 @@ func TestDialExpectsTheNode(t *testing.T) {
 }
 
 func TestListenRefusesAnUnspecifiedAddress(t *testing.T) {
-	if _, err := Listen("0.0.0.0:0", nil, nil); err == nil {
+	if _, err := Listen("0.0.0.0:0", nil, Limits{}, nil); err == nil {
 		t.Fatal("0.0.0.0 was taken as an address other nodes can dial")
+	}
+}
+
+// TestHalfDoneHandshakesLeaveRoom: 2,048 connections from ten addresses
+// that never finish a TLS handshake (the port's whole connection budget,
+// within its 256 per address) no longer hold every slot: a node's
+// connection still gets in and is verified while they stay open.
+func TestHalfDoneHandshakesLeaveRoom(t *testing.T) {
+	ca := newCA(t)
+	n1, n2 := listen(t, nodeTLS(t, ca, "n1")), listen(t, nodeTLS(t, ca, "n2"))
+	addr := n2.Addr().String()
+	var wg sync.WaitGroup
+	conns := make(chan net.Conn, maxConns)
+	for i := range maxConns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i%10))}, Timeout: 10 * time.Second}
+			if c, err := d.Dial("tcp", addr); err == nil {
+				conns <- c
+			}
+		}()
+	}
+	wg.Wait()
+	close(conns)
+	defer func() {
+		for c := range conns {
+			c.Close()
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := n1.Verify(ctx, "n2", addr); err != nil {
+		t.Fatalf("n1 verifying n2 while %d half-done handshakes were open: %v", maxConns, err)
+	}
+	st := n2.ln.(*netlimit.Listener).Stats()
+	t.Logf("n2's port: %+v", st)
+	if st.Pending > DefaultMaxHandshakes {
+		t.Errorf("%d half-done handshakes held, past rpc_max_handshakes %d", st.Pending, DefaultMaxHandshakes)
 	}
 }

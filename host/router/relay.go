@@ -435,6 +435,9 @@ func (rl *relay) track(nc net.Conn, c *h2conn) bool {
 // relay answered the acks SETTINGS frames and pings PINGs read before it.
 func (rl *relay) classified(c *h2conn, rec *recorder, f *http2.MetaHeadersFrame, acks, pings int) {
 	nc := c.nc
+	// Past its first call, the connection leaves the listener's budget of
+	// connections without one (internal/netlimit).
+	netlimit.Established(nc)
 	if rl.native[serviceOf(f.PseudoValue("path"))] {
 		rl.mu.Lock()
 		delete(rl.accepted, nc) // the agent's server owns it now

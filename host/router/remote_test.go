@@ -76,7 +76,7 @@ func startClusterConfig(t testing.TB, cfg Config, names ...string) []*clusterNod
 	}
 	var out []*clusterNode
 	for _, name := range names {
-		mux, err := clusterrpc.Listen("127.0.0.1:0", nodeTLS(t, ca, name), nil)
+		mux, err := clusterrpc.Listen("127.0.0.1:0", nodeTLS(t, ca, name), clusterrpc.Limits{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

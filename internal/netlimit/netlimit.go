@@ -2,7 +2,10 @@
 // the process runs out of file descriptors (or the kernel of socket
 // memory), backing off as net/http does instead of failing, and it refuses
 // connections past a total and a per-client-address limit by closing them
-// at once.
+// at once. Connections that have not yet made their first call (or
+// finished their handshake: see Established) have a smaller budget of
+// their own, and new connections are taken at a bounded rate, so that a
+// flood of idle connections leaves established clients their share.
 //
 // Wrap any net.Listener before the server that uses it (the agent's API
 // relay, its HTTP server, a cluster RPC listener), and wrap TLS around the
@@ -13,6 +16,8 @@
 package netlimit
 
 import (
+	"container/list"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -22,6 +27,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/time/rate"
 )
 
 // Backoff bounds of Accept after a resource shortage: net/http's.
@@ -48,6 +54,26 @@ type Config struct {
 	// MaxConnsPerClient in warnings; empty: "max_conns" and
 	// "max_conns_per_client".
 	MaxConnsKey, MaxConnsPerClientKey string
+	// MaxPending bounds the connections open at once that are not yet
+	// Established (no first call, or a handshake not done), and
+	// MaxPendingPerClient those from one client IP address. They are
+	// counted in MaxConns and MaxConnsPerClient too: pending connections
+	// hold at most MaxPending of MaxConns. A new connection past
+	// MaxPending closes the oldest pending one (past MaxPendingPerClient,
+	// the client's oldest), so a flood cannot keep a new client out: with
+	// AcceptRate, each connection has at least MaxPending/AcceptRate
+	// seconds to make its first call. 0: no bound of their own.
+	MaxPending, MaxPendingPerClient int
+	// MaxPendingKey and MaxPendingPerClientKey name their configuration
+	// keys in warnings; empty: "max_pending_conns" and
+	// "max_pending_conns_per_client".
+	MaxPendingKey, MaxPendingPerClientKey string
+	// AcceptRate bounds the connections a second Accept takes, with bursts
+	// of AcceptBurst (at least 1). Connections past it wait in the
+	// kernel's accept queue, costing the process nothing, and past that
+	// queue the kernel refuses them. 0: unbounded.
+	AcceptRate  float64
+	AcceptBurst int
 	// Logger receives one warning per resource shortage episode and at
 	// most one a minute for refused connections. Default: none.
 	Logger hclog.Logger
@@ -55,8 +81,13 @@ type Config struct {
 
 // Stats counts what a Listener did.
 type Stats struct {
-	// Open is the connections accepted and not yet closed.
-	Open int
+	// Open is the connections accepted and not yet closed, and Pending
+	// those of them not yet Established.
+	Open, Pending int
+	// EvictedPending counts the pending connections closed to make room
+	// for a newer one (MaxPending), and EvictedPendingPerClient those
+	// closed for a newer one of their client (MaxPendingPerClient).
+	EvictedPending, EvictedPendingPerClient uint64
 	// RefusedMaxConns and RefusedPerClient count the connections closed at
 	// once for MaxConns and for MaxConnsPerClient.
 	RefusedMaxConns  uint64
@@ -73,11 +104,17 @@ type Listener struct {
 	cfg Config
 	log hclog.Logger
 
-	mu        sync.Mutex
-	open      int
-	perClient map[string]int
+	mu               sync.Mutex
+	open             int
+	pending          list.List // of *conn not yet established, oldest first
+	perClient        map[string]int
+	pendingPerClient map[string]*list.List // of *conn by client, oldest first
 
-	refusedMax, refusedClient, shortages atomic.Uint64
+	refusedMax, refusedClient, evicted, evictedClient, shortages atomic.Uint64
+
+	limiter *rate.Limiter // nil: no AcceptRate
+	stop    context.CancelFunc
+	stopped context.Context
 
 	warnMu   sync.Mutex
 	lastWarn map[string]time.Time // by kind
@@ -97,14 +134,26 @@ func Wrap(ln net.Listener, cfg Config) *Listener {
 	if cfg.MaxConnsPerClientKey == "" {
 		cfg.MaxConnsPerClientKey = "max_conns_per_client"
 	}
-	return &Listener{
-		Listener:  ln,
-		cfg:       cfg,
-		log:       cfg.Logger,
-		perClient: make(map[string]int),
-		lastWarn:  make(map[string]time.Time),
-		done:      make(chan struct{}),
+	if cfg.MaxPendingKey == "" {
+		cfg.MaxPendingKey = "max_pending_conns"
 	}
+	if cfg.MaxPendingPerClientKey == "" {
+		cfg.MaxPendingPerClientKey = "max_pending_conns_per_client"
+	}
+	l := &Listener{
+		Listener:         ln,
+		cfg:              cfg,
+		log:              cfg.Logger,
+		perClient:        make(map[string]int),
+		pendingPerClient: make(map[string]*list.List),
+		lastWarn:         make(map[string]time.Time),
+		done:             make(chan struct{}),
+	}
+	l.stopped, l.stop = context.WithCancel(context.Background())
+	if cfg.AcceptRate > 0 {
+		l.limiter = rate.NewLimiter(rate.Limit(cfg.AcceptRate), max(cfg.AcceptBurst, 1))
+	}
+	return l
 }
 
 // Accept returns the next connection within the limits. It waits out a
@@ -116,6 +165,11 @@ func (l *Listener) Accept() (net.Conn, error) {
 	var delay time.Duration
 	var since time.Time // start of the current shortage
 	for {
+		if l.limiter != nil {
+			if err := l.limiter.Wait(l.stopped); err != nil {
+				return nil, net.ErrClosed
+			}
+		}
 		c, err := l.Listener.Accept()
 		if err != nil {
 			if !Shortage(err) {
@@ -149,7 +203,10 @@ func (l *Listener) Accept() (net.Conn, error) {
 
 // Close closes the listener; an Accept waiting out a shortage returns.
 func (l *Listener) Close() error {
-	l.closeOnce.Do(func() { close(l.done) })
+	l.closeOnce.Do(func() {
+		close(l.done)
+		l.stop()
+	})
 	return l.Listener.Close()
 }
 
@@ -159,53 +216,130 @@ func (l *Listener) Name() string { return l.cfg.Name }
 // Stats returns what the listener did so far.
 func (l *Listener) Stats() Stats {
 	l.mu.Lock()
-	open := l.open
+	open, pending := l.open, l.pending.Len()
 	l.mu.Unlock()
 	return Stats{
-		Open:             open,
-		RefusedMaxConns:  l.refusedMax.Load(),
-		RefusedPerClient: l.refusedClient.Load(),
-		AcceptShortages:  l.shortages.Load(),
+		Open:                    open,
+		Pending:                 pending,
+		RefusedMaxConns:         l.refusedMax.Load(),
+		RefusedPerClient:        l.refusedClient.Load(),
+		EvictedPending:          l.evicted.Load(),
+		EvictedPendingPerClient: l.evictedClient.Load(),
+		AcceptShortages:         l.shortages.Load(),
 	}
 }
 
-// admit counts c in, or closes it if it is past a limit.
+// admit counts c in, as pending, or closes it if it is past a limit; past
+// MaxPending it closes the oldest pending connection instead.
 func (l *Listener) admit(c net.Conn) (net.Conn, bool) {
 	client := clientOf(c.RemoteAddr())
 	l.mu.Lock()
+	var kind, msg string
+	var refused *atomic.Uint64
 	switch {
 	case l.cfg.MaxConns > 0 && l.open >= l.cfg.MaxConns:
-		l.mu.Unlock()
-		l.refusedMax.Add(1)
-		refuse(c)
-		l.warn("max_conns", fmt.Sprintf("refusing connections: %d are open, the most %s allows (raise %s in the agent config if they are legitimate)",
-			l.cfg.MaxConns, l.cfg.MaxConnsKey, l.cfg.MaxConnsKey), "listener", l.cfg.Name, "client", client)
-		return nil, false
+		kind, refused = "max_conns", &l.refusedMax
+		msg = fmt.Sprintf("refusing connections: %d are open, the most %s allows (raise %s in the agent config if they are legitimate)",
+			l.cfg.MaxConns, l.cfg.MaxConnsKey, l.cfg.MaxConnsKey)
 	case l.cfg.MaxConnsPerClient > 0 && client != "" && l.perClient[client] >= l.cfg.MaxConnsPerClient:
+		kind, refused = "per_client", &l.refusedClient
+		msg = fmt.Sprintf("refusing connections from a client: it has %d open, the most %s allows (raise %s in the agent config if it is legitimate)",
+			l.cfg.MaxConnsPerClient, l.cfg.MaxConnsPerClientKey, l.cfg.MaxConnsPerClientKey)
+	}
+	if refused != nil {
 		l.mu.Unlock()
-		l.refusedClient.Add(1)
+		refused.Add(1)
 		refuse(c)
-		l.warn("per_client", fmt.Sprintf("refusing connections from a client: it has %d open, the most %s allows (raise %s in the agent config if it is legitimate)",
-			l.cfg.MaxConnsPerClient, l.cfg.MaxConnsPerClientKey, l.cfg.MaxConnsPerClientKey), "listener", l.cfg.Name, "client", client)
+		l.warn(kind, msg, "listener", l.cfg.Name, "client", client)
 		return nil, false
+	}
+	// Past a pending budget, the oldest pending connection (of the
+	// client) makes room. Its owner sees it fail and closes it, which
+	// frees its place in MaxConns.
+	var oldest *conn
+	kind, msg, evicted := "", "", &l.evicted
+	mine := l.pendingPerClient[client]
+	switch {
+	case l.cfg.MaxPendingPerClient > 0 && client != "" && mine != nil && mine.Len() >= l.cfg.MaxPendingPerClient:
+		oldest, kind, evicted = mine.Front().Value.(*conn), "pending_per_client", &l.evictedClient
+		msg = fmt.Sprintf("closing a client's oldest connections without a first call to take its new ones: it has %d open, the most %s allows (raise %s in the agent config if it is legitimate)",
+			l.cfg.MaxPendingPerClient, l.cfg.MaxPendingPerClientKey, l.cfg.MaxPendingPerClientKey)
+	case l.cfg.MaxPending > 0 && l.pending.Len() >= l.cfg.MaxPending:
+		oldest, kind = l.pending.Front().Value.(*conn), "max_pending"
+		msg = fmt.Sprintf("closing the oldest connections without a first call to take new ones: %d are open, the most %s allows (raise %s in the agent config if they are legitimate)",
+			l.cfg.MaxPending, l.cfg.MaxPendingKey, l.cfg.MaxPendingKey)
+	}
+	if oldest != nil {
+		l.unpendLocked(oldest)
 	}
 	l.open++
+	lc := &conn{Conn: c, l: l, client: client}
+	lc.elem = l.pending.PushBack(lc)
 	if client != "" {
 		l.perClient[client]++
+		if l.pendingPerClient[client] == nil {
+			l.pendingPerClient[client] = list.New()
+		}
+		lc.celem = l.pendingPerClient[client].PushBack(lc)
 	}
 	l.mu.Unlock()
-	lc := &conn{Conn: c}
-	lc.release = func() {
-		l.mu.Lock()
-		l.open--
-		if client != "" {
-			if l.perClient[client]--; l.perClient[client] <= 0 {
-				delete(l.perClient, client)
-			}
-		}
-		l.mu.Unlock()
+	if oldest != nil {
+		evicted.Add(1)
+		refuse(oldest.Conn)
+		l.warn(kind, msg, "listener", l.cfg.Name, "client", oldest.client)
 	}
 	return lc, true
+}
+
+// unpendLocked takes c out of the pending budget, if it is in it. l.mu
+// is held.
+func (l *Listener) unpendLocked(c *conn) {
+	if c.elem == nil {
+		return
+	}
+	l.pending.Remove(c.elem)
+	c.elem = nil
+	if c.celem != nil {
+		mine := l.pendingPerClient[c.client]
+		mine.Remove(c.celem)
+		c.celem = nil
+		if mine.Len() == 0 {
+			delete(l.pendingPerClient, c.client)
+		}
+	}
+}
+
+// release frees a closed connection's place.
+func (l *Listener) release(c *conn) {
+	l.mu.Lock()
+	l.unpendLocked(c)
+	l.open--
+	if c.client != "" {
+		if l.perClient[c.client]--; l.perClient[c.client] <= 0 {
+			delete(l.perClient, c.client)
+		}
+	}
+	l.mu.Unlock()
+}
+
+// Established marks c, a connection a Listener accepted (or one wrapping
+// it that unwraps with NetConn, as *tls.Conn does), as past its first call
+// or handshake: it leaves the pending budget. It does nothing to other
+// connections, or when called again.
+func Established(c net.Conn) {
+	for c != nil {
+		if lc, ok := c.(*conn); ok {
+			lc.l.mu.Lock()
+			lc.l.unpendLocked(lc)
+			lc.l.mu.Unlock()
+			return
+		}
+		u, ok := c.(interface{ NetConn() net.Conn })
+		if !ok {
+			return
+		}
+		c = u.NetConn()
+	}
 }
 
 // warn logs msg unless a warning of kind was logged in the last minute.
@@ -263,13 +397,16 @@ func describeShortage(err error) string {
 // conn is an admitted connection: closing it frees its place.
 type conn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l      *Listener
+	client string
+	elem   *list.Element // in l.pending while not established; l.mu
+	celem  *list.Element // in l.pendingPerClient[client], likewise
+	once   sync.Once
 }
 
 func (c *conn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.once.Do(func() { c.l.release(c) })
 	return err
 }
 

@@ -200,3 +200,95 @@ func TestOtherErrorsReturn(t *testing.T) {
 		t.Fatalf("Accept = %v, want boom", err)
 	}
 }
+
+// wrapped is a connection wrapping another, as *tls.Conn does.
+type wrapped struct{ net.Conn }
+
+func (w wrapped) NetConn() net.Conn { return w.Conn }
+
+// TestPendingBudget: past MaxPending, a new connection closes the oldest
+// that has not made its first call, so a flood of idle connections cannot
+// keep a new client out; established connections are never closed, and
+// every place is given back once.
+func TestPendingBudget(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		evicted func(Stats) uint64
+	}{
+		{"in all", Config{MaxConns: 10, MaxPending: 2}, func(s Stats) uint64 { return s.EvictedPending }},
+		{"per client", Config{MaxConns: 10, MaxPendingPerClient: 2}, func(s Stats) uint64 { return s.EvictedPendingPerClient }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { testPendingBudget(t, tc.cfg, tc.evicted) })
+	}
+}
+
+func testPendingBudget(t *testing.T, cfg Config, evicted func(Stats) uint64) {
+	l := listen(t, cfg)
+	accepted := serve(t, l)
+	addr := l.Addr().String()
+	a, b := dial(t, addr), dial(t, addr)
+	first, second := <-accepted, <-accepted
+	Established(wrapped{first})
+	Established(wrapped{first}) // counted once
+	if st := l.Stats(); st.Open != 2 || st.Pending != 1 {
+		t.Fatalf("stats %+v: want 2 open, 1 pending", st)
+	}
+	c := dial(t, addr)
+	third := <-accepted
+	if closedWithin(t, c, 100*time.Millisecond) || closedWithin(t, b, 100*time.Millisecond) {
+		t.Fatal("a connection was closed with two pending of MaxPending 2")
+	}
+	// A third pending one: the oldest pending (b) is closed, the new one
+	// and the established one stay.
+	d := dial(t, addr)
+	fourth := <-accepted
+	if !closedWithin(t, b, 10*time.Second) {
+		t.Fatal("the oldest pending connection was not closed past MaxPending")
+	}
+	if closedWithin(t, a, 100*time.Millisecond) || closedWithin(t, c, 100*time.Millisecond) || closedWithin(t, d, 100*time.Millisecond) {
+		t.Fatal("the established or a newer pending connection was closed")
+	}
+	if st := l.Stats(); st.Open != 4 || st.Pending != 2 || evicted(st) != 1 {
+		t.Fatalf("stats %+v: want 4 open (the evicted one until its owner closes it), 2 pending, 1 evicted", st)
+	}
+	second.Close() // its owner sees it fail and closes it
+	first.Close()
+	Established(third)
+	if st := l.Stats(); st.Open != 2 || st.Pending != 1 {
+		t.Fatalf("stats %+v: want 2 open, 1 pending", st)
+	}
+	third.Close()
+	fourth.Close()
+	if st := l.Stats(); st.Open != 0 || st.Pending != 0 {
+		t.Fatalf("stats %+v after all closed: want none open", st)
+	}
+}
+
+// TestAcceptRate: past its burst, Accept takes no connection sooner than
+// the rate allows (they wait in the kernel's queue), and Close ends the
+// wait.
+func TestAcceptRate(t *testing.T) {
+	l := listen(t, Config{AcceptRate: 0.01, AcceptBurst: 2})
+	accepted := serve(t, l)
+	addr := l.Addr().String()
+	for range 3 {
+		dial(t, addr)
+	}
+	<-accepted
+	<-accepted
+	select {
+	case <-accepted:
+		t.Fatal("a third connection was accepted within a burst of 2 at 0.01/s")
+	case <-time.After(300 * time.Millisecond):
+	}
+	l.Close()
+	select {
+	case _, ok := <-accepted:
+		if ok {
+			t.Fatal("Accept took a connection after Close")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Accept still waited for the rate after Close")
+	}
+}
