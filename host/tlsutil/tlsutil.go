@@ -10,12 +10,14 @@
 package tlsutil
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
+	"sync/atomic"
 )
 
 // Names in certificates.
@@ -67,14 +69,27 @@ type Files struct {
 // Set reports whether any of the files is named.
 func (f Files) Set() bool { return f.CA != "" || f.Cert != "" || f.Key != "" }
 
-// Config is a node's TLS material, loaded once: the CA that signs every
-// node's certificate and this node's own certificate.
+// Config is a node's TLS material: the CA that signs every node's
+// certificate and this node's own certificate. Reload reads its files
+// again; the tls.Configs it gives (Incoming, Outgoing, API) take the
+// material current at each handshake, so certificates rotate without a
+// restart. Its methods are safe for concurrent use.
 type Config struct {
-	pool *x509.CertPool
-	cert tls.Certificate
+	files Files // zero: made in memory (Ephemeral), nothing to reload
+	cur   atomic.Pointer[material]
 	// Node is the node this node's certificate names ("" for a client
-	// certificate).
+	// certificate). A reload keeps it: a node's identity does not change.
 	Node string
+}
+
+// material is one loading of a Config's files.
+type material struct {
+	pool    *x509.CertPool
+	cert    tls.Certificate
+	leaf    *x509.Certificate
+	caPEM   []byte // as read, to tell whether a reload changed anything
+	certPEM []byte
+	keyPEM  []byte
 }
 
 // Load reads f. Every file must be given; the certificate must be signed
@@ -89,11 +104,35 @@ func Load(f Files) (*Config, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("tlsutil: %s not given (make them with `plughost tls ca create` and `plughost tls cert create`)", strings.Join(missing, ", "))
 	}
-	pool, err := LoadCA(f.CA)
+	m, err := loadMaterial(f)
 	if err != nil {
 		return nil, err
 	}
-	cert, err := tls.LoadX509KeyPair(f.Cert, f.Key)
+	c := &Config{files: f}
+	c.Node, _ = NodeOf(m.leaf)
+	c.cur.Store(m)
+	return c, nil
+}
+
+// loadMaterial reads and checks f's files.
+func loadMaterial(f Files) (*material, error) {
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: CA file: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, fmt.Errorf("tlsutil: CA file %s holds no PEM certificate", f.CA)
+	}
+	certPEM, err := os.ReadFile(f.Cert)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: certificate: %w", err)
+	}
+	keyPEM, err := os.ReadFile(f.Key)
+	if err != nil {
+		return nil, fmt.Errorf("tlsutil: key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("tlsutil: certificate %s with key %s: %w", f.Cert, f.Key, err)
 	}
@@ -106,10 +145,46 @@ func Load(f Files) (*Config, error) {
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("tlsutil: certificate %s is not valid under the CA %s: %w", f.Cert, f.CA, err)
 	}
-	c := &Config{pool: pool, cert: cert}
-	c.Node, _ = NodeOf(leaf)
-	return c, nil
+	return &material{pool: pool, cert: cert, leaf: leaf, caPEM: caPEM, certPEM: certPEM, keyPEM: keyPEM}, nil
 }
+
+// Errors of Reload.
+var (
+	// ErrNotReloadable: the Config was made in memory (Ephemeral).
+	ErrNotReloadable = errors.New("tlsutil: the certificates were made in memory for this run; there are no files to reload")
+	// ErrNodeChanged: the new certificate names another node, or none.
+	ErrNodeChanged = errors.New("tlsutil: the new certificate does not name this node")
+)
+
+// Reload reads the files again and, if they changed and hold a valid
+// certificate for the same node under the CA, uses them from the next
+// handshake on; connections already open keep theirs. On an error the
+// material in use stays. changed reports whether anything was swapped.
+func (c *Config) Reload() (changed bool, err error) {
+	if c.files == (Files{}) {
+		return false, ErrNotReloadable
+	}
+	m, err := loadMaterial(c.files)
+	if err != nil {
+		return false, err
+	}
+	if node, _ := NodeOf(m.leaf); node != c.Node {
+		return false, fmt.Errorf("%w: %s names %q, this node is %q; make one with `plughost tls cert create -server -node %s`",
+			ErrNodeChanged, c.files.Cert, node, c.Node, c.Node)
+	}
+	old := c.cur.Load()
+	if bytes.Equal(old.caPEM, m.caPEM) && bytes.Equal(old.certPEM, m.certPEM) && bytes.Equal(old.keyPEM, m.keyPEM) {
+		return false, nil
+	}
+	c.cur.Store(m)
+	return true, nil
+}
+
+// Files are the files the Config was loaded from (zero for Ephemeral).
+func (c *Config) Files() Files { return c.files }
+
+// Leaf is the certificate in use.
+func (c *Config) Leaf() *x509.Certificate { return c.cur.Load().leaf }
 
 // Ephemeral is a CA and a server certificate for node made in memory and
 // never written: a -dev agent's cluster RPC port is mutual TLS with them,
@@ -129,7 +204,13 @@ func Ephemeral(node string) (*Config, error) {
 	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(ca.Cert)
-	return &Config{pool: pool, cert: cert, Node: node}, nil
+	leaf, err := x509.ParseCertificate(cert.Certificate[0])
+	if err != nil {
+		return nil, err
+	}
+	c := &Config{Node: node}
+	c.cur.Store(&material{pool: pool, cert: cert, leaf: leaf})
+	return c, nil
 }
 
 // LoadCA reads a PEM file of CA certificates into a pool.
@@ -158,49 +239,76 @@ func (c *Config) CheckServerFor(node string) error {
 }
 
 // Incoming is the tls.Config of a node-to-node listener: TLS 1.3, and the
-// peer must present a server certificate signed by the CA.
+// peer must present a server certificate signed by the CA. Each handshake
+// takes the material current then (see Reload).
 func (c *Config) Incoming() *tls.Config {
 	return &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{c.cert},
-		ClientAuth:   tls.RequireAndVerifyClientCert,
-		ClientCAs:    c.pool,
-		VerifyConnection: func(cs tls.ConnectionState) error {
-			if len(cs.PeerCertificates) == 0 {
-				return ErrNotServer
-			}
-			if _, ok := NodeOf(cs.PeerCertificates[0]); !ok {
-				return ErrNotServer
-			}
-			return nil
+		MinVersion: tls.VersionTLS13,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := c.cur.Load()
+			return &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{m.cert},
+				ClientAuth:   tls.RequireAndVerifyClientCert,
+				ClientCAs:    m.pool,
+				VerifyConnection: func(cs tls.ConnectionState) error {
+					if len(cs.PeerCertificates) == 0 {
+						return ErrNotServer
+					}
+					if _, ok := NodeOf(cs.PeerCertificates[0]); !ok {
+						return ErrNotServer
+					}
+					return nil
+				},
+			}, nil
 		},
 	}
 }
 
 // Outgoing is the tls.Config of a dial to node: TLS 1.3, this node's
-// certificate, and the peer's must be signed by the CA and name node.
+// certificate, and the peer's must be signed by the CA and name node. It
+// holds the material current when it is made: make one per dial.
 func (c *Config) Outgoing(node string) *tls.Config {
+	m := c.cur.Load()
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{c.cert},
-		RootCAs:      c.pool,
+		Certificates: []tls.Certificate{m.cert},
+		RootCAs:      m.pool,
 		ServerName:   ServerName(node),
 	}
 }
 
 // API is the tls.Config of the API port: this node's certificate, ALPN h2,
 // and with verifyClient a client certificate signed by the CA is required.
+// Each handshake takes the material current then (see Reload).
 func (c *Config) API(verifyClient bool) *tls.Config {
-	t := &tls.Config{
-		MinVersion:   tls.VersionTLS13,
-		Certificates: []tls.Certificate{c.cert},
-		NextProtos:   []string{"h2"},
+	return c.serving(verifyClient, "h2")
+}
+
+// HTTP is the tls.Config of the HTTP port (health and metrics): this
+// node's certificate, as on the API port, for HTTP/1.1 and h2.
+func (c *Config) HTTP() *tls.Config {
+	return c.serving(false, "h2", "http/1.1")
+}
+
+func (c *Config) serving(verifyClient bool, protos ...string) *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS13,
+		NextProtos: protos,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			m := c.cur.Load()
+			t := &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{m.cert},
+				NextProtos:   protos,
+			}
+			if verifyClient {
+				t.ClientAuth = tls.RequireAndVerifyClientCert
+				t.ClientCAs = m.pool
+			}
+			return t, nil
+		},
 	}
-	if verifyClient {
-		t.ClientAuth = tls.RequireAndVerifyClientCert
-		t.ClientCAs = c.pool
-	}
-	return t
 }
 
 // Client is the tls.Config of a CLI dialing an agent's API: the agent's

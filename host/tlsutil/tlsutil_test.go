@@ -2,6 +2,8 @@ package tlsutil
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"net"
 	"os"
@@ -31,7 +33,13 @@ func node(t *testing.T, ca PEM, name string, now time.Time) *Config {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return &Config{pool: pool, cert: cert, Node: name}
+		leaf, err := x509.ParseCertificate(cert.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := &Config{Node: name}
+		c.cur.Store(&material{pool: pool, cert: cert, leaf: leaf})
+		return c
 	}
 	return load(t, ca, p, name)
 }
@@ -178,7 +186,7 @@ func TestLoadRefuses(t *testing.T) {
 func TestCheckNode(t *testing.T) {
 	ca := newCA(t)
 	c := node(t, ca, "n1", time.Time{})
-	leaf := c.cert.Leaf
+	leaf := c.Leaf()
 	if err := CheckNode(leaf, "n1"); err != nil {
 		t.Fatal(err)
 	}
@@ -223,4 +231,125 @@ func TestAPI(t *testing.T) {
 	if cerr, serr := handshake(wrong, n1.API(false)); cerr == nil && serr == nil {
 		t.Fatal("a CLI trusting another CA accepted the agent")
 	}
+}
+
+// servedSerial is the serial of the certificate server presents to a
+// handshake from client (which must succeed).
+func servedSerial(t *testing.T, client, server *tls.Config) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			s := tls.Server(c, server)
+			_ = s.Handshake()
+			s.Close()
+		}
+	}()
+	c, err := tls.Dial("tcp", ln.Addr().String(), client)
+	if err != nil {
+		t.Fatalf("handshake: %v", err)
+	}
+	defer c.Close()
+	return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
+}
+
+// TestReloadRotatesCertificates: after Reload, the tls.Configs given out
+// before present the new certificate and trust the new CA file's CAs; a
+// certificate for another node, or a key that does not match, is refused
+// and the one in use stays.
+func TestReloadRotatesCertificates(t *testing.T) {
+	ca := newCA(t)
+	p1, err := CreateCert(CertRequest{Node: "n1", Days: 1, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n1 := load(t, ca, p1, "n1")
+	n2 := node(t, ca, "n2", time.Time{})
+	incoming, api := n1.Incoming(), n1.API(false)
+	first := servedSerial(t, n2.Outgoing("n1"), incoming)
+	if changed, err := n1.Reload(); changed || err != nil {
+		t.Fatalf("Reload of unchanged files: changed %v, %v", changed, err)
+	}
+
+	// Another node's certificate, and a mismatched key: refused, kept.
+	f := n1.Files()
+	other, err := CreateCert(CertRequest{Node: "n3", Days: 1, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(cert, key []byte) {
+		t.Helper()
+		if err := os.WriteFile(f.Cert, cert, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f.Key, key, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(other.Cert, other.Key)
+	if _, err := n1.Reload(); !errors.Is(err, ErrNodeChanged) {
+		t.Fatalf("Reload of n3's certificate: %v, want ErrNodeChanged", err)
+	}
+	p2, err := CreateCert(CertRequest{Node: "n1", Days: 1, CA: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(p2.Cert, p1.Key)
+	if _, err := n1.Reload(); err == nil {
+		t.Fatal("Reload of a certificate with another's key succeeded")
+	}
+	if got := servedSerial(t, n2.Outgoing("n1"), incoming); got != first {
+		t.Fatalf("after refused reloads n1 serves %s, want the first %s", got, first)
+	}
+
+	// The new certificate: served by the configs given out before.
+	write(p2.Cert, p2.Key)
+	if changed, err := n1.Reload(); !changed || err != nil {
+		t.Fatalf("Reload of a new certificate: changed %v, %v", changed, err)
+	}
+	leaf, err := x509.ParseCertificate(mustDER(t, p2.Cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := leaf.SerialNumber.String()
+	if got := servedSerial(t, n2.Outgoing("n1"), incoming); got != want {
+		t.Fatalf("n1's node-to-node port serves %s after Reload, want %s", got, want)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca.Cert)
+	if got := servedSerial(t, &tls.Config{RootCAs: pool, ServerName: ServerName("n1"), NextProtos: []string{"h2"}}, api); got != want {
+		t.Fatalf("n1's API serves %s after Reload, want %s", got, want)
+	}
+
+	// A CA file that adds a second CA: its nodes are trusted from then on.
+	ca2 := newCA(t)
+	m := node(t, ca2, "n4", time.Time{})
+	if c, _ := handshake(m.Outgoing("n1"), incoming); c == nil {
+		t.Fatal("a node of another CA was taken before the CA file named it")
+	}
+	if err := os.WriteFile(f.CA, append(append([]byte{}, ca.Cert...), ca2.Cert...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := n1.Reload(); !changed || err != nil {
+		t.Fatalf("Reload of a CA bundle: changed %v, %v", changed, err)
+	}
+	mOut := m.Outgoing("n1")
+	mOut.RootCAs.AppendCertsFromPEM(ca.Cert)
+	if c, s := handshake(mOut, incoming); c != nil || s != nil {
+		t.Fatalf("a node of the added CA: client %v, server %v", c, s)
+	}
+}
+
+func mustDER(t *testing.T, certPEM []byte) []byte {
+	t.Helper()
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		t.Fatal("no PEM block")
+	}
+	return b.Bytes
 }
