@@ -46,6 +46,9 @@ type Resolver struct {
 	// missReload is when a secret the copy did not know last made it read
 	// the records again (unix nanoseconds): see Resolve.
 	missReload atomic.Int64
+
+	// live are the open calls to end should their token be revoked.
+	live liveCalls
 }
 
 // missReloadEvery bounds how often secrets the copy does not know make it
@@ -138,6 +141,7 @@ func (r *Resolver) reload(ctx context.Context) {
 		r.writeCache(kvs, s.revision)
 	}
 	r.state.Store(s)
+	r.recheck(s)
 }
 
 // SetCacheFile makes the resolver keep the ACL records it reads in path

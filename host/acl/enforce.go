@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -166,10 +167,15 @@ func check(id *Identity, p Permission, target, method string) error {
 	if ok {
 		return nil
 	}
-	need := p.what(target)
+	return denied(id, p.what(target), method, "may not call "+method)
+}
+
+// denied is the PermissionDenied of a call to method by id, which needs
+// need; what says what id may not do.
+func denied(id *Identity, need, method, what string) error {
 	return withInfo(codes.PermissionDenied, ReasonPermissionDeny,
-		fmt.Sprintf("permission denied: token %s may not call %s: it needs %s; ask an operator for a token with a policy that grants it ('plughost acl policy create', 'plughost acl token create -policy NAME')",
-			id.Actor(), method, need), map[string]string{"method": method, "accessor_id": id.AccessorID, "permission": need})
+		fmt.Sprintf("permission denied: token %s %s: it needs %s; ask an operator for a token with a policy that grants it ('plughost acl policy create', 'plughost acl token create -policy NAME')",
+			id.Actor(), what, need), map[string]string{"method": method, "accessor_id": id.AccessorID, "permission": need})
 }
 
 // targetOf is the plugin or namespace a request is about.
@@ -224,26 +230,47 @@ func (e *Enforcer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if err != nil {
 		return err
 	}
-	ctx := withCaller(context.WithValue(ss.Context(), identityKey{}, id), secret, info.FullMethod)
-	w := &stream{ServerStream: ss, ctx: ctx, id: id, p: p, method: info.FullMethod}
+	ctx, cancel := context.WithCancel(withCaller(context.WithValue(ss.Context(), identityKey{}, id), secret, info.FullMethod))
+	defer cancel()
+	w := &stream{ServerStream: ss, ctx: ctx, r: e.r, id: id, p: p, method: info.FullMethod}
+	w.live = liveCall{hash: hashSecret(secret), server: e.cluster, p: p, method: info.FullMethod, revoke: func(err error) {
+		w.revoked.Store(&err)
+		cancel()
+	}}
 	if p.kind == kindPlugin || p.kind == kindNamespace {
 		// The target is in the request, the stream's first message.
 		w.pending = true
 	} else if err := check(id, p, "", info.FullMethod); err != nil {
 		return err
+	} else {
+		w.release = e.r.hold(&w.live)
 	}
-	return handler(srv, w)
+	err = handler(srv, w)
+	if w.release != nil {
+		w.release()
+	}
+	if r := w.revoked.Load(); r != nil {
+		// The stream ended because its token was deleted or lost the
+		// permission: say so rather than "canceled".
+		return *r
+	}
+	return err
 }
 
 // stream checks a streaming call's first message before its handler
-// sees it.
+// sees it, and ends the call should its token be revoked (see
+// Resolver.hold).
 type stream struct {
 	grpc.ServerStream
 	ctx     context.Context
+	r       *Resolver
 	id      *Identity
 	p       Permission
 	method  string
 	pending bool
+	live    liveCall
+	release func()
+	revoked atomic.Pointer[error]
 }
 
 func (s *stream) Context() context.Context { return s.ctx }
@@ -254,20 +281,36 @@ func (s *stream) RecvMsg(m any) error {
 	}
 	if s.pending {
 		s.pending = false
-		return check(s.id, s.p, targetOf(s.p, m), s.method)
+		s.live.target = targetOf(s.p, m)
+		if err := check(s.id, s.p, s.live.target, s.method); err != nil {
+			return err
+		}
+		s.release = s.r.hold(&s.live)
 	}
 	return nil
 }
 
 // AuthorizeCall authorizes a call to plugin's method relayed or proxied by
 // the router; credential is the value of header (HeaderAuthorization or
-// HeaderToken), "" when the call has none.
-func (e *Enforcer) AuthorizeCall(header, credential, plugin, method string) error {
-	id, err := e.identify(SecretOf(header, credential), method)
+// HeaderToken), "" when the call has none. An authorized call is watched
+// over until release: should its token be deleted or lose the permission
+// meanwhile, revoked is called, once, with the status that must end it
+// (on the resolver's goroutine: it must not block). A nil revoked watches
+// over nothing.
+func (e *Enforcer) AuthorizeCall(header, credential, plugin, method string, revoked func(error)) (release func(), err error) {
+	secret := SecretOf(header, credential)
+	id, err := e.identify(secret, method)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	return check(id, pluginLevel(Call), plugin, method)
+	p := pluginLevel(Call)
+	if err := check(id, p, plugin, method); err != nil {
+		return nil, err
+	}
+	if revoked == nil {
+		return func() {}, nil
+	}
+	return e.r.hold(&liveCall{hash: hashSecret(secret), server: e.cluster, p: p, target: plugin, method: method, revoke: revoked}), nil
 }
 
 // Forward returns ctx with the token of the call it serves as outgoing
@@ -334,3 +377,11 @@ func (f forwardCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[
 }
 
 func (forwardCreds) RequireTransportSecurity() bool { return false }
+
+// MayDescribe reports whether the caller of a call the enforcer
+// authorized (its context) may read plugin: reflection describes only
+// such plugins, as ListPlugins lists only them.
+func (e *Enforcer) MayDescribe(ctx context.Context, plugin string) bool {
+	id, ok := IdentityFrom(ctx)
+	return ok && id.Authz.Plugin(plugin) >= Read
+}

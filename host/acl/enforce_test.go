@@ -39,7 +39,7 @@ func TestServerTokenOnlyOnTheClusterPort(t *testing.T) {
 	if _, err := NewEnforcer(r).Unary(in, req, info, ok); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("API enforcer took the server token: %v", err)
 	}
-	if err := NewEnforcer(r).AuthorizeCall(HeaderAuthorization, "Bearer "+server, "echo", "/echo.v1.EchoService/Echo"); status.Code(err) != codes.Unauthenticated {
+	if _, err := NewEnforcer(r).AuthorizeCall(HeaderAuthorization, "Bearer "+server, "echo", "/echo.v1.EchoService/Echo", nil); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("router took the server token: %v", err)
 	}
 	if _, err := r.Resolve(server); err != ErrTokenNotFound {

@@ -251,6 +251,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration,
 		Authorize: enforcer.AuthorizeCall, FirstCallTimeout: cfg.FirstCallTimeout.Duration,
+		// secacl: reflection describes only the plugins the token may read.
+		MayDescribe: enforcer.MayDescribe,
 		// remote: calls that find no local instance go to another node's
 		// over the cluster RPC port (mutual TLS).
 		Node: cfg.Node, DialPeer: a.rpc.DialRelay})

@@ -44,6 +44,7 @@ type rstream struct {
 	mu       sync.Mutex // guards the fields below, and the backend half's opening
 	b        *Backend   // counted in flight from open to finish
 	cancel   context.CancelFunc
+	release  func() // of the call's authorization (see Config.Authorize)
 	heldData []heldChunk
 	finished bool
 }
@@ -359,11 +360,14 @@ func (st *rstream) finish(t *touched) {
 		return
 	}
 	st.finished = true
-	b, cancel := st.b, st.cancel
+	b, cancel, release := st.b, st.cancel, st.release
 	st.heldData = nil
 	st.mu.Unlock()
 	if cancel != nil {
 		cancel()
+	}
+	if release != nil {
+		release()
 	}
 	for _, h := range []*half{&st.caller, &st.backend} {
 		c := h.c
@@ -391,6 +395,20 @@ func (st *rstream) finish(t *touched) {
 			code = codes.Unknown
 		}
 		st.p.stats.recordCode(code)
+	}
+}
+
+// setRelease sets what finish calls to end the call's authorization, or
+// calls it now if the call is over.
+func (st *rstream) setRelease(release func()) {
+	st.mu.Lock()
+	if !st.finished {
+		st.release = release
+		release = nil
+	}
+	st.mu.Unlock()
+	if release != nil {
+		release()
 	}
 }
 

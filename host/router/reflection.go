@@ -1,6 +1,7 @@
 package router
 
 import (
+	"context"
 	"slices"
 	"strings"
 
@@ -17,32 +18,46 @@ import (
 
 // RegisterReflection registers gRPC server reflection, v1 and v1alpha, on s,
 // the agent's API server. It lists s's own services and the services of
-// every plugin that has a backend, and resolves descriptors from the
-// agent's linked-in files (protoregistry.GlobalFiles) and the backends'
-// Files, so grpcurl and `plughost call` work against the agent as against
-// the plugin itself.
+// every plugin that has a backend and the caller may see (see
+// Config.MayDescribe), and resolves descriptors from the agent's
+// linked-in files (protoregistry.GlobalFiles) and those plugins' Files,
+// so grpcurl and `plughost call` work against the agent as against the
+// plugin itself.
 func (r *Router) RegisterReflection(s *grpc.Server) {
-	opts := reflection.ServerOptions{
-		Services:           serviceLister{r: r, s: s},
-		DescriptorResolver: descriptorResolver{r: r},
-		ExtensionResolver:  extensionResolver{r: r},
+	rv1.RegisterServerReflectionServer(s, reflectionServerV1{r: r, s: s})
+	rv1alpha.RegisterServerReflectionServer(s, reflectionServerV1Alpha{r: r, s: s})
+}
+
+// reflectionOptions are the options of a reflection stream whose caller
+// may see the plugins visible accepts.
+func (r *Router) reflectionOptions(s *grpc.Server, visible func(plugin string) bool) reflection.ServerOptions {
+	return reflection.ServerOptions{
+		Services:           serviceLister{r: r, s: s, visible: visible},
+		DescriptorResolver: descriptorResolver{r: r, visible: visible},
+		ExtensionResolver:  extensionResolver{r: r, visible: visible},
 	}
-	rv1.RegisterServerReflectionServer(s, reflectionServerV1{ServerReflectionServer: reflection.NewServerV1(opts), r: r})
-	rv1alpha.RegisterServerReflectionServer(s, reflectionServerV1Alpha{ServerReflectionServer: reflection.NewServer(opts), r: r})
+}
+
+// visibleTo returns which plugins the caller of a stream with ctx may see.
+func (r *Router) visibleTo(ctx context.Context) func(plugin string) bool {
+	if r.cfg.MayDescribe == nil {
+		return func(string) bool { return true }
+	}
+	return func(plugin string) bool { return r.cfg.MayDescribe(ctx, plugin) }
 }
 
 // unserved is the status for a reflection lookup of symbol that failed
 // because symbol belongs to a declared plugin that has never had a
 // backend, so its descriptors are unknown: Unavailable with the plugin's
 // state, as a call would get. It is nil for any other symbol.
-func (r *Router) unserved(symbol string) *status.Status {
+func (r *Router) unserved(symbol string, visible func(string) bool) *status.Status {
 	if symbol == "" {
 		return nil
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, p := range r.plugins {
-		if p.backend.Load() != nil || p.files.Load() != nil || p.hasRemotes() {
+		if p.backend.Load() != nil || p.files.Load() != nil || p.hasRemotes() || !visible(p.name) {
 			continue
 		}
 		for _, svc := range p.services {
@@ -54,25 +69,30 @@ func (r *Router) unserved(symbol string) *status.Status {
 	return nil
 }
 
-// reflectionServerV1 is grpc-go's reflection v1 server, whose "not found" for a
-// symbol of a plugin with no instance becomes the plugin's Unavailable.
+// reflectionServerV1 serves grpc-go's reflection v1, made for each stream
+// with what its caller may see, and whose "not found" for a symbol of a
+// plugin with no instance becomes the plugin's Unavailable.
 type reflectionServerV1 struct {
-	rv1.ServerReflectionServer
+	rv1.UnimplementedServerReflectionServer
 	r *Router
+	s *grpc.Server
 }
 
 func (x reflectionServerV1) ServerReflectionInfo(stream rv1.ServerReflection_ServerReflectionInfoServer) error {
-	return x.ServerReflectionServer.ServerReflectionInfo(streamV1{BidiStreamingServer: stream, r: x.r})
+	visible := x.r.visibleTo(stream.Context())
+	srv := reflection.NewServerV1(x.r.reflectionOptions(x.s, visible))
+	return srv.ServerReflectionInfo(streamV1{BidiStreamingServer: stream, r: x.r, visible: visible})
 }
 
 type streamV1 struct {
 	grpc.BidiStreamingServer[rv1.ServerReflectionRequest, rv1.ServerReflectionResponse]
-	r *Router
+	r       *Router
+	visible func(string) bool
 }
 
 func (s streamV1) Send(resp *rv1.ServerReflectionResponse) error {
 	if er := resp.GetErrorResponse(); er != nil && er.GetErrorCode() == int32(codes.NotFound) {
-		if st := s.r.unserved(resp.GetOriginalRequest().GetFileContainingSymbol()); st != nil {
+		if st := s.r.unserved(resp.GetOriginalRequest().GetFileContainingSymbol(), s.visible); st != nil {
 			er.ErrorCode, er.ErrorMessage = int32(st.Code()), st.Message()
 		}
 	}
@@ -81,22 +101,26 @@ func (s streamV1) Send(resp *rv1.ServerReflectionResponse) error {
 
 // reflectionServerV1Alpha is reflectionServerV1 for v1alpha.
 type reflectionServerV1Alpha struct {
-	rv1alpha.ServerReflectionServer
+	rv1alpha.UnimplementedServerReflectionServer
 	r *Router
+	s *grpc.Server
 }
 
 func (x reflectionServerV1Alpha) ServerReflectionInfo(stream rv1alpha.ServerReflection_ServerReflectionInfoServer) error {
-	return x.ServerReflectionServer.ServerReflectionInfo(streamV1Alpha{BidiStreamingServer: stream, r: x.r})
+	visible := x.r.visibleTo(stream.Context())
+	srv := reflection.NewServer(x.r.reflectionOptions(x.s, visible))
+	return srv.ServerReflectionInfo(streamV1Alpha{BidiStreamingServer: stream, r: x.r, visible: visible})
 }
 
 type streamV1Alpha struct {
 	grpc.BidiStreamingServer[rv1alpha.ServerReflectionRequest, rv1alpha.ServerReflectionResponse]
-	r *Router
+	r       *Router
+	visible func(string) bool
 }
 
 func (s streamV1Alpha) Send(resp *rv1alpha.ServerReflectionResponse) error {
 	if er := resp.GetErrorResponse(); er != nil && er.GetErrorCode() == int32(codes.NotFound) {
-		if st := s.r.unserved(resp.GetOriginalRequest().GetFileContainingSymbol()); st != nil {
+		if st := s.r.unserved(resp.GetOriginalRequest().GetFileContainingSymbol(), s.visible); st != nil {
 			er.ErrorCode, er.ErrorMessage = int32(st.Code()), st.Message()
 		}
 	}
@@ -115,7 +139,7 @@ type servedPlugin struct {
 // plugin between instances (restarting, backing off, failed) keeps its
 // services in reflection, so that a call is made and answered with why it
 // cannot be served.
-func (r *Router) served() []servedPlugin {
+func (r *Router) served(visible func(string) bool) []servedPlugin {
 	// The route table has every plugin's services, those only other
 	// nodes' instances serve included.
 	bySvc := make(map[*plugin][]string)
@@ -124,6 +148,9 @@ func (r *Router) served() []servedPlugin {
 	}
 	var out []servedPlugin
 	for p, svcs := range bySvc {
+		if !visible(p.name) {
+			continue
+		}
 		files := p.files.Load()
 		if b := p.backend.Load(); b != nil && b.Files != nil {
 			files = b.Files
@@ -149,13 +176,14 @@ func (sp servedPlugin) owns(name protoreflect.FullName) bool {
 
 // serviceLister implements reflection.ServiceInfoProvider.
 type serviceLister struct {
-	r *Router
-	s *grpc.Server
+	r       *Router
+	s       *grpc.Server
+	visible func(string) bool
 }
 
 func (l serviceLister) GetServiceInfo() map[string]grpc.ServiceInfo {
 	infos := l.s.GetServiceInfo()
-	for _, sp := range l.r.served() {
+	for _, sp := range l.r.served(l.visible) {
 		for _, svc := range sp.services {
 			if _, ok := infos[svc]; ok {
 				continue // the agent's own service wins, as it does for calls
@@ -184,13 +212,16 @@ func (l serviceLister) GetServiceInfo() map[string]grpc.ServiceInfo {
 
 // descriptorResolver implements protodesc.Resolver over the agent's files
 // and the backends' Files.
-type descriptorResolver struct{ r *Router }
+type descriptorResolver struct {
+	r       *Router
+	visible func(string) bool
+}
 
 func (d descriptorResolver) FindFileByPath(path string) (protoreflect.FileDescriptor, error) {
 	if fd, err := protoregistry.GlobalFiles.FindFileByPath(path); err == nil {
 		return fd, nil
 	}
-	for _, sp := range d.r.served() {
+	for _, sp := range d.r.served(d.visible) {
 		if sp.files == nil {
 			continue
 		}
@@ -202,7 +233,7 @@ func (d descriptorResolver) FindFileByPath(path string) (protoreflect.FileDescri
 }
 
 func (d descriptorResolver) FindDescriptorByName(name protoreflect.FullName) (protoreflect.Descriptor, error) {
-	served := d.r.served()
+	served := d.r.served(d.visible)
 	// A plugin's own services resolve from the plugin's descriptors first:
 	// the agent may link an older copy of the same file.
 	for _, sp := range served {
@@ -240,13 +271,16 @@ func (d descriptorResolver) FindDescriptorByName(name protoreflect.FullName) (pr
 // extensionResolver implements reflection.ExtensionResolver over
 // protoregistry.GlobalTypes and the extensions declared in the backends'
 // Files.
-type extensionResolver struct{ r *Router }
+type extensionResolver struct {
+	r       *Router
+	visible func(string) bool
+}
 
 func (x extensionResolver) FindExtensionByName(field protoreflect.FullName) (protoreflect.ExtensionType, error) {
 	if xt, err := protoregistry.GlobalTypes.FindExtensionByName(field); err == nil {
 		return xt, nil
 	}
-	for _, sp := range x.r.served() {
+	for _, sp := range x.r.served(x.visible) {
 		if sp.files == nil {
 			continue
 		}
@@ -315,7 +349,7 @@ func (x extensionResolver) rangeBackendExtensions(message protoreflect.FullName,
 			walk(mds.Get(i).Messages())
 		}
 	}
-	for _, sp := range x.r.served() {
+	for _, sp := range x.r.served(x.visible) {
 		if sp.files == nil {
 			continue
 		}

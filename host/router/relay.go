@@ -538,10 +538,20 @@ func (rl *relay) route(t *touched, st *rstream, fields []hpack.HeaderField, end 
 		// a call another node relayed was authorized there.
 		peer := st.caller.c.fromPeer
 		if !peer {
-			if err := rl.r.authorizeFields(fields, p, pathOf(fields)); err != nil {
+			release, err := rl.r.authorizeFields(fields, p, pathOf(fields), func(err error) {
+				// The caller's token was revoked: end the call, off the
+				// resolver's goroutine.
+				go func() {
+					var t touched
+					defer t.flush()
+					st.fail(&t, err)
+				}()
+			})
+			if err != nil {
 				st.fail(t, err)
 				return
 			}
+			st.setRelease(release)
 		}
 		bf := st.caller.c.hr.cache.backendFieldsOf(fields)
 		var b *Backend

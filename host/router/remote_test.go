@@ -84,7 +84,7 @@ func startClusterConfig(t testing.TB, cfg Config, names ...string) []*clusterNod
 		n := &clusterNode{name: name, mux: mux}
 		c := cfg
 		c.Node, c.DialPeer = name, mux.DialRelay
-		c.Authorize = func(_, _, _, _ string) error { n.authorized.Add(1); return nil }
+		c.Authorize = func(_, _, _, _ string, _ func(error)) (func(), error) { n.authorized.Add(1); return func() {}, nil }
 		n.testRouter = startRouter(t, c)
 		go func() { _ = n.r.ServeRelayed(mux.Relay()) }()
 		out = append(out, n)

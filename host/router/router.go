@@ -79,8 +79,15 @@ type Config struct {
 	// ahead, relayed or proxied alike, once per call: header is the
 	// credential header the call carries (CredentialHeaders) and
 	// credential its value, both "" when it carries none. A non-nil error
-	// (a gRPC status) ends the call with it.
-	Authorize func(header, credential, plugin, method string) error
+	// (a gRPC status) ends the call with it. An authorized call is
+	// watched over until the router calls release when it ends: should
+	// the caller's authority end first (its token deleted), Authorize's
+	// caller calls revoked with the status that ends the call, at once.
+	Authorize func(header, credential, plugin, method string, revoked func(error)) (release func(), err error)
+	// MayDescribe, if set, says whether the caller of a reflection stream
+	// (its context, as the server's interceptors left it) may see plugin:
+	// reflection lists and describes only the plugins it may. Nil: all.
+	MayDescribe func(ctx context.Context, plugin string) bool
 
 	// Node is this node's name, for messages.
 	Node string
@@ -419,41 +426,62 @@ func (r *Router) handle(_ any, ss grpc.ServerStream) error {
 		r.unknown.Add(1)
 		return errUnknownService(service)
 	}
-	if err := r.authorizeMD(ss.Context(), p, method); err != nil {
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	var revoked atomic.Pointer[error]
+	release, err := r.authorizeMD(ctx, p, method, func(err error) {
+		revoked.Store(&err)
+		cancel()
+	})
+	if err != nil {
 		return err
 	}
-	err := r.route(ss, p, method)
+	err = r.route(ctxStream{ServerStream: ss, ctx: ctx}, p, method)
+	release()
+	if rv := revoked.Load(); rv != nil {
+		err = *rv // the caller's token was revoked mid-call
+	}
 	p.stats.record(err)
 	return err
 }
 
-// authorizeMD authorizes a proxied call by its metadata.
-func (r *Router) authorizeMD(ctx context.Context, p *plugin, method string) error {
+// ctxStream is a server stream with a context of its own.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s ctxStream) Context() context.Context { return s.ctx }
+
+// authorizeMD authorizes a proxied call by its metadata (see
+// Config.Authorize).
+func (r *Router) authorizeMD(ctx context.Context, p *plugin, method string, revoked func(error)) (release func(), err error) {
 	if r.cfg.Authorize == nil {
-		return nil
+		return func() {}, nil
 	}
 	md, _ := metadata.FromIncomingContext(ctx)
 	for _, h := range CredentialHeaders {
 		if v := md.Get(h); len(v) > 0 {
-			return r.cfg.Authorize(h, v[0], p.name, method)
+			return r.cfg.Authorize(h, v[0], p.name, method, revoked)
 		}
 	}
-	return r.cfg.Authorize("", "", p.name, method)
+	return r.cfg.Authorize("", "", p.name, method, revoked)
 }
 
-// authorizeFields authorizes a relayed call by its header fields.
-func (r *Router) authorizeFields(fields []hpack.HeaderField, p *plugin, method string) error {
+// authorizeFields authorizes a relayed call by its header fields (see
+// Config.Authorize).
+func (r *Router) authorizeFields(fields []hpack.HeaderField, p *plugin, method string, revoked func(error)) (release func(), err error) {
 	if r.cfg.Authorize == nil {
-		return nil
+		return func() {}, nil
 	}
 	for _, h := range CredentialHeaders {
 		for _, f := range fields {
 			if f.Name == h {
-				return r.cfg.Authorize(h, f.Value, p.name, method)
+				return r.cfg.Authorize(h, f.Value, p.name, method, revoked)
 			}
 		}
 	}
-	return r.cfg.Authorize("", "", p.name, method)
+	return r.cfg.Authorize("", "", p.name, method, revoked)
 }
 
 // route proxies one call to p's backend.
