@@ -18,9 +18,12 @@ const (
 	DefaultRaftAddr      = "127.0.0.1:7401"
 	DefaultMaxTxnBytes   = local.DefaultMaxTxnBytes
 	// DefaultMaxWatches and DefaultMaxWatchesPerClient bound the watches
-	// open at once on a node, and from one client connection.
+	// open at once on a node, and from one client (an ACL token, a
+	// plugin). DefaultPluginWatchReserve keeps an eighth of MaxWatches
+	// for plugins (1024 of the default 8192).
 	DefaultMaxWatches          = 8192
 	DefaultMaxWatchesPerClient = 64
+	DefaultPluginWatchReserve  = -1
 
 	// MaxMaxTxnBytes is the largest MaxTxnBytes: the message limit of
 	// plugins' gRPC connections (sdk/wire.MaxMessageBytes).
@@ -56,11 +59,17 @@ type Config struct {
 	// MaxTxnBytes bounds a transaction's encoded size; default 4 MiB.
 	MaxTxnBytes int
 	// MaxWatches and MaxWatchesPerClient bound the watches open at once,
-	// on the node and from one client connection (a plugin's store
-	// connection is one client); zero means unlimited. DefaultConfig sets
-	// DefaultMaxWatches and DefaultMaxWatchesPerClient.
+	// on the node and from one client (local.ClientOf: the ACL token a
+	// call was made with, on all its connections; a plugin); zero means
+	// unlimited. PluginWatchReserve of MaxWatches are kept for plugins'
+	// own watches: other clients together open at most MaxWatches less
+	// it, so that they cannot starve plugins; -1 keeps an eighth of
+	// MaxWatches, 0 none. DefaultConfig sets
+	// DefaultMaxWatches, DefaultMaxWatchesPerClient and
+	// DefaultPluginWatchReserve.
 	MaxWatches          int
 	MaxWatchesPerClient int
+	PluginWatchReserve  int
 	DefaultQuota        Quota
 	Quotas              map[string]Quota // per namespace
 	WatchHistory        int              // revisions kept for watch resumption
@@ -104,6 +113,7 @@ func DefaultConfig() Config {
 		MaxTxnBytes:         DefaultMaxTxnBytes,
 		MaxWatches:          DefaultMaxWatches,
 		MaxWatchesPerClient: DefaultMaxWatchesPerClient,
+		PluginWatchReserve:  DefaultPluginWatchReserve,
 		WatchHistory:        DefaultWatchHistory,
 		Logger:              hclog.NewNullLogger(),
 	}
@@ -134,6 +144,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxWatches < 0 || c.MaxWatchesPerClient < 0 {
 		errs = append(errs, fmt.Errorf("MaxWatches %d and MaxWatchesPerClient %d must be 0 (unlimited) or more", c.MaxWatches, c.MaxWatchesPerClient))
+	}
+	if c.PluginWatchReserve < -1 || (c.MaxWatches > 0 && c.PluginWatchReserve >= c.MaxWatches) {
+		errs = append(errs, fmt.Errorf("PluginWatchReserve %d must be -1 (an eighth of MaxWatches), 0 or more, and less than MaxWatches %d", c.PluginWatchReserve, c.MaxWatches))
 	}
 	if c.WatchHistory < 0 {
 		errs = append(errs, fmt.Errorf("WatchHistory %d is negative", c.WatchHistory))

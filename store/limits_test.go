@@ -224,3 +224,36 @@ func TestExplainMessageSize(t *testing.T) {
 		}
 	}
 }
+
+// Clients other than plugins together stop short of the watches kept for
+// plugins; plugins may take them.
+func TestWatchReserveForPlugins(t *testing.T) {
+	s := newMemStore(t, func(c *Config) { c.MaxWatches, c.MaxWatchesPerClient, c.PluginWatchReserve = 4, 10, 2 })
+	ctx, cancel := context.WithCancel(testenv.Context(t, 20*time.Second))
+	defer cancel()
+	watch := func(wctx context.Context) {
+		go func() {
+			_ = s.Watch(wctx, &storev1.WatchRequest{Namespace: "app"}, func(*storev1.WatchResponse) error { return nil })
+		}()
+	}
+	waitWatchers := func(n int) {
+		testenv.Eventually(t, 10*time.Second, fmt.Sprintf("%d watchers", n), func() bool { return s.fsm.Hub().Watchers() == n })
+	}
+	refused := func(wctx context.Context, limit, says string) {
+		t.Helper()
+		err := s.Watch(wctx, &storev1.WatchRequest{Namespace: "app"}, func(*storev1.WatchResponse) error { return nil })
+		wantErr(t, err, ErrTooManyWatches)
+		st := status.Convert(local.ToStatus(err))
+		if st.Code() != codes.ResourceExhausted || limitMetadata(st) != limit || !strings.Contains(st.Message(), says) {
+			t.Errorf("status %v: want RESOURCE_EXHAUSTED naming %s and saying %q", st.Proto(), limit, says)
+		}
+	}
+	watch(local.WithClient(ctx, "a"))
+	watch(local.WithClient(ctx, "b"))
+	waitWatchers(2)
+	refused(local.WithClient(ctx, "c"), "max_watches", "plugin_watch_reserve")
+	watch(local.WithPlugin(ctx, "p1"))
+	watch(local.WithPlugin(ctx, "p2"))
+	waitWatchers(4)
+	refused(local.WithPlugin(ctx, "p3"), "max_watches", "the most max_watches allows")
+}

@@ -68,7 +68,7 @@ func Open(cfg Config) (*Store, error) {
 		fsm:      f,
 		node:     node,
 		shutdown: make(chan struct{}),
-		watches:  newWatchLimiter(cfg.MaxWatches, cfg.MaxWatchesPerClient),
+		watches:  newWatchLimiter(cfg.MaxWatches, cfg.MaxWatchesPerClient, cfg.PluginWatchReserve),
 	}
 	if !cfg.InMemory {
 		s.fwd.transport = cfg.Transport

@@ -17,12 +17,13 @@ import (
 //
 // A watch from a client over gRPC (local.ClientOf) that would take the
 // client past Config.MaxWatchesPerClient, or the node past
-// Config.MaxWatches, fails at once with an error wrapping
+// Config.MaxWatches (clients other than plugins past MaxWatches less
+// Config.PluginWatchReserve), fails at once with an error wrapping
 // ErrTooManyWatches. The agent's own watches, made in process, are not
 // counted.
 func (s *Store) Watch(ctx context.Context, req *storev1.WatchRequest, send func(*storev1.WatchResponse) error) error {
 	if client, remote := local.ClientOf(ctx); remote {
-		release, err := s.watches.acquire(client)
+		release, err := s.watches.acquire(client, local.IsPlugin(ctx))
 		if err != nil {
 			return err
 		}

@@ -615,15 +615,91 @@ func TestLargeTransactionsAreRefused(t *testing.T) {
 
 // relayedConn returns a connection whose first call is to the agent's
 // reflection: the relay carries it, and passes its calls to the agent's
-// own services on in memory.
-func relayedConn(t testing.TB, a *Agent) *grpc.ClientConn {
+// TestQuotaAndWatchLimits: the default quota and the watch limits refuse
+// with RESOURCE_EXHAUSTED naming their config keys. Watches count per ACL
+// token, on all its connections together (the relay's in-memory ones
+// too), so that one token on many connections cannot take the node's
+// watches; plugin_watch_reserve keeps some for plugins from all others.
+func TestQuotaAndWatchLimits(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{Config: `{"default_quota": {"max_keys": 20}, "max_watches_per_client": 3, "max_watches": 9, "plugin_watch_reserve": 3}`})
+	ctx := testenv.Context(t, time.Minute)
+	client, _ := storeClient(t, a)
+	for i := range 20 {
+		if _, err := client.Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte(strconv.Itoa(i)), Value: []byte("v")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := client.Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("20"), Value: []byte("v")})
+	wantLimit(t, err, storev1.ReasonQuotaExceeded, "default_quota.max_keys")
+
+	var watches []storev1.StoreService_WatchClient
+	// watch opens a watch on cc with secret; a refused one fails its
+	// first Recv.
+	watch := func(cc *grpc.ClientConn, secret string) (storev1.StoreService_WatchClient, error) {
+		// A watch from a put's revision: one that runs sends it.
+		put, err := client.Put(ctx, &storev1.PutRequest{Namespace: "w", Key: []byte("k"), Value: []byte("v")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := storev1.NewStoreServiceClient(cc).Watch(withToken(ctx, secret), &storev1.WatchRequest{Namespace: "w", StartRevision: put.GetRevision()})
+		if err != nil {
+			return nil, err
+		}
+		if _, err := w.Recv(); err != nil {
+			return nil, err
+		}
+		watches = append(watches, w)
+		return w, nil
+	}
+	reader, _ := createToken(t, a, "reader", "read-only")
+	other, _ := createToken(t, a, "other reader", "read-only")
+	// The reader's 3 watches on one connection, then on others (one the
+	// relay carries): each past the 3rd is refused.
+	for i, cc := range []*grpc.ClientConn{plainConn(t, a), plainConn(t, a), relayedConnAs(t, a, reader)} {
+		n := 3
+		if i > 0 {
+			n = 0
+		}
+		for j := range n {
+			if _, err := watch(cc, reader); err != nil {
+				t.Fatalf("connection %d watch %d: %v", i, j, err)
+			}
+		}
+		_, err := watch(cc, reader)
+		wantLimit(t, err, storev1.ReasonTooManyWatches, "max_watches_per_client")
+	}
+	// The agent's token takes 3 more: 6, all max_watches less the
+	// plugins' reserve allows clients.
+	for j := range 3 {
+		if _, err := watch(relayedConnAs(t, a, a.Token()), a.Token()); err != nil {
+			t.Fatalf("management token's watch %d: %v", j, err)
+		}
+	}
+	_, err = watch(plainConn(t, a), other)
+	wantLimit(t, err, storev1.ReasonTooManyWatches, "max_watches")
+	if !strings.Contains(status.Convert(err).Message(), "plugin_watch_reserve") {
+		t.Fatalf("the refusal does not name the plugins' reserve: %v", err)
+	}
+}
+
+// plainConn is a connection to a's API that carries no token of its own.
+func plainConn(t testing.TB, a *Agent) *grpc.ClientConn {
 	t.Helper()
-	cc, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(insecure.NewCredentials()), a.TokenOption())
+	cc, err := grpc.NewClient(a.API, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cc.Close() })
-	ctx := testenv.Context(t, 10*time.Second)
+	return cc
+}
+
+// relayedConnAs is relayedConn without a token of its own: its first call
+// (reflection) is made with secret.
+func relayedConnAs(t testing.TB, a *Agent, secret string) *grpc.ClientConn {
+	t.Helper()
+	cc := plainConn(t, a)
+	ctx := withToken(testenv.Context(t, 10*time.Second), secret)
 	rs, err := rv1.NewServerReflectionClient(cc).ServerReflectionInfo(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -636,60 +712,6 @@ func relayedConn(t testing.TB, a *Agent) *grpc.ClientConn {
 	}
 	_ = rs.CloseSend()
 	return cc
-}
-
-// TestQuotaAndWatchLimits: the default quota and the watch limits refuse
-// with RESOURCE_EXHAUSTED naming their config keys. Watches on connections
-// the relay carries count per connection, as others do.
-func TestQuotaAndWatchLimits(t *testing.T) {
-	t.Parallel()
-	a := NewAgent(t, AgentOptions{Config: `{"default_quota": {"max_keys": 5}, "max_watches_per_client": 3, "max_watches": 9}`})
-	ctx := testenv.Context(t, time.Minute)
-	client, _ := storeClient(t, a)
-	for i := range 5 {
-		if _, err := client.Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte(strconv.Itoa(i)), Value: []byte("v")}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	_, err := client.Put(ctx, &storev1.PutRequest{Namespace: "app", Key: []byte("5"), Value: []byte("v")})
-	wantLimit(t, err, storev1.ReasonQuotaExceeded, "default_quota.max_keys")
-
-	var watches []storev1.StoreService_WatchClient
-	// watch opens a watch on cc; a refused one fails its first Recv.
-	watch := func(cc *grpc.ClientConn) (storev1.StoreService_WatchClient, error) {
-		// A watch from a put's revision: one that runs sends it.
-		put, err := client.Put(ctx, &storev1.PutRequest{Namespace: "w", Key: []byte("k"), Value: []byte("v")})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w, err := storev1.NewStoreServiceClient(cc).Watch(ctx, &storev1.WatchRequest{Namespace: "w", StartRevision: put.GetRevision()})
-		if err != nil {
-			return nil, err
-		}
-		if _, err := w.Recv(); err != nil {
-			return nil, err
-		}
-		watches = append(watches, w)
-		return w, nil
-	}
-	_, native := storeClient(t, a)
-	conns := []*grpc.ClientConn{native, relayedConn(t, a), relayedConn(t, a)}
-	for i, cc := range conns {
-		for j := range 3 {
-			if _, err := watch(cc); err != nil {
-				t.Fatalf("connection %d watch %d: %v", i, j, err)
-			}
-		}
-		_, err := watch(cc)
-		if i < 2 {
-			wantLimit(t, err, storev1.ReasonTooManyWatches, "max_watches_per_client")
-		} else {
-			wantLimit(t, err, storev1.ReasonTooManyWatches, "max_watches")
-		}
-	}
-	_, other := storeClient(t, a)
-	_, err = watch(other)
-	wantLimit(t, err, storev1.ReasonTooManyWatches, "max_watches")
 }
 
 // BenchmarkIdleConnectionFlood reports how long an agent takes to close

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
+	"github.com/plughost/plughost/store/local"
 )
 
 // Credential headers: a call's token is "authorization: Bearer SECRET" or
@@ -48,6 +49,21 @@ func secretFrom(ctx context.Context) string {
 }
 
 type identityKey struct{}
+
+// withIdentity returns ctx of a call made as id. Per-client limits (the
+// store's watches) count the call under its token, on all the token's
+// connections together, except the agents' own server token's.
+func withIdentity(ctx context.Context, id *Identity) context.Context {
+	ctx = context.WithValue(ctx, identityKey{}, id)
+	if id != agentIdentity {
+		client := "token " + id.AccessorID
+		if id.Description != "" {
+			client += " (" + id.Description + ")"
+		}
+		ctx = local.WithClient(ctx, client)
+	}
+	return ctx
+}
 
 // IdentityFrom returns the identity an authorized call was made with.
 func IdentityFrom(ctx context.Context) (*Identity, bool) {
@@ -210,7 +226,7 @@ func (e *Enforcer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 	if err := check(id, p, targetOf(p, req), info.FullMethod); err != nil {
 		return nil, err
 	}
-	resp, err := handler(withCaller(context.WithValue(ctx, identityKey{}, id), secret, info.FullMethod), req)
+	resp, err := handler(withCaller(withIdentity(ctx, id), secret, info.FullMethod), req)
 	if err == nil && p.filter != nil {
 		p.filter(id.Authz, resp)
 	}
@@ -230,7 +246,7 @@ func (e *Enforcer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithCancel(withCaller(context.WithValue(ss.Context(), identityKey{}, id), secret, info.FullMethod))
+	ctx, cancel := context.WithCancel(withCaller(withIdentity(ss.Context(), id), secret, info.FullMethod))
 	defer cancel()
 	w := &stream{ServerStream: ss, ctx: ctx, r: e.r, id: id, p: p, method: info.FullMethod}
 	w.live = liveCall{hash: hashSecret(secret), server: e.cluster, p: p, method: info.FullMethod, revoke: func(err error) {

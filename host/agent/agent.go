@@ -474,6 +474,7 @@ func (a *Agent) openStore() error {
 	sc.MaxValueBytes = cfg.MaxValueBytes
 	sc.MaxTxnBytes = cfg.MaxTxnBytes
 	sc.MaxWatches, sc.MaxWatchesPerClient = cfg.MaxWatches, cfg.MaxWatchesPerClient
+	sc.PluginWatchReserve = cfg.PluginWatchReserve // secacl
 	sc.DefaultQuota = store.Quota{MaxBytes: cfg.DefaultQuota.MaxBytes, MaxKeys: cfg.DefaultQuota.MaxKeys}
 	sc.Quotas = map[string]store.Quota{}
 	for ns, q := range cfg.Quotas {

@@ -147,6 +147,11 @@ type Config struct {
 	MaxTxnBytes         int      `json:"max_txn_bytes"`
 	MaxWatches          int      `json:"max_watches"`
 	MaxWatchesPerClient int      `json:"max_watches_per_client"`
+	// secacl: PluginWatchReserve of MaxWatches are kept for plugins' own
+	// watches (-1, the default: an eighth of max_watches; 0: none);
+	// MaxWatchesPerClient counts an API client by its ACL token, on all
+	// its connections.
+	PluginWatchReserve int `json:"plugin_watch_reserve"`
 
 	// Bundles that travel (area: fetch). BundleKeep is how many installed
 	// versions of each plugin stay on this node's disk, newest first,
@@ -305,6 +310,7 @@ func DefaultConfig() Config {
 		MaxTxnBytes:         store.DefaultMaxTxnBytes,
 		MaxWatches:          store.DefaultMaxWatches,
 		MaxWatchesPerClient: store.DefaultMaxWatchesPerClient,
+		PluginWatchReserve:  store.DefaultPluginWatchReserve, // secacl
 
 		// Bundles that travel (area: fetch).
 		BundleKeep:             install.DefaultKeep,
@@ -444,6 +450,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxWatches < 0 || c.MaxWatchesPerClient < 0 {
 		errs = append(errs, fmt.Errorf("max_watches %d and max_watches_per_client %d must be 0 (unlimited) or more", c.MaxWatches, c.MaxWatchesPerClient))
+	}
+	if c.PluginWatchReserve < -1 || (c.MaxWatches > 0 && c.PluginWatchReserve >= c.MaxWatches) {
+		errs = append(errs, fmt.Errorf("plugin_watch_reserve %d must be -1 (an eighth of max_watches), 0 or more, and less than max_watches (%d)", c.PluginWatchReserve, c.MaxWatches))
 	}
 	if c.CrashLoopRestarts <= 0 {
 		errs = append(errs, errors.New("crash_loop_restarts must be positive"))

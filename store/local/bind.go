@@ -147,7 +147,7 @@ func (bs *boundServer) Watch(req *storev1.WatchRequest, stream grpc.ServerStream
 	}
 	req.Namespace = ns
 	// Per-client watch limits count a plugin as one client.
-	return bs.srv.Watch(req, clientStream{stream, WithClient(stream.Context(), "plugin "+ns)})
+	return bs.srv.Watch(req, clientStream{stream, WithPlugin(stream.Context(), ns)})
 }
 
 // clientStream is a watch stream whose context names its client.
