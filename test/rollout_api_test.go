@@ -35,12 +35,15 @@ func putRecord(t *testing.T, a *Agent, r intent.Record) {
 	}
 }
 
-// fakeRollout is rollout seq of plugin ghost (registered nowhere, so no
-// controller acts on it) from 1.0.0 to 2.0.0 over ud1 (n1) and ud2 (n2).
-func fakeRollout(seq int64, state string) *intent.Rollout {
+// fakeRollout is rollout seq of plugin (registered nowhere) from 1.0.0 to
+// 2.0.0 over ud1 (n1) and ud2 (n2), paused while ud1 updates, or
+// completed. The rollout controller, when it runs, leaves both be: a
+// paused rollout waits for an operator, a completed one with nothing
+// pending is done.
+func fakeRollout(plugin string, seq int64, state string) *intent.Rollout {
 	created := time.Now().UTC().Add(time.Duration(seq) * time.Second)
 	r := &intent.Rollout{
-		ID: intent.RolloutID("ghost", seq), Plugin: "ghost", Seq: seq, From: "1.0.0", To: "2.0.0", Trigger: intent.TriggerPin, Actor: "tester",
+		ID: intent.RolloutID(plugin, seq), Plugin: plugin, Seq: seq, From: "1.0.0", To: "2.0.0", Trigger: intent.TriggerPin, Actor: "tester",
 		Policy: intent.RolloutPolicy{Mode: intent.PolicyAuto, Strategy: "overlap", MaxParallel: 1,
 			MinHealthyTime: bundle.Duration{Duration: 2 * time.Second}, HealthyDeadline: bundle.Duration{Duration: time.Minute},
 			ProgressDeadline: bundle.Duration{Duration: 10 * time.Minute}, FailureAction: intent.FailureRollback},
@@ -52,7 +55,10 @@ func fakeRollout(seq int64, state string) *intent.Rollout {
 				Nodes: []intent.RolloutNode{{Name: "n2", Phase: intent.NodeWaiting, Version: "1.0.0"}}},
 		},
 	}
-	if state == intent.RolloutCompleted {
+	switch state {
+	case intent.RolloutPaused:
+		r.Paused, r.Failure = intent.RolloutRunning, "paused by tester"
+	case intent.RolloutCompleted:
 		for i := range r.Domains {
 			r.Domains[i].Phase, r.Domains[i].Version = intent.DomainDone, "2.0.0"
 			r.Domains[i].Nodes[0].Phase, r.Domains[i].Nodes[0].Version = intent.NodeHealthy, "2.0.0"
@@ -71,9 +77,8 @@ func TestRolloutOperatorSurface(t *testing.T) {
 	a := NewAgent(t, AgentOptions{})
 	ctx := testenv.Context(t, 2*time.Minute)
 	op := a.Operator()
-	putRecord(t, a, fakeRollout(1, intent.RolloutCompleted))
-	running := fakeRollout(2, intent.RolloutRunning)
-	putRecord(t, a, running)
+	putRecord(t, a, fakeRollout("ghost", 1, intent.RolloutCompleted))
+	putRecord(t, a, fakeRollout("ghost", 2, intent.RolloutPaused))
 
 	// list: newest first, every field.
 	out, errOut, code := a.CLI("rollout", "list", "-format", "json")
@@ -83,6 +88,7 @@ func TestRolloutOperatorSurface(t *testing.T) {
 	var list []struct {
 		ID      string `json:"id"`
 		State   string `json:"state"`
+		Paused  string `json:"paused"`
 		Domains []struct {
 			Name  string `json:"name"`
 			Nodes []struct {
@@ -97,8 +103,8 @@ func TestRolloutOperatorSurface(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("rollout list -format json: %v\n%s", err, out)
 	}
-	if len(list) != 2 || list[0].ID != "ghost-2" || list[1].ID != "ghost-1" || list[1].State != "completed" ||
-		len(list[0].Domains) != 2 || list[0].Domains[0].Nodes[0].Phase != "updating" || list[0].Policy.MinHealthyTimeMs != 2000 {
+	if len(list) != 2 || list[0].ID != "ghost-2" || list[0].State != "paused" || list[0].Paused != "running" || list[1].ID != "ghost-1" ||
+		list[1].State != "completed" || len(list[0].Domains) != 2 || list[0].Domains[0].Nodes[0].Phase != "updating" || list[0].Policy.MinHealthyTimeMs != 2000 {
 		t.Fatalf("rollout list: %s", out)
 	}
 	if out, _, code := a.CLI("rollout", "list", "-plugin", "nosuch"); code != 0 || strings.Count(out, "\n") != 1 {
@@ -107,7 +113,8 @@ func TestRolloutOperatorSurface(t *testing.T) {
 
 	// status: by plugin (its newest), by ID.
 	out, errOut, code = a.CLI("rollout", "status", "ghost")
-	if code != 0 || !strings.Contains(out, "Rollout ghost-2: ghost 1.0.0 -> 2.0.0") || !strings.Contains(out, "node n1 updating to 2.0.0") {
+	if code != 0 || !strings.Contains(out, "Rollout ghost-2: ghost 1.0.0 -> 2.0.0") || !strings.Contains(out, "State:    paused: paused by tester") ||
+		!strings.Contains(out, "node n1 updating to 2.0.0") {
 		t.Fatalf("rollout status ghost: exit %d: %s\n%s", code, errOut, out)
 	}
 	if out, _, code := a.CLI("rollout", "status", "ghost-1"); code != 0 || !strings.Contains(out, "State:    completed") {
@@ -122,37 +129,43 @@ func TestRolloutOperatorSurface(t *testing.T) {
 	}
 
 	// Requests that do not apply are refused, with reasons.
-	_, err = op.PauseRollout(ctx, &operatorv1.PauseRolloutRequest{Name: "ghost", Id: "ghost-1"})
+	_, err = op.ResumeRollout(ctx, &operatorv1.ResumeRolloutRequest{Name: "ghost", Id: "ghost-1"})
 	if status.Code(err) != codes.FailedPrecondition || rolloutReason(err) != operatorv1.ReasonRolloutFinished {
-		t.Fatalf("pause of finished ghost-1: %v, want FAILED_PRECONDITION ROLLOUT_FINISHED", err)
+		t.Fatalf("resume of finished ghost-1: %v, want FAILED_PRECONDITION ROLLOUT_FINISHED", err)
 	}
-	if _, errOut, code := a.CLI("rollout", "resume", "ghost"); code != 1 || !strings.Contains(errOut, "not paused") {
-		t.Fatalf("rollout resume of a running rollout: exit %d: %s", code, errOut)
+	_, err = op.PauseRollout(ctx, &operatorv1.PauseRolloutRequest{Name: "ghost"})
+	if status.Code(err) != codes.FailedPrecondition || rolloutReason(err) != operatorv1.ReasonRolloutState {
+		t.Fatalf("pause of paused ghost-2: %v, want FAILED_PRECONDITION ROLLOUT_STATE", err)
+	}
+	if _, errOut, code := a.CLI("rollout", "pause", "ghost-2"); code != 1 || !strings.Contains(errOut, "paused already") {
+		t.Fatalf("rollout pause of a paused rollout: exit %d: %s", code, errOut)
 	}
 	if _, errOut, code := a.CLI("rollout", "abort", "-restore-data", "ghost"); code != 1 || !strings.Contains(errOut, "took no snapshot") {
 		t.Fatalf("rollout abort -restore-data without a snapshot: exit %d: %s", code, errOut)
 	}
 
-	// pause: the request is recorded for the controller.
-	out, errOut, code = a.CLI("rollout", "pause", "ghost-2")
-	if code != 0 || !strings.Contains(out, "Asked rollout ghost-2 (running) to pause") {
-		t.Fatalf("rollout pause ghost-2: exit %d: %s\n%s", code, errOut, out)
+	// resume: the request is recorded for the controller.
+	out, errOut, code = a.CLI("rollout", "resume", "ghost")
+	if code != 0 || !strings.Contains(out, "Asked rollout ghost-2 (paused) to resume, running") {
+		t.Fatalf("rollout resume ghost: exit %d: %s\n%s", code, errOut, out)
 	}
 	kv, err := storev1.NewStoreServiceClient(a.Conn()).Get(ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: []byte(intent.RolloutCtlKey("ghost"))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var ctl intent.RolloutControl
-	if err := json.Unmarshal(kv.GetKv().GetValue(), &ctl); err != nil || ctl.Action != intent.ControlPause || ctl.ID != "ghost-2" || ctl.Actor == "" || ctl.At.IsZero() {
-		t.Fatalf("rolloutctl/ghost after pause: %v %+v", err, ctl)
+	if err := json.Unmarshal(kv.GetKv().GetValue(), &ctl); err != nil || ctl.Action != intent.ControlResume || ctl.ID != "ghost-2" || ctl.Actor == "" || ctl.At.IsZero() {
+		t.Fatalf("rolloutctl/ghost after resume: %v %+v", err, ctl)
 	}
-	resp, err := op.GetRollout(ctx, &operatorv1.GetRolloutRequest{Name: "ghost"})
-	if err != nil || resp.GetRollout().GetControl().GetAction() != "pause" {
-		t.Fatalf("GetRollout ghost shows no pause request: %v %v", err, resp.GetRollout().GetControl())
+	resp, err := op.GetRollout(ctx, &operatorv1.GetRolloutRequest{Id: "ghost-2"})
+	if err != nil || resp.GetRollout().GetControl().GetAction() != "resume" {
+		t.Fatalf("GetRollout ghost-2 shows no resume request: %v %v", err, resp.GetRollout().GetControl())
 	}
 
 	// status -follow, not on a terminal: a line a change, until done.
-	cmd := exec.Command(filepath.Join(binDir, "plughost"), "rollout", "status", "-follow", "ghost-2")
+	phantom := fakeRollout("phantom", 1, intent.RolloutPaused)
+	putRecord(t, a, phantom)
+	cmd := exec.Command(filepath.Join(binDir, "plughost"), "rollout", "status", "-follow", "phantom-1")
 	cmd.Env = append(withoutToken(os.Environ()), "PLUGHOST_ADDR="+a.API, "PLUGHOST_TOKEN="+a.Token())
 	var follow, followErr testenv.SyncBuffer
 	cmd.Stdout, cmd.Stderr = &follow, &followErr
@@ -162,17 +175,20 @@ func TestRolloutOperatorSurface(t *testing.T) {
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
-	testenv.Eventually(t, 20*time.Second, "the follow's first line", func() bool { return strings.Contains(follow.String(), "[ghost-2] ghost 1.0.0 -> 2.0.0") })
-	running.Domains[0].Phase, running.Domains[0].Finished = intent.DomainDone, time.Now().UTC()
-	running.Domains[0].Nodes[0].Phase, running.Domains[0].Nodes[0].Version = intent.NodeHealthy, "2.0.0"
-	running.Domains[1].Phase, running.Domains[1].Version, running.Domains[1].Started = intent.DomainUpdating, "2.0.0", time.Now().UTC()
-	running.Domains[1].Nodes[0].Phase = intent.NodeDown
-	running.Domains[1].Nodes[0].DownSince = time.Now().UTC().Add(-time.Minute)
-	putRecord(t, a, running)
+	testenv.Eventually(t, 20*time.Second, "the follow's first line", func() bool {
+		return strings.Contains(follow.String(), "[phantom-1] phantom 1.0.0 -> 2.0.0")
+	})
+	now := time.Now().UTC()
+	phantom.Domains[0].Phase, phantom.Domains[0].Finished = intent.DomainDone, now
+	phantom.Domains[0].Nodes[0].Phase, phantom.Domains[0].Nodes[0].Version = intent.NodeHealthy, "2.0.0"
+	phantom.Domains[1].Phase, phantom.Domains[1].Version, phantom.Domains[1].Started = intent.DomainUpdating, "2.0.0", now
+	phantom.Domains[1].Nodes[0].Phase, phantom.Domains[1].Nodes[0].DownSince = intent.NodeDown, now.Add(-time.Minute)
+	putRecord(t, a, phantom)
 	testenv.Eventually(t, 20*time.Second, "the follow's domain line", func() bool { return strings.Contains(follow.String(), "domain ud1 done on 2.0.0") })
-	running.State, running.Finished, running.Pending = intent.RolloutCompleted, time.Now().UTC(), []string{"n2"}
-	running.Domains[1].Phase = intent.DomainDone
-	putRecord(t, a, running)
+	phantom.State, phantom.Paused, phantom.Failure, phantom.Finished = intent.RolloutCompleted, "", "", now
+	phantom.Pending, phantom.Converged = []string{"n2"}, now.Add(time.Second)
+	phantom.Domains[1].Phase = intent.DomainDone
+	putRecord(t, a, phantom)
 	select {
 	case err := <-exited:
 		if err != nil {
@@ -182,13 +198,13 @@ func TestRolloutOperatorSurface(t *testing.T) {
 		t.Fatalf("rollout status -follow did not end once the rollout completed:\n%s", follow.String())
 	}
 	got := follow.String()
-	for _, want := range []string{"node n2 down since", "completed", "1 node pending: n2 (down since"} {
+	for _, want := range []string{"node n2 down since", "domain ud2 done on 2.0.0", "] completed", "n2, down then, converged"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("rollout status -follow lacks %q:\n%s", want, got)
 		}
 	}
 	// Finished now: a request on it is refused.
-	if _, errOut, code := a.CLI("rollout", "abort", "ghost"); code != 1 || !strings.Contains(errOut, "ghost-2 is completed") {
+	if _, errOut, code := a.CLI("rollout", "abort", "phantom"); code != 1 || !strings.Contains(errOut, "phantom-1 is completed") {
 		t.Fatalf("rollout abort of a completed rollout: exit %d: %s", code, errOut)
 	}
 }
