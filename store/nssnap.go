@@ -49,3 +49,11 @@ func (s *Store) RestoreNamespace(ctx context.Context, ns, source string, sum []b
 	}
 	return res.Index, res.Keys, nil
 }
+
+// NamespaceUsage is what namespace ns holds on this node, its keys and the
+// bytes of their keys and values, and the quota it is held to (zero
+// fields: unlimited).
+func (s *Store) NamespaceUsage(ns string) (keys, bytes int64, quota Quota) {
+	u := s.fsm.Usage(ns)
+	return u.Keys, u.Bytes, s.cfg.quotaFor(ns)
+}

@@ -149,6 +149,7 @@ type SnapshotStore interface {
 	Txn(ctx context.Context, req *storev1.TxnRequest) (*storev1.TxnResponse, error)
 	CaptureNamespace(ctx context.Context, ns string, maxBytes int64) (*store.NamespaceDump, error)
 	RestoreNamespace(ctx context.Context, ns, source string, sum []byte) (rev, keys int64, err error)
+	NamespaceUsage(ns string) (keys, bytes int64, quota store.Quota)
 }
 
 var _ SnapshotStore = (*store.Store)(nil)
@@ -186,6 +187,15 @@ func (s *StoreSnapshots) Take(ctx context.Context, r *intent.Rollout) (*intent.R
 	if d.Data == nil {
 		snap.Skipped = fmt.Sprintf("namespace %s holds %s, more than rollout_snapshot_max_bytes (%s): no snapshot was taken, so this rollout cannot restore its data; raise rollout_snapshot_max_bytes in the agent config to snapshot it",
 			ns, byteSize(d.Bytes), byteSize(s.cfg.MaxBytes))
+		return snap, nil
+	}
+	// Snapshots live in _sys beside the catalog, intents and assignments:
+	// they may fill at most half of its quota, so that those always have
+	// room.
+	_, sys, q := s.st.NamespaceUsage(store.SystemNamespace)
+	if q.MaxBytes > 0 && sys+int64(len(d.Data)) > q.MaxBytes/2 {
+		snap.Skipped = fmt.Sprintf("keeping the snapshot of namespace %s (%s) would take %s to %s of its %s quota, and snapshots may fill at most half of it: no snapshot was taken, so this rollout cannot restore its data; raise quotas.%s.max_bytes in the agent config, or lower rollout_snapshot_keep",
+			ns, byteSize(int64(len(d.Data))), store.SystemNamespace, byteSize(sys+int64(len(d.Data))), byteSize(q.MaxBytes), store.SystemNamespace)
 		return snap, nil
 	}
 	prefix := SnapshotPrefix(r.Plugin, r.Seq)

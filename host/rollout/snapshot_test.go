@@ -284,6 +284,33 @@ func TestSnapshotMaxBytes(t *testing.T) {
 	}
 }
 
+// Snapshots fill at most half of _sys's quota: the catalog and placement
+// records keep room.
+func TestSnapshotLeavesRoomInSys(t *testing.T) {
+	st := openStore(t, map[string]store.Quota{store.SystemNamespace: {MaxBytes: 64 << 10}})
+	ctx := testenv.Context(t, time.Minute)
+	snaps := NewSnapshots(st, SnapshotConfig{})
+	put(t, st, "counter", v1Data(20, 1000))
+	r := rolloutOf("counter", 1)
+	snap, err := snaps.Take(ctx, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap == nil || snap.SHA256 == "" {
+		t.Fatalf("a 20 KiB snapshot with 64 KiB of quota: %+v", snap)
+	}
+	snap, err = snaps.Take(ctx, rolloutOf("counter", 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap == nil || snap.SHA256 != "" || !strings.Contains(snap.Skipped, "quotas._sys.max_bytes") {
+		t.Fatalf("a second snapshot past half the quota: %+v; want skipped, naming quotas._sys.max_bytes", snap)
+	}
+	if keys := listKeys(t, st, SnapshotPrefix("counter", 2)); len(keys) != 0 {
+		t.Fatalf("a skipped snapshot kept %v", keys)
+	}
+}
+
 // The namespace is restored whatever its quota: the data fit in it before.
 func TestRestoreIgnoresTheQuota(t *testing.T) {
 	st := openStore(t, map[string]store.Quota{"counter": {MaxKeys: 12}})
