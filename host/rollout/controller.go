@@ -315,11 +315,21 @@ func (c *Controller) reconcile(ctx context.Context, w *world, plugin string) (ac
 	if latest == nil {
 		return false, nil
 	}
+	// Finished rollouts before the newest whose down nodes have not come
+	// back: they converge to what the newest gives them.
+	for i := range w.rollouts[plugin] {
+		it := &w.rollouts[plugin][i]
+		if it.Value.Seq < latest.Value.Seq && it.Value.Done() && len(it.Value.Pending) > 0 && it.Value.Converged.IsZero() {
+			if _, err := c.advance(ctx, w, it, latest.Value); err != nil {
+				return false, err
+			}
+		}
+	}
 	r := latest.Value
 	if r.State == intent.RolloutSuperseded || (r.Done() && (len(r.Pending) == 0 || !r.Converged.IsZero())) {
 		return false, nil
 	}
-	return c.advance(ctx, w, latest)
+	return c.advance(ctx, w, latest, intent.Rollout{})
 }
 
 // maybeStart creates the rollout the plugin's intent asks for, if any,
@@ -382,7 +392,9 @@ func (c *Controller) maybeStart(ctx context.Context, w *world, in intent.Intent,
 
 // advance applies the plugin's operator request, if new, and steps its
 // rollout, writing the record if it changed.
-func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[intent.Rollout]) (active bool, err error) {
+// newer, when it has an ID, is a newer rollout: it says what it's
+// pending nodes converge to.
+func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[intent.Rollout], newer intent.Rollout) (active bool, err error) {
 	r := clone(it.Value)
 	before, err := json.Marshal(r)
 	if err != nil {
@@ -392,9 +404,18 @@ func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[inte
 	if err != nil {
 		return false, err
 	}
+	if newer.ID != "" {
+		v.Converge = func(node string) string {
+			ud := node
+			if nv, ok := w.nodes[node]; ok {
+				ud = nv.UpgradeDomain
+			}
+			return newer.VersionFor(ud)
+		}
+	}
 	var notes []Note
 	var failed []*intent.VersionFailure
-	if ctl, ok := w.controls[r.Plugin]; ok {
+	if ctl, ok := w.controls[r.Plugin]; ok && newer.ID == "" {
 		ns, f, _ := Control(r, ctl, v)
 		notes, failed = append(notes, ns...), append(failed, f)
 	}

@@ -401,6 +401,31 @@ func TestDownNodePendingConverges(t *testing.T) {
 	}
 }
 
+// A node down through two rollouts converges both when it comes back, to
+// the newer one's target.
+func TestDownThroughTwoRollouts(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.m.setAlive("n3", false)
+	f.register("1.1.0", nil)
+	f.until("the first rollout completed", f.state(1, intent.RolloutCompleted))
+	f.register("1.2.0", nil)
+	f.until("the second rollout completed", f.state(2, intent.RolloutCompleted))
+	if r := f.latest(); !reflect.DeepEqual(r.Pending, []string{"n3"}) {
+		t.Fatalf("pending %v", r.Pending)
+	}
+	f.m.setAlive("n3", true)
+	for _, seq := range []int64{1, 2} {
+		f.until(fmt.Sprint("rollout ", seq, " converged"), func() bool {
+			it, _, err := intent.Get[intent.Rollout](f.ctx, f.db, intent.RolloutKey("echo", seq))
+			return err == nil && !it.Value.Converged.IsZero() && len(it.Value.Pending) == 0
+		})
+	}
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.2.0", 3)) {
+		t.Errorf("assigned %v", got)
+	}
+}
+
 // A new target while a rollout runs supersedes it; the new one starts
 // each domain from what it runs.
 func TestSupersede(t *testing.T) {

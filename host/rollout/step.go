@@ -13,7 +13,11 @@ import (
 // View is what the controller sees of a plugin's nodes at one moment: the
 // input of Step besides the record.
 type View struct {
-	Now time.Time
+	// Converge, when set, is the version a pending node of a finished
+	// rollout must serve to converge (a newer rollout's for its domain);
+	// the rollout's target when nil.
+	Converge func(node string) string
+	Now      time.Time
 	// Nodes are the cluster's members by name (left members are not).
 	Nodes map[string]NodeView
 	// Observed is each node's observation of the plugin.
@@ -313,7 +317,16 @@ func (s *stepper) check(n *intent.RolloutNode, o intent.Observation, seen bool, 
 		if o.Version == version {
 			switch {
 			case o.Healthy && n.HealthySince.IsZero():
-				n.HealthySince = now
+				// Healthy since the node says (its own swap gates the
+				// new instance before it serves), not before this gate
+				// started, nor after now.
+				n.HealthySince = o.Since
+				if n.HealthySince.Before(n.Since) {
+					n.HealthySince = n.Since
+				}
+				if n.HealthySince.After(now) {
+					n.HealthySince = now
+				}
 			case !o.Healthy && !n.HealthySince.IsZero():
 				return clip(fmt.Sprintf("became unhealthy on %s (state %s) after being healthy since %s%s",
 					version, o.State, n.HealthySince.UTC().Format(time.RFC3339), lastError(o)))
@@ -420,9 +433,13 @@ func (s *stepper) converge() {
 	for _, n := range r.Pending {
 		o, seen := s.v.Observed[n]
 		_, member := s.v.Nodes[n]
+		target := r.Target()
+		if s.v.Converge != nil {
+			target = s.v.Converge(n)
+		}
 		switch {
 		case !member:
-		case s.alive(n) && seen && o.Version == r.Target() && o.Healthy:
+		case s.alive(n) && seen && o.Version == target && o.Healthy:
 		default:
 			left = append(left, n)
 		}
@@ -433,7 +450,11 @@ func (s *stepper) converge() {
 	r.Pending = left
 	if len(left) == 0 {
 		r.Pending, r.Converged = nil, s.v.Now
-		s.note(Note{Type: EventConverged, Version: r.Target(), Reason: "every node that was down serves " + r.Target()})
+		reason := "every node that was down serves " + r.Target()
+		if s.v.Converge != nil {
+			reason = "every node that was down serves what a newer rollout gives it"
+		}
+		s.note(Note{Type: EventConverged, Version: r.Target(), Reason: reason})
 	}
 }
 

@@ -48,6 +48,8 @@ type cluster struct {
 	// assignment changes.
 	events []Note
 	vfail  *intent.VersionFailure
+	// since is when, relative to now, nodes say their state began.
+	since time.Duration
 }
 
 func newCluster() *cluster {
@@ -64,7 +66,7 @@ func (c *cluster) view(r *intent.Rollout) View {
 			}
 			ver := r.VersionFor(d.Name)
 			v.Observed[n.Name] = intent.Observation{Node: n.Name, Plugin: r.Plugin, Version: ver, State: "running",
-				Healthy: c.bad[n.Name] != ver, Restarts: c.restarts[n.Name]}
+				Healthy: c.bad[n.Name] != ver, Restarts: c.restarts[n.Name], Since: c.now.Add(c.since)}
 		}
 	}
 	return v
@@ -159,6 +161,43 @@ func TestHealthyRolloutGoesDomainByDomain(t *testing.T) {
 	}
 	if c.events[len(c.events)-1].Outcome != OutcomeCompleted {
 		t.Errorf("last note %+v, want the completed outcome", c.events[len(c.events)-1])
+	}
+}
+
+// A node's own report of since when it is healthy counts (its swap gated
+// the instance before it served), but not from before the domain's gate.
+func TestHealthySinceFromTheNode(t *testing.T) {
+	r := newRollout(2)
+	c := newCluster()
+	c.since = -time.Second
+	c.step(t, r) // ud1 starts at t0
+	c.step(t, r) // n1 healthy since t0 (it says t0-0.75s)
+	if hs := r.Domains[0].Nodes[0].HealthySince; !hs.Equal(t0) {
+		t.Fatalf("healthy since %v, want the gate's start %v", hs, t0)
+	}
+	for r.Domains[1].Phase != intent.DomainUpdating {
+		c.step(t, r)
+	}
+	started := r.Domains[1].Started
+	c.step(t, r)
+	c.step(t, r)
+	if hs, want := r.Domains[1].Nodes[0].HealthySince, started; !hs.Equal(want) {
+		t.Errorf("ud2: healthy since %v, want %v", hs, want)
+	}
+	c.since = 0
+	r2 := newRollout(1)
+	c.step(t, r2)
+	c.since = -100 * time.Millisecond
+	c.step(t, r2) // at +0.25s it says healthy since +0.15s
+	if hs, want := r2.Domains[0].Nodes[0].HealthySince, c.now.Add(-250*time.Millisecond-100*time.Millisecond); !hs.Equal(want) {
+		t.Errorf("healthy since %v, want what the node said, %v", hs, want)
+	}
+	c.since = time.Hour // a clock ahead: no later than now
+	r3 := newRollout(1)
+	c.step(t, r3)
+	c.step(t, r3)
+	if hs, want := r3.Domains[0].Nodes[0].HealthySince, c.now.Add(-250*time.Millisecond); !hs.Equal(want) {
+		t.Errorf("healthy since %v, want now %v", hs, want)
 	}
 }
 
