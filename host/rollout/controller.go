@@ -510,7 +510,11 @@ func (c *Controller) effect(ctx context.Context, w *world, r *intent.Rollout, ne
 // view is what the gate of r needs: the members, the plugin's
 // observations, and the node-level fallbacks of the nodes in a gate.
 func (c *Controller) view(ctx context.Context, w *world, r *intent.Rollout) (View, error) {
-	v := View{Now: w.now, Nodes: w.nodes, Observed: w.observed[r.Plugin], Failed: map[string]map[string]Fallback{}}
+	v := View{Now: w.now, Nodes: w.nodes, Observed: w.observed[r.Plugin], Failed: map[string]map[string]Fallback{},
+		Assigned: map[string]bool{}}
+	for n := range w.assigned[r.Plugin] {
+		v.Assigned[n] = true
+	}
 	for _, d := range r.Domains {
 		if d.Phase != intent.DomainUpdating && d.Phase != intent.DomainRollingBack {
 			continue

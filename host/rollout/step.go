@@ -25,6 +25,10 @@ type View struct {
 	// Failed is, by node then version, the node-level fallbacks of the
 	// plugin (failed/<node>/<plugin>/<version>).
 	Failed map[string]map[string]Fallback
+	// Assigned are the nodes assigned the plugin now; nil when unknown.
+	// A domain's nodes are taken from it when its turn comes, and a node
+	// no longer assigned (its instance moved elsewhere) leaves the gate.
+	Assigned map[string]bool
 }
 
 // NodeView is one member as the gate needs it.
@@ -240,8 +244,28 @@ func (s *stepper) back() Need {
 	return NeedNothing
 }
 
-// startGate starts the health gate of d's nodes, on d.Version, now.
+// startGate starts the health gate of d's nodes, on d.Version, now: the
+// nodes of its upgrade domain assigned the plugin now, when known.
 func (s *stepper) startGate(d *intent.RolloutDomain) {
+	if s.v.Assigned != nil {
+		var names []string
+		for n := range s.v.Assigned {
+			ud := n
+			if nv, ok := s.v.Nodes[n]; ok && nv.UpgradeDomain != "" {
+				ud = nv.UpgradeDomain
+			}
+			if ud == d.Name {
+				names = append(names, n)
+			}
+		}
+		sort.Strings(names)
+		if len(names) > 0 || len(s.v.Assigned) > 0 {
+			d.Nodes = d.Nodes[:0]
+			for _, n := range names {
+				d.Nodes = append(d.Nodes, intent.RolloutNode{Name: n})
+			}
+		}
+	}
 	for i := range d.Nodes {
 		n := &d.Nodes[i]
 		o, seen := s.v.Observed[n.Name]
@@ -269,6 +293,12 @@ func (s *stepper) gate(d *intent.RolloutDomain, version string) (node, why strin
 	waiting := ""
 	for i := range d.Nodes {
 		n := &d.Nodes[i]
+		if s.v.Assigned != nil && !s.v.Assigned[n.Name] {
+			if n.Phase != intent.NodeHealthy && n.Phase != intent.NodeDown {
+				n.Phase, n.Since, n.Reason = intent.NodeDown, now, "no longer assigned the plugin: its instance moved elsewhere"
+			}
+			continue
+		}
 		if !s.alive(n.Name) {
 			if n.Phase != intent.NodeDown {
 				n.Phase, n.DownSince, n.Since, n.HealthySince = intent.NodeDown, now, now, time.Time{}
@@ -401,7 +431,7 @@ func (s *stepper) finish(state string) {
 	r.Pending = nil
 	for _, d := range r.Domains {
 		for _, n := range d.Nodes {
-			if n.Phase == intent.NodeDown && !slices.Contains(r.Pending, n.Name) {
+			if n.Phase == intent.NodeDown && !n.DownSince.IsZero() && !slices.Contains(r.Pending, n.Name) {
 				r.Pending = append(r.Pending, n.Name)
 			}
 		}
@@ -438,7 +468,7 @@ func (s *stepper) converge() {
 			target = s.v.Converge(n)
 		}
 		switch {
-		case !member:
+		case !member, s.v.Assigned != nil && !s.v.Assigned[n]:
 		case s.alive(n) && seen && o.Version == target && o.Healthy:
 		default:
 			left = append(left, n)

@@ -358,6 +358,57 @@ func TestDownNodeConvergesBack(t *testing.T) {
 	}
 }
 
+// A domain's nodes are those assigned the plugin when its turn comes; a
+// node whose instance moved away leaves the gate, and is not pending.
+func TestNodesAssignedNow(t *testing.T) {
+	r := newRollout(3)
+	r.Domains[1].Nodes = append(r.Domains[1].Nodes, intent.RolloutNode{Name: "n9", Phase: intent.NodeWaiting})
+	c := newCluster()
+	view := func() View {
+		v := c.view(r)
+		v.Assigned = map[string]bool{"n1": true, "n2": true, "n3": true, "n7": true}
+		v.Nodes["n7"] = NodeView{UpgradeDomain: "ud2", Alive: true}
+		v.Observed["n7"] = intent.Observation{Node: "n7", Plugin: "echo", Version: r.VersionFor("ud2"), State: "running", Healthy: true, Since: c.now}
+		return v
+	}
+	for range 100 {
+		if r.Done() {
+			break
+		}
+		Step(r, view())
+		c.now = c.now.Add(250 * time.Millisecond)
+		if r.Domains[1].Phase == intent.DomainUpdating {
+			var names []string
+			for _, n := range r.Domains[1].Nodes {
+				names = append(names, n.Name)
+			}
+			if !reflect.DeepEqual(names, []string{"n2", "n7"}) {
+				t.Fatalf("ud2's nodes %v, want n2 n7 (assigned now)", names)
+			}
+		}
+	}
+	if r.State != intent.RolloutCompleted || len(r.Pending) != 0 {
+		t.Fatalf("state %s pending %v", r.State, r.Pending)
+	}
+	// n3's instance moves away during its gate: it leaves the gate.
+	r = newRollout(2)
+	c = newCluster()
+	c.step(t, r)
+	for range 100 {
+		if r.Done() {
+			break
+		}
+		v := c.view(r)
+		v.Assigned = map[string]bool{"n1": true, "n2": r.Domains[1].Phase == intent.DomainWaiting}
+		delete(v.Observed, "n2")
+		Step(r, v)
+		c.now = c.now.Add(250 * time.Millisecond)
+	}
+	if r.State != intent.RolloutCompleted || len(r.Pending) != 0 {
+		t.Fatalf("state %s pending %v failure %q", r.State, r.Pending, r.Failure)
+	}
+}
+
 func TestProgressDeadline(t *testing.T) {
 	r := newRollout(3)
 	r.Policy.ProgressDeadline = bundle.Dur(3 * time.Second)
