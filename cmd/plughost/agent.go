@@ -5,9 +5,11 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 
 	hclog "github.com/hashicorp/go-hclog"
 
@@ -53,6 +55,8 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	keyFile := fs.String("key-file", "", "the key of -cert-file; required outside -dev")
 	apiTLS := fs.Bool("api-tls", false, "serve the API with TLS, with -cert-file (CLIs then need -ca-file)")
 	apiVerifyClient := fs.Bool("api-verify-client", false, "with -api-tls, require a client certificate from the CA (plughost tls cert create -client)")
+	// Connections and certificates (area: secnet).
+	httpTLS := fs.Bool("http-tls", false, "serve -http (health, metrics) with TLS and the API's certificate, -cert-file, so its bearer tokens do not cross a network in clear")
 	var joins, tags multiFlag
 	fs.Var(&joins, "join", "serf address of a node to join (repeatable)")
 	fs.Var(&tags, "tag", "node tag `KEY=VALUE` for placement constraints (repeatable; wins over the config file's tags); keys "+strings.Join(cluster.ReservedTags(), ", ")+" are plughost's own")
@@ -102,6 +106,9 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	if *apiVerifyClient {
 		cfg.APIVerifyClient = true
+	}
+	if *httpTLS {
+		cfg.HTTPTLS = true
 	}
 	if *dev {
 		cfg.Dev = true
@@ -159,6 +166,21 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stderr, "==> plughost dev agent: API %s, data dir %s\n    drop bundles into %s\n",
 			cfg.APIAddr, cfg.DataDir, filepath.Join(cfg.DataDir, "bundles"))
 	}
+	// SIGHUP reloads the TLS files (the agent also reloads them when they
+	// change).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				_ = a.ReloadTLS()
+			}
+		}
+	}()
 	return a.Run(ctx)
 }
 

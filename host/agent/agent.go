@@ -173,6 +173,13 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	if cfg.APITLS {
 		a.apiLn = tls.NewListener(a.apiLn, a.tls.API(cfg.APIVerifyClient))
 	}
+	// The -http port (area: secnet): its requests carry a bearer token.
+	if cfg.HTTPTLS {
+		a.httpLn = tls.NewListener(a.httpLn, a.tls.HTTP())
+	} else if !loopbackOnly(a.httpLn.Addr().String()) {
+		a.log.Warn("the -http port is reachable beyond this machine without TLS: the token of each /metrics and /v1/health request crosses the network in clear; give -http-tls (it uses the API's certificate) or bind -http to 127.0.0.1",
+			"http", a.httpLn.Addr().String())
+	}
 	rpcTLS := a.tls
 	if rpcTLS != nil {
 		a.log.Info("node-to-node connections are mutual TLS", "node", a.tls.Node, "api_tls", cfg.APITLS, "api_verify_client", cfg.APIVerifyClient)
@@ -333,6 +340,19 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if a.tls != nil {
+		// Certificates rotate without a restart (area: secnet).
+		watchCtx, stopWatch := context.WithCancel(runCtx)
+		watched := make(chan struct{})
+		go func() {
+			defer close(watched)
+			a.watchTLS(watchCtx)
+		}()
+		defer func() {
+			stopWatch()
+			<-watched
+		}()
+	}
 	var wg sync.WaitGroup
 	errc := make(chan error, 6)
 	// The API and /v1/health answer from here on, with a leader or not:

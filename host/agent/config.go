@@ -184,6 +184,10 @@ type Config struct {
 	RPCMaxHandshakes          int      `json:"rpc_max_handshakes"`
 	RPCMaxHandshakesPerClient int      `json:"rpc_max_handshakes_per_client"`
 	RPCHandshakeTimeout       Duration `json:"rpc_handshake_timeout"`
+	// HTTPTLS serves the -http port (health, metrics) with TLS and the
+	// API's certificate, so the bearer token its requests carry does not
+	// cross a network in clear.
+	HTTPTLS bool `json:"http_tls"`
 
 	// Node identity (area: nodes; README "Node identity"). FaultDomain and
 	// UpgradeDomain ("" = the node's name: a node of its own) and Tags are
@@ -440,6 +444,9 @@ func (c *Config) Validate() error {
 	if c.RPCMaxHandshakes < 1 || c.RPCMaxHandshakesPerClient < 1 || c.RPCHandshakeTimeout.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("rpc_max_handshakes %d and rpc_max_handshakes_per_client %d must be 1 or more, rpc_handshake_timeout %v positive",
 			c.RPCMaxHandshakes, c.RPCMaxHandshakesPerClient, c.RPCHandshakeTimeout.Duration))
+	}
+	if c.HTTPTLS && (c.CertFile == "" || c.KeyFile == "") {
+		errs = append(errs, errors.New("-http-tls needs -ca-file, -cert-file and -key-file"))
 	}
 	if c.FirstCallTimeout.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("first_call_timeout %v must be positive", c.FirstCallTimeout.Duration))

@@ -286,9 +286,9 @@ func (c *Config) API(verifyClient bool) *tls.Config {
 }
 
 // HTTP is the tls.Config of the HTTP port (health and metrics): this
-// node's certificate, as on the API port, for HTTP/1.1 and h2.
+// node's certificate, as on the API port, for HTTP/1.1.
 func (c *Config) HTTP() *tls.Config {
-	return c.serving(false, "h2", "http/1.1")
+	return c.serving(false, "http/1.1")
 }
 
 func (c *Config) serving(verifyClient bool, protos ...string) *tls.Config {
