@@ -347,14 +347,12 @@ func (s *stepper) check(n *intent.RolloutNode, o intent.Observation, seen bool, 
 		if o.Version == version {
 			switch {
 			case o.Healthy && n.HealthySince.IsZero():
-				// Healthy since the node says (its own swap gates the
-				// new instance before it serves), not before this gate
-				// started, nor after now.
+				// Healthy since the node says: its own swap gates a new
+				// instance before it serves, and an instance that kept
+				// serving (a rollback where the node had fallen back
+				// already) has been healthy all along. Not after now.
 				n.HealthySince = o.Since
-				if n.HealthySince.Before(n.Since) {
-					n.HealthySince = n.Since
-				}
-				if n.HealthySince.After(now) {
+				if n.HealthySince.IsZero() || n.HealthySince.After(now) {
 					n.HealthySince = now
 				}
 			case !o.Healthy && !n.HealthySince.IsZero():
