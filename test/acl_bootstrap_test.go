@@ -1,6 +1,7 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -8,8 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/internal/testenv"
+	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
 )
 
 // TestPluginsWaitForACLBootstrap: until a new cluster's ACLs are
@@ -58,6 +63,88 @@ func TestPluginsWaitForACLBootstrap(t *testing.T) {
 	}
 	if err := a.bootstrapACL(); err != nil {
 		t.Fatal(err)
+	}
+	a.WaitRunning("echo", "1.0.0")
+}
+
+// TestACLInitialManagementFromConfig: an agent given the cluster's first
+// management token in a 0600 file bootstraps its ACLs with it, and `acl
+// bootstrap` never answers anyone, before or after: there is no window
+// for someone who reaches the API first. A file others can read is
+// refused.
+func TestACLInitialManagementFromConfig(t *testing.T) {
+	buildAll(t)
+	key, err := cluster.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const secret = "6f1c3a52-8f0e-4d4b-9a57-2c1e9d0b7a11"
+	file := filepath.Join(t.TempDir(), "initial-management")
+	if err := os.WriteFile(file, []byte(secret+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a := &ClusterAgent{
+		Agent: &Agent{t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
+			Node: "n1", acl: &tokenBox{}},
+		Expect: 1, Encrypt: key, Args: []string{"-acl-initial-management-file", file},
+	}
+	t.Cleanup(func() {
+		a.Stop()
+		removeClusterCgroup(a)
+		if t.Failed() {
+			t.Logf("agent log:\n%s", a.Log())
+		}
+	})
+	if err := os.MkdirAll(filepath.Join(a.DataDir, "bundles"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	a.startProcess()
+	select {
+	case <-a.exited:
+	case <-time.After(60 * time.Second):
+		t.Fatal("an agent whose initial management file others can read did not stop")
+	}
+	if !strings.Contains(a.Log(), "chmod 600 "+file) {
+		t.Fatalf("the agent did not say to make the file private:\n%s", a.Log())
+	}
+
+	if err := os.Chmod(file, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a.Drop(bundlePath("echo", "1.0.0"))
+	a.startProcess()
+	// Someone asks for the bootstrap token from the agent's first moment
+	// until the agent has bootstrapped with the configured one, and after.
+	const done = "ACLs bootstrapped with the configured initial management token"
+	var tries, after int
+	stranger := aclv1.NewACLServiceClient(a.BareConn())
+	deadline := time.Now().Add(60 * time.Second)
+	for after < 3 && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := stranger.Bootstrap(ctx, &aclv1.BootstrapRequest{})
+		cancel()
+		if err == nil {
+			t.Fatalf("acl bootstrap answered a stranger with token %s", resp.GetToken().GetAccessorId())
+		}
+		if status.Code(err) == codes.FailedPrecondition {
+			tries++
+			if !strings.Contains(err.Error(), "acl_initial_management") {
+				t.Fatalf("acl bootstrap refused without saying why: %v", err)
+			}
+		}
+		if strings.Contains(a.Log(), done) {
+			after++
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if after < 3 {
+		t.Fatalf("the agent did not bootstrap with the configured token in 60 s")
+	}
+	t.Logf("acl bootstrap refused %d times", tries)
+	a.learnToken(secret)
+	if out, errOut, code := a.CLI("acl", "token", "list"); code != 0 || !strings.Contains(out, "Initial Management Token") {
+		t.Fatalf("acl token list with the configured token: exit %d\n%s%s", code, out, errOut)
 	}
 	a.WaitRunning("echo", "1.0.0")
 }

@@ -63,6 +63,8 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	// Node identity (area: nodes).
 	faultDomain := fs.String("fault-domain", "", "the node's fault domain `NAME`, such as a rack or zone: instances of a plugin are spread over fault domains (default the node name: a domain of its own)")
 	upgradeDomain := fs.String("upgrade-domain", "", "the node's upgrade domain `NAME`: rollouts upgrade one upgrade domain at a time (default the node name)")
+	// ACL bootstrap from config (area: secacl).
+	aclInitial := fs.String("acl-initial-management-file", "", "`FILE` (mode 0600) holding the secret, a UUID, of the cluster's first management token: the leader makes it if the cluster's ACLs are not bootstrapped, and 'acl bootstrap' is refused, so no one can take a new cluster first; the same on every server")
 	// bundle
 	var trustedKeys multiFlag
 	fs.Var(&trustedKeys, "trusted-key", "public key file of a bundle publisher (repeatable); with any, only bundles signed by one of them are accepted")
@@ -101,6 +103,7 @@ func runAgent(ctx context.Context, env *cliEnv, args []string) error {
 	set(&cfg.KeyFile, *keyFile)
 	set(&cfg.FaultDomain, *faultDomain)
 	set(&cfg.UpgradeDomain, *upgradeDomain)
+	set(&cfg.ACLInitialManagementFile, *aclInitial)
 	if *apiTLS {
 		cfg.APITLS = true
 	}

@@ -295,7 +295,9 @@ agent needs a token; a token's policies say what it may do.`,
 	"acl bootstrap": {
 		about: `Create the cluster's first management token and print it, once per cluster.
 Its secret ID is shown this once: keep it safe. A dev agent bootstraps by
-itself and keeps its token in its data dir.`,
+itself and keeps its token in its data dir. Agents started with
+-acl-initial-management-file bootstrap with that file's token instead, and
+refuse this command, so no one can take a new cluster first.`,
 		example: "plughost acl bootstrap",
 	},
 	"acl token": {

@@ -49,6 +49,10 @@ type Resolver struct {
 
 	// live are the open calls to end should their token be revoked.
 	live liveCalls
+
+	// initial is the configured initial management secret, or "" (see
+	// SetInitialManagement).
+	initial string
 }
 
 // missReloadEvery bounds how often secrets the copy does not know make it
@@ -86,6 +90,9 @@ func (r *Resolver) Run(ctx context.Context) {
 		case <-r.changed:
 		case <-tick.C:
 		case <-lead.C:
+			if r.initial != "" && r.st.IsLeader() && !r.state.Load().bootstrapped {
+				r.bootstrapInitial(ctx)
+			}
 			if r.st.IsLeader() && r.state.Load().serverSecret == "" {
 				if err := ensureServerToken(ctx, r.st); err != nil {
 					r.log.Debug("making the server token", "error", err)

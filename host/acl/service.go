@@ -60,6 +60,9 @@ func tokenProto(t *Token, secret string) *aclv1.Token {
 
 // Bootstrap makes the cluster's first management token.
 func (s *Service) Bootstrap(ctx context.Context, _ *aclv1.BootstrapRequest) (*aclv1.BootstrapResponse, error) {
+	if s.r.initial != "" {
+		return nil, errInitialManagement
+	}
 	t, secret, err := Bootstrap(ctx, s.st)
 	if errors.Is(err, ErrBootstrapped) {
 		return nil, status.Error(codes.FailedPrecondition,

@@ -209,6 +209,12 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	// else's: plugins inherit the agent's environment.
 	a.acl = acl.NewResolver(a.store, a.log.Named("acl"))
 	a.acl.SetCacheFile(filepath.Join(cfg.DataDir, "acl-cache.json"))
+	// secacl: the cluster's first management token from config.
+	initial, err := cfg.initialManagement()
+	if err != nil {
+		return err
+	}
+	a.acl.SetInitialManagement(initial)
 	a.store.SetForwardCredentials(a.acl.ForwardCredentials())
 	enforcer := acl.NewEnforcer(a.acl)
 	for _, k := range []string{"PLUGHOST_TOKEN", "PLUGHOST_TOKEN_FILE"} {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/plughost/plughost/host/acl"
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/host/clusterrpc"
 	"github.com/plughost/plughost/host/fence"
@@ -125,6 +126,16 @@ type Config struct {
 	// first start, and the keyring wins after that. Outside -dev an agent
 	// needs one or the other.
 	Encrypt string `json:"encrypt"`
+
+	// ACL bootstrap from config (area: secacl), Consul's
+	// acl.tokens.initial_management: ACLInitialManagement is the secret
+	// (a UUID) of the cluster's first management token, or
+	// ACLInitialManagementFile a 0600 file that holds it. The leader makes
+	// that token when the cluster's ACLs are not bootstrapped, and an agent
+	// given one refuses 'acl bootstrap', so that no one can take the
+	// cluster first. Give the same one to every server.
+	ACLInitialManagement     string `json:"acl_initial_management"`
+	ACLInitialManagementFile string `json:"acl_initial_management_file"`
 
 	// Bundles (area: bundle). TrustedKeys are publisher public key files
 	// (PEM PKIX ed25519, from 'plughost bundle keygen'): when there are
@@ -424,6 +435,13 @@ func (c *Config) Validate() error {
 	if c.MaxValueBytes <= 0 {
 		errs = append(errs, errors.New("max_value_bytes must be positive"))
 	}
+	if c.ACLInitialManagement != "" && c.ACLInitialManagementFile != "" {
+		errs = append(errs, errors.New("acl_initial_management and acl_initial_management_file: give one, not both"))
+	} else if c.ACLInitialManagement != "" {
+		if err := acl.ValidInitialManagement(c.ACLInitialManagement); err != nil {
+			errs = append(errs, fmt.Errorf("acl_initial_management: %w", err))
+		}
+	}
 	if c.Encrypt != "" {
 		if _, err := cluster.DecodeKey(c.Encrypt); err != nil {
 			errs = append(errs, fmt.Errorf("-encrypt: %w", err))
@@ -550,4 +568,13 @@ func (c *Config) SnapshotConfig() rollout.SnapshotConfig {
 		ChunkBytes: min(rollout.DefaultSnapshotChunkBytes, c.MaxValueBytes),
 		TxnBytes:   c.MaxTxnBytes,
 	}
+}
+
+// initialManagement is the configured initial management secret (area:
+// secacl), read from ACLInitialManagementFile if that is set, or "".
+func (c *Config) initialManagement() (string, error) {
+	if c.ACLInitialManagementFile != "" {
+		return acl.ReadInitialManagementFile(c.ACLInitialManagementFile)
+	}
+	return c.ACLInitialManagement, nil
 }

@@ -44,6 +44,11 @@ func TestValidate(t *testing.T) {
 		{"txn limit below a value", func(c *Config) { c.MaxTxnBytes = c.MaxValueBytes - 1 }, "max_txn_bytes 524287 must be at least max_value_bytes (524288)"},
 		{"txn limit past the wire", func(c *Config) { c.MaxTxnBytes = 65 << 20 }, "at most 67108864"},
 		{"negative watches", func(c *Config) { c.MaxWatchesPerClient = -1 }, "max_watches_per_client -1"},
+		{"initial management not a UUID", func(c *Config) { c.ACLInitialManagement = "hunter2" }, "acl_initial_management: the initial management token must be a UUID"},
+		{"initial management twice", func(c *Config) {
+			c.ACLInitialManagement, c.ACLInitialManagementFile = "6f1c3a52-8f0e-4d4b-9a57-2c1e9d0b7a11", "/etc/plughost/initial"
+		}, "give one, not both"},
+		{"plugin watch reserve past max", func(c *Config) { c.PluginWatchReserve = c.MaxWatches }, "plugin_watch_reserve 8192 must be"},
 		{"gossip key not base64", func(c *Config) { c.Encrypt = "not base64!" }, "-encrypt: a gossip key is base64 of 32 bytes"},
 		{"gossip key too short", func(c *Config) { c.Encrypt = "c2hvcnQ=" }, "this one is 5 bytes"},
 		{"cluster agent without TLS", func(c *Config) { c.CAFile, c.CertFile, c.KeyFile = "", "", "" }, "TLS: -ca-file, -cert-file, -key-file not given"},
