@@ -53,6 +53,10 @@ type rolloutPlugin struct {
 	// Fixture is the test/fixtures directory to build ("" builds the echo
 	// plugin, ./plugins/echo).
 	Fixture string
+	// Package is the example plugin to build instead of echo, with the
+	// services it serves (area accept2: counter as a singleton).
+	Package  string
+	Services []string
 	// Config is the manifest's config object (nil: none).
 	Config map[string]any
 	// Placement is the manifest's placement (nil: every node).
@@ -105,15 +109,18 @@ func rolloutBundle(t testing.TB, p rolloutPlugin) string {
 	if strategy == "" {
 		strategy = "overlap"
 	}
-	pkg, stamped := "./plugins/echo", ""
+	pkg, stamped, services := "./plugins/echo", "", []string{"echo.v1.EchoService"}
 	if p.Fixture != "" {
 		pkg, stamped = "./test/fixtures/"+p.Fixture, p.Name
+	}
+	if p.Package != "" {
+		pkg, services = p.Package, p.Services
 	}
 	exe := filepath.Join(t.TempDir(), p.Name)
 	if err := goBuild(pkg, exe, p.Version, stamped); err != nil {
 		t.Fatal(err)
 	}
-	built, err := bundle.Build(exe, swapManifest(p.Name, p.Version, strategy, minHealthy, deadline, drain, "echo.v1.EchoService"), t.TempDir())
+	built, err := bundle.Build(exe, swapManifest(p.Name, p.Version, strategy, minHealthy, deadline, drain, services...), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
