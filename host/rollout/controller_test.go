@@ -524,3 +524,95 @@ func TestRun(t *testing.T) {
 		t.Errorf("assigned %v", got)
 	}
 }
+
+// snapshots records what the controller asks of the data hook.
+type snapshots struct {
+	mu       sync.Mutex
+	taken    []string
+	restored []string
+	takeErr  error
+}
+
+func (s *snapshots) Take(_ context.Context, r *intent.Rollout) (*intent.RolloutSnapshot, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.taken = append(s.taken, r.ID)
+	if s.takeErr != nil {
+		return nil, s.takeErr
+	}
+	return &intent.RolloutSnapshot{Namespace: r.Plugin, Keys: 1, Bytes: 10, SHA256: strings.Repeat("b", 64)}, nil
+}
+
+func (s *snapshots) Restore(_ context.Context, r *intent.Rollout) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.restored = append(s.restored, r.ID)
+	return nil
+}
+
+func (s *snapshots) calls() (taken, restored []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.taken...), append([]string(nil), s.restored...)
+}
+
+// The data hook: a snapshot before the first domain; a restore of the
+// rollout's own snapshot after an abort -restore-data, and of the
+// rollout it undoes after a rollback -restore-data, each once the old
+// version serves again.
+func TestDataSnapshots(t *testing.T) {
+	f := newFixture(t, 2)
+	snaps := &snapshots{}
+	f.c = rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Now: f.clock.Now, Snapshots: snaps})
+	f.install(2)
+	f.register("1.1.0", nil)
+	f.round()
+	if taken, _ := snaps.calls(); !reflect.DeepEqual(taken, []string{"echo-1"}) {
+		t.Fatalf("taken %v before the first domain", taken)
+	}
+	if r := f.latest(); r.Snapshot == nil || r.Snapshot.Keys != 1 || r.Domains[0].Phase != intent.DomainUpdating {
+		t.Fatalf("rollout %+v", r)
+	}
+	f.until("ud1 done", func() bool { return f.latest().Domains[0].Phase == intent.DomainDone })
+	ctl := &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlAbort, RestoreData: true, Actor: "ada", At: f.clock.Now()}
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("rolled back", f.state(1, intent.RolloutRolledBack))
+	if _, restored := snaps.calls(); !reflect.DeepEqual(restored, []string{"echo-1"}) {
+		t.Fatalf("restored %v", restored)
+	}
+	if r := f.latest(); r.Restored.IsZero() {
+		t.Errorf("restored not recorded: %+v", r)
+	}
+
+	// 1.1.0 by pin, then 'plugin rollback -restore-data' to 1.0.0:
+	// restores echo-2's snapshot, taken before 1.1.0 first ran.
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "ada"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-2 completed", f.state(2, intent.RolloutCompleted))
+	if err := f.cat.SetPinAs(f.ctx, "echo", catalog.Pin{Version: "1.0.0", Actor: "bob", Action: intent.TriggerRollback, RestoreData: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-3 completed", f.state(3, intent.RolloutCompleted))
+	r := f.latest()
+	if r.Trigger != intent.TriggerRollback || !r.RestoreData || r.Restored.IsZero() || r.Actor != "bob" {
+		t.Errorf("rollback rollout %+v", r)
+	}
+	if _, restored := snaps.calls(); !reflect.DeepEqual(restored, []string{"echo-1", "echo-2"}) {
+		t.Fatalf("restored %v, want echo-1 then echo-2", restored)
+	}
+
+	// A snapshot that fails pauses the rollout before any domain moves.
+	snaps.mu.Lock()
+	snaps.takeErr = fmt.Errorf("disk full")
+	snaps.mu.Unlock()
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "ada"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-4 paused", f.state(4, intent.RolloutPaused))
+	if r := f.latest(); !strings.Contains(r.Failure, "disk full") || r.Domains[0].Phase != intent.DomainWaiting {
+		t.Errorf("rollout %+v", r)
+	}
+}
