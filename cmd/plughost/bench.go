@@ -30,6 +30,8 @@ func runBench(ctx context.Context, env *cliEnv, args []string) error {
 		return benchUpgrade(ctx, env, rest)
 	case "failover":
 		return benchFailover(ctx, env, rest)
+	case "rollout":
+		return benchRollout(ctx, env, rest)
 	}
 	return benchStore(ctx, env, rest)
 }

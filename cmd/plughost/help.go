@@ -22,7 +22,7 @@ var groups = map[string][]string{
 	"bundle":        {"build", "verify", "add", "keygen", "sign"},
 	"plugin":        {"init", "list", "status", "versions", "pin", "unpin", "rollback", "restart", "history", "events"},
 	"store":         {"get", "put", "delete", "list", "backup", "restore"},
-	"bench":         {"call", "upgrade", "store", "failover"},
+	"bench":         {"call", "upgrade", "store", "failover", "rollout"},
 	"operator":      {"raft"},
 	"node":          {"drain", "eligible"},
 	"rollout":       {"list", "status", "pause", "resume", "abort"},
@@ -191,7 +191,7 @@ the agent refuses, naming what the restore would replace.`,
 		example: "plughost store restore -force store.bak",
 	},
 	"bench": {
-		about:   "Load generators: routed calls, an upgrade under load, the store, a singleton's failover.",
+		about:   "Load generators: routed calls, an upgrade under load, the store, a singleton's failover, a cluster rollout.",
 		example: "plughost bench call -clients 1,64",
 	},
 	"bench call": {
@@ -215,6 +215,18 @@ kill to the first successful call, the calls that failed and those the
 routers held meanwhile, and how many active instances there are afterwards.
 One run without a standby and one with a warm standby (-standby).`,
 		example: "plughost bench failover -exe .dev/exe/counter -d '{\"name\": \"visits\"}'",
+	},
+	"bench rollout": {
+		about: `Start a cluster of -nodes agents on loopback (its own CA, gossip key, ACLs and
+data under a temporary directory), each agent in an upgrade domain of its
+own, install an every-node plugin, call it steadily through every node, pin
+a newer version and follow the cluster rollout to its end. Report the total
+time, each domain's, when a failure was seen and the rollout rolled back,
+and the calls that failed or were held. -bad makes the target version bad;
+-kill-node kills -9 an agent before or during the rollout and starts it
+again afterwards, timing its convergence. Without -exe and -target-exe it
+builds its plugin from the source tree it runs in.`,
+		example: "plughost bench rollout -bad never-healthy -runs 3",
 	},
 	"bench store": {
 		args:    "put|get",
