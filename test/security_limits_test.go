@@ -26,6 +26,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
 	"google.golang.org/grpc/credentials/insecure"
 	rv1 "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
@@ -369,6 +370,54 @@ func TestIdleFloodLeavesRoomForNewClients(t *testing.T) {
 	if evicted < 1000-256 || pending > 256 {
 		t.Errorf("api listener: %v pending, %v evicted; want at most max_pending_conns 256 held and the rest of 1000 evicted", pending, evicted)
 	}
+}
+
+// TestIdleConnectionsAfterTheirFirstCallAreClosed: a connection whose
+// calls have all ended used to stay open for as long as its client kept
+// it, bounded only by the connection limits. Now, after conn_idle_timeout
+// without a call open, the agent sends GOAWAY and closes it, on its own
+// server (a store client) and on the relay (a reflection client) alike; a
+// connection with a watch open stays, and the clients call again on new
+// connections.
+func TestIdleConnectionsAfterTheirFirstCallAreClosed(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{Config: `{"conn_idle_timeout": "2s"}`})
+	ctx := testenv.Context(t, time.Minute)
+	store, native := storeClient(t, a)
+	put := func(what string) *storev1.PutResponse {
+		t.Helper()
+		resp, err := store.Put(ctx, &storev1.PutRequest{Namespace: "idle", Key: []byte(what), Value: []byte("v")})
+		if err != nil {
+			t.Fatalf("put %s: %v", what, err)
+		}
+		return resp
+	}
+	rev := put("first").GetRevision()
+	relayed := relayedConnAs(t, a, a.Token())
+	_, watching := storeClient(t, a)
+	w, err := storev1.NewStoreServiceClient(watching).Watch(ctx, &storev1.WatchRequest{Namespace: "idle", StartRevision: rev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.Recv(); err != nil {
+		t.Fatalf("watch: %v", err)
+	}
+	testenv.WaitFor(t, 30*time.Second, "the idle connections to be closed", func() error {
+		for name, cc := range map[string]*grpc.ClientConn{"the store client's": native, "the relayed client's": relayed} {
+			if st := cc.GetState(); st == connectivity.Ready {
+				return fmt.Errorf("%s connection is still %v", name, st)
+			}
+		}
+		return nil
+	})
+	if st := watching.GetState(); st != connectivity.Ready {
+		t.Errorf("the connection with a watch open is %v, want it kept open", st)
+	}
+	put("again")
+	if _, err := w.Recv(); err != nil {
+		t.Errorf("the watch after the others were closed: %v", err)
+	}
+	relayedConnAs(t, a, a.Token()) // a relayed call on a new connection
 }
 
 // TestIdleConnectionsAreClosed: 5,000 connections that never make a call

@@ -264,6 +264,8 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 
 	a.router = router.New(router.Config{Logger: a.log.Named("router"), HoldTimeout: cfg.HoldTimeout.Duration,
 		Authorize: enforcer.AuthorizeCall, FirstCallTimeout: cfg.FirstCallTimeout.Duration,
+		// secnet: connections idle after their first call are closed.
+		IdleTimeout: idleTimeout(cfg.ConnIdleTimeout.Duration),
 		// secacl: reflection describes only the plugins the token may read.
 		MayDescribe: enforcer.MayDescribe,
 		// remote: calls that find no local instance go to another node's

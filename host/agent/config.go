@@ -199,6 +199,10 @@ type Config struct {
 	// API's certificate, so the bearer token its requests carry does not
 	// cross a network in clear.
 	HTTPTLS bool `json:"http_tls"`
+	// ConnIdleTimeout closes an API connection that has had no call open
+	// for this long after its first call (GOAWAY; gRPC clients dial again
+	// at their next call). 0: never.
+	ConnIdleTimeout Duration `json:"conn_idle_timeout"`
 
 	// Node identity (area: nodes; README "Node identity"). FaultDomain and
 	// UpgradeDomain ("" = the node's name: a node of its own) and Tags are
@@ -346,6 +350,7 @@ func DefaultConfig() Config {
 		RPCMaxHandshakes:          clusterrpc.DefaultMaxHandshakes,
 		RPCMaxHandshakesPerClient: clusterrpc.DefaultMaxHandshakesPerClient,
 		RPCHandshakeTimeout:       Duration{clusterrpc.DefaultHandshakeTimeout},
+		ConnIdleTimeout:           Duration{router.DefaultIdleTimeout},
 	}
 }
 
@@ -462,6 +467,9 @@ func (c *Config) Validate() error {
 	if c.RPCMaxHandshakes < 1 || c.RPCMaxHandshakesPerClient < 1 || c.RPCHandshakeTimeout.Duration <= 0 {
 		errs = append(errs, fmt.Errorf("rpc_max_handshakes %d and rpc_max_handshakes_per_client %d must be 1 or more, rpc_handshake_timeout %v positive",
 			c.RPCMaxHandshakes, c.RPCMaxHandshakesPerClient, c.RPCHandshakeTimeout.Duration))
+	}
+	if c.ConnIdleTimeout.Duration < 0 {
+		errs = append(errs, fmt.Errorf("conn_idle_timeout %v must be 0 (never) or more", c.ConnIdleTimeout.Duration))
 	}
 	if c.HTTPTLS && (c.CertFile == "" || c.KeyFile == "") {
 		errs = append(errs, errors.New("-http-tls needs -ca-file, -cert-file and -key-file"))

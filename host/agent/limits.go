@@ -61,3 +61,12 @@ func newHTTPServer(h http.Handler) *http.Server {
 		MaxHeaderBytes:    httpMaxHeaderBytes,
 	}
 }
+
+// idleTimeout is conn_idle_timeout as router.Config.IdleTimeout takes it:
+// 0 (never) is negative there.
+func idleTimeout(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}

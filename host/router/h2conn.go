@@ -142,6 +142,13 @@ type h2conn struct {
 	closed      bool
 	err         error
 
+	// idleSince is when the relay last saw a call open on this caller
+	// connection (or a new one opened: idleLastID), and idleGoAway when it
+	// sent GOAWAY for its Config.IdleTimeout; see relay.closeIdle.
+	idleSince  time.Time
+	idleLastID uint32
+	idleGoAway time.Time
+
 	// resets is how many more streams a caller may reset now, as of
 	// resetAt (see takeReset); owned by the reader goroutine.
 	resets  float64

@@ -2,6 +2,7 @@ package router
 
 import (
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
 )
 
 // Flow-control windows of both hops. Setting them makes flow control static,
@@ -25,7 +26,7 @@ const (
 // built with for the router to serve: the unknown-service handler that
 // proxies, the codec that passes proxied messages through as raw frames
 // (and encodes the agent's own services' proto messages as usual), the
-// message limits, the flow-control windows, and the per-connection stream
+// message limits, the flow-control windows, the idle timeout, and the per-connection stream
 // and header limits the relay applies too (they are the settings both
 // advertise, see relay.serveConn). Append the agent's own
 // options (credentials, interceptors) after these.
@@ -43,7 +44,7 @@ const (
 //     exchange; what splits it into several writes is gRPC's writer
 //     goroutine flushing between frames, which no buffer size changes.
 func (r *Router) ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{
+	opts := []grpc.ServerOption{
 		grpc.UnknownServiceHandler(r.handle),
 		grpc.ForceServerCodecV2(r.codec),
 		grpc.MaxRecvMsgSize(r.cfg.MaxMessageBytes),
@@ -53,6 +54,11 @@ func (r *Router) ServerOptions() []grpc.ServerOption {
 		grpc.MaxConcurrentStreams(maxConcurrentStreams),
 		grpc.MaxHeaderListSize(maxHeaderListBytes),
 	}
+	if r.cfg.IdleTimeout > 0 {
+		// As the relay's closeIdle does for relayed connections.
+		opts = append(opts, grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionIdle: r.cfg.IdleTimeout}))
+	}
+	return opts
 }
 
 // BackendDialOptions returns the options the host's connections to plugin

@@ -363,6 +363,7 @@ func (rl *relay) watchStalls(timeout time.Duration) {
 				}
 			}
 			c.mu.Unlock()
+			rl.closeIdle(c, now)
 		}
 		var t touched
 		for i, st := range stalled {
@@ -372,6 +373,51 @@ func (rl *relay) watchStalls(timeout time.Duration) {
 		stalled = stalled[:0]
 		t.flush()
 	}
+}
+
+// idleGoAwayWait is how long a caller connection closed for its idle
+// timeout may take to read the relay's GOAWAY before it is closed anyway.
+const idleGoAwayWait = 10 * time.Second
+
+// closeIdle ends a caller connection that has had no call open for
+// Config.IdleTimeout: it sends GOAWAY (NO_ERROR, "idle") and a PING, and
+// once the caller answered it (so no call of its is on the way) and no call
+// is open, or idleGoAwayWait passed, closes it. A gRPC client dials again
+// at its next call. Called from watchStalls' loop, at most once a second.
+func (rl *relay) closeIdle(c *h2conn, now time.Time) {
+	idle := rl.r.cfg.IdleTimeout
+	if idle <= 0 {
+		return
+	}
+	c.mu.Lock()
+	switch {
+	case c.closed:
+		c.mu.Unlock()
+		return
+	case !c.idleGoAway.IsZero():
+		done := (c.goAwayAcked && len(c.streams) == 0) || now.Sub(c.idleGoAway) >= idleGoAwayWait
+		c.mu.Unlock()
+		if done {
+			c.close(nil)
+		}
+		return
+	case c.goAway:
+		c.mu.Unlock() // stopping: Stop closes it
+		return
+	case len(c.streams) > 0 || c.lastID != c.idleLastID || c.idleSince.IsZero():
+		c.idleSince, c.idleLastID = now, c.lastID
+		c.mu.Unlock()
+		return
+	case now.Sub(c.idleSince) < idle:
+		c.mu.Unlock()
+		return
+	}
+	c.goAway = true
+	c.idleGoAway = now
+	_ = c.wfr.WriteGoAway(c.lastID, http2.ErrCodeNo, []byte(fmt.Sprintf("idle for %v (conn_idle_timeout)", idle)))
+	_ = c.wfr.WritePing(false, goAwayPing)
+	c.mu.Unlock()
+	c.kick()
 }
 
 // shed resets calls until the relay holds no more than maxQueued: first

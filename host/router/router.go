@@ -75,6 +75,12 @@ type Config struct {
 	// most every 10 s), a stalled or abusive one is closed with GOAWAY.
 	// Default 20s.
 	FirstCallTimeout time.Duration
+	// IdleTimeout closes a caller's connection that has had no call open
+	// for this long after its first call (GOAWAY, then close): the relay
+	// does it for relayed connections, gRPC's MaxConnectionIdle for the
+	// agent's own server (ServerOptions). gRPC clients dial again at their
+	// next call. 0: DefaultIdleTimeout; negative: never.
+	IdleTimeout time.Duration
 	// Authorize, if set, decides whether a call to plugin's method may go
 	// ahead, relayed or proxied alike, once per call: header is the
 	// credential header the call carries (CredentialHeaders) and
@@ -116,6 +122,9 @@ const DefaultMaxUnreadBytes = 256 << 20
 // DefaultHoldTimeout is Config.HoldTimeout's default.
 const DefaultHoldTimeout = 10 * time.Second
 
+// DefaultIdleTimeout is Config.IdleTimeout's default.
+const DefaultIdleTimeout = 5 * time.Minute
+
 // DefaultFirstCallTimeout is Config.FirstCallTimeout's default: longer
 // than the shortest keepalive interval gRPC clients use (10 s).
 const DefaultFirstCallTimeout = 20 * time.Second
@@ -130,6 +139,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxUnreadBytes <= 0 {
 		c.MaxUnreadBytes = DefaultMaxUnreadBytes
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.StalledReadTimeout <= 0 {
 		c.StalledReadTimeout = DefaultStalledReadTimeout
