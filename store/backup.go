@@ -70,6 +70,12 @@ func (s *Store) Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (
 	if held := s.heldData(ctx); len(held) > 0 && !opts.Force {
 		return nil, notEmpty(held)
 	}
+	if !snap.Has(SystemNamespace, SystemACLBootstrapKey) && s.hasKey(ctx, SystemNamespace, SystemACLBootstrapKey) {
+		// Force or not: the backup would drop every token, and the first
+		// to ask would get a management token from 'acl bootstrap'.
+		return nil, fmt.Errorf("%w: it was taken before its cluster's ACLs were bootstrapped, and restoring it would drop every token of this cluster and reopen 'acl bootstrap' to whoever asks first; nothing was changed. Restore it into an agent with an empty data dir (given -acl-initial-management-file, so it bootstraps with your token), or restore a backup taken since ACLs were bootstrapped",
+			ErrBackupWithoutACL)
+	}
 	res, err := s.propose(ctx, &fsm.Command{Op: fsm.OpRestore, Snapshot: data})
 	if err != nil {
 		return nil, err
@@ -82,6 +88,16 @@ func (s *Store) Restore(ctx context.Context, r io.Reader, opts RestoreOptions) (
 // they alone do not make a store one that holds data for Restore (which
 // replaces them with the backup's, as it does the rest of _sys).
 const SystemACLPrefix = "acl/"
+
+// SystemACLBootstrapKey is the key in SystemNamespace that says the
+// cluster's ACLs are bootstrapped (host/acl).
+const SystemACLBootstrapKey = SystemACLPrefix + "bootstrap"
+
+// hasKey reports whether this node's copy holds key in ns.
+func (s *Store) hasKey(ctx context.Context, ns, key string) bool {
+	resp, err := s.eng.Get(ctx, &storev1.GetRequest{Namespace: ns, Key: []byte(key), Consistency: storev1.Consistency_CONSISTENCY_STALE})
+	return err == nil && resp.GetKv() != nil
+}
 
 // heldData is the usage of each namespace that holds data, _sys left out
 // when it holds ACL records only.

@@ -6,9 +6,13 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/plughost/plughost/internal/testenv"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store/fsm"
+	"github.com/plughost/plughost/store/local"
 )
 
 var backupNamespaces = []string{"app", "app-2", SystemNamespace, "later"}
@@ -187,5 +191,39 @@ func TestRestoreRefusesStoreWithData(t *testing.T) {
 	}
 	if kv := get(t, s, "zeta", "a"); kv != nil {
 		t.Errorf("a forced restore kept a key the backup lacks: %v", kv)
+	}
+}
+
+// A backup without ACL records is not restored over a store whose ACLs
+// are bootstrapped, force or not: it would reopen 'acl bootstrap'. One
+// taken since is.
+func TestRestoreKeepsACLBootstrapped(t *testing.T) {
+	s := newMemStore(t)
+	ctx := testenv.Context(t, 20*time.Second)
+	put(t, s, "app", "k", "v")
+	var preACL bytes.Buffer
+	if err := s.Backup(ctx, &preACL); err != nil {
+		t.Fatal(err)
+	}
+	put(t, s, SystemNamespace, SystemACLBootstrapKey, `{"accessor_id":"x"}`)
+	var withACL bytes.Buffer
+	if err := s.Backup(ctx, &withACL); err != nil {
+		t.Fatal(err)
+	}
+	live, liveRev := dump(t, s), s.Revision()
+	_, err := s.Restore(ctx, bytes.NewReader(preACL.Bytes()), RestoreOptions{Force: true})
+	wantErr(t, err, ErrBackupWithoutACL)
+	if !strings.Contains(err.Error(), "acl bootstrap") || !strings.Contains(err.Error(), "nothing was changed") {
+		t.Errorf("error %q does not say what it would reopen and that nothing changed", err)
+	}
+	if st := status.Convert(local.ToStatus(err)); st.Code() != codes.FailedPrecondition {
+		t.Errorf("status %v, want FAILED_PRECONDITION", st.Proto())
+	}
+	if s.Revision() != liveRev {
+		t.Errorf("a refused restore reached the log: revision %d -> %d", liveRev, s.Revision())
+	}
+	sameDump(t, dump(t, s), live)
+	if _, err := s.Restore(ctx, bytes.NewReader(withACL.Bytes()), RestoreOptions{Force: true}); err != nil {
+		t.Fatal(err)
 	}
 }

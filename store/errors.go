@@ -41,6 +41,10 @@ var (
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
 	ErrNotEmpty = local.ErrNotEmpty
+	// ErrBackupWithoutACL means a restore would replace a store whose ACLs
+	// are bootstrapped with a backup without ACL records, which would
+	// reopen 'acl bootstrap'; nothing was changed.
+	ErrBackupWithoutACL = local.ErrBackupWithoutACL
 	// ErrNoSpace means a node could not write its raft log for lack of disk
 	// space: the write was not applied. Writes resume by themselves once
 	// space is freed, or go on at another leader.

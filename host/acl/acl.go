@@ -35,6 +35,9 @@ type Resolver struct {
 	// may not hold the ACL records yet (see SetCacheFile).
 	cache     string
 	cachedRev int64
+	// storeHeld is set once the store held ACL records: from then on the
+	// store alone says what they are, and the cache never stands in.
+	storeHeld bool
 
 	reloadMu sync.Mutex // serializes reloads and the cache file
 	state    atomic.Pointer[state]
@@ -140,11 +143,17 @@ func (r *Resolver) reload(ctx context.Context) {
 		}
 		return
 	}
-	if s.empty() && r.cache != "" {
+	switch {
+	case r.cache == "":
+	case s.empty() && !r.storeHeld:
+		// Not caught up yet, it seems: stand in with the last records read.
 		if c := r.readCache(); c != nil {
 			s = c
 		}
-	} else if r.cache != "" && s.revision != r.cachedRev {
+	case s.revision != r.cachedRev:
+		// Records the store no longer holds (deleted tokens; all of them
+		// deleted) are gone from the cache as they are from the store.
+		r.storeHeld = true
 		r.writeCache(kvs, s.revision)
 	}
 	r.state.Store(s)

@@ -28,7 +28,7 @@ const (
 	prefixToken    = "acl/tokens/"
 	prefixSecret   = "acl/secrets/"
 	prefixPolicy   = "acl/policies/"
-	keyBootstrap   = "acl/bootstrap"
+	keyBootstrap   = store.SystemACLBootstrapKey
 	keyServerToken = "acl/server-token"
 )
 

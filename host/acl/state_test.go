@@ -187,3 +187,37 @@ func TestNewTokenResolvesBeforeTheWatchBringsIt(t *testing.T) {
 		t.Fatalf("unknown token: %v", err)
 	}
 }
+
+// Once the store held ACL records, the cache never stands in for them
+// again: records deleted from the store (every token, here) are gone, from
+// the copy and from the cache file.
+func TestCacheFileKeepsNoDeletedToken(t *testing.T) {
+	ctx := context.Background()
+	cache := filepath.Join(t.TempDir(), "acl-cache.json")
+	st := memStore(t)
+	r := NewResolver(st, nil)
+	r.SetCacheFile(cache)
+	_, secret, err := Bootstrap(ctx, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Reload(ctx)
+	if _, err := r.Resolve(secret); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Txn(ctx, &storev1.TxnRequest{Namespace: SystemNamespace, Success: []*storev1.TxnOp{
+		{Op: &storev1.TxnOp_DeleteRange{DeleteRange: &storev1.TxnDeleteRange{Prefix: []byte(prefixACL)}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	r.Reload(ctx)
+	if _, err := r.Resolve(secret); !errors.Is(err, ErrTokenNotFound) {
+		t.Fatalf("a token deleted from the store still resolves: %v", err)
+	}
+	b, err := os.ReadFile(cache)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(b, []byte(hashHex(secret))) {
+		t.Fatalf("the cache file still holds the deleted token:\n%s", b)
+	}
+}

@@ -234,3 +234,13 @@ func (it *Item) Namespace() string {
 	ns, _, _ := splitDataKey(it.Key)
 	return ns
 }
+
+// Has reports whether the snapshot holds key in namespace ns.
+func (s *Snapshot) Has(ns, key string) bool {
+	for i := range s.Items {
+		if n, k, ok := splitDataKey(s.Items[i].Key); ok && n == ns && k == key {
+			return true
+		}
+	}
+	return false
+}

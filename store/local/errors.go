@@ -58,6 +58,10 @@ var (
 	// ErrNotEmpty means a restore without force found the store holding
 	// data; nothing was changed.
 	ErrNotEmpty = errors.New("store: the store already holds data")
+	// ErrBackupWithoutACL means a restore would replace a store whose ACLs
+	// are bootstrapped with a backup that holds no ACL records; nothing
+	// was changed.
+	ErrBackupWithoutACL = errors.New("store: the backup holds no ACL records")
 	// ErrNoSpace means a node could not write its raft log for lack of disk
 	// space: the write was not applied. Writes resume by themselves once
 	// space is freed, or go on at another leader.

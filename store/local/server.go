@@ -125,7 +125,7 @@ func codeOf(err error) codes.Code {
 		return codes.InvalidArgument
 	case errors.Is(err, ErrValueTooLarge), errors.Is(err, ErrQuotaExceeded), errors.Is(err, ErrTxnTooLarge), errors.Is(err, ErrTooManyWatches):
 		return codes.ResourceExhausted
-	case errors.Is(err, ErrCASFailed), errors.Is(err, ErrNotEmpty), errors.Is(err, ErrStaleEpoch):
+	case errors.Is(err, ErrCASFailed), errors.Is(err, ErrNotEmpty), errors.Is(err, ErrStaleEpoch), errors.Is(err, ErrBackupWithoutACL):
 		return codes.FailedPrecondition
 	case errors.Is(err, ErrCompacted):
 		return codes.OutOfRange
