@@ -15,6 +15,7 @@ import (
 	"github.com/plughost/plughost/host/cluster"
 	"github.com/plughost/plughost/internal/testenv"
 	aclv1 "github.com/plughost/plughost/proto/plughost/acl/v1"
+	"github.com/plughost/plughost/store/fsm"
 )
 
 // TestPluginsWaitForACLBootstrap: until a new cluster's ACLs are
@@ -147,4 +148,63 @@ func TestACLInitialManagementFromConfig(t *testing.T) {
 		t.Fatalf("acl token list with the configured token: exit %d\n%s%s", code, out, errOut)
 	}
 	a.WaitRunning("echo", "1.0.0")
+}
+
+// TestRestoreOfPreACLBackupKeepsACLs: restoring a backup taken before the
+// cluster's ACLs were bootstrapped (here: a backup with its ACL records
+// taken out) is refused, -force or not, and `acl bootstrap` stays closed
+// to a stranger; it used to drop every token and give the stranger a
+// management token.
+func TestRestoreOfPreACLBackupKeepsACLs(t *testing.T) {
+	t.Parallel()
+	a := NewAgent(t, AgentOptions{})
+	dir := t.TempDir()
+	full := filepath.Join(dir, "full.backup")
+	if _, errOut, code := a.CLI("store", "put", "-ns", "app", "k", "v"); code != 0 {
+		t.Fatalf("store put: %s", errOut)
+	}
+	if _, errOut, code := a.CLI("store", "backup", full); code != 0 {
+		t.Fatalf("store backup: %s", errOut)
+	}
+	data, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := fsm.DecodeSnapshot(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := snap.Items[:0]
+	for _, it := range snap.Items {
+		if !(it.Namespace() == "_sys" && strings.Contains(it.Key, "acl/")) {
+			kept = append(kept, it)
+		}
+	}
+	snap.Items = kept
+	preACL := filepath.Join(dir, "pre-acl.backup")
+	f, err := os.OpenFile(preACL, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := snap.Write(f); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+
+	_, errOut, code := a.CLI("store", "restore", "-force", preACL)
+	if code != 1 || !strings.Contains(errOut, "(FailedPrecondition)") || !strings.Contains(errOut, "reopen 'acl bootstrap'") {
+		t.Fatalf("restore of a backup without ACL records: exit %d, %s", code, errOut)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if resp, err := aclv1.NewACLServiceClient(a.BareConn()).Bootstrap(ctx, &aclv1.BootstrapRequest{}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("acl bootstrap by a stranger after the restore: %v %v", resp, err)
+	}
+	if out, errOut, code := a.CLI("store", "get", "-ns", "app", "k"); code != 0 || !strings.Contains(out, "v") {
+		t.Fatalf("the agent's token and data after the refused restore: exit %d %s%s", code, out, errOut)
+	}
+	// A backup with the ACL records restores.
+	if _, errOut, code := a.CLI("store", "restore", "-force", full); code != 0 {
+		t.Fatalf("restore of a full backup: %s", errOut)
+	}
 }
