@@ -67,6 +67,11 @@ type rolloutPlugin struct {
 	// node-level swap's gate) and the upgrade block (the rollout's gate);
 	// 0 means 1 s and 20 s.
 	MinHealthy, HealthyDeadline time.Duration
+	// SwapDeadline, when not 0, is the health block's healthy_deadline
+	// alone: how long a node's swap waits for the new instance before it
+	// falls back (the rollout's gate counts from its domain's start, bundle
+	// fetch included).
+	SwapDeadline time.Duration
 	// Drain is the upgrade block's drain_timeout (0 means 1 s).
 	Drain time.Duration
 	// FailureAction is the upgrade block's failure_action ("" leaves it
@@ -120,7 +125,11 @@ func rolloutBundle(t testing.TB, p rolloutPlugin) string {
 	if err := goBuild(pkg, exe, p.Version, stamped); err != nil {
 		t.Fatal(err)
 	}
-	built, err := bundle.Build(exe, swapManifest(p.Name, p.Version, strategy, minHealthy, deadline, drain, services...), t.TempDir())
+	swapDeadline := deadline
+	if p.SwapDeadline != 0 {
+		swapDeadline = p.SwapDeadline
+	}
+	built, err := bundle.Build(exe, swapManifest(p.Name, p.Version, strategy, minHealthy, swapDeadline, drain, services...), t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

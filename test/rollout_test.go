@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/host/rollout"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -99,12 +100,41 @@ func TestRolloutHealthyEveryNode(t *testing.T) {
 		t.Errorf("nodes swapped to 2.0.0 in the order %v, want %v; events:\n%s", got, want, formatEvents(evs))
 	}
 	checkEachSwapAfterThePrevious(t, evs, "2.0.0", want, start)
+	// The controller's events: each domain updating, then done, one after
+	// the other.
+	checkEventSequence(t, evs, start, []string{rollout.EventDomainUpdating, rollout.EventDomainDone}, 5)
 	// Every node answered calls, and each ended on 2.0.0.
 	for _, a := range agents {
 		if res.Versions[a.Node]["2.0.0"] == 0 {
 			t.Errorf("no call through %s was answered by 2.0.0: %v", a.Node, res.Versions[a.Node])
 		}
 	}
+}
+
+// checkEventSequence checks that the events of the types in pair after
+// since come as pair n times over (a domain's step and its end, domain
+// after domain).
+func checkEventSequence(t *testing.T, evs []*operatorv1.PluginEvent, since time.Time, pair []string, n int) {
+	t.Helper()
+	var got, want []string
+	for _, e := range sortedEvents(evs) {
+		if slices.Contains(pair, e.GetType()) && !e.GetTime().AsTime().Before(since) {
+			got = append(got, e.GetType())
+		}
+	}
+	for range n {
+		want = append(want, pair...)
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("the rollout's events are %v, want %v; events:\n%s", got, want, formatEvents(evs))
+	}
+}
+
+// sortedEvents is evs by time.
+func sortedEvents(evs []*operatorv1.PluginEvent) []*operatorv1.PluginEvent {
+	evs = slices.Clone(evs)
+	slices.SortStableFunc(evs, func(a, b *operatorv1.PluginEvent) int { return a.GetTime().AsTime().Compare(b.GetTime().AsTime()) })
+	return evs
 }
 
 // checkEachSwapAfterThePrevious checks that each node of order began its
@@ -147,10 +177,13 @@ func checkEachSwapAfterThePrevious(t *testing.T, evs []*operatorv1.PluginEvent, 
 func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 	agents := newRolloutCluster(t)
 	byName := agentsByName(agents)
-	const deadline = 5 * time.Second
-	v1 := rolloutBundle(t, rolloutPlugin{Name: "echo", Version: "1.0.0", MinHealthy: time.Second, HealthyDeadline: deadline})
+	// A node's swap falls back after 5 s without health; the rollout's
+	// gate, which counts from its domain's start (bundle fetch included),
+	// allows 20 s.
+	const swapDeadline = 5 * time.Second
+	v1 := rolloutBundle(t, rolloutPlugin{Name: "echo", Version: "1.0.0", MinHealthy: time.Second, SwapDeadline: swapDeadline})
 	bad := badRolloutTarget("echo", "2.0.0", 0, "n3")
-	bad.MinHealthy, bad.HealthyDeadline = time.Second, deadline
+	bad.MinHealthy, bad.SwapDeadline = time.Second, swapDeadline
 	v2 := rolloutBundle(t, bad)
 	bundleAdd(t, agents[0], v1)
 	waitServingOnly(t, agents[0], "echo", "1.0.0", nodeNames(agents), time.Minute)
@@ -191,14 +224,16 @@ func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 			}
 		}
 	}
-	if d, ok := rolloutDomain(r, "ud3"); ok {
-		for _, n := range d.Nodes {
-			if n.Name == "n3" && (n.Phase != intent.NodeFailed || n.Reason == "") {
-				t.Errorf("n3 in the record: %s (%q), want failed and why", n.Phase, n.Reason)
-			}
+	// Newest first: ud3 (where it failed), then ud2, then ud1, each once
+	// the one before was back.
+	var prev intent.RolloutDomain
+	for _, name := range []string{"ud3", "ud2", "ud1"} {
+		d, _ := rolloutDomain(r, name)
+		if d.Finished.IsZero() || (prev.Name != "" && d.Finished.Before(prev.Finished)) {
+			t.Errorf("domain %s was back on 1.0.0 at %v, %s at %v: want newest first", name, d.Finished, prev.Name, prev.Finished)
 		}
+		prev = d
 	}
-
 	// The events: n1 and n2 swapped to 2.0.0 in order, n3 never served it
 	// and n4, n5 never began; then n2 swapped back before n1.
 	evs := clusterEvents(t, agents[2], "echo")
@@ -218,6 +253,7 @@ func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 		t.Errorf("nodes swapped back to 1.0.0 in the order %v, want [n2 n1] (newest domain first); events:\n%s", back, formatEvents(evs))
 	}
 	checkRolledBackAfterFailure(t, evs, start)
+	checkEventSequence(t, evs, start, []string{rollout.EventDomainRollback, rollout.EventDomainRolledBck}, 3)
 
 	// The history names the node and why; the version failed cluster-wide.
 	var hist []string
@@ -271,22 +307,23 @@ func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 	}
 }
 
-// checkRolledBackAfterFailure checks that no node began a swap back to
-// 1.0.0 before n3's 2.0.0 failed (fell back, failed or was unhealthy).
+// checkRolledBackAfterFailure checks that the rollout failed once and
+// that no node began a swap back to 1.0.0 before.
 func checkRolledBackAfterFailure(t *testing.T, evs []*operatorv1.PluginEvent, since time.Time) {
 	t.Helper()
-	var failedAt time.Time
+	var failed []time.Time
 	for _, e := range evs {
-		at := e.GetTime().AsTime()
-		if e.GetNode() == "n3" && e.GetVersion() == "2.0.0" && at.After(since) && slices.Contains([]string{"fell-back", "unhealthy", "failed", "exited", "stopped"}, e.GetType()) {
-			if failedAt.IsZero() || at.Before(failedAt) {
-				failedAt = at
-			}
+		if e.GetType() == rollout.EventFailed && !e.GetTime().AsTime().Before(since) {
+			failed = append(failed, e.GetTime().AsTime())
 		}
 	}
+	if len(failed) != 1 {
+		t.Errorf("%d %s events, want 1; events:\n%s", len(failed), rollout.EventFailed, formatEvents(evs))
+		return
+	}
 	for _, e := range evs {
-		if e.GetType() == "swap-started" && e.GetVersion() == "1.0.0" && e.GetTime().AsTime().After(since) && !failedAt.IsZero() && e.GetTime().AsTime().Before(failedAt) {
-			t.Errorf("%s began swapping back at %s, before n3's 2.0.0 failed at %s", e.GetNode(), e.GetTime().AsTime().Format("15:04:05.000"), failedAt.Format("15:04:05.000"))
+		if at := e.GetTime().AsTime(); e.GetType() == "swap-started" && e.GetVersion() == "1.0.0" && at.After(since) && at.Before(failed[0]) {
+			t.Errorf("%s began swapping back at %s, before the rollout failed at %s", e.GetNode(), at.Format("15:04:05.000"), failed[0].Format("15:04:05.000"))
 		}
 	}
 }
@@ -362,4 +399,18 @@ func TestRolloutResumesAfterLeaderKilled(t *testing.T) {
 		t.Errorf("nodes began swapping to 2.0.0 in the order %v, want %v; events:\n%s", got, order, formatEvents(evs))
 	}
 	checkEachSwapAfterThePrevious(t, evs, "2.0.0", order, start)
+	// The controller's events: one start and one end; no domain began
+	// twice (the killed leader may have died before writing its last
+	// event, never after a new leader wrote one again).
+	counts := map[string]int{}
+	for _, e := range evs {
+		if !e.GetTime().AsTime().Before(start) {
+			counts[e.GetType()]++
+		}
+	}
+	t.Logf("events by type: %v", counts)
+	if counts[rollout.EventStarted] > 1 || counts[rollout.EventCompleted] != 1 || counts[rollout.EventDomainUpdating] > len(rolloutDomains) {
+		t.Errorf("%d %s, %d %s and %d %s events, want at most 1, 1 and at most %d; events:\n%s", counts[rollout.EventStarted], rollout.EventStarted,
+			counts[rollout.EventCompleted], rollout.EventCompleted, counts[rollout.EventDomainUpdating], rollout.EventDomainUpdating, len(rolloutDomains), formatEvents(evs))
+	}
 }
