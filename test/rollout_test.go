@@ -100,6 +100,7 @@ func TestRolloutHealthyEveryNode(t *testing.T) {
 		t.Errorf("nodes swapped to 2.0.0 in the order %v, want %v; events:\n%s", got, want, formatEvents(evs))
 	}
 	checkEachSwapAfterThePrevious(t, evs, "2.0.0", want, start)
+	logNodeTimes(t, r, evs, "2.0.0", start)
 	// The controller's events: each domain updating, then done, one after
 	// the other.
 	checkEventSequence(t, evs, start, []string{rollout.EventDomainUpdating, rollout.EventDomainDone}, 5)
@@ -107,6 +108,34 @@ func TestRolloutHealthyEveryNode(t *testing.T) {
 	for _, a := range agents {
 		if res.Versions[a.Node]["2.0.0"] == 0 {
 			t.Errorf("no call through %s was answered by 2.0.0: %v", a.Node, res.Versions[a.Node])
+		}
+	}
+}
+
+// logNodeTimes logs, for each node of r, how long its swap to version
+// took (swap-started to swapped) and how long after it its domain was
+// done: the node's swap and the rollout's gate.
+func logNodeTimes(t *testing.T, r intent.Rollout, evs []*operatorv1.PluginEvent, version string, since time.Time) {
+	t.Helper()
+	started, swapped := map[string]time.Time{}, map[string]time.Time{}
+	for _, e := range sortedEvents(evs) {
+		at := e.GetTime().AsTime()
+		if e.GetVersion() != version || at.Before(since) {
+			continue
+		}
+		if _, ok := started[e.GetNode()]; !ok && e.GetType() == "swap-started" {
+			started[e.GetNode()] = at
+		}
+		if _, ok := swapped[e.GetNode()]; !ok && e.GetType() == "swapped" {
+			swapped[e.GetNode()] = at
+		}
+	}
+	for _, d := range r.Domains {
+		for _, n := range d.Nodes {
+			if s, ok := started[n.Name]; ok && !swapped[n.Name].IsZero() && !d.Finished.IsZero() {
+				t.Logf("  %s %s: domain start to swap start %v, swap %v, swapped to domain done %v", d.Name, n.Name,
+					s.Sub(d.Started).Round(time.Millisecond), swapped[n.Name].Sub(s).Round(time.Millisecond), d.Finished.Sub(swapped[n.Name]).Round(time.Millisecond))
+			}
 		}
 	}
 }
@@ -399,6 +428,7 @@ func TestRolloutResumesAfterLeaderKilled(t *testing.T) {
 		t.Errorf("nodes began swapping to 2.0.0 in the order %v, want %v; events:\n%s", got, order, formatEvents(evs))
 	}
 	checkEachSwapAfterThePrevious(t, evs, "2.0.0", order, start)
+	logNodeTimes(t, r, evs, "2.0.0", start)
 	// The controller's events: one start and one end; no domain began
 	// twice (the killed leader may have died before writing its last
 	// event, never after a new leader wrote one again).
