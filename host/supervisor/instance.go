@@ -265,6 +265,12 @@ func (s *Supervisor) healthGate(ctx context.Context, in *instance, minHealthy ti
 			healthySince, lastErr = time.Time{}, err
 		}
 		if !healthySince.IsZero() && now.Sub(healthySince) >= minHealthy {
+			// Running since its first healthy check: the observation says
+			// so, and the rollout controller counts the gate it passed
+			// here towards its own (area roll).
+			in.mu.Lock()
+			in.state, in.since = operatorv1.InstanceState_INSTANCE_STATE_RUNNING, healthySince
+			in.mu.Unlock()
 			return nil
 		}
 		if progress != nil && !healthySince.IsZero() {
