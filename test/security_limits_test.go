@@ -779,7 +779,7 @@ func BenchmarkIdleConnectionFlood(b *testing.B) {
 		{"pending-only", `{"first_call_timeout": "1s", "max_conns": 8000, "accept_rate": 0}`},
 		// The accept rate alone, no budget.
 		{"rate-only", `{"first_call_timeout": "1s", "max_conns": 8000, "max_pending_conns": 0, "max_pending_conns_per_client": 0}`},
-		// max_pending_conns 256 (64 per address), accept_rate 1000/s.
+		// max_pending_conns 256 (64 per address), accept_rate 500/s.
 		{"defaults", `{"first_call_timeout": "1s", "max_conns": 8000}`},
 	} {
 		b.Run(v.name, func(b *testing.B) {

@@ -361,7 +361,7 @@ func DefaultConfig() Config {
 const (
 	DefaultMaxPendingConns          = 256
 	DefaultMaxPendingConnsPerClient = 64
-	DefaultAcceptRate               = 1000
+	DefaultAcceptRate               = 500
 	DefaultAcceptBurst              = 256
 )
 
