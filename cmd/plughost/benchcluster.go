@@ -271,26 +271,42 @@ func removeDirsDeepestFirst(roots []string) (left bool) {
 // binary cannot say: placement, health, upgrade, config) and adds it
 // through agent a. It returns the plugin's name and version.
 func addBenchBundle(ctx context.Context, c *benchCluster, a *benchAgent, exe string, base any) (name, version string, err error) {
-	dir, err := os.MkdirTemp(c.dir, "bundle-")
+	path, err := buildBenchBundle(ctx, c, exe, base)
 	if err != nil {
 		return "", "", err
+	}
+	return addBundleFile(ctx, a, path)
+}
+
+// buildBenchBundle bundles exe with the manifest fields of base into a
+// directory of its own under the cluster's and returns the bundle's path.
+func buildBenchBundle(ctx context.Context, c *benchCluster, exe string, base any) (string, error) {
+	dir, err := os.MkdirTemp(c.dir, "bundle-")
+	if err != nil {
+		return "", err
 	}
 	b, err := json.Marshal(base)
 	if err != nil {
-		return "", "", err
+		return "", err
 	}
 	manifest := filepath.Join(dir, "plugin.json")
 	if err := os.WriteFile(manifest, b, 0o600); err != nil {
-		return "", "", err
+		return "", err
 	}
 	if msg, err := exec.CommandContext(ctx, c.bin, "bundle", "build", "-manifest", manifest, "-o", dir, exe).CombinedOutput(); err != nil {
-		return "", "", fmt.Errorf("bundle build %s: %v: %s", exe, err, strings.TrimSpace(string(msg)))
+		return "", fmt.Errorf("bundle build %s: %v: %s", exe, err, strings.TrimSpace(string(msg)))
 	}
 	found, _ := filepath.Glob(filepath.Join(dir, "*.tar.gz"))
 	if len(found) != 1 {
-		return "", "", fmt.Errorf("bundle build %s wrote %d bundles into %s, want 1", exe, len(found), dir)
+		return "", fmt.Errorf("bundle build %s wrote %d bundles into %s, want 1", exe, len(found), dir)
 	}
-	f, err := os.Open(found[0])
+	return found[0], nil
+}
+
+// addBundleFile adds the bundle at path through agent a and returns the
+// plugin's name and version.
+func addBundleFile(ctx context.Context, a *benchAgent, path string) (name, version string, err error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return "", "", err
 	}
@@ -299,7 +315,7 @@ func addBenchBundle(ctx context.Context, c *benchCluster, a *benchAgent, exe str
 	if err != nil {
 		return "", "", err
 	}
-	if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: filepath.Base(found[0])}}); err != nil {
+	if err := stream.Send(&operatorv1.AddBundleRequest{Payload: &operatorv1.AddBundleRequest_FileName{FileName: filepath.Base(path)}}); err != nil {
 		return "", "", err
 	}
 	if err := sendChunks(f, func(b []byte) error {
@@ -309,7 +325,7 @@ func addBenchBundle(ctx context.Context, c *benchCluster, a *benchAgent, exe str
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return "", "", fmt.Errorf("bundle add: %w", err)
+		return "", "", fmt.Errorf("bundle add through %s: %w", a.node, err)
 	}
 	return resp.GetName(), resp.GetVersion(), nil
 }

@@ -52,6 +52,7 @@ type rolloutRun struct {
 	MinHealthyTime  float64 `json:"min_healthy_time_seconds"`
 	HealthyDeadline float64 `json:"healthy_deadline_seconds"`
 	Rate            int     `json:"rate"`
+	Preload         bool    `json:"preload,omitempty"`
 
 	Rollout string `json:"rollout"`
 	// Outcome is the rollout's state at its end: completed, rolled_back
@@ -152,7 +153,7 @@ type rolloutSetup struct {
 	nodes, rate                                    int
 	minHealthy, deadline, swapMinHealthy, interval time.Duration
 	before, after, timeout, within                 time.Duration
-	restart                                        bool
+	restart, preload                               bool
 }
 
 // benchRollout starts a cluster of its own on loopback, one agent per
@@ -166,6 +167,7 @@ func benchRollout(ctx context.Context, env *cliEnv, args []string) error {
 	targetExe := fs.String("target-exe", "", "executable of the echo plugin at the version to roll out (default: built as 2.0.0 from "+rolloutGood+", or with -bad from "+rolloutBad+")")
 	bad := fs.String("bad", "", "make the target version bad: never-healthy or crash-after-2s (healthy, then exits 2 s after it starts), through its config: the target must be "+rolloutBad)
 	kill := fs.String("kill-node", "", "kill -9 one agent (not the raft leader's) before the rollout or during it: before or during")
+	preload := fs.Bool("preload", false, "add the target's bundle through every agent before the pin (otherwise each node fetches it from a peer once it is pinned)")
 	restart := fs.Bool("restart-killed", true, "start the killed agent again once the rollout ended, and time its convergence")
 	nodes := fs.Int("nodes", 5, "agents to start on loopback, each in an upgrade domain of its own (ud1, ud2, ...)")
 	rate := fs.Int("rate", 200, "calls per second, spread over every node that runs")
@@ -231,7 +233,7 @@ func benchRollout(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		res, err := rolloutOnce(ctx, rolloutSetup{dir: dir, exe: *exe, targetExe: *targetExe, bad: *bad, kill: *kill,
 			nodes: *nodes, rate: *rate, minHealthy: *minHealthy, deadline: *deadline, swapMinHealthy: *swapMinHealthy,
-			interval: *interval, before: *before, after: *after, timeout: *timeout, within: *within, restart: *restart})
+			interval: *interval, before: *before, after: *after, timeout: *timeout, within: *within, restart: *restart, preload: *preload})
 		if err != nil {
 			*keep = true
 			return fmt.Errorf("bench rollout: run %d: %w (the agents' logs are in %s)", i+1, err, dir)
@@ -320,7 +322,7 @@ func badConfig(bad string) map[string]any {
 }
 
 func rolloutOnce(ctx context.Context, s rolloutSetup) (rolloutRun, error) {
-	res := rolloutRun{Nodes: s.nodes, Bad: s.bad, KillNode: s.kill, Rate: s.rate,
+	res := rolloutRun{Nodes: s.nodes, Bad: s.bad, KillNode: s.kill, Rate: s.rate, Preload: s.preload,
 		MinHealthyTime: s.minHealthy.Seconds(), HealthyDeadline: s.deadline.Seconds()}
 	c, err := startBenchCluster(ctx, s.dir, s.nodes, func(i int) []string {
 		return []string{"-upgrade-domain", "ud" + strconv.Itoa(i+1)}
@@ -349,7 +351,11 @@ func rolloutOnce(ctx context.Context, s rolloutSetup) (rolloutRun, error) {
 	if err := waitVersionEverywhere(ctx, op, name, from, nodes, 2*time.Minute); err != nil {
 		return res, err
 	}
-	tname, to, err := addBenchBundle(ctx, c, ctl, s.targetExe, rolloutManifest(s, badConfig(s.bad)))
+	targetBundle, err := buildBenchBundle(ctx, c, s.targetExe, rolloutManifest(s, badConfig(s.bad)))
+	if err != nil {
+		return res, err
+	}
+	tname, to, err := addBundleFile(ctx, ctl, targetBundle)
 	if err != nil {
 		return res, err
 	}
@@ -357,6 +363,15 @@ func rolloutOnce(ctx context.Context, s rolloutSetup) (rolloutRun, error) {
 		return res, fmt.Errorf("-target-exe is %s %s: want another version of %s %s", tname, to, name, from)
 	}
 	res.To = to
+	if s.preload {
+		// Every node holds the target before the pin: none fetches it
+		// from a peer while the rollout runs.
+		for _, a := range c.agents[1:] {
+			if _, _, err := addBundleFile(ctx, a, targetBundle); err != nil {
+				return res, err
+			}
+		}
+	}
 
 	// The load: one connection a node, as an application's, whose calls
 	// the agent relays; none through a killed agent until it rejoined.
