@@ -150,9 +150,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.ctx = ctx
 	s.mu.Unlock()
 
-	// Watch from before the first read, so no change falls between.
-	from := s.cfg.Store.Revision() + 1
-	s.applyAssignments(s.readAssignments(ctx))
+	// Watch from before the first read, so no change falls between, and
+	// from the revision the cluster had then, not this node's: a node that
+	// restarts behind the leader replays its old log, and the assignments
+	// in it would follow the current ones and start a version it is no
+	// longer assigned (a node back after a rollout served the old
+	// version while it fetched the new one).
+	all, rev := s.readAssignments(ctx)
+	from := max(s.cfg.Store.Revision(), rev) + 1
+	s.applyAssignments(all)
 	go func() {
 		// Catalog records refused before this start: say so once more.
 		names, _ := s.cfg.Catalog.Names(ctx)
@@ -191,11 +197,18 @@ const storeRetryMax = 5 * time.Second
 // readAssignments reads this node's assignments, retrying until the store
 // answers or ctx ends: an agent that starts before its cluster has a
 // leader waits for one instead of exiting. Records that fail their checks
-// are logged and left out.
-func (s *Supervisor) readAssignments(ctx context.Context) []intent.Assignment {
+// are logged and left out. rev is the store's revision, read linearizably
+// just before them: every change up to it is in what they say.
+func (s *Supervisor) readAssignments(ctx context.Context) (all []intent.Assignment, rev int64) {
 	wait := 100 * time.Millisecond
+	prefix := intent.AssignPrefix(s.node())
 	for attempt := 1; ; attempt++ {
-		items, refused, err := intent.List[intent.Assignment](ctx, s.db, intent.AssignPrefix(s.node()))
+		probe, err := s.db.Store().List(ctx, &storev1.ListRequest{Namespace: store.SystemNamespace, Prefix: []byte(prefix), Limit: 1, KeysOnly: true})
+		var items []intent.Item[intent.Assignment]
+		var refused []error
+		if err == nil {
+			items, refused, err = intent.List[intent.Assignment](ctx, s.db, prefix)
+		}
 		if err == nil {
 			if attempt > 1 {
 				s.log.Info("assignments read; starting plugins", "attempts", attempt)
@@ -207,15 +220,15 @@ func (s *Supervisor) readAssignments(ctx context.Context) []intent.Assignment {
 			for _, it := range items {
 				out = append(out, it.Value)
 			}
-			return out
+			return out, probe.GetRevision()
 		}
 		if ctx.Err() != nil {
-			return nil
+			return nil, 0
 		}
 		s.log.Warn("cannot read this node's assignments yet; plugins start once the store answers", "error", err, "retry_in", wait)
 		select {
 		case <-ctx.Done():
-			return nil
+			return nil, 0
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, storeRetryMax)
@@ -249,7 +262,8 @@ func (s *Supervisor) watchAssignments(ctx context.Context, from int64) {
 	_ = s.db.Watch(ctx, from, []string{prefix}, s.log, func(c intent.Change) {
 		switch {
 		case c.Resync:
-			s.applyAssignments(s.readAssignments(ctx))
+			all, _ := s.readAssignments(ctx)
+			s.applyAssignments(all)
 		case c.Deleted:
 			s.assign(strings.TrimPrefix(c.Key, prefix), nil)
 		default:
