@@ -28,10 +28,9 @@ import (
 
 // TestRolloutDownNodeConvergesForwardAndBack (issue #16): echo runs on
 // every node; n4 is killed -9 (n3 when n4 leads raft: the leader killed
-// mid-rollout is another test) and a pin of 1.1.0 (added while 1.0.0 was
-// pinned) starts a rollout. It
-// completes without the node, the record naming it pending and down;
-// restarted, the node converges to 1.1.0 without ever serving 1.0.0
+// mid-rollout is another test), 1.1.0 is added (1.0.0 is pinned) and a
+// pin of 1.1.0 starts a rollout. It completes without the node, the
+// record naming it pending and down; restarted, the node converges to 1.1.0 without ever serving 1.0.0
 // (neither to a call through it nor in its observation), and the record
 // says converged. Then, with the node down again, a pin of 1.0.0 rolls
 // back the same way, and on its return it converges to 1.0.0.
@@ -42,10 +41,7 @@ func TestRolloutDownNodeConvergesForwardAndBack(t *testing.T) {
 	bundleAdd(t, via, rolloutBundle(t, rolloutPlugin{Name: "echo", Version: "1.0.0"}))
 	waitServingOnly(t, via, "echo", "1.0.0", nodeNames(agents), 90*time.Second)
 	pinDetached(t, via, "echo", "1.0.0")
-	bundleAdd(t, via, rolloutBundle(t, rolloutPlugin{Name: "echo", Version: "1.1.0"}))
-	if seq := lastRolloutSeq(t, agents, "echo"); seq != 0 {
-		t.Fatalf("a pin of the version that runs, or a bundle of a pinned plugin, started rollout %s", intent.RolloutID("echo", seq))
-	}
+	v2 := rolloutBundle(t, rolloutPlugin{Name: "echo", Version: "1.1.0"})
 
 	victim := byName["n4"]
 	if l := leaderOf(t, agents); l == victim {
@@ -53,7 +49,15 @@ func TestRolloutDownNodeConvergesForwardAndBack(t *testing.T) {
 	}
 	t.Logf("the node down during the rollouts: %s (%s)", victim.Node, rolloutDomainOf[victim.Node])
 	pinVia := except(agents, victim.Node)[0]
-	downRollout(t, agents, victim, "1.0.0", "1.1.0", func() { pinDetached(t, pinVia, "echo", "1.1.0") })
+	// 1.1.0 is added while the node is down: back, it fetches the bundle
+	// from a peer, and must not serve 1.0.0 meanwhile.
+	downRollout(t, agents, victim, "1.0.0", "1.1.0", func() {
+		bundleAdd(t, pinVia, v2)
+		if seq := lastRolloutSeq(t, []*ClusterAgent{pinVia}, "echo"); seq != 0 {
+			t.Fatalf("a pin of the version that runs, or a bundle of a pinned plugin, started rollout %s", intent.RolloutID("echo", seq))
+		}
+		pinDetached(t, pinVia, "echo", "1.1.0")
+	})
 	downRollout(t, agents, victim, "1.1.0", "1.0.0", func() { pinDetached(t, pinVia, "echo", "1.0.0") })
 }
 
