@@ -91,7 +91,7 @@ func TestRolloutHealthyEveryNode(t *testing.T) {
 
 	// The plugin's events: each node swapped to 2.0.0 once, in domain
 	// order, and each began its swap after the one before had swapped.
-	evs := clusterEvents(t, agents[3], "echo")
+	evs := eventsWhen(t, agents[3], "echo", "every node's swap to 2.0.0 in the events", eventsOf("swapped", "2.0.0", 5, start))
 	want := []string{"n1", "n2", "n3", "n4", "n5"}
 	if got := eventNodes(evs, "swap-started", "2.0.0", start); !slices.Equal(got, want) {
 		t.Errorf("nodes began swapping to 2.0.0 in the order %v, want %v; events:\n%s", got, want, formatEvents(evs))
@@ -99,7 +99,7 @@ func TestRolloutHealthyEveryNode(t *testing.T) {
 	if got := eventNodes(evs, "swapped", "2.0.0", start); !slices.Equal(got, want) {
 		t.Errorf("nodes swapped to 2.0.0 in the order %v, want %v; events:\n%s", got, want, formatEvents(evs))
 	}
-	checkEachSwapAfterThePrevious(t, evs, "2.0.0", want, start)
+	checkSwapsAfterPreviousDomain(t, r, evs, "2.0.0", want, start)
 	logNodeTimes(t, r, evs, "2.0.0", start)
 	// The controller's events: each domain updating, then done, one after
 	// the other.
@@ -166,24 +166,16 @@ func sortedEvents(evs []*operatorv1.PluginEvent) []*operatorv1.PluginEvent {
 	return evs
 }
 
-// checkEachSwapAfterThePrevious checks that each node of order began its
-// swap to version (after since) only once, and after the node before it
-// had swapped.
-func checkEachSwapAfterThePrevious(t *testing.T, evs []*operatorv1.PluginEvent, version string, order []string, since time.Time) {
+// checkSwapsAfterPreviousDomain checks that each node of order began its
+// swap to version (after since) once, and not before the previous node's
+// domain was done in r (the rollout's gate is on the new version serving
+// healthy; the node's own swap ends later, once the old one drained).
+func checkSwapsAfterPreviousDomain(t *testing.T, r intent.Rollout, evs []*operatorv1.PluginEvent, version string, order []string, since time.Time) {
 	t.Helper()
-	started, swapped := map[string][]time.Time{}, map[string]time.Time{}
+	started := map[string][]time.Time{}
 	for _, e := range evs {
-		at := e.GetTime().AsTime()
-		if e.GetVersion() != version || at.Before(since) {
-			continue
-		}
-		switch e.GetType() {
-		case "swap-started":
+		if at := e.GetTime().AsTime(); e.GetVersion() == version && !at.Before(since) && e.GetType() == "swap-started" {
 			started[e.GetNode()] = append(started[e.GetNode()], at)
-		case "swapped":
-			if _, ok := swapped[e.GetNode()]; !ok {
-				swapped[e.GetNode()] = at
-			}
 		}
 	}
 	for i, n := range order {
@@ -191,10 +183,51 @@ func checkEachSwapAfterThePrevious(t *testing.T, evs []*operatorv1.PluginEvent, 
 			t.Errorf("%s began swapping to %s %d times", n, version, len(started[n]))
 			continue
 		}
-		if i > 0 && started[n][0].Before(swapped[order[i-1]]) {
-			t.Errorf("%s began swapping to %s at %s, before %s had swapped (%s)", n, version,
-				started[n][0].Format("15:04:05.000"), order[i-1], swapped[order[i-1]].Format("15:04:05.000"))
+		if i == 0 {
+			continue
 		}
+		prev, _ := rolloutDomain(r, rolloutDomainOf[order[i-1]])
+		if started[n][0].Before(prev.Finished) {
+			t.Errorf("%s began swapping to %s at %s, before %s was done (%s)", n, version,
+				started[n][0].Format("15:04:05.000"), prev.Name, prev.Finished.Format("15:04:05.000"))
+		}
+	}
+}
+
+// eventsWhen reads plugin's events through a until ok accepts them (a
+// node records its events in the store a moment after they happen).
+func eventsWhen(t *testing.T, a *ClusterAgent, plugin, what string, ok func(evs []*operatorv1.PluginEvent) error) []*operatorv1.PluginEvent {
+	t.Helper()
+	var evs []*operatorv1.PluginEvent
+	var err error
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		evs = clusterEvents(t, a, plugin)
+		if err = ok(evs); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		t.Errorf("waiting for %s: %v; events:\n%s", what, err, formatEvents(evs))
+	}
+	return evs
+}
+
+// eventsOf is an eventsWhen condition: n events of type typ and version
+// after since.
+func eventsOf(typ, version string, n int, since time.Time) func([]*operatorv1.PluginEvent) error {
+	return func(evs []*operatorv1.PluginEvent) error {
+		got := 0
+		for _, e := range evs {
+			if e.GetType() == typ && (version == "" || e.GetVersion() == version) && !e.GetTime().AsTime().Before(since) {
+				got++
+			}
+		}
+		if got < n {
+			return fmt.Errorf("%d %s events of %s, want %d", got, typ, version, n)
+		}
+		return nil
 	}
 }
 
@@ -265,7 +298,12 @@ func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 	}
 	// The events: n1 and n2 swapped to 2.0.0 in order, n3 never served it
 	// and n4, n5 never began; then n2 swapped back before n1.
-	evs := clusterEvents(t, agents[2], "echo")
+	evs := eventsWhen(t, agents[2], "echo", "n1's and n2's swaps back in the events", func(evs []*operatorv1.PluginEvent) error {
+		if got := eventNodes(evs, "swapped", "1.0.0", start); !slices.Contains(got, "n1") || !slices.Contains(got, "n2") {
+			return fmt.Errorf("swapped back to 1.0.0: %v", got)
+		}
+		return eventsOf(rollout.EventRolledBack, "", 1, start)(evs)
+	})
 	if got := eventNodes(evs, "swapped", "2.0.0", start); !slices.Equal(got, []string{"n1", "n2"}) {
 		t.Errorf("nodes swapped to 2.0.0 in the order %v, want [n1 n2]; events:\n%s", got, formatEvents(evs))
 	}
@@ -273,13 +311,13 @@ func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 		t.Errorf("nodes began swapping to 2.0.0 in the order %v, want [n1 n2 n3]; events:\n%s", got, formatEvents(evs))
 	}
 	var back []string
-	for _, n := range eventNodes(evs, "swapped", "1.0.0", start) {
+	for _, n := range eventNodes(evs, "swap-started", "1.0.0", start) {
 		if n != "n3" {
 			back = append(back, n)
 		}
 	}
 	if !slices.Equal(back, []string{"n2", "n1"}) {
-		t.Errorf("nodes swapped back to 1.0.0 in the order %v, want [n2 n1] (newest domain first); events:\n%s", back, formatEvents(evs))
+		t.Errorf("nodes began swapping back to 1.0.0 in the order %v, want [n2 n1] (newest domain first); events:\n%s", back, formatEvents(evs))
 	}
 	checkRolledBackAfterFailure(t, evs, start)
 	checkEventSequence(t, evs, start, []string{rollout.EventDomainRollback, rollout.EventDomainRolledBck}, 3)
@@ -328,7 +366,7 @@ func TestRolloutRollsBackUnhealthyThirdDomain(t *testing.T) {
 	if next.State != intent.RolloutCompleted {
 		t.Errorf("rollout %s to 3.0.0 is %s (%s)", next.ID, next.State, next.Failure)
 	}
-	evs = clusterEvents(t, agents[0], "echo")
+	evs = eventsWhen(t, agents[0], "echo", "the rollout to 3.0.0 completed in the events", eventsOf(rollout.EventCompleted, "3.0.0", 1, restarted))
 	for _, e := range evs {
 		if e.GetVersion() == "2.0.0" && e.GetTime().AsTime().After(restarted) {
 			t.Errorf("2.0.0 was tried again after the restarts: %s %s %s: %s", e.GetTime().AsTime().Format("15:04:05.000"), e.GetNode(), e.GetType(), e.GetReason())
@@ -417,7 +455,7 @@ func TestRolloutResumesAfterLeaderKilled(t *testing.T) {
 	}
 	// Each node but the killed one began its swap to 2.0.0 once, in
 	// domain order (the killed one may start 2.0.0 afresh on its return).
-	evs := clusterEvents(t, rest[0], "echo")
+	evs := eventsWhen(t, rest[0], "echo", "the rollout completed in the events", eventsOf(rollout.EventCompleted, "2.0.0", 1, start))
 	var order []string
 	for _, n := range []string{"n1", "n2", "n3", "n4", "n5"} {
 		if n != leader.Node {
@@ -427,7 +465,7 @@ func TestRolloutResumesAfterLeaderKilled(t *testing.T) {
 	if got := eventNodes(evs, "swap-started", "2.0.0", start); !slices.Equal(slices.DeleteFunc(got, func(n string) bool { return n == leader.Node }), order) {
 		t.Errorf("nodes began swapping to 2.0.0 in the order %v, want %v; events:\n%s", got, order, formatEvents(evs))
 	}
-	checkEachSwapAfterThePrevious(t, evs, "2.0.0", order, start)
+	checkSwapsAfterPreviousDomain(t, r, evs, "2.0.0", order, start)
 	logNodeTimes(t, r, evs, "2.0.0", start)
 	// The controller's events: one start and one end; no domain began
 	// twice (the killed leader may have died before writing its last
