@@ -78,7 +78,9 @@ func NewResolver(st *store.Store, log hclog.Logger) *Resolver {
 const reloadEvery = 10 * time.Second
 
 // Run keeps the copy current until ctx ends. While this node leads it
-// also makes the cluster's server token if there is none.
+// also bootstraps the ACLs with the configured initial management token
+// (SetInitialManagement) and deletes an earlier version's plain-text
+// server token.
 func (r *Resolver) Run(ctx context.Context) {
 	go r.watch(ctx)
 	tick := time.NewTicker(reloadEvery)
@@ -96,9 +98,9 @@ func (r *Resolver) Run(ctx context.Context) {
 			if r.initial != "" && r.st.IsLeader() && !r.state.Load().bootstrapped {
 				r.bootstrapInitial(ctx)
 			}
-			if r.st.IsLeader() && r.state.Load().serverSecret == "" {
-				if err := ensureServerToken(ctx, r.st); err != nil {
-					r.log.Debug("making the server token", "error", err)
+			if r.st.IsLeader() && r.state.Load().legacyServerToken {
+				if err := deleteLegacyServerToken(ctx, r.st); err != nil {
+					r.log.Debug("deleting the plain-text server token of an earlier version", "error", err)
 				}
 			}
 			continue
@@ -230,23 +232,13 @@ var (
 	ErrTokenNotFound = errors.New("ACL token not found")
 )
 
-// Resolve returns the identity of secret, as the API and HTTP endpoints
-// know it: the cluster's server token is not a token there (it resolves
-// as one that does not exist).
+// Resolve returns the identity of secret.
 func (r *Resolver) Resolve(secret string) (*Identity, error) {
-	return r.resolve(secret, false)
-}
-
-// resolve returns the identity of secret; the server token resolves only
-// with server, for calls on the cluster RPC port.
-func (r *Resolver) resolve(secret string, server bool) (*Identity, error) {
 	if secret == "" {
 		return nil, ErrNoToken
 	}
 	h := hashSecret(secret)
-	if id := r.state.Load().byHash[h]; id == agentIdentity && !server {
-		return nil, ErrTokenNotFound
-	} else if id != nil {
+	if id := r.state.Load().byHash[h]; id != nil {
 		return id, nil
 	}
 	// A token made a moment ago (`acl bootstrap` and then a command, on a
@@ -259,7 +251,7 @@ func (r *Resolver) resolve(secret string, server bool) (*Identity, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		r.reload(ctx)
 		cancel()
-		if id := r.state.Load().byHash[h]; id != nil && (server || id != agentIdentity) {
+		if id := r.state.Load().byHash[h]; id != nil {
 			return id, nil
 		}
 	}
@@ -269,7 +261,3 @@ func (r *Resolver) resolve(secret string, server bool) (*Identity, error) {
 // Bootstrapped says whether the copy holds the cluster's ACL bootstrap
 // record: until it does, anyone may run `acl bootstrap`.
 func (r *Resolver) Bootstrapped() bool { return r.state.Load().bootstrapped }
-
-// ServerSecret is the cluster's server token, which agents present to
-// each other, or "" while this node has not learnt it.
-func (r *Resolver) ServerSecret() string { return r.state.Load().serverSecret }

@@ -10,9 +10,12 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/plughost/plughost/host/tlsutil"
 	storev1 "github.com/plughost/plughost/proto/plughost/store/v1"
 	"github.com/plughost/plughost/store/local"
 )
@@ -52,7 +55,7 @@ type identityKey struct{}
 
 // withIdentity returns ctx of a call made as id. Per-client limits (the
 // store's watches) count the call under its token, on all the token's
-// connections together, except the agents' own server token's.
+// connections together, except another agent's own.
 func withIdentity(ctx context.Context, id *Identity) context.Context {
 	ctx = context.WithValue(ctx, identityKey{}, id)
 	if id != agentIdentity {
@@ -94,8 +97,8 @@ const howToGetToken = "give one with -token, -token-file or PLUGHOST_TOKEN (a ne
 // Enforcer authorizes calls to the agent's API.
 type Enforcer struct {
 	r *Resolver
-	// cluster is set for the cluster RPC port's enforcer: only there does
-	// the cluster's server token resolve.
+	// cluster is set for the cluster RPC port's enforcer: only there is a
+	// call without a token another agent's, known by its certificate.
 	cluster bool
 
 	// own are the services registered on the agent's server, learnt at its
@@ -107,14 +110,16 @@ type Enforcer struct {
 	own     map[string]bool
 }
 
-// NewEnforcer returns an enforcer that resolves tokens with r.
-// The cluster's server token is refused as unknown.
+// NewEnforcer returns an enforcer that resolves tokens with r: every call
+// needs a token.
 func NewEnforcer(r *Resolver) *Enforcer { return &Enforcer{r: r} }
 
 // NewClusterEnforcer returns the enforcer of the cluster RPC port, where
-// other agents forward calls: it also takes the cluster's server token,
-// which only agents present (on that port, with TLS, over a connection
-// whose client certificate the cluster's CA signed as a server's).
+// other agents forward calls: a call there without a token is an agent's
+// own, with management rights, when its connection's mutual TLS verified
+// a server certificate of the cluster's CA (the port's server must be
+// given clusterrpc.ServerCredentials, which tell it so); a client's call
+// an agent forwards carries the client's token, checked as on the API.
 func NewClusterEnforcer(r *Resolver) *Enforcer { return &Enforcer{r: r, cluster: true} }
 
 // SetServer names the server the enforcer's interceptors run in.
@@ -147,9 +152,15 @@ func (e *Enforcer) permission(method string) (Permission, bool) {
 	return Permission{}, false
 }
 
-// identify resolves the secret a call carries.
-func (e *Enforcer) identify(secret, method string) (*Identity, error) {
-	id, err := e.r.resolve(secret, e.cluster)
+// identify resolves the secret a call carries. On the cluster RPC port a
+// call without one is another agent's own (its catalog, history and ACL
+// writes forwarded to the leader): its identity is the server
+// certificate the port's mutual TLS verified, not a bearer secret.
+func (e *Enforcer) identify(ctx context.Context, secret, method string) (*Identity, error) {
+	if secret == "" && e.cluster && fromServer(ctx) {
+		return agentIdentity, nil
+	}
+	id, err := e.r.Resolve(secret)
 	switch err {
 	case nil:
 		return id, nil
@@ -160,6 +171,22 @@ func (e *Enforcer) identify(secret, method string) (*Identity, error) {
 		return nil, withInfo(codes.Unauthenticated, ReasonTokenNotFound,
 			fmt.Sprintf("ACL token not found: it was deleted or never existed; %s", howToGetToken), map[string]string{"method": method})
 	}
+}
+
+// fromServer reports whether the call of ctx came over a TLS connection
+// whose peer presented a verified plughost server certificate (see
+// clusterrpc.ServerCredentials).
+func fromServer(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	info, ok := p.AuthInfo.(credentials.TLSInfo)
+	if !ok || len(info.State.VerifiedChains) == 0 || len(info.State.PeerCertificates) == 0 {
+		return false
+	}
+	_, ok = tlsutil.NodeOf(info.State.PeerCertificates[0])
+	return ok
 }
 
 // check reports whether id may make a call that needs p on target.
@@ -219,7 +246,7 @@ func (e *Enforcer) Unary(ctx context.Context, req any, info *grpc.UnaryServerInf
 		return handler(ctx, req)
 	}
 	secret := secretFrom(ctx)
-	id, err := e.identify(secret, info.FullMethod)
+	id, err := e.identify(ctx, secret, info.FullMethod)
 	if err != nil {
 		return nil, err
 	}
@@ -242,14 +269,14 @@ func (e *Enforcer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 		return handler(srv, ss)
 	}
 	secret := secretFrom(ss.Context())
-	id, err := e.identify(secret, info.FullMethod)
+	id, err := e.identify(ss.Context(), secret, info.FullMethod)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithCancel(withCaller(withIdentity(ss.Context(), id), secret, info.FullMethod))
 	defer cancel()
 	w := &stream{ServerStream: ss, ctx: ctx, r: e.r, id: id, p: p, method: info.FullMethod}
-	w.live = liveCall{hash: hashSecret(secret), server: e.cluster, p: p, method: info.FullMethod, revoke: func(err error) {
+	w.live = liveCall{hash: hashSecret(secret), p: p, method: info.FullMethod, revoke: func(err error) {
 		w.revoked.Store(&err)
 		cancel()
 	}}
@@ -258,7 +285,7 @@ func (e *Enforcer) Stream(srv any, ss grpc.ServerStream, info *grpc.StreamServer
 		w.pending = true
 	} else if err := check(id, p, "", info.FullMethod); err != nil {
 		return err
-	} else {
+	} else if id != agentIdentity {
 		w.release = e.r.hold(&w.live)
 	}
 	err = handler(srv, w)
@@ -301,7 +328,9 @@ func (s *stream) RecvMsg(m any) error {
 		if err := check(s.id, s.p, s.live.target, s.method); err != nil {
 			return err
 		}
-		s.release = s.r.hold(&s.live)
+		if s.id != agentIdentity {
+			s.release = s.r.hold(&s.live)
+		}
 	}
 	return nil
 }
@@ -315,7 +344,7 @@ func (s *stream) RecvMsg(m any) error {
 // over nothing.
 func (e *Enforcer) AuthorizeCall(header, credential, plugin, method string, revoked func(error)) (release func(), err error) {
 	secret := SecretOf(header, credential)
-	id, err := e.identify(secret, method)
+	id, err := e.identify(context.Background(), secret, method)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +355,7 @@ func (e *Enforcer) AuthorizeCall(header, credential, plugin, method string, revo
 	if revoked == nil {
 		return func() {}, nil
 	}
-	return e.r.hold(&liveCall{hash: hashSecret(secret), server: e.cluster, p: p, target: plugin, method: method, revoke: revoked}), nil
+	return e.r.hold(&liveCall{hash: hashSecret(secret), p: p, target: plugin, method: method, revoke: revoked}), nil
 }
 
 // Forward returns ctx with the token of the call it serves as outgoing
@@ -365,9 +394,10 @@ type forwardCreds struct{ r *Resolver }
 // token, so that the leader decides on the caller's rights as they stand
 // there. Every other store call is the agent's own (its catalog, history
 // and ACL records, written once the API has authorized the call that
-// needs them, a plugin's store): it carries the cluster's server token,
-// never the token of the call being served, which need not grant _sys,
-// unless this node does not know the server token yet.
+// needs them, a plugin's store): it carries no token, never the token of
+// the call being served, which need not grant _sys; the leader's cluster
+// RPC port knows it as an agent's by the server certificate its mutual
+// TLS verified (see NewClusterEnforcer).
 func (r *Resolver) ForwardCredentials() interface {
 	GetRequestMetadata(ctx context.Context, uri ...string) (map[string]string, error)
 	RequireTransportSecurity() bool
@@ -378,15 +408,8 @@ func (r *Resolver) ForwardCredentials() interface {
 func (f forwardCreds) GetRequestMetadata(ctx context.Context, _ ...string) (map[string]string, error) {
 	s, _ := ctx.Value(storeCallerKey{}).(string)
 	if s == "" {
-		s = f.r.ServerSecret()
-	}
-	if s == "" {
-		// This node has not learnt the server token yet (a new cluster's
-		// leader makes it within a second of its election): the call it
-		// serves goes on with its caller's token, which the leader checks.
-		s = secretFrom(ctx)
-	}
-	if s == "" {
+		// The agent's own call: the leader knows this agent by the server
+		// certificate of the connection.
 		return nil, nil
 	}
 	return map[string]string{HeaderAuthorization: "Bearer " + s}, nil

@@ -12,7 +12,6 @@ import (
 // token is deleted or no longer grants what the call needed.
 type liveCall struct {
 	hash   [32]byte
-	server bool // made on the cluster RPC port: the server token counts
 	p      Permission
 	target string
 	method string
@@ -29,7 +28,7 @@ type liveCalls struct {
 // needed, else the status that ends c.
 func (c *liveCall) standing(s *state) error {
 	id := s.byHash[c.hash]
-	if id == nil || (id == agentIdentity && !c.server) {
+	if id == nil {
 		return withInfo(codes.Unauthenticated, ReasonTokenNotFound,
 			fmt.Sprintf("ACL token not found: it was deleted while %s was open, which ends it; %s", c.method, howToGetToken),
 			map[string]string{"method": c.method})

@@ -48,13 +48,6 @@ type Policy struct {
 	Rules       string `json:"rules"`
 }
 
-// serverToken is the secret the cluster's agents present to each other
-// (forwarded store calls): Consul's server management token. It is
-// management-only readable, as all of the system namespace is.
-type serverToken struct {
-	SecretID string `json:"secret_id"`
-}
-
 type bootstrapRecord struct {
 	AccessorID string    `json:"accessor_id"`
 	At         time.Time `json:"at"`
@@ -150,7 +143,8 @@ func (id *Identity) Actor() string {
 	return id.Description + " (" + short + ")"
 }
 
-// agentIdentity is the identity of the server token.
+// agentIdentity is the identity of another agent of the cluster, known by
+// the server certificate it presents on the cluster RPC port.
 var agentIdentity = &Identity{AccessorID: "agent", Description: "agent", Authz: newAuthorizer(true, nil)}
 
 // state is one consistent view of the ACL records, resolved.
@@ -158,9 +152,11 @@ type state struct {
 	byHash       map[[32]byte]*Identity
 	tokens       map[string]*Token
 	policies     map[string]*Policy
-	serverSecret string
 	bootstrapped bool
-	revision     int64
+	// legacyServerToken: the store still holds an earlier version's
+	// plain-text server token (keyServerToken), for the leader to delete.
+	legacyServerToken bool
+	revision          int64
 }
 
 // listSys reads every key under prefix from this node's copy of the store.
@@ -227,12 +223,10 @@ func build(kvs []*storev1.KeyValue, rev int64, warn func(key string, err error))
 			}
 			s.policies[p.Name], rules[p.Name] = &p, r
 		case key == keyServerToken:
-			var t serverToken
-			if err := json.Unmarshal(kv.GetValue(), &t); err != nil || !uuidRe.MatchString(t.SecretID) {
-				warn(key, fmt.Errorf("not a server token (%v)", err))
-				continue
-			}
-			s.serverSecret = t.SecretID
+			// A server token kept in plain text by an earlier version: no
+			// credential now (agents are known by their certificates); the
+			// leader deletes it.
+			s.legacyServerToken = true
 		case key == keyBootstrap:
 			s.bootstrapped = true
 		}
@@ -258,15 +252,12 @@ func build(kvs []*storev1.KeyValue, rev int64, warn func(key string, err error))
 		h, _ := hex.DecodeString(t.SecretSHA256)
 		s.byHash[[32]byte(h)] = &Identity{AccessorID: t.AccessorID, Description: t.Description, Authz: newAuthorizer(management, rs)}
 	}
-	if s.serverSecret != "" {
-		s.byHash[hashSecret(s.serverSecret)] = agentIdentity
-	}
 	return s
 }
 
 // empty reports whether s holds no token at all: a store that has not
 // (yet) applied any ACL record.
-func (s *state) empty() bool { return len(s.tokens) == 0 && s.serverSecret == "" && !s.bootstrapped }
+func (s *state) empty() bool { return len(s.tokens) == 0 && !s.bootstrapped }
 
 // policyNames lists the known policies, built-in ones first.
 func (s *state) policyNames() []string {
@@ -440,8 +431,9 @@ func deletePolicy(ctx context.Context, st *store.Store, s *state, name string) e
 	return nil
 }
 
-// ensureServerToken makes the cluster's server token if there is none.
-func ensureServerToken(ctx context.Context, st *store.Store) error {
-	_, err := txn(ctx, st, []*storev1.Compare{exists(keyServerToken, false)}, put(keyServerToken, serverToken{SecretID: newID()}))
+// deleteLegacyServerToken deletes the plain-text server token an earlier
+// version kept in the system namespace.
+func deleteLegacyServerToken(ctx context.Context, st *store.Store) error {
+	_, err := txn(ctx, st, nil, del(keyServerToken))
 	return err
 }

@@ -204,8 +204,9 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	}
 	defer a.store.Close()
 	// ACLs are always on. Tokens resolve from a copy of the store's ACL
-	// records; a follower's store calls to the leader carry the cluster's
-	// server token. The agent's own PLUGHOST_TOKEN, if any, is no one
+	// records; a follower's own store calls to the leader carry no token
+	// (the leader knows it by its server certificate). The agent's own
+	// PLUGHOST_TOKEN, if any, is no one
 	// else's: plugins inherit the agent's environment.
 	a.acl = acl.NewResolver(a.store, a.log.Named("acl"))
 	a.acl.SetCacheFile(filepath.Join(cfg.DataDir, "acl-cache.json"))
@@ -333,12 +334,14 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	a.router.RegisterReflection(a.grpc)
 	// The cluster gRPC server, on the cluster RPC port, takes what other
 	// nodes send: requests forwarded to the leader.
-	// Calls forwarded to the leader carry a token too (a client's own
-	// store call its caller's, else the cluster's server token): the
-	// cluster RPC port is checked as the API is, and is the only place
-	// the server token is taken (its mutual TLS admits servers only).
+	// Calls forwarded to the leader carry the client's token (a client's
+	// own store call) or none (the agent's own work): the cluster RPC
+	// port is checked as the API is, and a call without a token there is
+	// an agent's, known by its server certificate.
 	clusterEnforcer := acl.NewClusterEnforcer(a.acl)
-	a.clusterGRPC = grpc.NewServer(append(a.store.ServerOptions(), grpc.MaxSendMsgSize(64<<20),
+	// secacl: the server knows another agent by the server certificate
+	// its connection presented (clusterrpc.ServerCredentials).
+	a.clusterGRPC = grpc.NewServer(append(a.store.ServerOptions(), grpc.MaxSendMsgSize(64<<20), grpc.Creds(clusterrpc.ServerCredentials()),
 		grpc.ChainUnaryInterceptor(clusterEnforcer.Unary), grpc.ChainStreamInterceptor(clusterEnforcer.Stream))...)
 	clusterEnforcer.SetServer(a.clusterGRPC)
 	storev1.RegisterStoreServiceServer(a.clusterGRPC, storeSrv)

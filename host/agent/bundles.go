@@ -22,9 +22,9 @@ func (c *Config) fetchTempDir() string { return filepath.Join(c.stagingDir(), "p
 
 // registerBundleService serves this node's bundles on the cluster gRPC
 // server. Its mutual TLS admits only nodes with the cluster's server
-// certificates, and the cluster enforcer asks for a management token
-// (the cluster's server token, which only agents present) for a service
-// that host/acl's table does not list.
+// certificates, and the cluster enforcer asks for management for a
+// service that host/acl's table does not list: another agent's own call,
+// known by that certificate, or a management token.
 func (a *Agent) registerBundleService() {
 	cfg := &a.cfg
 	clusterv1.RegisterBundleServiceServer(a.clusterGRPC, install.NewServer(install.ServerConfig{

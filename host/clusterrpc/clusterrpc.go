@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/plughost/plughost/host/tlsutil"
 	"github.com/plughost/plughost/internal/netlimit"
@@ -341,3 +342,33 @@ func (l *chanListener) Close() error {
 }
 
 func (l *chanListener) Addr() net.Addr { return l.addr }
+
+// ServerCredentials are the transport credentials of the cluster gRPC
+// server (GRPC): its connections finished their TLS handshake in the mux,
+// so they do no handshake of their own, but tell the server's calls what
+// it verified (credentials.TLSInfo in their peer): the node whose server
+// certificate the peer presented.
+func ServerCredentials() credentials.TransportCredentials { return handshaken{} }
+
+type handshaken struct{}
+
+func (handshaken) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	tc, ok := conn.(*tls.Conn)
+	if !ok {
+		return conn, nil, nil // no TLS configured: the peer proved nothing
+	}
+	return conn, credentials.TLSInfo{State: tc.ConnectionState(),
+		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity}}, nil
+}
+
+func (handshaken) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("clusterrpc: ServerCredentials are for the cluster gRPC server only")
+}
+
+func (handshaken) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls", SecurityVersion: "1.3"}
+}
+
+func (handshaken) Clone() credentials.TransportCredentials { return handshaken{} }
+
+func (handshaken) OverrideServerName(string) error { return nil }

@@ -48,7 +48,8 @@ type FetcherConfig struct {
 	// (clusterrpc.Mux.DialGRPC: mutual TLS, the peer's certificate must
 	// name node).
 	Dial func(ctx context.Context, addr, node string) (net.Conn, error)
-	// Credentials are sent with every call (the cluster's server token).
+	// Credentials are sent with every call (none for the agent's own: the
+	// peer knows it by its server certificate).
 	Credentials credentials.PerRPCCredentials
 	// Intake verifies and installs the archive at path, as 'plughost
 	// bundle add' does: digest against the catalog, signature when
