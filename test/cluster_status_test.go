@@ -249,15 +249,16 @@ func TestClusterPinFromANodeWithoutTheInstance(t *testing.T) {
 		t.Fatalf("plugin status on %s, which does not run echo:\n%s", other.Node, out)
 	}
 
+	// A pin of a plugin that runs follows its rollout (area: surface).
 	out, errOut, code := other.CLI("plugin", "pin", "echo", "1.0.0")
-	if code != 0 || !strings.Contains(out, "1.0.0 serves on "+active) {
+	if code != 0 || !strings.Contains(out, "node "+active+" healthy on 1.0.0") || !strings.Contains(out, "] completed") {
 		t.Fatalf("pin through %s: exit %d\n%s%s", other.Node, code, out, errOut)
 	}
 	if got := one("1.0.0"); got != active {
 		t.Fatalf("echo moved from %s to %s on a pin", active, got)
 	}
 	out, errOut, code = other.CLI("plugin", "rollback", "echo")
-	if code != 0 || !strings.Contains(out, "1.1.0 serves on "+active) {
+	if code != 0 || !strings.Contains(out, "node "+active+" healthy on 1.1.0") || !strings.Contains(out, "] completed") {
 		t.Fatalf("rollback through %s: exit %d\n%s%s", other.Node, code, out, errOut)
 	}
 	one("1.1.0")

@@ -50,15 +50,29 @@ func TestSwapMessagesSayItOnce(t *testing.T) {
 		t.Errorf("pin 1.1.0 repeats its phase:\n%s", out)
 	}
 
+	// The pin follows the rollout it starts (area: surface): the rollout's
+	// lines say once why it rolled back, the node's swap lines once why
+	// the node fell back.
 	out, errOut, code = a.CLI("plugin", "pin", "echo", "1.2.0")
 	all := out + errOut
-	if code != 1 || !strings.Contains(out, "fell-back") || !strings.Contains(all, "1.1.0 still serves") {
-		t.Fatalf("pin 1.2.0: exit %d, want 1 and a fall back\n%s", code, all)
+	if code != 1 || !strings.Contains(out, "fell-back") || !strings.Contains(all, "1.1.0 still serves") || !strings.Contains(out, "rolled back to 1.1.0") {
+		t.Fatalf("pin 1.2.0: exit %d, want 1, a fall back and a rollback\n%s", code, all)
+	}
+	var rolloutLines, swapLines []string
+	for _, l := range strings.Split(strings.TrimSpace(all), "\n") {
+		if strings.Contains(l, " swap: ") {
+			swapLines = append(swapLines, l)
+		} else {
+			rolloutLines = append(rolloutLines, l)
+		}
 	}
 	for _, once := range []string{"1.1.0 still serves", "plughost plugin pin echo 1.2.0", "not healthy"} {
-		if n := strings.Count(all, once); n != 1 {
-			t.Errorf("pin 1.2.0 says %q %d times:\n%s", once, n, all)
+		if n := strings.Count(strings.Join(swapLines, "\n"), once); n != 1 {
+			t.Errorf("pin 1.2.0's swap lines say %q %d times:\n%s", once, n, all)
 		}
+	}
+	if n := strings.Count(strings.Join(rolloutLines, "\n"), "not healthy"); n != 1 {
+		t.Errorf("pin 1.2.0's rollout lines say why %d times:\n%s", n, all)
 	}
 
 	out, errOut, code = a.CLI("plugin", "pin", "-detach", "echo", "1.1.0")
@@ -72,7 +86,7 @@ func TestSwapMessagesSayItOnce(t *testing.T) {
 	if strings.Contains(out, "done") {
 		t.Errorf("unpin reports done:\n%s", out)
 	}
-	for _, want := range []string{"unpinned", "runs 1.1.0, not the desired 1.2.0", "1.2.0 failed on this node", "'plughost plugin pin echo 1.2.0'"} {
+	for _, want := range []string{"unpinned", "1.2.0 failed cluster-wide in rollout echo-2", "'plughost plugin pin echo 1.2.0'"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("unpin does not say %q:\n%s%s", want, out, errOut)
 		}

@@ -116,21 +116,33 @@ limits and sandbox enforced or not (and why), usage.`,
 	},
 	"plugin pin": {
 		args: "NAME VERSION",
-		about: `Pin a plugin to a registered version and follow the swap to it. Exits 1 if
-the swap fell back. A pinned plugin stays on its version when newer bundles
-are added, until 'plugin unpin'.`,
+		about: `Pin a plugin to a registered version. For a plugin that runs, this starts a
+cluster rollout (one upgrade domain at a time, health-gated), which the
+command follows, a line a change, until it completes (exit 0) or rolls
+back, pauses or is superseded (exit 1, naming the node and the reason);
+-detach returns once the pin is recorded. For a plugin that runs nowhere
+yet, it follows the swap on the answering node. A pinned plugin stays on its
+version when newer bundles are added, until 'plugin unpin'.`,
 		example: "plughost plugin pin greeter 1.0.0",
 	},
 	"plugin unpin": {
-		args:    "NAME",
-		about:   "Remove a plugin's pin: it moves to its highest registered version, and to newer ones as they are added.",
+		args: "NAME",
+		about: `Remove a plugin's pin: it moves to its highest registered version, and to
+newer ones as they are added; for a plugin that runs, by a cluster rollout
+the command follows as 'plugin pin' does. A version that failed cluster-wide
+is not rolled out again by an unpin: pin it to try it again.`,
 		example: "plughost plugin unpin greeter",
 	},
 	"plugin rollback": {
 		args: "NAME",
-		about: `Swap a plugin back to the version that served before, and pin it there
-('plugin unpin' lets it follow the highest version again).`,
-		example: "plughost plugin rollback greeter",
+		about: `Roll a plugin back to the version it ran before, and pin it there ('plugin
+unpin' lets it follow the highest version again): the from version of its
+newest completed rollout, else the version that served before on a node.
+For a plugin that runs, a cluster rollout the command follows as 'plugin
+pin' does. -restore-data also restores the plugin's namespace to the
+snapshot taken before the rollout it undoes, once the old version serves
+again; without it, data is never touched.`,
+		example: "plughost plugin rollback -restore-data greeter",
 	},
 	"plugin restart": {
 		args:    "NAME",

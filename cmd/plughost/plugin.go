@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/plughost/plughost/host/intent"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -33,9 +34,12 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 	if sub == "events" {
 		fs.IntVar(&limit, "n", 50, "newest events to show")
 	}
-	detach := false
+	detach, restoreData := false, false
 	if sub == "pin" || sub == "unpin" || sub == "rollback" {
-		fs.BoolVar(&detach, "detach", false, "return once the change is recorded, without waiting for the swap")
+		fs.BoolVar(&detach, "detach", false, "return once the change is recorded, without following the rollout (or, for a plugin that runs nowhere yet, the swap)")
+	}
+	if sub == "rollback" {
+		fs.BoolVar(&restoreData, "restore-data", false, "once the old version serves again, restore the plugin's namespace to the snapshot taken before the rollout it undoes")
 	}
 	if err := parse(fs, rest); err != nil {
 		return err
@@ -54,7 +58,7 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer conn.Close()
 	c := operatorv1.NewOperatorServiceClient(conn)
-	p := &pluginCmd{env: env, cf: cf, c: c, detach: detach}
+	p := &pluginCmd{env: env, cf: cf, c: c, detach: detach, restoreData: restoreData}
 	switch sub {
 	case "list":
 		return p.list(ctx)
@@ -79,10 +83,11 @@ func runPlugin(ctx context.Context, env *cliEnv, args []string) error {
 }
 
 type pluginCmd struct {
-	env    *cliEnv
-	cf     clientFlags
-	c      operatorv1.OperatorServiceClient
-	detach bool
+	env         *cliEnv
+	cf          clientFlags
+	c           operatorv1.OperatorServiceClient
+	detach      bool
+	restoreData bool
 }
 
 func state(s operatorv1.InstanceState) string {
@@ -292,9 +297,9 @@ func (p *pluginCmd) pin(ctx context.Context, name, version string) error {
 	if err != nil {
 		return err
 	}
-	return p.follow(name, func() (*operatorv1.SwapProgress, error) {
+	return p.follow(name, func() (*operatorv1.SwapProgress, *operatorv1.Rollout, error) {
 		m, err := stream.Recv()
-		return m.GetProgress(), err
+		return m.GetProgress(), m.GetRollout(), err
 	})
 }
 
@@ -303,20 +308,20 @@ func (p *pluginCmd) unpin(ctx context.Context, name string) error {
 	if err != nil {
 		return err
 	}
-	return p.follow(name, func() (*operatorv1.SwapProgress, error) {
+	return p.follow(name, func() (*operatorv1.SwapProgress, *operatorv1.Rollout, error) {
 		m, err := stream.Recv()
-		return m.GetProgress(), err
+		return m.GetProgress(), m.GetRollout(), err
 	})
 }
 
 func (p *pluginCmd) rollback(ctx context.Context, name string) error {
-	stream, err := p.c.RollbackPlugin(ctx, &operatorv1.RollbackPluginRequest{Name: name, Detach: p.detach})
+	stream, err := p.c.RollbackPlugin(ctx, &operatorv1.RollbackPluginRequest{Name: name, Detach: p.detach, RestoreData: p.restoreData})
 	if err != nil {
 		return err
 	}
-	return p.follow(name, func() (*operatorv1.SwapProgress, error) {
+	return p.follow(name, func() (*operatorv1.SwapProgress, *operatorv1.Rollout, error) {
 		m, err := stream.Recv()
-		return m.GetProgress(), err
+		return m.GetProgress(), m.GetRollout(), err
 	})
 }
 
@@ -324,14 +329,19 @@ func phase(ph operatorv1.SwapPhase) string {
 	return strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(ph.String(), "SWAP_PHASE_")), "_", "-")
 }
 
-// follow prints a swap's progress as it comes. The agent ends the stream
-// with an error when the swap fell back, which makes the exit code 1.
-func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, error)) error {
-	var steps []map[string]any
+// follow prints a change's progress as it comes: the cluster rollout it
+// started, a line a change of the rollout's record (see rolloutChanges),
+// or, for a plugin that ran nowhere yet, the swap on the answering node.
+// The agent ends the stream with an error when the swap fell back or the
+// rollout rolled back, paused or was superseded, which makes the exit code
+// 1; the last line printed says why, so it is not said again.
+func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, *operatorv1.Rollout, error)) error {
+	var steps []any
 	last := ""
-	fellBack := false
+	failed := false
+	var prev *operatorv1.Rollout
 	for {
-		pr, err := recv()
+		pr, ro, err := recv()
 		if errors.Is(err, io.EOF) {
 			break
 		}
@@ -339,12 +349,31 @@ func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, e
 			if p.cf.format == "json" {
 				_ = printJSON(p.env.stdout, steps)
 			}
-			if fellBack && status.Code(err) == codes.Aborted {
-				return errSilent // the fell-back line said why
+			if failed && status.Code(err) == codes.Aborted {
+				return errSilent // the last line said why
 			}
 			return err
 		}
-		fellBack = pr.GetPhase() == operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK
+		if ro != nil {
+			switch ro.GetState() {
+			case intent.RolloutPaused, intent.RolloutRolledBack, intent.RolloutSuperseded:
+				failed = true
+			default:
+				failed = false
+			}
+			if p.cf.format == "json" {
+				steps = append(steps, map[string]any{"rollout": toRolloutJSON(ro)})
+			} else {
+				for _, l := range rolloutChanges(prev, ro) {
+					fmt.Fprintf(p.env.stdout, "[%s] %s\n", ro.GetId(), shown(l))
+				}
+			}
+			prev = ro
+			continue
+		}
+		if prev == nil {
+			failed = pr.GetPhase() == operatorv1.SwapPhase_SWAP_PHASE_FELL_BACK
+		}
 		if p.cf.format == "json" {
 			steps = append(steps, map[string]any{"phase": phase(pr.GetPhase()), "node": pr.GetNode(), "from": pr.GetFromVersion(), "to": pr.GetToVersion(),
 				"message": pr.GetMessage(), "time_left_ms": pr.GetTimeLeftMs(), "in_flight": pr.GetInFlight(), "cut_off": pr.GetCutOff(), "elapsed_ms": pr.GetElapsedMs()})
@@ -355,7 +384,12 @@ func (p *pluginCmd) follow(name string, recv func() (*operatorv1.SwapProgress, e
 			line += fmt.Sprintf(" (%.1fs left)", float64(pr.GetTimeLeftMs())/1000)
 		}
 		if line != last {
-			fmt.Fprintf(p.env.stdout, "[%s] %s\n", name, line)
+			if prev != nil {
+				// The answering node's own swap, within the rollout.
+				fmt.Fprintf(p.env.stdout, "[%s]   node %s swap: %s\n", prev.GetId(), pr.GetNode(), shown(line))
+			} else {
+				fmt.Fprintf(p.env.stdout, "[%s] %s\n", name, shown(line))
+			}
 			last = line
 		}
 	}

@@ -328,23 +328,34 @@ func rolloutChanges(prev, r *operatorv1.Rollout) []string {
 	}
 	for _, d := range r.GetDomains() {
 		pd := before[d.GetName()]
+		var dline []string
 		if d.GetPhase() != pd.GetPhase() && d.GetPhase() != intent.DomainWaiting {
-			out = append(out, domainLine(d))
+			dline = []string{domainLine(d)}
 		}
 		nodes := map[string]*operatorv1.RolloutNode{}
 		for _, n := range pd.GetNodes() {
 			nodes[n.GetName()] = n
 		}
+		var nlines []string
 		for _, n := range d.GetNodes() {
 			pn := nodes[n.GetName()]
 			if n.GetPhase() == pn.GetPhase() || n.GetPhase() == intent.NodeWaiting {
 				continue
 			}
-			out = append(out, "  "+nodeLine(d, n, 0))
+			nlines = append(nlines, "  "+nodeLine(d, n, 0))
+		}
+		// A domain that starts, then its nodes; its nodes, then the domain
+		// that is through.
+		if d.GetPhase() == intent.DomainDone || d.GetPhase() == intent.DomainRolledBack {
+			out = append(append(out, nlines...), dline...)
+		} else {
+			out = append(append(out, dline...), nlines...)
 		}
 	}
 	if r.GetState() != prev.GetState() || r.GetFailure() != prev.GetFailure() {
-		if l := stateLine(r); l != "" {
+		// The failure, said once: not again when the rollout ends on it.
+		said := r.GetFailure() != "" && r.GetFailure() == prev.GetFailure() && r.GetFailedNode() == prev.GetFailedNode()
+		if l := stateLineWhy(r, !said); l != "" {
 			out = append(out, l)
 		}
 	}
@@ -424,9 +435,12 @@ func timeLeft(ms int64, now time.Time, asOf *timestamppb.Timestamp) time.Duratio
 }
 
 // stateLine says what a rollout's state means; "" for running.
-func stateLine(r *operatorv1.Rollout) string {
+func stateLine(r *operatorv1.Rollout) string { return stateLineWhy(r, true) }
+
+// stateLineWhy is stateLine, with the failure or without.
+func stateLineWhy(r *operatorv1.Rollout, withWhy bool) string {
 	why := ""
-	if r.GetFailure() != "" {
+	if r.GetFailure() != "" && withWhy {
 		why = ": " + r.GetFailure()
 		if r.GetFailedNode() != "" {
 			why = ": node " + r.GetFailedNode() + ": " + r.GetFailure()
@@ -534,7 +548,11 @@ func renderRollout(w io.Writer, r *operatorv1.Rollout, now time.Time, live bool)
 		fmt.Fprintf(w, "Restore:  %s\n", restored)
 	}
 	if c := r.GetControl(); c != nil {
-		fmt.Fprintf(w, "Request:  %s by %s at %s\n", c.GetAction(), orDash(c.GetActor()), ts(c.GetAt()))
+		applied := "not yet applied by the rollout controller"
+		if c.GetApplied() {
+			applied = "applied"
+		}
+		fmt.Fprintf(w, "Request:  %s by %s at %s, %s\n", c.GetAction(), orDash(c.GetActor()), ts(c.GetAt()), applied)
 	}
 	for _, d := range r.GetDomains() {
 		total, through := len(d.GetNodes()), 0
@@ -689,6 +707,7 @@ type rolloutCtlJSON struct {
 	RestoreData bool       `json:"restore_data"`
 	Actor       string     `json:"actor"`
 	At          *time.Time `json:"at,omitempty"`
+	Applied     bool       `json:"applied"`
 }
 
 // timeOf is a timestamp for JSON: nil when unset.
@@ -717,7 +736,7 @@ func toRolloutJSON(r *operatorv1.Rollout) rolloutJSON {
 		out.Snapshot = &rolloutSnapJSON{s.GetNamespace(), s.GetKeys(), s.GetBytes(), s.GetSha256(), s.GetRevision(), timeOf(s.GetTaken()), s.GetSkipped()}
 	}
 	if c := r.GetControl(); c != nil {
-		out.Control = &rolloutCtlJSON{c.GetAction(), c.GetRestoreData(), c.GetActor(), timeOf(c.GetAt())}
+		out.Control = &rolloutCtlJSON{c.GetAction(), c.GetRestoreData(), c.GetActor(), timeOf(c.GetAt()), c.GetApplied()}
 	}
 	for _, d := range r.GetDomains() {
 		dj := rolloutDomainJSON{Name: d.GetName(), From: d.GetFromVersion(), Version: d.GetVersion(), Phase: d.GetPhase(),

@@ -458,15 +458,32 @@ func (o *operator) PinVersion(req *operatorv1.PinVersionRequest, stream operator
 	if err != nil {
 		return toStatus(err)
 	}
-	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
-	return o.followSwap(ctx, name, e, req.GetDetach(), func() error {
+	actor, prev := o.actor(ctx, req.GetActor()), o.current(ctx, name)
+	set := func() error {
 		if err := o.a.catalog.SetPinAs(ctx, name, catalog.Pin{Version: e.Version, Actor: actor, Action: intent.TriggerPin}); err != nil {
 			return err
 		}
 		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "pin", From: prev, To: e.Version, Node: o.a.cfg.Node})
-	}, func(p *operatorv1.SwapProgress) error {
+	}
+	swap := func(p *operatorv1.SwapProgress) error {
 		return stream.Send(&operatorv1.PinVersionResponse{Progress: p})
-	})
+	}
+	if anywhere, err := o.runsAnywhere(ctx, intent.New(o.a.store), name); err != nil {
+		return toStatus(err)
+	} else if anywhere {
+		return o.followChange(ctx, name, e, intent.TriggerPin, req.GetDetach(), set, changeFollower{swap: swap,
+			rollout: func(r *operatorv1.Rollout) error { return stream.Send(&operatorv1.PinVersionResponse{Rollout: r}) }})
+	}
+	return o.followSwap(ctx, name, e, req.GetDetach(), set, swap)
+}
+
+// current is the version of plugin that serves: on this node, else the
+// highest its nodes report serving.
+func (o *operator) current(ctx context.Context, name string) string {
+	if v := o.running(name); v != "" {
+		return v
+	}
+	return o.servingVersion(ctx, name)
 }
 
 func (o *operator) UnpinVersion(req *operatorv1.UnpinVersionRequest, stream operatorv1.OperatorService_UnpinVersionServer) error {
@@ -478,10 +495,27 @@ func (o *operator) UnpinVersion(req *operatorv1.UnpinVersionRequest, stream oper
 	}
 	node := o.a.cfg.Node
 	actor, prev := o.actor(ctx, req.GetActor()), o.running(name)
-	// Unpinned, the highest version is desired. A node where it failed does
-	// not try it again by itself (catalog.Effective): it keeps the version it
-	// runs, else it runs the highest version that has not failed there.
+	send := func(p *operatorv1.SwapProgress) error {
+		return stream.Send(&operatorv1.UnpinVersionResponse{Progress: p})
+	}
+	// Unpinned, the highest version is desired.
 	desired := vs[len(vs)-1]
+	if anywhere, err := o.runsAnywhere(ctx, intent.New(o.a.store), name); err != nil {
+		return toStatus(err)
+	} else if anywhere {
+		from := o.current(ctx, name)
+		set := func() error {
+			if err := o.a.catalog.ClearPin(ctx, name); err != nil {
+				return err
+			}
+			return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: from, To: desired.Version, Node: node})
+		}
+		return o.followChange(ctx, name, desired, intent.TriggerUnpin, req.GetDetach(), set, changeFollower{swap: send,
+			rollout: func(r *operatorv1.Rollout) error { return stream.Send(&operatorv1.UnpinVersionResponse{Rollout: r}) }})
+	}
+	// Assigned nowhere yet. A node where the highest version failed does
+	// not try it again by itself (catalog.Effective): it keeps the version
+	// it runs, else it runs the highest version that has not failed there.
 	failures, err := o.a.catalog.Failures(ctx, node, name)
 	if err != nil {
 		return toStatus(err)
@@ -504,9 +538,6 @@ func (o *operator) UnpinVersion(req *operatorv1.UnpinVersionRequest, stream oper
 		}
 		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "unpin", From: prev, To: target.Version, Node: node})
 	}
-	send := func(p *operatorv1.SwapProgress) error {
-		return stream.Send(&operatorv1.UnpinVersionResponse{Progress: p})
-	}
 	if !failed {
 		return o.followSwap(ctx, name, target, req.GetDetach(), set, send)
 	}
@@ -528,15 +559,27 @@ func (o *operator) RollbackPlugin(req *operatorv1.RollbackPluginRequest, stream 
 	if _, err := o.known(ctx, name); err != nil {
 		return err
 	}
-	cur := o.running(name)
-	if cur == "" {
-		// Not run here: roll back from what serves on the nodes that run it.
-		cur = o.servingVersion(ctx, name)
+	anywhere, err := o.runsAnywhere(ctx, intent.New(o.a.store), name)
+	if err != nil {
+		return toStatus(err)
+	}
+	if !anywhere && req.GetRestoreData() {
+		return errNoRolloutToRestore(name)
+	}
+	cur := o.current(ctx, name)
+	if anywhere {
+		// Roll back from where the cluster goes: its newest rollout's target.
+		if it, found, err := intent.New(o.a.store).LatestRollout(ctx, name); err == nil && found {
+			cur = it.Value.Target()
+		}
 	}
 	if cur == "" {
 		return status.Errorf(codes.FailedPrecondition, "plugin %s serves no version on any node to roll back from (see 'plughost plugin status %s')", name, name)
 	}
-	prev, err := o.a.catalog.LastHealthyBefore(ctx, name, cur)
+	prev, err := o.rollbackTarget(ctx, name, cur)
+	if err == nil && prev == cur {
+		err = fmt.Errorf("plugin %q: the version before %s is %s itself", name, cur, cur)
+	}
 	if err != nil {
 		return status.Errorf(codes.FailedPrecondition, "%v (pin a version with 'plughost plugin pin %s VERSION')", err, name)
 	}
@@ -545,14 +588,21 @@ func (o *operator) RollbackPlugin(req *operatorv1.RollbackPluginRequest, stream 
 		return toStatus(err)
 	}
 	actor := o.actor(ctx, req.GetActor())
-	return o.followSwap(ctx, name, e, req.GetDetach(), func() error {
-		if err := o.a.catalog.SetPinAs(ctx, name, catalog.Pin{Version: e.Version, Actor: actor, Action: intent.TriggerRollback}); err != nil {
+	set := func() error {
+		pin := catalog.Pin{Version: e.Version, Actor: actor, Action: intent.TriggerRollback, RestoreData: req.GetRestoreData()}
+		if err := o.a.catalog.SetPinAs(ctx, name, pin); err != nil {
 			return err
 		}
 		return o.a.catalog.AddHistory(ctx, name, catalog.Record{Actor: actor, Action: "rollback", From: cur, To: e.Version, Node: o.a.cfg.Node})
-	}, func(p *operatorv1.SwapProgress) error {
+	}
+	swap := func(p *operatorv1.SwapProgress) error {
 		return stream.Send(&operatorv1.RollbackPluginResponse{Progress: p})
-	})
+	}
+	if anywhere {
+		return o.followChange(ctx, name, e, intent.TriggerRollback, req.GetDetach(), set, changeFollower{swap: swap,
+			rollout: func(r *operatorv1.Rollout) error { return stream.Send(&operatorv1.RollbackPluginResponse{Rollout: r}) }})
+	}
+	return o.followSwap(ctx, name, e, req.GetDetach(), set, swap)
 }
 
 func (o *operator) RestartPlugin(ctx context.Context, req *operatorv1.RestartPluginRequest) (*operatorv1.RestartPluginResponse, error) {

@@ -14,6 +14,7 @@ import (
 	"github.com/plughost/plughost/host/bundle"
 	"github.com/plughost/plughost/host/catalog"
 	"github.com/plughost/plughost/host/intent"
+	"github.com/plughost/plughost/host/supervisor"
 	operatorv1 "github.com/plughost/plughost/proto/plughost/operator/v1"
 )
 
@@ -182,12 +183,26 @@ func (o *operator) watchRollout(ctx context.Context, id, plugin string, send fun
 	if err != nil {
 		return toStatus(err)
 	}
-	return o.followRollout(ctx, db, it, send)
+	return o.followRollout(ctx, db, it, (*intent.Rollout).Done, send, nil, nil)
+}
+
+// swapFeed is the swaps of a plugin on the answering node, forwarded
+// while a rollout is followed: the node's phases in detail (health gate,
+// calls in flight while draining).
+type swapFeed struct {
+	ch   <-chan supervisor.Progress
+	send func(*operatorv1.SwapProgress) error
 }
 
 // followRollout sends it, then each newer version of its record, until
-// the rollout is finished or ctx ends.
-func (o *operator) followRollout(ctx context.Context, db *intent.DB, it intent.Item[intent.Rollout], send func(*operatorv1.Rollout) error) error {
+// until holds for the rollout or ctx ends; last, when not nil, gets the
+// last version sent.
+func (o *operator) followRollout(ctx context.Context, db *intent.DB, it intent.Item[intent.Rollout], until func(*intent.Rollout) bool,
+	send func(*operatorv1.Rollout) error, last *intent.Rollout, swaps *swapFeed) error {
+	var swapCh <-chan supervisor.Progress
+	if swaps != nil {
+		swapCh = swaps.ch
+	}
 	r := it.Value
 	key, ctlKey := r.Key(), intent.RolloutCtlKey(r.Plugin)
 	wctx, cancel := context.WithCancel(ctx)
@@ -211,12 +226,22 @@ func (o *operator) followRollout(ctx context.Context, db *intent.DB, it intent.I
 				return err
 			}
 			sent = it.ModRevision
+			if last != nil {
+				*last = it.Value
+			}
 		}
-		if it.Value.Done() {
+		if until(&it.Value) {
 			return nil
 		}
 		select {
 		case <-changed:
+		case p, ok := <-swapCh:
+			if !ok {
+				swapCh = nil
+			} else if err := swaps.send(toProgress(o.a.cfg.Node, p)); err != nil {
+				return err
+			}
+			continue
 		case <-ctx.Done():
 			return ctx.Err()
 		}
@@ -300,7 +325,7 @@ func (o *operator) controlRollout(ctx context.Context, plugin, id, action string
 		return nil, nil, status.Errorf(codes.Aborted, "rollout %s changed while the request was made; look at 'plughost rollout status %s' and ask again", r.ID, r.ID)
 	}
 	o.a.log.Info("rollout request recorded", "rollout", r.ID, "action", action, "restore_data", restore, "actor", c.Actor)
-	return toRollout(latest, time.Now(), &c), toControl(&c), nil
+	return toRollout(latest, time.Now(), &c), toControl(&c, false), nil
 }
 
 // refusal says why action does not apply to r's state; "" when it does.
@@ -353,11 +378,13 @@ func tsOrNil(t time.Time) *timestamppb.Timestamp {
 	return timestamppb.New(t)
 }
 
-func toControl(c *intent.RolloutControl) *operatorv1.RolloutControl {
+// toControl is a request for the API; applied says whether the rollout
+// controller has applied it (the rollout's ControlAt).
+func toControl(c *intent.RolloutControl, applied bool) *operatorv1.RolloutControl {
 	if c == nil {
 		return nil
 	}
-	return &operatorv1.RolloutControl{Id: c.ID, Action: c.Action, RestoreData: c.RestoreData, Actor: c.Actor, At: tsOrNil(c.At)}
+	return &operatorv1.RolloutControl{Id: c.ID, Action: c.Action, RestoreData: c.RestoreData, Actor: c.Actor, At: tsOrNil(c.At), Applied: applied}
 }
 
 // toRollout is a rollout record for the API, its time-left fields counted
@@ -377,7 +404,7 @@ func toRollout(it intent.Item[intent.Rollout], now time.Time, ctl *intent.Rollou
 		Created: tsOrNil(r.Created), Updated: tsOrNil(r.Updated), Finished: tsOrNil(r.Finished),
 		Failure: r.Failure, FailedNode: r.FailedNode, Pending: r.Pending, Converged: tsOrNil(r.Converged),
 		SupersededBy: r.SupersededBy, RestoreData: r.RestoreData, Restored: tsOrNil(r.Restored),
-		Revision: it.ModRevision, AsOf: timestamppb.New(now), Control: toControl(ctl),
+		Revision: it.ModRevision, AsOf: timestamppb.New(now), Control: toControl(ctl, ctl != nil && !ctl.At.After(r.ControlAt)),
 	}
 	if s := r.Snapshot; s != nil {
 		out.Snapshot = &operatorv1.RolloutSnapshot{Namespace: s.Namespace, Keys: int64(s.Keys), Bytes: s.Bytes, Sha256: s.SHA256,

@@ -4596,10 +4596,13 @@ type RolloutControl struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	// action is pause, resume or abort.
-	Action        string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
-	RestoreData   bool                   `protobuf:"varint,3,opt,name=restore_data,json=restoreData,proto3" json:"restore_data,omitempty"`
-	Actor         string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
-	At            *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	Action      string                 `protobuf:"bytes,2,opt,name=action,proto3" json:"action,omitempty"`
+	RestoreData bool                   `protobuf:"varint,3,opt,name=restore_data,json=restoreData,proto3" json:"restore_data,omitempty"`
+	Actor       string                 `protobuf:"bytes,4,opt,name=actor,proto3" json:"actor,omitempty"`
+	At          *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=at,proto3" json:"at,omitempty"`
+	// applied is true once the rollout controller has applied the request
+	// (each is applied once).
+	Applied       bool `protobuf:"varint,6,opt,name=applied,proto3" json:"applied,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4667,6 +4670,13 @@ func (x *RolloutControl) GetAt() *timestamppb.Timestamp {
 		return x.At
 	}
 	return nil
+}
+
+func (x *RolloutControl) GetApplied() bool {
+	if x != nil {
+		return x.Applied
+	}
+	return false
 }
 
 type ListRolloutsRequest struct {
@@ -5662,13 +5672,14 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x06sha256\x18\x04 \x01(\tR\x06sha256\x12\x1a\n" +
 	"\brevision\x18\x05 \x01(\x03R\brevision\x120\n" +
 	"\x05taken\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x05taken\x12\x18\n" +
-	"\askipped\x18\a \x01(\tR\askipped\"\x9d\x01\n" +
+	"\askipped\x18\a \x01(\tR\askipped\"\xb7\x01\n" +
 	"\x0eRolloutControl\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x16\n" +
 	"\x06action\x18\x02 \x01(\tR\x06action\x12!\n" +
 	"\frestore_data\x18\x03 \x01(\bR\vrestoreData\x12\x14\n" +
 	"\x05actor\x18\x04 \x01(\tR\x05actor\x12*\n" +
-	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\"?\n" +
+	"\x02at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\x02at\x12\x18\n" +
+	"\aapplied\x18\x06 \x01(\bR\aapplied\"?\n" +
 	"\x13ListRolloutsRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"\x81\x01\n" +
