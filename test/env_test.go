@@ -148,6 +148,8 @@ type Agent struct {
 	acl *tokenBox
 	// env is added to the agent process's environment (area: acl).
 	env []string
+	// cred: the uid and gid the agent runs as; nil: the test's (area: sandbox).
+	cred *syscall.Credential
 }
 
 // tokenBox holds a management token, set once it is known.
@@ -236,6 +238,10 @@ type AgentOptions struct {
 	// added to the environment of CLI (PLUGHOST_CACERT...) (area: tls).
 	ClientTLS *tls.Config
 	CLIEnv    []string
+	// Credential runs the agent process as this uid and gid (area:
+	// sandbox): its data dir is given to it (0700) and the directories
+	// above it and the built binaries are opened to other users.
+	Credential *syscall.Credential
 }
 
 // NewAgent prepares a dev agent in a temp dir on free ports and starts it.
@@ -245,7 +251,18 @@ func NewAgent(t testing.TB, opts AgentOptions) *Agent {
 	a := &Agent{
 		t: t, DataDir: t.TempDir(), API: testenv.FreeAddr(t), HTTP: testenv.FreeAddr(t), RPC: testenv.FreeAddr(t), Serf: testenv.FreeAddr(t),
 		Node: "n1", extra: opts.Args, defaultCgroup: opts.DefaultCgroupParent,
-		clientTLS: opts.ClientTLS, cliEnv: opts.CLIEnv,
+		clientTLS: opts.ClientTLS, cliEnv: opts.CLIEnv, cred: opts.Credential,
+	}
+	if c := opts.Credential; c != nil {
+		if err := os.Chown(a.DataDir, int(c.Uid), int(c.Gid)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(a.DataDir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		openParents(t, a.DataDir)
+		openParents(t, filepath.Join(binDir, "plughost"))
+		a.env = append(a.env, "HOME="+a.DataDir)
 	}
 	if opts.Config != "" {
 		a.confPath = filepath.Join(t.TempDir(), "agent.json")
@@ -299,7 +316,7 @@ func (a *Agent) Start() {
 		a.cmd.Env = append(os.Environ(), a.env...)
 	}
 	a.cmd.Stdout, a.cmd.Stderr = a.log, a.log
-	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: a.cred}
 	if err := a.cmd.Start(); err != nil {
 		a.t.Fatal(err)
 	}

@@ -351,7 +351,7 @@ func TestGossipKeyRotation(t *testing.T) {
 // openParents opens every directory from dir up to the temp root to other
 // users (0755), as /var/lib is, so that only the agent's own modes keep
 // them out of what is below.
-func openParents(t *testing.T, dir string) {
+func openParents(t testing.TB, dir string) {
 	t.Helper()
 	tmp := filepath.Clean(os.TempDir())
 	for d := filepath.Dir(dir); strings.HasPrefix(d, tmp+"/"); d = filepath.Dir(d) {
