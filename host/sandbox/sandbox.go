@@ -262,7 +262,7 @@ func (s *Sandbox) prepare(key, dir string, temporary bool) (*Process, error) {
 		p.userWhy = fmt.Sprintf("the agent runs as uid %d, not root: plugins run as the agent's user (run the agent as root to give each plugin a uid of its own)", s.agentUID)
 	case s.fixed != nil:
 		p.uid, p.gid = int(s.fixed.uid), int(s.fixed.gid)
-		p.userSetting = fmt.Sprintf("plugin_user %s (uid %d, gid %d), shared by every plugin", s.fixed.name, s.fixed.uid, s.fixed.gid)
+		p.userSetting = fmt.Sprintf("plugin_user %s (uid %d, gid %d), shared by every plugin: they can signal and read one another", s.fixed.name, s.fixed.uid, s.fixed.gid)
 	default:
 		uid, err := s.allocate(key)
 		if err != nil {
