@@ -202,6 +202,11 @@ func benchUpgrade(ctx context.Context, env *cliEnv, args []string) error {
 			outcome, swapMsg = "fell back", err.Error()
 			break
 		}
+		// The pin follows the rollout it starts (area: surface): the
+		// answering node's swap steps come between the rollout's records.
+		if m.GetProgress() == nil {
+			continue
+		}
 		swapMsg = m.GetProgress().GetMessage()
 		if m.GetProgress().GetPhase() == operatorv1.SwapPhase_SWAP_PHASE_SWITCHING {
 			servingAfter = time.Since(pinAt)
