@@ -30,6 +30,9 @@ import (
 //   - With new 1.0.0 data, rolled forward again and aborted mid-way with
 //     'rollout abort -restore-data': once 1.0.0 serves again everywhere the
 //     namespace is exactly the rollout's snapshot, and 1.0.0 reads it.
+//   - Rolled forward to completion and back with 'plugin rollback
+//     -restore-data': the namespace is the snapshot of the rollout it
+//     undoes.
 func TestRolloutRestoreData(t *testing.T) {
 	agents := NewClusterEach(t, 3, func(i int) []string { return []string{"-upgrade-domain", fmt.Sprint("ud", i+1)} })
 	const plugin = "rollstate"
@@ -141,6 +144,39 @@ func TestRolloutRestoreData(t *testing.T) {
 		}
 	}
 	t.Logf("rollout %s aborted with -restore-data: the namespace is its snapshot again, %v", r3.ID, got)
+
+	// 1 -> 2 to completion, then 'plugin rollback -restore-data': the
+	// data goes back to the snapshot of the rollout it undoes.
+	if got, _ := ask(agents[0], "set a 11"); got != "ok" {
+		t.Fatalf("set a 11: %q", got)
+	}
+	d4, sum4 := namespaceDump(t, agents[0], plugin)
+	pinDetached(t, agents[2], plugin, "2.0.0")
+	r4 := waitRolloutDone(t, agents, plugin, r3.Seq, 2*time.Minute)
+	logRollout(t, r4)
+	if r4.State != intent.RolloutCompleted || r4.Snapshot == nil || r4.Snapshot.SHA256 != sum4 {
+		t.Fatalf("rollout %s to 2.0.0 ended %s (%s), snapshot %+v; want completed with the snapshot of %v", r4.ID, r4.State, r4.Failure, r4.Snapshot, d4)
+	}
+	if got, _ := ask(agents[1], "get a"); got != "a=11" {
+		t.Fatalf("2.0.0 reads a as %q", got)
+	}
+	if out, errOut, code := agents[1].CLI("plugin", "rollback", "-restore-data", plugin); code != 0 {
+		t.Fatalf("plugin rollback -restore-data %s: exit %d\n%s%s", plugin, code, out, errOut)
+	}
+	r5 := waitRolloutDone(t, agents, plugin, r4.Seq, 2*time.Minute)
+	logRollout(t, r5)
+	if r5.State != intent.RolloutCompleted || r5.To != "1.0.0" || !r5.RestoreData || r5.Restored.IsZero() {
+		t.Fatalf("rollback %s: %s to %s, restore_data %v, restored %v (%s)", r5.ID, r5.State, r5.To, r5.RestoreData, r5.Restored, r5.Failure)
+	}
+	if got, sum := namespaceDump(t, agents[2], plugin); sum != sum4 {
+		t.Fatalf("after 'plugin rollback -restore-data' the namespace holds %v; the snapshot of %s holds %v", got, r4.ID, d4)
+	}
+	for _, a := range agents {
+		if got, v := ask(a, "get a"); got != "a=11" || v != "1.0.0" {
+			t.Fatalf("1.0.0 through %s reads a as %q (version %s), want a=11", a.Node, got, v)
+		}
+	}
+	t.Logf("'plugin rollback -restore-data' after %s: the namespace is that rollout's snapshot again, %v", r4.ID, d4)
 }
 
 // pinDetached pins plugin at version through a, detached: the rollout goes on
