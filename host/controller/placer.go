@@ -279,7 +279,7 @@ func (p *Placer) Pass(ctx context.Context) (Writes, error) {
 // assigned nowhere gets target (a first install is not a rollout).
 func (s *state) version(plugin, node, ud, target string) string {
 	if r, ok := s.rollouts[plugin]; ok {
-		return r.VersionFor(ud)
+		return r.VersionForNode(node, ud)
 	}
 	cur := s.assigns[plugin]
 	if a, ok := cur[node]; ok {

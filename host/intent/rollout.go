@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -184,6 +185,11 @@ type Rollout struct {
 	// ControlAt is the At of the last operator request (rolloutctl/)
 	// applied to it: each is applied once.
 	ControlAt time.Time `json:"control_at,omitzero"`
+	// Straight are the nodes that were down when the rollout began: while
+	// it moves forward each is assigned To at once, so a node that returns
+	// goes straight to the newest target instead of starting From first
+	// and being swapped again when its domain's turn comes.
+	Straight []string `json:"straight,omitempty"`
 }
 
 // RolloutControl is an operator's latest request on a plugin's rollout.
@@ -298,6 +304,16 @@ func (r *Rollout) VersionFor(ud string) string {
 	return r.Target()
 }
 
+// VersionForNode is VersionFor for a node of its own: a node that was down
+// when the rollout began (Straight) is assigned To while the rollout moves
+// forward, whatever its domain's turn.
+func (r *Rollout) VersionForNode(node, ud string) string {
+	if !r.Done() && !r.Back() && slices.Contains(r.Straight, node) {
+		return r.To
+	}
+	return r.VersionFor(ud)
+}
+
 var rolloutStates = map[string]bool{RolloutRunning: true, RolloutRollingBack: true, RolloutPaused: true,
 	RolloutCompleted: true, RolloutRolledBack: true, RolloutSuperseded: true}
 
@@ -371,6 +387,12 @@ func (r *Rollout) Validate() error {
 		errs = append(errs, fmt.Errorf("%d nodes listed, more than %d", nodes, maxRolloutNodes))
 	}
 	for _, n := range r.Pending {
+		errs = append(errs, checkNode(n))
+	}
+	if len(r.Straight) > maxRolloutNodes {
+		errs = append(errs, fmt.Errorf("%d straight nodes listed, more than %d", len(r.Straight), maxRolloutNodes))
+	}
+	for _, n := range r.Straight {
 		errs = append(errs, checkNode(n))
 	}
 	if r.Snapshot != nil {

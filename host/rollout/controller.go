@@ -410,7 +410,7 @@ func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[inte
 			if nv, ok := w.nodes[node]; ok {
 				ud = nv.UpgradeDomain
 			}
-			return newer.VersionFor(ud)
+			return newer.VersionForNode(node, ud)
 		}
 	}
 	var notes []Note

@@ -116,6 +116,13 @@ func Plan(w Want) (*intent.Rollout, string) {
 	}
 	r.Reason = clip(r.Reason)
 	r.Domains = domains(w.Assigned, w.Nodes)
+	for _, d := range r.Domains {
+		for _, n := range d.Nodes {
+			if nv, member := w.Nodes[n.Name]; member && !nv.Alive {
+				r.Straight = append(r.Straight, n.Name)
+			}
+		}
+	}
 	return r, ""
 }
 

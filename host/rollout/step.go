@@ -468,6 +468,7 @@ func (s *stepper) converge() {
 		switch {
 		case !member, s.v.Assigned != nil && !s.v.Assigned[n]:
 		case s.alive(n) && seen && o.Version == target && o.Healthy:
+			s.returned(n, target)
 		default:
 			left = append(left, n)
 		}
@@ -483,6 +484,19 @@ func (s *stepper) converge() {
 			reason = "every node that was down serves what a newer rollout gives it"
 		}
 		s.note(Note{Type: EventConverged, Version: r.Target(), Reason: reason})
+	}
+}
+
+// returned records that node, pending since it was down, serves target now:
+// its phase is healthy again (DownSince stays, to say it was down).
+func (s *stepper) returned(node, target string) {
+	for i := range s.r.Domains {
+		for j := range s.r.Domains[i].Nodes {
+			if n := &s.r.Domains[i].Nodes[j]; n.Name == node && n.Phase == intent.NodeDown {
+				n.Phase, n.Since, n.Version = intent.NodeHealthy, s.v.Now, target
+				n.Reason = "back after being down: serves " + target
+			}
+		}
 	}
 }
 

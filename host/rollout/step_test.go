@@ -332,6 +332,39 @@ func TestDownNodePendingThenConverged(t *testing.T) {
 	if got := c.order(EventConverged); len(got) != 1 {
 		t.Errorf("converged notes %v", got)
 	}
+	if n := r.Domains[1].Nodes[0]; n.Phase != intent.NodeHealthy || n.DownSince.IsZero() {
+		t.Errorf("n2 back on 1.1.0 is %s (down since %v), want healthy with its down time kept", n.Phase, n.DownSince)
+	}
+}
+
+// A node down when a rollout begins goes straight to its target when it
+// returns, before its domain's turn; back to From if the rollout rolls
+// back.
+func TestDownNodeGoesStraightToTheTarget(t *testing.T) {
+	up := bundle.Upgrade{Strategy: bundle.StrategyOverlap, Policy: bundle.UpgradeAuto, MaxParallel: 1, MinHealthyTime: bundle.Dur(time.Second),
+		HealthyDeadline: bundle.Dur(time.Minute), ProgressDeadline: bundle.Dur(10 * time.Minute), FailureAction: bundle.FailureRollback}
+	r, why := Plan(Want{Now: t0, Intent: intent.Intent{Plugin: "echo", Version: "1.1.0"}, Upgrade: up, Registrant: "ci",
+		Assigned: map[string]string{"n1": "1.0.0", "n2": "1.0.0", "n3": "1.0.0"},
+		Nodes:    map[string]NodeView{"n1": {UpgradeDomain: "a", Alive: true}, "n2": {UpgradeDomain: "b", Alive: true}, "n3": {UpgradeDomain: "c"}}})
+	if r == nil {
+		t.Fatalf("no rollout: %s", why)
+	}
+	if !reflect.DeepEqual(r.Straight, []string{"n3"}) {
+		t.Fatalf("straight %v, want [n3]", r.Straight)
+	}
+	if err := r.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if got := r.VersionForNode("n3", "c"); got != "1.1.0" {
+		t.Errorf("n3, down at the start, is assigned %s while domain c waits; want 1.1.0", got)
+	}
+	if got := r.VersionForNode("n2", "b"); got != "1.0.0" {
+		t.Errorf("n2 is assigned %s before its turn", got)
+	}
+	r.State = intent.RolloutRollingBack
+	if got := r.VersionForNode("n3", "c"); got != "1.0.0" {
+		t.Errorf("rolling back: n3 is assigned %s, want 1.0.0", got)
+	}
 }
 
 // A rolled-back rollout's pending nodes converge to From.
