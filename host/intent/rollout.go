@@ -23,7 +23,8 @@ import (
 // The placement controller (host/controller) reads the plugin's newest
 // rollout to choose each assignment's version: while it is unfinished, a
 // node gets its upgrade domain's Version (Rollout.VersionFor); once it is
-// finished, every node gets Rollout.Target. A plugin with no rollout keeps
+// finished, every node gets Rollout.Target (a rolled-back one: each listed
+// domain its own From). A plugin with no rollout keeps
 // the versions it is assigned, and a plugin assigned nowhere gets its
 // intent's version: the first install is not a rollout.
 
@@ -291,13 +292,19 @@ func (r *Rollout) Target() string {
 // VersionFor is the version a node of upgrade domain ud is assigned while
 // the rollout is unfinished: its domain's Version; a domain the record
 // does not list (a node that joined since it began) gets Target. Once
-// the rollout is finished, every node gets Target.
+// the rollout is finished, every node gets Target, but for a rolled-back
+// rollout's listed domains: each is back on what it ran before (its own
+// From: a rollout that superseded another began from mixed versions).
 func (r *Rollout) VersionFor(ud string) string {
-	if r.Done() {
+	if r.Done() && r.State != RolloutRolledBack {
 		return r.Target()
 	}
 	for _, d := range r.Domains {
-		if d.Name == ud {
+		switch {
+		case d.Name != ud:
+		case r.State == RolloutRolledBack && d.From != "":
+			return d.From
+		case r.State != RolloutRolledBack:
 			return d.Version
 		}
 	}

@@ -37,8 +37,8 @@ func Control(r *intent.Rollout, c intent.RolloutControl, v View) (notes []Note, 
 		}
 		s.note(Note{Type: EventResumed, Reason: "resumed by " + by})
 	case c.Action == intent.ControlAbort:
-		r.RestoreData = r.RestoreData || c.RestoreData
 		if r.Back() {
+			r.RestoreData = r.RestoreData || c.RestoreData
 			r.State, r.Paused = intent.RolloutRollingBack, ""
 			for i := range r.Domains {
 				if d := &r.Domains[i]; d.Phase == intent.DomainRollingBack {
@@ -52,6 +52,11 @@ func Control(r *intent.Rollout, c intent.RolloutControl, v View) (notes []Note, 
 		r.Failure, r.FailedNode = why, ""
 		s.note(Note{Type: EventFailed, Version: r.To, Reason: why + ": rolling back"})
 		s.rollBack("", why)
+		if c.RestoreData {
+			// Asked with the abort: what the rollout's snapshot holds,
+			// a rollback's too.
+			r.RestoreData = true
+		}
 	default:
 		s.note(Note{Type: EventRequest, Reason: c.Action + " by " + by + " changes nothing: the rollout is " + r.State})
 	}

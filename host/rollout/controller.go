@@ -486,7 +486,7 @@ func (c *Controller) effect(ctx context.Context, w *world, r *intent.Rollout, ne
 		}
 		var err error
 		if from == nil {
-			err = fmt.Errorf("no earlier rollout to %s took a snapshot", r.From)
+			err = fmt.Errorf("%w: no earlier rollout to %s took a snapshot", ErrNoSnapshot, r.From)
 		} else {
 			err = c.cfg.Snapshots.Restore(ctx, from)
 		}
@@ -497,6 +497,13 @@ func (c *Controller) effect(ctx context.Context, w *world, r *intent.Rollout, ne
 			state := intent.RolloutRunning
 			if r.Back() {
 				state = intent.RolloutRollingBack
+			}
+			if errors.Is(err, ErrNoSnapshot) || errors.Is(err, ErrSnapshotGone) || errors.Is(err, ErrSnapshotCorrupt) {
+				// No retry can succeed: resume or abort finishes
+				// without restoring.
+				r.RestoreData = false
+				s.pause(state, "", clip(fmt.Sprintf("the plugin's data cannot be restored: %v; %s serves; resume or abort to finish without restoring it", err, r.Target())))
+				return s.notes, nil
 			}
 			s.pause(state, "", clip(fmt.Sprintf("restoring the plugin's data failed: %v; %s serves; resume to try again", err, r.Target())))
 			return s.notes, nil

@@ -527,10 +527,11 @@ func TestRun(t *testing.T) {
 
 // snapshots records what the controller asks of the data hook.
 type snapshots struct {
-	mu       sync.Mutex
-	taken    []string
-	restored []string
-	takeErr  error
+	mu         sync.Mutex
+	taken      []string
+	restored   []string
+	takeErr    error
+	restoreErr error
 }
 
 func (s *snapshots) Take(_ context.Context, r *intent.Rollout) (*intent.RolloutSnapshot, error) {
@@ -546,6 +547,9 @@ func (s *snapshots) Take(_ context.Context, r *intent.Rollout) (*intent.RolloutS
 func (s *snapshots) Restore(_ context.Context, r *intent.Rollout) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.restoreErr != nil {
+		return s.restoreErr
+	}
 	s.restored = append(s.restored, r.ID)
 	return nil
 }
@@ -614,5 +618,62 @@ func TestDataSnapshots(t *testing.T) {
 	f.until("echo-4 paused", f.state(4, intent.RolloutPaused))
 	if r := f.latest(); !strings.Contains(r.Failure, "disk full") || r.Domains[0].Phase != intent.DomainWaiting {
 		t.Errorf("rollout %+v", r)
+	}
+}
+
+// A 'plugin rollback -restore-data' rollout that fails itself turns back
+// to the version it moved away from, which wrote since it began: it does
+// not restore its own snapshot over that.
+func TestFailedRestoringRollbackKeepsTheData(t *testing.T) {
+	f := newFixture(t, 2)
+	snaps := &snapshots{}
+	f.c = rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Now: f.clock.Now, Snapshots: snaps})
+	f.install(2)
+	f.register("1.1.0", func(u *bundle.Upgrade) { u.Policy = bundle.UpgradeManual })
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "ada"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-1 completed", f.state(1, intent.RolloutCompleted))
+	f.bad["n2"] = "1.0.0"
+	// The leader's clock after the pin's: the failure is newer than the
+	// pin, which then does not restart a rollout to 1.0.0.
+	f.clock.add(48 * time.Hour)
+	if err := f.cat.SetPinAs(f.ctx, "echo", catalog.Pin{Version: "1.0.0", Actor: "bob", Action: intent.TriggerRollback, RestoreData: true}); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-2 rolled back", f.state(2, intent.RolloutRolledBack))
+	if _, restored := snaps.calls(); len(restored) > 0 {
+		t.Errorf("the failed rollback (back on 1.1.0) restored %v", restored)
+	}
+	if r := f.latest(); r.RestoreData || !r.Restored.IsZero() {
+		t.Errorf("rollout %+v still asks a restore", r)
+	}
+}
+
+// A restore that can never succeed (the snapshot is gone) pauses saying
+// so, and resume finishes the rollout without restoring.
+func TestRestoreOfAGoneSnapshotFinishesOnResume(t *testing.T) {
+	f := newFixture(t, 2)
+	snaps := &snapshots{restoreErr: fmt.Errorf("%w: deleted", rollout.ErrSnapshotGone)}
+	f.c = rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Now: f.clock.Now, Snapshots: snaps})
+	f.install(2)
+	f.register("1.1.0", nil)
+	f.until("ud1 done", func() bool { r := f.latest(); return r != nil && r.Domains[0].Phase == intent.DomainDone })
+	ctl := &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlAbort, RestoreData: true, Actor: "ada", At: f.clock.Now()}
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("paused", f.state(1, intent.RolloutPaused))
+	if r := f.latest(); !strings.Contains(r.Failure, "cannot be restored") || !strings.Contains(r.Failure, "resume or abort to finish without restoring") {
+		t.Fatalf("paused: %q", r.Failure)
+	}
+	f.clock.add(time.Second)
+	ctl = &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlResume, Actor: "ada", At: f.clock.Now()}
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("rolled back", f.state(1, intent.RolloutRolledBack))
+	if r := f.latest(); !r.Restored.IsZero() {
+		t.Errorf("recorded a restore: %+v", r)
 	}
 }

@@ -67,7 +67,7 @@ func Plan(w Want) (*intent.Rollout, string) {
 	} else {
 		from = Settled(w.Latest, w.Assigned)
 		if from == to {
-			if w.Latest != nil || allOn(w.Assigned, to) {
+			if (w.Latest != nil && !mixedBack(w.Latest, to)) || allOn(w.Assigned, to) {
 				return nil, ""
 			}
 			// Nodes left on other versions without a rollout: move them.
@@ -124,6 +124,21 @@ func Plan(w Want) (*intent.Rollout, string) {
 		}
 	}
 	return r, ""
+}
+
+// mixedBack reports whether latest rolled back leaving a domain on
+// another version than to (it began from mixed versions: each domain went
+// back to its own).
+func mixedBack(latest *intent.Rollout, to string) bool {
+	if latest.State != intent.RolloutRolledBack {
+		return false
+	}
+	for _, d := range latest.Domains {
+		if d.Version != to {
+			return true
+		}
+	}
+	return false
 }
 
 func allOn(assigned map[string]string, v string) bool {

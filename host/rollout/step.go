@@ -193,8 +193,10 @@ func (s *stepper) forward() Need {
 	return NeedNothing
 }
 
-// back is a rolling-back rollout's step: the domains not on From go back
-// to it, newest first, gated the same way.
+// back is a rolling-back rollout's step: the domains this rollout
+// started go back to what each ran before it (its own From: a rollout
+// that superseded another began from mixed versions), newest first,
+// gated the same way. A domain it never started is left as it is.
 func (s *stepper) back() Need {
 	r := s.r
 	for i := range r.Domains {
@@ -202,7 +204,7 @@ func (s *stepper) back() Need {
 		if d.Phase != intent.DomainRollingBack {
 			continue
 		}
-		switch node, why := s.gate(d, r.From); {
+		switch node, why := s.gate(d, d.Version); {
 		case why != "":
 			s.pause(intent.RolloutRollingBack, node, "the rollback cannot complete: "+why+"; what serves is left serving")
 			return NeedNothing
@@ -218,7 +220,7 @@ func (s *stepper) back() Need {
 		switch {
 		case d.Phase == intent.DomainRollingBack:
 			active++
-		case d.Version != r.From:
+		case d.Phase != intent.DomainWaiting && d.Phase != intent.DomainRolledBack && d.Version != from(r, d):
 			todo = append(todo, d)
 		}
 	}
@@ -229,10 +231,10 @@ func (s *stepper) back() Need {
 		if active >= r.Policy.MaxParallel {
 			break
 		}
-		d.Version, d.Phase, d.Finished = r.From, intent.DomainRollingBack, time.Time{}
+		d.Version, d.Phase, d.Finished = from(r, d), intent.DomainRollingBack, time.Time{}
 		s.startGate(d)
 		active++
-		s.note(Note{Type: EventDomainRollback, Domain: d.Name, Version: r.From, Reason: fmt.Sprintf("goes back to %s (%s)", r.From, nodeList(d))})
+		s.note(Note{Type: EventDomainRollback, Domain: d.Name, Version: d.Version, Reason: fmt.Sprintf("goes back to %s (%s)", d.Version, nodeList(d))})
 	}
 	if active > 0 {
 		return NeedNothing
@@ -242,6 +244,14 @@ func (s *stepper) back() Need {
 	}
 	s.finish(intent.RolloutRolledBack)
 	return NeedNothing
+}
+
+// from is what domain d ran before r: its own From (r's when unknown).
+func from(r *intent.Rollout, d *intent.RolloutDomain) string {
+	if d.From != "" {
+		return d.From
+	}
+	return r.From
 }
 
 // startGate starts the health gate of d's nodes, on d.Version, now: the
@@ -403,6 +413,12 @@ func (s *stepper) fail(node, why string) {
 func (s *stepper) rollBack(node, why string) {
 	r := s.r
 	r.State, r.Paused = intent.RolloutRollingBack, ""
+	if r.Trigger == intent.TriggerRollback {
+		// A rollback that fails goes back to the version it moved away
+		// from, which wrote since: restoring (this rollout's own
+		// snapshot) would lose that.
+		r.RestoreData = false
+	}
 	s.failed = &intent.VersionFailure{Plugin: r.Plugin, Version: r.To, Rollout: r.ID, Node: node, Reason: clip(why), At: s.v.Now}
 	// The domains still updating stop there: back() takes them first.
 	for i := range r.Domains {

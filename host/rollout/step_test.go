@@ -520,6 +520,10 @@ func TestPlan(t *testing.T) {
 	finished.From, finished.To = "0.9.0", "1.0.0"
 	running := newRollout(1)
 	running.Seq, running.ID = 2, "echo-2"
+	// rolled back from mixed versions: ud1 back on 1.1.0, ud2 on 1.0.0.
+	mixed := newRollout(2)
+	mixed.State, mixed.From, mixed.To = intent.RolloutRolledBack, "1.1.0", "1.2.0"
+	mixed.Domains[0].Version, mixed.Domains[0].From = "1.1.0", "1.1.0"
 	for _, tt := range []struct {
 		name    string
 		mut     func(w *Want)
@@ -565,6 +569,11 @@ func TestPlan(t *testing.T) {
 		}, intent.TriggerUnpin, "1.0.0", ""},
 		{"running to the target", func(w *Want) { w.Latest = running }, "", "", ""},
 		{"supersede", func(w *Want) { w.Latest = running; w.Intent.Version = "1.2.0" }, intent.TriggerUnpin, "1.0.0", ""},
+		{"rolled back to mixed versions, pinned to its From", func(w *Want) {
+			w.Latest = mixed
+			w.Intent.Pinned = true
+			w.Pin = pinOf("1.1.0", "ada", "", t0)
+		}, intent.TriggerPin, "1.0.0", ""},
 		{"supersede back to From", func(w *Want) {
 			w.Latest = running
 			w.Intent.Version, w.Intent.Pinned = "1.0.0", true
@@ -611,4 +620,29 @@ func TestPlan(t *testing.T) {
 
 func pinOf(version, actor, action string, at time.Time) *catalog.Pin {
 	return &catalog.Pin{Version: version, Actor: actor, Action: action, At: at}
+}
+
+// A rollout that began from mixed versions (it superseded one half done)
+// and fails rolls back only the domains it started, each to what it ran
+// before; a domain it never started stays where it was.
+func TestRollbackOnlyStartedDomainsEachToItsFrom(t *testing.T) {
+	// echo-2 supersedes echo-1 (1.0.0 -> 1.1.0, ud1 done): back to 1.0.0.
+	r := newRollout(3)
+	r.ID, r.Seq, r.From, r.To = "echo-2", 2, "1.1.0", "1.0.0"
+	r.Domains[0].From, r.Domains[0].Version = "1.1.0", "1.1.0"
+	c := newCluster()
+	c.bad["n1"] = "1.0.0"
+	c.run(t, r)
+	if r.State != intent.RolloutRolledBack {
+		t.Fatalf("state %s (failure %q)", r.State, r.Failure)
+	}
+	want := map[string]string{"ud1": "1.1.0", "ud2": "1.0.0", "ud3": "1.0.0"}
+	for _, d := range r.Domains {
+		if d.Version != want[d.Name] || r.VersionFor(d.Name) != want[d.Name] {
+			t.Errorf("%s (%s) on %s, assigned %s after the rollback; want %s", d.Name, d.Phase, d.Version, r.VersionFor(d.Name), want[d.Name])
+		}
+	}
+	if got := c.order(EventDomainRollback); !reflect.DeepEqual(got, []string{"ud1"}) {
+		t.Errorf("domains rolled back %v, want [ud1]", got)
+	}
 }
