@@ -572,3 +572,77 @@ func TestRemoteReflectionLoadsDescriptorsWhenAsked(t *testing.T) {
 		t.Fatalf("resolving %s on n1: %v", dynService, err)
 	}
 }
+
+// TestStartingHoldsCallsUntilAnInstanceServes: on an agent's start its
+// local instance is starting and the other nodes' instances are not known
+// yet. Calls wait for whichever serves first, the local one or a remote
+// one; a start that fails ends the wait at once with the reason; a call
+// another node relayed here is not held, as that node may route it
+// elsewhere.
+func TestStartingHoldsCallsUntilAnInstanceServes(t *testing.T) {
+	nodes := startCluster(t, "n1", "n2")
+	n1, n2 := nodes[0], nodes[1]
+	if err := n1.r.Declare("echo", echoServices); err != nil {
+		t.Fatal(err)
+	}
+	n1.r.SetState("echo", "starting")
+	echo := echov1.NewEchoServiceClient(n1.conn)
+	type result struct {
+		resp *echov1.EchoResponse
+		err  error
+	}
+	call := func() <-chan result {
+		done := make(chan result, 1)
+		go func() {
+			resp, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "held"})
+			done <- result{resp, err}
+		}()
+		return done
+	}
+
+	// The other node's instance becomes known first: the call goes there.
+	n2.runEcho(t, "2.0.0")
+	done := call()
+	testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return n1.r.heldCalls("echo") == 1 })
+	if err := n1.r.SetRemote(n2.remote("2.0.0", true)); err != nil {
+		t.Fatal(err)
+	}
+	if res := <-done; res.err != nil || res.resp.GetVersion() != "2.0.0" {
+		t.Fatalf("held call: %v %v", res.resp, res.err)
+	}
+
+	// The local instance serves first: the call goes to it.
+	n1.r.RemoveRemote("n2", "")
+	done = call()
+	testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return n1.r.heldCalls("echo") == 1 })
+	be := startBackend(t, "1.0.0", reflectBoth)
+	old := n1.r.SetBackend("echo", be.backend(t, echoService, dynService))
+	n1.r.SetState("echo", "running")
+	if res := <-done; res.err != nil || res.resp.GetVersion() != "1.0.0" {
+		t.Fatalf("held call: %v %v", res.resp, res.err)
+	}
+
+	// A start that fails: the held call fails then, with the reason.
+	n1.r.SetBackend("echo", old)
+	n1.r.SetState("echo", "starting")
+	done = call()
+	testenv.Eventually(t, 10*time.Second, "the call to be held", func() bool { return n1.r.heldCalls("echo") == 1 })
+	n1.r.SetState("echo", "failed: exited with status 3")
+	res := <-done
+	wantStatus(t, res.err, codes.Unavailable, `plugin "echo" has no serving instance (state: failed: exited with status 3); see 'plughost plugin status echo', then 'plughost plugin restart echo' once it is fixed`)
+	if r := ErrorReason(res.err); r != ReasonNoInstance {
+		t.Fatalf("reason %q, want %s", r, ReasonNoInstance)
+	}
+
+	// Relayed from another node, a call to an instance that is starting
+	// fails at once, naming this node.
+	n1.r.SetState("echo", "starting")
+	n2.r.SetBackend("echo", nil)
+	if err := n2.r.SetRemote(n1.remote("1.0.0", true)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := echov1.NewEchoServiceClient(n2.conn).Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
+	if r := ErrorReason(err); status.Code(err) != codes.Unavailable || r != ReasonNoLocalInstance {
+		t.Fatalf("relayed call to a starting instance: %v (reason %q), want %s", err, r, ReasonNoLocalInstance)
+	}
+}

@@ -185,6 +185,9 @@ type plugin struct {
 	backend atomic.Pointer[Backend]
 	holding atomic.Bool
 	state   atomic.Pointer[string]
+	// starting is set while the state says the local instance is starting
+	// (SetState): one is coming, so calls wait for it.
+	starting atomic.Bool
 	// files are the descriptors of the last backend that had any: reflection
 	// keeps resolving the plugin's services while no instance serves, so
 	// that a call reaches the router and learns why.
@@ -214,11 +217,13 @@ type plugin struct {
 }
 
 // waits reports whether a call to p that finds no instance waits for one:
-// while the supervisor holds it (SetHolding) or a singleton fails over
-// (SetFailover). A call another node relayed (localOnly) waits only for
-// the local instance's swap.
+// while the supervisor holds it (SetHolding), its local instance is
+// starting (SetState), as on an agent's start before it or the other
+// nodes' instances serve, or a singleton fails over (SetFailover). A call
+// another node relayed (localOnly) waits only for the local instance's
+// swap: the node that relayed it may route it elsewhere.
 func (p *plugin) waits(localOnly bool) bool {
-	return p.holding.Load() || !localOnly && p.failover.Load() != nil
+	return p.holding.Load() || !localOnly && (p.starting.Load() || p.failover.Load() != nil)
 }
 
 // New returns a Router with no plugins.
@@ -334,11 +339,19 @@ func (r *Router) Backend(pluginName string) *Backend {
 
 // SetState records plugin's state as the Unavailable message shows it while
 // no backend serves, for example "starting" or "failed: exited with status 3".
+// While it begins with "starting" an instance is on its way: calls that
+// find none wait for one, local or remote, as while holding (see
+// SetHolding); when it turns to anything else (failed, backing off after a
+// crash) they fail at once, as nothing is coming.
 func (r *Router) SetState(pluginName, state string) {
 	r.mu.Lock()
 	p := r.pluginLocked(pluginName)
 	r.mu.Unlock()
 	p.state.Store(&state)
+	starting := strings.HasPrefix(state, "starting")
+	if p.starting.Swap(starting) != starting {
+		p.notify()
+	}
 }
 
 // SetHolding says whether new calls to plugin wait for a backend while none
