@@ -271,7 +271,10 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 		MayDescribe: enforcer.MayDescribe,
 		// remote: calls that find no local instance go to another node's
 		// over the cluster RPC port (mutual TLS).
-		Node: cfg.Node, DialPeer: a.rpc.DialRelay})
+		Node: cfg.Node, DialPeer: a.rpc.DialRelay,
+		// hold: calls to services the route feed has not made known yet
+		// wait for its first pass.
+		AwaitRoutes: true})
 	// Bundles that travel (area: fetch; see bundles.go).
 	fetcher := a.newFetcher()
 	defer fetcher.Close()

@@ -33,6 +33,9 @@ type Table interface {
 	RemoveRemote(node, plugin string)
 	SetRegistered(plugins map[string][]string)
 	SetFailover(plugin, note string)
+	// RoutesKnown says the feed made its first pass: calls to services
+	// not known until then stop waiting for it.
+	RoutesKnown()
 }
 
 // Catalog lists the registered plugins; *catalog.Catalog (its Local view)
@@ -99,8 +102,13 @@ func Run(ctx context.Context, cfg Config) error {
 
 	tick := time.NewTicker(cfg.ResyncInterval)
 	defer tick.Stop()
-	for {
+	for first := true; ; first = false {
 		f.pass(ctx)
+		if first {
+			// Known or not (a read that failed was logged), the table is
+			// as complete as this node can make it now.
+			cfg.Table.RoutesKnown()
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()

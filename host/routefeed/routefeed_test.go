@@ -77,6 +77,8 @@ type fakeTable struct {
 
 func (t *fakeTable) SetRegistered(plugins map[string][]string) { t.registered = plugins }
 
+func (t *fakeTable) RoutesKnown() {}
+
 func (t *fakeTable) SetFailover(plugin, note string) {
 	if t.notes == nil {
 		t.notes = map[string]string{}

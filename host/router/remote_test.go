@@ -646,3 +646,54 @@ func TestStartingHoldsCallsUntilAnInstanceServes(t *testing.T) {
 		t.Fatalf("relayed call to a starting instance: %v (reason %q), want %s", err, r, ReasonNoLocalInstance)
 	}
 }
+
+// TestCallsWaitForTheRouteFeedsFirstPass: on an agent's start, before the
+// route feed made its first pass, a call to a service no plugin declared
+// yet waits for it, and goes to the instance it makes known; afterwards
+// a call to an unknown service fails at once, and one that waited longer
+// than HoldTimeout fails as unknown.
+func TestCallsWaitForTheRouteFeedsFirstPass(t *testing.T) {
+	nodes := startClusterConfig(t, Config{AwaitRoutes: true}, "n1", "n2")
+	n1, n2 := nodes[0], nodes[1]
+	n2.runEcho(t, "2.0.0")
+	n2.r.RoutesKnown()
+	echo := echov1.NewEchoServiceClient(n1.conn)
+
+	type result struct {
+		resp *echov1.EchoResponse
+		err  error
+	}
+	var trl metadata.MD
+	done := make(chan result, 1)
+	go func() {
+		resp, err := echo.Echo(testCtx(t), &echov1.EchoRequest{Message: "early"}, grpc.Trailer(&trl))
+		done <- result{resp, err}
+	}()
+	testenv.Eventually(t, 10*time.Second, "the call to wait for the route table", func() bool { return n1.r.awaiting.Load() == 1 })
+	// The feed's first pass: n2's instance.
+	if err := n1.r.SetRemote(n2.remote("2.0.0", true)); err != nil {
+		t.Fatal(err)
+	}
+	n1.r.RoutesKnown()
+	if res := <-done; res.err != nil || res.resp.GetVersion() != "2.0.0" {
+		t.Fatalf("call made before the first pass: %v %v", res.resp, res.err)
+	}
+	if v := trl.Get(HeldTrailer); len(v) != 1 {
+		t.Fatalf("trailers %v carry no %s", trl, HeldTrailer)
+	}
+	n1.r.RoutesKnown() // again: no effect
+
+	err := n1.conn.Invoke(testCtx(t), "/nowhere.v1.Nothing/Call", &echov1.EchoRequest{}, &echov1.EchoResponse{})
+	wantStatus(t, err, codes.Unimplemented, "")
+	if n := n1.r.awaiting.Load(); n != 0 {
+		t.Fatalf("%d calls wait for the route table after it is known", n)
+	}
+
+	// Never made known: the call fails as unknown after HoldTimeout.
+	tr := startRouter(t, Config{AwaitRoutes: true, HoldTimeout: 100 * time.Millisecond})
+	_, err = echov1.NewEchoServiceClient(tr.conn).Echo(testCtx(t), &echov1.EchoRequest{Message: "x"})
+	wantStatus(t, err, codes.Unimplemented, "")
+	if msg := status.Convert(err).Message(); !strings.HasPrefix(msg, "unknown service echo.v1.EchoService") {
+		t.Fatalf("message %q", msg)
+	}
+}

@@ -102,6 +102,13 @@ type Config struct {
 	// calls reach the instances SetRemote records. Without it they fail
 	// with Unavailable.
 	DialPeer func(ctx context.Context, rpcAddr, node string) (net.Conn, error)
+	// AwaitRoutes says the route table is not complete until RoutesKnown
+	// is called (the agent's route feed calls it after its first pass
+	// over the cluster's observations and catalog). Meanwhile a call to a
+	// service no plugin declared waits for it, up to HoldTimeout or its
+	// own deadline, rather than failing Unimplemented: on an agent's start
+	// the services of plugins that run elsewhere are not known yet.
+	AwaitRoutes bool
 }
 
 // CredentialHeaders are the headers that carry a caller's credentials,
@@ -177,6 +184,12 @@ type Router struct {
 	unknown atomic.Uint64 // calls to services no plugin declared
 
 	relay atomic.Pointer[relay] // set by Serve
+
+	// routesKnown is closed by RoutesKnown; nil without
+	// Config.AwaitRoutes.
+	routesKnown     chan struct{}
+	routesKnownOnce sync.Once
+	awaiting        atomic.Int64 // calls waiting for routesKnown now
 }
 
 // plugin is the router's entry for one plugin.
@@ -242,7 +255,48 @@ func New(cfg Config) *Router {
 	}
 	empty := map[string]*plugin{}
 	r.routes.Store(&empty)
+	if cfg.AwaitRoutes {
+		r.routesKnown = make(chan struct{})
+	}
 	return r
+}
+
+// RoutesKnown says the route table is complete (see Config.AwaitRoutes):
+// calls waiting for it go on, and calls to unknown services fail at once
+// from now on.
+func (r *Router) RoutesKnown() {
+	if r.routesKnown == nil {
+		return
+	}
+	r.routesKnownOnce.Do(func() {
+		close(r.routesKnown)
+		r.log.Debug("route table complete")
+	})
+}
+
+// awaitRoutes waits, for a call to service that no plugin serves, until
+// the route table is complete (see Config.AwaitRoutes), at most
+// HoldTimeout, then looks again; held is how long it waited.
+func (r *Router) awaitRoutes(ctx context.Context, service string) (p *plugin, held time.Duration) {
+	if r.routesKnown == nil {
+		return nil, 0
+	}
+	select {
+	case <-r.routesKnown:
+		return nil, 0
+	default:
+	}
+	start := time.Now()
+	r.awaiting.Add(1)
+	defer r.awaiting.Add(-1)
+	timer := time.NewTimer(r.cfg.HoldTimeout)
+	defer timer.Stop()
+	select {
+	case <-r.routesKnown:
+	case <-timer.C:
+	case <-ctx.Done():
+	}
+	return (*r.routes.Load())[service], time.Since(start)
 }
 
 // Declare records the services plugin serves, from its manifest, replacing
@@ -447,9 +501,22 @@ func (r *Router) handle(_ any, ss grpc.ServerStream) error {
 	}
 	service := serviceOf(method)
 	p := (*r.routes.Load())[service]
+	var held time.Duration
 	if p == nil {
+		p, held = r.awaitRoutes(ss.Context(), service)
+	}
+	if p == nil {
+		if held > 0 {
+			ss.SetTrailer(metadata.Pairs(HeldTrailer, strconv.FormatInt(held.Milliseconds(), 10)))
+		}
 		r.unknown.Add(1)
+		if err := ss.Context().Err(); err != nil {
+			return errFromContext(ss.Context())
+		}
 		return errUnknownService(service)
+	}
+	if held > 0 {
+		p.stats.recordHeld(held)
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
@@ -461,7 +528,7 @@ func (r *Router) handle(_ any, ss grpc.ServerStream) error {
 	if err != nil {
 		return err
 	}
-	err = r.route(ctxStream{ServerStream: ss, ctx: ctx}, p, method)
+	err = r.route(ctxStream{ServerStream: ss, ctx: ctx}, p, method, held)
 	release()
 	if rv := revoked.Load(); rv != nil {
 		err = *rv // the caller's token was revoked mid-call
@@ -510,8 +577,11 @@ func (r *Router) authorizeFields(fields []hpack.HeaderField, p *plugin, method s
 }
 
 // route proxies one call to p's backend.
-func (r *Router) route(ss grpc.ServerStream, p *plugin, method string) error {
+// awaited is how long it waited for the route table already (see
+// awaitRoutes), counted in its held trailer.
+func (r *Router) route(ss grpc.ServerStream, p *plugin, method string, awaited time.Duration) error {
 	b, held, err := r.acquire(ss.Context(), p, false)
+	held += awaited
 	if held > 0 {
 		p.stats.recordHeld(held)
 	}
