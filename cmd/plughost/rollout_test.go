@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -252,4 +253,38 @@ func TestRolloutUsage(t *testing.T) {
 			t.Errorf("%q: exit %d, stderr %q; want exit 2 saying %q", tc.args, code, errOut.String(), tc.want)
 		}
 	}
+}
+
+// TestRolloutLiveViewRedrawsInPlace: on a terminal, each record redraws
+// the view over the one before (cursor up its line count, clear below),
+// and the stream's end leaves the last frame.
+func TestRolloutLiveViewRedrawsInPlace(t *testing.T) {
+	inUTC(t)
+	steps := rolloutSteps()
+	i := 0
+	var b bytes.Buffer
+	err := liveView(t.Context(), &b, func() (*operatorv1.Rollout, error) {
+		if i == 2 {
+			return nil, io.EOF
+		}
+		i++
+		return steps[i-1], nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := b.String()
+	first := strings.Count(renderString(steps[0]), "\n")
+	if !strings.Contains(got, fmt.Sprintf("\x1b[%dA\x1b[J", first)) {
+		t.Errorf("no redraw over the first frame's %d lines:\n%q", first, got)
+	}
+	if !strings.HasSuffix(got, "      node n4 waiting\n") || !strings.Contains(got, "1/2  updating") {
+		t.Errorf("the last frame is not step 1's:\n%s", got)
+	}
+}
+
+func renderString(r *operatorv1.Rollout) string {
+	var b bytes.Buffer
+	renderRollout(&b, r, r.GetAsOf().AsTime(), true)
+	return b.String()
 }
