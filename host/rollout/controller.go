@@ -14,6 +14,8 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -103,12 +105,39 @@ type Controller struct {
 	// start, so each is logged once (logging only: nothing is decided
 	// from it).
 	blocked map[string]string
+	// refused are the refused rollout records logged (key -> mod
+	// revision), and casFails the creates refused in a row by plugin:
+	// each logged once (logging only).
+	refused  map[string]int64
+	casFails map[string]int
 }
 
 // New returns a Controller.
 func New(cfg Config) *Controller {
 	cfg = cfg.withDefaults()
-	return &Controller{cfg: cfg, db: intent.New(cfg.Store), log: cfg.Logger, blocked: map[string]string{}}
+	return &Controller{cfg: cfg, db: intent.New(cfg.Store), log: cfg.Logger, blocked: map[string]string{},
+		refused: map[string]int64{}, casFails: map[string]int{}}
+}
+
+// maxCASFails is how many creates of a plugin's rollout refused in a row
+// are logged as an error.
+const maxCASFails = 5
+
+// rolloutKeySeq parses a rollout record's key.
+func rolloutKeySeq(key string) (plugin string, seq int64, ok bool) {
+	rest, ok := strings.CutPrefix(key, intent.PrefixRollout)
+	if !ok {
+		return "", 0, false
+	}
+	i := strings.LastIndexByte(rest, '/')
+	if i <= 0 {
+		return "", 0, false
+	}
+	seq, err := strconv.ParseInt(rest[i+1:], 10, 64)
+	if err != nil || seq <= 0 || intent.RolloutKey(rest[:i], seq) != key {
+		return "", 0, false
+	}
+	return rest[:i], seq, true
 }
 
 // watched are the _sys prefixes whose changes make a pass.
@@ -189,6 +218,9 @@ type world struct {
 	controls map[string]intent.RolloutControl
 	vfailed  map[string]map[string]intent.VersionFailure
 	nodes    map[string]NodeView
+	// topSeq is, by plugin, the highest seq of a rollout key present,
+	// refused records' too: a new rollout is numbered past it.
+	topSeq map[string]int64
 }
 
 // Pass reads the store and moves every plugin's rollout one step; active
@@ -224,7 +256,8 @@ func (c *Controller) Pass(ctx context.Context) (active bool, err error) {
 func (c *Controller) read(ctx context.Context) (*world, error) {
 	w := &world{now: c.cfg.Now(), intents: map[string]intent.Intent{}, assigned: map[string]map[string]string{},
 		observed: map[string]map[string]intent.Observation{}, rollouts: map[string][]intent.Item[intent.Rollout]{},
-		controls: map[string]intent.RolloutControl{}, vfailed: map[string]map[string]intent.VersionFailure{}, nodes: map[string]NodeView{}}
+		controls: map[string]intent.RolloutControl{}, vfailed: map[string]map[string]intent.VersionFailure{}, nodes: map[string]NodeView{},
+		topSeq: map[string]int64{}}
 	ins, _, err := c.db.Intents(ctx)
 	if err != nil {
 		return nil, err
@@ -258,11 +291,31 @@ func (c *Controller) read(ctx context.Context) (*world, error) {
 	if err != nil {
 		return nil, err
 	}
+	seen := map[string]bool{}
 	for _, e := range refused {
-		c.log.Warn("a rollout record is refused", "error", e)
+		var re *intent.RecordError
+		if !errors.As(e, &re) {
+			c.log.Warn("a rollout record is refused", "error", e)
+			continue
+		}
+		seen[re.Key] = true
+		if plugin, seq, ok := rolloutKeySeq(re.Key); ok {
+			w.topSeq[plugin] = max(w.topSeq[plugin], seq)
+		}
+		if c.refused[re.Key] != re.ModRevision {
+			c.refused[re.Key] = re.ModRevision
+			c.log.Warn("a rollout record is refused: the plugin's next rollout is numbered past it, and its rollouts go on from the newest valid one",
+				"key", re.Key, "error", e)
+		}
+	}
+	for k := range c.refused {
+		if !seen[k] {
+			delete(c.refused, k)
+		}
 	}
 	for _, it := range rs {
 		w.rollouts[it.Value.Plugin] = append(w.rollouts[it.Value.Plugin], it)
+		w.topSeq[it.Value.Plugin] = max(w.topSeq[it.Value.Plugin], it.Value.Seq)
 	}
 	for _, list := range w.rollouts {
 		sort.Slice(list, func(i, j int) bool { return list[i].Value.Seq < list[j].Value.Seq })
@@ -369,6 +422,10 @@ func (c *Controller) maybeStart(ctx context.Context, w *world, in intent.Intent,
 		return nil, nil
 	}
 	delete(c.blocked, in.Plugin)
+	if top := w.topSeq[in.Plugin]; r.Seq <= top {
+		r.Seq = top + 1 // past a refused record
+		r.ID = intent.RolloutID(r.Plugin, r.Seq)
+	}
 	var t intent.Txn
 	t.IfModRevision(r.Key(), 0).Put(r)
 	var old *intent.Rollout
@@ -380,8 +437,15 @@ func (c *Controller) maybeStart(ctx context.Context, w *world, in intent.Intent,
 	}
 	rev, ok, err := c.db.Commit(ctx, &t)
 	if err != nil || !ok {
-		return nil, err // another write came first: the next pass sees it
+		// Another write came first: the next pass sees it. Not again and
+		// again: that is a record this controller cannot see.
+		if c.casFails[in.Plugin]++; c.casFails[in.Plugin] == maxCASFails {
+			c.log.Error("a rollout cannot be created: its record was written by another in every one of the last passes",
+				"plugin", in.Plugin, "key", r.Key(), "passes", maxCASFails, "error", err)
+		}
+		return nil, err
 	}
+	delete(c.casFails, in.Plugin)
 	c.log.Info("rollout started", "plugin", r.Plugin, "id", r.ID, "from", r.From, "to", r.To, "trigger", r.Trigger, "reason", r.Reason)
 	if old != nil {
 		c.record(ctx, old, []Note{{Type: EventSuperseded, Version: old.To, Reason: old.ID + ": superseded by " + r.ID + " (to " + r.To + ")", Outcome: OutcomeSuperseded}})

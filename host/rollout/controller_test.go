@@ -677,3 +677,20 @@ func TestRestoreOfAGoneSnapshotFinishesOnResume(t *testing.T) {
 		t.Errorf("recorded a restore: %+v", r)
 	}
 }
+
+// A refused record at the next seq does not block the plugin's rollouts:
+// the next one is numbered past it.
+func TestRefusedRecordDoesNotBlockRollouts(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", nil)
+	f.until("done", f.state(1, intent.RolloutCompleted))
+	if _, err := f.st.Put(f.ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: []byte(intent.RolloutKey("echo", 2)), Value: []byte("{garbage")}); err != nil {
+		t.Fatal(err)
+	}
+	f.register("1.2.0", nil)
+	f.until("echo-3 completed", f.state(3, intent.RolloutCompleted))
+	if got := f.versions(); !reflect.DeepEqual(got, all("1.2.0", 3)) {
+		t.Errorf("assigned %v", got)
+	}
+}
