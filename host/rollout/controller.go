@@ -16,6 +16,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -158,15 +159,18 @@ func (c *Controller) Run(ctx context.Context) error {
 	members, stop := c.cfg.Members.MemberChanges()
 	defer stop()
 	wctx, cancel := context.WithCancel(ctx)
-	watchDone := make(chan struct{})
+	var watches sync.WaitGroup
 	from := c.cfg.Store.Revision() + 1
-	go func() {
-		defer close(watchDone)
-		_ = c.db.Watch(wctx, from, watched, c.log, func(intent.Change) { poke() })
-	}()
+	// A watch a prefix: they have no common prefix but _sys itself,
+	// whose events and snapshot chunks would wake a watch of it all.
+	for _, p := range watched {
+		watches.Go(func() {
+			_ = c.db.Watch(wctx, from, []string{p}, c.log, func(intent.Change) { poke() })
+		})
+	}
 	defer func() {
 		cancel()
-		<-watchDone
+		watches.Wait()
 	}()
 	timer := time.NewTimer(0) // the first pass at once
 	defer timer.Stop()
