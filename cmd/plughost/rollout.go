@@ -450,6 +450,11 @@ func stateLineWhy(r *operatorv1.Rollout, withWhy bool) string {
 	case intent.RolloutRollingBack:
 		return "rolling back to " + r.GetFromVersion() + why
 	case intent.RolloutPaused:
+		if strings.Contains(r.GetFailure(), intent.NoRetry) {
+			// A node fell back: resume alone does not go on; the failure
+			// says what does.
+			return "paused: node " + r.GetFailedNode() + ": " + r.GetFailure()
+		}
 		return "paused" + why + fmt.Sprintf(" ('plughost rollout resume %s' goes on, 'plughost rollout abort %s' rolls back)", r.GetId(), r.GetId())
 	case intent.RolloutCompleted:
 		return "completed" + took(r) + pendingWords(r)

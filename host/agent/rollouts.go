@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -104,10 +105,10 @@ func (o *operator) ListRollouts(ctx context.Context, req *operatorv1.ListRollout
 		if err != nil {
 			return err
 		}
-		ctls := map[string]*intent.RolloutControl{}
+		ctls := map[string]*intent.Item[intent.RolloutControl]{}
 		if ctlItems, _, err := intent.List[intent.RolloutControl](ctx, db, intent.PrefixRolloutCtl); err == nil {
 			for _, c := range ctlItems {
-				ctls[c.Value.ID] = &c.Value
+				ctls[c.Value.ID] = &c
 			}
 		}
 		sort.SliceStable(items, func(i, j int) bool { return newer(items[i].Value, items[j].Value) })
@@ -160,12 +161,12 @@ func (o *operator) GetRollout(ctx context.Context, req *operatorv1.GetRolloutReq
 }
 
 // controlFor is the plugin's latest operator request when it is for r.
-func (o *operator) controlFor(ctx context.Context, db *intent.DB, r intent.Rollout) *intent.RolloutControl {
+func (o *operator) controlFor(ctx context.Context, db *intent.DB, r intent.Rollout) *intent.Item[intent.RolloutControl] {
 	c, found, err := db.RolloutControl(ctx, r.Plugin)
 	if err != nil || !found || c.Value.ID != r.ID {
 		return nil
 	}
-	return &c.Value
+	return &c
 }
 
 func (o *operator) WatchRollout(req *operatorv1.WatchRolloutRequest, stream operatorv1.OperatorService_WatchRolloutServer) error {
@@ -313,6 +314,19 @@ func (o *operator) controlRollout(ctx context.Context, plugin, id, action string
 	if msg := refusal(r, action, restore); msg != "" {
 		return nil, nil, rolloutError(codes.FailedPrecondition, operatorv1.ReasonRolloutState, plugin, r.ID, msg, map[string]string{"state": r.State})
 	}
+	if action == intent.ControlResume && strings.Contains(r.Failure, intent.NoRetry) {
+		// Paused because a node fell back: it tries the version again only
+		// once it is pinned again (since the pause), else the controller
+		// would refuse the resume (area fixa).
+		pin, err := o.a.catalog.GetPin(ctx, plugin)
+		if err != nil {
+			return nil, nil, toStatus(err)
+		}
+		if pin == nil || pin.ModRevision <= latest.ModRevision {
+			return nil, nil, rolloutError(codes.FailedPrecondition, operatorv1.ReasonRolloutState, plugin, r.ID,
+				fmt.Sprintf("rollout %s cannot resume yet: %s", r.ID, r.Failure), map[string]string{"state": r.State})
+		}
+	}
 	c := intent.RolloutControl{Plugin: plugin, ID: r.ID, Action: action, RestoreData: restore, Actor: actorFrom(ctx), At: time.Now().UTC()}
 	// Only if the rollout is still as read: a request checked against a
 	// state that has moved on could ask for what no longer applies.
@@ -325,7 +339,7 @@ func (o *operator) controlRollout(ctx context.Context, plugin, id, action string
 		return nil, nil, status.Errorf(codes.Aborted, "rollout %s changed while the request was made; look at 'plughost rollout status %s' and ask again", r.ID, r.ID)
 	}
 	o.a.log.Info("rollout request recorded", "rollout", r.ID, "action", action, "restore_data", restore, "actor", c.Actor)
-	return toRollout(latest, time.Now(), &c), toControl(&c, false), nil
+	return toRollout(latest, time.Now(), &intent.Item[intent.RolloutControl]{Value: c}), toControl(&c, false), nil
 }
 
 // refusal says why action does not apply to r's state; "" when it does.
@@ -379,7 +393,7 @@ func tsOrNil(t time.Time) *timestamppb.Timestamp {
 }
 
 // toControl is a request for the API; applied says whether the rollout
-// controller has applied it (the rollout's ControlAt).
+// controller has applied it (the rollout's ControlRev).
 func toControl(c *intent.RolloutControl, applied bool) *operatorv1.RolloutControl {
 	if c == nil {
 		return nil
@@ -389,9 +403,18 @@ func toControl(c *intent.RolloutControl, applied bool) *operatorv1.RolloutContro
 
 // toRollout is a rollout record for the API, its time-left fields counted
 // at now.
-func toRollout(it intent.Item[intent.Rollout], now time.Time, ctl *intent.RolloutControl) *operatorv1.Rollout {
+func toRollout(it intent.Item[intent.Rollout], now time.Time, ctlItem *intent.Item[intent.RolloutControl]) *operatorv1.Rollout {
 	r := it.Value
 	p := r.Policy
+	var ctl *intent.RolloutControl
+	applied := false
+	if ctlItem != nil {
+		// Applied once the rollout records its store revision (or, in a
+		// record from before revisions were recorded, its At).
+		ctl = &ctlItem.Value
+		applied = (ctlItem.ModRevision > 0 && ctlItem.ModRevision <= r.ControlRev) ||
+			(r.ControlRev == 0 && !r.ControlAt.IsZero() && !ctl.At.After(r.ControlAt))
+	}
 	out := &operatorv1.Rollout{
 		Id: r.ID, Plugin: r.Plugin, Seq: r.Seq, FromVersion: r.From, ToVersion: r.To, TargetVersion: r.Target(),
 		Trigger: r.Trigger, Actor: r.Actor, Reason: r.Reason,
@@ -404,7 +427,7 @@ func toRollout(it intent.Item[intent.Rollout], now time.Time, ctl *intent.Rollou
 		Created: tsOrNil(r.Created), Updated: tsOrNil(r.Updated), Finished: tsOrNil(r.Finished),
 		Failure: r.Failure, FailedNode: r.FailedNode, Pending: r.Pending, Converged: tsOrNil(r.Converged),
 		SupersededBy: r.SupersededBy, RestoreData: r.RestoreData, Restored: tsOrNil(r.Restored),
-		Revision: it.ModRevision, AsOf: timestamppb.New(now), Control: toControl(ctl, ctl != nil && !ctl.At.After(r.ControlAt)),
+		Revision: it.ModRevision, AsOf: timestamppb.New(now), Control: toControl(ctl, applied),
 	}
 	if s := r.Snapshot; s != nil {
 		out.Snapshot = &operatorv1.RolloutSnapshot{Namespace: s.Namespace, Keys: int64(s.Keys), Bytes: s.Bytes, Sha256: s.SHA256,

@@ -85,7 +85,8 @@ type Upgrade struct {
 	// Both default to the health block's.
 	MinHealthyTime  Duration `json:"min_healthy_time"`
 	HealthyDeadline Duration `json:"healthy_deadline"`
-	// ProgressDeadline bounds the whole rollout.
+	// ProgressDeadline is the longest a rollout may go without progress
+	// (a domain starting or finishing); then it pauses for an operator.
 	ProgressDeadline Duration `json:"progress_deadline"`
 	// FailureAction: FailureRollback or FailurePause.
 	FailureAction string `json:"failure_action"`

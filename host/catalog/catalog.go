@@ -58,6 +58,10 @@ type Pin struct {
 	// namespace to the snapshot taken before the rollout it undoes
 	// ('plugin rollback -restore-data').
 	RestoreData bool `json:"restore_data,omitempty"`
+	// ModRevision is the store revision the pin was written at (GetPin
+	// sets it; not stored): what orders it against other records, where
+	// At is another node's clock.
+	ModRevision int64 `json:"-"`
 }
 
 // Record is one line of a plugin's version history.
@@ -261,6 +265,7 @@ func (c *Catalog) GetPin(ctx context.Context, name string) (*Pin, error) {
 	if err := json.Unmarshal(resp.GetKv().GetValue(), &p); err != nil {
 		return nil, fmt.Errorf("catalog: decoding pin of %s: %w", name, err)
 	}
+	p.ModRevision = resp.GetKv().GetModRevision()
 	return &p, nil
 }
 
@@ -377,10 +382,18 @@ const prefixFailed = "failed/"
 type Failure struct {
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
+	// ModRevision is the store revision it was recorded at (Failures sets
+	// it; not stored).
+	ModRevision int64 `json:"-"`
 }
 
 func failedKey(node, name, version string) []byte {
-	return []byte(prefixFailed + node + "/" + name + "/" + version)
+	return []byte(FailedKey(node, name, version))
+}
+
+// FailedKey is the _sys key of the record that version failed on node.
+func FailedKey(node, name, version string) string {
+	return prefixFailed + node + "/" + name + "/" + version
 }
 
 // MarkFailed records that version failed on node, so the node does not try
@@ -403,6 +416,7 @@ func (c *Catalog) Failures(ctx context.Context, node, name string) (map[string]F
 		if err := json.Unmarshal(kv.GetValue(), &f); err != nil {
 			return fmt.Errorf("catalog: decoding %s: %w", kv.GetKey(), err)
 		}
+		f.ModRevision = kv.GetModRevision()
 		k := string(kv.GetKey())
 		out[k[strings.LastIndexByte(k, '/')+1:]] = f
 		return nil
@@ -445,7 +459,7 @@ func (c *Catalog) unlessFailed(ctx context.Context, node, name string, e *Entry,
 		return e, pin, err
 	}
 	f, bad := failed[e.Version]
-	if !bad || (pin != nil && pin.At.After(f.At)) {
+	if !bad || (pin != nil && pinnedSince(pin, f)) {
 		return e, pin, nil
 	}
 	if running != "" {
@@ -457,6 +471,16 @@ func (c *Catalog) unlessFailed(ctx context.Context, node, name string, e *Entry,
 		return h, pin, nil
 	}
 	return e, pin, nil
+}
+
+// pinnedSince reports whether pin was made after f was recorded: by store
+// revision (the two are written by different nodes, whose clocks differ),
+// by At only when a revision is unknown.
+func pinnedSince(pin *Pin, f Failure) bool {
+	if pin.ModRevision > 0 && f.ModRevision > 0 {
+		return pin.ModRevision > f.ModRevision
+	}
+	return pin.At.After(f.At)
 }
 
 // Unpinned returns the version node runs once the plugin is unpinned: the

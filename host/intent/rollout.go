@@ -183,9 +183,16 @@ type Rollout struct {
 	// again after a rollback; Restored is when it was.
 	RestoreData bool      `json:"restore_data,omitempty"`
 	Restored    time.Time `json:"restored,omitzero"`
-	// ControlAt is the At of the last operator request (rolloutctl/)
-	// applied to it: each is applied once.
-	ControlAt time.Time `json:"control_at,omitzero"`
+	// ControlRev is the store revision (ModRevision) of the last operator
+	// request (rolloutctl/) applied to it: each is applied once, in the
+	// order the cluster committed them. ControlAt is that request's At,
+	// for display only (another node's clock).
+	ControlRev int64     `json:"control_rev,omitempty"`
+	ControlAt  time.Time `json:"control_at,omitzero"`
+	// Progressed is when it last made progress (the leader's clock): it
+	// started, a domain started or finished, or it was resumed.
+	// progress_deadline counts from it (from Created when zero).
+	Progressed time.Time `json:"progressed,omitzero"`
 	// Straight are the nodes that were down when the rollout began: while
 	// it moves forward each is assigned To at once, so a node that returns
 	// goes straight to the newest target instead of starting From first
@@ -205,6 +212,12 @@ type RolloutControl struct {
 	At          time.Time `json:"at"`
 }
 
+// NoRetry is in the failure of a rollout paused because a node fell back
+// from a version (and in the note of a resume refused for it): the node
+// does not try that version again until the plugin is pinned again, so a
+// resume alone cannot succeed.
+const NoRetry = "does not try it again by itself until it is pinned again"
+
 // Operator requests on a rollout.
 const (
 	ControlPause  = "pause"
@@ -213,7 +226,8 @@ const (
 )
 
 // VersionFailure marks a version that failed cluster-wide: no rollout
-// starts towards it again until an operator pins it after At.
+// starts towards it again until an operator pins it after it was recorded
+// (by store revision: At is for display).
 type VersionFailure struct {
 	Plugin  string    `json:"plugin"`
 	Version string    `json:"version"`

@@ -219,8 +219,8 @@ type world struct {
 	assigned map[string]map[string]string // plugin -> node -> version
 	observed map[string]map[string]intent.Observation
 	rollouts map[string][]intent.Item[intent.Rollout] // by plugin, oldest first
-	controls map[string]intent.RolloutControl
-	vfailed  map[string]map[string]intent.VersionFailure
+	controls map[string]intent.Item[intent.RolloutControl]
+	vfailed  map[string]map[string]intent.Item[intent.VersionFailure]
 	nodes    map[string]NodeView
 	// topSeq is, by plugin, the highest seq of a rollout key present,
 	// refused records' too: a new rollout is numbered past it.
@@ -260,7 +260,7 @@ func (c *Controller) Pass(ctx context.Context) (active bool, err error) {
 func (c *Controller) read(ctx context.Context) (*world, error) {
 	w := &world{now: c.cfg.Now(), intents: map[string]intent.Intent{}, assigned: map[string]map[string]string{},
 		observed: map[string]map[string]intent.Observation{}, rollouts: map[string][]intent.Item[intent.Rollout]{},
-		controls: map[string]intent.RolloutControl{}, vfailed: map[string]map[string]intent.VersionFailure{}, nodes: map[string]NodeView{},
+		controls: map[string]intent.Item[intent.RolloutControl]{}, vfailed: map[string]map[string]intent.Item[intent.VersionFailure]{}, nodes: map[string]NodeView{},
 		topSeq: map[string]int64{}}
 	ins, _, err := c.db.Intents(ctx)
 	if err != nil {
@@ -329,7 +329,7 @@ func (c *Controller) read(ctx context.Context) (*world, error) {
 		return nil, err
 	}
 	for _, it := range ctls {
-		w.controls[it.Value.Plugin] = it.Value
+		w.controls[it.Value.Plugin] = it
 	}
 	vfs, _, err := intent.List[intent.VersionFailure](ctx, c.db, intent.PrefixVersionFail)
 	if err != nil {
@@ -337,9 +337,9 @@ func (c *Controller) read(ctx context.Context) (*world, error) {
 	}
 	for _, it := range vfs {
 		if w.vfailed[it.Value.Plugin] == nil {
-			w.vfailed[it.Value.Plugin] = map[string]intent.VersionFailure{}
+			w.vfailed[it.Value.Plugin] = map[string]intent.Item[intent.VersionFailure]{}
 		}
-		w.vfailed[it.Value.Plugin][it.Value.Version] = it.Value
+		w.vfailed[it.Value.Plugin][it.Value.Version] = it
 	}
 	for _, n := range c.cfg.Members.Nodes() {
 		w.nodes[n.Name] = NodeView{UpgradeDomain: controller.UpgradeDomain(n), Alive: n.Alive}
@@ -395,7 +395,7 @@ func (c *Controller) maybeStart(ctx context.Context, w *world, in intent.Intent,
 	want := Want{Now: w.now, Intent: in, Assigned: w.assigned[in.Plugin], Nodes: w.nodes, Failed: w.vfailed[in.Plugin]}
 	if latest != nil {
 		lv := latest.Value
-		want.Latest = &lv
+		want.Latest, want.LatestRev = &lv, latest.ModRevision
 	}
 	// Cheap checks first: most passes have nothing to start.
 	if len(want.Assigned) == 0 {
@@ -468,7 +468,7 @@ func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[inte
 	if err != nil {
 		return false, err
 	}
-	v, err := c.view(ctx, w, r)
+	v, err := c.view(ctx, w, r, it.CreateRevision)
 	if err != nil {
 		return false, err
 	}
@@ -583,16 +583,28 @@ func (c *Controller) effect(ctx context.Context, w *world, r *intent.Rollout, ne
 }
 
 // view is what the gate of r needs: the members, the plugin's
-// observations, and the node-level fallbacks of the nodes in a gate.
-func (c *Controller) view(ctx context.Context, w *world, r *intent.Rollout) (View, error) {
+// observations, and the node-level fallbacks of the nodes in a gate, which
+// count from created (r's CreateRevision) or the plugin's pin, if later.
+func (c *Controller) view(ctx context.Context, w *world, r *intent.Rollout, created int64) (View, error) {
 	v := View{Now: w.now, Nodes: w.nodes, Observed: w.observed[r.Plugin], Failed: map[string]map[string]Fallback{},
-		Assigned: map[string]bool{}}
+		Assigned: map[string]bool{}, GateRev: created}
+	pinRead := false
 	for n := range w.assigned[r.Plugin] {
 		v.Assigned[n] = true
 	}
 	for _, d := range r.Domains {
 		if d.Phase != intent.DomainUpdating && d.Phase != intent.DomainRollingBack {
 			continue
+		}
+		if !pinRead {
+			pin, err := c.cfg.Catalog.GetPin(ctx, r.Plugin)
+			if err != nil {
+				return v, err
+			}
+			if pin != nil {
+				v.GateRev = max(v.GateRev, pin.ModRevision)
+			}
+			pinRead = true
 		}
 		for _, n := range d.Nodes {
 			fs, err := c.cfg.Catalog.Failures(ctx, n.Name, r.Plugin)
@@ -603,7 +615,7 @@ func (c *Controller) view(ctx context.Context, w *world, r *intent.Rollout) (Vie
 				if v.Failed[n.Name] == nil {
 					v.Failed[n.Name] = map[string]Fallback{}
 				}
-				v.Failed[n.Name][ver] = Fallback{Reason: f.Reason, At: f.At}
+				v.Failed[n.Name][ver] = Fallback{Reason: f.Reason, At: f.At, Rev: f.ModRevision}
 			}
 		}
 	}

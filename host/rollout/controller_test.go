@@ -694,3 +694,101 @@ func TestRefusedRecordDoesNotBlockRollouts(t *testing.T) {
 		t.Errorf("assigned %v", got)
 	}
 }
+
+// A pin and a failure are ordered by store revision, not by the clocks of
+// the nodes that wrote them: a pin made before the rollout it started
+// failed does not start it again, though the pinning node's clock is a
+// day ahead of the leader's (the fixture's clock is a day behind the
+// catalog's). A pin made after the failure does.
+func TestFailedVersionStaysFailedWhenThePinnersClockIsAhead(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", func(u *bundle.Upgrade) { u.Policy = bundle.UpgradeManual })
+	f.bad["n2"] = "1.1.0"
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "ada"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-1 rolled back", f.state(1, intent.RolloutRolledBack))
+	for range 100 {
+		f.round()
+	}
+	if r := f.latest(); r.Seq != 1 {
+		t.Fatalf("the pin made before the failure started %s again (%s)", r.ID, r.Reason)
+	}
+	delete(f.bad, "n2")
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "ada"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("echo-2 completed", f.state(2, intent.RolloutCompleted))
+}
+
+// Operator requests are applied in the order the cluster committed them:
+// a request stamped by a clock an hour ahead does not hide the next one.
+func TestOperatorRequestsInCommitOrder(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", nil)
+	f.until("ud1 in its gate", func() bool { r := f.latest(); return r != nil && r.Domains[0].Phase == intent.DomainUpdating })
+	ctl := &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlPause, Actor: "ada", At: f.clock.Now().Add(time.Hour)}
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("paused", f.state(1, intent.RolloutPaused))
+	ctl = &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlAbort, Actor: "bob", At: f.clock.Now()}
+	if _, err := f.db.Put(f.ctx, ctl); err != nil {
+		t.Fatal(err)
+	}
+	f.until("rolled back", f.state(1, intent.RolloutRolledBack))
+	if r := f.latest(); !strings.Contains(r.Failure, "aborted by bob") {
+		t.Errorf("failure %q", r.Failure)
+	}
+}
+
+// A node that fell back from the target does not try it again by itself,
+// so under failure_action pause a resume alone cannot get it through: the
+// resume is refused, saying what to do; once the version is pinned again
+// the node may try it, and a resume goes on.
+func TestResumeAfterFallbackNeedsAPin(t *testing.T) {
+	f := newFixture(t, 3)
+	f.install(3)
+	f.register("1.1.0", func(u *bundle.Upgrade) { u.FailureAction = bundle.FailurePause })
+	f.until("ud1 in its gate", func() bool { r := f.latest(); return r != nil && r.Domains[0].Phase == intent.DomainUpdating })
+	if err := f.cat.MarkFailed(f.ctx, "n1", "echo", "1.1.0", "port in use"); err != nil {
+		t.Fatal(err)
+	}
+	f.until("paused", f.state(1, intent.RolloutPaused))
+	hint := "'plughost plugin pin echo 1.1.0' has it try again, then 'plughost rollout resume echo-1'"
+	if r := f.latest(); r.FailedNode != "n1" || !strings.Contains(r.Failure, intent.NoRetry) || !strings.Contains(r.Failure, hint) {
+		t.Fatalf("failure %q on %q", r.Failure, r.FailedNode)
+	}
+	resume := func(actor string) {
+		t.Helper()
+		ctl := &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlResume, Actor: actor, At: f.clock.Now()}
+		if _, err := f.db.Put(f.ctx, ctl); err != nil {
+			t.Fatal(err)
+		}
+		for range 4 {
+			f.round()
+		}
+	}
+	resume("ada")
+	if r := f.latest(); r.State != intent.RolloutPaused || r.ControlAt.IsZero() {
+		t.Fatalf("resume without a pin: state %s, request applied at %v", r.State, r.ControlAt)
+	}
+	refused := false
+	for _, ev := range f.events() {
+		refused = refused || (ev.Type == rollout.EventRequest && strings.Contains(ev.Reason, "resume by ada refused: n1 fell back from 1.1.0") &&
+			strings.Contains(ev.Reason, hint))
+	}
+	if !refused {
+		t.Fatalf("no event says the resume was refused and why: %+v", f.events())
+	}
+	if err := f.cat.SetPin(f.ctx, "echo", "1.1.0", "bob"); err != nil {
+		t.Fatal(err)
+	}
+	resume("bob")
+	if r := f.latest(); r.State != intent.RolloutRunning && r.State != intent.RolloutCompleted {
+		t.Fatalf("resume after a pin: state %s (%s)", r.State, r.Failure)
+	}
+	f.until("completed", f.state(1, intent.RolloutCompleted))
+}

@@ -22,8 +22,11 @@ type Want struct {
 	// Assigned is, by node, the version each node is assigned.
 	Assigned map[string]string
 	Nodes    map[string]NodeView
-	// Failed are the plugin's cluster-wide version failures, by version.
-	Failed map[string]intent.VersionFailure
+	// Failed are the plugin's cluster-wide version failures, by version,
+	// with the store revision each was written at.
+	Failed map[string]intent.Item[intent.VersionFailure]
+	// LatestRev is the ModRevision of Latest's record as read.
+	LatestRev int64
 	// Upgrade is the upgrade block of the intent's version's manifest.
 	Upgrade bundle.Upgrade
 	// Registrant is who registered the intent's version.
@@ -83,13 +86,21 @@ func Plan(w Want) (*intent.Rollout, string) {
 	if w.Intent.Pinned && (w.Pin == nil || w.Pin.Version != to) {
 		return nil, "the pin and the intent disagree for now"
 	}
-	if f, failed := w.Failed[to]; failed && (w.Pin == nil || !w.Pin.At.After(f.At)) {
-		return nil, fmt.Sprintf("%s failed cluster-wide (%s): pin it to try it again", to, f.Reason)
+	// Ordered by store revision, not by At: the pin and the failure are
+	// stamped by different nodes' clocks.
+	if f, failed := w.Failed[to]; failed && (w.Pin == nil || w.Pin.ModRevision <= f.ModRevision) {
+		return nil, fmt.Sprintf("%s failed cluster-wide (%s): pin it to try it again", to, f.Value.Reason)
+	}
+	if _, failed := w.Failed[to]; !failed && w.Latest != nil && !w.Latest.Done() && w.Latest.Back() && w.Latest.To == to &&
+		(w.Pin == nil || w.Pin.ModRevision <= w.LatestRev) {
+		// Rolling back away from it, its failure record gone: only a pin
+		// made since turns it forward again.
+		return nil, fmt.Sprintf("%s rolls back away from %s: pin it to try it again", w.Latest.ID, to)
 	}
 	if w.Pin == nil && w.Upgrade.Policy == bundle.UpgradeManual {
 		return nil, fmt.Sprintf("%s is not pinned and its upgrade policy is manual: pin it to roll it out", to)
 	}
-	r := &intent.Rollout{Plugin: w.Intent.Plugin, Seq: 1, From: from, To: to, State: intent.RolloutRunning, Created: w.Now,
+	r := &intent.Rollout{Plugin: w.Intent.Plugin, Seq: 1, From: from, To: to, State: intent.RolloutRunning, Created: w.Now, Progressed: w.Now,
 		Policy: intent.RolloutPolicy{Mode: w.Upgrade.Policy, Strategy: w.Upgrade.Strategy, MaxParallel: w.Upgrade.MaxParallel,
 			MinHealthyTime: w.Upgrade.MinHealthyTime, HealthyDeadline: w.Upgrade.HealthyDeadline,
 			ProgressDeadline: w.Upgrade.ProgressDeadline, FailureAction: w.Upgrade.FailureAction}}

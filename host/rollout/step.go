@@ -25,6 +25,12 @@ type View struct {
 	// Failed is, by node then version, the node-level fallbacks of the
 	// plugin (failed/<node>/<plugin>/<version>).
 	Failed map[string]map[string]Fallback
+	// GateRev is the store revision after which a fallback counts against
+	// a node: the rollout record's CreateRevision, or the plugin's pin's
+	// ModRevision when later (a node tries a version that fell back again
+	// once it is pinned again). Revisions, not clocks: the fallback is
+	// stamped by the node's.
+	GateRev int64
 	// Assigned are the nodes assigned the plugin now; nil when unknown.
 	// A domain's nodes are taken from it when its turn comes, and a node
 	// no longer assigned (its instance moved elsewhere) leaves the gate.
@@ -41,6 +47,8 @@ type NodeView struct {
 type Fallback struct {
 	Reason string
 	At     time.Time
+	// Rev is the store revision it was recorded at.
+	Rev int64
 }
 
 // Need is an effect Step cannot have by itself: the controller does it,
@@ -126,6 +134,9 @@ type stepper struct {
 	v      View
 	notes  []Note
 	failed *intent.VersionFailure
+	// fallback is the version a node of the gate fell back from, when
+	// that is why it failed.
+	fallback string
 }
 
 func (s *stepper) note(n Note) {
@@ -156,12 +167,19 @@ func (s *stepper) forward() Need {
 			s.fail(node, why)
 			return NeedNothing
 		case node == "":
-			d.Phase, d.Finished = intent.DomainDone, s.v.Now
+			d.Phase, d.Finished, r.Progressed = intent.DomainDone, s.v.Now, s.v.Now
 			s.note(Note{Type: EventDomainDone, Domain: d.Name, Version: d.Version, Reason: fmt.Sprintf("every up node serves %s healthy (%s)", d.Version, nodeList(d))})
 		}
 	}
-	if since := later(r.Created, r.ControlAt); s.v.Now.Sub(since) > r.Policy.ProgressDeadline.Duration {
-		s.fail("", fmt.Sprintf("the rollout did not finish within its progress_deadline %v", r.Policy.ProgressDeadline))
+	since := r.Progressed
+	if since.IsZero() {
+		since = r.Created
+	}
+	if s.v.Now.Sub(since) > r.Policy.ProgressDeadline.Duration {
+		// Slow is not failed: what serves is healthy so far. An operator
+		// decides (nothing is marked failed).
+		s.pause(intent.RolloutRunning, "", fmt.Sprintf("no domain started or finished within progress_deadline %v (since %s); what serves is left serving: 'plughost rollout resume %s' waits another progress_deadline, 'plughost rollout abort %s' rolls back",
+			r.Policy.ProgressDeadline, since.UTC().Format(time.RFC3339), r.ID, r.ID))
 		return NeedNothing
 	}
 	active := 0
@@ -179,6 +197,7 @@ func (s *stepper) forward() Need {
 			continue
 		}
 		d.Version, d.Phase, d.Started, d.Finished = r.To, intent.DomainUpdating, s.v.Now, time.Time{}
+		r.Progressed = s.v.Now
 		s.startGate(d)
 		active++
 		s.note(Note{Type: EventDomainUpdating, Domain: d.Name, Version: r.To, Reason: fmt.Sprintf("moves from %s to %s (%s)", d.From, r.To, nodeList(d))})
@@ -206,7 +225,11 @@ func (s *stepper) back() Need {
 		}
 		switch node, why := s.gate(d, d.Version); {
 		case why != "":
-			s.pause(intent.RolloutRollingBack, node, "the rollback cannot complete: "+why+"; what serves is left serving")
+			why = "the rollback cannot complete: " + why + "; what serves is left serving"
+			if s.fallback != "" {
+				why += "; " + node + " " + retryHint(r, s.fallback)
+			}
+			s.pause(intent.RolloutRollingBack, node, why)
 			return NeedNothing
 		case node == "":
 			d.Phase, d.Finished = intent.DomainRolledBack, s.v.Now
@@ -340,8 +363,9 @@ func (s *stepper) gate(d *intent.RolloutDomain, version string) (node, why strin
 // it did.
 func (s *stepper) check(n *intent.RolloutNode, o intent.Observation, seen bool, version string) string {
 	r, now := s.r, s.v.Now
-	if f, ok := s.v.Failed[n.Name][version]; ok && f.At.After(r.Created) {
-		return clip(fmt.Sprintf("fell back from %s: %s", version, f.Reason))
+	if f, ok := s.v.Failed[n.Name][version]; ok && f.Rev > s.v.GateRev {
+		s.fallback = version
+		return fmt.Sprintf("fell back from %s: %s", version, clipTo(f.Reason, 160))
 	}
 	if seen {
 		switch {
@@ -403,6 +427,9 @@ func (s *stepper) fail(node, why string) {
 	r.Failure, r.FailedNode = clip(why), node
 	s.note(Note{Type: EventFailed, Node: node, Version: r.To, Reason: why})
 	if r.Policy.FailureAction == intent.FailurePause {
+		if s.fallback != "" {
+			why += "; " + node + " " + retryHint(r, s.fallback)
+		}
 		s.pause(intent.RolloutRunning, node, why)
 		return
 	}
@@ -530,16 +557,11 @@ func nodeList(d *intent.RolloutDomain) string {
 	return "nodes " + strings.Join(names, ", ")
 }
 
-func clip(s string) string {
-	if len(s) <= maxReason {
+func clip(s string) string { return clipTo(s, maxReason) }
+
+func clipTo(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return s[:maxReason-3] + "..."
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
+	return s[:n-3] + "..."
 }

@@ -229,7 +229,7 @@ func TestFailureRollsBackNewestFirst(t *testing.T) {
 	}{
 		{"never healthy", func(c *cluster) { c.bad["n3"] = "1.1.0" }, "n3 was not healthy on 1.1.0 for 2s within healthy_deadline 10s", false},
 		{"fell back", func(c *cluster) {
-			c.failed["n3"] = map[string]Fallback{"1.1.0": {Reason: "health check failed", At: t0.Add(time.Second)}}
+			c.failed["n3"] = map[string]Fallback{"1.1.0": {Reason: "health check failed", At: t0.Add(-time.Hour), Rev: 1}}
 		}, "n3 fell back from 1.1.0: health check failed", false},
 		{"crashed", func(c *cluster) { c.restarts["n3"] = 1 }, "n3 crashed on 1.1.0 (restarts 0 -> 1)", true},
 		{"unhealthy after healthy", func(c *cluster) { c.bad["n3"] = "1.1.0" }, "n3 became unhealthy on 1.1.0 (state running) after being healthy since", true},
@@ -438,13 +438,48 @@ func TestNodesAssignedNow(t *testing.T) {
 	}
 }
 
-func TestProgressDeadline(t *testing.T) {
-	r := newRollout(3)
-	r.Policy.ProgressDeadline = bundle.Dur(3 * time.Second)
+// progress_deadline counts from the last progress, not from the start: a
+// slow but healthy rollout whose domains each finish in time completes
+// however long it takes as a whole.
+func TestProgressDeadlineCountsFromLastProgress(t *testing.T) {
+	r := newRollout(6)
+	r.Policy.ProgressDeadline = bundle.Dur(3 * time.Second) // each domain takes about 2s
 	c := newCluster()
 	c.run(t, r)
-	if r.State != intent.RolloutRolledBack || !strings.Contains(r.Failure, "progress_deadline 3s") || r.FailedNode != "" {
-		t.Fatalf("state %s failure %q node %q", r.State, r.Failure, r.FailedNode)
+	if r.State != intent.RolloutCompleted || c.now.Sub(t0) < 10*time.Second {
+		t.Fatalf("state %s (failure %q) after %v", r.State, r.Failure, c.now.Sub(t0))
+	}
+}
+
+// A rollout that makes no progress within progress_deadline pauses, saying
+// so, and marks nothing failed: slow is not failed. Resume gives it another
+// progress_deadline.
+func TestProgressDeadlinePauses(t *testing.T) {
+	r := newRollout(3)
+	r.Policy.HealthyDeadline = bundle.Dur(time.Hour)
+	r.Policy.ProgressDeadline = bundle.Dur(30 * time.Second)
+	c := newCluster()
+	c.bad["n2"] = "1.1.0" // up, never healthy: no domain finishes
+	c.run(t, r)
+	if r.State != intent.RolloutPaused || r.Paused != intent.RolloutRunning || !strings.Contains(r.Failure, "progress_deadline 30s") ||
+		r.FailedNode != "" || c.vfail != nil {
+		t.Fatalf("state %s (resumes to %s) failure %q node %q version failure %+v", r.State, r.Paused, r.Failure, r.FailedNode, c.vfail)
+	}
+	if r.Domains[0].Phase != intent.DomainDone || r.Domains[1].Phase != intent.DomainUpdating {
+		t.Fatalf("domains %s %s", r.Domains[0].Phase, r.Domains[1].Phase)
+	}
+	if got := r.Domains[1].Started.Add(30 * time.Second); c.now.Before(got) {
+		t.Fatalf("paused at %v, before progress_deadline from ud2's start (%v)", c.now, got)
+	}
+	paused := c.now
+	ctl := intent.Item[intent.RolloutControl]{Value: intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlResume, Actor: "ada", At: t0}, ModRevision: 5}
+	if _, _, ok := Control(r, ctl, c.view(r)); !ok || r.State != intent.RolloutRunning {
+		t.Fatalf("resume: applied %v state %s", ok, r.State)
+	}
+	delete(c.bad, "n2")
+	c.run(t, r)
+	if r.State != intent.RolloutCompleted {
+		t.Fatalf("after resume: state %s failure %q (resumed at %v, now %v)", r.State, r.Failure, paused, c.now)
 	}
 }
 
@@ -473,7 +508,9 @@ func TestControl(t *testing.T) {
 	r := newRollout(3)
 	c := newCluster()
 	c.step(t, r)
-	ctl := intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlPause, Actor: "ada", At: t0.Add(time.Second)}
+	// Applied in the order of their store revisions; At (another node's
+	// clock) plays no part: this one's is a day ahead.
+	ctl := intent.Item[intent.RolloutControl]{Value: intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlPause, Actor: "ada", At: t0.Add(24 * time.Hour)}, ModRevision: 10}
 	if _, _, ok := Control(r, ctl, c.view(r)); !ok || r.State != intent.RolloutPaused || r.Paused != intent.RolloutRunning {
 		t.Fatalf("pause: applied %v state %s", ok, r.State)
 	}
@@ -481,7 +518,7 @@ func TestControl(t *testing.T) {
 		t.Fatal("a request was applied twice")
 	}
 	other := ctl
-	other.ID, other.At = "echo-9", t0.Add(time.Hour)
+	other.Value.ID, other.ModRevision = "echo-9", 11
 	if _, _, ok := Control(r, other, c.view(r)); ok {
 		t.Fatal("a request for another rollout was applied")
 	}
@@ -491,13 +528,13 @@ func TestControl(t *testing.T) {
 	if r.Domains[1].Phase != intent.DomainWaiting {
 		t.Fatal("a paused rollout moved on")
 	}
-	ctl.Action, ctl.At = intent.ControlResume, t0.Add(2*time.Second)
+	ctl.Value.Action, ctl.Value.At, ctl.ModRevision = intent.ControlResume, t0, 12
 	Control(r, ctl, c.view(r))
 	if r.State != intent.RolloutRunning {
 		t.Fatalf("resume: state %s", r.State)
 	}
 	c.step(t, r)
-	ctl.Action, ctl.At, ctl.RestoreData = intent.ControlAbort, t0.Add(3*time.Second), true
+	ctl.Value.Action, ctl.Value.At, ctl.Value.RestoreData, ctl.ModRevision = intent.ControlAbort, t0.Add(-time.Hour), true, 13
 	_, f, _ := Control(r, ctl, c.view(r))
 	if r.State != intent.RolloutRollingBack || !r.RestoreData || f == nil || f.Version != "1.1.0" || !strings.Contains(r.Failure, "aborted by ada") {
 		t.Fatalf("abort: state %s restore %v failure %q vfail %+v", r.State, r.RestoreData, r.Failure, f)
@@ -550,18 +587,31 @@ func TestPlan(t *testing.T) {
 			w.Pin = pinOf("1.1.0", "ada", "", t0)
 		}, intent.TriggerPin, "1.0.0", ""},
 		{"failed cluster-wide", func(w *Want) {
-			w.Failed = map[string]intent.VersionFailure{"1.1.0": {Version: "1.1.0", Reason: "n3 crashed", At: t0}}
+			w.Failed = map[string]intent.Item[intent.VersionFailure]{"1.1.0": {Value: intent.VersionFailure{Version: "1.1.0", Reason: "n3 crashed", At: t0}, ModRevision: 10}}
 		}, "", "", "1.1.0 failed cluster-wide (n3 crashed): pin it"},
+		// Pin and failure are ordered by store revision: the pinning
+		// node's clock may be a day ahead of the leader's, or behind.
 		{"failed, pinned before", func(w *Want) {
-			w.Failed = map[string]intent.VersionFailure{"1.1.0": {Version: "1.1.0", At: t0}}
+			w.Failed = map[string]intent.Item[intent.VersionFailure]{"1.1.0": {Value: intent.VersionFailure{Version: "1.1.0", At: t0}, ModRevision: 10}}
 			w.Intent.Pinned = true
-			w.Pin = pinOf("1.1.0", "ada", "", t0.Add(-time.Second))
+			w.Pin = pinOf("1.1.0", "ada", "", t0.Add(24*time.Hour))
+			w.Pin.ModRevision = 9
 		}, "", "", "failed cluster-wide"},
 		{"failed, pinned after", func(w *Want) {
-			w.Failed = map[string]intent.VersionFailure{"1.1.0": {Version: "1.1.0", At: t0}}
+			w.Failed = map[string]intent.Item[intent.VersionFailure]{"1.1.0": {Value: intent.VersionFailure{Version: "1.1.0", At: t0}, ModRevision: 10}}
 			w.Intent.Pinned = true
-			w.Pin = pinOf("1.1.0", "ada", "", t0.Add(time.Second))
+			w.Pin = pinOf("1.1.0", "ada", "", t0.Add(-24*time.Hour))
+			w.Pin.ModRevision = 11
 		}, intent.TriggerPin, "1.0.0", ""},
+		{"rolling back away from it, failure record gone", func(w *Want) {
+			back := *running
+			back.State = intent.RolloutRollingBack
+			w.Latest, w.LatestRev = &back, 20
+			w.Intent.Pinned = true
+			w.Pin = pinOf("1.1.0", "ada", "", t0.Add(24*time.Hour))
+			w.Pin.ModRevision = 15
+			w.Intent.Version = "1.1.0"
+		}, "", "", "rolls back away from 1.1.0"},
 		{"unpin", func(w *Want) {
 			f := *finished
 			f.Trigger = intent.TriggerPin
