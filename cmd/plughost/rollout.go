@@ -421,6 +421,9 @@ func nodeLine(d *operatorv1.RolloutDomain, n *operatorv1.RolloutNode, gateLeft t
 	if n.GetReason() != "" {
 		l += ": " + n.GetReason()
 	}
+	if n.GetDraining() != "" {
+		l += fmt.Sprintf("; draining %s: %d calls in flight", n.GetDraining(), n.GetInFlight())
+	}
 	return l
 }
 
@@ -695,6 +698,8 @@ type rolloutNodeJSON struct {
 	Reason       string     `json:"reason,omitempty"`
 	Restarts     int32      `json:"restarts"`
 	GateLeftMs   int64      `json:"gate_left_ms"`
+	Draining     string     `json:"draining,omitempty"`
+	InFlight     int64      `json:"in_flight,omitempty"`
 }
 
 type rolloutSnapJSON struct {
@@ -748,7 +753,8 @@ func toRolloutJSON(r *operatorv1.Rollout) rolloutJSON {
 			Started: timeOf(d.GetStarted()), Finished: timeOf(d.GetFinished()), DeadlineLeftMs: d.GetDeadlineLeftMs(), Nodes: []rolloutNodeJSON{}}
 		for _, n := range d.GetNodes() {
 			dj.Nodes = append(dj.Nodes, rolloutNodeJSON{n.GetName(), n.GetPhase(), n.GetVersion(), timeOf(n.GetHealthySince()),
-				timeOf(n.GetDownSince()), timeOf(n.GetSince()), n.GetReason(), n.GetRestarts(), n.GetGateLeftMs()})
+				timeOf(n.GetDownSince()), timeOf(n.GetSince()), n.GetReason(), n.GetRestarts(), n.GetGateLeftMs(),
+				n.GetDraining(), n.GetInFlight()})
 		}
 		out.Domains = append(out.Domains, dj)
 	}

@@ -123,6 +123,15 @@ func TestRolloutStatusView(t *testing.T) {
 	if strings.Contains(got, "Created:") {
 		t.Errorf("the live frame shows what does not change:\n%s", got)
 	}
+
+	// A node draining its old version shows the calls still in flight.
+	r = rolloutSteps()[1]
+	r.Domains[0].Nodes[0].Draining, r.Domains[0].Nodes[0].InFlight = "1.0.0", 7
+	b.Reset()
+	renderRollout(&b, r, r.GetAsOf().AsTime(), true)
+	if got := b.String(); !strings.Contains(got, "draining 1.0.0: 7 calls in flight") {
+		t.Errorf("the live frame does not show the drain:\n%s", got)
+	}
 }
 
 // TestRolloutFollowLines: the plain lines of `rollout status -follow`

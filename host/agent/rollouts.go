@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -150,7 +152,7 @@ func (o *operator) GetRollout(ctx context.Context, req *operatorv1.GetRolloutReq
 		if err != nil {
 			return err
 		}
-		resp.Rollout = toRollout(it, time.Now(), o.controlFor(ctx, db, it.Value))
+		resp.Rollout = toRollout(it, time.Now(), o.controlFor(ctx, db, it.Value), drainsOf(ctx, db, it.Value.Plugin))
 		return nil
 	})
 	if err != nil {
@@ -211,8 +213,10 @@ func (o *operator) followRollout(ctx context.Context, db *intent.DB, it intent.I
 	changed := make(chan struct{}, 1)
 	from := it.ModRevision + 1
 	go func() {
-		_ = db.Watch(wctx, from, []string{key, ctlKey}, o.a.log, func(c intent.Change) {
-			if c.Resync || c.Key == key || c.Key == ctlKey {
+		_ = db.Watch(wctx, from, []string{key, ctlKey, intent.PrefixObserve}, o.a.log, func(c intent.Change) {
+			// A node's report of the plugin says what it drains.
+			_, ofPlugin := strings.CutSuffix(c.Key, "/"+r.Plugin)
+			if c.Resync || c.Key == key || c.Key == ctlKey || (strings.HasPrefix(c.Key, intent.PrefixObserve) && ofPlugin) {
 				select {
 				case changed <- struct{}{}:
 				default:
@@ -220,13 +224,14 @@ func (o *operator) followRollout(ctx context.Context, db *intent.DB, it intent.I
 			}
 		})
 	}()
-	sent := int64(-1)
+	sent, sentDrains := int64(-1), ""
 	for {
-		if it.ModRevision != sent {
-			if err := send(toRollout(it, time.Now(), o.controlFor(ctx, db, it.Value))); err != nil {
+		drains := drainsOf(ctx, db, r.Plugin)
+		if d := drainKey(drains); it.ModRevision != sent || d != sentDrains {
+			if err := send(toRollout(it, time.Now(), o.controlFor(ctx, db, it.Value), drains)); err != nil {
 				return err
 			}
-			sent = it.ModRevision
+			sent, sentDrains = it.ModRevision, d
 			if last != nil {
 				*last = it.Value
 			}
@@ -256,6 +261,31 @@ func (o *operator) followRollout(ctx context.Context, db *intent.DB, it intent.I
 		}
 		it = next
 	}
+}
+
+// drainsOf is, by node, the reports of the nodes draining an instance of
+// plugin (calls in flight while a swap drains the old version).
+func drainsOf(ctx context.Context, db *intent.DB, plugin string) map[string]intent.Observation {
+	obs, _, err := db.Observations(ctx)
+	if err != nil {
+		return nil
+	}
+	out := map[string]intent.Observation{}
+	for _, it := range obs {
+		if o := it.Value; o.Plugin == plugin && o.Draining != "" {
+			out[o.Node] = o
+		}
+	}
+	return out
+}
+
+// drainKey says what drains holds, to send a rollout again when it changes.
+func drainKey(drains map[string]intent.Observation) string {
+	var b strings.Builder
+	for _, n := range slices.Sorted(maps.Keys(drains)) {
+		fmt.Fprintf(&b, "%s=%s:%d;", n, drains[n].Draining, drains[n].InFlight)
+	}
+	return b.String()
 }
 
 func (o *operator) PauseRollout(ctx context.Context, req *operatorv1.PauseRolloutRequest) (*operatorv1.PauseRolloutResponse, error) {
@@ -403,7 +433,7 @@ func toControl(c *intent.RolloutControl, applied bool) *operatorv1.RolloutContro
 
 // toRollout is a rollout record for the API, its time-left fields counted
 // at now.
-func toRollout(it intent.Item[intent.Rollout], now time.Time, ctlItem *intent.Item[intent.RolloutControl]) *operatorv1.Rollout {
+func toRollout(it intent.Item[intent.Rollout], now time.Time, ctlItem *intent.Item[intent.RolloutControl], drains ...map[string]intent.Observation) *operatorv1.Rollout {
 	r := it.Value
 	p := r.Policy
 	var ctl *intent.RolloutControl
@@ -444,6 +474,11 @@ func toRollout(it intent.Item[intent.Rollout], now time.Time, ctlItem *intent.It
 		for _, n := range d.Nodes {
 			pn := &operatorv1.RolloutNode{Name: n.Name, Phase: n.Phase, Version: n.Version, HealthySince: tsOrNil(n.HealthySince),
 				DownSince: tsOrNil(n.DownSince), Since: tsOrNil(n.Since), Reason: n.Reason, Restarts: int32(n.Restarts)}
+			for _, m := range drains {
+				if o, ok := m[n.Name]; ok && o.Draining != "" {
+					pn.Draining, pn.InFlight = o.Draining, o.InFlight
+				}
+			}
 			if gating && n.Phase == intent.NodeUpdating && !n.HealthySince.IsZero() {
 				pn.GateLeftMs = max(0, n.HealthySince.Add(p.MinHealthyTime.Duration).Sub(now).Milliseconds())
 			}

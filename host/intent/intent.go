@@ -119,6 +119,11 @@ type Observation struct {
 	Restarts  int       `json:"restarts"`
 	LastError string    `json:"last_error,omitempty"`
 	Services  []string  `json:"services,omitempty"`
+	// Draining is the version of an instance the node drains (its
+	// replacement serves, or it is no longer assigned), and InFlight the
+	// calls still in flight in it.
+	Draining string `json:"draining,omitempty"`
+	InFlight int64  `json:"in_flight,omitempty"`
 }
 
 // IntentKey is the key of a plugin's intent.

@@ -142,8 +142,11 @@ func (r *Observation) Validate() error {
 	if r.Version != "" { // a plugin that never started has none
 		errs = append(errs, checkVersion(r.Version))
 	}
-	if r.Epoch < 0 || r.Restarts < 0 {
-		errs = append(errs, fmt.Errorf("epoch %d, restarts %d: cannot be negative", r.Epoch, r.Restarts))
+	if r.Epoch < 0 || r.Restarts < 0 || r.InFlight < 0 {
+		errs = append(errs, fmt.Errorf("epoch %d, restarts %d, in flight %d: cannot be negative", r.Epoch, r.Restarts, r.InFlight))
+	}
+	if r.Draining != "" {
+		errs = append(errs, checkVersion(r.Draining))
 	}
 	if len(r.Services) > maxServices {
 		errs = append(errs, fmt.Errorf("%d services listed, more than %d", len(r.Services), maxServices))

@@ -29,12 +29,16 @@ type managed struct {
 	nudgeCh   chan struct{}
 	restartCh chan struct{}
 
-	mu           sync.Mutex
-	cur          *instance
-	state        operatorv1.InstanceState
-	since        time.Time
-	lastErr      string
-	restarts     int
+	mu       sync.Mutex
+	cur      *instance
+	state    operatorv1.InstanceState
+	since    time.Time
+	lastErr  string
+	restarts int
+	// draining is the version of the instance being drained, with
+	// inFlight calls still in it; "" when none is.
+	draining     string
+	inFlight     int64
 	restartTimes []time.Time
 	desired      string
 	pinned       string
@@ -140,6 +144,8 @@ func (m *managed) publishLocked() {
 		Restarts:  m.restarts,
 		LastError: m.lastErr,
 		Services:  slices.Clone(m.services),
+		Draining:  m.draining,
+		InFlight:  m.inFlight,
 	}
 	if m.cur != nil {
 		obs.Version = m.cur.entry.Version
@@ -711,13 +717,27 @@ func (m *managed) unassigned() {
 	m.setState(operatorv1.InstanceState_INSTANCE_STATE_STOPPED, "")
 }
 
+// setDraining reports the instance of version being drained with inFlight
+// calls in it ("" when none is), in the plugin's observation.
+func (m *managed) setDraining(version string, inFlight int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.draining == version && m.inFlight == inFlight {
+		return
+	}
+	m.draining, m.inFlight = version, inFlight
+	m.publishLocked()
+}
+
 // retire stops routing to in, drains and stops it, and returns how many
 // calls the drain timeout cut off.
 func (m *managed) retire(in *instance, why string) int64 {
 	if m.s.cfg.Router.Backend(m.name) == in.backend {
 		m.s.cfg.Router.SetBackend(m.name, nil)
 	}
+	defer m.setDraining("", 0)
 	cut := m.s.drainAndStop(context.Background(), in, func(inFlight int64, left time.Duration) {
+		m.setDraining(in.entry.Version, inFlight)
 		m.emit(Progress{Phase: operatorv1.SwapPhase_SWAP_PHASE_DRAINING, From: in.entry.Version, InFlight: inFlight, TimeLeft: left,
 			Message: fmt.Sprintf("draining %s: %d calls in flight", in.entry.Version, inFlight)})
 	})

@@ -4399,7 +4399,11 @@ type RolloutNode struct {
 	// gate_left_ms is what remains of min_healthy_time for a node healthy
 	// on its domain's version but not yet through the gate, as of the
 	// rollout's as_of.
-	GateLeftMs    int64 `protobuf:"varint,9,opt,name=gate_left_ms,json=gateLeftMs,proto3" json:"gate_left_ms,omitempty"`
+	GateLeftMs int64 `protobuf:"varint,9,opt,name=gate_left_ms,json=gateLeftMs,proto3" json:"gate_left_ms,omitempty"`
+	// draining is the version of an instance the node is draining, and
+	// in_flight the calls still in flight in it, from the node's report.
+	Draining      string `protobuf:"bytes,10,opt,name=draining,proto3" json:"draining,omitempty"`
+	InFlight      int64  `protobuf:"varint,11,opt,name=in_flight,json=inFlight,proto3" json:"in_flight,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -4493,6 +4497,20 @@ func (x *RolloutNode) GetRestarts() int32 {
 func (x *RolloutNode) GetGateLeftMs() int64 {
 	if x != nil {
 		return x.GateLeftMs
+	}
+	return 0
+}
+
+func (x *RolloutNode) GetDraining() string {
+	if x != nil {
+		return x.Draining
+	}
+	return ""
+}
+
+func (x *RolloutNode) GetInFlight() int64 {
+	if x != nil {
+		return x.InFlight
 	}
 	return 0
 }
@@ -5652,7 +5670,7 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\astarted\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x126\n" +
 	"\bfinished\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bfinished\x127\n" +
 	"\x05nodes\x18\a \x03(\v2!.plughost.operator.v1.RolloutNodeR\x05nodes\x12(\n" +
-	"\x10deadline_left_ms\x18\b \x01(\x03R\x0edeadlineLeftMs\"\xd5\x02\n" +
+	"\x10deadline_left_ms\x18\b \x01(\x03R\x0edeadlineLeftMs\"\x8e\x03\n" +
 	"\vRolloutNode\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05phase\x18\x02 \x01(\tR\x05phase\x12\x18\n" +
@@ -5664,7 +5682,10 @@ const file_plughost_operator_v1_operator_proto_rawDesc = "" +
 	"\x06reason\x18\a \x01(\tR\x06reason\x12\x1a\n" +
 	"\brestarts\x18\b \x01(\x05R\brestarts\x12 \n" +
 	"\fgate_left_ms\x18\t \x01(\x03R\n" +
-	"gateLeftMs\"\xd9\x01\n" +
+	"gateLeftMs\x12\x1a\n" +
+	"\bdraining\x18\n" +
+	" \x01(\tR\bdraining\x12\x1b\n" +
+	"\tin_flight\x18\v \x01(\x03R\binFlight\"\xd9\x01\n" +
 	"\x0fRolloutSnapshot\x12\x1c\n" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04keys\x18\x02 \x01(\x03R\x04keys\x12\x14\n" +
