@@ -235,7 +235,7 @@ func (a *Agent) Run(ctx context.Context) (err error) {
 	snapCfg := cfg.SnapshotConfig()
 	snapCfg.Logger = a.log.Named("rollout")
 	rollouts := rollout.New(rollout.Config{Store: a.store, Catalog: a.catalog, Members: placementMembers{a.cluster, a.store},
-		Snapshots: rollout.NewSnapshots(a.store, snapCfg), Node: cfg.Node, Logger: a.log.Named("rollout")})
+		Snapshots: rollout.NewSnapshots(a.store, snapCfg), Node: cfg.Node, Logger: a.log.Named("rollout"), Keep: cfg.RolloutKeep})
 	leader.Run(a.store, "rollout", leader.TaskFunc(rollouts.Run), a.log.Named("leader"))
 
 	stopGovernance, err := a.startGovernance(ctx)

@@ -230,6 +230,11 @@ type Config struct {
 	// RolloutSnapshotMaxBytes (keys and values) gets none.
 	RolloutSnapshotKeep     int   `json:"rollout_snapshot_keep"`
 	RolloutSnapshotMaxBytes int64 `json:"rollout_snapshot_max_bytes"`
+
+	// Rollout records (area: rollout). RolloutKeep is how many rollouts of
+	// each plugin the leader keeps: older finished ones are deleted, with
+	// their snapshots.
+	RolloutKeep int `json:"rollout_keep"`
 }
 
 // FailureDetection is cluster.FailureDetection in the config file; zero
@@ -341,6 +346,9 @@ func DefaultConfig() Config {
 		// Rollout data safety (area: data).
 		RolloutSnapshotKeep:     rollout.DefaultSnapshotKeep,
 		RolloutSnapshotMaxBytes: rollout.DefaultSnapshotMaxBytes,
+
+		// Rollout records (area: rollout).
+		RolloutKeep: rollout.DefaultKeep,
 
 		// Connections (area: secnet).
 		MaxPendingConns:           DefaultMaxPendingConns,
@@ -496,6 +504,10 @@ func (c *Config) Validate() error {
 	if c.RolloutSnapshotKeep < 1 || c.RolloutSnapshotMaxBytes < 1 {
 		errs = append(errs, fmt.Errorf("rollout_snapshot_keep %d and rollout_snapshot_max_bytes %d must be 1 or more (defaults %d and %d)",
 			c.RolloutSnapshotKeep, c.RolloutSnapshotMaxBytes, rollout.DefaultSnapshotKeep, rollout.DefaultSnapshotMaxBytes))
+	}
+	if c.RolloutKeep < max(1, c.RolloutSnapshotKeep) {
+		errs = append(errs, fmt.Errorf("rollout_keep %d must be at least 1 and rollout_snapshot_keep (%d): a snapshot is deleted with its rollout (default %d)",
+			c.RolloutKeep, c.RolloutSnapshotKeep, rollout.DefaultKeep))
 	}
 	errs = append(errs, c.validateTLS()...)
 	errs = append(errs, c.validateIdentity()...)

@@ -188,6 +188,12 @@ func (t *Txn) Delete(key string) *Txn {
 	return t
 }
 
+// DeletePrefix deletes every key under prefix.
+func (t *Txn) DeletePrefix(prefix string) *Txn {
+	t.ops = append(t.ops, &storev1.TxnOp{Op: &storev1.TxnOp_DeleteRange{DeleteRange: &storev1.TxnDeleteRange{Prefix: []byte(prefix)}}})
+	return t
+}
+
 // IfModRevision adds the condition that key's mod revision is rev; 0 means
 // the key does not exist.
 func (t *Txn) IfModRevision(key string, rev int64) *Txn {

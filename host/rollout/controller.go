@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -68,10 +69,14 @@ type Config struct {
 	Resync time.Duration
 	// Now is the controller's clock; time.Now by default.
 	Now func() time.Time
+	// Keep is how many rollouts of each plugin are kept (DefaultKeep
+	// when 0): older finished ones are deleted with their snapshots.
+	Keep int
 }
 
 // Defaults.
 const (
+	DefaultKeep   = 20
 	DefaultTick   = 250 * time.Millisecond
 	DefaultResync = 30 * time.Second
 	debounce      = 20 * time.Millisecond
@@ -84,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Snapshots == nil {
 		c.Snapshots = noSnapshots{}
+	}
+	if c.Keep <= 0 {
+		c.Keep = DefaultKeep
 	}
 	if c.Tick <= 0 {
 		c.Tick = DefaultTick
@@ -253,8 +261,43 @@ func (c *Controller) Pass(ctx context.Context) (active bool, err error) {
 			errs = append(errs, fmt.Errorf("plugin %s: %w", p, err))
 		}
 		active = active || a
+		if err := c.prune(ctx, w, p); err != nil {
+			errs = append(errs, fmt.Errorf("plugin %s: pruning its rollouts: %w", p, err))
+		}
 	}
 	return active, errors.Join(errs...)
+}
+
+// prune deletes plugin's oldest rollouts but the newest Keep, each with
+// its snapshot: never the newest, an unfinished one, or one whose nodes
+// are pending (they still converge). Each pass reads what is left.
+func (c *Controller) prune(ctx context.Context, w *world, plugin string) error {
+	list := w.rollouts[plugin]
+	extra := len(list) - c.cfg.Keep
+	if extra <= 0 {
+		return nil
+	}
+	var t intent.Txn
+	var gone []int64
+	for _, it := range list[:len(list)-1] {
+		if len(gone) == extra || t.Len() >= maxTxnOps-2 {
+			break
+		}
+		if r := it.Value; !r.Done() || len(r.Pending) > 0 {
+			continue
+		}
+		t.IfModRevision(it.Value.Key(), it.ModRevision).Delete(it.Value.Key()).DeletePrefix(SnapshotPrefix(plugin, it.Value.Seq))
+		gone = append(gone, it.Value.Seq)
+	}
+	if len(gone) == 0 {
+		return nil
+	}
+	if _, ok, err := c.db.Commit(ctx, &t); err != nil || !ok {
+		return err // changed since read: the next pass prunes
+	}
+	c.log.Debug("old rollouts deleted", "plugin", plugin, "seqs", gone, "keep", c.cfg.Keep)
+	w.rollouts[plugin] = slices.DeleteFunc(list, func(it intent.Item[intent.Rollout]) bool { return slices.Contains(gone, it.Value.Seq) })
+	return nil
 }
 
 func (c *Controller) read(ctx context.Context) (*world, error) {

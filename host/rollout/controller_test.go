@@ -792,3 +792,55 @@ func TestResumeAfterFallbackNeedsAPin(t *testing.T) {
 	}
 	f.until("completed", f.state(1, intent.RolloutCompleted))
 }
+
+// The leader keeps the newest Keep rollouts of a plugin, deleting older
+// ones with their snapshots, but never one whose down nodes are pending.
+func TestOldRolloutsPruned(t *testing.T) {
+	f := newFixture(t, 3)
+	f.c = rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Now: f.clock.Now, Keep: 1})
+	f.install(3)
+	seqs := func() []int64 {
+		rs, _, err := f.db.Rollouts(f.ctx, "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []int64
+		for _, it := range rs {
+			out = append(out, it.Value.Seq)
+		}
+		return out
+	}
+	chunk := func(seq int64) []byte { return []byte(rollout.SnapshotPrefix("echo", seq) + "0000000000") }
+	for i, v := range []string{"1.1.0", "1.2.0"} {
+		f.register(v, nil)
+		f.until(v+" completed", f.state(int64(i+1), intent.RolloutCompleted))
+		if _, err := f.st.Put(f.ctx, &storev1.PutRequest{Namespace: store.SystemNamespace, Key: chunk(int64(i + 1)), Value: []byte("x")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.round()
+	if got := seqs(); !reflect.DeepEqual(got, []int64{2}) {
+		t.Fatalf("rollouts kept %v, want [2]", got)
+	}
+	for seq, want := range map[int64]bool{1: false, 2: true} {
+		resp, err := f.st.Get(f.ctx, &storev1.GetRequest{Namespace: store.SystemNamespace, Key: chunk(seq)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := resp.GetKv() != nil; got != want {
+			t.Errorf("echo-%d's snapshot kept %v, want %v", seq, got, want)
+		}
+	}
+	// n3 down through two rollouts: both keep it pending, and are kept.
+	f.m.setAlive("n3", false)
+	f.register("1.3.0", nil)
+	f.until("1.3.0 completed", f.state(3, intent.RolloutCompleted))
+	f.register("1.4.0", nil)
+	f.until("1.4.0 completed", f.state(4, intent.RolloutCompleted))
+	f.round()
+	if got := seqs(); !reflect.DeepEqual(got, []int64{3, 4}) {
+		t.Fatalf("rollouts kept %v with n3 pending, want [3 4]", got)
+	}
+	f.m.setAlive("n3", true)
+	f.until("echo-3 pruned once n3 converged", func() bool { return reflect.DeepEqual(seqs(), []int64{4}) })
+}
