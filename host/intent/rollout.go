@@ -183,6 +183,11 @@ type Rollout struct {
 	// again after a rollback; Restored is when it was.
 	RestoreData bool      `json:"restore_data,omitempty"`
 	Restored    time.Time `json:"restored,omitzero"`
+	// Restoring is when the controller recorded that it was about to
+	// restore (before it did): set with Restored zero, a restore may
+	// have happened without its outcome recorded, and is not run again
+	// unless an operator resumes.
+	Restoring time.Time `json:"restoring,omitzero"`
 	// ControlRev is the store revision (ModRevision) of the last operator
 	// request (rolloutctl/) applied to it: each is applied once, in the
 	// order the cluster committed them. ControlAt is that request's At,

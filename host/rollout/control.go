@@ -44,6 +44,9 @@ func Control(r *intent.Rollout, it intent.Item[intent.RolloutControl], v View) (
 			break
 		}
 		r.State, r.Paused, r.Failure, r.FailedNode = r.Paused, "", "", ""
+		if r.Restored.IsZero() {
+			r.Restoring = time.Time{} // the operator asks the restore (again)
+		}
 		r.Progressed = s.v.Now
 		for i := range r.Domains {
 			if d := &r.Domains[i]; d.Phase == intent.DomainUpdating || d.Phase == intent.DomainRollingBack {
@@ -53,6 +56,12 @@ func Control(r *intent.Rollout, it intent.Item[intent.RolloutControl], v View) (
 		s.note(Note{Type: EventResumed, Reason: "resumed by " + by})
 	case c.Action == intent.ControlAbort:
 		if r.Back() {
+			switch {
+			case c.RestoreData:
+				r.Restoring = time.Time{} // asked (again)
+			case !r.Restoring.IsZero() && r.Restored.IsZero():
+				r.RestoreData = false // a restore with no recorded outcome: not again
+			}
 			r.RestoreData = r.RestoreData || c.RestoreData
 			r.State, r.Paused, r.Progressed = intent.RolloutRollingBack, "", s.v.Now
 			for i := range r.Domains {

@@ -119,13 +119,17 @@ type Controller struct {
 	// each logged once (logging only).
 	refused  map[string]int64
 	casFails map[string]int
+	// restoring are the rollouts (by ID) whose Restoring this
+	// controller recorded and has not restored yet: only those it
+	// restores; a Restoring it did not record may have been restored.
+	restoring map[string]bool
 }
 
 // New returns a Controller.
 func New(cfg Config) *Controller {
 	cfg = cfg.withDefaults()
 	return &Controller{cfg: cfg, db: intent.New(cfg.Store), log: cfg.Logger, blocked: map[string]string{},
-		refused: map[string]int64{}, casFails: map[string]int{}}
+		refused: map[string]int64{}, casFails: map[string]int{}, restoring: map[string]bool{}}
 }
 
 // maxCASFails is how many creates of a plugin's rollout refused in a row
@@ -530,10 +534,17 @@ func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[inte
 		ns, f, _ := Control(r, ctl, v)
 		notes, failed = append(notes, ns...), append(failed, f)
 	}
+	began := false // a restore, recorded as begun by this pass
 	for range 4 { // a step, and again after each effect it needs
 		ns, need, f := Step(r, v)
 		notes, failed = append(notes, ns...), append(failed, f)
 		if need == NeedNothing {
+			break
+		}
+		if need == NeedRestore && r.Restoring.IsZero() {
+			// Recorded first: a restore whose outcome a leader change
+			// loses is not run again over what was written since.
+			r.Restoring, began = w.now, true
 			break
 		}
 		ns, err := c.effect(ctx, w, r, need)
@@ -559,6 +570,9 @@ func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[inte
 		if err != nil || !ok {
 			return false, err // changed meanwhile: the next pass starts from it
 		}
+		if began {
+			c.restoring[r.ID] = true
+		}
 		c.record(ctx, r, notes)
 	}
 	return r.State == intent.RolloutRunning || r.State == intent.RolloutRollingBack, nil
@@ -583,6 +597,16 @@ func (c *Controller) effect(ctx context.Context, w *world, r *intent.Rollout, ne
 		}
 		r.Snapshot = snap
 	case NeedRestore:
+		if !c.restoring[r.ID] {
+			state := intent.RolloutRunning
+			if r.Back() {
+				state = intent.RolloutRollingBack
+			}
+			s.pause(state, "", clip(fmt.Sprintf("a restore of the plugin's data begun at %s has no recorded outcome (the leader changed during it): it may have happened, and restoring again would lose what was written since; %s serves; resume restores the data again, abort finishes without restoring it",
+				r.Restoring.UTC().Format(time.RFC3339), r.Target())))
+			return s.notes, nil
+		}
+		delete(c.restoring, r.ID)
 		from := r
 		if !r.Back() {
 			// A rollback by pin restores the data as it was before the

@@ -844,3 +844,51 @@ func TestOldRolloutsPruned(t *testing.T) {
 	f.m.setAlive("n3", true)
 	f.until("echo-3 pruned once n3 converged", func() bool { return reflect.DeepEqual(seqs(), []int64{4}) })
 }
+
+// A restore is recorded as begun before it runs: a new leader that finds
+// it begun with no outcome recorded does not restore again over what was
+// written since, but pauses; resume restores (once), abort does not.
+func TestRestoreNotRunTwiceAcrossLeaders(t *testing.T) {
+	for _, action := range []string{intent.ControlResume, intent.ControlAbort} {
+		t.Run(action, func(t *testing.T) {
+			f := newFixture(t, 2)
+			snaps := &snapshots{}
+			leader := func() *rollout.Controller {
+				return rollout.New(rollout.Config{Store: f.st, Catalog: f.cat, Members: f.m, Node: "n1", Now: f.clock.Now, Snapshots: snaps})
+			}
+			f.c = leader()
+			f.install(2)
+			f.register("1.1.0", nil)
+			f.until("ud1 done", func() bool { r := f.latest(); return r != nil && r.Domains[0].Phase == intent.DomainDone })
+			ctl := &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: intent.ControlAbort, RestoreData: true, Actor: "ada", At: f.clock.Now()}
+			if _, err := f.db.Put(f.ctx, ctl); err != nil {
+				t.Fatal(err)
+			}
+			f.until("restore begun", func() bool { return !f.latest().Restoring.IsZero() })
+			if _, restored := snaps.calls(); len(restored) > 0 {
+				t.Fatalf("restored %v before the record said it would", restored)
+			}
+			f.c = leader() // the leader changed: did the old one restore?
+			f.until("paused", f.state(1, intent.RolloutPaused))
+			if r := f.latest(); !strings.Contains(r.Failure, "has no recorded outcome") {
+				t.Fatalf("paused: %q", r.Failure)
+			}
+			if _, restored := snaps.calls(); len(restored) > 0 {
+				t.Fatalf("the new leader restored %v again", restored)
+			}
+			f.clock.add(time.Second)
+			ctl = &intent.RolloutControl{Plugin: "echo", ID: "echo-1", Action: action, Actor: "ada", At: f.clock.Now()}
+			if _, err := f.db.Put(f.ctx, ctl); err != nil {
+				t.Fatal(err)
+			}
+			f.until("rolled back", f.state(1, intent.RolloutRolledBack))
+			want := []string{"echo-1"}
+			if action == intent.ControlAbort {
+				want = nil
+			}
+			if _, restored := snaps.calls(); !reflect.DeepEqual(restored, want) {
+				t.Errorf("restored %v after %s, want %v", restored, action, want)
+			}
+		})
+	}
+}
