@@ -535,7 +535,7 @@ func (c *Controller) advance(ctx context.Context, w *world, it *intent.Item[inte
 		notes, failed = append(notes, ns...), append(failed, f)
 	}
 	began := false // a restore, recorded as begun by this pass
-	for range 4 { // a step, and again after each effect it needs
+	for range 4 {  // a step, and again after each effect it needs
 		ns, need, f := Step(r, v)
 		notes, failed = append(notes, ns...), append(failed, f)
 		if need == NeedNothing {
