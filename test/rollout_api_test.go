@@ -144,6 +144,27 @@ func TestRolloutOperatorSurface(t *testing.T) {
 		t.Fatalf("rollout abort -restore-data without a snapshot: exit %d: %s", code, errOut)
 	}
 
+	// A rollout paused because a node fell back: the node does not try the
+	// version again until it is pinned again, so resume alone is refused,
+	// saying what to do, and status does not offer it.
+	fb := fakeRollout("phantom", 1, intent.RolloutPaused)
+	fb.FailedNode = "n1"
+	fb.Failure = "n1 fell back from 2.0.0: port in use; n1 " + intent.NoRetry +
+		": 'plughost plugin pin phantom 2.0.0' has it try again, then 'plughost rollout resume phantom-1'; or 'plughost rollout abort phantom-1' rolls back"
+	putRecord(t, a, fb)
+	_, err = op.ResumeRollout(ctx, &operatorv1.ResumeRolloutRequest{Name: "phantom"})
+	if status.Code(err) != codes.FailedPrecondition || rolloutReason(err) != operatorv1.ReasonRolloutState {
+		t.Fatalf("resume of phantom-1 paused by a fallback: %v, want FAILED_PRECONDITION ROLLOUT_STATE", err)
+	}
+	if _, errOut, code := a.CLI("rollout", "resume", "phantom-1"); code != 1 || !strings.Contains(errOut, "cannot resume yet") ||
+		!strings.Contains(errOut, "'plughost plugin pin phantom 2.0.0' has it try again") {
+		t.Fatalf("rollout resume phantom-1: exit %d: %s", code, errOut)
+	}
+	if out, _, code := a.CLI("rollout", "status", "phantom"); code != 0 || !strings.Contains(out, "State:    paused: node n1: n1 fell back from 2.0.0") ||
+		strings.Contains(out, "goes on") {
+		t.Fatalf("rollout status phantom: exit %d:\n%s", code, out)
+	}
+
 	// resume: the request is recorded for the controller.
 	out, errOut, code = a.CLI("rollout", "resume", "ghost")
 	if code != 0 || !strings.Contains(out, "Asked rollout ghost-2 (paused) to resume, running") {
