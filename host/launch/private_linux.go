@@ -3,9 +3,11 @@ package launch
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -44,8 +46,7 @@ func openChecked(what string, spec Spec, sum []byte) (*os.File, error) {
 	if !bytes.Equal(h.Sum(nil), sum) {
 		return nil, fmt.Errorf("%s: %s does not match the manifest's sha256 %s: %w (re-add the bundle)", what, spec.Executable, spec.SHA256, ErrChecksum)
 	}
-	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
-	if _, err := unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); err != nil {
+	if err := seal(fd); err != nil {
 		return nil, fmt.Errorf("%s: sealing the private copy: %w", what, err)
 	}
 	if err := unix.Fchmod(fd, 0o555); err != nil {
@@ -58,4 +59,26 @@ func openChecked(what string, spec Spec, sum []byte) (*os.File, error) {
 		return nil, fmt.Errorf("%s: private copy: %w", what, err)
 	}
 	return os.NewFile(uintptr(ro), spec.Executable), nil
+}
+
+// Sealing against writes fails with EBUSY while a page of the copy still
+// has a reference the kernel has not let go of (a per-CPU LRU batch of
+// another CPU holds one for a moment after the write): seal tries again,
+// sealTries times at most, sealPause apart.
+const (
+	sealTries = 50
+	sealPause = 10 * time.Millisecond
+)
+
+// seal seals fd, a memory file, against every change.
+func seal(fd int) error {
+	seals := unix.F_SEAL_SEAL | unix.F_SEAL_SHRINK | unix.F_SEAL_GROW | unix.F_SEAL_WRITE
+	var err error
+	for range sealTries {
+		if _, err = unix.FcntlInt(uintptr(fd), unix.F_ADD_SEALS, seals); !errors.Is(err, unix.EBUSY) {
+			return err
+		}
+		time.Sleep(sealPause)
+	}
+	return err
 }
