@@ -3,7 +3,6 @@ package test
 import (
 	"encoding/json"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -116,38 +115,7 @@ func nodesOf(m map[string]placedInstance) []string {
 // (the executable, and so its digest, is the same).
 func placedBundle(t testing.TB, src string, placement map[string]any) string {
 	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("tar", "-xzf", src, "-C", dir).CombinedOutput(); err != nil {
-		t.Fatalf("unpacking %s: %v\n%s", src, err, out)
-	}
-	path := filepath.Join(dir, "plugin.json")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(raw, &m); err != nil {
-		t.Fatal(err)
-	}
-	m["placement"] = placement
-	if raw, err = json.Marshal(m); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, raw, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	args := []string{"-czf", filepath.Join(t.TempDir(), filepath.Base(src)), "-C", dir}
-	for _, e := range entries {
-		args = append(args, e.Name())
-	}
-	if b, err := exec.Command("tar", args...).CombinedOutput(); err != nil {
-		t.Fatalf("packing %s: %v\n%s", src, err, b)
-	}
-	return args[1]
+	return repackManifest(t, src, func(m map[string]any) { m["placement"] = placement })
 }
 
 // fixtureBundleBuilt builds fixture dir as name@version and bundles it
