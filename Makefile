@@ -68,7 +68,7 @@ run:
 # test: every test, with the race detector. The end-to-end tests in test/
 # build the real binaries themselves.
 test:
-	go test -race -count=1 -timeout 30m ./...
+	go test -race -count=1 -timeout 60m ./...
 
 # fuzz: every fuzz target, each for FUZZTIME (go fuzzes one target of one
 # package per run). Their seed corpora (f.Add and testdata/fuzz/) already
